@@ -1,0 +1,1 @@
+"""The late after-sales entry and commission clawback service."""

@@ -1,0 +1,110 @@
+"""`python -m server`: runs the late after-sales service until SIGTERM or Ctrl-C."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import pathlib
+import signal
+import sys
+
+import grpc
+from prometheus_client import start_http_server
+from pythonjsonlogger.json import JsonFormatter
+
+from server import demo, policy
+from server.app import App
+from server.clock import SystemClock
+from server.service import Service
+from server.store import Store, open_database
+
+DEFAULT_DATABASE = "sqlite:///var/aftersales.db"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    env = os.environ.get
+    p = argparse.ArgumentParser(prog="aftersales-server", description=__doc__)
+    p.add_argument("--address", default=env("AFTERSALES_ADDRESS", "127.0.0.1:50051"),
+                   help="host:port to listen on (env AFTERSALES_ADDRESS)")
+    p.add_argument("--database", default=env("DATABASE_URL", DEFAULT_DATABASE),
+                   help="sqlite:///path or postgresql://user:pass@host:port/db (env DATABASE_URL)")
+    p.add_argument("--policy", default=None,
+                   help=f"policy TOML file (env {policy.ENV_VAR}; default: the shipped policy)")
+    p.add_argument("--demo", action="store_true",
+                   help="load the demo data set if the database has none")
+    p.add_argument("--workers", type=int, default=int(env("AFTERSALES_WORKERS", "8")),
+                   help="RPC worker threads")
+    p.add_argument("--sweep-interval", type=float, default=30.0,
+                   help="seconds between sweeps that store expired entries as EXPIRED")
+    p.add_argument("--metrics-address", default=env("AFTERSALES_METRICS_ADDRESS", ""),
+                   help="host:port for Prometheus metrics over HTTP; off when empty")
+    p.add_argument("--tls-cert", default=env("AFTERSALES_TLS_CERT", ""),
+                   help="PEM certificate chain; with --tls-key, serve TLS")
+    p.add_argument("--tls-key", default=env("AFTERSALES_TLS_KEY", ""), help="PEM private key")
+    p.add_argument("--log-level", default=env("AFTERSALES_LOG_LEVEL", "INFO"))
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter("{asctime}{levelname}{name}{message}", style="{"))
+    logging.basicConfig(level=args.log_level.upper(), handlers=[handler], force=True)
+    log = logging.getLogger("aftersales")
+
+    try:
+        the_policy = policy.load(args.policy)
+    except policy.PolicyError as e:
+        log.error("bad policy: %s", e)
+        return 2
+    credentials = None
+    if args.tls_cert or args.tls_key:
+        if not (args.tls_cert and args.tls_key):
+            log.error("--tls-cert and --tls-key go together")
+            return 2
+        credentials = grpc.ssl_server_credentials(
+            [(pathlib.Path(args.tls_key).read_bytes(), pathlib.Path(args.tls_cert).read_bytes())]
+        )
+
+    store = Store(open_database(args.database))
+    version = store.migrate()
+    service = Service(store, SystemClock(), the_policy)
+    if args.demo and demo.load(service):
+        log.info("demo data loaded")
+    if args.metrics_address:
+        host, _, port = args.metrics_address.rpartition(":")
+        start_http_server(int(port), addr=host or "127.0.0.1")
+
+    app = App(
+        service,
+        args.address,
+        workers=args.workers,
+        credentials=credentials,
+        sweep_interval=args.sweep_interval,
+    ).start()
+    log.info(
+        "serving",
+        extra={
+            "address": args.address,
+            "port": app.port,
+            "database": args.database.split("@")[-1],
+            "schema_version": version,
+            "policy_version": the_policy.version,
+            "tls": credentials is not None,
+        },
+    )
+
+    def shut_down(signum, frame):
+        log.info("shutting down", extra={"signal": signal.Signals(signum).name})
+        app.stop()
+
+    signal.signal(signal.SIGTERM, shut_down)
+    signal.signal(signal.SIGINT, shut_down)
+    app.wait()
+    log.info("stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

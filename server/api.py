@@ -1,0 +1,106 @@
+"""The gRPC servicers: translate requests to service calls and results back; no rule lives here.
+
+Refusals travel as server.errors exceptions; the interceptor in server/app.py turns them into
+rich statuses, so each method reads as: validate, call, render.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from google.protobuf.message import Message
+
+from aftersales.v1 import entry_pb2, entry_pb2_grpc, resources_pb2, sync_pb2, sync_pb2_grpc
+from server import convert
+from server.errors import InvalidArgument
+from server.service import Service
+from server.store import decode_cursor, encode_cursor, fingerprint
+
+
+class _Idempotent:
+    def __init__(self, service: Service) -> None:
+        self.service = service
+
+    def once(self, method: str, request: Message, response_type: type[Message], run: Callable[[], Message]):
+        """run() once per request_id: a retry of the same request gets the stored response."""
+        data = self.service.store.idempotent(
+            request.request_id,
+            method,
+            fingerprint(request.SerializeToString(deterministic=True)),
+            lambda: run().SerializeToString(deterministic=True),
+            self.service.now(),
+        )
+        return response_type.FromString(data)
+
+
+class SyncServicer(sync_pb2_grpc.SyncServicer, _Idempotent):
+    def PutShop(self, request, context):
+        return convert.shop_pb(self.service.put_shop(convert.shop(request)))
+
+    def PutStaff(self, request, context):
+        return convert.staff_pb(self.service.put_staff(convert.staff(request)))
+
+    def PutOrder(self, request, context):
+        return convert.order_pb(self.service.put_order(convert.order(request)))
+
+    def PostFunds(self, request, context):
+        request_id, account, amount, memo = convert.post_funds(request)
+
+        def run():
+            posted = self.service.post_funds(request_id, account, amount, memo)
+            return sync_pb2.PostFundsResponse(
+                transfer=convert.transfer_pb(posted.transfer),
+                balance=resources_pb2.Balance(
+                    account=convert.account_pb(account), balance=posted.balance
+                ),
+            )
+
+        return self.once("PostFunds", request, sync_pb2.PostFundsResponse, run)
+
+
+class AfterSalesEntryServicer(entry_pb2_grpc.AfterSalesEntryServicer, _Idempotent):
+    def CheckEligibility(self, request, context):
+        order_id, operator_id = convert.check_eligibility(request)
+        return convert.eligibility_pb(self.service.check_eligibility(order_id, operator_id))
+
+    def OpenEntry(self, request, context):
+        order_id, operator_id, note = convert.open_entry(request)
+        return self.once(
+            "OpenEntry",
+            request,
+            resources_pb2.Entry,
+            lambda: convert.entry_pb(self.service.open_entry(order_id, operator_id, note)),
+        )
+
+    def GetEntry(self, request, context):
+        return convert.entry_pb(self.service.get_entry(convert.get_entry(request)))
+
+    def ListEntries(self, request, context):
+        shop_id, order_id, state, page_size = convert.list_entries(request)
+        filters = f"{shop_id or ''}|{order_id or ''}|{request.state}"
+        after = None
+        if request.page_token:
+            after = decode_cursor(request.page_token, filters)
+            if after is None:
+                raise InvalidArgument(
+                    [("page_token", "is not a page token of this listing with these filters")]
+                )
+        entries, more = self.service.list_entries(
+            shop_id=shop_id, order_id=order_id, state=state, after=after, limit=page_size
+        )
+        next_token = ""
+        if more:
+            last = entries[-1]
+            next_token = encode_cursor(last.opened_at, last.entry_id, filters)
+        return entry_pb2.ListEntriesResponse(
+            entries=[convert.entry_pb(e) for e in entries], next_page_token=next_token
+        )
+
+    def ApplyAfterSales(self, request, context):
+        order_id, buyer_id, amount, reason = convert.apply_after_sales(request)
+        return self.once(
+            "ApplyAfterSales",
+            request,
+            resources_pb2.Application,
+            lambda: convert.application_pb(self.service.apply(order_id, buyer_id, amount, reason)),
+        )

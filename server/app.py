@@ -1,0 +1,163 @@
+"""Assembles the gRPC server: services, health, reflection, per-call logs and metrics, the sweeper."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from concurrent import futures
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from prometheus_client import Counter, Histogram
+
+from aftersales.v1 import entry_pb2, entry_pb2_grpc, sync_pb2, sync_pb2_grpc
+from server import status
+from server.api import AfterSalesEntryServicer, SyncServicer
+from server.errors import Refused
+from server.service import Service
+
+log = logging.getLogger("aftersales")
+
+SERVICE_NAMES = (
+    sync_pb2.DESCRIPTOR.services_by_name["Sync"].full_name,
+    entry_pb2.DESCRIPTOR.services_by_name["AfterSalesEntry"].full_name,
+)
+
+RPC_TOTAL = Counter("aftersales_rpc_total", "Finished RPCs.", ["method", "code"])
+RPC_SECONDS = Histogram(
+    "aftersales_rpc_duration_seconds",
+    "RPC latency in seconds, by method.",
+    ["method"],
+    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
+
+
+class CallInterceptor(grpc.ServerInterceptor):
+    """One log line and one metric sample per unary call; refusals become rich statuses and any
+    other exception is a bug, answered INTERNAL and logged with its traceback."""
+
+    def intercept_service(self, continuation, handler_call_details):
+        handler = continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        method = handler_call_details.method
+        inner = handler.unary_unary
+
+        def behavior(request, context):
+            start = time.perf_counter()
+            code = grpc.StatusCode.OK
+            try:
+                return inner(request, context)
+            except Refused as refusal:
+                rich = status.to_status(refusal)
+                code = rich.code
+                context.abort_with_status(rich)
+            except Exception:
+                if context.code() not in (None, grpc.StatusCode.OK):
+                    code = context.code()  # the handler aborted by itself
+                    raise
+                code = grpc.StatusCode.INTERNAL
+                incident = uuid.uuid4().hex[:12]
+                log.exception("bug while serving %s", method, extra={"incident": incident})
+                context.abort(grpc.StatusCode.INTERNAL, f"internal error (incident {incident})")
+            finally:
+                seconds = time.perf_counter() - start
+                RPC_TOTAL.labels(method, code.name).inc()
+                RPC_SECONDS.labels(method).observe(seconds)
+                log.info(
+                    "rpc",
+                    extra={
+                        "method": method,
+                        "code": code.name,
+                        "duration_ms": round(seconds * 1000, 3),
+                        "peer": context.peer(),
+                    },
+                )
+
+        return grpc.unary_unary_rpc_method_handler(
+            behavior,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+
+class Sweeper(threading.Thread):
+    """Stores as EXPIRED the entries whose window passed; readers see them EXPIRED already."""
+
+    def __init__(self, service: Service, interval: float) -> None:
+        super().__init__(name="entry-sweeper", daemon=True)
+        self.service = service
+        self.interval = interval
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.wait(self.interval):
+            try:
+                expired = self.service.expire_entries()
+                if expired:
+                    log.info("entries expired", extra={"count": expired})
+            except Exception:
+                log.exception("sweep failed; will retry")
+
+    def stop(self) -> None:
+        self.stopped.set()
+
+
+class App:
+    """A running server: `start()`, then `stop()` (graceful) from anywhere."""
+
+    def __init__(
+        self,
+        service: Service,
+        address: str = "127.0.0.1:50051",
+        *,
+        workers: int = 8,
+        credentials: grpc.ServerCredentials | None = None,
+        sweep_interval: float = 30.0,
+    ) -> None:
+        self.service = service
+        self.server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rpc"),
+            interceptors=[CallInterceptor()],
+            options=[("grpc.so_reuseport", 0)],
+        )
+        sync_pb2_grpc.add_SyncServicer_to_server(SyncServicer(service), self.server)
+        entry_pb2_grpc.add_AfterSalesEntryServicer_to_server(
+            AfterSalesEntryServicer(service), self.server
+        )
+        self.health = health.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        reflection.enable_server_reflection(
+            (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server
+        )
+        if credentials is None:
+            self.port = self.server.add_insecure_port(address)
+        else:
+            self.port = self.server.add_secure_port(address, credentials)
+        if self.port == 0:
+            raise OSError(f"cannot listen on {address}")
+        self.sweeper = Sweeper(service, sweep_interval)
+        self._stopped = threading.Event()
+
+    def start(self) -> App:
+        self.server.start()
+        for name in (*SERVICE_NAMES, ""):
+            self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        self.sweeper.start()
+        return self
+
+    def stop(self, grace: float = 10.0) -> None:
+        """Health goes NOT_SERVING at once; calls in flight get up to `grace` seconds to finish."""
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        self.health.enter_graceful_shutdown()
+        self.sweeper.stop()
+        self.server.stop(grace).wait()
+        self.service.store.close()
+
+    def wait(self) -> None:
+        self.server.wait_for_termination()

@@ -1,0 +1,390 @@
+"""Protobuf <-> domain: validates what comes in (every bad field at once) and renders what goes out."""
+
+from __future__ import annotations
+
+import enum
+import re
+from datetime import UTC, datetime
+from typing import TypeVar
+
+from google.protobuf import timestamp_pb2
+
+from aftersales.v1 import entry_pb2, resources_pb2, sync_pb2
+from server import model
+from server.errors import InvalidArgument
+
+MAX_ID = 128
+MAX_TEXT = 500
+REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{8,128}")
+
+E = TypeVar("E", bound=enum.Enum)
+
+
+class Fields:
+    """Collects field violations while a request is read; raises them all at the end."""
+
+    def __init__(self) -> None:
+        self.violations: list[tuple[str, str]] = []
+
+    def bad(self, field: str, description: str) -> None:
+        self.violations.append((field, description))
+
+    def raise_if_any(self) -> None:
+        if self.violations:
+            raise InvalidArgument(self.violations)
+
+    def id(self, field: str, value: str, *, required: bool = True) -> str:
+        if not value:
+            if required:
+                self.bad(field, "is required")
+        elif len(value) > MAX_ID:
+            self.bad(field, f"is longer than {MAX_ID} characters")
+        elif not value.isprintable() or value != value.strip():
+            self.bad(field, "has control characters or surrounding spaces")
+        return value
+
+    def request_id(self, field: str, value: str) -> str:
+        if not REQUEST_ID.fullmatch(value):
+            self.bad(field, "must be a UUID or a token of 8 to 128 characters from [A-Za-z0-9._:-]")
+        return value
+
+    def text(self, field: str, value: str, limit: int = MAX_TEXT) -> str:
+        if len(value) > limit:
+            self.bad(field, f"is longer than {limit} characters")
+        return value
+
+    def positive(self, field: str, value: int) -> int:
+        if value <= 0:
+            self.bad(field, f"must be above zero, not {value}")
+        return value
+
+    def enum(self, field: str, proto_enum, value: int, domain: type[E], prefix: str) -> E | None:
+        """The domain member for a proto enum value; unspecified and unknown values are bad."""
+        try:
+            name = proto_enum.Name(value)
+        except ValueError:
+            self.bad(field, f"unknown value {value}")
+            return None
+        if value == 0:
+            self.bad(field, "is required")
+            return None
+        return domain(name.removeprefix(prefix))
+
+    def time(self, field: str, message, name: str, *, required: bool) -> datetime | None:
+        if not message.HasField(name):
+            if required:
+                self.bad(field, "is required")
+            return None
+        return from_timestamp(getattr(message, name))
+
+
+def from_timestamp(ts: timestamp_pb2.Timestamp) -> datetime:
+    return ts.ToDatetime(tzinfo=UTC)
+
+
+def timestamp(moment: datetime | None) -> timestamp_pb2.Timestamp | None:
+    if moment is None:
+        return None
+    ts = timestamp_pb2.Timestamp()
+    ts.FromDatetime(moment)
+    return ts
+
+
+def enum_value(proto_enum, prefix: str, member: enum.Enum | None) -> int:
+    return 0 if member is None else proto_enum.Value(prefix + member.value)
+
+
+# --- Requests -------------------------------------------------------------------------------------
+
+
+def shop(request: sync_pb2.PutShopRequest) -> model.Shop:
+    f = Fields()
+    if not request.HasField("shop"):
+        f.bad("shop", "is required")
+        f.raise_if_any()
+    s = request.shop
+    result = model.Shop(
+        shop_id=f.id("shop.shop_id", s.shop_id),
+        name=f.text("shop.name", s.name, 256),
+        status=f.enum("shop.status", resources_pb2.ShopStatus, s.status, model.ShopStatus, "SHOP_STATUS_"),
+        wallet_opened_at=f.time("shop.wallet_opened_at", s, "wallet_opened_at", required=False),
+    )
+    f.raise_if_any()
+    return result
+
+
+def staff(request: sync_pb2.PutStaffRequest) -> model.Staff:
+    f = Fields()
+    if not request.HasField("staff"):
+        f.bad("staff", "is required")
+        f.raise_if_any()
+    s = request.staff
+    result = model.Staff(
+        staff_id=f.id("staff.staff_id", s.staff_id),
+        shop_id=f.id("staff.shop_id", s.shop_id),
+        role=f.enum("staff.role", resources_pb2.StaffRole, s.role, model.StaffRole, "STAFF_ROLE_"),
+        name=f.text("staff.name", s.name, 256),
+    )
+    f.raise_if_any()
+    return result
+
+
+def order(request: sync_pb2.PutOrderRequest) -> model.Order:
+    f = Fields()
+    if not request.HasField("order"):
+        f.bad("order", "is required")
+        f.raise_if_any()
+    o = request.order
+    lines = []
+    for i, line in enumerate(o.commission_lines):
+        path = f"order.commission_lines[{i}]"
+        kind = f.enum(
+            f"{path}.payee_kind", resources_pb2.PayeeKind, line.payee_kind, model.PayeeKind, "PAYEE_KIND_"
+        )
+        if kind is model.PayeeKind.PLATFORM_FEE:
+            if line.payee_id:
+                f.bad(f"{path}.payee_id", "must be empty for the platform's technical service fee")
+        else:
+            f.id(f"{path}.payee_id", line.payee_id)
+        f.positive(f"{path}.amount", line.amount)
+        lines.append(model.CommissionLine(kind, line.payee_id, line.amount))
+    paid = f.positive("order.paid_amount", o.paid_amount)
+    if o.prior_refunded_amount < 0 or (paid > 0 and o.prior_refunded_amount > paid):
+        f.bad("order.prior_refunded_amount", "must be between zero and paid_amount")
+    commission = sum(line.amount for line in o.commission_lines if line.amount > 0)
+    if paid > 0 and commission > paid:
+        f.bad(
+            "order.commission_lines",
+            f"the commissions add up to {commission}, more than the paid amount {paid}",
+        )
+    completed_at = f.time("order.completed_at", o, "completed_at", required=False)
+    ends_at = f.time(
+        "order.after_sales_ends_at", o, "after_sales_ends_at", required=completed_at is not None
+    )
+    if completed_at is not None and ends_at is not None and ends_at < completed_at:
+        f.bad("order.after_sales_ends_at", "may not be before completed_at")
+    created_at = f.time("order.created_at", o, "created_at", required=True)
+    if created_at is not None and completed_at is not None and completed_at < created_at:
+        f.bad("order.completed_at", "may not be before created_at")
+    result = model.Order(
+        order_id=f.id("order.order_id", o.order_id),
+        shop_id=f.id("order.shop_id", o.shop_id),
+        buyer_id=f.id("order.buyer_id", o.buyer_id),
+        kind=f.enum("order.kind", resources_pb2.OrderKind, o.kind, model.OrderKind, "ORDER_KIND_"),
+        marketing_campaign=o.marketing_campaign,
+        category_id=f.id("order.category_id", o.category_id, required=False),
+        paid_amount=paid,
+        prior_refunded_amount=o.prior_refunded_amount,
+        created_at=created_at,
+        completed_at=completed_at,
+        after_sales_ends_at=ends_at,
+        commission_lines=tuple(lines),
+    )
+    f.raise_if_any()
+    return result
+
+
+def account_ref(f: Fields, field: str, message: resources_pb2.AccountRef) -> model.AccountRef:
+    kind = f.enum(f"{field}.kind", resources_pb2.AccountKind, message.kind, model.AccountKind, "ACCOUNT_KIND_")
+    if kind in (model.AccountKind.PLATFORM_COMMISSION, model.AccountKind.EXTERNAL):
+        if message.owner_id:
+            f.bad(f"{field}.owner_id", f"must be empty for {kind.value}")
+    elif kind is not None:
+        f.id(f"{field}.owner_id", message.owner_id)
+    return model.AccountRef(kind, message.owner_id) if kind else None
+
+
+def post_funds(request: sync_pb2.PostFundsRequest) -> tuple[str, model.AccountRef, int, str]:
+    f = Fields()
+    f.request_id("request_id", request.request_id)
+    if not request.HasField("account"):
+        f.bad("account", "is required")
+        ref = None
+    else:
+        ref = account_ref(f, "account", request.account)
+        if ref is not None and ref.kind is model.AccountKind.EXTERNAL:
+            f.bad("account.kind", "funds move between an account and the outside, not the outside itself")
+    if request.amount == 0:
+        f.bad("amount", "must not be zero")
+    f.text("memo", request.memo, 256)
+    f.raise_if_any()
+    return request.request_id, ref, request.amount, request.memo
+
+
+def check_eligibility(request: entry_pb2.CheckEligibilityRequest) -> tuple[str, str]:
+    f = Fields()
+    order_id = f.id("order_id", request.order_id)
+    operator_id = f.id("operator_id", request.operator_id)
+    f.raise_if_any()
+    return order_id, operator_id
+
+
+def open_entry(request: entry_pb2.OpenEntryRequest) -> tuple[str, str, str]:
+    f = Fields()
+    order_id = f.id("order_id", request.order_id)
+    operator_id = f.id("operator_id", request.operator_id)
+    f.request_id("request_id", request.request_id)
+    note = f.text("note", request.note)
+    f.raise_if_any()
+    return order_id, operator_id, note
+
+
+def get_entry(request: entry_pb2.GetEntryRequest) -> str:
+    f = Fields()
+    entry_id = f.id("entry_id", request.entry_id)
+    f.raise_if_any()
+    return entry_id
+
+
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 500
+
+
+def list_entries(request: entry_pb2.ListEntriesRequest):
+    f = Fields()
+    shop_id = f.id("shop_id", request.shop_id, required=False) or None
+    order_id = f.id("order_id", request.order_id, required=False) or None
+    if shop_id is None and order_id is None:
+        f.bad("shop_id", "shop_id or order_id is required")
+    state = None
+    if request.state != 0:
+        state = f.enum("state", resources_pb2.EntryState, request.state, model.EntryState, "ENTRY_STATE_")
+    if request.page_size < 0:
+        f.bad("page_size", "must not be negative")
+    page_size = min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+    f.raise_if_any()
+    return shop_id, order_id, state, page_size
+
+
+def apply_after_sales(request: entry_pb2.ApplyAfterSalesRequest) -> tuple[str, str, int, str]:
+    f = Fields()
+    order_id = f.id("order_id", request.order_id)
+    buyer_id = f.id("buyer_id", request.buyer_id)
+    amount = f.positive("amount", request.amount)
+    reason = f.text("reason", request.reason)
+    f.request_id("request_id", request.request_id)
+    f.raise_if_any()
+    return order_id, buyer_id, amount, reason
+
+
+# --- Responses ------------------------------------------------------------------------------------
+
+
+def shop_pb(s: model.Shop) -> resources_pb2.Shop:
+    return resources_pb2.Shop(
+        shop_id=s.shop_id,
+        name=s.name,
+        status=enum_value(resources_pb2.ShopStatus, "SHOP_STATUS_", s.status),
+        wallet_opened_at=timestamp(s.wallet_opened_at),
+    )
+
+
+def staff_pb(s: model.Staff) -> resources_pb2.Staff:
+    return resources_pb2.Staff(
+        staff_id=s.staff_id,
+        shop_id=s.shop_id,
+        role=enum_value(resources_pb2.StaffRole, "STAFF_ROLE_", s.role),
+        name=s.name,
+    )
+
+
+def order_pb(o: model.Order) -> resources_pb2.Order:
+    return resources_pb2.Order(
+        order_id=o.order_id,
+        shop_id=o.shop_id,
+        buyer_id=o.buyer_id,
+        kind=enum_value(resources_pb2.OrderKind, "ORDER_KIND_", o.kind),
+        marketing_campaign=o.marketing_campaign,
+        category_id=o.category_id,
+        paid_amount=o.paid_amount,
+        prior_refunded_amount=o.prior_refunded_amount,
+        refunded_amount=o.refunded_amount,
+        refundable_amount=o.refundable_amount,
+        created_at=timestamp(o.created_at),
+        completed_at=timestamp(o.completed_at),
+        after_sales_ends_at=timestamp(o.after_sales_ends_at),
+        commission_lines=[
+            resources_pb2.CommissionLine(
+                payee_kind=enum_value(resources_pb2.PayeeKind, "PAYEE_KIND_", line.payee_kind),
+                payee_id=line.payee_id,
+                amount=line.amount,
+            )
+            for line in o.commission_lines
+        ],
+    )
+
+
+def account_pb(ref: model.AccountRef) -> resources_pb2.AccountRef:
+    return resources_pb2.AccountRef(
+        kind=enum_value(resources_pb2.AccountKind, "ACCOUNT_KIND_", ref.kind), owner_id=ref.owner_id
+    )
+
+
+def transfer_pb(t: model.Transfer) -> resources_pb2.Transfer:
+    return resources_pb2.Transfer(
+        transfer_id=t.transfer_id,
+        from_account=account_pb(t.from_account),
+        to_account=account_pb(t.to_account),
+        amount=t.amount,
+        kind=enum_value(resources_pb2.TransferKind, "TRANSFER_KIND_", t.kind),
+        reference=t.reference,
+        posted_at=timestamp(t.posted_at),
+    )
+
+
+def entry_pb(e: model.Entry) -> resources_pb2.Entry:
+    return resources_pb2.Entry(
+        entry_id=e.entry_id,
+        order_id=e.order_id,
+        shop_id=e.shop_id,
+        state=enum_value(resources_pb2.EntryState, "ENTRY_STATE_", e.state),
+        opened_at=timestamp(e.opened_at),
+        expires_at=timestamp(e.expires_at),
+        opened_by=e.opened_by,
+        note=e.note,
+        policy_version=e.policy_version,
+        used_at=timestamp(e.used_at),
+        application_id=e.application_id or "",
+        closed_at=timestamp(e.closed_at),
+    )
+
+
+def application_pb(a: model.Application) -> resources_pb2.Application:
+    return resources_pb2.Application(
+        application_id=a.application_id,
+        order_id=a.order_id,
+        entry_id=a.entry_id,
+        buyer_id=a.buyer_id,
+        amount=a.amount,
+        reason=a.reason,
+        state=enum_value(resources_pb2.ApplicationState, "APPLICATION_STATE_", a.state),
+        filed_at=timestamp(a.filed_at),
+    )
+
+
+def violation_pb(v: model.Violation) -> entry_pb2.Violation:
+    return entry_pb2.Violation(code=resources_pb2.ReasonCode.Value(v.code.value), description=v.description)
+
+
+def eligibility_pb(eligibility) -> entry_pb2.CheckEligibilityResponse:
+    decision, facts = eligibility.decision, eligibility.facts
+    order = facts.order
+    return entry_pb2.CheckEligibilityResponse(
+        eligible=decision.eligible,
+        violations=[violation_pb(v) for v in decision.violations],
+        facts=entry_pb2.EligibilityFacts(
+            refundable_amount=order.refundable_amount,
+            wallet_balance=facts.wallet_balance,
+            deposit_balance=facts.deposit_balance,
+            days_since_completion=decision.days_since_completion,
+            completed_at=timestamp(order.completed_at),
+            after_sales_ends_at=timestamp(order.after_sales_ends_at),
+            shop_status=enum_value(resources_pb2.ShopStatus, "SHOP_STATUS_", facts.shop.status),
+            order_kind=enum_value(resources_pb2.OrderKind, "ORDER_KIND_", order.kind),
+            marketing_campaign=order.marketing_campaign,
+            operator_role=enum_value(resources_pb2.StaffRole, "STAFF_ROLE_", facts.operator.role),
+            open_entry_id=decision.open_entry.entry_id if decision.open_entry else "",
+            checked_at=timestamp(facts.now),
+        ),
+        policy_version=eligibility.policy_version,
+    )

@@ -1,0 +1,60 @@
+"""The ways a request can be refused, as domain exceptions; the gRPC layer maps them to statuses."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from server.model import ReasonCode, Violation
+
+
+class Refused(Exception):
+    """Base of every refusal: nothing was written."""
+
+
+class InvalidArgument(Refused):
+    """Malformed input: each (field path, description) pair names one bad field."""
+
+    def __init__(self, violations: Sequence[tuple[str, str]]) -> None:
+        self.violations = tuple(violations)
+        super().__init__("; ".join(f"{f}: {d}" for f, d in self.violations))
+
+
+class NotFound(Refused):
+    def __init__(self, resource_type: str, name: str) -> None:
+        self.resource_type = resource_type
+        self.name = name
+        super().__init__(f"{resource_type} {name!r} not found")
+
+
+class RequestIdReused(Refused):
+    """The request id was seen before with a different request."""
+
+    def __init__(self, request_id: str, method: str) -> None:
+        self.request_id = request_id
+        self.method = method
+        super().__init__(
+            f"request_id {request_id!r} was already used for a different {method} request"
+        )
+
+
+class RulesRefused(Refused):
+    """Business rules unmet: every violation is listed. `subject` names what they are about."""
+
+    def __init__(
+        self,
+        subject: str,
+        violations: Sequence[Violation],
+        metadata: dict[str, str] | None = None,
+    ) -> None:
+        self.subject = subject
+        self.violations = tuple(violations)
+        self.metadata = dict(metadata or {})
+        super().__init__("; ".join(v.description for v in self.violations))
+
+    @property
+    def codes(self) -> tuple[ReasonCode, ...]:
+        return tuple(v.code for v in self.violations)
+
+
+class PermissionDenied(RulesRefused):
+    """The caller may not do this; `violations[0]` says why, the rest is what else is unmet."""

@@ -1,0 +1,240 @@
+"""The domain's vocabulary: the things PRODUCT.md talks about, as plain immutable values.
+
+Nothing here does I/O or knows about gRPC or the database. Money is an int of fen; every time is
+an aware UTC datetime.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from datetime import datetime, timedelta
+
+
+class ReasonCode(enum.StrEnum):
+    """Why something was refused; the codes of PRODUCT.md, verbatim."""
+
+    COMPLETION_WINDOW_EXCEEDED = "COMPLETION_WINDOW_EXCEEDED"
+    ORDER_NOT_COMPLETED = "ORDER_NOT_COMPLETED"
+    WITHIN_AFTER_SALES_PERIOD = "WITHIN_AFTER_SALES_PERIOD"
+    INSUFFICIENT_GUARANTEE = "INSUFFICIENT_GUARANTEE"
+    SHOP_NOT_OPERATING = "SHOP_NOT_OPERATING"
+    ORDER_KIND_NOT_SUPPORTED = "ORDER_KIND_NOT_SUPPORTED"
+    NOTHING_REFUNDABLE = "NOTHING_REFUNDABLE"
+    ENTRY_ALREADY_OPEN = "ENTRY_ALREADY_OPEN"
+    OPERATOR_NOT_ALLOWED = "OPERATOR_NOT_ALLOWED"
+    MARKETING_CAMPAIGN_NOT_ALLOWED = "MARKETING_CAMPAIGN_NOT_ALLOWED"
+    ENTRY_NOT_OPEN = "ENTRY_NOT_OPEN"
+    AMOUNT_EXCEEDS_REFUNDABLE = "AMOUNT_EXCEEDS_REFUNDABLE"
+    BUYER_NOT_ORDER_OWNER = "BUYER_NOT_ORDER_OWNER"
+    INSUFFICIENT_FUNDS = "INSUFFICIENT_FUNDS"
+    ORDER_FACTS_FROZEN = "ORDER_FACTS_FROZEN"
+
+
+class ShopStatus(enum.StrEnum):
+    NORMAL = "NORMAL"
+    SUSPENDED = "SUSPENDED"  # 停业整顿
+    CLOSED = "CLOSED"  # 关店
+
+
+class StaffRole(enum.StrEnum):
+    OWNER = "OWNER"  # 主账号, the main account
+    ADMIN = "ADMIN"  # 管理员
+    CS_ADMIN = "CS_ADMIN"  # 客服管理员
+    CS_AGENT = "CS_AGENT"
+    FINANCE = "FINANCE"
+    OPERATIONS = "OPERATIONS"
+
+
+class OrderKind(enum.StrEnum):
+    ORDINARY = "ORDINARY"  # 小店普通订单
+    CROSS_BORDER = "CROSS_BORDER"  # 跨境订单
+    DEPOSIT_PRESALE = "DEPOSIT_PRESALE"  # 定金类型订单
+
+
+class PayeeKind(enum.StrEnum):
+    INFLUENCER = "INFLUENCER"  # 达人
+    GROUP_LEADER = "GROUP_LEADER"  # 团长
+    AFFILIATE = "AFFILIATE"  # 快赚客
+    PLATFORM_FEE = "PLATFORM_FEE"  # TR, 技术服务费
+
+
+class AccountKind(enum.StrEnum):
+    ANXIN_WALLET = "ANXIN_WALLET"  # 安心钱包
+    DEPOSIT = "DEPOSIT"  # 保证金
+    CASH = "CASH"  # 现金户
+    PLATFORM_COMMISSION = "PLATFORM_COMMISSION"  # 抽佣账户
+    EXTERNAL = "EXTERNAL"
+
+
+class TransferKind(enum.StrEnum):
+    FUNDS_IN = "FUNDS_IN"
+    FUNDS_OUT = "FUNDS_OUT"
+
+
+class EntryState(enum.StrEnum):
+    OPEN = "OPEN"
+    USED = "USED"
+    EXPIRED = "EXPIRED"
+
+
+class ApplicationState(enum.StrEnum):
+    FILED = "FILED"
+    REFUNDED = "REFUNDED"
+
+
+@dataclasses.dataclass(frozen=True)
+class Policy:
+    """The numbers and switches of the rules, loaded from a policy file (see server/policy.py)."""
+
+    version: str
+    completion_window: timedelta = timedelta(days=120)
+    entry_window: timedelta = timedelta(hours=72)
+    opener_roles: frozenset[StaffRole] = frozenset(
+        {StaffRole.OWNER, StaffRole.ADMIN, StaffRole.CS_ADMIN}
+    )
+    order_kinds: frozenset[OrderKind] = frozenset({OrderKind.ORDINARY, OrderKind.CROSS_BORDER})
+    marketing_campaign_orders_allowed: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class Shop:
+    shop_id: str
+    name: str
+    status: ShopStatus
+    wallet_opened_at: datetime | None
+
+
+@dataclasses.dataclass(frozen=True)
+class Staff:
+    staff_id: str
+    shop_id: str
+    role: StaffRole
+    name: str
+
+
+@dataclasses.dataclass(frozen=True)
+class CommissionLine:
+    payee_kind: PayeeKind
+    payee_id: str
+    amount: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Order:
+    order_id: str
+    shop_id: str
+    buyer_id: str
+    kind: OrderKind
+    marketing_campaign: bool
+    category_id: str
+    paid_amount: int
+    created_at: datetime
+    completed_at: datetime | None
+    after_sales_ends_at: datetime | None
+    prior_refunded_amount: int = 0
+    # Refunds recorded through this service (late refunds), on top of the prior ones.
+    recorded_refunded_amount: int = 0
+    commission_lines: tuple[CommissionLine, ...] = ()
+
+    @property
+    def refunded_amount(self) -> int:
+        return self.prior_refunded_amount + self.recorded_refunded_amount
+
+    @property
+    def refundable_amount(self) -> int:
+        """The maximum refundable amount (订单最大可退金额): paid minus already refunded."""
+        return max(self.paid_amount - self.refunded_amount, 0)
+
+
+@dataclasses.dataclass(frozen=True)
+class Entry:
+    entry_id: str
+    order_id: str
+    shop_id: str
+    state: EntryState
+    opened_at: datetime
+    expires_at: datetime
+    opened_by: str
+    note: str
+    policy_version: str
+    used_at: datetime | None = None
+    application_id: str | None = None
+
+    @property
+    def closed_at(self) -> datetime | None:
+        if self.state is EntryState.USED:
+            return self.used_at
+        if self.state is EntryState.EXPIRED:
+            return self.expires_at
+        return None
+
+
+@dataclasses.dataclass(frozen=True)
+class Application:
+    application_id: str
+    order_id: str
+    entry_id: str
+    buyer_id: str
+    amount: int
+    reason: str
+    state: ApplicationState
+    filed_at: datetime
+
+
+@dataclasses.dataclass(frozen=True)
+class AccountRef:
+    kind: AccountKind
+    owner_id: str = ""
+
+
+PLATFORM_COMMISSION = AccountRef(AccountKind.PLATFORM_COMMISSION)
+EXTERNAL = AccountRef(AccountKind.EXTERNAL)
+
+
+@dataclasses.dataclass(frozen=True)
+class Transfer:
+    transfer_id: str
+    from_account: AccountRef
+    to_account: AccountRef
+    amount: int
+    kind: TransferKind
+    reference: str
+    posted_at: datetime
+
+
+@dataclasses.dataclass(frozen=True)
+class Violation:
+    """One unmet rule: its reason code and what is wrong, with the figures involved."""
+
+    code: ReasonCode
+    description: str
+
+
+@dataclasses.dataclass(frozen=True)
+class EntryFacts:
+    """Everything the entry rules decide on, read in one go."""
+
+    now: datetime
+    order: Order
+    shop: Shop
+    operator: Staff
+    wallet_balance: int
+    deposit_balance: int
+    # The order's entry stored as OPEN, if any; it may have expired by time already.
+    open_entry: Entry | None
+
+
+@dataclasses.dataclass(frozen=True)
+class EntryDecision:
+    violations: tuple[Violation, ...]
+    days_since_completion: int
+    open_entry: Entry | None
+
+    @property
+    def eligible(self) -> bool:
+        return not self.violations
+
+    @property
+    def codes(self) -> tuple[ReasonCode, ...]:
+        return tuple(v.code for v in self.violations)

@@ -1,0 +1,74 @@
+"""Loads the policy (the rules' numbers and switches) from a TOML file; the shipped one is default."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import tomllib
+from datetime import timedelta
+
+from server.model import OrderKind, Policy, StaffRole
+
+DEFAULT_PATH = pathlib.Path(__file__).with_name("policy.toml")
+ENV_VAR = "AFTERSALES_POLICY"
+
+
+class PolicyError(ValueError):
+    """The policy file is missing, malformed or names something unknown."""
+
+
+def load(path: str | os.PathLike | None = None) -> Policy:
+    """The policy at `path`, else at $AFTERSALES_POLICY, else the shipped default."""
+    chosen = pathlib.Path(path or os.environ.get(ENV_VAR) or DEFAULT_PATH)
+    try:
+        raw = tomllib.loads(chosen.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise PolicyError(f"cannot read policy {chosen}: {e}") from e
+    return parse(raw, source=str(chosen))
+
+
+def parse(raw: dict, source: str = "<policy>") -> Policy:
+    raw = dict(raw)
+    entry = dict(raw.pop("entry", {}))
+    version = raw.pop("version", None)
+    if not isinstance(version, str) or not version:
+        raise PolicyError(f"{source}: `version` must be a non-empty string")
+    defaults = Policy(version=version)
+    try:
+        policy = Policy(
+            version=version,
+            completion_window=_seconds(
+                entry.pop("completion_window_seconds", None), defaults.completion_window
+            ),
+            entry_window=_seconds(entry.pop("window_seconds", None), defaults.entry_window),
+            opener_roles=_members(StaffRole, entry.pop("opener_roles", None), defaults.opener_roles),
+            order_kinds=_members(OrderKind, entry.pop("order_kinds", None), defaults.order_kinds),
+            marketing_campaign_orders_allowed=bool(
+                entry.pop(
+                    "marketing_campaign_orders_allowed",
+                    defaults.marketing_campaign_orders_allowed,
+                )
+            ),
+        )
+    except (TypeError, ValueError) as e:
+        raise PolicyError(f"{source}: {e}") from e
+    unknown = [*raw, *(f"entry.{k}" for k in entry)]
+    if unknown:
+        raise PolicyError(f"{source}: unknown settings {', '.join(sorted(unknown))}")
+    return policy
+
+
+def _seconds(value, default: timedelta) -> timedelta:
+    if value is None:
+        return default
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise ValueError(f"durations are positive whole seconds, not {value!r}")
+    return timedelta(seconds=value)
+
+
+def _members(enum_type, values, default):
+    if values is None:
+        return default
+    if not isinstance(values, list):
+        raise ValueError(f"expected a list of {enum_type.__name__} names, not {values!r}")
+    return frozenset(enum_type(v) for v in values)

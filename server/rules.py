@@ -1,0 +1,250 @@
+"""The business rules of PRODUCT.md, as pure functions from facts and a policy to a decision.
+
+Read next to PRODUCT.md: each rule below names its row there. Nothing here does I/O; every
+function returns every rule that fails, never just the first.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import datetime, timedelta
+
+from server.model import (
+    Entry,
+    EntryDecision,
+    EntryFacts,
+    EntryState,
+    Order,
+    Policy,
+    ReasonCode,
+    ShopStatus,
+    Staff,
+    Violation,
+)
+
+DAY_SECONDS = 86_400
+
+
+def _yuan(fen: int) -> str:
+    return f"{fen // 100}.{fen % 100:02d}" if fen >= 0 else f"-{_yuan(-fen)}"
+
+
+# --- The window ------------------------------------------------------------------------------
+
+
+def entry_state(entry: Entry, now: datetime) -> EntryState:
+    """An open entry whose window has passed has closed by itself, whether or not it is stored so.
+
+    The window is half-open: the buyer may file at opened_at and not at expires_at.
+    """
+    if entry.state is EntryState.OPEN and now >= entry.expires_at:
+        return EntryState.EXPIRED
+    return entry.state
+
+
+def entry_as_seen(entry: Entry, now: datetime) -> Entry:
+    state = entry_state(entry, now)
+    return entry if state is entry.state else dataclasses.replace(entry, state=state)
+
+
+def open_entry_of(candidate: Entry | None, now: datetime) -> Entry | None:
+    """The entry that is open now, given the entry stored as OPEN (if any)."""
+    if candidate is not None and entry_state(candidate, now) is EntryState.OPEN:
+        return candidate
+    return None
+
+
+# --- Who may open ----------------------------------------------------------------------------
+
+
+def operator_belongs_to_shop(operator: Staff, order: Order) -> bool:
+    """Any account of another shop is refused before anything about the order is revealed."""
+    return operator.shop_id == order.shop_id
+
+
+def operator_may_open(operator: Staff, policy: Policy) -> bool:
+    """Only the main account, an administrator and a customer-service administrator may open."""
+    return operator.role in policy.opener_roles
+
+
+# --- Opening the entry (打开条件, 同时满足) ----------------------------------------------------
+
+
+def check_entry(facts: EntryFacts, policy: Policy) -> EntryDecision:
+    """Every unmet condition for opening the entry of facts.order, in PRODUCT.md's order."""
+    order, shop, now = facts.order, facts.shop, facts.now
+    violations: list[Violation] = []
+
+    # 1. The trade completed at most `completion_window` ago (exactly the window is still in).
+    days = 0
+    if order.completed_at is None:
+        violations.append(Violation(ReasonCode.ORDER_NOT_COMPLETED, "the order's trade has not completed"))
+    else:
+        since = now - order.completed_at
+        days = max(int(since.total_seconds()) // DAY_SECONDS, 0)
+        if since > policy.completion_window:
+            violations.append(
+                Violation(
+                    ReasonCode.COMPLETION_WINDOW_EXCEEDED,
+                    f"the trade completed {days} days ago; the entry may be opened within "
+                    f"{_duration(policy.completion_window)} of completion",
+                )
+            )
+        # The entry is for orders whose regular after-sales period is over.
+        if order.after_sales_ends_at is not None and now < order.after_sales_ends_at:
+            violations.append(
+                Violation(
+                    ReasonCode.WITHIN_AFTER_SALES_PERIOD,
+                    f"the regular after-sales period runs until "
+                    f"{order.after_sales_ends_at.isoformat()}; the buyer can apply normally",
+                )
+            )
+
+    # 2. The wallet or the deposit, each on its own, covers the maximum refundable amount.
+    refundable = order.refundable_amount
+    if facts.wallet_balance < refundable and facts.deposit_balance < refundable:
+        violations.append(
+            Violation(
+                ReasonCode.INSUFFICIENT_GUARANTEE,
+                f"neither the Anxin wallet ({_yuan(facts.wallet_balance)}) nor the deposit "
+                f"({_yuan(facts.deposit_balance)}) covers the refundable amount "
+                f"({_yuan(refundable)})",
+            )
+        )
+
+    # 3. The shop is in normal operation.
+    if shop.status is not ShopStatus.NORMAL:
+        violations.append(
+            Violation(
+                ReasonCode.SHOP_NOT_OPERATING,
+                f"the shop is {shop.status.value.lower()}; only a shop in normal operation may open",
+            )
+        )
+
+    # 4. Ordinary and cross-border orders only; marketing-campaign orders by policy switch.
+    if order.kind not in policy.order_kinds:
+        violations.append(
+            Violation(
+                ReasonCode.ORDER_KIND_NOT_SUPPORTED,
+                f"{order.kind.value.lower().replace('_', '/')} orders are not supported",
+            )
+        )
+    if order.marketing_campaign and not policy.marketing_campaign_orders_allowed:
+        violations.append(
+            Violation(
+                ReasonCode.MARKETING_CAMPAIGN_NOT_ALLOWED,
+                "marketing-campaign orders may not be opened under the policy in force",
+            )
+        )
+
+    # 5. Something is left to refund.
+    if refundable <= 0:
+        violations.append(
+            Violation(
+                ReasonCode.NOTHING_REFUNDABLE,
+                f"paid {_yuan(order.paid_amount)}, refunded {_yuan(order.refunded_amount)}: "
+                "nothing is left to refund",
+            )
+        )
+
+    # One open entry per order at a time.
+    open_entry = open_entry_of(facts.open_entry, now)
+    if open_entry is not None:
+        violations.append(
+            Violation(
+                ReasonCode.ENTRY_ALREADY_OPEN,
+                f"entry {open_entry.entry_id} is open until {open_entry.expires_at.isoformat()}",
+            )
+        )
+
+    # Three roles of the shop's own staff.
+    if not (
+        operator_belongs_to_shop(facts.operator, order)
+        and operator_may_open(facts.operator, policy)
+    ):
+        violations.append(
+            Violation(
+                ReasonCode.OPERATOR_NOT_ALLOWED,
+                "only the shop's main account, an administrator or a customer-service "
+                "administrator may open the entry",
+            )
+        )
+
+    return EntryDecision(tuple(violations), days, open_entry)
+
+
+def _duration(delta: timedelta) -> str:
+    seconds = int(delta.total_seconds())
+    if seconds % DAY_SECONDS == 0:
+        return f"{seconds // DAY_SECONDS} days"
+    if seconds % 3600 == 0:
+        return f"{seconds // 3600} hours"
+    return f"{seconds} seconds"
+
+
+# --- Filing within the window ------------------------------------------------------------------
+
+
+def buyer_owns_order(order: Order, buyer_id: str) -> bool:
+    return order.buyer_id == buyer_id
+
+
+def check_application(
+    order: Order, amount: int, open_entry: Entry | None, now: datetime
+) -> tuple[Violation, ...]:
+    """Every unmet condition for the buyer to file `amount` now (the buyer already checked)."""
+    violations: list[Violation] = []
+    if open_entry_of(open_entry, now) is None:
+        violations.append(
+            Violation(
+                ReasonCode.ENTRY_NOT_OPEN,
+                "no after-sales entry of the order is open; the merchant may open one",
+            )
+        )
+    if amount > order.refundable_amount:
+        violations.append(
+            Violation(
+                ReasonCode.AMOUNT_EXCEEDS_REFUNDABLE,
+                f"{_yuan(amount)} asked, at most {_yuan(order.refundable_amount)} is refundable",
+            )
+        )
+    return tuple(violations)
+
+
+# --- Moving money ------------------------------------------------------------------------------
+
+
+def check_withdrawal(balance: int, amount: int) -> tuple[Violation, ...]:
+    """Money leaving an account to the outside may not take it below zero."""
+    if amount > balance:
+        return (
+            Violation(
+                ReasonCode.INSUFFICIENT_FUNDS,
+                f"{_yuan(amount)} asked, the balance is {_yuan(balance)}",
+            ),
+        )
+    return ()
+
+
+def order_facts_frozen(stored: Order, new: Order) -> tuple[Violation, ...]:
+    """Once money moved on an order, what the money was computed from stays as it was."""
+    if stored.recorded_refunded_amount == 0:
+        return ()
+    changed = [
+        name
+        for name, before, after in (
+            ("shop_id", stored.shop_id, new.shop_id),
+            ("paid_amount", stored.paid_amount, new.paid_amount),
+            ("prior_refunded_amount", stored.prior_refunded_amount, new.prior_refunded_amount),
+            ("commission_lines", stored.commission_lines, new.commission_lines),
+        )
+        if before != after
+    ]
+    if not changed:
+        return ()
+    return (
+        Violation(
+            ReasonCode.ORDER_FACTS_FROZEN,
+            f"refunds were recorded on the order; {', '.join(changed)} can no longer change",
+        ),
+    )

@@ -1,0 +1,88 @@
+"""Domain refusals -> gRPC status codes with google.rpc error details (grpcio-status)."""
+
+from __future__ import annotations
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from server.errors import (
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    Refused,
+    RequestIdReused,
+    RulesRefused,
+)
+from server.model import ReasonCode
+
+DOMAIN = "aftersales"
+
+
+def _pack(message) -> any_pb2.Any:
+    detail = any_pb2.Any()
+    detail.Pack(message)
+    return detail
+
+
+def to_status(error: Refused) -> grpc.Status:
+    """The rich status a refusal is sent as."""
+    code, details = _code_and_details(error)
+    return rpc_status.to_status(
+        status_pb2.Status(code=code, message=str(error), details=[_pack(d) for d in details])
+    )
+
+
+def _code_and_details(error: Refused):
+    if isinstance(error, InvalidArgument):
+        return code_pb2.INVALID_ARGUMENT, [
+            error_details_pb2.BadRequest(
+                field_violations=[
+                    error_details_pb2.BadRequest.FieldViolation(field=f, description=d)
+                    for f, d in error.violations
+                ]
+            )
+        ]
+    if isinstance(error, RequestIdReused):
+        return code_pb2.INVALID_ARGUMENT, [
+            error_details_pb2.BadRequest(
+                field_violations=[
+                    error_details_pb2.BadRequest.FieldViolation(
+                        field="request_id", description=str(error)
+                    )
+                ]
+            ),
+            error_details_pb2.ErrorInfo(
+                reason="REQUEST_ID_REUSED",
+                domain=DOMAIN,
+                metadata={"request_id": error.request_id, "method": error.method},
+            ),
+        ]
+    if isinstance(error, NotFound):
+        return code_pb2.NOT_FOUND, [
+            error_details_pb2.ResourceInfo(
+                resource_type=error.resource_type, resource_name=error.name, description=str(error)
+            )
+        ]
+    if isinstance(error, RulesRefused):
+        if isinstance(error, PermissionDenied):
+            code = code_pb2.PERMISSION_DENIED
+        elif ReasonCode.ENTRY_ALREADY_OPEN in error.codes:
+            code = code_pb2.ALREADY_EXISTS
+        else:
+            code = code_pb2.FAILED_PRECONDITION
+        return code, [
+            error_details_pb2.ErrorInfo(
+                reason=error.violations[0].code.value, domain=DOMAIN, metadata=error.metadata
+            ),
+            error_details_pb2.PreconditionFailure(
+                violations=[
+                    error_details_pb2.PreconditionFailure.Violation(
+                        type=v.code.value, subject=error.subject, description=v.description
+                    )
+                    for v in error.violations
+                ]
+            ),
+        ]
+    raise TypeError(f"no status for {type(error).__name__}")
