@@ -1,0 +1,37 @@
+"""A Python client for the late after-sales service: snake_case methods on the generated stubs,
+typed exceptions with the rich error details.
+
+    with Client("127.0.0.1:50051") as client:
+        try:
+            entry = client.open_entry("order-eligible", operator_id="staff-owner")
+        except FailedPrecondition as e:
+            print(e.reasons)        # ["INSUFFICIENT_GUARANTEE", ...]
+"""
+
+from client.client import Client
+from client.errors import (
+    AfterSalesError,
+    AlreadyExists,
+    DeadlineExceeded,
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    Unavailable,
+    Violation,
+)
+
+__all__ = [
+    "AfterSalesError",
+    "AlreadyExists",
+    "Client",
+    "DeadlineExceeded",
+    "FailedPrecondition",
+    "FieldViolation",
+    "InvalidArgument",
+    "NotFound",
+    "PermissionDenied",
+    "Unavailable",
+    "Violation",
+]

@@ -1,0 +1,104 @@
+"""`python -m client`: the operators' command line for the late after-sales service.
+
+Prints responses as JSON; a refusal prints its status and details as JSON on stderr and exits 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from google.protobuf import json_format
+
+from aftersales.v1 import resources_pb2
+from client import AfterSalesError, Client
+
+
+def _print(message) -> None:
+    print(json_format.MessageToJson(message, indent=2, preserving_proto_field_name=True))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="aftersales", description=__doc__)
+    p.add_argument("--address", default=os.environ.get("AFTERSALES_ADDRESS", "127.0.0.1:50051"))
+    p.add_argument("--timeout", type=float, default=10.0)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    c = sub.add_parser("check", help="could OPERATOR open the entry of ORDER now, and why not")
+    c.add_argument("order_id")
+    c.add_argument("operator_id")
+
+    c = sub.add_parser("open", help="open the entry of ORDER")
+    c.add_argument("order_id")
+    c.add_argument("operator_id")
+    c.add_argument("--note", default="")
+    c.add_argument("--request-id", default=None)
+
+    c = sub.add_parser("get", help="one entry")
+    c.add_argument("entry_id")
+
+    c = sub.add_parser("list", help="entries of a shop and/or an order, newest first")
+    c.add_argument("--shop", default="")
+    c.add_argument("--order", default="")
+    c.add_argument("--state", choices=[s.removeprefix("ENTRY_STATE_") for s in
+                                       resources_pb2.EntryState.keys()[1:]])
+
+    c = sub.add_parser("apply", help="the buyer files within the window")
+    c.add_argument("order_id")
+    c.add_argument("buyer_id")
+    c.add_argument("amount", type=int, help="in fen")
+    c.add_argument("--reason", default="")
+    c.add_argument("--request-id", default=None)
+
+    c = sub.add_parser("funds", help="money into (positive) or out of (negative) an account")
+    c.add_argument("kind", choices=[k.removeprefix("ACCOUNT_KIND_") for k in
+                                    resources_pb2.AccountKind.keys()[1:]])
+    c.add_argument("owner_id", nargs="?", default="")
+    c.add_argument("amount", type=int, help="in fen")
+    c.add_argument("--memo", default="")
+    c.add_argument("--request-id", default=None)
+    return p
+
+
+def run(args: argparse.Namespace, client: Client) -> None:
+    if args.command == "check":
+        _print(client.check_eligibility(args.order_id, args.operator_id))
+    elif args.command == "open":
+        _print(client.open_entry(args.order_id, args.operator_id, note=args.note,
+                                 request_id=args.request_id))
+    elif args.command == "get":
+        _print(client.get_entry(args.entry_id))
+    elif args.command == "list":
+        state = resources_pb2.EntryState.Value("ENTRY_STATE_" + args.state) if args.state else 0
+        for entry in client.iter_entries(shop_id=args.shop, order_id=args.order, state=state):
+            print(json_format.MessageToJson(entry, indent=None, preserving_proto_field_name=True))
+    elif args.command == "apply":
+        _print(client.apply_after_sales(args.order_id, args.buyer_id, args.amount,
+                                        reason=args.reason, request_id=args.request_id))
+    elif args.command == "funds":
+        account = resources_pb2.AccountRef(
+            kind=resources_pb2.AccountKind.Value("ACCOUNT_KIND_" + args.kind), owner_id=args.owner_id
+        )
+        _print(client.post_funds(account, args.amount, memo=args.memo, request_id=args.request_id))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    with Client(args.address, timeout=args.timeout) as client:
+        try:
+            run(args, client)
+        except AfterSalesError as e:
+            report = {
+                "code": e.code.name,
+                "message": e.message,
+                "details": [json_format.MessageToDict(d, preserving_proto_field_name=True) for d in e.details],
+            }
+            print(json.dumps(report, indent=2, ensure_ascii=False), file=sys.stderr)
+            return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

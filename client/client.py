@@ -1,0 +1,201 @@
+"""The client: one channel, the generated stubs, and typed exceptions instead of grpc.RpcError."""
+
+from __future__ import annotations
+
+import functools
+import json
+import uuid
+from collections.abc import Iterator
+from datetime import datetime
+
+import grpc
+from google.protobuf import timestamp_pb2
+
+from aftersales.v1 import entry_pb2, entry_pb2_grpc, resources_pb2, sync_pb2, sync_pb2_grpc
+from client.errors import from_rpc_error
+
+# Transient failures are retried by gRPC itself. Safe for every method: reads have no effect and
+# every mutation carries a request_id, so a retried one is answered from the server's record.
+_SERVICE_CONFIG = json.dumps(
+    {
+        "methodConfig": [
+            {
+                "name": [{"service": "aftersales.v1.Sync"}, {"service": "aftersales.v1.AfterSalesEntry"}],
+                "retryPolicy": {
+                    "maxAttempts": 4,
+                    "initialBackoff": "0.1s",
+                    "maxBackoff": "1s",
+                    "backoffMultiplier": 2,
+                    "retryableStatusCodes": ["UNAVAILABLE"],
+                },
+            }
+        ]
+    }
+)
+
+
+def new_request_id() -> str:
+    return str(uuid.uuid4())
+
+
+def timestamp(moment: datetime | None) -> timestamp_pb2.Timestamp | None:
+    if moment is None:
+        return None
+    ts = timestamp_pb2.Timestamp()
+    ts.FromDatetime(moment)
+    return ts
+
+
+def _typed_errors(method):
+    @functools.wraps(method)
+    def wrapper(*args, **kwargs):
+        try:
+            return method(*args, **kwargs)
+        except grpc.RpcError as e:
+            raise from_rpc_error(e) from None
+
+    return wrapper
+
+
+class Client:
+    """A client of one server. `channel` may be given (e.g. a secure channel); otherwise an
+    insecure one to `address` is made. Every call takes `timeout` seconds at most."""
+
+    def __init__(
+        self,
+        address: str = "127.0.0.1:50051",
+        *,
+        channel: grpc.Channel | None = None,
+        timeout: float = 10.0,
+    ) -> None:
+        self._own_channel = channel is None
+        self.channel = channel or grpc.insecure_channel(
+            address,
+            options=[("grpc.service_config", _SERVICE_CONFIG), ("grpc.enable_retries", 1)],
+        )
+        self.timeout = timeout
+        self.sync = sync_pb2_grpc.SyncStub(self.channel)
+        self.entries = entry_pb2_grpc.AfterSalesEntryStub(self.channel)
+
+    def close(self) -> None:
+        if self._own_channel:
+            self.channel.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # --- Sync ---------------------------------------------------------------------------------
+
+    @_typed_errors
+    def put_shop(self, shop: resources_pb2.Shop) -> resources_pb2.Shop:
+        return self.sync.PutShop(sync_pb2.PutShopRequest(shop=shop), timeout=self.timeout)
+
+    @_typed_errors
+    def put_staff(self, staff: resources_pb2.Staff) -> resources_pb2.Staff:
+        return self.sync.PutStaff(sync_pb2.PutStaffRequest(staff=staff), timeout=self.timeout)
+
+    @_typed_errors
+    def put_order(self, order: resources_pb2.Order) -> resources_pb2.Order:
+        return self.sync.PutOrder(sync_pb2.PutOrderRequest(order=order), timeout=self.timeout)
+
+    @_typed_errors
+    def post_funds(
+        self,
+        account: resources_pb2.AccountRef,
+        amount: int,
+        *,
+        memo: str = "",
+        request_id: str | None = None,
+    ) -> sync_pb2.PostFundsResponse:
+        return self.sync.PostFunds(
+            sync_pb2.PostFundsRequest(
+                request_id=request_id or new_request_id(), account=account, amount=amount, memo=memo
+            ),
+            timeout=self.timeout,
+        )
+
+    # --- The entry ----------------------------------------------------------------------------
+
+    @_typed_errors
+    def check_eligibility(
+        self, order_id: str, operator_id: str
+    ) -> entry_pb2.CheckEligibilityResponse:
+        return self.entries.CheckEligibility(
+            entry_pb2.CheckEligibilityRequest(order_id=order_id, operator_id=operator_id),
+            timeout=self.timeout,
+        )
+
+    @_typed_errors
+    def open_entry(
+        self, order_id: str, operator_id: str, *, note: str = "", request_id: str | None = None
+    ) -> resources_pb2.Entry:
+        return self.entries.OpenEntry(
+            entry_pb2.OpenEntryRequest(
+                order_id=order_id,
+                operator_id=operator_id,
+                note=note,
+                request_id=request_id or new_request_id(),
+            ),
+            timeout=self.timeout,
+        )
+
+    @_typed_errors
+    def get_entry(self, entry_id: str) -> resources_pb2.Entry:
+        return self.entries.GetEntry(
+            entry_pb2.GetEntryRequest(entry_id=entry_id), timeout=self.timeout
+        )
+
+    @_typed_errors
+    def list_entries(
+        self,
+        *,
+        shop_id: str = "",
+        order_id: str = "",
+        state: int = resources_pb2.ENTRY_STATE_UNSPECIFIED,
+        page_size: int = 0,
+        page_token: str = "",
+    ) -> entry_pb2.ListEntriesResponse:
+        return self.entries.ListEntries(
+            entry_pb2.ListEntriesRequest(
+                shop_id=shop_id,
+                order_id=order_id,
+                state=state,
+                page_size=page_size,
+                page_token=page_token,
+            ),
+            timeout=self.timeout,
+        )
+
+    def iter_entries(self, **filters) -> Iterator[resources_pb2.Entry]:
+        """Every entry matching the filters of list_entries, across pages."""
+        token = ""
+        while True:
+            page = self.list_entries(page_token=token, **filters)
+            yield from page.entries
+            token = page.next_page_token
+            if not token:
+                return
+
+    @_typed_errors
+    def apply_after_sales(
+        self,
+        order_id: str,
+        buyer_id: str,
+        amount: int,
+        *,
+        reason: str = "",
+        request_id: str | None = None,
+    ) -> resources_pb2.Application:
+        return self.entries.ApplyAfterSales(
+            entry_pb2.ApplyAfterSalesRequest(
+                order_id=order_id,
+                buyer_id=buyer_id,
+                amount=amount,
+                reason=reason,
+                request_id=request_id or new_request_id(),
+            ),
+            timeout=self.timeout,
+        )

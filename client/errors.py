@@ -1,0 +1,128 @@
+"""Typed exceptions for refused calls, carrying the rich error details of the status."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import grpc
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
+
+@dataclasses.dataclass(frozen=True)
+class FieldViolation:
+    field: str
+    description: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Violation:
+    """One unmet rule: `type` is the reason code (e.g. "INSUFFICIENT_GUARANTEE")."""
+
+    type: str
+    subject: str
+    description: str
+
+
+class AfterSalesError(Exception):
+    """A refused or failed call. `code` is the gRPC status code; the details are unpacked into
+    `field_violations`, `violations`, `reason`, `metadata` and `resource`."""
+
+    def __init__(self, code: grpc.StatusCode, message: str, details: list) -> None:
+        super().__init__(f"{code.name}: {message}")
+        self.code = code
+        self.message = message
+        self.details = details
+        self.field_violations: list[FieldViolation] = []
+        self.violations: list[Violation] = []
+        self.reason = ""
+        self.metadata: dict[str, str] = {}
+        self.resource: tuple[str, str] | None = None
+        for detail in details:
+            if isinstance(detail, error_details_pb2.BadRequest):
+                self.field_violations += [
+                    FieldViolation(v.field, v.description) for v in detail.field_violations
+                ]
+            elif isinstance(detail, error_details_pb2.PreconditionFailure):
+                self.violations += [
+                    Violation(v.type, v.subject, v.description) for v in detail.violations
+                ]
+            elif isinstance(detail, error_details_pb2.ErrorInfo):
+                self.reason = detail.reason
+                self.metadata = dict(detail.metadata)
+            elif isinstance(detail, error_details_pb2.ResourceInfo):
+                self.resource = (detail.resource_type, detail.resource_name)
+
+    @property
+    def reasons(self) -> list[str]:
+        """Every unmet rule's reason code, in the server's order."""
+        return [v.type for v in self.violations] or ([self.reason] if self.reason else [])
+
+
+class InvalidArgument(AfterSalesError):
+    """Malformed input; `field_violations` names each bad field."""
+
+
+class NotFound(AfterSalesError):
+    """`resource` is (type, name) of what does not exist."""
+
+
+class PermissionDenied(AfterSalesError):
+    """`reason` says why (OPERATOR_NOT_ALLOWED, BUYER_NOT_ORDER_OWNER)."""
+
+
+class FailedPrecondition(AfterSalesError):
+    """Business rules unmet; `violations` lists every one."""
+
+
+class AlreadyExists(AfterSalesError):
+    """An entry of the order is open already; `entry_id` names it."""
+
+    @property
+    def entry_id(self) -> str:
+        return self.metadata.get("entry_id", "")
+
+
+class Unavailable(AfterSalesError):
+    """The server could not be reached or is shutting down; retrying is safe."""
+
+
+class DeadlineExceeded(AfterSalesError):
+    """The call took longer than its deadline; a mutation may or may not have happened: retry it
+    with the same request_id."""
+
+
+_BY_CODE = {
+    grpc.StatusCode.INVALID_ARGUMENT: InvalidArgument,
+    grpc.StatusCode.NOT_FOUND: NotFound,
+    grpc.StatusCode.PERMISSION_DENIED: PermissionDenied,
+    grpc.StatusCode.FAILED_PRECONDITION: FailedPrecondition,
+    grpc.StatusCode.ALREADY_EXISTS: AlreadyExists,
+    grpc.StatusCode.UNAVAILABLE: Unavailable,
+    grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceeded,
+}
+
+_DETAIL_TYPES = (
+    error_details_pb2.BadRequest,
+    error_details_pb2.PreconditionFailure,
+    error_details_pb2.ErrorInfo,
+    error_details_pb2.ResourceInfo,
+)
+
+
+def from_rpc_error(error: grpc.RpcError) -> AfterSalesError:
+    """The typed exception for a failed call."""
+    status = rpc_status.from_call(error)
+    details = []
+    message = error.details() or ""
+    if status is not None:
+        message = status.message
+        for any_detail in status.details:
+            for detail_type in _DETAIL_TYPES:
+                if any_detail.Is(detail_type.DESCRIPTOR):
+                    detail = detail_type()
+                    any_detail.Unpack(detail)
+                    details.append(detail)
+                    break
+    cls = _BY_CODE.get(error.code(), AfterSalesError)
+    return cls(error.code(), message, details)
