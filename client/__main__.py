@@ -42,8 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("list", help="entries of a shop and/or an order, newest first")
     c.add_argument("--shop", default="")
     c.add_argument("--order", default="")
-    c.add_argument("--state", choices=[s.removeprefix("ENTRY_STATE_") for s in
-                                       resources_pb2.EntryState.keys()[1:]])
+    c.add_argument(
+        "--state",
+        choices=[s.removeprefix("ENTRY_STATE_") for s in resources_pb2.EntryState.keys()[1:]],
+    )
 
     c = sub.add_parser("apply", help="the buyer files within the window")
     c.add_argument("order_id")
@@ -53,8 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--request-id", default=None)
 
     c = sub.add_parser("funds", help="money into (positive) or out of (negative) an account")
-    c.add_argument("kind", choices=[k.removeprefix("ACCOUNT_KIND_") for k in
-                                    resources_pb2.AccountKind.keys()[1:]])
+    c.add_argument(
+        "kind",
+        choices=[k.removeprefix("ACCOUNT_KIND_") for k in resources_pb2.AccountKind.keys()[1:]],
+    )
     c.add_argument("owner_id", nargs="?", default="")
     c.add_argument("amount", type=int, help="in fen")
     c.add_argument("--memo", default="")
@@ -66,8 +70,11 @@ def run(args: argparse.Namespace, client: Client) -> None:
     if args.command == "check":
         _print(client.check_eligibility(args.order_id, args.operator_id))
     elif args.command == "open":
-        _print(client.open_entry(args.order_id, args.operator_id, note=args.note,
-                                 request_id=args.request_id))
+        _print(
+            client.open_entry(
+                args.order_id, args.operator_id, note=args.note, request_id=args.request_id
+            )
+        )
     elif args.command == "get":
         _print(client.get_entry(args.entry_id))
     elif args.command == "list":
@@ -75,11 +82,19 @@ def run(args: argparse.Namespace, client: Client) -> None:
         for entry in client.iter_entries(shop_id=args.shop, order_id=args.order, state=state):
             print(json_format.MessageToJson(entry, indent=None, preserving_proto_field_name=True))
     elif args.command == "apply":
-        _print(client.apply_after_sales(args.order_id, args.buyer_id, args.amount,
-                                        reason=args.reason, request_id=args.request_id))
+        _print(
+            client.apply_after_sales(
+                args.order_id,
+                args.buyer_id,
+                args.amount,
+                reason=args.reason,
+                request_id=args.request_id,
+            )
+        )
     elif args.command == "funds":
         account = resources_pb2.AccountRef(
-            kind=resources_pb2.AccountKind.Value("ACCOUNT_KIND_" + args.kind), owner_id=args.owner_id
+            kind=resources_pb2.AccountKind.Value("ACCOUNT_KIND_" + args.kind),
+            owner_id=args.owner_id,
         )
         _print(client.post_funds(account, args.amount, memo=args.memo, request_id=args.request_id))
 
@@ -93,7 +108,10 @@ def main(argv: list[str] | None = None) -> int:
             report = {
                 "code": e.code.name,
                 "message": e.message,
-                "details": [json_format.MessageToDict(d, preserving_proto_field_name=True) for d in e.details],
+                "details": [
+                    json_format.MessageToDict(d, preserving_proto_field_name=True)
+                    for d in e.details
+                ],
             }
             print(json.dumps(report, indent=2, ensure_ascii=False), file=sys.stderr)
             return 1

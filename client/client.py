@@ -20,7 +20,10 @@ _SERVICE_CONFIG = json.dumps(
     {
         "methodConfig": [
             {
-                "name": [{"service": "aftersales.v1.Sync"}, {"service": "aftersales.v1.AfterSalesEntry"}],
+                "name": [
+                    {"service": "aftersales.v1.Sync"},
+                    {"service": "aftersales.v1.AfterSalesEntry"},
+                ],
                 "retryPolicy": {
                     "maxAttempts": 4,
                     "initialBackoff": "0.1s",

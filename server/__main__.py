@@ -25,22 +25,46 @@ DEFAULT_DATABASE = "sqlite:///var/aftersales.db"
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     env = os.environ.get
     p = argparse.ArgumentParser(prog="aftersales-server", description=__doc__)
-    p.add_argument("--address", default=env("AFTERSALES_ADDRESS", "127.0.0.1:50051"),
-                   help="host:port to listen on (env AFTERSALES_ADDRESS)")
-    p.add_argument("--database", default=env("DATABASE_URL", DEFAULT_DATABASE),
-                   help="sqlite:///path or postgresql://user:pass@host:port/db (env DATABASE_URL)")
-    p.add_argument("--policy", default=None,
-                   help=f"policy TOML file (env {policy.ENV_VAR}; default: the shipped policy)")
-    p.add_argument("--demo", action="store_true",
-                   help="load the demo data set if the database has none")
-    p.add_argument("--workers", type=int, default=int(env("AFTERSALES_WORKERS", "8")),
-                   help="RPC worker threads")
-    p.add_argument("--sweep-interval", type=float, default=30.0,
-                   help="seconds between sweeps that store expired entries as EXPIRED")
-    p.add_argument("--metrics-address", default=env("AFTERSALES_METRICS_ADDRESS", ""),
-                   help="host:port for Prometheus metrics over HTTP; off when empty")
-    p.add_argument("--tls-cert", default=env("AFTERSALES_TLS_CERT", ""),
-                   help="PEM certificate chain; with --tls-key, serve TLS")
+    p.add_argument(
+        "--address",
+        default=env("AFTERSALES_ADDRESS", "127.0.0.1:50051"),
+        help="host:port to listen on (env AFTERSALES_ADDRESS)",
+    )
+    p.add_argument(
+        "--database",
+        default=env("DATABASE_URL", DEFAULT_DATABASE),
+        help="sqlite:///path or postgresql://user:pass@host:port/db (env DATABASE_URL)",
+    )
+    p.add_argument(
+        "--policy",
+        default=None,
+        help=f"policy TOML file (env {policy.ENV_VAR}; default: the shipped policy)",
+    )
+    p.add_argument(
+        "--demo", action="store_true", help="load the demo data set if the database has none"
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=int(env("AFTERSALES_WORKERS", "8")),
+        help="RPC worker threads",
+    )
+    p.add_argument(
+        "--sweep-interval",
+        type=float,
+        default=30.0,
+        help="seconds between sweeps that store expired entries as EXPIRED",
+    )
+    p.add_argument(
+        "--metrics-address",
+        default=env("AFTERSALES_METRICS_ADDRESS", ""),
+        help="host:port for Prometheus metrics over HTTP; off when empty",
+    )
+    p.add_argument(
+        "--tls-cert",
+        default=env("AFTERSALES_TLS_CERT", ""),
+        help="PEM certificate chain; with --tls-key, serve TLS",
+    )
     p.add_argument("--tls-key", default=env("AFTERSALES_TLS_KEY", ""), help="PEM private key")
     p.add_argument("--log-level", default=env("AFTERSALES_LOG_LEVEL", "INFO"))
     return p.parse_args(argv)

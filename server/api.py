@@ -10,18 +10,32 @@ from collections.abc import Callable
 
 from google.protobuf.message import Message
 
-from aftersales.v1 import entry_pb2, entry_pb2_grpc, resources_pb2, sync_pb2, sync_pb2_grpc
+from aftersales.v1 import (
+    clawback_pb2,
+    clawback_pb2_grpc,
+    entry_pb2,
+    entry_pb2_grpc,
+    resources_pb2,
+    sync_pb2,
+    sync_pb2_grpc,
+)
 from server import convert
 from server.errors import InvalidArgument
 from server.service import Service
-from server.store import decode_cursor, encode_cursor, fingerprint
+from server.store import decode_cursor, encode_cursor, fingerprint, to_us
 
 
 class _Idempotent:
     def __init__(self, service: Service) -> None:
         self.service = service
 
-    def once(self, method: str, request: Message, response_type: type[Message], run: Callable[[], Message]):
+    def once(
+        self,
+        method: str,
+        request: Message,
+        response_type: type[Message],
+        run: Callable[[], Message],
+    ):
         """run() once per request_id: a retry of the same request gets the stored response."""
         data = self.service.store.idempotent(
             request.request_id,
@@ -78,20 +92,14 @@ class AfterSalesEntryServicer(entry_pb2_grpc.AfterSalesEntryServicer, _Idempoten
     def ListEntries(self, request, context):
         shop_id, order_id, state, page_size = convert.list_entries(request)
         filters = f"{shop_id or ''}|{order_id or ''}|{request.state}"
-        after = None
-        if request.page_token:
-            after = decode_cursor(request.page_token, filters)
-            if after is None:
-                raise InvalidArgument(
-                    [("page_token", "is not a page token of this listing with these filters")]
-                )
+        after = _page_token(request.page_token, filters, (int, str))
         entries, more = self.service.list_entries(
             shop_id=shop_id, order_id=order_id, state=state, after=after, limit=page_size
         )
         next_token = ""
         if more:
             last = entries[-1]
-            next_token = encode_cursor(last.opened_at, last.entry_id, filters)
+            next_token = encode_cursor((to_us(last.opened_at), last.entry_id), filters)
         return entry_pb2.ListEntriesResponse(
             entries=[convert.entry_pb(e) for e in entries], next_page_token=next_token
         )
@@ -104,3 +112,73 @@ class AfterSalesEntryServicer(entry_pb2_grpc.AfterSalesEntryServicer, _Idempoten
             resources_pb2.Application,
             lambda: convert.application_pb(self.service.apply(order_id, buyer_id, amount, reason)),
         )
+
+
+class ClawbackServicer(clawback_pb2_grpc.ClawbackServicer, _Idempotent):
+    def RecordRefund(self, request, context):
+        refund = convert.record_refund(request)
+        return self.once(
+            "RecordRefund",
+            request,
+            resources_pb2.RefundClawback,
+            lambda: convert.clawback_pb(self.service.record_refund(refund)),
+        )
+
+    def PreviewClawback(self, request, context):
+        order_id, amount, started_at = convert.preview_clawback(request)
+        return convert.clawback_pb(self.service.preview_clawback(order_id, amount, started_at))
+
+    def GetClawback(self, request, context):
+        return convert.clawback_pb(self.service.get_clawback(**convert.get_clawback(request)))
+
+    def ListClawbacks(self, request, context):
+        shop_id, state, start, end, page_size = convert.list_clawbacks(request)
+        filters = "|".join(
+            [
+                shop_id,
+                str(request.state),
+                request.start_time.ToJsonString() if start else "",
+                request.end_time.ToJsonString() if end else "",
+            ]
+        )
+        after = _page_token(request.page_token, filters, (int, str))
+        clawbacks, more = self.service.list_clawbacks(
+            shop_id=shop_id, state=state, start=start, end=end, after=after, limit=page_size
+        )
+        next_token = ""
+        if more:
+            last = clawbacks[-1]
+            next_token = encode_cursor((to_us(last.created_at), last.clawback_id), filters)
+        return clawback_pb2.ListClawbacksResponse(
+            clawbacks=[convert.clawback_pb(c) for c in clawbacks], next_page_token=next_token
+        )
+
+    def GetBalances(self, request, context):
+        accounts, owner_id = convert.get_balances(request)
+        balances = self.service.balances(accounts, owner_id)
+        return clawback_pb2.GetBalancesResponse(
+            balances=[convert.balance_pb(ref, amount) for ref, amount in balances.items()]
+        )
+
+    def ListTransfers(self, request, context):
+        account, page_size = convert.list_transfers(request)
+        filters = f"{account.kind.value}|{account.owner_id}"
+        after = _page_token(request.page_token, filters, (int,))
+        transfers, more = self.service.list_transfers(
+            account, after[0] if after else None, page_size
+        )
+        next_token = encode_cursor((int(transfers[-1].transfer_id),), filters) if more else ""
+        return clawback_pb2.ListTransfersResponse(
+            transfers=[convert.transfer_pb(t) for t in transfers], next_page_token=next_token
+        )
+
+
+def _page_token(token: str, filters: str, types: tuple[type, ...]) -> tuple | None:
+    if not token:
+        return None
+    position = decode_cursor(token, filters, types)
+    if position is None:
+        raise InvalidArgument(
+            [("page_token", "is not a page token of this listing with these filters")]
+        )
+    return position

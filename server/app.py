@@ -1,4 +1,4 @@
-"""Assembles the gRPC server: services, health, reflection, per-call logs and metrics, the sweeper."""
+"""Assembles the gRPC server: services, health, reflection, call logs and metrics, the sweeper."""
 
 from __future__ import annotations
 
@@ -13,9 +13,16 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import Counter, Histogram
 
-from aftersales.v1 import entry_pb2, entry_pb2_grpc, sync_pb2, sync_pb2_grpc
+from aftersales.v1 import (
+    clawback_pb2,
+    clawback_pb2_grpc,
+    entry_pb2,
+    entry_pb2_grpc,
+    sync_pb2,
+    sync_pb2_grpc,
+)
 from server import status
-from server.api import AfterSalesEntryServicer, SyncServicer
+from server.api import AfterSalesEntryServicer, ClawbackServicer, SyncServicer
 from server.errors import Refused
 from server.service import Service
 
@@ -24,6 +31,7 @@ log = logging.getLogger("aftersales")
 SERVICE_NAMES = (
     sync_pb2.DESCRIPTOR.services_by_name["Sync"].full_name,
     entry_pb2.DESCRIPTOR.services_by_name["AfterSalesEntry"].full_name,
+    clawback_pb2.DESCRIPTOR.services_by_name["Clawback"].full_name,
 )
 
 RPC_TOTAL = Counter("aftersales_rpc_total", "Finished RPCs.", ["method", "code"])
@@ -129,6 +137,7 @@ class App:
             AfterSalesEntryServicer(service), self.server
         )
         self.health = health.HealthServicer()
+        clawback_pb2_grpc.add_ClawbackServicer_to_server(ClawbackServicer(service), self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
             (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server

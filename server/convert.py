@@ -1,4 +1,4 @@
-"""Protobuf <-> domain: validates what comes in (every bad field at once) and renders what goes out."""
+"""Protobuf <-> domain: validates what comes in (every bad field at once), renders what goes out."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import TypeVar
 
 from google.protobuf import timestamp_pb2
 
-from aftersales.v1 import entry_pb2, resources_pb2, sync_pb2
+from aftersales.v1 import clawback_pb2, entry_pb2, resources_pb2, sync_pb2
 from server import model
 from server.errors import InvalidArgument
 
@@ -106,7 +106,9 @@ def shop(request: sync_pb2.PutShopRequest) -> model.Shop:
     result = model.Shop(
         shop_id=f.id("shop.shop_id", s.shop_id),
         name=f.text("shop.name", s.name, 256),
-        status=f.enum("shop.status", resources_pb2.ShopStatus, s.status, model.ShopStatus, "SHOP_STATUS_"),
+        status=f.enum(
+            "shop.status", resources_pb2.ShopStatus, s.status, model.ShopStatus, "SHOP_STATUS_"
+        ),
         wallet_opened_at=f.time("shop.wallet_opened_at", s, "wallet_opened_at", required=False),
     )
     f.raise_if_any()
@@ -139,7 +141,11 @@ def order(request: sync_pb2.PutOrderRequest) -> model.Order:
     for i, line in enumerate(o.commission_lines):
         path = f"order.commission_lines[{i}]"
         kind = f.enum(
-            f"{path}.payee_kind", resources_pb2.PayeeKind, line.payee_kind, model.PayeeKind, "PAYEE_KIND_"
+            f"{path}.payee_kind",
+            resources_pb2.PayeeKind,
+            line.payee_kind,
+            model.PayeeKind,
+            "PAYEE_KIND_",
         )
         if kind is model.PayeeKind.PLATFORM_FEE:
             if line.payee_id:
@@ -185,7 +191,9 @@ def order(request: sync_pb2.PutOrderRequest) -> model.Order:
 
 
 def account_ref(f: Fields, field: str, message: resources_pb2.AccountRef) -> model.AccountRef:
-    kind = f.enum(f"{field}.kind", resources_pb2.AccountKind, message.kind, model.AccountKind, "ACCOUNT_KIND_")
+    kind = f.enum(
+        f"{field}.kind", resources_pb2.AccountKind, message.kind, model.AccountKind, "ACCOUNT_KIND_"
+    )
     if kind in (model.AccountKind.PLATFORM_COMMISSION, model.AccountKind.EXTERNAL):
         if message.owner_id:
             f.bad(f"{field}.owner_id", f"must be empty for {kind.value}")
@@ -203,7 +211,10 @@ def post_funds(request: sync_pb2.PostFundsRequest) -> tuple[str, model.AccountRe
     else:
         ref = account_ref(f, "account", request.account)
         if ref is not None and ref.kind is model.AccountKind.EXTERNAL:
-            f.bad("account.kind", "funds move between an account and the outside, not the outside itself")
+            f.bad(
+                "account.kind",
+                "funds move between an account and the outside, not the outside itself",
+            )
     if request.amount == 0:
         f.bad("amount", "must not be zero")
     f.text("memo", request.memo, 256)
@@ -248,7 +259,9 @@ def list_entries(request: entry_pb2.ListEntriesRequest):
         f.bad("shop_id", "shop_id or order_id is required")
     state = None
     if request.state != 0:
-        state = f.enum("state", resources_pb2.EntryState, request.state, model.EntryState, "ENTRY_STATE_")
+        state = f.enum(
+            "state", resources_pb2.EntryState, request.state, model.EntryState, "ENTRY_STATE_"
+        )
     if request.page_size < 0:
         f.bad("page_size", "must not be negative")
     page_size = min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
@@ -362,8 +375,10 @@ def application_pb(a: model.Application) -> resources_pb2.Application:
     )
 
 
-def violation_pb(v: model.Violation) -> entry_pb2.Violation:
-    return entry_pb2.Violation(code=resources_pb2.ReasonCode.Value(v.code.value), description=v.description)
+def violation_pb(v: model.Violation) -> resources_pb2.Violation:
+    return resources_pb2.Violation(
+        code=resources_pb2.ReasonCode.Value(v.code.value), description=v.description
+    )
 
 
 def eligibility_pb(eligibility) -> entry_pb2.CheckEligibilityResponse:
@@ -387,4 +402,139 @@ def eligibility_pb(eligibility) -> entry_pb2.CheckEligibilityResponse:
             checked_at=timestamp(facts.now),
         ),
         policy_version=eligibility.policy_version,
+    )
+
+
+# --- Clawback -------------------------------------------------------------------------------------
+
+
+def _page_size(f: Fields, value: int) -> int:
+    if value < 0:
+        f.bad("page_size", "must not be negative")
+    return min(value or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+
+
+def record_refund(request: clawback_pb2.RecordRefundRequest) -> model.Refund:
+    f = Fields()
+    f.request_id("request_id", request.request_id)
+    started_at = f.time("started_at", request, "started_at", required=True)
+    paid_at = f.time("paid_at", request, "paid_at", required=True)
+    if started_at and paid_at and paid_at < started_at:
+        f.bad("paid_at", "may not be before started_at")
+    refund = model.Refund(
+        refund_id=f.id("refund_id", request.refund_id),
+        order_id=f.id("order_id", request.order_id),
+        application_id=f.id("application_id", request.application_id, required=False),
+        amount=f.positive("amount", request.amount),
+        started_at=started_at,
+        paid_at=paid_at,
+    )
+    f.raise_if_any()
+    return refund
+
+
+def preview_clawback(request: clawback_pb2.PreviewClawbackRequest):
+    f = Fields()
+    order_id = f.id("order_id", request.order_id)
+    amount = f.positive("amount", request.amount)
+    started_at = f.time("started_at", request, "started_at", required=False)
+    f.raise_if_any()
+    return order_id, amount, started_at
+
+
+def get_clawback(request: clawback_pb2.GetClawbackRequest) -> dict[str, str]:
+    f = Fields()
+    key = request.WhichOneof("key")
+    if key is None:
+        f.bad("clawback_id", "clawback_id or refund_id is required")
+    else:
+        f.id(key, getattr(request, key))
+    f.raise_if_any()
+    return {key: getattr(request, key)}
+
+
+def list_clawbacks(request: clawback_pb2.ListClawbacksRequest):
+    f = Fields()
+    shop_id = f.id("shop_id", request.shop_id)
+    state = None
+    if request.state != 0:
+        state = f.enum(
+            "state",
+            resources_pb2.ClawbackState,
+            request.state,
+            model.ClawbackState,
+            "CLAWBACK_STATE_",
+        )
+    start = f.time("start_time", request, "start_time", required=False)
+    end = f.time("end_time", request, "end_time", required=False)
+    if start and end and end < start:
+        f.bad("end_time", "may not be before start_time")
+    page_size = _page_size(f, request.page_size)
+    f.raise_if_any()
+    return shop_id, state, start, end, page_size
+
+
+def get_balances(request: clawback_pb2.GetBalancesRequest):
+    f = Fields()
+    refs = [account_ref(f, f"accounts[{i}]", a) for i, a in enumerate(request.accounts)]
+    owner_id = f.id("owner_id", request.owner_id, required=False)
+    if not refs and not owner_id:
+        f.bad("accounts", "name accounts or an owner_id")
+    f.raise_if_any()
+    return refs, owner_id or None
+
+
+def list_transfers(request: clawback_pb2.ListTransfersRequest):
+    f = Fields()
+    ref = None
+    if not request.HasField("account"):
+        f.bad("account", "is required")
+    else:
+        ref = account_ref(f, "account", request.account)
+    page_size = _page_size(f, request.page_size)
+    f.raise_if_any()
+    return ref, page_size
+
+
+def balance_pb(ref: model.AccountRef, balance: int) -> resources_pb2.Balance:
+    return resources_pb2.Balance(account=account_pb(ref), balance=balance)
+
+
+def clawback_pb(c: model.Clawback) -> resources_pb2.RefundClawback:
+    return resources_pb2.RefundClawback(
+        clawback_id=c.clawback_id,
+        refund_id=c.refund.refund_id,
+        order_id=c.refund.order_id,
+        shop_id=c.shop_id,
+        application_id=c.refund.application_id,
+        refund_amount=c.refund.amount,
+        refund_started_at=timestamp(c.refund.started_at),
+        refund_paid_at=timestamp(c.refund.paid_at) if c.refund.refund_id else None,
+        refunded_before=c.refunded_before,
+        refunded_after=c.refunded_after,
+        paid_from_wallet=c.payment.from_wallet,
+        paid_from_deposit=c.payment.from_deposit,
+        state=enum_value(resources_pb2.ClawbackState, "CLAWBACK_STATE_", c.state),
+        reasons=[violation_pb(v) for v in c.reasons],
+        lines=[
+            resources_pb2.ClawbackLine(
+                line_no=line.line_no,
+                payee_kind=enum_value(resources_pb2.PayeeKind, "PAYEE_KIND_", line.payee_kind),
+                payee_id=line.payee_id,
+                account=account_pb(line.account),
+                commission=line.commission,
+                due=line.due,
+                recovered=line.recovered,
+                outstanding=line.outstanding,
+                state=enum_value(
+                    resources_pb2.ClawbackLineState, "CLAWBACK_LINE_STATE_", line.state
+                ),
+            )
+            for line in c.lines
+        ],
+        due=c.due,
+        recovered=c.recovered,
+        outstanding=c.due - c.recovered,
+        policy_version=c.policy_version,
+        created_at=timestamp(c.created_at),
     )

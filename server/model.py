@@ -29,6 +29,12 @@ class ReasonCode(enum.StrEnum):
     BUYER_NOT_ORDER_OWNER = "BUYER_NOT_ORDER_OWNER"
     INSUFFICIENT_FUNDS = "INSUFFICIENT_FUNDS"
     ORDER_FACTS_FROZEN = "ORDER_FACTS_FROZEN"
+    CATEGORY_NOT_DESIGNATED = "CATEGORY_NOT_DESIGNATED"
+    ORDER_BEFORE_WALLET_OPENED = "ORDER_BEFORE_WALLET_OPENED"
+    REFUND_OUTSIDE_CLAWBACK_WINDOW = "REFUND_OUTSIDE_CLAWBACK_WINDOW"
+    NOT_A_LATE_REFUND = "NOT_A_LATE_REFUND"
+    APPLICATION_NOT_OF_ORDER = "APPLICATION_NOT_OF_ORDER"
+    REFUND_ID_REUSED = "REFUND_ID_REUSED"
 
 
 class ShopStatus(enum.StrEnum):
@@ -70,6 +76,9 @@ class AccountKind(enum.StrEnum):
 class TransferKind(enum.StrEnum):
     FUNDS_IN = "FUNDS_IN"
     FUNDS_OUT = "FUNDS_OUT"
+    REFUND_PAYMENT = "REFUND_PAYMENT"
+    CLAWBACK = "CLAWBACK"
+    DEBT_RECOVERY = "DEBT_RECOVERY"
 
 
 class EntryState(enum.StrEnum):
@@ -95,6 +104,9 @@ class Policy:
     )
     order_kinds: frozenset[OrderKind] = frozenset({OrderKind.ORDINARY, OrderKind.CROSS_BORDER})
     marketing_campaign_orders_allowed: bool = True
+    clawback_window: timedelta = timedelta(days=120)
+    # The designated categories (指定类目) whose late refunds get their commissions recovered.
+    designated_categories: frozenset[str] = frozenset()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -238,3 +250,100 @@ class EntryDecision:
     @property
     def codes(self) -> tuple[ReasonCode, ...]:
         return tuple(v.code for v in self.violations)
+
+
+class ClawbackState(enum.StrEnum):
+    RECOVERED = "RECOVERED"  # every line recovered in full
+    PARTIAL = "PARTIAL"  # some recovered, some still owed
+    OUTSTANDING = "OUTSTANDING"  # something is due and nothing was recovered yet
+    NOT_ELIGIBLE = "NOT_ELIGIBLE"  # the refund's commissions are not recovered; see reasons
+
+
+class LineState(enum.StrEnum):
+    RECOVERED = "RECOVERED"
+    PARTIAL = "PARTIAL"
+    OUTSTANDING = "OUTSTANDING"
+
+
+@dataclasses.dataclass(frozen=True)
+class Refund:
+    """A refund paid to the buyer, as the after-sales system reports it."""
+
+    refund_id: str
+    order_id: str
+    application_id: str  # empty when it did not come through a re-opened entry
+    amount: int
+    started_at: datetime
+    paid_at: datetime
+
+
+@dataclasses.dataclass(frozen=True)
+class RefundPayment:
+    """Where the money paid to the buyer came from: the wallet first, the rest from the deposit."""
+
+    from_wallet: int
+    from_deposit: int
+
+
+@dataclasses.dataclass(frozen=True)
+class ClawbackLine:
+    line_no: int
+    payee_kind: PayeeKind
+    payee_id: str
+    commission: int
+    due: int
+    recovered: int = 0
+
+    @property
+    def outstanding(self) -> int:
+        return self.due - self.recovered
+
+    @property
+    def state(self) -> LineState:
+        if self.recovered >= self.due:
+            return LineState.RECOVERED
+        return LineState.PARTIAL if self.recovered > 0 else LineState.OUTSTANDING
+
+    @property
+    def account(self) -> AccountRef:
+        """Where the line is recovered from: the payee's cash account, or for the technical
+        service fee the platform's commission account."""
+        if self.payee_kind is PayeeKind.PLATFORM_FEE:
+            return PLATFORM_COMMISSION
+        return AccountRef(AccountKind.CASH, self.payee_id)
+
+
+@dataclasses.dataclass(frozen=True)
+class Clawback:
+    """What a refund recovers (TR/佣金退回): one line per commission line of the order."""
+
+    clawback_id: str
+    refund: Refund
+    shop_id: str
+    reasons: tuple[Violation, ...]
+    lines: tuple[ClawbackLine, ...]
+    refunded_before: int
+    refunded_after: int
+    policy_version: str
+    created_at: datetime
+    payment: RefundPayment = RefundPayment(0, 0)
+
+    @property
+    def eligible(self) -> bool:
+        return not self.reasons
+
+    @property
+    def due(self) -> int:
+        return sum(line.due for line in self.lines)
+
+    @property
+    def recovered(self) -> int:
+        return sum(line.recovered for line in self.lines)
+
+    @property
+    def state(self) -> ClawbackState:
+        if not self.eligible:
+            return ClawbackState.NOT_ELIGIBLE
+        if self.recovered >= self.due:
+            return ClawbackState.RECOVERED
+        return ClawbackState.PARTIAL if self.recovered > 0 else ClawbackState.OUTSTANDING

@@ -1,4 +1,4 @@
-"""Loads the policy (the rules' numbers and switches) from a TOML file; the shipped one is default."""
+"""Loads the policy (the rules' numbers and switches) from TOML; the shipped one by default."""
 
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ def load(path: str | os.PathLike | None = None) -> Policy:
 def parse(raw: dict, source: str = "<policy>") -> Policy:
     raw = dict(raw)
     entry = dict(raw.pop("entry", {}))
+    clawback = dict(raw.pop("clawback", {}))
     version = raw.pop("version", None)
     if not isinstance(version, str) or not version:
         raise PolicyError(f"{source}: `version` must be a non-empty string")
@@ -41,7 +42,9 @@ def parse(raw: dict, source: str = "<policy>") -> Policy:
                 entry.pop("completion_window_seconds", None), defaults.completion_window
             ),
             entry_window=_seconds(entry.pop("window_seconds", None), defaults.entry_window),
-            opener_roles=_members(StaffRole, entry.pop("opener_roles", None), defaults.opener_roles),
+            opener_roles=_members(
+                StaffRole, entry.pop("opener_roles", None), defaults.opener_roles
+            ),
             order_kinds=_members(OrderKind, entry.pop("order_kinds", None), defaults.order_kinds),
             marketing_campaign_orders_allowed=bool(
                 entry.pop(
@@ -49,10 +52,16 @@ def parse(raw: dict, source: str = "<policy>") -> Policy:
                     defaults.marketing_campaign_orders_allowed,
                 )
             ),
+            clawback_window=_seconds(
+                clawback.pop("window_seconds", None), defaults.clawback_window
+            ),
+            designated_categories=_strings(
+                clawback.pop("designated_categories", None), defaults.designated_categories
+            ),
         )
     except (TypeError, ValueError) as e:
         raise PolicyError(f"{source}: {e}") from e
-    unknown = [*raw, *(f"entry.{k}" for k in entry)]
+    unknown = [*raw, *(f"entry.{k}" for k in entry), *(f"clawback.{k}" for k in clawback)]
     if unknown:
         raise PolicyError(f"{source}: unknown settings {', '.join(sorted(unknown))}")
     return policy
@@ -72,3 +81,11 @@ def _members(enum_type, values, default):
     if not isinstance(values, list):
         raise ValueError(f"expected a list of {enum_type.__name__} names, not {values!r}")
     return frozenset(enum_type(v) for v in values)
+
+
+def _strings(values, default: frozenset[str]) -> frozenset[str]:
+    if values is None:
+        return default
+    if not isinstance(values, list) or not all(isinstance(v, str) and v for v in values):
+        raise ValueError(f"expected a list of non-empty strings, not {values!r}")
+    return frozenset(values)

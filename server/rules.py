@@ -10,13 +10,17 @@ import dataclasses
 from datetime import datetime, timedelta
 
 from server.model import (
+    ClawbackLine,
     Entry,
     EntryDecision,
     EntryFacts,
     EntryState,
     Order,
+    PayeeKind,
     Policy,
     ReasonCode,
+    RefundPayment,
+    Shop,
     ShopStatus,
     Staff,
     Violation,
@@ -78,7 +82,9 @@ def check_entry(facts: EntryFacts, policy: Policy) -> EntryDecision:
     # 1. The trade completed at most `completion_window` ago (exactly the window is still in).
     days = 0
     if order.completed_at is None:
-        violations.append(Violation(ReasonCode.ORDER_NOT_COMPLETED, "the order's trade has not completed"))
+        violations.append(
+            Violation(ReasonCode.ORDER_NOT_COMPLETED, "the order's trade has not completed")
+        )
     else:
         since = now - order.completed_at
         days = max(int(since.total_seconds()) // DAY_SECONDS, 0)
@@ -117,7 +123,8 @@ def check_entry(facts: EntryFacts, policy: Policy) -> EntryDecision:
         violations.append(
             Violation(
                 ReasonCode.SHOP_NOT_OPERATING,
-                f"the shop is {shop.status.value.lower()}; only a shop in normal operation may open",
+                f"the shop is {shop.status.value.lower()}; "
+                "only a shop in normal operation may open",
             )
         )
 
@@ -248,3 +255,128 @@ def order_facts_frozen(stored: Order, new: Order) -> tuple[Violation, ...]:
             f"refunds were recorded on the order; {', '.join(changed)} can no longer change",
         ),
     )
+
+
+# --- Commission clawback (TR/佣金退回) -----------------------------------------------------------
+
+
+def check_refund(order: Order, amount: int) -> tuple[Violation, ...]:
+    """A refund may not take more than what is left to refund."""
+    if amount > order.refundable_amount:
+        return (
+            Violation(
+                ReasonCode.AMOUNT_EXCEEDS_REFUNDABLE,
+                f"a refund of {_yuan(amount)}; at most {_yuan(order.refundable_amount)} is "
+                "refundable",
+            ),
+        )
+    return ()
+
+
+def split_refund_payment(amount: int, wallet_balance: int) -> RefundPayment:
+    """The buyer is paid from the Anxin wallet first; what it lacks comes from the deposit, which
+    may go below zero (a debt of the merchant): the buyer, once refunded, is never refused."""
+    from_wallet = min(amount, max(wallet_balance, 0))
+    return RefundPayment(from_wallet=from_wallet, from_deposit=amount - from_wallet)
+
+
+def check_clawback(
+    order: Order, shop: Shop, started_at: datetime, late: bool, policy: Policy
+) -> tuple[Violation, ...]:
+    """Every reason the commissions of a refund started at `started_at` are not recovered; empty
+    when they are. `late`: the refund came through a re-opened entry."""
+    violations: list[Violation] = []
+
+    # 1. The order's product is in a designated category (指定类目).
+    if order.category_id not in policy.designated_categories:
+        violations.append(
+            Violation(
+                ReasonCode.CATEGORY_NOT_DESIGNATED,
+                f"category {order.category_id or '(none)'} is not a designated category",
+            )
+        )
+
+    # 2. The order was created at or after the moment the merchant opened its Anxin wallet.
+    if shop.wallet_opened_at is None:
+        violations.append(
+            Violation(ReasonCode.ORDER_BEFORE_WALLET_OPENED, "the shop has no Anxin wallet")
+        )
+    elif order.created_at < shop.wallet_opened_at:
+        violations.append(
+            Violation(
+                ReasonCode.ORDER_BEFORE_WALLET_OPENED,
+                f"the order was created at {order.created_at.isoformat()}, before the Anxin "
+                f"wallet was opened at {shop.wallet_opened_at.isoformat()}",
+            )
+        )
+
+    # 3. From the trade's completion to the refund's start: at most the clawback limit (规定时效).
+    if order.completed_at is None:
+        violations.append(
+            Violation(
+                ReasonCode.REFUND_OUTSIDE_CLAWBACK_WINDOW, "the order's trade never completed"
+            )
+        )
+    elif started_at - order.completed_at > policy.clawback_window:
+        days = int((started_at - order.completed_at).total_seconds()) // DAY_SECONDS
+        violations.append(
+            Violation(
+                ReasonCode.REFUND_OUTSIDE_CLAWBACK_WINDOW,
+                f"the refund started {days} days after the trade completed; commissions are "
+                f"recovered within {_duration(policy.clawback_window)}",
+            )
+        )
+
+    # Only late refunds: inside the regular period commissions are settled before payout.
+    if not late:
+        violations.append(
+            Violation(
+                ReasonCode.NOT_A_LATE_REFUND,
+                "the refund did not come through a re-opened after-sales entry",
+            )
+        )
+    return tuple(violations)
+
+
+def line_due(commission: int, paid: int, refunded_before: int, refunded_after: int) -> int:
+    """What one refund owes back of one commission line: its slice of the commission in
+    proportion to the refunded amount over the paid amount.
+
+    Taking the difference of the rounded-down cumulative shares means any sequence of partial
+    refunds never recovers more than the commission, and refunding everything in parts recovers
+    exactly the commission, the same as one full refund.
+    """
+    return commission * refunded_after // paid - commission * refunded_before // paid
+
+
+def clawback_lines(
+    order: Order, refunded_before: int, refunded_after: int
+) -> tuple[ClawbackLine, ...]:
+    return tuple(
+        ClawbackLine(
+            line_no=i,
+            payee_kind=line.payee_kind,
+            payee_id=line.payee_id,
+            commission=line.amount,
+            due=line_due(line.amount, order.paid_amount, refunded_before, refunded_after),
+        )
+        for i, line in enumerate(order.commission_lines)
+    )
+
+
+def recoverable_now(line: ClawbackLine, payee_balance: int) -> int:
+    """A payee whose cash balance is short gives what it has, never going below zero; the
+    platform's commission account always gives back its fee in full."""
+    if line.payee_kind is PayeeKind.PLATFORM_FEE:
+        return line.outstanding
+    return min(line.outstanding, max(payee_balance, 0))
+
+
+def settle_debts(balance: int, outstanding: list[int]) -> list[int]:
+    """What money reaching a cash account pays on its outstanding debts, oldest first."""
+    paid = []
+    for owed in outstanding:
+        amount = min(owed, max(balance, 0))
+        paid.append(amount)
+        balance -= amount
+    return paid

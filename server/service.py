@@ -13,13 +13,15 @@ from datetime import datetime
 
 from server import rules
 from server.clock import Clock
-from server.errors import NotFound, PermissionDenied, RulesRefused
+from server.errors import InvalidArgument, NotFound, PermissionDenied, RulesRefused
 from server.model import (
     EXTERNAL,
     AccountKind,
     AccountRef,
     Application,
     ApplicationState,
+    Clawback,
+    ClawbackState,
     Entry,
     EntryDecision,
     EntryFacts,
@@ -27,6 +29,7 @@ from server.model import (
     Order,
     Policy,
     ReasonCode,
+    Refund,
     Shop,
     Staff,
     Transfer,
@@ -96,12 +99,15 @@ class Service:
         return order
 
     def post_funds(self, request_id: str, account: AccountRef, amount: int, memo: str) -> Posted:
-        """Money from outside into `account` (amount > 0) or out of it (amount < 0)."""
+        """Money from outside into `account` (amount > 0) or out of it (amount < 0). Money
+        reaching a payee's cash account first pays its outstanding clawback debts, oldest first,
+        in the same transaction."""
         now = self.clock.now()
         with self.store.transaction():
             if account.kind in (AccountKind.ANXIN_WALLET, AccountKind.DEPOSIT):
                 if not self.store.shop_exists(account.owner_id):
                     raise NotFound("shop", account.owner_id)
+            self.store.lock_accounts({account})
             incoming = amount > 0
             try:
                 transfer = self.store.post_transfer(
@@ -118,7 +124,37 @@ class Service:
                 raise RulesRefused(
                     _account_subject(account), rules.check_withdrawal(short.balance, -amount)
                 ) from None
-            return Posted(transfer, self.store.balance(account))
+            if incoming and account.kind is AccountKind.CASH:
+                self._settle_debts(account, now)
+            return Posted(transfer, self.store.balances([account])[account])
+
+    def _settle_debts(self, cash: AccountRef, now: datetime) -> None:
+        debts = self.store.debts_of(cash.owner_id)
+        if not debts:
+            return
+        wallets = {AccountRef(AccountKind.ANXIN_WALLET, d.shop_id) for d in debts}
+        balance = self.store.lock_accounts({cash, *wallets})[cash]
+        touched = set()
+        for debt, amount in zip(
+            debts, rules.settle_debts(balance, [d.outstanding for d in debts]), strict=True
+        ):
+            if amount == 0:
+                continue
+            self.store.post_transfer(
+                from_account=cash,
+                to_account=AccountRef(AccountKind.ANXIN_WALLET, debt.shop_id),
+                amount=amount,
+                kind=TransferKind.DEBT_RECOVERY,
+                reference=f"clawbacks/{debt.clawback_id}/lines/{debt.line_no}",
+                idempotency_key=f"debt:{debt.clawback_id}:{debt.line_no}:{debt.recovered}",
+                now=now,
+                guard_from=True,
+            )
+            self.store.add_recovered(debt.clawback_id, debt.line_no, amount)
+            touched.add(debt.clawback_id)
+        for clawback_id in touched:
+            clawback = self.store.clawback(clawback_id=clawback_id)
+            self.store.set_clawback_state(clawback_id, clawback.state.value)
 
     # --- The entry -----------------------------------------------------------------------------
 
@@ -175,7 +211,8 @@ class Service:
                 self.store.insert_entry(entry)
             except EntryConflict:
                 # Another replica opened one between our read and our write.
-                raise self._refusal(order_id, self._eligibility(order_id, operator_id).decision)
+                decision = self._eligibility(order_id, operator_id).decision
+                raise self._refusal(order_id, decision) from None
             return entry
 
     @staticmethod
@@ -228,7 +265,11 @@ class Service:
             if not rules.buyer_owns_order(order, buyer_id):
                 raise PermissionDenied(
                     subject,
-                    [Violation(ReasonCode.BUYER_NOT_ORDER_OWNER, f"{buyer_id} is not the order's buyer")],
+                    [
+                        Violation(
+                            ReasonCode.BUYER_NOT_ORDER_OWNER, f"{buyer_id} is not the order's buyer"
+                        )
+                    ],
                     {"order_id": order_id, "buyer_id": buyer_id},
                 )
             entry = self.store.stored_open_entry(order_id)
@@ -254,6 +295,181 @@ class Service:
             self.store.insert_application(application)
             return application
 
+    # --- Refunds and clawbacks (TR/佣金退回) ------------------------------------------------------
+
+    def record_refund(self, refund: Refund) -> Clawback:
+        """Pays the refund, and recovers the order's commissions when the rules allow, in one
+        transaction. The same refund reported again returns its clawback."""
+        now = self.clock.now()
+        with self.store.transaction():
+            # The order's row lock serialises everything that moves money on this order.
+            order = self.store.order(refund.order_id, for_update=True)
+            existing = self.store.clawback_of_refund(refund.refund_id)
+            if existing is not None:
+                if existing.refund != refund:
+                    raise InvalidArgument(
+                        [("refund_id", f"refund {refund.refund_id} was recorded with other facts")]
+                    )
+                return existing
+            subject = _order_subject(order.order_id)
+            if refund.application_id:
+                application = self.store.application(refund.application_id)
+                if application.order_id != order.order_id:
+                    raise RulesRefused(
+                        subject,
+                        [
+                            Violation(
+                                ReasonCode.APPLICATION_NOT_OF_ORDER,
+                                f"application {application.application_id} belongs to order "
+                                f"{application.order_id}",
+                            )
+                        ],
+                        {"order_id": order.order_id, "application_id": refund.application_id},
+                    )
+            violations = rules.check_refund(order, refund.amount)
+            if violations:
+                raise RulesRefused(subject, violations, {"order_id": order.order_id})
+            shop = self.store.shop(order.shop_id)
+            clawback = self._clawback(
+                order,
+                shop,
+                refund,
+                now,
+                late=bool(refund.application_id),
+                clawback_id=self.new_id(),
+            )
+            wallet, deposit = _wallet(shop.shop_id), _deposit(shop.shop_id)
+            balances = self.store.lock_accounts(
+                {wallet, deposit, *(line.account for line in clawback.lines if line.due)}
+            )
+            clawback = dataclasses.replace(
+                clawback, payment=rules.split_refund_payment(refund.amount, balances[wallet])
+            )
+            for source, amount in (
+                (wallet, clawback.payment.from_wallet),
+                (deposit, clawback.payment.from_deposit),
+            ):
+                if amount:
+                    self.store.post_transfer(
+                        from_account=source,
+                        to_account=EXTERNAL,
+                        amount=amount,
+                        kind=TransferKind.REFUND_PAYMENT,
+                        reference=f"refunds/{refund.refund_id}",
+                        idempotency_key=f"refund:{refund.refund_id}:{source.kind.value}",
+                        now=now,
+                        guard_from=False,
+                    )
+            lines = []
+            for line in clawback.lines:
+                take = rules.recoverable_now(line, balances[line.account])
+                if take:
+                    self.store.post_transfer(
+                        from_account=line.account,
+                        to_account=wallet,
+                        amount=take,
+                        kind=TransferKind.CLAWBACK,
+                        reference=f"clawbacks/{clawback.clawback_id}/lines/{line.line_no}",
+                        idempotency_key=f"clawback:{clawback.clawback_id}:{line.line_no}",
+                        now=now,
+                        guard_from=line.account.kind is AccountKind.CASH,
+                    )
+                    balances[line.account] -= take
+                lines.append(dataclasses.replace(line, recovered=take))
+            clawback = dataclasses.replace(clawback, lines=tuple(lines))
+            self.store.record_refund(clawback)
+            return clawback
+
+    def preview_clawback(self, order_id: str, amount: int, started_at: datetime | None) -> Clawback:
+        """What a late refund would recover now, without writing anything."""
+        now = self.clock.now()
+        with self.store.session():
+            order = self.store.order(order_id)
+            violations = rules.check_refund(order, amount)
+            if violations:
+                raise RulesRefused(_order_subject(order_id), violations, {"order_id": order_id})
+            shop = self.store.shop(order.shop_id)
+            refund = Refund("", order_id, "", amount, started_at or now, now)
+            clawback = self._clawback(order, shop, refund, now, late=True, clawback_id="")
+            wallet = _wallet(shop.shop_id)
+            balances = self.store.balances([wallet, *{line.account for line in clawback.lines}])
+            lines = []
+            for line in clawback.lines:
+                take = rules.recoverable_now(line, balances[line.account])
+                balances[line.account] -= take
+                lines.append(dataclasses.replace(line, recovered=take))
+            return dataclasses.replace(
+                clawback,
+                lines=tuple(lines),
+                payment=rules.split_refund_payment(amount, balances[wallet]),
+            )
+
+    def _clawback(
+        self,
+        order: Order,
+        shop: Shop,
+        refund: Refund,
+        now: datetime,
+        *,
+        late: bool,
+        clawback_id: str,
+    ) -> Clawback:
+        reasons = rules.check_clawback(order, shop, refund.started_at, late, self.policy)
+        before = order.refunded_amount
+        after = before + refund.amount
+        return Clawback(
+            clawback_id=clawback_id,
+            refund=refund,
+            shop_id=shop.shop_id,
+            reasons=reasons,
+            lines=() if reasons else rules.clawback_lines(order, before, after),
+            refunded_before=before,
+            refunded_after=after,
+            policy_version=self.policy.version,
+            created_at=now,
+        )
+
+    def get_clawback(
+        self, *, clawback_id: str | None = None, refund_id: str | None = None
+    ) -> Clawback:
+        with self.store.session():
+            return self.store.clawback(clawback_id=clawback_id, refund_id=refund_id)
+
+    def list_clawbacks(
+        self,
+        *,
+        shop_id: str,
+        state: ClawbackState | None,
+        start: datetime | None,
+        end: datetime | None,
+        after: tuple[int, str] | None,
+        limit: int,
+    ) -> tuple[list[Clawback], bool]:
+        with self.store.session():
+            found = self.store.list_clawbacks(
+                shop_id=shop_id,
+                state=None if state is None else state.value,
+                start=start,
+                end=end,
+                after=after,
+                limit=limit + 1,
+            )
+        return found[:limit], len(found) > limit
+
+    def balances(self, accounts: list[AccountRef], owner_id: str | None) -> dict[AccountRef, int]:
+        with self.store.session():
+            refs = list(dict.fromkeys(accounts))
+            if owner_id:
+                refs += [r for r in self.store.accounts_of(owner_id) if r not in refs]
+            return self.store.balances(refs)
+
+    def list_transfers(
+        self, account: AccountRef, after_id: int | None, limit: int
+    ) -> tuple[list[Transfer], bool]:
+        with self.store.session():
+            found = self.store.list_transfers(account, after_id, limit + 1)
+        return found[:limit], len(found) > limit
+
     def expire_entries(self) -> int:
         """Persists what readers already see: open entries past their window are EXPIRED."""
         with self.store.transaction():
@@ -265,6 +481,14 @@ class Service:
 
 def _order_subject(order_id: str) -> str:
     return f"orders/{order_id}"
+
+
+def _wallet(shop_id: str) -> AccountRef:
+    return AccountRef(AccountKind.ANXIN_WALLET, shop_id)
+
+
+def _deposit(shop_id: str) -> AccountRef:
+    return AccountRef(AccountKind.DEPOSIT, shop_id)
 
 
 def _account_subject(account: AccountRef) -> str:

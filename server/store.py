@@ -14,8 +14,10 @@ from __future__ import annotations
 import base64
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import json
+import operator
 import pathlib
 import threading
 from collections.abc import Callable, Iterator
@@ -30,18 +32,25 @@ from server.model import (
     AccountKind,
     AccountRef,
     Application,
+    ApplicationState,
+    Clawback,
+    ClawbackLine,
     CommissionLine,
     Entry,
     EntryState,
     Order,
     OrderKind,
     PayeeKind,
+    ReasonCode,
+    Refund,
+    RefundPayment,
     Shop,
     ShopStatus,
     Staff,
     StaffRole,
     Transfer,
     TransferKind,
+    Violation,
 )
 
 SCHEMA_VERSION = 1
@@ -125,8 +134,9 @@ class EntryRow(_Base):
 
 # At most one OPEN entry per order, whatever the number of replicas writing.
 EntryRow.add_index(
-    EntryRow.index(EntryRow.order, unique=True, where=(EntryRow.state == EntryState.OPEN.value))
-    .safe(True)
+    EntryRow.index(
+        EntryRow.order, unique=True, where=(EntryRow.state == EntryState.OPEN.value)
+    ).safe(True)
 )
 EntryRow.add_index(EntryRow.index(EntryRow.state, EntryRow.expires_at).safe(True))
 
@@ -143,6 +153,63 @@ class ApplicationRow(_Base):
 
     class Meta:
         table_name = "application"
+
+
+class RefundRow(_Base):
+    id = pw.CharField(primary_key=True, max_length=128)
+    order = pw.ForeignKeyField(OrderRow, column_name="order_id", backref="refunds")
+    application_id = pw.CharField(max_length=64, default="")
+    amount = pw.BigIntegerField()
+    started_at = pw.BigIntegerField()
+    paid_at = pw.BigIntegerField()
+    refunded_before = pw.BigIntegerField()
+    refunded_after = pw.BigIntegerField()
+    paid_from_wallet = pw.BigIntegerField()
+    paid_from_deposit = pw.BigIntegerField()
+    recorded_at = pw.BigIntegerField()
+
+    class Meta:
+        table_name = "refund"
+
+
+class ClawbackRow(_Base):
+    id = pw.CharField(primary_key=True, max_length=64)
+    refund = pw.ForeignKeyField(RefundRow, column_name="refund_id", unique=True)
+    order_id = pw.CharField(max_length=128)
+    shop_id = pw.CharField(max_length=128)
+    # Derived from the lines; kept here so that lists can filter on it.
+    state = pw.CharField(max_length=16)
+    # The reasons it is NOT_ELIGIBLE, as a JSON list of [code, description].
+    reasons = pw.TextField(default="[]")
+    policy_version = pw.CharField(max_length=64)
+    created_at = pw.BigIntegerField()
+
+    class Meta:
+        table_name = "clawback"
+        indexes = ((("shop_id", "created_at"), False),)
+
+
+class ClawbackLineRow(_Base):
+    id = pw.BigAutoField()
+    clawback = pw.ForeignKeyField(ClawbackRow, column_name="clawback_id", backref="lines")
+    line_no = pw.IntegerField()
+    payee_kind = pw.CharField(max_length=32)
+    payee_id = pw.CharField(max_length=128, default="")
+    commission = pw.BigIntegerField()
+    due = pw.BigIntegerField()
+    recovered = pw.BigIntegerField(default=0)
+
+    class Meta:
+        table_name = "clawback_line"
+        indexes = ((("clawback", "line_no"), True),)
+
+
+# The payees' outstanding debts, oldest first, are read whenever money reaches a cash account.
+ClawbackLineRow.add_index(
+    ClawbackLineRow.index(ClawbackLineRow.payee_id, ClawbackLineRow.id)
+    .where(ClawbackLineRow.recovered < ClawbackLineRow.due)
+    .safe(True)
+)
 
 
 class AccountRow(_Base):
@@ -201,6 +268,9 @@ MODELS = [
     OrderRow,
     EntryRow,
     ApplicationRow,
+    RefundRow,
+    ClawbackRow,
+    ClawbackLineRow,
     AccountRow,
     TransferRow,
     RequestRow,
@@ -230,8 +300,34 @@ class InsufficientBalance(Exception):
 
 
 @dataclasses.dataclass(frozen=True)
+class Debt:
+    """An outstanding clawback line of a payee: owed to the shop whose wallet it is credited to."""
+
+    clawback_id: str
+    line_no: int
+    shop_id: str
+    due: int
+    recovered: int
+
+    @property
+    def outstanding(self) -> int:
+        return self.due - self.recovered
+
+
+# Accounts are locked in this order (then by id) so that concurrent money movements never wait
+# on each other in a cycle. The external account is not locked up front: every transaction
+# touches it last.
+_LOCK_RANK = {
+    AccountKind.CASH: 0,
+    AccountKind.PLATFORM_COMMISSION: 1,
+    AccountKind.ANXIN_WALLET: 2,
+    AccountKind.DEPOSIT: 3,
+}
+
+
+@dataclasses.dataclass(frozen=True)
 class EntryFactsRow:
-    """What one query reads for the entry rules: the order, its shop, balances, stored OPEN entry."""
+    """What one query reads for the entry rules: order, shop, balances, the stored OPEN entry."""
 
     order: Order
     shop: Shop
@@ -348,7 +444,12 @@ class Store:
     # --- Idempotency --------------------------------------------------------------------------
 
     def idempotent(
-        self, request_id: str, method: str, fingerprint: str, run: Callable[[], bytes], now: datetime
+        self,
+        request_id: str,
+        method: str,
+        fingerprint: str,
+        run: Callable[[], bytes],
+        now: datetime,
     ) -> bytes:
         """The stored response of request_id, or run() and store its response, in one transaction.
 
@@ -464,8 +565,10 @@ class Store:
                 *[f.alias(f"shop_{f.name}") for f in ShopRow._meta.sorted_fields],
                 wallet.balance.alias("wallet_balance"),
                 deposit.balance.alias("deposit_balance"),
-                *[getattr(open_entry, f.name).alias(f"entry_{f.name}")
-                  for f in EntryRow._meta.sorted_fields],
+                *[
+                    getattr(open_entry, f.name).alias(f"entry_{f.name}")
+                    for f in EntryRow._meta.sorted_fields
+                ],
             )
             .join(ShopRow, on=(OrderRow.shop == ShopRow.id))
             .join_from(
@@ -491,8 +594,7 @@ class Store:
                 open_entry,
                 pw.JOIN.LEFT_OUTER,
                 on=(
-                    (open_entry.order == OrderRow.id)
-                    & (open_entry.state == EntryState.OPEN.value)
+                    (open_entry.order == OrderRow.id) & (open_entry.state == EntryState.OPEN.value)
                 ),
             )
             .where(OrderRow.id == order_id)
@@ -510,7 +612,9 @@ class Store:
         )
         entry = None
         if row["entry_id"] is not None:
-            entry = _entry_from_values({f.name: row[f"entry_{f.name}"] for f in EntryRow._meta.sorted_fields})
+            entry = _entry_from_values(
+                {f.name: row[f"entry_{f.name}"] for f in EntryRow._meta.sorted_fields}
+            )
         return EntryFactsRow(
             order=order,
             shop=shop,
@@ -605,7 +709,7 @@ class Store:
                     )
                 else:
                     clauses.append(EntryRow.state == state.value)
-            query = query.where(pw.reduce_or(clauses) if len(clauses) > 1 else clauses[0])
+            query = query.where(_any(clauses) if len(clauses) > 1 else clauses[0])
         if after is not None:
             opened_at, entry_id = after
             query = query.where(
@@ -664,12 +768,16 @@ class Store:
         with self.database.atomic():
             from_id = self._account_id(from_account)
             to_id = self._account_id(to_account)
-            debit = AccountRow.update(balance=AccountRow.balance - amount).where(AccountRow.id == from_id)
+            debit = AccountRow.update(balance=AccountRow.balance - amount).where(
+                AccountRow.id == from_id
+            )
             if guard_from:
                 debit = debit.where(AccountRow.balance >= amount)
             if not debit.execute():
                 raise InsufficientBalance(self.balance(from_account))
-            AccountRow.update(balance=AccountRow.balance + amount).where(AccountRow.id == to_id).execute()
+            AccountRow.update(balance=AccountRow.balance + amount).where(
+                AccountRow.id == to_id
+            ).execute()
             transfer_id = TransferRow.insert(
                 from_account=from_id,
                 to_account=to_id,
@@ -680,6 +788,263 @@ class Store:
                 posted_at=to_us(now),
             ).execute()
         return Transfer(str(transfer_id), from_account, to_account, amount, kind, reference, now)
+
+    def application(self, application_id: str) -> Application:
+        row = ApplicationRow.get_or_none(ApplicationRow.id == application_id)
+        if row is None:
+            raise NotFound("application", application_id)
+        return Application(
+            application_id=row.id,
+            order_id=row.order_id,
+            entry_id=row.entry_id,
+            buyer_id=row.buyer_id,
+            amount=row.amount,
+            reason=row.reason,
+            state=ApplicationState(row.state),
+            filed_at=from_us(row.filed_at),
+        )
+
+    def lock_accounts(self, refs: set[AccountRef]) -> dict[AccountRef, int]:
+        """Creates the accounts that do not exist yet, locks them (on PostgreSQL) in the one
+        global order, and returns their balances."""
+        refs = {ref for ref in refs if ref.kind is not AccountKind.EXTERNAL}
+        if not refs:
+            return {}
+        AccountRow.insert_many(
+            [{"kind": r.kind.value, "owner_id": r.owner_id} for r in refs]
+        ).on_conflict_ignore().execute()
+        wanted = _any(
+            [(AccountRow.kind == r.kind.value) & (AccountRow.owner_id == r.owner_id) for r in refs]
+        )
+        rank = pw.Case(
+            AccountRow.kind, [(kind.value, value) for kind, value in _LOCK_RANK.items()], 9
+        )
+        query = (
+            AccountRow.select(AccountRow.kind, AccountRow.owner_id, AccountRow.balance)
+            .where(wanted)
+            .order_by(rank, AccountRow.id)
+        )
+        return {
+            AccountRef(AccountKind(kind), owner): balance
+            for kind, owner, balance in self._locked(query).tuples()
+        }
+
+    def balances(self, refs: list[AccountRef]) -> dict[AccountRef, int]:
+        """Balances of the named accounts; an account that never moved money has zero."""
+        if not refs:
+            return {}
+        wanted = _any(
+            [(AccountRow.kind == r.kind.value) & (AccountRow.owner_id == r.owner_id) for r in refs]
+        )
+        found = {
+            AccountRef(AccountKind(kind), owner): balance
+            for kind, owner, balance in AccountRow.select(
+                AccountRow.kind, AccountRow.owner_id, AccountRow.balance
+            )
+            .where(wanted)
+            .tuples()
+        }
+        return {ref: found.get(ref, 0) for ref in refs}
+
+    def accounts_of(self, owner_id: str) -> list[AccountRef]:
+        return [
+            AccountRef(AccountKind(kind), owner)
+            for kind, owner in AccountRow.select(AccountRow.kind, AccountRow.owner_id)
+            .where(AccountRow.owner_id == owner_id)
+            .order_by(AccountRow.kind)
+            .tuples()
+        ]
+
+    def list_transfers(self, ref: AccountRef, after_id: int | None, limit: int) -> list[Transfer]:
+        """Transfers into or out of the account, newest first, after the given transfer id."""
+        account_id = (
+            AccountRow.select(AccountRow.id)
+            .where((AccountRow.kind == ref.kind.value) & (AccountRow.owner_id == ref.owner_id))
+            .scalar()
+        )
+        if account_id is None:
+            return []
+        source = AccountRow.alias("source")
+        target = AccountRow.alias("target")
+        query = (
+            TransferRow.select(
+                TransferRow.id,
+                source.kind,
+                source.owner_id,
+                target.kind,
+                target.owner_id,
+                TransferRow.amount,
+                TransferRow.kind,
+                TransferRow.reference,
+                TransferRow.posted_at,
+            )
+            .join(source, on=(TransferRow.from_account == source.id))
+            .join_from(TransferRow, target, on=(TransferRow.to_account == target.id))
+            .where(
+                (TransferRow.from_account == account_id) | (TransferRow.to_account == account_id)
+            )
+        )
+        if after_id is not None:
+            query = query.where(TransferRow.id < after_id)
+        query = query.order_by(TransferRow.id.desc()).limit(limit)
+        return [
+            Transfer(
+                transfer_id=str(tid),
+                from_account=AccountRef(AccountKind(fk), fo),
+                to_account=AccountRef(AccountKind(tk), to),
+                amount=amount,
+                kind=TransferKind(kind),
+                reference=reference,
+                posted_at=from_us(posted_at),
+            )
+            for tid, fk, fo, tk, to, amount, kind, reference, posted_at in query.tuples()
+        ]
+
+    # --- Refunds and clawbacks --------------------------------------------------------------------
+
+    def record_refund(self, clawback: Clawback) -> None:
+        """Stores the refund, its clawback and lines, and adds the refund to the order."""
+        refund = clawback.refund
+        RefundRow.insert(
+            id=refund.refund_id,
+            order=refund.order_id,
+            application_id=refund.application_id,
+            amount=refund.amount,
+            started_at=to_us(refund.started_at),
+            paid_at=to_us(refund.paid_at),
+            refunded_before=clawback.refunded_before,
+            refunded_after=clawback.refunded_after,
+            paid_from_wallet=clawback.payment.from_wallet,
+            paid_from_deposit=clawback.payment.from_deposit,
+            recorded_at=to_us(clawback.created_at),
+        ).execute()
+        OrderRow.update(
+            recorded_refunded_amount=OrderRow.recorded_refunded_amount + refund.amount
+        ).where(OrderRow.id == refund.order_id).execute()
+        if refund.application_id:
+            ApplicationRow.update(state=ApplicationState.REFUNDED.value).where(
+                ApplicationRow.id == refund.application_id
+            ).execute()
+        ClawbackRow.insert(
+            id=clawback.clawback_id,
+            refund=refund.refund_id,
+            order_id=refund.order_id,
+            shop_id=clawback.shop_id,
+            state=clawback.state.value,
+            reasons=json.dumps([[v.code.value, v.description] for v in clawback.reasons]),
+            policy_version=clawback.policy_version,
+            created_at=to_us(clawback.created_at),
+        ).execute()
+        if clawback.lines:
+            ClawbackLineRow.insert_many(
+                [
+                    {
+                        "clawback": clawback.clawback_id,
+                        "line_no": line.line_no,
+                        "payee_kind": line.payee_kind.value,
+                        "payee_id": line.payee_id,
+                        "commission": line.commission,
+                        "due": line.due,
+                        "recovered": line.recovered,
+                    }
+                    for line in clawback.lines
+                ]
+            ).execute()
+
+    def debts_of(self, payee_id: str) -> list[Debt]:
+        """The payee's outstanding clawback lines, oldest first."""
+        query = (
+            ClawbackLineRow.select(
+                ClawbackLineRow.clawback,
+                ClawbackLineRow.line_no,
+                ClawbackRow.shop_id,
+                ClawbackLineRow.due,
+                ClawbackLineRow.recovered,
+            )
+            .join(ClawbackRow)
+            .where(
+                (ClawbackLineRow.payee_id == payee_id)
+                & (ClawbackLineRow.recovered < ClawbackLineRow.due)
+                & (ClawbackLineRow.payee_kind != PayeeKind.PLATFORM_FEE.value)
+            )
+            .order_by(ClawbackLineRow.id)
+        )
+        return [Debt(*row) for row in query.tuples()]
+
+    def add_recovered(self, clawback_id: str, line_no: int, amount: int) -> None:
+        ClawbackLineRow.update(recovered=ClawbackLineRow.recovered + amount).where(
+            (ClawbackLineRow.clawback == clawback_id) & (ClawbackLineRow.line_no == line_no)
+        ).execute()
+
+    def set_clawback_state(self, clawback_id: str, state: str) -> None:
+        ClawbackRow.update(state=state).where(ClawbackRow.id == clawback_id).execute()
+
+    def clawback(self, *, clawback_id: str | None = None, refund_id: str | None = None) -> Clawback:
+        where = ClawbackRow.id == clawback_id if clawback_id else ClawbackRow.refund == refund_id
+        found = self._clawbacks(where, order=(), limit=1)
+        if not found:
+            raise NotFound("clawback", clawback_id or f"refund {refund_id}")
+        return found[0]
+
+    def clawback_of_refund(self, refund_id: str) -> Clawback | None:
+        found = self._clawbacks(ClawbackRow.refund == refund_id, order=(), limit=1)
+        return found[0] if found else None
+
+    def list_clawbacks(
+        self,
+        *,
+        shop_id: str,
+        state: str | None,
+        start: datetime | None,
+        end: datetime | None,
+        after: tuple[int, str] | None,
+        limit: int,
+    ) -> list[Clawback]:
+        where = ClawbackRow.shop_id == shop_id
+        if state is not None:
+            where &= ClawbackRow.state == state
+        if start is not None:
+            where &= ClawbackRow.created_at >= to_us(start)
+        if end is not None:
+            where &= ClawbackRow.created_at < to_us(end)
+        if after is not None:
+            created_at, clawback_id = after
+            where &= (ClawbackRow.created_at < created_at) | (
+                (ClawbackRow.created_at == created_at) & (ClawbackRow.id < clawback_id)
+            )
+        return self._clawbacks(
+            where, order=(ClawbackRow.created_at.desc(), ClawbackRow.id.desc()), limit=limit
+        )
+
+    def _clawbacks(self, where, order, limit: int) -> list[Clawback]:
+        """Clawbacks with their refunds in one query, and all their lines in a second."""
+        query = (
+            ClawbackRow.select(ClawbackRow, RefundRow)
+            .join(RefundRow)
+            .where(where)
+            .order_by(*order)
+            .limit(limit)
+        )
+        rows = list(query)
+        if not rows:
+            return []
+        lines: dict[str, list[ClawbackLine]] = {row.id: [] for row in rows}
+        for line in (
+            ClawbackLineRow.select()
+            .where(ClawbackLineRow.clawback.in_(list(lines)))
+            .order_by(ClawbackLineRow.clawback, ClawbackLineRow.line_no)
+        ):
+            lines[line.clawback_id].append(
+                ClawbackLine(
+                    line_no=line.line_no,
+                    payee_kind=PayeeKind(line.payee_kind),
+                    payee_id=line.payee_id,
+                    commission=line.commission,
+                    due=line.due,
+                    recovered=line.recovered,
+                )
+            )
+        return [_clawback(row, tuple(lines[row.id])) for row in rows]
 
     def ledger_totals(self) -> tuple[int, dict[AccountRef, tuple[int, int]]]:
         """The sum of all balances, and per account (maintained balance, balance from transfers);
@@ -706,13 +1071,20 @@ class Store:
 # --- Row <-> domain -------------------------------------------------------------------------------
 
 
+def _any(clauses: list) -> pw.Expression:
+    return functools.reduce(operator.or_, clauses)
+
+
 def _us_or_none(moment: datetime | None) -> int | None:
     return None if moment is None else to_us(moment)
 
 
 def _lines_json(lines: tuple[CommissionLine, ...]) -> str:
     return json.dumps(
-        [{"payee_kind": ln.payee_kind.value, "payee_id": ln.payee_id, "amount": ln.amount} for ln in lines],
+        [
+            {"payee_kind": ln.payee_kind.value, "payee_id": ln.payee_id, "amount": ln.amount}
+            for ln in lines
+        ],
         separators=(",", ":"),
     )
 
@@ -770,23 +1142,51 @@ def _entry_from_values(d: dict) -> Entry:
     )
 
 
+def _clawback(row: ClawbackRow, lines: tuple[ClawbackLine, ...]) -> Clawback:
+    refund_row = row.refund
+    return Clawback(
+        clawback_id=row.id,
+        refund=Refund(
+            refund_id=refund_row.id,
+            order_id=refund_row.order_id,
+            application_id=refund_row.application_id,
+            amount=refund_row.amount,
+            started_at=from_us(refund_row.started_at),
+            paid_at=from_us(refund_row.paid_at),
+        ),
+        shop_id=row.shop_id,
+        reasons=tuple(Violation(ReasonCode(code), text) for code, text in json.loads(row.reasons)),
+        lines=lines,
+        refunded_before=refund_row.refunded_before,
+        refunded_after=refund_row.refunded_after,
+        policy_version=row.policy_version,
+        created_at=from_us(row.created_at),
+        payment=RefundPayment(refund_row.paid_from_wallet, refund_row.paid_from_deposit),
+    )
+
+
 def fingerprint(payload: bytes) -> str:
     return hashlib.sha256(payload).hexdigest()
 
 
-def encode_cursor(opened_at: datetime, entry_id: str, filters: str) -> str:
-    raw = json.dumps([to_us(opened_at), entry_id, filters], separators=(",", ":")).encode()
+def encode_cursor(position: tuple, filters: str) -> str:
+    """A page token: where the last page ended, bound to the filters it was made for."""
+    raw = json.dumps([list(position), filters], separators=(",", ":")).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def decode_cursor(token: str, filters: str) -> tuple[int, str] | None:
-    """The (opened_at, id) of a page token made for the same filters, or None if it is not one."""
+def decode_cursor(token: str, filters: str, types: tuple[type, ...]) -> tuple | None:
+    """The position in a page token made for the same filters, or None if it is not one."""
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-        opened_at, entry_id, token_filters = json.loads(raw)
+        position, token_filters = json.loads(raw)
     except (ValueError, TypeError):
         return None
-    if token_filters != filters or not isinstance(opened_at, int) or not isinstance(entry_id, str):
+    if (
+        token_filters != filters
+        or not isinstance(position, list)
+        or len(position) != len(types)
+        or not all(type(v) is t for v, t in zip(position, types, strict=True))
+    ):
         return None
-    return opened_at, entry_id
-
+    return tuple(position)

@@ -44,15 +44,34 @@ class PostgresServer:
 
     def start(self) -> PostgresServer:
         self._run(
-            "initdb", "-D", self.data, "-U", "postgres", "--auth=trust", "--no-sync",
-            "-E", "UTF8", "--locale=C",
+            "initdb",
+            "-D",
+            self.data,
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "--no-sync",
+            "-E",
+            "UTF8",
+            "--locale=C",
         )
         options = (
             f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off "
             "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
         )
-        self._run("pg_ctl", "-D", self.data, "-o", options, "-l", os.path.join(self.root, "log"),
-                  "-w", "-t", "60", "start")
+        self._run(
+            "pg_ctl",
+            "-D",
+            self.data,
+            "-o",
+            options,
+            "-l",
+            os.path.join(self.root, "log"),
+            "-w",
+            "-t",
+            "60",
+            "start",
+        )
         deadline = time.monotonic() + 30
         while True:
             try:

@@ -18,14 +18,6 @@ class CheckEligibilityRequest(_message.Message):
     operator_id: str
     def __init__(self, order_id: _Optional[str] = ..., operator_id: _Optional[str] = ...) -> None: ...
 
-class Violation(_message.Message):
-    __slots__ = ("code", "description")
-    CODE_FIELD_NUMBER: _ClassVar[int]
-    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
-    code: _resources_pb2.ReasonCode
-    description: str
-    def __init__(self, code: _Optional[_Union[_resources_pb2.ReasonCode, str]] = ..., description: _Optional[str] = ...) -> None: ...
-
 class EligibilityFacts(_message.Message):
     __slots__ = ("refundable_amount", "wallet_balance", "deposit_balance", "days_since_completion", "completed_at", "after_sales_ends_at", "shop_status", "order_kind", "marketing_campaign", "operator_role", "open_entry_id", "checked_at")
     REFUNDABLE_AMOUNT_FIELD_NUMBER: _ClassVar[int]
@@ -61,10 +53,10 @@ class CheckEligibilityResponse(_message.Message):
     FACTS_FIELD_NUMBER: _ClassVar[int]
     POLICY_VERSION_FIELD_NUMBER: _ClassVar[int]
     eligible: bool
-    violations: _containers.RepeatedCompositeFieldContainer[Violation]
+    violations: _containers.RepeatedCompositeFieldContainer[_resources_pb2.Violation]
     facts: EligibilityFacts
     policy_version: str
-    def __init__(self, eligible: _Optional[bool] = ..., violations: _Optional[_Iterable[_Union[Violation, _Mapping]]] = ..., facts: _Optional[_Union[EligibilityFacts, _Mapping]] = ..., policy_version: _Optional[str] = ...) -> None: ...
+    def __init__(self, eligible: _Optional[bool] = ..., violations: _Optional[_Iterable[_Union[_resources_pb2.Violation, _Mapping]]] = ..., facts: _Optional[_Union[EligibilityFacts, _Mapping]] = ..., policy_version: _Optional[str] = ...) -> None: ...
 
 class OpenEntryRequest(_message.Message):
     __slots__ = ("order_id", "operator_id", "request_id", "note")

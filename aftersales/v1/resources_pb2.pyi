@@ -28,12 +28,36 @@ class ReasonCode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     BUYER_NOT_ORDER_OWNER: _ClassVar[ReasonCode]
     INSUFFICIENT_FUNDS: _ClassVar[ReasonCode]
     ORDER_FACTS_FROZEN: _ClassVar[ReasonCode]
+    CATEGORY_NOT_DESIGNATED: _ClassVar[ReasonCode]
+    ORDER_BEFORE_WALLET_OPENED: _ClassVar[ReasonCode]
+    REFUND_OUTSIDE_CLAWBACK_WINDOW: _ClassVar[ReasonCode]
+    NOT_A_LATE_REFUND: _ClassVar[ReasonCode]
+    APPLICATION_NOT_OF_ORDER: _ClassVar[ReasonCode]
+    REFUND_ID_REUSED: _ClassVar[ReasonCode]
 
 class TransferKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     TRANSFER_KIND_UNSPECIFIED: _ClassVar[TransferKind]
     TRANSFER_KIND_FUNDS_IN: _ClassVar[TransferKind]
     TRANSFER_KIND_FUNDS_OUT: _ClassVar[TransferKind]
+    TRANSFER_KIND_REFUND_PAYMENT: _ClassVar[TransferKind]
+    TRANSFER_KIND_CLAWBACK: _ClassVar[TransferKind]
+    TRANSFER_KIND_DEBT_RECOVERY: _ClassVar[TransferKind]
+
+class ClawbackState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    CLAWBACK_STATE_UNSPECIFIED: _ClassVar[ClawbackState]
+    CLAWBACK_STATE_RECOVERED: _ClassVar[ClawbackState]
+    CLAWBACK_STATE_PARTIAL: _ClassVar[ClawbackState]
+    CLAWBACK_STATE_OUTSTANDING: _ClassVar[ClawbackState]
+    CLAWBACK_STATE_NOT_ELIGIBLE: _ClassVar[ClawbackState]
+
+class ClawbackLineState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    CLAWBACK_LINE_STATE_UNSPECIFIED: _ClassVar[ClawbackLineState]
+    CLAWBACK_LINE_STATE_RECOVERED: _ClassVar[ClawbackLineState]
+    CLAWBACK_LINE_STATE_PARTIAL: _ClassVar[ClawbackLineState]
+    CLAWBACK_LINE_STATE_OUTSTANDING: _ClassVar[ClawbackLineState]
 
 class ShopStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -104,9 +128,27 @@ AMOUNT_EXCEEDS_REFUNDABLE: ReasonCode
 BUYER_NOT_ORDER_OWNER: ReasonCode
 INSUFFICIENT_FUNDS: ReasonCode
 ORDER_FACTS_FROZEN: ReasonCode
+CATEGORY_NOT_DESIGNATED: ReasonCode
+ORDER_BEFORE_WALLET_OPENED: ReasonCode
+REFUND_OUTSIDE_CLAWBACK_WINDOW: ReasonCode
+NOT_A_LATE_REFUND: ReasonCode
+APPLICATION_NOT_OF_ORDER: ReasonCode
+REFUND_ID_REUSED: ReasonCode
 TRANSFER_KIND_UNSPECIFIED: TransferKind
 TRANSFER_KIND_FUNDS_IN: TransferKind
 TRANSFER_KIND_FUNDS_OUT: TransferKind
+TRANSFER_KIND_REFUND_PAYMENT: TransferKind
+TRANSFER_KIND_CLAWBACK: TransferKind
+TRANSFER_KIND_DEBT_RECOVERY: TransferKind
+CLAWBACK_STATE_UNSPECIFIED: ClawbackState
+CLAWBACK_STATE_RECOVERED: ClawbackState
+CLAWBACK_STATE_PARTIAL: ClawbackState
+CLAWBACK_STATE_OUTSTANDING: ClawbackState
+CLAWBACK_STATE_NOT_ELIGIBLE: ClawbackState
+CLAWBACK_LINE_STATE_UNSPECIFIED: ClawbackLineState
+CLAWBACK_LINE_STATE_RECOVERED: ClawbackLineState
+CLAWBACK_LINE_STATE_PARTIAL: ClawbackLineState
+CLAWBACK_LINE_STATE_OUTSTANDING: ClawbackLineState
 SHOP_STATUS_UNSPECIFIED: ShopStatus
 SHOP_STATUS_NORMAL: ShopStatus
 SHOP_STATUS_SUSPENDED: ShopStatus
@@ -140,6 +182,14 @@ ENTRY_STATE_EXPIRED: EntryState
 APPLICATION_STATE_UNSPECIFIED: ApplicationState
 APPLICATION_STATE_FILED: ApplicationState
 APPLICATION_STATE_REFUNDED: ApplicationState
+
+class Violation(_message.Message):
+    __slots__ = ("code", "description")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    code: ReasonCode
+    description: str
+    def __init__(self, code: _Optional[_Union[ReasonCode, str]] = ..., description: _Optional[str] = ...) -> None: ...
 
 class Shop(_message.Message):
     __slots__ = ("shop_id", "name", "status", "wallet_opened_at")
@@ -288,3 +338,69 @@ class Transfer(_message.Message):
     reference: str
     posted_at: _timestamp_pb2.Timestamp
     def __init__(self, transfer_id: _Optional[str] = ..., from_account: _Optional[_Union[AccountRef, _Mapping]] = ..., to_account: _Optional[_Union[AccountRef, _Mapping]] = ..., amount: _Optional[int] = ..., kind: _Optional[_Union[TransferKind, str]] = ..., reference: _Optional[str] = ..., posted_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class ClawbackLine(_message.Message):
+    __slots__ = ("line_no", "payee_kind", "payee_id", "account", "commission", "due", "recovered", "outstanding", "state")
+    LINE_NO_FIELD_NUMBER: _ClassVar[int]
+    PAYEE_KIND_FIELD_NUMBER: _ClassVar[int]
+    PAYEE_ID_FIELD_NUMBER: _ClassVar[int]
+    ACCOUNT_FIELD_NUMBER: _ClassVar[int]
+    COMMISSION_FIELD_NUMBER: _ClassVar[int]
+    DUE_FIELD_NUMBER: _ClassVar[int]
+    RECOVERED_FIELD_NUMBER: _ClassVar[int]
+    OUTSTANDING_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    line_no: int
+    payee_kind: PayeeKind
+    payee_id: str
+    account: AccountRef
+    commission: int
+    due: int
+    recovered: int
+    outstanding: int
+    state: ClawbackLineState
+    def __init__(self, line_no: _Optional[int] = ..., payee_kind: _Optional[_Union[PayeeKind, str]] = ..., payee_id: _Optional[str] = ..., account: _Optional[_Union[AccountRef, _Mapping]] = ..., commission: _Optional[int] = ..., due: _Optional[int] = ..., recovered: _Optional[int] = ..., outstanding: _Optional[int] = ..., state: _Optional[_Union[ClawbackLineState, str]] = ...) -> None: ...
+
+class RefundClawback(_message.Message):
+    __slots__ = ("clawback_id", "refund_id", "order_id", "shop_id", "application_id", "refund_amount", "refund_started_at", "refund_paid_at", "refunded_before", "refunded_after", "paid_from_wallet", "paid_from_deposit", "state", "reasons", "lines", "due", "recovered", "outstanding", "policy_version", "created_at")
+    CLAWBACK_ID_FIELD_NUMBER: _ClassVar[int]
+    REFUND_ID_FIELD_NUMBER: _ClassVar[int]
+    ORDER_ID_FIELD_NUMBER: _ClassVar[int]
+    SHOP_ID_FIELD_NUMBER: _ClassVar[int]
+    APPLICATION_ID_FIELD_NUMBER: _ClassVar[int]
+    REFUND_AMOUNT_FIELD_NUMBER: _ClassVar[int]
+    REFUND_STARTED_AT_FIELD_NUMBER: _ClassVar[int]
+    REFUND_PAID_AT_FIELD_NUMBER: _ClassVar[int]
+    REFUNDED_BEFORE_FIELD_NUMBER: _ClassVar[int]
+    REFUNDED_AFTER_FIELD_NUMBER: _ClassVar[int]
+    PAID_FROM_WALLET_FIELD_NUMBER: _ClassVar[int]
+    PAID_FROM_DEPOSIT_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    REASONS_FIELD_NUMBER: _ClassVar[int]
+    LINES_FIELD_NUMBER: _ClassVar[int]
+    DUE_FIELD_NUMBER: _ClassVar[int]
+    RECOVERED_FIELD_NUMBER: _ClassVar[int]
+    OUTSTANDING_FIELD_NUMBER: _ClassVar[int]
+    POLICY_VERSION_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    clawback_id: str
+    refund_id: str
+    order_id: str
+    shop_id: str
+    application_id: str
+    refund_amount: int
+    refund_started_at: _timestamp_pb2.Timestamp
+    refund_paid_at: _timestamp_pb2.Timestamp
+    refunded_before: int
+    refunded_after: int
+    paid_from_wallet: int
+    paid_from_deposit: int
+    state: ClawbackState
+    reasons: _containers.RepeatedCompositeFieldContainer[Violation]
+    lines: _containers.RepeatedCompositeFieldContainer[ClawbackLine]
+    due: int
+    recovered: int
+    outstanding: int
+    policy_version: str
+    created_at: _timestamp_pb2.Timestamp
+    def __init__(self, clawback_id: _Optional[str] = ..., refund_id: _Optional[str] = ..., order_id: _Optional[str] = ..., shop_id: _Optional[str] = ..., application_id: _Optional[str] = ..., refund_amount: _Optional[int] = ..., refund_started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., refund_paid_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., refunded_before: _Optional[int] = ..., refunded_after: _Optional[int] = ..., paid_from_wallet: _Optional[int] = ..., paid_from_deposit: _Optional[int] = ..., state: _Optional[_Union[ClawbackState, str]] = ..., reasons: _Optional[_Iterable[_Union[Violation, _Mapping]]] = ..., lines: _Optional[_Iterable[_Union[ClawbackLine, _Mapping]]] = ..., due: _Optional[int] = ..., recovered: _Optional[int] = ..., outstanding: _Optional[int] = ..., policy_version: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
