@@ -9,11 +9,14 @@ import argparse
 import json
 import os
 import sys
+from datetime import UTC, datetime
 
+import grpc
 from google.protobuf import json_format
 
-from aftersales.v1 import resources_pb2
+from aftersales.v1 import clawback_pb2, resources_pb2
 from client import AfterSalesError, Client
+from client.errors import from_rpc_error
 
 
 def _print(message) -> None:
@@ -57,13 +60,55 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("funds", help="money into (positive) or out of (negative) an account")
     c.add_argument(
         "kind",
+        type=str.upper,
         choices=[k.removeprefix("ACCOUNT_KIND_") for k in resources_pb2.AccountKind.keys()[1:]],
     )
     c.add_argument("owner_id", nargs="?", default="")
     c.add_argument("amount", type=int, help="in fen")
     c.add_argument("--memo", default="")
     c.add_argument("--request-id", default=None)
+
+    c = sub.add_parser("refund", help="record a refund paid to the buyer (and its clawback)")
+    c.add_argument("refund_id")
+    c.add_argument("order_id")
+    c.add_argument("amount", type=int, help="in fen")
+    c.add_argument("--application", default="", help="the application it came through")
+    c.add_argument("--started-at", type=_time, default=None, help="ISO 8601; default now")
+    c.add_argument("--paid-at", type=_time, default=None, help="ISO 8601; default now")
+    c.add_argument("--request-id", default=None)
+
+    c = sub.add_parser("preview", help="what a late refund of AMOUNT would recover now")
+    c.add_argument("order_id")
+    c.add_argument("amount", type=int, help="in fen")
+    c.add_argument("--started-at", type=_time, default=None, help="ISO 8601; default now")
+
+    c = sub.add_parser("clawback", help="one clawback, by its id or --refund id")
+    c.add_argument("clawback_id", nargs="?", default="")
+    c.add_argument("--refund", default="")
+
+    c = sub.add_parser("clawbacks", help="a shop's clawbacks, newest first")
+    c.add_argument("shop_id")
+    c.add_argument(
+        "--state",
+        choices=[s.removeprefix("CLAWBACK_STATE_") for s in resources_pb2.ClawbackState.keys()[1:]],
+    )
+
+    c = sub.add_parser("balances", help="balances of all accounts of an owner (shop or payee)")
+    c.add_argument("owner_id")
+
+    c = sub.add_parser("transfers", help="transfers of an account, newest first")
+    c.add_argument(
+        "kind",
+        type=str.upper,
+        choices=[k.removeprefix("ACCOUNT_KIND_") for k in resources_pb2.AccountKind.keys()[1:]],
+    )
+    c.add_argument("owner_id", nargs="?", default="")
     return p
+
+
+def _time(text: str) -> datetime:
+    moment = datetime.fromisoformat(text)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def run(args: argparse.Namespace, client: Client) -> None:
@@ -97,6 +142,53 @@ def run(args: argparse.Namespace, client: Client) -> None:
             owner_id=args.owner_id,
         )
         _print(client.post_funds(account, args.amount, memo=args.memo, request_id=args.request_id))
+    elif args.command == "refund":
+        now = datetime.now(UTC)
+        _print(
+            client.record_refund(
+                args.refund_id,
+                args.order_id,
+                args.amount,
+                application_id=args.application,
+                started_at=args.started_at or now,
+                paid_at=args.paid_at or now,
+                request_id=args.request_id,
+            )
+        )
+    elif args.command == "preview":
+        _print(client.preview_clawback(args.order_id, args.amount, started_at=args.started_at))
+    elif args.command == "clawback":
+        _print(client.get_clawback(clawback_id=args.clawback_id, refund_id=args.refund))
+    elif args.command == "clawbacks":
+        state = (
+            resources_pb2.ClawbackState.Value("CLAWBACK_STATE_" + args.state) if args.state else 0
+        )
+        for clawback in client.iter_clawbacks(args.shop_id, state=state):
+            print(
+                json_format.MessageToJson(clawback, indent=None, preserving_proto_field_name=True)
+            )
+    elif args.command == "balances":
+        response = client.clawbacks.GetBalances(
+            clawback_pb2.GetBalancesRequest(owner_id=args.owner_id), timeout=client.timeout
+        )
+        _print(response)
+    elif args.command == "transfers":
+        account = resources_pb2.AccountRef(
+            kind=resources_pb2.AccountKind.Value("ACCOUNT_KIND_" + args.kind),
+            owner_id=args.owner_id,
+        )
+        token = ""
+        while True:
+            page = client.list_transfers(account, page_token=token)
+            for transfer in page.transfers:
+                print(
+                    json_format.MessageToJson(
+                        transfer, indent=None, preserving_proto_field_name=True
+                    )
+                )
+            token = page.next_page_token
+            if not token:
+                break
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -104,7 +196,8 @@ def main(argv: list[str] | None = None) -> int:
     with Client(args.address, timeout=args.timeout) as client:
         try:
             run(args, client)
-        except AfterSalesError as e:
+        except (AfterSalesError, grpc.RpcError) as error:
+            e = error if isinstance(error, AfterSalesError) else from_rpc_error(error)
             report = {
                 "code": e.code.name,
                 "message": e.message,

@@ -11,7 +11,15 @@ from datetime import datetime
 import grpc
 from google.protobuf import timestamp_pb2
 
-from aftersales.v1 import entry_pb2, entry_pb2_grpc, resources_pb2, sync_pb2, sync_pb2_grpc
+from aftersales.v1 import (
+    clawback_pb2,
+    clawback_pb2_grpc,
+    entry_pb2,
+    entry_pb2_grpc,
+    resources_pb2,
+    sync_pb2,
+    sync_pb2_grpc,
+)
 from client.errors import from_rpc_error
 
 # Transient failures are retried by gRPC itself. Safe for every method: reads have no effect and
@@ -23,6 +31,7 @@ _SERVICE_CONFIG = json.dumps(
                 "name": [
                     {"service": "aftersales.v1.Sync"},
                     {"service": "aftersales.v1.AfterSalesEntry"},
+                    {"service": "aftersales.v1.Clawback"},
                 ],
                 "retryPolicy": {
                     "maxAttempts": 4,
@@ -79,6 +88,7 @@ class Client:
         self.timeout = timeout
         self.sync = sync_pb2_grpc.SyncStub(self.channel)
         self.entries = entry_pb2_grpc.AfterSalesEntryStub(self.channel)
+        self.clawbacks = clawback_pb2_grpc.ClawbackStub(self.channel)
 
     def close(self) -> None:
         if self._own_channel:
@@ -199,6 +209,110 @@ class Client:
                 amount=amount,
                 reason=reason,
                 request_id=request_id or new_request_id(),
+            ),
+            timeout=self.timeout,
+        )
+
+    # --- Clawback -------------------------------------------------------------------------------
+
+    @_typed_errors
+    def record_refund(
+        self,
+        refund_id: str,
+        order_id: str,
+        amount: int,
+        *,
+        started_at: datetime,
+        paid_at: datetime,
+        application_id: str = "",
+        request_id: str | None = None,
+    ) -> resources_pb2.RefundClawback:
+        return self.clawbacks.RecordRefund(
+            clawback_pb2.RecordRefundRequest(
+                refund_id=refund_id,
+                order_id=order_id,
+                application_id=application_id,
+                amount=amount,
+                started_at=timestamp(started_at),
+                paid_at=timestamp(paid_at),
+                request_id=request_id or new_request_id(),
+            ),
+            timeout=self.timeout,
+        )
+
+    @_typed_errors
+    def preview_clawback(
+        self, order_id: str, amount: int, *, started_at: datetime | None = None
+    ) -> resources_pb2.RefundClawback:
+        return self.clawbacks.PreviewClawback(
+            clawback_pb2.PreviewClawbackRequest(
+                order_id=order_id, amount=amount, started_at=timestamp(started_at)
+            ),
+            timeout=self.timeout,
+        )
+
+    @_typed_errors
+    def get_clawback(
+        self, *, clawback_id: str = "", refund_id: str = ""
+    ) -> resources_pb2.RefundClawback:
+        request = (
+            clawback_pb2.GetClawbackRequest(clawback_id=clawback_id)
+            if clawback_id
+            else clawback_pb2.GetClawbackRequest(refund_id=refund_id)
+        )
+        return self.clawbacks.GetClawback(request, timeout=self.timeout)
+
+    @_typed_errors
+    def list_clawbacks(
+        self,
+        shop_id: str,
+        *,
+        state: int = resources_pb2.CLAWBACK_STATE_UNSPECIFIED,
+        start_time: datetime | None = None,
+        end_time: datetime | None = None,
+        page_size: int = 0,
+        page_token: str = "",
+    ) -> clawback_pb2.ListClawbacksResponse:
+        return self.clawbacks.ListClawbacks(
+            clawback_pb2.ListClawbacksRequest(
+                shop_id=shop_id,
+                state=state,
+                start_time=timestamp(start_time),
+                end_time=timestamp(end_time),
+                page_size=page_size,
+                page_token=page_token,
+            ),
+            timeout=self.timeout,
+        )
+
+    def iter_clawbacks(self, shop_id: str, **filters) -> Iterator[resources_pb2.RefundClawback]:
+        """Every clawback of the shop matching the filters of list_clawbacks, across pages."""
+        token = ""
+        while True:
+            page = self.list_clawbacks(shop_id, page_token=token, **filters)
+            yield from page.clawbacks
+            token = page.next_page_token
+            if not token:
+                return
+
+    @_typed_errors
+    def get_balances(
+        self, accounts: list[resources_pb2.AccountRef] = (), *, owner_id: str = ""
+    ) -> dict[tuple[int, str], int]:
+        """Balances as {(account kind, owner id): fen}."""
+        response = self.clawbacks.GetBalances(
+            clawback_pb2.GetBalancesRequest(accounts=list(accounts), owner_id=owner_id),
+            timeout=self.timeout,
+        )
+        return {(b.account.kind, b.account.owner_id): b.balance for b in response.balances}
+
+    @_typed_errors
+    def list_transfers(
+        self, account: resources_pb2.AccountRef, *, page_size: int = 0, page_token: str = ""
+    ) -> clawback_pb2.ListTransfersResponse:
+        return self.clawbacks.ListTransfers(
+            clawback_pb2.ListTransfersRequest(
+                account=account, page_size=page_size, page_token=page_token
             ),
             timeout=self.timeout,
         )

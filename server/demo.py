@@ -96,6 +96,8 @@ def load(service: Service) -> bool:
         completed("order-refunded", "shop-sunny", 20, prior_refunded_amount=129_900),
         completed("order-pine", "shop-pine", 20),  # SHOP_NOT_OPERATING
         completed("order-tiny", "shop-tiny", 20, paid_amount=10_000),  # INSUFFICIENT_GUARANTEE
+        # Several conditions at once: too old, a suspended shop and a deposit/presale order.
+        completed("order-troubled", "shop-pine", 150, kind=OrderKind.DEPOSIT_PRESALE),
     ]
     funds = [
         (AccountRef(AccountKind.ANXIN_WALLET, "shop-sunny"), 500_000),
@@ -103,6 +105,9 @@ def load(service: Service) -> bool:
         (AccountRef(AccountKind.ANXIN_WALLET, "shop-pine"), 300_000),
         (AccountRef(AccountKind.ANXIN_WALLET, "shop-tiny"), 5_000),
         (AccountRef(AccountKind.DEPOSIT, "shop-tiny"), 6_000),
+        # The payees' earnings; the group leader has spent all of them.
+        (AccountRef(AccountKind.CASH, "kol-mia"), 50_000),
+        (AccountRef(AccountKind.CASH, "aff-lee"), 8_000),
     ]
     with service.store.transaction():
         for shop in shops:

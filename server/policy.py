@@ -29,8 +29,8 @@ def load(path: str | os.PathLike | None = None) -> Policy:
 
 def parse(raw: dict, source: str = "<policy>") -> Policy:
     raw = dict(raw)
-    entry = dict(raw.pop("entry", {}))
-    clawback = dict(raw.pop("clawback", {}))
+    entry = _table(raw.pop("entry", {}), "entry", source)
+    clawback = _table(raw.pop("clawback", {}), "clawback", source)
     version = raw.pop("version", None)
     if not isinstance(version, str) or not version:
         raise PolicyError(f"{source}: `version` must be a non-empty string")
@@ -46,11 +46,9 @@ def parse(raw: dict, source: str = "<policy>") -> Policy:
                 StaffRole, entry.pop("opener_roles", None), defaults.opener_roles
             ),
             order_kinds=_members(OrderKind, entry.pop("order_kinds", None), defaults.order_kinds),
-            marketing_campaign_orders_allowed=bool(
-                entry.pop(
-                    "marketing_campaign_orders_allowed",
-                    defaults.marketing_campaign_orders_allowed,
-                )
+            marketing_campaign_orders_allowed=_flag(
+                entry.pop("marketing_campaign_orders_allowed", None),
+                defaults.marketing_campaign_orders_allowed,
             ),
             clawback_window=_seconds(
                 clawback.pop("window_seconds", None), defaults.clawback_window
@@ -65,6 +63,20 @@ def parse(raw: dict, source: str = "<policy>") -> Policy:
     if unknown:
         raise PolicyError(f"{source}: unknown settings {', '.join(sorted(unknown))}")
     return policy
+
+
+def _table(value, name: str, source: str) -> dict:
+    if not isinstance(value, dict):
+        raise PolicyError(f"{source}: [{name}] must be a table")
+    return dict(value)
+
+
+def _flag(value, default: bool) -> bool:
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise ValueError(f"switches are true or false, not {value!r}")
+    return value
 
 
 def _seconds(value, default: timedelta) -> timedelta:
