@@ -28,7 +28,7 @@ test: $(STAMP) $(STUBS)
 	$(PY) -m pytest -q
 
 bench: $(STAMP) $(STUBS)
-	$(PY) -m bench
+	$(PY) -m tests.benchmark --postgres
 
 lint: $(STAMP)
 	$(PY) -m ruff check server client tests protos

@@ -40,7 +40,10 @@ def test_the_readme_walkthrough_recovers_every_commission_for_the_merchant(demo_
     clock.advance(timedelta(hours=5))
     application = c.apply_after_sales("order-eligible", "buyer-eligible", 64_950)
     assert c.get_entry(entry.entry_id).state == pb.ENTRY_STATE_USED
-    assert c.get_balances(owner_id="shop-sunny")[(pb.ACCOUNT_KIND_ANXIN_WALLET, "shop-sunny")] == 500_000
+    assert (
+        c.get_balances(owner_id="shop-sunny")[(pb.ACCOUNT_KIND_ANXIN_WALLET, "shop-sunny")]
+        == 500_000
+    )
 
     now = clock.now()
     clawback = c.record_refund(
