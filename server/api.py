@@ -22,7 +22,7 @@ from aftersales.v1 import (
 from server import convert
 from server.errors import InvalidArgument
 from server.service import Service
-from server.store import decode_cursor, encode_cursor, fingerprint, to_us
+from server.store import fingerprint, to_us
 
 
 class _Idempotent:
@@ -45,6 +45,16 @@ class _Idempotent:
             self.service.now(),
         )
         return response_type.FromString(data)
+
+    def _page_token(self, token: str, filters: str, types: tuple[type, ...]) -> tuple | None:
+        if not token:
+            return None
+        position = self.service.store.decode_page_token(token, filters, types)
+        if position is None:
+            raise InvalidArgument(
+                [("page_token", "is not a page token of this listing with these filters")]
+            )
+        return position
 
 
 class SyncServicer(sync_pb2_grpc.SyncServicer, _Idempotent):
@@ -92,14 +102,16 @@ class AfterSalesEntryServicer(entry_pb2_grpc.AfterSalesEntryServicer, _Idempoten
     def ListEntries(self, request, context):
         shop_id, order_id, state, page_size = convert.list_entries(request)
         filters = f"{shop_id or ''}|{order_id or ''}|{request.state}"
-        after = _page_token(request.page_token, filters, (int, str))
+        after = self._page_token(request.page_token, filters, (int, str))
         entries, more = self.service.list_entries(
             shop_id=shop_id, order_id=order_id, state=state, after=after, limit=page_size
         )
         next_token = ""
         if more:
             last = entries[-1]
-            next_token = encode_cursor((to_us(last.opened_at), last.entry_id), filters)
+            next_token = self.service.store.encode_page_token(
+                (to_us(last.opened_at), last.entry_id), filters
+            )
         return entry_pb2.ListEntriesResponse(
             entries=[convert.entry_pb(e) for e in entries], next_page_token=next_token
         )
@@ -141,14 +153,16 @@ class ClawbackServicer(clawback_pb2_grpc.ClawbackServicer, _Idempotent):
                 request.end_time.ToJsonString() if end else "",
             ]
         )
-        after = _page_token(request.page_token, filters, (int, str))
+        after = self._page_token(request.page_token, filters, (int, str))
         clawbacks, more = self.service.list_clawbacks(
             shop_id=shop_id, state=state, start=start, end=end, after=after, limit=page_size
         )
         next_token = ""
         if more:
             last = clawbacks[-1]
-            next_token = encode_cursor((to_us(last.created_at), last.clawback_id), filters)
+            next_token = self.service.store.encode_page_token(
+                (to_us(last.created_at), last.clawback_id), filters
+            )
         return clawback_pb2.ListClawbacksResponse(
             clawbacks=[convert.clawback_pb(c) for c in clawbacks], next_page_token=next_token
         )
@@ -163,22 +177,15 @@ class ClawbackServicer(clawback_pb2_grpc.ClawbackServicer, _Idempotent):
     def ListTransfers(self, request, context):
         account, page_size = convert.list_transfers(request)
         filters = f"{account.kind.value}|{account.owner_id}"
-        after = _page_token(request.page_token, filters, (int,))
+        after = self._page_token(request.page_token, filters, (int,))
         transfers, more = self.service.list_transfers(
             account, after[0] if after else None, page_size
         )
-        next_token = encode_cursor((int(transfers[-1].transfer_id),), filters) if more else ""
+        next_token = (
+            self.service.store.encode_page_token((int(transfers[-1].transfer_id),), filters)
+            if more
+            else ""
+        )
         return clawback_pb2.ListTransfersResponse(
             transfers=[convert.transfer_pb(t) for t in transfers], next_page_token=next_token
         )
-
-
-def _page_token(token: str, filters: str, types: tuple[type, ...]) -> tuple | None:
-    if not token:
-        return None
-    position = decode_cursor(token, filters, types)
-    if position is None:
-        raise InvalidArgument(
-            [("page_token", "is not a page token of this listing with these filters")]
-        )
-    return position

@@ -255,6 +255,12 @@ class Service:
                 after=after,
                 limit=limit + 1,
             )
+            if not entries:
+                # An empty list of a shop or order that does not exist is a caller's mistake.
+                if shop_id and not self.store.shop_exists(shop_id):
+                    raise NotFound("shop", shop_id)
+                if order_id and self.store.order_or_none(order_id) is None:
+                    raise NotFound("order", order_id)
         return [rules.entry_as_seen(e, now) for e in entries[:limit]], len(entries) > limit
 
     def apply(self, order_id: str, buyer_id: str, amount: int, reason: str) -> Application:
@@ -454,6 +460,8 @@ class Service:
                 after=after,
                 limit=limit + 1,
             )
+            if not found and not self.store.shop_exists(shop_id):
+                raise NotFound("shop", shop_id)
         return found[:limit], len(found) > limit
 
     def balances(self, accounts: list[AccountRef], owner_id: str | None) -> dict[AccountRef, int]:

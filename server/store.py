@@ -16,9 +16,11 @@ import contextlib
 import dataclasses
 import functools
 import hashlib
+import hmac
 import json
 import operator
 import pathlib
+import secrets
 import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -54,6 +56,10 @@ from server.model import (
 )
 
 SCHEMA_VERSION = 1
+
+# Namespaces of PostgreSQL advisory locks (the first key of the two-key form).
+_MIGRATION_LOCK_SPACE = 726_0431
+_REQUEST_LOCK_SPACE = 726_0432
 
 db = pw.DatabaseProxy()
 
@@ -254,6 +260,16 @@ class RequestRow(_Base):
         table_name = "request"
 
 
+class SettingRow(_Base):
+    """Values every replica shares, made once by the first migration (e.g. the page token key)."""
+
+    name = pw.CharField(primary_key=True, max_length=64)
+    value = pw.TextField()
+
+    class Meta:
+        table_name = "setting"
+
+
 class SchemaVersionRow(_Base):
     version = pw.IntegerField(primary_key=True)
     applied_at = pw.BigIntegerField()
@@ -274,12 +290,14 @@ MODELS = [
     AccountRow,
     TransferRow,
     RequestRow,
+    SettingRow,
     SchemaVersionRow,
 ]
 
 
 def _migrate_to_1(database: pw.Database) -> None:
     database.create_tables(MODELS, safe=True)
+    SettingRow.insert(name="page_token_key", value=secrets.token_hex(32)).execute()
 
 
 # Index i brings the schema from version i to i + 1. Append; never edit a released step.
@@ -378,6 +396,7 @@ class Store:
         self.is_postgres = isinstance(database, pw.PostgresqlDatabase)
         db.initialize(database)
         self._local = threading.local()
+        self._page_key = b""
 
     # --- Lifecycle --------------------------------------------------------------------------
 
@@ -385,7 +404,9 @@ class Store:
         """Brings the schema to SCHEMA_VERSION; safe when several replicas start at once."""
         with self.session(), self.database.atomic():
             if self.is_postgres:
-                self.database.execute_sql("SELECT pg_advisory_xact_lock(7260431)")
+                self.database.execute_sql(
+                    "SELECT pg_advisory_xact_lock(%s, 0)", (_MIGRATION_LOCK_SPACE,)
+                )
             self.database.create_tables([SchemaVersionRow], safe=True)
             current = SchemaVersionRow.select(pw.fn.MAX(SchemaVersionRow.version)).scalar() or 0
             if current > SCHEMA_VERSION:
@@ -397,6 +418,9 @@ class Store:
             for version in range(current, SCHEMA_VERSION):
                 MIGRATIONS[version](self.database)
                 SchemaVersionRow.create(version=version + 1, applied_at=now)
+            self._page_key = bytes.fromhex(
+                SettingRow.get(SettingRow.name == "page_token_key").value
+            )
             return SCHEMA_VERSION
 
     def schema_version(self) -> int:
@@ -437,6 +461,38 @@ class Store:
         with self.session(), self.database.atomic():
             yield
 
+    # --- Page tokens ----------------------------------------------------------------------------
+
+    def encode_page_token(self, position: tuple, filters: str) -> str:
+        """An opaque page token: where the last page ended, bound to its filters and signed with
+        the key all replicas share, so that a caller cannot make one up."""
+        payload = json.dumps([list(position), filters], separators=(",", ":")).encode()
+        mac = hmac.new(self._page_key, payload, hashlib.sha256).digest()[:16]
+        return base64.urlsafe_b64encode(mac + payload).decode().rstrip("=")
+
+    def decode_page_token(self, token: str, filters: str, types: tuple[type, ...]) -> tuple | None:
+        """The position in a token this service made for the same filters, or None."""
+        try:
+            raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        except ValueError:
+            return None
+        mac, payload = raw[:16], raw[16:]
+        expected = hmac.new(self._page_key, payload, hashlib.sha256).digest()[:16]
+        if len(mac) != 16 or not hmac.compare_digest(mac, expected):
+            return None
+        try:
+            position, token_filters = json.loads(payload)
+        except (ValueError, TypeError):
+            return None
+        if (
+            token_filters != filters
+            or not isinstance(position, list)
+            or len(position) != len(types)
+            or not all(type(v) is t for v, t in zip(position, types, strict=True))
+        ):
+            return None
+        return tuple(position)
+
     def _locked(self, query: pw.Select) -> pw.Select:
         """Row locks where the database has them; SQLite's write transactions are exclusive."""
         return query.for_update() if self.is_postgres else query
@@ -459,6 +515,13 @@ class Store:
         for attempt in (1, 2):
             try:
                 with self.transaction():
+                    if self.is_postgres:
+                        # Retries of one request arriving together wait for each other, so that
+                        # the later ones answer from the record instead of re-running the rules.
+                        self.database.execute_sql(
+                            "SELECT pg_advisory_xact_lock(%s, hashtext(%s))",
+                            (_REQUEST_LOCK_SPACE, request_id),
+                        )
                     stored = RequestRow.get_or_none(RequestRow.request_id == request_id)
                     if stored is not None:
                         return self._replay(stored, request_id, method, fingerprint)
@@ -1167,26 +1230,3 @@ def _clawback(row: ClawbackRow, lines: tuple[ClawbackLine, ...]) -> Clawback:
 
 def fingerprint(payload: bytes) -> str:
     return hashlib.sha256(payload).hexdigest()
-
-
-def encode_cursor(position: tuple, filters: str) -> str:
-    """A page token: where the last page ended, bound to the filters it was made for."""
-    raw = json.dumps([list(position), filters], separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_cursor(token: str, filters: str, types: tuple[type, ...]) -> tuple | None:
-    """The position in a page token made for the same filters, or None if it is not one."""
-    try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-        position, token_filters = json.loads(raw)
-    except (ValueError, TypeError):
-        return None
-    if (
-        token_filters != filters
-        or not isinstance(position, list)
-        or len(position) != len(types)
-        or not all(type(v) is t for v, t in zip(position, types, strict=True))
-    ):
-        return None
-    return tuple(position)

@@ -1,0 +1,275 @@
+"""Black box: `python -m server` as its own process on SQLite with the demo data and a policy whose
+window is 2 seconds, driven through gRPC health, the Python client and `python -m client`."""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import json
+import os
+import pathlib
+import signal
+import socket
+import subprocess
+import sys
+import time
+import tomllib
+from datetime import UTC, timedelta
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from aftersales.v1 import resources_pb2 as pb
+from client import AlreadyExists, Client, NotFound, PermissionDenied
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+POLICY_VERSION = "e2e-two-second-window"
+WINDOW_SECONDS = 2
+ENTRY_SERVICE = "aftersales.v1.AfterSalesEntry"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _environment() -> dict[str, str]:
+    """This environment without settings that would point the processes elsewhere."""
+    return {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("AFTERSALES_") and k != "DATABASE_URL"
+    }
+
+
+def _policy_file(folder: pathlib.Path) -> pathlib.Path:
+    """The shipped policy with a 2-second window under a version of its own."""
+    section, lines = "", []
+    for line in (ROOT / "server" / "policy.toml").read_text(encoding="utf-8").splitlines():
+        key = line.split("=")[0].strip()
+        if line.startswith("["):
+            section = line.strip()
+        elif section == "" and key == "version":
+            line = f'version = "{POLICY_VERSION}"'
+        elif section == "[entry]" and key == "window_seconds":
+            line = f"window_seconds = {WINDOW_SECONDS}"
+        lines.append(line)
+    text = "\n".join(lines) + "\n"
+    parsed = tomllib.loads(text)
+    assert parsed["version"] == POLICY_VERSION
+    assert parsed["entry"]["window_seconds"] == WINDOW_SECONDS
+    path = folder / "policy.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+@dataclasses.dataclass
+class ServerProcess:
+    process: subprocess.Popen
+    address: str
+    stderr: pathlib.Path
+
+    def log_records(self) -> list[dict]:
+        text = self.stderr.read_text(encoding="utf-8")
+        return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+    def terminate(self, timeout: float = 15) -> int:
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=timeout)
+
+
+def _wait_until_serving(server: ServerProcess, deadline_seconds: float = 30) -> None:
+    deadline = time.monotonic() + deadline_seconds
+    with grpc.insecure_channel(server.address) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        while True:
+            exited = server.process.poll()
+            assert exited is None, f"the server exited ({exited}):\n{server.stderr.read_text()}"
+            try:
+                answer = health.Check(health_pb2.HealthCheckRequest(service=""), timeout=1)
+                if answer.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                pass
+            assert time.monotonic() < deadline, "the server did not report SERVING in time"
+            time.sleep(0.1)
+
+
+@pytest.fixture
+def server(tmp_path):
+    address = f"127.0.0.1:{_free_port()}"
+    stderr = tmp_path / "server.stderr"
+    command = [
+        sys.executable, "-m", "server",
+        "--address", address,
+        "--database", f"sqlite:///{tmp_path / 'aftersales.db'}",
+        "--policy", str(_policy_file(tmp_path)),
+        "--sweep-interval", "0.5",
+        "--demo",
+    ]  # fmt: skip
+    with stderr.open("wb") as sink:
+        process = subprocess.Popen(
+            command, cwd=ROOT, env=_environment(), stdout=subprocess.DEVNULL, stderr=sink
+        )
+    running = ServerProcess(process, address, stderr)
+    try:
+        _wait_until_serving(running)
+        yield running
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+@pytest.fixture
+def client(server):
+    with Client(server.address) as client:
+        yield client
+
+
+def cli(server: ServerProcess, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "client", "--address", server.address, *args],
+        cwd=ROOT,
+        env=_environment(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+# (order, operator) -> the reason codes CheckEligibility gives, from server/demo.py.
+DEMO = {
+    ("order-eligible", "staff-owner"): [],
+    ("order-eligible", "staff-admin"): [],
+    ("order-eligible", "staff-csadmin"): [],
+    ("order-campaign", "staff-owner"): [],
+    ("order-old", "staff-owner"): ["COMPLETION_WINDOW_EXCEEDED"],
+    ("order-in-transit", "staff-owner"): ["ORDER_NOT_COMPLETED"],
+    ("order-recent", "staff-owner"): ["WITHIN_AFTER_SALES_PERIOD"],
+    ("order-presale", "staff-owner"): ["ORDER_KIND_NOT_SUPPORTED"],
+    ("order-refunded", "staff-owner"): ["NOTHING_REFUNDABLE"],
+    ("order-pine", "pine-owner"): ["SHOP_NOT_OPERATING"],
+    ("order-tiny", "tiny-owner"): ["INSUFFICIENT_GUARANTEE"],
+    ("order-troubled", "pine-owner"): [
+        "COMPLETION_WINDOW_EXCEEDED",
+        "SHOP_NOT_OPERATING",
+        "ORDER_KIND_NOT_SUPPORTED",
+    ],
+    ("order-eligible", "staff-agent"): ["OPERATOR_NOT_ALLOWED"],
+    ("order-eligible", "staff-finance"): ["OPERATOR_NOT_ALLOWED"],
+}
+
+
+def test_the_server_reports_serving_for_each_of_its_services(server):
+    with grpc.insecure_channel(server.address) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        for service in (ENTRY_SERVICE, "aftersales.v1.Sync"):
+            answer = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
+            assert answer.status == health_pb2.HealthCheckResponse.SERVING, service
+
+
+def test_each_demo_order_gives_its_reason_code(client):
+    found = {}
+    for order_id, operator_id in DEMO:
+        check = client.check_eligibility(order_id, operator_id)
+        assert check.policy_version == POLICY_VERSION
+        assert check.eligible == (not check.violations)
+        found[order_id, operator_id] = [pb.ReasonCode.Name(v.code) for v in check.violations]
+
+    assert found == DEMO
+
+
+def test_a_demo_order_of_another_shop_is_permission_denied(client):
+    with pytest.raises(PermissionDenied) as refused:
+        client.check_eligibility("order-pine", "staff-owner")
+
+    assert refused.value.reasons == ["OPERATOR_NOT_ALLOWED"]
+
+
+def test_an_entry_under_a_two_second_window_expires_by_itself_and_may_be_reopened(client):
+    entry = client.open_entry("order-eligible", "staff-owner", note="agreed with the buyer")
+    assert entry.state == pb.ENTRY_STATE_OPEN
+    assert entry.policy_version == POLICY_VERSION
+    opened_at = entry.opened_at.ToDatetime(tzinfo=UTC)
+    assert entry.expires_at.ToDatetime(tzinfo=UTC) - opened_at == timedelta(seconds=2)
+    with pytest.raises(AlreadyExists):
+        client.open_entry("order-eligible", "staff-owner")
+
+    time.sleep(WINDOW_SECONDS + 0.5)
+
+    assert client.get_entry(entry.entry_id).state == pb.ENTRY_STATE_EXPIRED
+    expired = client.list_entries(order_id="order-eligible", state=pb.ENTRY_STATE_EXPIRED)
+    assert [e.entry_id for e in expired.entries] == [entry.entry_id]
+    again = client.open_entry("order-eligible", "staff-owner")
+    assert again.entry_id != entry.entry_id
+    assert again.state == pb.ENTRY_STATE_OPEN
+    listing = client.list_entries(order_id="order-eligible")
+    assert [e.entry_id for e in listing.entries] == [again.entry_id, entry.entry_id]
+
+
+def test_sigterm_stops_the_server_with_exit_0_and_one_json_log_line_per_call(server, client):
+    calls = collections.Counter()
+    for order_id, operator_id in list(DEMO)[:3]:
+        client.check_eligibility(order_id, operator_id)
+        calls["CheckEligibility", "OK"] += 1
+    entry = client.open_entry("order-campaign", "staff-owner")
+    calls["OpenEntry", "OK"] += 1
+    with pytest.raises(AlreadyExists):
+        client.open_entry("order-campaign", "staff-owner")
+    calls["OpenEntry", "ALREADY_EXISTS"] += 1
+    client.get_entry(entry.entry_id)
+    calls["GetEntry", "OK"] += 1
+    with pytest.raises(NotFound):
+        client.get_entry("entry-nobody-knows")
+    calls["GetEntry", "NOT_FOUND"] += 1
+
+    assert server.terminate() == 0
+
+    records = server.log_records()
+    rpc_records = [r for r in records if r.get("method", "").startswith(f"/{ENTRY_SERVICE}/")]
+    logged = collections.Counter((r["method"].rsplit("/", 1)[1], r["code"]) for r in rpc_records)
+    assert logged == calls
+    for record in rpc_records:
+        assert isinstance(record["duration_ms"], int | float) and record["duration_ms"] >= 0
+
+
+def test_the_cli_check_prints_the_decision_as_json(server):
+    done = cli(server, "check", "order-tiny", "tiny-owner")
+
+    assert done.returncode == 0, done.stderr
+    decision = json.loads(done.stdout)
+    assert [v["code"] for v in decision["violations"]] == ["INSUFFICIENT_GUARANTEE"]
+    assert decision.get("eligible", False) is False
+    assert int(decision["facts"]["refundable_amount"]) == 10_000
+    assert decision["policy_version"] == POLICY_VERSION
+
+
+def test_the_cli_open_of_a_refused_order_exits_1_with_the_status_as_json_on_stderr(server):
+    done = cli(server, "open", "order-tiny", "tiny-owner")
+
+    assert done.returncode == 1
+    assert done.stdout == ""
+    report = json.loads(done.stderr)
+    assert report["code"] == "FAILED_PRECONDITION"
+    violations = [v for d in report["details"] for v in d.get("violations", [])]
+    assert [(v["type"], v["subject"]) for v in violations] == [
+        ("INSUFFICIENT_GUARANTEE", "orders/order-tiny")
+    ]
+    assert [d["domain"] for d in report["details"] if "domain" in d] == ["aftersales"]
+
+
+def test_the_cli_opens_an_eligible_order_and_prints_the_entry(server):
+    done = cli(server, "open", "order-eligible", "staff-owner", "--note", "agreed")
+
+    assert done.returncode == 0, done.stderr
+    entry = json.loads(done.stdout)
+    assert entry["state"] == "ENTRY_STATE_OPEN"
+    assert (entry["order_id"], entry["opened_by"]) == ("order-eligible", "staff-owner")
+    assert entry["policy_version"] == POLICY_VERSION

@@ -1,0 +1,213 @@
+"""The policy file: shipped defaults from PRODUCT.md, overrides, selection, and refused files."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from server import policy as policy_loader
+from server.model import OrderKind, StaffRole
+from server.policy import PolicyError
+
+DEFAULT_ROLES = {StaffRole.OWNER, StaffRole.ADMIN, StaffRole.CS_ADMIN}
+DEFAULT_KINDS = {OrderKind.ORDINARY, OrderKind.CROSS_BORDER}
+
+
+@pytest.fixture(autouse=True)
+def no_policy_in_the_environment(monkeypatch):
+    monkeypatch.delenv(policy_loader.ENV_VAR, raising=False)
+
+
+def write_policy(tmp_path, text: str, name: str = "policy.toml"):
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+# --- The shipped policy --------------------------------------------------------------------------
+
+
+def test_the_shipped_policy_has_the_product_defaults():
+    policy = policy_loader.load()
+
+    assert policy.completion_window == timedelta(days=120)
+    assert policy.entry_window == timedelta(hours=72)
+    assert policy.opener_roles == DEFAULT_ROLES
+    assert policy.order_kinds == DEFAULT_KINDS
+    assert policy.marketing_campaign_orders_allowed is True
+    assert isinstance(policy.version, str) and policy.version
+
+
+def test_loading_the_shipped_file_by_path_gives_the_same_policy():
+    assert policy_loader.load(policy_loader.DEFAULT_PATH) == policy_loader.load()
+
+
+# --- A policy file of one's own -------------------------------------------------------------------
+
+
+def test_a_two_second_window_gives_a_two_second_window(tmp_path):
+    path = write_policy(tmp_path, 'version = "fast"\n[entry]\nwindow_seconds = 2\n')
+
+    policy = policy_loader.load(path)
+
+    assert policy.version == "fast"
+    assert policy.entry_window == timedelta(seconds=2)
+
+
+def test_settings_left_out_of_a_policy_file_keep_their_defaults(tmp_path):
+    path = write_policy(tmp_path, 'version = "fast"\n[entry]\nwindow_seconds = 2\n')
+
+    policy = policy_loader.load(path)
+
+    assert policy.completion_window == timedelta(days=120)
+    assert policy.opener_roles == DEFAULT_ROLES
+    assert policy.order_kinds == DEFAULT_KINDS
+    assert policy.marketing_campaign_orders_allowed is True
+
+
+def test_a_policy_file_with_only_a_version_is_the_default_policy(tmp_path):
+    path = write_policy(tmp_path, 'version = "bare"\n')
+
+    policy = policy_loader.load(path)
+
+    assert policy.entry_window == timedelta(hours=72)
+    assert policy.completion_window == timedelta(days=120)
+
+
+def test_every_setting_can_be_overridden(tmp_path):
+    path = write_policy(
+        tmp_path,
+        'version = "custom-7"\n'
+        "[entry]\n"
+        "completion_window_seconds = 86400\n"
+        "window_seconds = 3600\n"
+        'opener_roles = ["OWNER"]\n'
+        'order_kinds = ["ORDINARY", "CROSS_BORDER", "DEPOSIT_PRESALE"]\n'
+        "marketing_campaign_orders_allowed = false\n",
+    )
+
+    policy = policy_loader.load(path)
+
+    assert policy.version == "custom-7"
+    assert policy.completion_window == timedelta(days=1)
+    assert policy.entry_window == timedelta(hours=1)
+    assert policy.opener_roles == {StaffRole.OWNER}
+    assert policy.order_kinds == set(OrderKind)
+    assert policy.marketing_campaign_orders_allowed is False
+
+
+# --- Choosing the policy --------------------------------------------------------------------------
+
+
+def test_the_environment_variable_chooses_the_policy_file(tmp_path, monkeypatch):
+    path = write_policy(tmp_path, 'version = "from-env"\n[entry]\nwindow_seconds = 2\n')
+    monkeypatch.setenv("AFTERSALES_POLICY", str(path))
+
+    policy = policy_loader.load()
+
+    assert policy.version == "from-env"
+    assert policy.entry_window == timedelta(seconds=2)
+
+
+def test_an_explicit_path_wins_over_the_environment_variable(tmp_path, monkeypatch):
+    from_env = write_policy(tmp_path, 'version = "from-env"\n', name="env.toml")
+    explicit = write_policy(tmp_path, 'version = "explicit"\n', name="explicit.toml")
+    monkeypatch.setenv("AFTERSALES_POLICY", str(from_env))
+
+    assert policy_loader.load(explicit).version == "explicit"
+
+
+def test_an_environment_variable_naming_a_missing_file_is_an_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("AFTERSALES_POLICY", str(tmp_path / "nowhere.toml"))
+
+    with pytest.raises(PolicyError):
+        policy_loader.load()
+
+
+# --- Refused policy files -------------------------------------------------------------------------
+
+
+def test_a_missing_policy_file_is_an_error(tmp_path):
+    with pytest.raises(PolicyError):
+        policy_loader.load(tmp_path / "missing.toml")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        pytest.param("[entry]\nwindow_seconds = 2\n", id="no-version"),
+        pytest.param('version = ""\n', id="empty-version"),
+        pytest.param("version = 3\n", id="version-not-a-string"),
+        pytest.param('version = "v"\nwindow_seconds = 2\n', id="window-outside-the-entry-table"),
+        pytest.param('version = "v"\n[entry]\nwindow_seconds = 0\n', id="zero-window"),
+        pytest.param('version = "v"\n[entry]\nwindow_seconds = -1\n', id="negative-window"),
+        pytest.param('version = "v"\n[entry]\nwindow_seconds = 2.5\n', id="fractional-window"),
+        pytest.param('version = "v"\n[entry]\nwindow_seconds = 2.0\n', id="float-window"),
+        pytest.param('version = "v"\n[entry]\nwindow_seconds = "2"\n', id="window-as-text"),
+        pytest.param('version = "v"\n[entry]\nwindow_seconds = true\n', id="window-as-boolean"),
+        pytest.param(
+            'version = "v"\n[entry]\ncompletion_window_seconds = 0\n', id="zero-completion-window"
+        ),
+        pytest.param(
+            'version = "v"\n[entry]\ncompletion_window_seconds = -86400\n',
+            id="negative-completion-window",
+        ),
+        pytest.param(
+            'version = "v"\n[entry]\ncompletion_window_seconds = 10368000.0\n',
+            id="float-completion-window",
+        ),
+        pytest.param(
+            'version = "v"\n[entry]\nopener_roles = ["OWNER", "BOSS"]\n', id="unknown-role"
+        ),
+        pytest.param(
+            'version = "v"\n[entry]\nopener_roles = ["owner"]\n', id="role-in-lower-case"
+        ),
+        pytest.param('version = "v"\n[entry]\nopener_roles = "OWNER"\n', id="roles-not-a-list"),
+        pytest.param(
+            'version = "v"\n[entry]\norder_kinds = ["ORDINARY", "PRESALE"]\n', id="unknown-kind"
+        ),
+        pytest.param('version = "v"\nentry = 5\n', id="entry-not-a-table"),
+        pytest.param('version = "v"\n[entry\n', id="not-toml"),
+    ],
+)
+def test_a_malformed_policy_file_is_refused(tmp_path, text):
+    path = write_policy(tmp_path, text)
+
+    with pytest.raises(PolicyError):
+        policy_loader.load(path)
+
+
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [
+        pytest.param('version = "v"\ncolour = "blue"\n', "colour", id="unknown-top-level-key"),
+        pytest.param(
+            'version = "v"\n[entry]\nwindow_hours = 72\n', "window_hours", id="unknown-entry-key"
+        ),
+        pytest.param('version = "v"\n[refunds]\nlimit = 1\n', "refunds", id="unknown-table"),
+    ],
+)
+def test_an_unknown_setting_is_refused_by_name(tmp_path, text, named):
+    path = write_policy(tmp_path, text)
+
+    with pytest.raises(PolicyError, match=named):
+        policy_loader.load(path)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        pytest.param('"false"', id="text-false"),
+        pytest.param('"no"', id="text-no"),
+        pytest.param("0", id="number-zero"),
+    ],
+)
+def test_the_campaign_switch_must_be_a_boolean(tmp_path, value):
+    # A switch written as text must not silently read as "on" (bool("false") is True).
+    path = write_policy(
+        tmp_path, f'version = "v"\n[entry]\nmarketing_campaign_orders_allowed = {value}\n'
+    )
+
+    with pytest.raises(PolicyError):
+        policy_loader.load(path)
