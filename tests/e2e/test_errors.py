@@ -151,6 +151,25 @@ def test_an_unknown_entry_is_not_found(client):
     assert refused.value.resource == ("entry", "entry-nobody-knows")
 
 
+def test_listing_an_unknown_shop_or_order_is_not_found_and_a_known_empty_one_is_empty(
+    client, seed
+):
+    case = seed.case("quiet")
+    assert list(client.list_entries(order_id=case.order_id).entries) == []
+    assert list(client.list_entries(shop_id=case.shop_id).entries) == []
+    assert list(client.list_clawbacks(case.shop_id).clawbacks) == []
+
+    with pytest.raises(NotFound) as refused:
+        client.list_entries(order_id="order-nobody-knows")
+    assert refused.value.resource == ("order", "order-nobody-knows")
+    with pytest.raises(NotFound) as refused:
+        client.list_entries(shop_id="shop-nobody-knows")
+    assert refused.value.resource == ("shop", "shop-nobody-knows")
+    with pytest.raises(NotFound) as refused:
+        client.list_clawbacks("shop-nobody-knows")
+    assert refused.value.resource == ("shop", "shop-nobody-knows")
+
+
 def test_staff_orders_and_funds_of_an_unknown_shop_are_not_found(client, clock):
     with pytest.raises(NotFound) as refused:
         client.put_staff(
