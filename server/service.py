@@ -163,8 +163,7 @@ class Service:
             return self._eligibility(order_id, operator_id)
 
     def _eligibility(self, order_id: str, operator_id: str) -> Eligibility:
-        operator = self.store.staff(operator_id)
-        row = self.store.entry_facts(order_id)
+        operator, row = self.store.entry_facts(order_id, operator_id)
         if not rules.operator_belongs_to_shop(operator, row.order):
             raise PermissionDenied(
                 _order_subject(order_id),
