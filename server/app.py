@@ -25,6 +25,7 @@ from server import status
 from server.api import AfterSalesEntryServicer, ClawbackServicer, SyncServicer
 from server.errors import Refused
 from server.service import Service
+from server.store import TRANSIENT_ERRORS
 
 log = logging.getLogger("aftersales")
 
@@ -44,8 +45,9 @@ RPC_SECONDS = Histogram(
 
 
 class CallInterceptor(grpc.ServerInterceptor):
-    """One log line and one metric sample per unary call; refusals become rich statuses and any
-    other exception is a bug, answered INTERNAL and logged with its traceback."""
+    """One log line and one metric sample per unary call. Refusals become rich statuses, a
+    database that cannot be reached UNAVAILABLE, and any other exception is a bug, answered
+    INTERNAL and logged with its traceback."""
 
     def intercept_service(self, continuation, handler_call_details):
         handler = continuation(handler_call_details)
@@ -63,6 +65,10 @@ class CallInterceptor(grpc.ServerInterceptor):
                 rich = status.to_status(refusal)
                 code = rich.code
                 context.abort_with_status(rich)
+            except TRANSIENT_ERRORS:
+                code = grpc.StatusCode.UNAVAILABLE
+                log.warning("database unavailable while serving %s", method, exc_info=True)
+                context.abort(code, "the database is unavailable; retry with the same request id")
             except Exception:
                 if context.code() not in (None, grpc.StatusCode.OK):
                     code = context.code()  # the handler aborted by itself

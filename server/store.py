@@ -305,6 +305,11 @@ MIGRATIONS: list[Callable[[pw.Database], None]] = [_migrate_to_1]
 assert len(MIGRATIONS) == SCHEMA_VERSION
 
 
+# Failures of the database that a retry may cure (it is down, busy, or chose this transaction as
+# a deadlock victim); callers answer UNAVAILABLE, and clients retry with the same request id.
+TRANSIENT_ERRORS: tuple[type[Exception], ...] = (pw.OperationalError, pw.InterfaceError)
+
+
 class EntryConflict(Exception):
     """Another OPEN entry of the order was committed first."""
 

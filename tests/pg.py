@@ -55,6 +55,10 @@ class PostgresServer:
             "UTF8",
             "--locale=C",
         )
+        return self.start_server()
+
+    def start_server(self) -> PostgresServer:
+        """Starts (or restarts) the server on the folder and port made by start()."""
         options = (
             f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off "
             "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
@@ -91,8 +95,12 @@ class PostgresServer:
             conn.execute(f'CREATE DATABASE "{name}"')
         return self.url(name)
 
+    def stop_server(self) -> None:
+        """Stops the server, keeping its data: an outage."""
+        self._run("pg_ctl", "-D", self.data, "-m", "immediate", "-w", "stop")
+
     def stop(self) -> None:
         try:
-            self._run("pg_ctl", "-D", self.data, "-m", "immediate", "-w", "stop")
+            self.stop_server()
         finally:
             shutil.rmtree(self.root, ignore_errors=True)
