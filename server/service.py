@@ -36,7 +36,7 @@ from server.model import (
     TransferKind,
     Violation,
 )
-from server.store import EntryConflict, InsufficientBalance, Store
+from server.store import Debt, EntryConflict, InsufficientBalance, Store
 
 
 def _uuid() -> str:
@@ -107,8 +107,14 @@ class Service:
             if account.kind in (AccountKind.ANXIN_WALLET, AccountKind.DEPOSIT):
                 if not self.store.shop_exists(account.owner_id):
                     raise NotFound("shop", account.owner_id)
+            # Lock what will move, in the store's global order, before any write: the account,
+            # then (money reaching a payee in debt) the wallets of the shops it owes.
             self.store.lock_accounts({account})
             incoming = amount > 0
+            debts = []
+            if incoming and account.kind is AccountKind.CASH:
+                debts = self.store.debts_of(account.owner_id)
+                self.store.lock_accounts({_wallet(d.shop_id) for d in debts})
             try:
                 transfer = self.store.post_transfer(
                     from_account=EXTERNAL if incoming else account,
@@ -124,16 +130,13 @@ class Service:
                 raise RulesRefused(
                     _account_subject(account), rules.check_withdrawal(short.balance, -amount)
                 ) from None
-            if incoming and account.kind is AccountKind.CASH:
-                self._settle_debts(account, now)
+            if debts:
+                self._settle_debts(account, debts, now)
             return Posted(transfer, self.store.balances([account])[account])
 
-    def _settle_debts(self, cash: AccountRef, now: datetime) -> None:
-        debts = self.store.debts_of(cash.owner_id)
-        if not debts:
-            return
-        wallets = {AccountRef(AccountKind.ANXIN_WALLET, d.shop_id) for d in debts}
-        balance = self.store.lock_accounts({cash, *wallets})[cash]
+    def _settle_debts(self, cash: AccountRef, debts: list[Debt], now: datetime) -> None:
+        """Pays the payee's debts, oldest first, from what its cash account holds now."""
+        balance = self.store.balances([cash])[cash]
         touched = set()
         for debt, amount in zip(
             debts, rules.settle_debts(balance, [d.outstanding for d in debts]), strict=True
@@ -307,7 +310,9 @@ class Service:
         transaction. The same refund reported again returns its clawback."""
         now = self.clock.now()
         with self.store.transaction():
-            # The order's row lock serialises everything that moves money on this order.
+            # One refund id at a time, whatever its order; then the order's row lock serialises
+            # everything that moves money on this order.
+            self.store.serialize_on(f"refund:{refund.refund_id}")
             order = self.store.order(refund.order_id, for_update=True)
             existing = self.store.clawback_of_refund(refund.refund_id)
             if existing is not None:
@@ -367,7 +372,7 @@ class Service:
                     )
             lines = []
             for line in clawback.lines:
-                take = rules.recoverable_now(line, balances[line.account])
+                take = rules.recoverable_now(line, balances[line.account]) if line.due else 0
                 if take:
                     self.store.post_transfer(
                         from_account=line.account,

@@ -59,7 +59,7 @@ SCHEMA_VERSION = 1
 
 # Namespaces of PostgreSQL advisory locks (the first key of the two-key form).
 _MIGRATION_LOCK_SPACE = 726_0431
-_REQUEST_LOCK_SPACE = 726_0432
+_KEY_LOCK_SPACE = 726_0432
 
 db = pw.DatabaseProxy()
 
@@ -499,6 +499,14 @@ class Store:
             return None
         return tuple(position)
 
+    def serialize_on(self, key: str) -> None:
+        """Until the transaction ends, other transactions serialising on `key` wait. (SQLite's
+        write transactions are exclusive already.)"""
+        if self.is_postgres:
+            self.database.execute_sql(
+                "SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (_KEY_LOCK_SPACE, key)
+            )
+
     def _locked(self, query: pw.Select) -> pw.Select:
         """Row locks where the database has them; SQLite's write transactions are exclusive."""
         return query.for_update() if self.is_postgres else query
@@ -521,13 +529,9 @@ class Store:
         for attempt in (1, 2):
             try:
                 with self.transaction():
-                    if self.is_postgres:
-                        # Retries of one request arriving together wait for each other, so that
-                        # the later ones answer from the record instead of re-running the rules.
-                        self.database.execute_sql(
-                            "SELECT pg_advisory_xact_lock(%s, hashtext(%s))",
-                            (_REQUEST_LOCK_SPACE, request_id),
-                        )
+                    # Retries of one request arriving together wait for each other, so that the
+                    # later ones answer from the record instead of re-running the rules.
+                    self.serialize_on(f"request:{request_id}")
                     stored = RequestRow.get_or_none(RequestRow.request_id == request_id)
                     if stored is not None:
                         return self._replay(stored, request_id, method, fingerprint)
