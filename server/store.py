@@ -141,10 +141,15 @@ class EntryRow(_Base):
 # At most one OPEN entry per order, whatever the number of replicas writing.
 EntryRow.add_index(
     EntryRow.index(
-        EntryRow.order, unique=True, where=(EntryRow.state == EntryState.OPEN.value)
+        EntryRow.order,
+        unique=True,
+        where=(EntryRow.state == EntryState.OPEN.value),
+        name="entry_one_open_per_order",
     ).safe(True)
 )
-EntryRow.add_index(EntryRow.index(EntryRow.state, EntryRow.expires_at).safe(True))
+EntryRow.add_index(
+    EntryRow.index(EntryRow.state, EntryRow.expires_at, name="entry_state_expires_at").safe(True)
+)
 
 
 class ApplicationRow(_Base):
@@ -212,7 +217,7 @@ class ClawbackLineRow(_Base):
 
 # The payees' outstanding debts, oldest first, are read whenever money reaches a cash account.
 ClawbackLineRow.add_index(
-    ClawbackLineRow.index(ClawbackLineRow.payee_id, ClawbackLineRow.id)
+    ClawbackLineRow.index(ClawbackLineRow.payee_id, ClawbackLineRow.id, name="clawback_line_debt")
     .where(ClawbackLineRow.recovered < ClawbackLineRow.due)
     .safe(True)
 )
@@ -245,8 +250,16 @@ class TransferRow(_Base):
         table_name = "transfer"
 
 
-TransferRow.add_index(TransferRow.index(TransferRow.from_account, TransferRow.id).safe(True))
-TransferRow.add_index(TransferRow.index(TransferRow.to_account, TransferRow.id).safe(True))
+# Explicit names: peewee's default names can collide with the foreign keys' own indexes, and
+# `IF NOT EXISTS` would then skip an index without a word.
+TransferRow.add_index(
+    TransferRow.index(TransferRow.from_account, TransferRow.id, name="transfer_from_newest").safe(
+        True
+    )
+)
+TransferRow.add_index(
+    TransferRow.index(TransferRow.to_account, TransferRow.id, name="transfer_to_newest").safe(True)
+)
 
 
 class RequestRow(_Base):

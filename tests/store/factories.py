@@ -1,0 +1,173 @@
+"""Builders of the facts the store tests start from, and small tools for threads and counting."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent import futures
+from datetime import timedelta
+
+from server.model import (
+    AccountKind,
+    AccountRef,
+    Entry,
+    EntryState,
+    Order,
+    OrderKind,
+    Shop,
+    ShopStatus,
+    Staff,
+    StaffRole,
+)
+from server.service import Service
+from server.store import Store
+
+
+def request_id() -> str:
+    return str(uuid.uuid4())
+
+
+def wallet_of(shop_id: str) -> AccountRef:
+    return AccountRef(AccountKind.ANXIN_WALLET, shop_id)
+
+
+def deposit_of(shop_id: str) -> AccountRef:
+    return AccountRef(AccountKind.DEPOSIT, shop_id)
+
+
+@dataclasses.dataclass(frozen=True)
+class Setup:
+    """A shop in normal operation with funds, its main account and one order it may open."""
+
+    shop_id: str
+    owner_id: str
+    order_id: str
+    buyer_id: str
+
+
+def a_normal_shop(service: Service, shop_id: str = "shop-1", wallet: int = 1_000_000) -> str:
+    now = service.now()
+    service.put_shop(Shop(shop_id, f"Shop {shop_id}", ShopStatus.NORMAL, now - timedelta(days=365)))
+    if wallet:
+        service.post_funds(request_id(), wallet_of(shop_id), wallet, "initial funds")
+    return shop_id
+
+
+def an_owner(service: Service, shop_id: str) -> str:
+    staff_id = f"{shop_id}-owner"
+    service.put_staff(Staff(staff_id, shop_id, StaffRole.OWNER, "Main account"))
+    return staff_id
+
+
+def an_eligible_order(
+    service: Service,
+    shop_id: str,
+    order_id: str = "order-1",
+    buyer_id: str = "buyer-1",
+    paid_amount: int = 10_000,
+) -> str:
+    """An ordinary order completed 30 days before the clock; its regular period ended long ago."""
+    completed = service.now() - timedelta(days=30)
+    service.put_order(
+        Order(
+            order_id=order_id,
+            shop_id=shop_id,
+            buyer_id=buyer_id,
+            kind=OrderKind.ORDINARY,
+            marketing_campaign=False,
+            category_id="appliances",
+            paid_amount=paid_amount,
+            created_at=completed - timedelta(days=3),
+            completed_at=completed,
+            after_sales_ends_at=completed + timedelta(days=15),
+        )
+    )
+    return order_id
+
+
+def an_eligible_setup(
+    service: Service, shop_id: str = "shop-1", order_id: str = "order-1"
+) -> Setup:
+    a_normal_shop(service, shop_id)
+    owner_id = an_owner(service, shop_id)
+    an_eligible_order(service, shop_id, order_id)
+    return Setup(shop_id, owner_id, order_id, "buyer-1")
+
+
+def an_entry(
+    setup: Setup,
+    service: Service,
+    state: EntryState = EntryState.OPEN,
+    opened_ago: timedelta = timedelta(0),
+) -> Entry:
+    """An entry value for writing straight through the store, below the service."""
+    opened_at = service.now() - opened_ago
+    return Entry(
+        entry_id=request_id(),
+        order_id=setup.order_id,
+        shop_id=setup.shop_id,
+        state=state,
+        opened_at=opened_at,
+        expires_at=opened_at + service.policy.entry_window,
+        opened_by=setup.owner_id,
+        note="",
+        policy_version=service.policy.version,
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    value: object = None
+    error: BaseException | None = None
+
+
+def at_once(store: Store, count: int, work: Callable[[int], object]) -> list[Outcome]:
+    """Runs work(0..count-1) on `count` threads released together, as replicas would; each
+    thread has its own connection (peewee's are per thread) and closes its SQLite one after."""
+    start = threading.Barrier(count)
+
+    def one(index: int) -> Outcome:
+        try:
+            start.wait(timeout=30)
+            return Outcome(value=work(index))
+        except Exception as error:  # noqa: BLE001 - the outcome is what the test looks at
+            return Outcome(error=error)
+        finally:
+            if not store.is_postgres:
+                store.database.close()
+
+    with futures.ThreadPoolExecutor(max_workers=count) as pool:
+        return list(pool.map(one, range(count)))
+
+
+@contextlib.contextmanager
+def counted_statements(store: Store) -> Iterator[list[str]]:
+    """Every SQL statement the store's database runs meanwhile, transaction control included."""
+    database = store.database
+    statements: list[str] = []
+
+    def counting(name: str, label: Callable[..., str]):
+        original = getattr(database, name)
+
+        def wrapper(*args, **kwargs):
+            statements.append(label(*args, **kwargs))
+            return original(*args, **kwargs)
+
+        return wrapper
+
+    wrapped = {
+        "execute_sql": counting("execute_sql", lambda sql, *a, **k: sql),
+        "begin": counting("begin", lambda *a, **k: "BEGIN"),
+        "commit": counting("commit", lambda *a, **k: "COMMIT"),
+        "rollback": counting("rollback", lambda *a, **k: "ROLLBACK"),
+    }
+    for name, wrapper in wrapped.items():
+        setattr(database, name, wrapper)
+    try:
+        yield statements
+    finally:
+        for name in wrapped:
+            delattr(database, name)

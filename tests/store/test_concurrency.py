@@ -1,0 +1,95 @@
+"""Replicas racing on one order: threads of one process, each on its own connection, stand for
+server replicas over one database."""
+
+from __future__ import annotations
+
+import threading
+
+from server.errors import RulesRefused
+from server.model import Application, Entry, EntryState, ReasonCode
+from server.store import ApplicationRow
+from tests.store.factories import an_eligible_order, an_eligible_setup, at_once
+
+REPLICAS = 8
+
+
+def all_decide_before_any_writes(store, monkeypatch, replicas: int) -> None:
+    """On PostgreSQL, holds each replica after its reads, just before it writes the entry, until
+    every replica has read: they all decide on the same facts and only the database can stop the
+    extra entries. (SQLite's write transactions exclude each other from BEGIN on, so there the
+    replicas cannot interleave and nothing needs holding.)"""
+    if not store.is_postgres:
+        return
+    everyone_decided = threading.Barrier(replicas, timeout=30)
+    insert_entry = store.insert_entry
+
+    def held_insert_entry(entry):
+        everyone_decided.wait()
+        return insert_entry(entry)
+
+    monkeypatch.setattr(store, "insert_entry", held_insert_entry)
+
+
+def entries_of(service, order_id: str) -> list[Entry]:
+    entries, _ = service.list_entries(
+        shop_id=None, order_id=order_id, state=None, after=None, limit=100
+    )
+    return entries
+
+
+def test_replicas_opening_the_same_order_at_once_create_exactly_one_entry(
+    store, service, monkeypatch
+):
+    setup = an_eligible_setup(service)
+    all_decide_before_any_writes(store, monkeypatch, REPLICAS)
+
+    outcomes = at_once(
+        store, REPLICAS, lambda i: service.open_entry(setup.order_id, setup.owner_id, f"try {i}")
+    )
+
+    opened = [o.value for o in outcomes if o.error is None]
+    refused = [o.error for o in outcomes if o.error is not None]
+    assert len(opened) == 1, [repr(e) for e in refused]
+    assert all(isinstance(e, RulesRefused) for e in refused), [repr(e) for e in refused]
+    assert [e.codes for e in refused] == [(ReasonCode.ENTRY_ALREADY_OPEN,)] * (REPLICAS - 1)
+    assert {e.metadata.get("entry_id") for e in refused} == {opened[0].entry_id}
+    assert [(e.entry_id, e.state) for e in entries_of(service, setup.order_id)] == [
+        (opened[0].entry_id, EntryState.OPEN)
+    ]
+
+
+def test_replicas_applying_on_one_open_entry_at_once_file_exactly_one_application(store, service):
+    setup = an_eligible_setup(service)
+    entry = service.open_entry(setup.order_id, setup.owner_id, "agreed in chat")
+
+    outcomes = at_once(
+        store,
+        REPLICAS,
+        lambda i: service.apply(setup.order_id, setup.buyer_id, 1_000 + i, "broke after a month"),
+    )
+
+    filed = [o.value for o in outcomes if o.error is None]
+    refused = [o.error for o in outcomes if o.error is not None]
+    assert len(filed) == 1, [repr(e) for e in refused]
+    assert isinstance(filed[0], Application)
+    assert all(isinstance(e, RulesRefused) for e in refused), [repr(e) for e in refused]
+    assert [e.codes for e in refused] == [(ReasonCode.ENTRY_NOT_OPEN,)] * (REPLICAS - 1)
+
+    used = service.get_entry(entry.entry_id)
+    assert used.state is EntryState.USED
+    assert used.application_id == filed[0].application_id
+    with store.session():
+        assert [(a.id, a.entry_id, a.amount) for a in ApplicationRow.select()] == [
+            (filed[0].application_id, entry.entry_id, filed[0].amount)
+        ]
+
+
+def test_replicas_opening_different_orders_at_once_all_succeed(store, service):
+    setup = an_eligible_setup(service)
+
+    orders = [an_eligible_order(service, setup.shop_id, f"order-{i}") for i in range(REPLICAS)]
+
+    outcomes = at_once(store, REPLICAS, lambda i: service.open_entry(orders[i], setup.owner_id, ""))
+
+    assert [o.error for o in outcomes] == [None] * REPLICAS
+    assert sorted(o.value.order_id for o in outcomes) == sorted(orders)

@@ -1,0 +1,83 @@
+"""The schema is created and versioned at start-up, and a newer schema stops an older server."""
+
+from __future__ import annotations
+
+import pytest
+
+from server.model import Shop, ShopStatus
+from server.store import SCHEMA_VERSION, SchemaVersionRow, Store, open_database
+from tests.store.factories import at_once
+
+TABLES = {
+    "shop",
+    "staff",
+    "orders",
+    "entry",
+    "application",
+    "account",
+    "transfer",
+    "request",
+    "schema_version",
+}
+
+
+@pytest.fixture
+def empty_store(database_url):
+    """A store on a database nothing has migrated yet (the `store` fixture migrates)."""
+    store = Store(open_database(database_url))
+    yield store
+    store.close()
+
+
+def versions_recorded(store: Store) -> list[int]:
+    with store.session():
+        return [row.version for row in SchemaVersionRow.select().order_by(SchemaVersionRow.version)]
+
+
+def test_migrate_creates_every_table_and_records_the_schema_version(empty_store):
+    with empty_store.session():
+        assert set(empty_store.database.get_tables()) & TABLES == set()
+
+    assert empty_store.migrate() == SCHEMA_VERSION
+
+    with empty_store.session():
+        assert TABLES <= set(empty_store.database.get_tables())
+    assert empty_store.schema_version() == SCHEMA_VERSION
+    assert versions_recorded(empty_store) == list(range(1, SCHEMA_VERSION + 1))
+
+
+def test_migrating_again_is_a_no_op_that_keeps_the_version_and_the_data(store, service):
+    service.put_shop(Shop("shop-1", "Kept", ShopStatus.NORMAL, None))
+
+    assert store.migrate() == SCHEMA_VERSION
+    assert store.migrate() == SCHEMA_VERSION
+
+    assert store.schema_version() == SCHEMA_VERSION
+    assert versions_recorded(store) == list(range(1, SCHEMA_VERSION + 1))
+    with store.session():
+        assert store.shop("shop-1").name == "Kept"
+
+
+def test_replicas_migrating_the_same_database_at_once_apply_each_step_once(empty_store):
+    outcomes = at_once(empty_store, 6, lambda _: empty_store.migrate())
+
+    assert [o.error for o in outcomes] == [None] * 6
+    assert [o.value for o in outcomes] == [SCHEMA_VERSION] * 6
+    assert versions_recorded(empty_store) == list(range(1, SCHEMA_VERSION + 1))
+
+
+def test_a_server_refuses_to_start_on_a_schema_newer_than_its_code(store, service, database_url):
+    service.put_shop(Shop("shop-1", "Kept", ShopStatus.NORMAL, None))
+    with store.transaction():
+        SchemaVersionRow.create(version=SCHEMA_VERSION + 1, applied_at=0)
+    store.close()
+
+    newer = Store(open_database(database_url))
+    try:
+        with pytest.raises(RuntimeError, match="newer"):
+            newer.migrate()
+        assert newer.schema_version() == SCHEMA_VERSION + 1
+        with newer.session():
+            assert newer.shop("shop-1").name == "Kept"
+    finally:
+        newer.close()
