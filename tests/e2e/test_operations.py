@@ -1,0 +1,144 @@
+"""What operators rely on: Prometheus metrics over HTTP and TLS, on a real `python -m server`."""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import os
+import pathlib
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import grpc
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from client import Client, FailedPrecondition
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _self_signed(folder: pathlib.Path) -> tuple[pathlib.Path, pathlib.Path]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = folder / "server.crt", folder / "server.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+@pytest.fixture
+def tls_server(tmp_path):
+    cert, key = _self_signed(tmp_path)
+    port, metrics_port = _free_port(), _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AFTERSALES_")}
+    env.pop("DATABASE_URL", None)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "server",
+            "--demo",
+            "--address",
+            f"127.0.0.1:{port}",
+            "--database",
+            f"sqlite:///{tmp_path / 'db.sqlite'}",
+            "--tls-cert",
+            str(cert),
+            "--tls-key",
+            str(key),
+            "--metrics-address",
+            f"127.0.0.1:{metrics_port}",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    credentials = grpc.ssl_channel_credentials(root_certificates=cert.read_bytes())
+    channel = grpc.secure_channel(f"localhost:{port}", credentials)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            health = health_pb2_grpc.HealthStub(channel)
+            if health.Check(health_pb2.HealthCheckRequest(), timeout=1).status == 1:
+                break
+        except grpc.RpcError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                raise
+            time.sleep(0.1)
+    yield port, metrics_port, channel
+    channel.close()
+    process.terminate()
+    process.wait(timeout=15)
+
+
+def test_the_server_speaks_tls_and_refuses_plaintext(tls_server):
+    port, _, channel = tls_server
+    with Client(channel=channel) as client:
+        assert client.check_eligibility("order-eligible", "staff-owner").eligible
+
+    with Client(f"127.0.0.1:{port}", timeout=2) as plaintext:
+        with pytest.raises(Exception) as refused:
+            plaintext.check_eligibility("order-eligible", "staff-owner")
+    assert refused.value.code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+
+
+def test_metrics_count_calls_by_method_and_status_code(tls_server):
+    _, metrics_port, channel = tls_server
+    with Client(channel=channel) as client:
+        client.check_eligibility("order-eligible", "staff-owner")
+        with pytest.raises(FailedPrecondition):
+            client.open_entry("order-tiny", "tiny-owner")
+
+    text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read()
+    lines = text.decode().splitlines()
+    assert (
+        'aftersales_rpc_total{code="OK",method="/aftersales.v1.AfterSalesEntry/CheckEligibility"}'
+        " 1.0" in lines
+    )
+    assert (
+        'aftersales_rpc_total{code="FAILED_PRECONDITION",'
+        'method="/aftersales.v1.AfterSalesEntry/OpenEntry"} 1.0' in lines
+    )
+    assert any(
+        line.startswith("aftersales_rpc_duration_seconds_count{") and "CheckEligibility" in line
+        for line in lines
+    )
