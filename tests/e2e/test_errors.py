@@ -151,9 +151,7 @@ def test_an_unknown_entry_is_not_found(client):
     assert refused.value.resource == ("entry", "entry-nobody-knows")
 
 
-def test_listing_an_unknown_shop_or_order_is_not_found_and_a_known_empty_one_is_empty(
-    client, seed
-):
+def test_listing_an_unknown_shop_or_order_is_not_found_and_a_known_empty_one_is_empty(client, seed):
     case = seed.case("quiet")
     assert list(client.list_entries(order_id=case.order_id).entries) == []
     assert list(client.list_entries(shop_id=case.shop_id).entries) == []

@@ -76,8 +76,9 @@ def make_shop(status: ShopStatus = ShopStatus.NORMAL) -> Shop:
 
 
 def make_operator(role: StaffRole = StaffRole.OWNER, shop_id: str = SHOP_ID) -> Staff:
-    return Staff(staff_id=f"staff-{role.value.lower()}-{shop_id}", shop_id=shop_id, role=role,
-                 name="someone")
+    return Staff(
+        staff_id=f"staff-{role.value.lower()}-{shop_id}", shop_id=shop_id, role=role, name="someone"
+    )
 
 
 def make_entry(
@@ -237,9 +238,7 @@ def test_each_allowed_role_of_the_shop_may_open(role):
     "role", [StaffRole.CS_AGENT, StaffRole.FINANCE, StaffRole.OPERATIONS], ids=lambda r: r.value
 )
 def test_other_roles_of_the_shop_may_not_open(role):
-    assert codes_of(make_facts(operator=make_operator(role))) == (
-        ReasonCode.OPERATOR_NOT_ALLOWED,
-    )
+    assert codes_of(make_facts(operator=make_operator(role))) == (ReasonCode.OPERATOR_NOT_ALLOWED,)
 
 
 @pytest.mark.parametrize("role", list(StaffRole), ids=lambda r: r.value)
@@ -474,17 +473,22 @@ def test_the_roles_that_may_open_come_from_the_policy():
     ("entry", "counts_as_open"),
     [
         pytest.param(make_entry(expires_at=NOW + 2 * DAY), True, id="open-for-two-more-days"),
-        pytest.param(make_entry(expires_at=NOW + MICROSECOND), True,
-                     id="one-microsecond-before-expiry-is-open"),
+        pytest.param(
+            make_entry(expires_at=NOW + MICROSECOND),
+            True,
+            id="one-microsecond-before-expiry-is-open",
+        ),
         pytest.param(make_entry(expires_at=NOW), False, id="exactly-at-expiry-is-expired"),
-        pytest.param(make_entry(expires_at=NOW - SECOND), False,
-                     id="stored-open-but-expired-a-second-ago"),
-        pytest.param(make_entry(expires_at=NOW - 10 * DAY), False,
-                     id="stored-open-but-expired-long-ago"),
-        pytest.param(make_entry(EntryState.USED, expires_at=NOW + DAY), False,
-                     id="used-entry"),
-        pytest.param(make_entry(EntryState.EXPIRED, expires_at=NOW - DAY), False,
-                     id="expired-entry"),
+        pytest.param(
+            make_entry(expires_at=NOW - SECOND), False, id="stored-open-but-expired-a-second-ago"
+        ),
+        pytest.param(
+            make_entry(expires_at=NOW - 10 * DAY), False, id="stored-open-but-expired-long-ago"
+        ),
+        pytest.param(make_entry(EntryState.USED, expires_at=NOW + DAY), False, id="used-entry"),
+        pytest.param(
+            make_entry(EntryState.EXPIRED, expires_at=NOW - DAY), False, id="expired-entry"
+        ),
     ],
 )
 def test_only_an_entry_open_by_time_blocks_opening_again(entry, counts_as_open):
@@ -503,8 +507,9 @@ def test_only_an_entry_open_by_time_blocks_opening_again(entry, counts_as_open):
 
 def test_every_failing_condition_is_listed_at_once():
     facts = make_facts(
-        order=make_order(kind=OrderKind.DEPOSIT_PRESALE, marketing_campaign=True,
-                         **completed(200 * DAY)),
+        order=make_order(
+            kind=OrderKind.DEPOSIT_PRESALE, marketing_campaign=True, **completed(200 * DAY)
+        ),
         shop=make_shop(ShopStatus.SUSPENDED),
         operator=make_operator(StaffRole.FINANCE),
         wallet=50,
@@ -586,16 +591,21 @@ def test_every_violation_carries_a_description():
     ("stored", "now", "seen"),
     [
         pytest.param(EntryState.OPEN, NOW - DAY, EntryState.OPEN, id="open-before-expiry"),
-        pytest.param(EntryState.OPEN, NOW - MICROSECOND, EntryState.OPEN,
-                     id="open-one-microsecond-before-expiry"),
+        pytest.param(
+            EntryState.OPEN,
+            NOW - MICROSECOND,
+            EntryState.OPEN,
+            id="open-one-microsecond-before-expiry",
+        ),
         pytest.param(EntryState.OPEN, NOW, EntryState.EXPIRED, id="open-exactly-at-expiry"),
-        pytest.param(EntryState.OPEN, NOW + SECOND, EntryState.EXPIRED,
-                     id="open-after-expiry-reads-expired"),
+        pytest.param(
+            EntryState.OPEN, NOW + SECOND, EntryState.EXPIRED, id="open-after-expiry-reads-expired"
+        ),
         pytest.param(EntryState.USED, NOW - DAY, EntryState.USED, id="used-before-expiry"),
-        pytest.param(EntryState.USED, NOW + DAY, EntryState.USED,
-                     id="used-stays-used-after-expiry"),
-        pytest.param(EntryState.EXPIRED, NOW + DAY, EntryState.EXPIRED,
-                     id="expired-stays-expired"),
+        pytest.param(
+            EntryState.USED, NOW + DAY, EntryState.USED, id="used-stays-used-after-expiry"
+        ),
+        pytest.param(EntryState.EXPIRED, NOW + DAY, EntryState.EXPIRED, id="expired-stays-expired"),
     ],
 )
 def test_entry_state_is_what_a_reader_sees_now(stored, now, seen):
@@ -628,17 +638,34 @@ def test_an_entry_seen_after_expiry_reads_expired_and_keeps_everything_else():
     [
         pytest.param(PAID, make_entry(), (), id="amount-equal-to-refundable-is-fine"),
         pytest.param(1, make_entry(), (), id="one-fen"),
-        pytest.param(PAID + 1, make_entry(), (ReasonCode.AMOUNT_EXCEEDS_REFUNDABLE,),
-                     id="one-fen-above-refundable"),
+        pytest.param(
+            PAID + 1,
+            make_entry(),
+            (ReasonCode.AMOUNT_EXCEEDS_REFUNDABLE,),
+            id="one-fen-above-refundable",
+        ),
         pytest.param(PAID, None, (ReasonCode.ENTRY_NOT_OPEN,), id="no-entry"),
-        pytest.param(PAID, make_entry(expires_at=NOW), (ReasonCode.ENTRY_NOT_OPEN,),
-                     id="entry-expires-exactly-now"),
-        pytest.param(PAID, make_entry(expires_at=NOW - DAY), (ReasonCode.ENTRY_NOT_OPEN,),
-                     id="entry-stored-open-but-expired"),
-        pytest.param(PAID, make_entry(expires_at=NOW + MICROSECOND), (),
-                     id="entry-one-microsecond-before-expiry"),
-        pytest.param(PAID, make_entry(EntryState.USED), (ReasonCode.ENTRY_NOT_OPEN,),
-                     id="entry-already-used"),
+        pytest.param(
+            PAID,
+            make_entry(expires_at=NOW),
+            (ReasonCode.ENTRY_NOT_OPEN,),
+            id="entry-expires-exactly-now",
+        ),
+        pytest.param(
+            PAID,
+            make_entry(expires_at=NOW - DAY),
+            (ReasonCode.ENTRY_NOT_OPEN,),
+            id="entry-stored-open-but-expired",
+        ),
+        pytest.param(
+            PAID,
+            make_entry(expires_at=NOW + MICROSECOND),
+            (),
+            id="entry-one-microsecond-before-expiry",
+        ),
+        pytest.param(
+            PAID, make_entry(EntryState.USED), (ReasonCode.ENTRY_NOT_OPEN,), id="entry-already-used"
+        ),
         pytest.param(
             PAID + 1,
             None,
@@ -679,8 +706,9 @@ def test_what_the_buyer_may_file_excludes_prior_and_recorded_refunds(amount, exp
     [
         pytest.param(100, 1, (), id="part-of-the-balance"),
         pytest.param(100, 100, (), id="exactly-the-balance"),
-        pytest.param(100, 101, (ReasonCode.INSUFFICIENT_FUNDS,),
-                     id="one-fen-more-than-the-balance"),
+        pytest.param(
+            100, 101, (ReasonCode.INSUFFICIENT_FUNDS,), id="one-fen-more-than-the-balance"
+        ),
         pytest.param(0, 1, (ReasonCode.INSUFFICIENT_FUNDS,), id="from-an-empty-account"),
     ],
 )

@@ -160,9 +160,7 @@ def test_a_missing_policy_file_is_an_error(tmp_path):
         pytest.param(
             'version = "v"\n[entry]\nopener_roles = ["OWNER", "BOSS"]\n', id="unknown-role"
         ),
-        pytest.param(
-            'version = "v"\n[entry]\nopener_roles = ["owner"]\n', id="role-in-lower-case"
-        ),
+        pytest.param('version = "v"\n[entry]\nopener_roles = ["owner"]\n', id="role-in-lower-case"),
         pytest.param('version = "v"\n[entry]\nopener_roles = "OWNER"\n', id="roles-not-a-list"),
         pytest.param(
             'version = "v"\n[entry]\norder_kinds = ["ORDINARY", "PRESALE"]\n', id="unknown-kind"

@@ -117,8 +117,9 @@ def assert_aware_utc(moment: datetime) -> None:
     ("status", "expected"),
     [
         pytest.param(resources_pb2.SHOP_STATUS_NORMAL, model.ShopStatus.NORMAL, id="normal"),
-        pytest.param(resources_pb2.SHOP_STATUS_SUSPENDED, model.ShopStatus.SUSPENDED,
-                     id="suspended"),
+        pytest.param(
+            resources_pb2.SHOP_STATUS_SUSPENDED, model.ShopStatus.SUSPENDED, id="suspended"
+        ),
         pytest.param(resources_pb2.SHOP_STATUS_CLOSED, model.ShopStatus.CLOSED, id="closed"),
     ],
 )
@@ -170,8 +171,9 @@ def test_a_shop_status_must_be_a_known_value(status):
         pytest.param(resources_pb2.STAFF_ROLE_CS_ADMIN, model.StaffRole.CS_ADMIN, id="cs-admin"),
         pytest.param(resources_pb2.STAFF_ROLE_CS_AGENT, model.StaffRole.CS_AGENT, id="cs-agent"),
         pytest.param(resources_pb2.STAFF_ROLE_FINANCE, model.StaffRole.FINANCE, id="finance"),
-        pytest.param(resources_pb2.STAFF_ROLE_OPERATIONS, model.StaffRole.OPERATIONS,
-                     id="operations"),
+        pytest.param(
+            resources_pb2.STAFF_ROLE_OPERATIONS, model.StaffRole.OPERATIONS, id="operations"
+        ),
     ],
 )
 def test_a_staff_role_maps_to_the_domain_role(role, expected):
@@ -229,10 +231,14 @@ def test_a_good_order_converts_to_its_domain_values():
     ("kind", "expected"),
     [
         pytest.param(resources_pb2.ORDER_KIND_ORDINARY, model.OrderKind.ORDINARY, id="ordinary"),
-        pytest.param(resources_pb2.ORDER_KIND_CROSS_BORDER, model.OrderKind.CROSS_BORDER,
-                     id="cross-border"),
-        pytest.param(resources_pb2.ORDER_KIND_DEPOSIT_PRESALE, model.OrderKind.DEPOSIT_PRESALE,
-                     id="deposit-presale"),
+        pytest.param(
+            resources_pb2.ORDER_KIND_CROSS_BORDER, model.OrderKind.CROSS_BORDER, id="cross-border"
+        ),
+        pytest.param(
+            resources_pb2.ORDER_KIND_DEPOSIT_PRESALE,
+            model.OrderKind.DEPOSIT_PRESALE,
+            id="deposit-presale",
+        ),
     ],
 )
 def test_an_order_kind_maps_to_the_domain_kind(kind, expected):
@@ -242,12 +248,13 @@ def test_an_order_kind_maps_to_the_domain_kind(kind, expected):
 @pytest.mark.parametrize(
     ("kind", "expected"),
     [
-        pytest.param(resources_pb2.PAYEE_KIND_INFLUENCER, model.PayeeKind.INFLUENCER,
-                     id="influencer"),
-        pytest.param(resources_pb2.PAYEE_KIND_GROUP_LEADER, model.PayeeKind.GROUP_LEADER,
-                     id="group-leader"),
-        pytest.param(resources_pb2.PAYEE_KIND_AFFILIATE, model.PayeeKind.AFFILIATE,
-                     id="affiliate"),
+        pytest.param(
+            resources_pb2.PAYEE_KIND_INFLUENCER, model.PayeeKind.INFLUENCER, id="influencer"
+        ),
+        pytest.param(
+            resources_pb2.PAYEE_KIND_GROUP_LEADER, model.PayeeKind.GROUP_LEADER, id="group-leader"
+        ),
+        pytest.param(resources_pb2.PAYEE_KIND_AFFILIATE, model.PayeeKind.AFFILIATE, id="affiliate"),
     ],
 )
 def test_a_payee_kind_maps_to_the_domain_kind(kind, expected):
@@ -275,8 +282,9 @@ def test_an_order_may_have_no_commissions_and_no_category():
 
 
 def test_the_output_only_amounts_of_an_order_are_ignored():
-    order = convert.order(put_order(prior_refunded_amount=2_000, refunded_amount=9_999,
-                                    refundable_amount=1))
+    order = convert.order(
+        put_order(prior_refunded_amount=2_000, refunded_amount=9_999, refundable_amount=1)
+    )
 
     assert order.prior_refunded_amount == 2_000
     assert order.recorded_refunded_amount == 0
@@ -288,13 +296,19 @@ def test_the_output_only_amounts_of_an_order_are_ignored():
     [
         pytest.param({"prior_refunded_amount": 10_000}, id="prior-refunds-equal-to-paid"),
         pytest.param(
-            {"commission_lines": [line(resources_pb2.PAYEE_KIND_INFLUENCER, "i-1", 6_000),
-                                  line(resources_pb2.PAYEE_KIND_PLATFORM_FEE, "", 4_000)]},
+            {
+                "commission_lines": [
+                    line(resources_pb2.PAYEE_KIND_INFLUENCER, "i-1", 6_000),
+                    line(resources_pb2.PAYEE_KIND_PLATFORM_FEE, "", 4_000),
+                ]
+            },
             id="commissions-equal-to-paid",
         ),
         pytest.param({"after_sales_ends_at": ts(COMPLETED)}, id="period-ends-at-completion"),
-        pytest.param({"completed_at": ts(CREATED), "after_sales_ends_at": ts(CREATED)},
-                     id="completed-at-creation"),
+        pytest.param(
+            {"completed_at": ts(CREATED), "after_sales_ends_at": ts(CREATED)},
+            id="completed-at-creation",
+        ),
         pytest.param({"order_id": "o" * 128}, id="id-of-128-characters"),
     ],
 )
@@ -365,18 +379,35 @@ def test_every_bad_field_of_an_order_is_named_at_once():
         pytest.param({"kind": 99}, {"order.kind"}, id="unknown-kind-99"),
         pytest.param({"paid_amount": 0}, {"order.paid_amount"}, id="zero-paid"),
         pytest.param({"paid_amount": -1}, {"order.paid_amount"}, id="negative-paid"),
-        pytest.param({"prior_refunded_amount": -1}, {"order.prior_refunded_amount"},
-                     id="negative-prior-refunds"),
-        pytest.param({"prior_refunded_amount": 10_001}, {"order.prior_refunded_amount"},
-                     id="prior-refunds-above-paid"),
+        pytest.param(
+            {"prior_refunded_amount": -1},
+            {"order.prior_refunded_amount"},
+            id="negative-prior-refunds",
+        ),
+        pytest.param(
+            {"prior_refunded_amount": 10_001},
+            {"order.prior_refunded_amount"},
+            id="prior-refunds-above-paid",
+        ),
         pytest.param({"created_at": None}, {"order.created_at"}, id="no-creation-time"),
-        pytest.param({"after_sales_ends_at": None}, {"order.after_sales_ends_at"},
-                     id="completed-without-period-end"),
-        pytest.param({"after_sales_ends_at": ts(COMPLETED - timedelta(seconds=1))},
-                     {"order.after_sales_ends_at"}, id="period-ends-before-completion"),
-        pytest.param({"completed_at": ts(CREATED - timedelta(seconds=1)),
-                      "after_sales_ends_at": ts(CREATED)},
-                     {"order.completed_at"}, id="completed-before-created"),
+        pytest.param(
+            {"after_sales_ends_at": None},
+            {"order.after_sales_ends_at"},
+            id="completed-without-period-end",
+        ),
+        pytest.param(
+            {"after_sales_ends_at": ts(COMPLETED - timedelta(seconds=1))},
+            {"order.after_sales_ends_at"},
+            id="period-ends-before-completion",
+        ),
+        pytest.param(
+            {
+                "completed_at": ts(CREATED - timedelta(seconds=1)),
+                "after_sales_ends_at": ts(CREATED),
+            },
+            {"order.completed_at"},
+            id="completed-before-created",
+        ),
     ],
 )
 def test_a_malformed_order_field_is_named(changes, expected):
@@ -386,22 +417,47 @@ def test_a_malformed_order_field_is_named(changes, expected):
 @pytest.mark.parametrize(
     ("lines", "expected"),
     [
-        pytest.param([line(resources_pb2.PAYEE_KIND_INFLUENCER, "i-1", -1)],
-                     {"order.commission_lines[0].amount"}, id="negative-amount"),
-        pytest.param([line(resources_pb2.PAYEE_KIND_INFLUENCER, "i-1", 100),
-                      line(resources_pb2.PAYEE_KIND_AFFILIATE, "a-1", 0)],
-                     {"order.commission_lines[1].amount"}, id="zero-amount-on-second-line"),
-        pytest.param([line(0, "i-1", 100)],
-                     {"order.commission_lines[0].payee_kind"}, id="unspecified-payee-kind"),
-        pytest.param([line(99, "i-1", 100)],
-                     {"order.commission_lines[0].payee_kind"}, id="unknown-payee-kind-99"),
-        pytest.param([line(resources_pb2.PAYEE_KIND_PLATFORM_FEE, "tr-1", 100)],
-                     {"order.commission_lines[0].payee_id"}, id="platform-fee-with-a-payee"),
-        pytest.param([line(resources_pb2.PAYEE_KIND_GROUP_LEADER, "", 100)],
-                     {"order.commission_lines[0].payee_id"}, id="group-leader-without-a-payee"),
-        pytest.param([line(resources_pb2.PAYEE_KIND_INFLUENCER, "i-1", 6_000),
-                      line(resources_pb2.PAYEE_KIND_PLATFORM_FEE, "", 4_001)],
-                     {"order.commission_lines"}, id="commissions-one-fen-above-paid"),
+        pytest.param(
+            [line(resources_pb2.PAYEE_KIND_INFLUENCER, "i-1", -1)],
+            {"order.commission_lines[0].amount"},
+            id="negative-amount",
+        ),
+        pytest.param(
+            [
+                line(resources_pb2.PAYEE_KIND_INFLUENCER, "i-1", 100),
+                line(resources_pb2.PAYEE_KIND_AFFILIATE, "a-1", 0),
+            ],
+            {"order.commission_lines[1].amount"},
+            id="zero-amount-on-second-line",
+        ),
+        pytest.param(
+            [line(0, "i-1", 100)],
+            {"order.commission_lines[0].payee_kind"},
+            id="unspecified-payee-kind",
+        ),
+        pytest.param(
+            [line(99, "i-1", 100)],
+            {"order.commission_lines[0].payee_kind"},
+            id="unknown-payee-kind-99",
+        ),
+        pytest.param(
+            [line(resources_pb2.PAYEE_KIND_PLATFORM_FEE, "tr-1", 100)],
+            {"order.commission_lines[0].payee_id"},
+            id="platform-fee-with-a-payee",
+        ),
+        pytest.param(
+            [line(resources_pb2.PAYEE_KIND_GROUP_LEADER, "", 100)],
+            {"order.commission_lines[0].payee_id"},
+            id="group-leader-without-a-payee",
+        ),
+        pytest.param(
+            [
+                line(resources_pb2.PAYEE_KIND_INFLUENCER, "i-1", 6_000),
+                line(resources_pb2.PAYEE_KIND_PLATFORM_FEE, "", 4_001),
+            ],
+            {"order.commission_lines"},
+            id="commissions-one-fen-above-paid",
+        ),
     ],
 )
 def test_a_malformed_commission_line_is_named_by_its_index(lines, expected):
@@ -414,8 +470,9 @@ def test_a_malformed_commission_line_is_named_by_its_index(lines, expected):
 def post_funds(**changes) -> sync_pb2.PostFundsRequest:
     request = sync_pb2.PostFundsRequest(
         request_id=REQUEST_ID,
-        account=resources_pb2.AccountRef(kind=resources_pb2.ACCOUNT_KIND_ANXIN_WALLET,
-                                         owner_id="shop-1"),
+        account=resources_pb2.AccountRef(
+            kind=resources_pb2.ACCOUNT_KIND_ANXIN_WALLET, owner_id="shop-1"
+        ),
         amount=50_000,
         memo="top-up",
     )
@@ -434,12 +491,15 @@ def post_funds(**changes) -> sync_pb2.PostFundsRequest:
 def test_good_funds_convert_to_an_account_and_a_signed_amount(amount, kind):
     account = resources_pb2.AccountRef(kind=kind, owner_id="shop-1")
 
-    request_id, ref, got_amount, memo = convert.post_funds(post_funds(account=account,
-                                                                      amount=amount))
+    request_id, ref, got_amount, memo = convert.post_funds(
+        post_funds(account=account, amount=amount)
+    )
 
     assert request_id == REQUEST_ID
-    assert ref == model.AccountRef(model.AccountKind(resources_pb2.AccountKind.Name(kind)
-                                                     .removeprefix("ACCOUNT_KIND_")), "shop-1")
+    assert ref == model.AccountRef(
+        model.AccountKind(resources_pb2.AccountKind.Name(kind).removeprefix("ACCOUNT_KIND_")),
+        "shop-1",
+    )
     assert got_amount == amount
     assert memo == "top-up"
 
@@ -453,17 +513,33 @@ def test_funds_with_every_field_bad_name_every_field():
 @pytest.mark.parametrize(
     ("account", "expected"),
     [
-        pytest.param(resources_pb2.AccountRef(kind=0, owner_id="shop-1"), {"account.kind"},
-                     id="unspecified-kind"),
-        pytest.param(resources_pb2.AccountRef(kind=99, owner_id="shop-1"), {"account.kind"},
-                     id="unknown-kind-99"),
-        pytest.param(resources_pb2.AccountRef(kind=resources_pb2.ACCOUNT_KIND_ANXIN_WALLET),
-                     {"account.owner_id"}, id="wallet-without-its-shop"),
-        pytest.param(resources_pb2.AccountRef(kind=resources_pb2.ACCOUNT_KIND_PLATFORM_COMMISSION,
-                                              owner_id="shop-1"),
-                     {"account.owner_id"}, id="platform-account-with-an-owner"),
-        pytest.param(resources_pb2.AccountRef(kind=resources_pb2.ACCOUNT_KIND_EXTERNAL),
-                     {"account.kind"}, id="the-outside-itself"),
+        pytest.param(
+            resources_pb2.AccountRef(kind=0, owner_id="shop-1"),
+            {"account.kind"},
+            id="unspecified-kind",
+        ),
+        pytest.param(
+            resources_pb2.AccountRef(kind=99, owner_id="shop-1"),
+            {"account.kind"},
+            id="unknown-kind-99",
+        ),
+        pytest.param(
+            resources_pb2.AccountRef(kind=resources_pb2.ACCOUNT_KIND_ANXIN_WALLET),
+            {"account.owner_id"},
+            id="wallet-without-its-shop",
+        ),
+        pytest.param(
+            resources_pb2.AccountRef(
+                kind=resources_pb2.ACCOUNT_KIND_PLATFORM_COMMISSION, owner_id="shop-1"
+            ),
+            {"account.owner_id"},
+            id="platform-account-with-an-owner",
+        ),
+        pytest.param(
+            resources_pb2.AccountRef(kind=resources_pb2.ACCOUNT_KIND_EXTERNAL),
+            {"account.kind"},
+            id="the-outside-itself",
+        ),
     ],
 )
 def test_funds_must_name_a_real_account(account, expected):
@@ -486,15 +562,21 @@ def test_a_good_eligibility_check_gives_the_ids():
 
 
 def open_entry(**changes) -> entry_pb2.OpenEntryRequest:
-    fields = {"order_id": "order-1", "operator_id": "staff-1", "request_id": REQUEST_ID,
-              "note": "agreed a refund for the broken compressor"}
+    fields = {
+        "order_id": "order-1",
+        "operator_id": "staff-1",
+        "request_id": REQUEST_ID,
+        "note": "agreed a refund for the broken compressor",
+    }
     fields.update(changes)
     return entry_pb2.OpenEntryRequest(**fields)
 
 
 def test_a_good_open_entry_request_gives_the_ids_and_the_note():
     assert convert.open_entry(open_entry()) == (
-        "order-1", "staff-1", "agreed a refund for the broken compressor",
+        "order-1",
+        "staff-1",
+        "agreed a refund for the broken compressor",
     )
 
 
@@ -571,8 +653,9 @@ def test_get_entry_needs_an_entry_id():
     [
         pytest.param({"shop_id": "shop-1"}, ("shop-1", None), id="by-shop"),
         pytest.param({"order_id": "order-1"}, (None, "order-1"), id="by-order"),
-        pytest.param({"shop_id": "shop-1", "order_id": "order-1"}, ("shop-1", "order-1"),
-                     id="by-both"),
+        pytest.param(
+            {"shop_id": "shop-1", "order_id": "order-1"}, ("shop-1", "order-1"), id="by-both"
+        ),
     ],
 )
 def test_entries_are_listed_by_shop_or_order_or_both(fields, expected):
@@ -643,15 +726,23 @@ def test_the_page_size_defaults_to_50_and_is_capped_at_500(page_size, expected):
 
 
 def apply(**changes) -> entry_pb2.ApplyAfterSalesRequest:
-    fields = {"order_id": "order-1", "buyer_id": "buyer-1", "amount": 3_000,
-              "reason": "the compressor stopped", "request_id": REQUEST_ID}
+    fields = {
+        "order_id": "order-1",
+        "buyer_id": "buyer-1",
+        "amount": 3_000,
+        "reason": "the compressor stopped",
+        "request_id": REQUEST_ID,
+    }
     fields.update(changes)
     return entry_pb2.ApplyAfterSalesRequest(**fields)
 
 
 def test_a_good_application_gives_its_values():
     assert convert.apply_after_sales(apply()) == (
-        "order-1", "buyer-1", 3_000, "the compressor stopped",
+        "order-1",
+        "buyer-1",
+        3_000,
+        "the compressor stopped",
     )
 
 
@@ -672,8 +763,11 @@ def test_an_empty_application_names_every_missing_field():
         pytest.param({"reason": "r" * 501}, {"reason"}, id="reason-over-500"),
         pytest.param({"buyer_id": " buyer-1"}, {"buyer_id"}, id="buyer-with-space"),
         pytest.param({"request_id": "abc"}, {"request_id"}, id="short-request-id"),
-        pytest.param({"amount": -1, "request_id": "a b c d e f", "order_id": ""},
-                     {"amount", "request_id", "order_id"}, id="three-at-once"),
+        pytest.param(
+            {"amount": -1, "request_id": "a b c d e f", "order_id": ""},
+            {"amount", "request_id", "order_id"},
+            id="three-at-once",
+        ),
     ],
 )
 def test_a_malformed_application_field_is_named(changes, expected):
