@@ -32,6 +32,7 @@ bench: $(STAMP) $(STUBS)
 
 lint: $(STAMP)
 	$(PY) -m ruff check server client tests protos
+	$(PY) -m ruff format --check server client tests protos
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .hypothesis .ruff_cache *.egg-info
