@@ -1213,7 +1213,7 @@ def _order(row: OrderRow) -> Order:
 def _order_from_dict(d: dict) -> Order:
     return Order(
         order_id=d["id"],
-        shop_id=d["shop"] if "shop" in d else d["shop_id"],
+        shop_id=d["shop"],
         buyer_id=d["buyer_id"],
         kind=OrderKind(d["kind"]),
         marketing_campaign=bool(d["marketing_campaign"]),
@@ -1235,7 +1235,7 @@ def _entry(row: EntryRow) -> Entry:
 def _entry_from_values(d: dict) -> Entry:
     return Entry(
         entry_id=d["id"],
-        order_id=d["order"] if "order" in d else d["order_id"],
+        order_id=d["order"],
         shop_id=d["shop_id"],
         state=EntryState(d["state"]),
         opened_at=from_us(d["opened_at"]),
