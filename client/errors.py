@@ -88,8 +88,8 @@ class Unavailable(AfterSalesError):
 
 
 class DeadlineExceeded(AfterSalesError):
-    """The call took longer than its deadline; a mutation may or may not have happened: retry it
-    with the same request_id."""
+    """The call took longer than its deadline; a mutation may or may not have happened. Retry it
+    with the request_id it was sent with (pass your own to mutations you may retry)."""
 
 
 _BY_CODE = {

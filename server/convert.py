@@ -15,6 +15,12 @@ from server.errors import InvalidArgument
 
 MAX_ID = 128
 MAX_TEXT = 500
+# One movement of money is at most 10 billion yuan: far above any order, far below where sums of
+# int64 could overflow.
+MAX_AMOUNT = 10**12
+# Timestamps from 1970 to 9999: what the store and every language's date type can hold.
+MIN_SECONDS = 0
+MAX_SECONDS = 253_402_300_799
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{8,128}")
 
 E = TypeVar("E", bound=enum.Enum)
@@ -51,11 +57,15 @@ class Fields:
     def text(self, field: str, value: str, limit: int = MAX_TEXT) -> str:
         if len(value) > limit:
             self.bad(field, f"is longer than {limit} characters")
+        elif "\x00" in value:
+            self.bad(field, "has a NUL character")
         return value
 
     def positive(self, field: str, value: int) -> int:
         if value <= 0:
             self.bad(field, f"must be above zero, not {value}")
+        elif value > MAX_AMOUNT:
+            self.bad(field, f"must be at most {MAX_AMOUNT} fen, not {value}")
         return value
 
     def enum(self, field: str, proto_enum, value: int, domain: type[E], prefix: str) -> E | None:
@@ -75,7 +85,11 @@ class Fields:
             if required:
                 self.bad(field, "is required")
             return None
-        return from_timestamp(getattr(message, name))
+        ts = getattr(message, name)
+        if not (MIN_SECONDS <= ts.seconds <= MAX_SECONDS and 0 <= ts.nanos < 1_000_000_000):
+            self.bad(field, "must be a valid time between 1970 and 9999")
+            return None
+        return from_timestamp(ts)
 
 
 def from_timestamp(ts: timestamp_pb2.Timestamp) -> datetime:
@@ -217,6 +231,8 @@ def post_funds(request: sync_pb2.PostFundsRequest) -> tuple[str, model.AccountRe
             )
     if request.amount == 0:
         f.bad("amount", "must not be zero")
+    elif abs(request.amount) > MAX_AMOUNT:
+        f.bad("amount", f"must be at most {MAX_AMOUNT} fen either way, not {request.amount}")
     f.text("memo", request.memo, 256)
     f.raise_if_any()
     return request.request_id, ref, request.amount, request.memo
@@ -342,6 +358,7 @@ def transfer_pb(t: model.Transfer) -> resources_pb2.Transfer:
         kind=enum_value(resources_pb2.TransferKind, "TRANSFER_KIND_", t.kind),
         reference=t.reference,
         posted_at=timestamp(t.posted_at),
+        memo=t.memo,
     )
 
 

@@ -12,10 +12,14 @@ class Refused(Exception):
 
 
 class InvalidArgument(Refused):
-    """Malformed input: each (field path, description) pair names one bad field."""
+    """Malformed input: each (field path, description) pair names one bad field; `reason`, when
+    given, is a reason code for callers to branch on."""
 
-    def __init__(self, violations: Sequence[tuple[str, str]]) -> None:
+    def __init__(
+        self, violations: Sequence[tuple[str, str]], reason: ReasonCode | None = None
+    ) -> None:
         self.violations = tuple(violations)
+        self.reason = reason
         super().__init__("; ".join(f"{f}: {d}" for f, d in self.violations))
 
 
@@ -26,14 +30,15 @@ class NotFound(Refused):
         super().__init__(f"{resource_type} {name!r} not found")
 
 
-class RequestIdReused(Refused):
+class RequestIdReused(InvalidArgument):
     """The request id was seen before with a different request."""
 
     def __init__(self, request_id: str, method: str) -> None:
         self.request_id = request_id
         self.method = method
         super().__init__(
-            f"request_id {request_id!r} was already used for a different {method} request"
+            [("request_id", f"{request_id!r} was already used for a different {method} request")],
+            reason=ReasonCode.REQUEST_ID_REUSED,
         )
 
 
@@ -46,6 +51,8 @@ class RulesRefused(Refused):
         violations: Sequence[Violation],
         metadata: dict[str, str] | None = None,
     ) -> None:
+        if not violations:
+            raise ValueError("a refusal names at least one broken rule")
         self.subject = subject
         self.violations = tuple(violations)
         self.metadata = dict(metadata or {})

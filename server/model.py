@@ -1,4 +1,4 @@
-"""The domain's vocabulary: the things PRODUCT.md talks about, as plain immutable values.
+"""The domain's vocabulary: the things the product rules talk about, as plain immutable values.
 
 Nothing here does I/O or knows about gRPC or the database. Money is an int of fen; every time is
 an aware UTC datetime.
@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 
 
 class ReasonCode(enum.StrEnum):
-    """Why something was refused; the codes of PRODUCT.md, verbatim."""
+    """Why something was refused; the product's reason codes (README.md, "Rules"), verbatim."""
 
     COMPLETION_WINDOW_EXCEEDED = "COMPLETION_WINDOW_EXCEEDED"
     ORDER_NOT_COMPLETED = "ORDER_NOT_COMPLETED"
@@ -29,12 +29,14 @@ class ReasonCode(enum.StrEnum):
     BUYER_NOT_ORDER_OWNER = "BUYER_NOT_ORDER_OWNER"
     INSUFFICIENT_FUNDS = "INSUFFICIENT_FUNDS"
     ORDER_FACTS_FROZEN = "ORDER_FACTS_FROZEN"
+    AMOUNT_EXCEEDS_APPLICATION = "AMOUNT_EXCEEDS_APPLICATION"
     CATEGORY_NOT_DESIGNATED = "CATEGORY_NOT_DESIGNATED"
     ORDER_BEFORE_WALLET_OPENED = "ORDER_BEFORE_WALLET_OPENED"
     REFUND_OUTSIDE_CLAWBACK_WINDOW = "REFUND_OUTSIDE_CLAWBACK_WINDOW"
     NOT_A_LATE_REFUND = "NOT_A_LATE_REFUND"
     APPLICATION_NOT_OF_ORDER = "APPLICATION_NOT_OF_ORDER"
     REFUND_ID_REUSED = "REFUND_ID_REUSED"
+    REQUEST_ID_REUSED = "REQUEST_ID_REUSED"
 
 
 class ShopStatus(enum.StrEnum):
@@ -213,6 +215,7 @@ class Transfer:
     kind: TransferKind
     reference: str
     posted_at: datetime
+    memo: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -275,6 +278,15 @@ class Refund:
     amount: int
     started_at: datetime
     paid_at: datetime
+
+
+@dataclasses.dataclass(frozen=True)
+class AppliedThrough:
+    """The application a refund names, with what the rules need of it."""
+
+    application: Application
+    entry_opened_at: datetime  # when the entry the buyer filed through was opened
+    refunded: int  # refunded through this application before
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,7 +1,7 @@
-"""The business rules of PRODUCT.md, as pure functions from facts and a policy to a decision.
+"""The product's business rules, as pure functions from facts and a policy to a decision.
 
-Read next to PRODUCT.md: each rule below names its row there. Nothing here does I/O; every
-function returns every rule that fails, never just the first.
+Read next to the rules tables of README.md: each rule below names its row there. Nothing here
+does I/O; every function returns every rule that fails, never just the first.
 """
 
 from __future__ import annotations
@@ -10,6 +10,9 @@ import dataclasses
 from datetime import datetime, timedelta
 
 from server.model import (
+    AccountKind,
+    AccountRef,
+    AppliedThrough,
     ClawbackLine,
     Entry,
     EntryDecision,
@@ -75,7 +78,7 @@ def operator_may_open(operator: Staff, policy: Policy) -> bool:
 
 
 def check_entry(facts: EntryFacts, policy: Policy) -> EntryDecision:
-    """Every unmet condition for opening the entry of facts.order, in PRODUCT.md's order."""
+    """Every unmet condition for opening the entry of facts.order, in the rules table's order."""
     order, shop, now = facts.order, facts.shop, facts.now
     violations: list[Violation] = []
 
@@ -208,13 +211,7 @@ def check_application(
                 "no after-sales entry of the order is open; the merchant may open one",
             )
         )
-    if amount > order.refundable_amount:
-        violations.append(
-            Violation(
-                ReasonCode.AMOUNT_EXCEEDS_REFUNDABLE,
-                f"{_yuan(amount)} asked, at most {_yuan(order.refundable_amount)} is refundable",
-            )
-        )
+    violations.extend(_within_refundable(order, amount))
     return tuple(violations)
 
 
@@ -260,17 +257,54 @@ def order_facts_frozen(stored: Order, new: Order) -> tuple[Violation, ...]:
 # --- Commission clawback (TR/佣金退回) -----------------------------------------------------------
 
 
-def check_refund(order: Order, amount: int) -> tuple[Violation, ...]:
-    """A refund may not take more than what is left to refund."""
+def check_refund(
+    order: Order, amount: int, via: AppliedThrough | None = None
+) -> tuple[Violation, ...]:
+    """A refund may not take more than what is left to refund, nor, when it names the buyer's
+    application, more than the application asked for (refunds through it so far included)."""
+    violations = list(_within_refundable(order, amount))
+    if via is not None:
+        application = via.application
+        if application.order_id != order.order_id:
+            violations.append(
+                Violation(
+                    ReasonCode.APPLICATION_NOT_OF_ORDER,
+                    f"application {application.application_id} belongs to order "
+                    f"{application.order_id}",
+                )
+            )
+        elif via.refunded + amount > application.amount:
+            violations.append(
+                Violation(
+                    ReasonCode.AMOUNT_EXCEEDS_APPLICATION,
+                    f"a refund of {_yuan(amount)} through an application of "
+                    f"{_yuan(application.amount)} of which {_yuan(via.refunded)} was refunded",
+                )
+            )
+    return tuple(violations)
+
+
+def _within_refundable(order: Order, amount: int) -> tuple[Violation, ...]:
     if amount > order.refundable_amount:
         return (
             Violation(
                 ReasonCode.AMOUNT_EXCEEDS_REFUNDABLE,
-                f"a refund of {_yuan(amount)}; at most {_yuan(order.refundable_amount)} is "
-                "refundable",
+                f"{_yuan(amount)} asked, at most {_yuan(order.refundable_amount)} is refundable",
             ),
         )
     return ()
+
+
+def may_go_below_zero(account: AccountRef) -> bool:
+    """Whether paying out of `account` (a refund, a clawback) may take it below zero: the
+    external account, the platform's commission account and a merchant's deposit (a debt of the
+    merchant once a refund was paid from it) may; no other account may. Withdrawals to the
+    outside never overdraw (check_withdrawal)."""
+    return account.kind in (
+        AccountKind.EXTERNAL,
+        AccountKind.PLATFORM_COMMISSION,
+        AccountKind.DEPOSIT,
+    )
 
 
 def split_refund_payment(amount: int, wallet_balance: int) -> RefundPayment:
@@ -281,10 +315,11 @@ def split_refund_payment(amount: int, wallet_balance: int) -> RefundPayment:
 
 
 def check_clawback(
-    order: Order, shop: Shop, started_at: datetime, late: bool, policy: Policy
+    order: Order, shop: Shop, started_at: datetime, entry_opened_at: datetime | None, policy: Policy
 ) -> tuple[Violation, ...]:
     """Every reason the commissions of a refund started at `started_at` are not recovered; empty
-    when they are. `late`: the refund came through a re-opened entry."""
+    when they are. `entry_opened_at`: when the re-opened entry the refund came through was opened
+    (None when it did not come through one)."""
     violations: list[Violation] = []
 
     # 1. The order's product is in a designated category (指定类目).
@@ -328,11 +363,19 @@ def check_clawback(
         )
 
     # Only late refunds: inside the regular period commissions are settled before payout.
-    if not late:
+    if entry_opened_at is None:
         violations.append(
             Violation(
                 ReasonCode.NOT_A_LATE_REFUND,
                 "the refund did not come through a re-opened after-sales entry",
+            )
+        )
+    elif started_at < entry_opened_at:
+        violations.append(
+            Violation(
+                ReasonCode.NOT_A_LATE_REFUND,
+                f"the refund started at {started_at.isoformat()}, before its entry was opened at "
+                f"{entry_opened_at.isoformat()}",
             )
         )
     return tuple(violations)

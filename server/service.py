@@ -87,7 +87,7 @@ class Service:
         with self.store.transaction():
             if not self.store.shop_exists(order.shop_id):
                 raise NotFound("shop", order.shop_id)
-            stored = self.store.order_or_none(order.order_id)
+            stored = self.store.order_or_none(order.order_id, for_update=True)
             if stored is not None:
                 violations = rules.order_facts_frozen(stored, order)
                 if violations:
@@ -121,9 +121,11 @@ class Service:
                     to_account=account if incoming else EXTERNAL,
                     amount=abs(amount),
                     kind=TransferKind.FUNDS_IN if incoming else TransferKind.FUNDS_OUT,
-                    reference=memo or request_id,
+                    reference=f"requests/{request_id}",
+                    memo=memo,
                     idempotency_key=f"funds:{request_id}",
                     now=now,
+                    # A withdrawal never overdraws (check_withdrawal), whatever the account.
                     guard_from=not incoming,
                 )
             except InsufficientBalance as short:
@@ -151,7 +153,7 @@ class Service:
                 reference=f"clawbacks/{debt.clawback_id}/lines/{debt.line_no}",
                 idempotency_key=f"debt:{debt.clawback_id}:{debt.line_no}:{debt.recovered}",
                 now=now,
-                guard_from=True,
+                guard_from=not rules.may_go_below_zero(cash),
             )
             self.store.add_recovered(debt.clawback_id, debt.line_no, amount)
             touched.add(debt.clawback_id)
@@ -214,6 +216,16 @@ class Service:
             except EntryConflict:
                 # Another replica opened one between our read and our write.
                 decision = self._eligibility(order_id, operator_id).decision
+                if decision.eligible:  # ... and it has been used or has expired since
+                    decision = dataclasses.replace(
+                        decision,
+                        violations=(
+                            Violation(
+                                ReasonCode.ENTRY_ALREADY_OPEN,
+                                "another entry of the order was opened at the same moment",
+                            ),
+                        ),
+                    )
                 raise self._refusal(order_id, decision) from None
             return entry
 
@@ -313,39 +325,32 @@ class Service:
             # One refund id at a time, whatever its order; then the order's row lock serialises
             # everything that moves money on this order.
             self.store.serialize_on(f"refund:{refund.refund_id}")
-            order = self.store.order(refund.order_id, for_update=True)
             existing = self.store.clawback_of_refund(refund.refund_id)
             if existing is not None:
                 if existing.refund != refund:
                     raise InvalidArgument(
-                        [("refund_id", f"refund {refund.refund_id} was recorded with other facts")]
+                        [("refund_id", f"refund {refund.refund_id} was recorded with other facts")],
+                        reason=ReasonCode.REFUND_ID_REUSED,
                     )
                 return existing
-            subject = _order_subject(order.order_id)
+            order = self.store.order(refund.order_id, for_update=True)
+            via = None
             if refund.application_id:
-                application = self.store.application(refund.application_id)
-                if application.order_id != order.order_id:
-                    raise RulesRefused(
-                        subject,
-                        [
-                            Violation(
-                                ReasonCode.APPLICATION_NOT_OF_ORDER,
-                                f"application {application.application_id} belongs to order "
-                                f"{application.order_id}",
-                            )
-                        ],
-                        {"order_id": order.order_id, "application_id": refund.application_id},
-                    )
-            violations = rules.check_refund(order, refund.amount)
+                via = self.store.applied_through(refund.application_id)
+            violations = rules.check_refund(order, refund.amount, via)
             if violations:
-                raise RulesRefused(subject, violations, {"order_id": order.order_id})
+                raise RulesRefused(
+                    _order_subject(order.order_id),
+                    violations,
+                    {"order_id": order.order_id, "refund_id": refund.refund_id},
+                )
             shop = self.store.shop(order.shop_id)
             clawback = self._clawback(
                 order,
                 shop,
                 refund,
                 now,
-                late=bool(refund.application_id),
+                entry_opened_at=via.entry_opened_at if via else None,
                 clawback_id=self.new_id(),
             )
             wallet, deposit = _wallet(shop.shop_id), _deposit(shop.shop_id)
@@ -368,7 +373,7 @@ class Service:
                         reference=f"refunds/{refund.refund_id}",
                         idempotency_key=f"refund:{refund.refund_id}:{source.kind.value}",
                         now=now,
-                        guard_from=False,
+                        guard_from=not rules.may_go_below_zero(source),
                     )
             lines = []
             for line in clawback.lines:
@@ -382,7 +387,7 @@ class Service:
                         reference=f"clawbacks/{clawback.clawback_id}/lines/{line.line_no}",
                         idempotency_key=f"clawback:{clawback.clawback_id}:{line.line_no}",
                         now=now,
-                        guard_from=line.account.kind is AccountKind.CASH,
+                        guard_from=not rules.may_go_below_zero(line.account),
                     )
                     balances[line.account] -= take
                 lines.append(dataclasses.replace(line, recovered=take))
@@ -400,7 +405,10 @@ class Service:
                 raise RulesRefused(_order_subject(order_id), violations, {"order_id": order_id})
             shop = self.store.shop(order.shop_id)
             refund = Refund("", order_id, "", amount, started_at or now, now)
-            clawback = self._clawback(order, shop, refund, now, late=True, clawback_id="")
+            # A preview is of a late refund: as if through an entry opened when it starts.
+            clawback = self._clawback(
+                order, shop, refund, now, entry_opened_at=refund.started_at, clawback_id=""
+            )
             wallet = _wallet(shop.shop_id)
             balances = self.store.balances([wallet, *{line.account for line in clawback.lines}])
             lines = []
@@ -421,10 +429,10 @@ class Service:
         refund: Refund,
         now: datetime,
         *,
-        late: bool,
+        entry_opened_at: datetime | None,
         clawback_id: str,
     ) -> Clawback:
-        reasons = rules.check_clawback(order, shop, refund.started_at, late, self.policy)
+        reasons = rules.check_clawback(order, shop, refund.started_at, entry_opened_at, self.policy)
         before = order.refunded_amount
         after = before + refund.amount
         return Clawback(

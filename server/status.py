@@ -20,6 +20,12 @@ from server.model import ReasonCode
 DOMAIN = "aftersales"
 
 
+def _metadata(error: InvalidArgument) -> dict[str, str]:
+    if isinstance(error, RequestIdReused):
+        return {"request_id": error.request_id, "method": error.method}
+    return {}
+
+
 def _pack(message) -> any_pb2.Any:
     detail = any_pb2.Any()
     detail.Pack(message)
@@ -36,7 +42,7 @@ def to_status(error: Refused) -> grpc.Status:
 
 def _code_and_details(error: Refused):
     if isinstance(error, InvalidArgument):
-        return code_pb2.INVALID_ARGUMENT, [
+        details = [
             error_details_pb2.BadRequest(
                 field_violations=[
                     error_details_pb2.BadRequest.FieldViolation(field=f, description=d)
@@ -44,21 +50,13 @@ def _code_and_details(error: Refused):
                 ]
             )
         ]
-    if isinstance(error, RequestIdReused):
-        return code_pb2.INVALID_ARGUMENT, [
-            error_details_pb2.BadRequest(
-                field_violations=[
-                    error_details_pb2.BadRequest.FieldViolation(
-                        field="request_id", description=str(error)
-                    )
-                ]
-            ),
-            error_details_pb2.ErrorInfo(
-                reason="REQUEST_ID_REUSED",
-                domain=DOMAIN,
-                metadata={"request_id": error.request_id, "method": error.method},
-            ),
-        ]
+        if error.reason is not None:
+            details.append(
+                error_details_pb2.ErrorInfo(
+                    reason=error.reason.value, domain=DOMAIN, metadata=_metadata(error)
+                )
+            )
+        return code_pb2.INVALID_ARGUMENT, details
     if isinstance(error, NotFound):
         return code_pb2.NOT_FOUND, [
             error_details_pb2.ResourceInfo(

@@ -35,6 +35,7 @@ from server.model import (
     AccountRef,
     Application,
     ApplicationState,
+    AppliedThrough,
     Clawback,
     ClawbackLine,
     CommissionLine,
@@ -169,7 +170,7 @@ class ApplicationRow(_Base):
 class RefundRow(_Base):
     id = pw.CharField(primary_key=True, max_length=128)
     order = pw.ForeignKeyField(OrderRow, column_name="order_id", backref="refunds")
-    application_id = pw.CharField(max_length=64, default="")
+    application_id = pw.CharField(max_length=64, default="", index=True)
     amount = pw.BigIntegerField()
     started_at = pw.BigIntegerField()
     paid_at = pw.BigIntegerField()
@@ -242,6 +243,7 @@ class TransferRow(_Base):
     amount = pw.BigIntegerField(constraints=[pw.Check("amount > 0")])
     kind = pw.CharField(max_length=32)
     reference = pw.CharField(max_length=256)
+    memo = pw.CharField(max_length=256, default="")
     # Deterministic per movement (e.g. "funds:<request id>"): a retry never posts twice.
     idempotency_key = pw.CharField(max_length=256, unique=True)
     posted_at = pw.BigIntegerField()
@@ -629,14 +631,14 @@ class Store:
         ).execute()
 
     def order(self, order_id: str, *, for_update: bool = False) -> Order:
+        order = self.order_or_none(order_id, for_update=for_update)
+        if order is None:
+            raise NotFound("order", order_id)
+        return order
+
+    def order_or_none(self, order_id: str, *, for_update: bool = False) -> Order | None:
         query = OrderRow.select().where(OrderRow.id == order_id)
         row = (self._locked(query) if for_update else query).first()
-        if row is None:
-            raise NotFound("order", order_id)
-        return _order(row)
-
-    def order_or_none(self, order_id: str) -> Order | None:
-        row = OrderRow.get_or_none(OrderRow.id == order_id)
         return None if row is None else _order(row)
 
     def entry_facts(self, order_id: str, operator_id: str) -> tuple[Staff, EntryFactsRow]:
@@ -815,6 +817,7 @@ class Store:
         idempotency_key: str,
         now: datetime,
         guard_from: bool,
+        memo: str = "",
     ) -> Transfer:
         """Moves `amount` in one transaction. With guard_from, the payer may not go below zero
         (InsufficientBalance, nothing posted)."""
@@ -839,24 +842,42 @@ class Store:
                 amount=amount,
                 kind=kind.value,
                 reference=reference,
+                memo=memo,
                 idempotency_key=idempotency_key,
                 posted_at=to_us(now),
             ).execute()
-        return Transfer(str(transfer_id), from_account, to_account, amount, kind, reference, now)
+        return Transfer(
+            str(transfer_id), from_account, to_account, amount, kind, reference, now, memo
+        )
 
-    def application(self, application_id: str) -> Application:
-        row = ApplicationRow.get_or_none(ApplicationRow.id == application_id)
+    def applied_through(self, application_id: str) -> AppliedThrough:
+        """The application, when its entry was opened and what was refunded through it."""
+        row = (
+            ApplicationRow.select(ApplicationRow, EntryRow.opened_at)
+            .join(EntryRow)
+            .where(ApplicationRow.id == application_id)
+            .first()
+        )
         if row is None:
             raise NotFound("application", application_id)
-        return Application(
-            application_id=row.id,
-            order_id=row.order_id,
-            entry_id=row.entry_id,
-            buyer_id=row.buyer_id,
-            amount=row.amount,
-            reason=row.reason,
-            state=ApplicationState(row.state),
-            filed_at=from_us(row.filed_at),
+        refunded = (
+            RefundRow.select(pw.fn.COALESCE(pw.fn.SUM(RefundRow.amount), 0))
+            .where(RefundRow.application_id == application_id)
+            .scalar()
+        )
+        return AppliedThrough(
+            application=Application(
+                application_id=row.id,
+                order_id=row.order_id,
+                entry_id=row.entry_id,
+                buyer_id=row.buyer_id,
+                amount=row.amount,
+                reason=row.reason,
+                state=ApplicationState(row.state),
+                filed_at=from_us(row.filed_at),
+            ),
+            entry_opened_at=from_us(row.entry.opened_at),
+            refunded=int(refunded),
         )
 
     def lock_accounts(self, refs: set[AccountRef]) -> dict[AccountRef, int]:
@@ -932,6 +953,7 @@ class Store:
                 TransferRow.kind,
                 TransferRow.reference,
                 TransferRow.posted_at,
+                TransferRow.memo,
             )
             .join(source, on=(TransferRow.from_account == source.id))
             .join_from(TransferRow, target, on=(TransferRow.to_account == target.id))
@@ -951,8 +973,9 @@ class Store:
                 kind=TransferKind(kind),
                 reference=reference,
                 posted_at=from_us(posted_at),
+                memo=memo,
             )
-            for tid, fk, fo, tk, to, amount, kind, reference, posted_at in query.tuples()
+            for tid, fk, fo, tk, to, amount, kind, reference, posted_at, memo in query.tuples()
         ]
 
     # --- Refunds and clawbacks --------------------------------------------------------------------
@@ -1020,7 +1043,6 @@ class Store:
             .where(
                 (ClawbackLineRow.payee_id == payee_id)
                 & (ClawbackLineRow.recovered < ClawbackLineRow.due)
-                & (ClawbackLineRow.payee_kind != PayeeKind.PLATFORM_FEE.value)
             )
             .order_by(ClawbackLineRow.id)
         )

@@ -83,9 +83,12 @@ class ClawbackServicer:
         decides whether the commissions are recovered and, if they are, recovers each line from its
         payee (a payee short of cash gives what it has; the rest is an outstanding debt recovered when
         money next reaches its cash account). Idempotent on refund_id as well as request_id: the same
-        refund reported twice, or by two replicas at once, is one refund and one clawback. A refund
-        above the refundable amount is FAILED_PRECONDITION (AMOUNT_EXCEEDS_REFUNDABLE), nothing
-        written; the same refund_id with other facts is INVALID_ARGUMENT.
+        refund reported twice, or by two replicas at once, is one refund and one clawback.
+        Refused, with nothing written: FAILED_PRECONDITION for a refund above the refundable amount
+        (AMOUNT_EXCEEDS_REFUNDABLE), above what its application asked for with earlier refunds
+        through it (AMOUNT_EXCEEDS_APPLICATION) or naming another order's application
+        (APPLICATION_NOT_OF_ORDER); NOT_FOUND for an unknown order or application; INVALID_ARGUMENT
+        for the same refund_id with other facts (ErrorInfo reason REFUND_ID_REUSED).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -34,6 +34,8 @@ class ReasonCode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     NOT_A_LATE_REFUND: _ClassVar[ReasonCode]
     APPLICATION_NOT_OF_ORDER: _ClassVar[ReasonCode]
     REFUND_ID_REUSED: _ClassVar[ReasonCode]
+    AMOUNT_EXCEEDS_APPLICATION: _ClassVar[ReasonCode]
+    REQUEST_ID_REUSED: _ClassVar[ReasonCode]
 
 class TransferKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -134,6 +136,8 @@ REFUND_OUTSIDE_CLAWBACK_WINDOW: ReasonCode
 NOT_A_LATE_REFUND: ReasonCode
 APPLICATION_NOT_OF_ORDER: ReasonCode
 REFUND_ID_REUSED: ReasonCode
+AMOUNT_EXCEEDS_APPLICATION: ReasonCode
+REQUEST_ID_REUSED: ReasonCode
 TRANSFER_KIND_UNSPECIFIED: TransferKind
 TRANSFER_KIND_FUNDS_IN: TransferKind
 TRANSFER_KIND_FUNDS_OUT: TransferKind
@@ -322,7 +326,7 @@ class Balance(_message.Message):
     def __init__(self, account: _Optional[_Union[AccountRef, _Mapping]] = ..., balance: _Optional[int] = ...) -> None: ...
 
 class Transfer(_message.Message):
-    __slots__ = ("transfer_id", "from_account", "to_account", "amount", "kind", "reference", "posted_at")
+    __slots__ = ("transfer_id", "from_account", "to_account", "amount", "kind", "reference", "posted_at", "memo")
     TRANSFER_ID_FIELD_NUMBER: _ClassVar[int]
     FROM_ACCOUNT_FIELD_NUMBER: _ClassVar[int]
     TO_ACCOUNT_FIELD_NUMBER: _ClassVar[int]
@@ -330,6 +334,7 @@ class Transfer(_message.Message):
     KIND_FIELD_NUMBER: _ClassVar[int]
     REFERENCE_FIELD_NUMBER: _ClassVar[int]
     POSTED_AT_FIELD_NUMBER: _ClassVar[int]
+    MEMO_FIELD_NUMBER: _ClassVar[int]
     transfer_id: str
     from_account: AccountRef
     to_account: AccountRef
@@ -337,7 +342,8 @@ class Transfer(_message.Message):
     kind: TransferKind
     reference: str
     posted_at: _timestamp_pb2.Timestamp
-    def __init__(self, transfer_id: _Optional[str] = ..., from_account: _Optional[_Union[AccountRef, _Mapping]] = ..., to_account: _Optional[_Union[AccountRef, _Mapping]] = ..., amount: _Optional[int] = ..., kind: _Optional[_Union[TransferKind, str]] = ..., reference: _Optional[str] = ..., posted_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    memo: str
+    def __init__(self, transfer_id: _Optional[str] = ..., from_account: _Optional[_Union[AccountRef, _Mapping]] = ..., to_account: _Optional[_Union[AccountRef, _Mapping]] = ..., amount: _Optional[int] = ..., kind: _Optional[_Union[TransferKind, str]] = ..., reference: _Optional[str] = ..., posted_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., memo: _Optional[str] = ...) -> None: ...
 
 class ClawbackLine(_message.Message):
     __slots__ = ("line_no", "payee_kind", "payee_id", "account", "commission", "due", "recovered", "outstanding", "state")

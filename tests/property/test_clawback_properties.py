@@ -1,6 +1,6 @@
 """The clawback arithmetic and the ledger, as properties (hypothesis).
 
-First the pure arithmetic of issue 3 ("The arithmetic"); then random orders, commissions, balances
+First the pure arithmetic of the clawback; then random orders, commissions, balances
 and sequences of partial late refunds and fund postings, played through the service on SQLite and
 PostgreSQL, with the ledger and every clawback checked after every step.
 """

@@ -1,4 +1,4 @@
-"""Each query on a hot path costs as much as a whole call (issue 2, Cost): CheckEligibility and
+"""Each query on a hot path costs as much as a whole call: CheckEligibility and
 OpenEntry must stay at a few statements, however long an order's or a shop's history grows."""
 
 from __future__ import annotations

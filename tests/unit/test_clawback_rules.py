@@ -1,4 +1,4 @@
-"""The commission clawback rules of PRODUCT.md and issue 3, on facts built by hand (no database).
+"""The commission clawback rules, on facts built by hand (no database).
 
 Eligibility (check_clawback), the arithmetic of what each refund owes back (line_due,
 clawback_lines), where the buyer's money comes from (split_refund_payment), what a payee gives
@@ -75,12 +75,15 @@ def codes(
     started_at: datetime = NOW,
     late: bool = True,
     policy: Policy = POLICY,
+    entry_opened_at: datetime | None = None,
 ) -> tuple[ReasonCode, ...]:
+    """The reason codes for a refund started at `started_at`; a late one comes through an entry
+    opened at `entry_opened_at` (by default the moment the refund started)."""
     violations = rules.check_clawback(
         order if order is not None else make_order(),
         shop if shop is not None else make_shop(),
         started_at,
-        late,
+        (entry_opened_at or started_at) if late else None,
         policy,
     )
     assert all(v.description.strip() for v in violations)
@@ -149,6 +152,14 @@ SINGLE_FAILURES = [
 @pytest.mark.parametrize(("facts", "code"), SINGLE_FAILURES)
 def test_each_unmet_condition_is_reported_with_its_own_reason_code(facts, code):
     assert codes(**facts) == (code,)
+
+
+def test_a_refund_started_before_its_entry_was_opened_is_not_a_late_refund():
+    opened = NOW - DAY
+    assert codes(started_at=opened - SECOND, entry_opened_at=opened) == (
+        ReasonCode.NOT_A_LATE_REFUND,
+    )
+    assert codes(started_at=opened, entry_opened_at=opened) == ()
 
 
 def test_every_unmet_condition_is_reported_at_once_in_the_order_of_the_product_brief():

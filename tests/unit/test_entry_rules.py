@@ -1,4 +1,4 @@
-"""The entry rules of PRODUCT.md, table by table, on facts built by hand (no database, no gRPC)."""
+"""The entry rules, table by table, on facts built by hand (no database, no gRPC)."""
 
 from __future__ import annotations
 

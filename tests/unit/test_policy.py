@@ -1,4 +1,4 @@
-"""The policy file: shipped defaults from PRODUCT.md, overrides, selection, and refused files."""
+"""The policy file: the shipped defaults of the rules, overrides, selection, and refused files."""
 
 from __future__ import annotations
 
