@@ -30,6 +30,7 @@ import peewee as pw
 from playhouse.pool import PooledPostgresqlDatabase
 
 from server.errors import NotFound, RequestIdReused
+from server.model import EXTERNAL as EXTERNAL_ACCOUNT
 from server.model import (
     AccountKind,
     AccountRef,
@@ -228,7 +229,8 @@ class AccountRow(_Base):
     id = pw.AutoField()
     kind = pw.CharField(max_length=32)
     owner_id = pw.CharField(max_length=128, default="")
-    # Maintained in the same transaction as every transfer; tests check it against the transfers.
+    # Maintained in the same transaction as every transfer (but for the external account's, see
+    # Store.post_transfer); tests check it against the transfers.
     balance = pw.BigIntegerField(default=0)
 
     class Meta:
@@ -799,12 +801,16 @@ class Store:
         )
 
     def balance(self, ref: AccountRef) -> int:
-        return (
-            AccountRow.select(AccountRow.balance)
-            .where((AccountRow.kind == ref.kind.value) & (AccountRow.owner_id == ref.owner_id))
+        return self.balances([ref])[ref]
+
+    def _external_balance(self) -> int:
+        """Money outside the system: minus the sum of every other account."""
+        total = (
+            AccountRow.select(pw.fn.COALESCE(pw.fn.SUM(AccountRow.balance), 0))
+            .where(AccountRow.kind != AccountKind.EXTERNAL.value)
             .scalar()
-            or 0
         )
+        return -int(total)
 
     def post_transfer(
         self,
@@ -820,22 +826,27 @@ class Store:
         memo: str = "",
     ) -> Transfer:
         """Moves `amount` in one transaction. With guard_from, the payer may not go below zero
-        (InsufficientBalance, nothing posted)."""
+        (InsufficientBalance, nothing posted).
+
+        The external account's balance is not kept on its row (every movement from outside would
+        queue on that one row): it is minus the sum of all others (see _external_balance)."""
         if amount <= 0:
             raise ValueError("a transfer moves a positive amount")
         with self.database.atomic():
             from_id = self._account_id(from_account)
             to_id = self._account_id(to_account)
-            debit = AccountRow.update(balance=AccountRow.balance - amount).where(
-                AccountRow.id == from_id
-            )
-            if guard_from:
-                debit = debit.where(AccountRow.balance >= amount)
-            if not debit.execute():
-                raise InsufficientBalance(self.balance(from_account))
-            AccountRow.update(balance=AccountRow.balance + amount).where(
-                AccountRow.id == to_id
-            ).execute()
+            if from_account.kind is not AccountKind.EXTERNAL:
+                debit = AccountRow.update(balance=AccountRow.balance - amount).where(
+                    AccountRow.id == from_id
+                )
+                if guard_from:
+                    debit = debit.where(AccountRow.balance >= amount)
+                if not debit.execute():
+                    raise InsufficientBalance(self.balance(from_account))
+            if to_account.kind is not AccountKind.EXTERNAL:
+                AccountRow.update(balance=AccountRow.balance + amount).where(
+                    AccountRow.id == to_id
+                ).execute()
             transfer_id = TransferRow.insert(
                 from_account=from_id,
                 to_account=to_id,
@@ -907,19 +918,25 @@ class Store:
 
     def balances(self, refs: list[AccountRef]) -> dict[AccountRef, int]:
         """Balances of the named accounts; an account that never moved money has zero."""
-        if not refs:
-            return {}
-        wanted = _any(
-            [(AccountRow.kind == r.kind.value) & (AccountRow.owner_id == r.owner_id) for r in refs]
-        )
-        found = {
-            AccountRef(AccountKind(kind), owner): balance
-            for kind, owner, balance in AccountRow.select(
-                AccountRow.kind, AccountRow.owner_id, AccountRow.balance
+        kept = [r for r in refs if r.kind is not AccountKind.EXTERNAL]
+        found = {}
+        if kept:
+            wanted = _any(
+                [
+                    (AccountRow.kind == r.kind.value) & (AccountRow.owner_id == r.owner_id)
+                    for r in kept
+                ]
             )
-            .where(wanted)
-            .tuples()
-        }
+            found = {
+                AccountRef(AccountKind(kind), owner): balance
+                for kind, owner, balance in AccountRow.select(
+                    AccountRow.kind, AccountRow.owner_id, AccountRow.balance
+                )
+                .where(wanted)
+                .tuples()
+            }
+        if len(kept) < len(refs):
+            found[EXTERNAL_ACCOUNT] = self._external_balance()
         return {ref: found.get(ref, 0) for ref in refs}
 
     def accounts_of(self, owner_id: str) -> list[AccountRef]:
@@ -1137,12 +1154,13 @@ class Store:
             .tuples()
         )
         accounts = {}
-        total = 0
         for row in AccountRow.select():
+            ref = AccountRef(AccountKind(row.kind), row.owner_id)
             derived = int(incoming.get(row.id, 0)) - int(outgoing.get(row.id, 0))
-            accounts[AccountRef(AccountKind(row.kind), row.owner_id)] = (row.balance, derived)
-            total += row.balance
-        return total, accounts
+            accounts[ref] = (row.balance, derived)
+        if EXTERNAL_ACCOUNT in accounts:
+            accounts[EXTERNAL_ACCOUNT] = (self._external_balance(), accounts[EXTERNAL_ACCOUNT][1])
+        return sum(kept for kept, _ in accounts.values()), accounts
 
 
 # --- Row <-> domain -------------------------------------------------------------------------------
