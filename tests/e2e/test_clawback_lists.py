@@ -1,0 +1,83 @@
+"""Listing clawbacks by shop, state and time, and transfers by account, page by page."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from aftersales.v1 import resources_pb2 as pb
+from client import InvalidArgument
+from tests.e2e.seed import PAID, wallet
+
+
+@pytest.fixture
+def refunded(client, seed, clock):
+    """A shop with five recorded refunds an hour apart: the odd ones late, the even ones not."""
+    case = seed.case("lists")
+    client.open_entry(case.order_id, case.owner_id)
+    application = client.apply_after_sales(case.order_id, case.buyer_id, PAID // 2)
+    clawbacks = []
+    for i in range(5):
+        clock.advance(timedelta(hours=1))
+        clawbacks.append(
+            client.record_refund(
+                f"rf-list-{i}",
+                case.order_id,
+                1_000,
+                application_id=application.application_id if i % 2 == 0 else "",
+                started_at=clock.now(),
+                paid_at=clock.now(),
+            )
+        )
+    return case, clawbacks
+
+
+def test_a_shops_clawbacks_come_newest_first_across_pages(client, refunded):
+    case, clawbacks = refunded
+    seen, token = [], ""
+    while True:
+        page = client.list_clawbacks(case.shop_id, page_size=2, page_token=token)
+        assert len(page.clawbacks) <= 2
+        seen += [c.refund_id for c in page.clawbacks]
+        token = page.next_page_token
+        if not token:
+            break
+    assert seen == [c.refund_id for c in reversed(clawbacks)]
+
+
+def test_clawbacks_filter_by_state_and_time(client, refunded):
+    case, clawbacks = refunded
+    not_eligible = client.list_clawbacks(case.shop_id, state=pb.CLAWBACK_STATE_NOT_ELIGIBLE)
+    assert [c.refund_id for c in not_eligible.clawbacks] == ["rf-list-3", "rf-list-1"]
+
+    start = clawbacks[1].created_at.ToDatetime()
+    end = clawbacks[3].created_at.ToDatetime()
+    window = client.list_clawbacks(case.shop_id, start_time=start, end_time=end)
+    assert [c.refund_id for c in window.clawbacks] == ["rf-list-2", "rf-list-1"]
+
+
+def test_a_page_token_of_other_filters_is_refused(client, refunded):
+    case, _ = refunded
+    token = client.list_clawbacks(case.shop_id, page_size=1).next_page_token
+    with pytest.raises(InvalidArgument) as refused:
+        client.list_clawbacks(case.shop_id, state=pb.CLAWBACK_STATE_RECOVERED, page_token=token)
+    assert [v.field for v in refused.value.field_violations] == ["page_token"]
+
+
+def test_an_accounts_transfers_come_newest_first_across_pages(client, refunded):
+    case, _ = refunded
+    seen, token = [], ""
+    while True:
+        page = client.list_transfers(wallet(case.shop_id), page_size=3, page_token=token)
+        seen += list(page.transfers)
+        token = page.next_page_token
+        if not token:
+            break
+    ids = [int(t.transfer_id) for t in seen]
+    assert ids == sorted(ids, reverse=True) and len(set(ids)) == len(ids)
+    # The wallet's balance is what its transfers add up to.
+    moved = sum(t.amount if t.to_account.owner_id == case.shop_id else -t.amount for t in seen)
+    balances = client.get_balances([wallet(case.shop_id)])
+    assert balances[(pb.ACCOUNT_KIND_ANXIN_WALLET, case.shop_id)] == moved
+    assert {t.kind for t in seen} >= {pb.TRANSFER_KIND_FUNDS_IN, pb.TRANSFER_KIND_REFUND_PAYMENT}
