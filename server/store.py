@@ -748,7 +748,8 @@ class Store:
         after: tuple[int, str] | None,
         limit: int,
     ) -> list[Entry]:
-        """Newest first; `states` as readers see them (an OPEN entry past its window is EXPIRED);
+        """Newest first; `states` as readers see them (an OPEN entry past its window is EXPIRED:
+        rules.entry_state, said again in SQL so that the database can filter and page);
         `after` is the (opened_at, id) of the last entry of the previous page."""
         query = EntryRow.select()
         if shop_id:
