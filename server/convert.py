@@ -68,6 +68,11 @@ class Fields:
             self.bad(field, f"must be at most {MAX_AMOUNT} fen, not {value}")
         return value
 
+    def version(self, field: str, value: int) -> int:
+        if value < 0:
+            self.bad(field, f"must not be negative, not {value}")
+        return value
+
     def enum(self, field: str, proto_enum, value: int, domain: type[E], prefix: str) -> E | None:
         """The domain member for a proto enum value; unspecified and unknown values are bad."""
         try:
@@ -124,6 +129,7 @@ def shop(request: sync_pb2.PutShopRequest) -> model.Shop:
             "shop.status", resources_pb2.ShopStatus, s.status, model.ShopStatus, "SHOP_STATUS_"
         ),
         wallet_opened_at=f.time("shop.wallet_opened_at", s, "wallet_opened_at", required=False),
+        version=f.version("shop.version", s.version),
     )
     f.raise_if_any()
     return result
@@ -140,6 +146,7 @@ def staff(request: sync_pb2.PutStaffRequest) -> model.Staff:
         shop_id=f.id("staff.shop_id", s.shop_id),
         role=f.enum("staff.role", resources_pb2.StaffRole, s.role, model.StaffRole, "STAFF_ROLE_"),
         name=f.text("staff.name", s.name, 256),
+        version=f.version("staff.version", s.version),
     )
     f.raise_if_any()
     return result
@@ -199,6 +206,7 @@ def order(request: sync_pb2.PutOrderRequest) -> model.Order:
         completed_at=completed_at,
         after_sales_ends_at=ends_at,
         commission_lines=tuple(lines),
+        version=f.version("order.version", o.version),
     )
     f.raise_if_any()
     return result
@@ -305,6 +313,7 @@ def shop_pb(s: model.Shop) -> resources_pb2.Shop:
         name=s.name,
         status=enum_value(resources_pb2.ShopStatus, "SHOP_STATUS_", s.status),
         wallet_opened_at=timestamp(s.wallet_opened_at),
+        version=s.version,
     )
 
 
@@ -314,6 +323,7 @@ def staff_pb(s: model.Staff) -> resources_pb2.Staff:
         shop_id=s.shop_id,
         role=enum_value(resources_pb2.StaffRole, "STAFF_ROLE_", s.role),
         name=s.name,
+        version=s.version,
     )
 
 
@@ -340,6 +350,7 @@ def order_pb(o: model.Order) -> resources_pb2.Order:
             )
             for line in o.commission_lines
         ],
+        version=o.version,
     )
 
 

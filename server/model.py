@@ -117,6 +117,8 @@ class Shop:
     name: str
     status: ShopStatus
     wallet_opened_at: datetime | None
+    # The upstream's version of the record; 0 when it sends none (see Store.put_shop).
+    version: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,6 +127,7 @@ class Staff:
     shop_id: str
     role: StaffRole
     name: str
+    version: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -150,6 +153,7 @@ class Order:
     # Refunds recorded through this service (late refunds), on top of the prior ones.
     recorded_refunded_amount: int = 0
     commission_lines: tuple[CommissionLine, ...] = ()
+    version: int = 0
 
     @property
     def refunded_amount(self) -> int:

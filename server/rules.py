@@ -230,6 +230,12 @@ def check_withdrawal(balance: int, amount: int) -> tuple[Violation, ...]:
     return ()
 
 
+def is_stale(stored_version: int, incoming_version: int) -> bool:
+    """Upstream facts keep their newest version: a record whose version is below the stored one
+    (a late or replayed message) changes nothing. Version 0 is unversioned and always applies."""
+    return 0 < incoming_version < stored_version
+
+
 def order_facts_frozen(stored: Order, new: Order) -> tuple[Violation, ...]:
     """Once money moved on an order, what the money was computed from stays as it was."""
     if stored.recorded_refunded_amount == 0:

@@ -71,17 +71,17 @@ class Service:
 
     # --- Sync: upstream facts ------------------------------------------------------------------
 
+    # Each put returns what is stored: the record sent, or a newer version already there.
+
     def put_shop(self, shop: Shop) -> Shop:
         with self.store.transaction():
-            self.store.put_shop(shop)
-        return shop
+            return self.store.put_shop(shop)
 
     def put_staff(self, staff: Staff) -> Staff:
         with self.store.transaction():
             if not self.store.shop_exists(staff.shop_id):
                 raise NotFound("shop", staff.shop_id)
-            self.store.put_staff(staff)
-        return staff
+            return self.store.put_staff(staff)
 
     def put_order(self, order: Order) -> Order:
         with self.store.transaction():
@@ -89,14 +89,12 @@ class Service:
                 raise NotFound("shop", order.shop_id)
             stored = self.store.order_or_none(order.order_id, for_update=True)
             if stored is not None:
+                if rules.is_stale(stored.version, order.version):
+                    return stored
                 violations = rules.order_facts_frozen(stored, order)
                 if violations:
                     raise RulesRefused(_order_subject(order.order_id), violations)
-                order = dataclasses.replace(
-                    order, recorded_refunded_amount=stored.recorded_refunded_amount
-                )
-            self.store.put_order(order)
-        return order
+            return self.store.put_order(order)
 
     def post_funds(self, request_id: str, account: AccountRef, amount: int, memo: str) -> Posted:
         """Money from outside into `account` (amount > 0) or out of it (amount < 0). Money

@@ -87,6 +87,7 @@ class ShopRow(_Base):
     name = pw.CharField(max_length=256, default="")
     status = pw.CharField(max_length=32)
     wallet_opened_at = pw.BigIntegerField(null=True)
+    version = pw.BigIntegerField(default=0)
 
     class Meta:
         table_name = "shop"
@@ -97,6 +98,7 @@ class StaffRow(_Base):
     shop = pw.ForeignKeyField(ShopRow, column_name="shop_id", backref="staff")
     role = pw.CharField(max_length=32)
     name = pw.CharField(max_length=256, default="")
+    version = pw.BigIntegerField(default=0)
 
     class Meta:
         table_name = "staff"
@@ -117,6 +119,7 @@ class OrderRow(_Base):
     after_sales_ends_at = pw.BigIntegerField(null=True)
     # The commission lines, as a JSON list: they are always read and written with their order.
     commission_lines = pw.TextField(default="[]")
+    version = pw.BigIntegerField(default=0)
 
     class Meta:
         table_name = "orders"
@@ -579,16 +582,23 @@ class Store:
 
     # --- Shops, staff, orders -------------------------------------------------------------------
 
-    def put_shop(self, shop: Shop) -> None:
+    # Upstream facts keep their newest version (rules.is_stale), said again in each upsert so
+    # that it holds between replicas too.
+
+    def put_shop(self, shop: Shop) -> Shop:
+        """Writes the shop unless what is stored is newer; returns what is stored."""
         ShopRow.insert(
             id=shop.shop_id,
             name=shop.name,
             status=shop.status.value,
             wallet_opened_at=_us_or_none(shop.wallet_opened_at),
+            version=shop.version,
         ).on_conflict(
             conflict_target=[ShopRow.id],
-            preserve=[ShopRow.name, ShopRow.status, ShopRow.wallet_opened_at],
+            preserve=[ShopRow.name, ShopRow.status, ShopRow.wallet_opened_at, ShopRow.version],
+            where=_not_older(ShopRow),
         ).execute()
+        return self.shop(shop.shop_id)
 
     def shop(self, shop_id: str) -> Shop:
         row = ShopRow.get_or_none(ShopRow.id == shop_id)
@@ -599,22 +609,30 @@ class Store:
     def shop_exists(self, shop_id: str) -> bool:
         return ShopRow.select(ShopRow.id).where(ShopRow.id == shop_id).exists()
 
-    def put_staff(self, staff: Staff) -> None:
+    def put_staff(self, staff: Staff) -> Staff:
+        """Writes the staff account unless what is stored is newer; returns what is stored."""
         StaffRow.insert(
-            id=staff.staff_id, shop=staff.shop_id, role=staff.role.value, name=staff.name
+            id=staff.staff_id,
+            shop=staff.shop_id,
+            role=staff.role.value,
+            name=staff.name,
+            version=staff.version,
         ).on_conflict(
             conflict_target=[StaffRow.id],
-            preserve=[StaffRow.shop, StaffRow.role, StaffRow.name],
+            preserve=[StaffRow.shop, StaffRow.role, StaffRow.name, StaffRow.version],
+            where=_not_older(StaffRow),
         ).execute()
+        return self.staff(staff.staff_id)
 
     def staff(self, staff_id: str) -> Staff:
         row = StaffRow.get_or_none(StaffRow.id == staff_id)
         if row is None:
             raise NotFound("staff", staff_id)
-        return Staff(row.id, row.shop_id, StaffRole(row.role), row.name)
+        return Staff(row.id, row.shop_id, StaffRole(row.role), row.name, row.version)
 
-    def put_order(self, order: Order) -> None:
-        """Writes the upstream facts; the refunds recorded here are kept as they are."""
+    def put_order(self, order: Order) -> Order:
+        """Writes the upstream facts unless what is stored is newer, keeping the refunds recorded
+        here as they are; returns what is stored."""
         fields = {
             OrderRow.shop: order.shop_id,
             OrderRow.buyer_id: order.buyer_id,
@@ -627,10 +645,12 @@ class Store:
             OrderRow.completed_at: _us_or_none(order.completed_at),
             OrderRow.after_sales_ends_at: _us_or_none(order.after_sales_ends_at),
             OrderRow.commission_lines: _lines_json(order.commission_lines),
+            OrderRow.version: order.version,
         }
         OrderRow.insert({OrderRow.id: order.order_id, **fields}).on_conflict(
-            conflict_target=[OrderRow.id], preserve=list(fields)
+            conflict_target=[OrderRow.id], preserve=list(fields), where=_not_older(OrderRow)
         ).execute()
+        return self.order(order.order_id)
 
     def order(self, order_id: str, *, for_update: bool = False) -> Order:
         order = self.order_or_none(order_id, for_update=for_update)
@@ -661,7 +681,11 @@ class Store:
         shop = part("s__")
         entry = part("e__")
         return Staff(
-            operator["id"], operator["shop"], StaffRole(operator["role"]), operator["name"]
+            operator["id"],
+            operator["shop"],
+            StaffRole(operator["role"]),
+            operator["name"],
+            operator["version"],
         ), EntryFactsRow(
             order=_order_from_dict(part("o__")),
             shop=Shop(
@@ -669,6 +693,7 @@ class Store:
                 shop["name"],
                 ShopStatus(shop["status"]),
                 from_us(shop["wallet_opened_at"]),
+                shop["version"],
             ),
             wallet_balance=row["wallet_balance"] or 0,
             deposit_balance=row["deposit_balance"] or 0,
@@ -1218,6 +1243,12 @@ def _part(row: dict, prefix: str) -> dict:
     return {k.removeprefix(prefix): v for k, v in row.items() if k.startswith(prefix)}
 
 
+def _not_older(model) -> pw.Expression:
+    """In an upsert: the incoming row is unversioned, or not older than the stored one."""
+    incoming = pw.EXCLUDED.version
+    return (incoming == 0) | (incoming >= model.version)
+
+
 def _any(clauses: list) -> pw.Expression:
     return functools.reduce(operator.or_, clauses)
 
@@ -1244,7 +1275,9 @@ def _lines(text: str) -> tuple[CommissionLine, ...]:
 
 
 def _shop(row: ShopRow) -> Shop:
-    return Shop(row.id, row.name, ShopStatus(row.status), from_us(row.wallet_opened_at))
+    return Shop(
+        row.id, row.name, ShopStatus(row.status), from_us(row.wallet_opened_at), row.version
+    )
 
 
 def _order(row: OrderRow) -> Order:
@@ -1266,6 +1299,7 @@ def _order_from_dict(d: dict) -> Order:
         completed_at=from_us(d["completed_at"]),
         after_sales_ends_at=from_us(d["after_sales_ends_at"]),
         commission_lines=_lines(d["commission_lines"]),
+        version=d["version"],
     )
 
 

@@ -196,28 +196,32 @@ class Violation(_message.Message):
     def __init__(self, code: _Optional[_Union[ReasonCode, str]] = ..., description: _Optional[str] = ...) -> None: ...
 
 class Shop(_message.Message):
-    __slots__ = ("shop_id", "name", "status", "wallet_opened_at")
+    __slots__ = ("shop_id", "name", "status", "wallet_opened_at", "version")
     SHOP_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     WALLET_OPENED_AT_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
     shop_id: str
     name: str
     status: ShopStatus
     wallet_opened_at: _timestamp_pb2.Timestamp
-    def __init__(self, shop_id: _Optional[str] = ..., name: _Optional[str] = ..., status: _Optional[_Union[ShopStatus, str]] = ..., wallet_opened_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    version: int
+    def __init__(self, shop_id: _Optional[str] = ..., name: _Optional[str] = ..., status: _Optional[_Union[ShopStatus, str]] = ..., wallet_opened_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., version: _Optional[int] = ...) -> None: ...
 
 class Staff(_message.Message):
-    __slots__ = ("staff_id", "shop_id", "role", "name")
+    __slots__ = ("staff_id", "shop_id", "role", "name", "version")
     STAFF_ID_FIELD_NUMBER: _ClassVar[int]
     SHOP_ID_FIELD_NUMBER: _ClassVar[int]
     ROLE_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
     staff_id: str
     shop_id: str
     role: StaffRole
     name: str
-    def __init__(self, staff_id: _Optional[str] = ..., shop_id: _Optional[str] = ..., role: _Optional[_Union[StaffRole, str]] = ..., name: _Optional[str] = ...) -> None: ...
+    version: int
+    def __init__(self, staff_id: _Optional[str] = ..., shop_id: _Optional[str] = ..., role: _Optional[_Union[StaffRole, str]] = ..., name: _Optional[str] = ..., version: _Optional[int] = ...) -> None: ...
 
 class CommissionLine(_message.Message):
     __slots__ = ("payee_kind", "payee_id", "amount")
@@ -230,7 +234,7 @@ class CommissionLine(_message.Message):
     def __init__(self, payee_kind: _Optional[_Union[PayeeKind, str]] = ..., payee_id: _Optional[str] = ..., amount: _Optional[int] = ...) -> None: ...
 
 class Order(_message.Message):
-    __slots__ = ("order_id", "shop_id", "buyer_id", "kind", "marketing_campaign", "category_id", "paid_amount", "prior_refunded_amount", "refunded_amount", "refundable_amount", "created_at", "completed_at", "after_sales_ends_at", "commission_lines")
+    __slots__ = ("order_id", "shop_id", "buyer_id", "kind", "marketing_campaign", "category_id", "paid_amount", "prior_refunded_amount", "refunded_amount", "refundable_amount", "created_at", "completed_at", "after_sales_ends_at", "commission_lines", "version")
     ORDER_ID_FIELD_NUMBER: _ClassVar[int]
     SHOP_ID_FIELD_NUMBER: _ClassVar[int]
     BUYER_ID_FIELD_NUMBER: _ClassVar[int]
@@ -245,6 +249,7 @@ class Order(_message.Message):
     COMPLETED_AT_FIELD_NUMBER: _ClassVar[int]
     AFTER_SALES_ENDS_AT_FIELD_NUMBER: _ClassVar[int]
     COMMISSION_LINES_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
     order_id: str
     shop_id: str
     buyer_id: str
@@ -259,7 +264,8 @@ class Order(_message.Message):
     completed_at: _timestamp_pb2.Timestamp
     after_sales_ends_at: _timestamp_pb2.Timestamp
     commission_lines: _containers.RepeatedCompositeFieldContainer[CommissionLine]
-    def __init__(self, order_id: _Optional[str] = ..., shop_id: _Optional[str] = ..., buyer_id: _Optional[str] = ..., kind: _Optional[_Union[OrderKind, str]] = ..., marketing_campaign: _Optional[bool] = ..., category_id: _Optional[str] = ..., paid_amount: _Optional[int] = ..., prior_refunded_amount: _Optional[int] = ..., refunded_amount: _Optional[int] = ..., refundable_amount: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., completed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., after_sales_ends_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., commission_lines: _Optional[_Iterable[_Union[CommissionLine, _Mapping]]] = ...) -> None: ...
+    version: int
+    def __init__(self, order_id: _Optional[str] = ..., shop_id: _Optional[str] = ..., buyer_id: _Optional[str] = ..., kind: _Optional[_Union[OrderKind, str]] = ..., marketing_campaign: _Optional[bool] = ..., category_id: _Optional[str] = ..., paid_amount: _Optional[int] = ..., prior_refunded_amount: _Optional[int] = ..., refunded_amount: _Optional[int] = ..., refundable_amount: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., completed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., after_sales_ends_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., commission_lines: _Optional[_Iterable[_Union[CommissionLine, _Mapping]]] = ..., version: _Optional[int] = ...) -> None: ...
 
 class Entry(_message.Message):
     __slots__ = ("entry_id", "order_id", "shop_id", "state", "opened_at", "expires_at", "opened_by", "note", "policy_version", "used_at", "application_id", "closed_at")
