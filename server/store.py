@@ -31,6 +31,7 @@ from playhouse.pool import PooledPostgresqlDatabase
 
 from server.errors import NotFound, RequestIdReused
 from server.model import EXTERNAL as EXTERNAL_ACCOUNT
+from server.model import PLATFORM_COMMISSION as PLATFORM_COMMISSION_ACCOUNT
 from server.model import (
     AccountKind,
     AccountRef,
@@ -317,6 +318,9 @@ MODELS = [
 
 def _migrate_to_1(database: pw.Database) -> None:
     database.create_tables(MODELS, safe=True)
+    AccountRow.insert_many(
+        [{"kind": AccountKind.EXTERNAL.value}, {"kind": AccountKind.PLATFORM_COMMISSION.value}]
+    ).execute()
     SettingRow.insert(name="page_token_key", value=secrets.token_hex(32)).execute()
 
 
@@ -423,6 +427,7 @@ class Store:
         self._local = threading.local()
         self._page_key = b""
         self._statements: dict[str, tuple[str, list]] = {}
+        self._fixed_ids: dict[AccountRef, int] = {}
 
     # --- Lifecycle --------------------------------------------------------------------------
 
@@ -447,6 +452,12 @@ class Store:
             self._page_key = bytes.fromhex(
                 SettingRow.get(SettingRow.name == "page_token_key").value
             )
+            self._fixed_ids = {
+                ref: AccountRow.get(
+                    (AccountRow.kind == ref.kind.value) & (AccountRow.owner_id == "")
+                ).id
+                for ref in (EXTERNAL_ACCOUNT, PLATFORM_COMMISSION_ACCOUNT)
+            }
             return SCHEMA_VERSION
 
     def schema_version(self) -> int:
@@ -483,9 +494,18 @@ class Store:
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
-        """One transaction (a savepoint when nested)."""
-        with self.session(), self.database.atomic():
+        """One transaction; inside one already, part of it (a refusal anywhere rolls all of it
+        back, which is what every caller wants: a refusal writes nothing)."""
+        if self.database.in_transaction():
             yield
+            return
+        with self.session(), self.database.atomic():
+            self._local.account_ids = {}
+            try:
+                yield
+            finally:
+                # Ids of accounts created by a transaction that rolls back must not outlive it.
+                self._local.account_ids = {}
 
     # --- Page tokens ----------------------------------------------------------------------------
 
@@ -819,12 +839,21 @@ class Store:
     # --- Ledger -----------------------------------------------------------------------------------
 
     def _account_id(self, ref: AccountRef) -> int:
-        AccountRow.insert(kind=ref.kind.value, owner_id=ref.owner_id).on_conflict_ignore().execute()
-        return (
-            AccountRow.select(AccountRow.id)
-            .where((AccountRow.kind == ref.kind.value) & (AccountRow.owner_id == ref.owner_id))
-            .scalar()
-        )
+        """The account's id, the account created if need be. The external and platform accounts
+        are made with the schema, and ids met in this transaction are remembered until it ends."""
+        if ref in self._fixed_ids:
+            return self._fixed_ids[ref]
+        known = getattr(self._local, "account_ids", {})
+        if ref not in known:
+            AccountRow.insert(
+                kind=ref.kind.value, owner_id=ref.owner_id
+            ).on_conflict_ignore().execute()
+            known[ref] = (
+                AccountRow.select(AccountRow.id)
+                .where((AccountRow.kind == ref.kind.value) & (AccountRow.owner_id == ref.owner_id))
+                .scalar()
+            )
+        return known[ref]
 
     def balance(self, ref: AccountRef) -> int:
         return self.balances([ref])[ref]
@@ -858,7 +887,8 @@ class Store:
         queue on that one row): it is minus the sum of all others (see _external_balance)."""
         if amount <= 0:
             raise ValueError("a transfer moves a positive amount")
-        with self.database.atomic():
+        # Part of the caller's transaction (no savepoint needed: a refused debit wrote nothing).
+        with self.transaction():
             from_id = self._account_id(from_account)
             to_id = self._account_id(to_account)
             if from_account.kind is not AccountKind.EXTERNAL:
@@ -933,14 +963,19 @@ class Store:
             AccountRow.kind, [(kind.value, value) for kind, value in _LOCK_RANK.items()], 9
         )
         query = (
-            AccountRow.select(AccountRow.kind, AccountRow.owner_id, AccountRow.balance)
+            AccountRow.select(
+                AccountRow.id, AccountRow.kind, AccountRow.owner_id, AccountRow.balance
+            )
             .where(wanted)
             .order_by(rank, AccountRow.id)
         )
-        return {
-            AccountRef(AccountKind(kind), owner): balance
-            for kind, owner, balance in self._locked(query).tuples()
-        }
+        balances = {}
+        known = getattr(self._local, "account_ids", {})
+        for account_id, kind, owner, balance in self._locked(query).tuples():
+            ref = AccountRef(AccountKind(kind), owner)
+            known[ref] = account_id
+            balances[ref] = balance
+        return balances
 
     def balances(self, refs: list[AccountRef]) -> dict[AccountRef, int]:
         """Balances of the named accounts; an account that never moved money has zero."""

@@ -6,7 +6,7 @@ import peewee
 import pytest
 
 from server.errors import RulesRefused
-from server.model import EXTERNAL, ReasonCode, TransferKind
+from server.model import EXTERNAL, PLATFORM_COMMISSION, ReasonCode, TransferKind
 from server.store import TransferRow
 from tests.store.factories import a_normal_shop, at_once, deposit_of, request_id, wallet_of
 
@@ -41,6 +41,7 @@ def test_posting_funds_moves_money_between_the_outside_and_the_shop(store, servi
     balances = assert_ledger_balances(store)
     assert balances == {
         EXTERNAL: -65_000,
+        PLATFORM_COMMISSION: 0,  # made with the schema, like the external account
         wallet_of("shop-1"): 45_000,
         deposit_of("shop-1"): 20_000,
     }
