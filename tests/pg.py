@@ -17,7 +17,8 @@ import time
 import psycopg
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A loopback port nobody listens on right now."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -30,7 +31,7 @@ class PostgresServer:
                 raise RuntimeError(f"{tool} is not on the PATH: install the PostgreSQL server")
         self.root = tempfile.mkdtemp(prefix="aftersales-pg-")
         self.data = os.path.join(self.root, "data")
-        self.port = _free_port()
+        self.port = free_port()
         self._as_user: list[str] = []
         if os.geteuid() == 0:
             user = pwd.getpwnam("postgres")

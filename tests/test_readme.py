@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import pathlib
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -14,6 +13,8 @@ import time
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from tests.pg import free_port
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
@@ -75,15 +76,9 @@ def run_session(commands: list[str], address: str, env: dict[str, str]) -> list[
     return [out for out in outputs[: len(commands)]]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def start_demo_server(workdir: pathlib.Path) -> tuple[subprocess.Popen, str]:
     """`make run`'s server: the shipped policy, SQLite under workdir/var, the demo data."""
-    address = f"127.0.0.1:{_free_port()}"
+    address = f"127.0.0.1:{free_port()}"
     process = subprocess.Popen(
         [sys.executable, "-m", "server", "--demo", "--address", address],
         cwd=workdir,

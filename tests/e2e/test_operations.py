@@ -6,7 +6,6 @@ import datetime
 import ipaddress
 import os
 import pathlib
-import socket
 import subprocess
 import sys
 import time
@@ -21,14 +20,9 @@ from cryptography.x509.oid import NameOID
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from client import Client, FailedPrecondition
+from tests.pg import free_port
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _self_signed(folder: pathlib.Path) -> tuple[pathlib.Path, pathlib.Path]:
@@ -66,7 +60,7 @@ def _self_signed(folder: pathlib.Path) -> tuple[pathlib.Path, pathlib.Path]:
 @pytest.fixture
 def tls_server(tmp_path):
     cert, key = _self_signed(tmp_path)
-    port, metrics_port = _free_port(), _free_port()
+    port, metrics_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("AFTERSALES_")}
     env.pop("DATABASE_URL", None)
     process = subprocess.Popen(

@@ -9,7 +9,6 @@ import json
 import os
 import pathlib
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,17 +21,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from aftersales.v1 import resources_pb2 as pb
 from client import AlreadyExists, Client, NotFound, PermissionDenied
+from tests.pg import free_port
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 POLICY_VERSION = "e2e-two-second-window"
 WINDOW_SECONDS = 2
 ENTRY_SERVICE = "aftersales.v1.AfterSalesEntry"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _environment() -> dict[str, str]:
@@ -99,7 +93,7 @@ def _wait_until_serving(server: ServerProcess, deadline_seconds: float = 30) -> 
 
 @pytest.fixture
 def server(tmp_path):
-    address = f"127.0.0.1:{_free_port()}"
+    address = f"127.0.0.1:{free_port()}"
     stderr = tmp_path / "server.stderr"
     command = [
         sys.executable, "-m", "server",

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import pathlib
-import socket
 import subprocess
 import sys
 import threading
@@ -22,20 +21,15 @@ from server import policy as policy_module
 from server.clock import SystemClock
 from server.service import Service
 from server.store import Store, open_database
+from tests.pg import free_port
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.postgres
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _start_replica(database_url: str) -> tuple[subprocess.Popen, str]:
-    address = f"127.0.0.1:{_free_port()}"
+    address = f"127.0.0.1:{free_port()}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("AFTERSALES_")}
     env["DATABASE_URL"] = database_url
     process = subprocess.Popen(
