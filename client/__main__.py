@@ -177,18 +177,10 @@ def run(args: argparse.Namespace, client: Client) -> None:
             kind=resources_pb2.AccountKind.Value("ACCOUNT_KIND_" + args.kind),
             owner_id=args.owner_id,
         )
-        token = ""
-        while True:
-            page = client.list_transfers(account, page_token=token)
-            for transfer in page.transfers:
-                print(
-                    json_format.MessageToJson(
-                        transfer, indent=None, preserving_proto_field_name=True
-                    )
-                )
-            token = page.next_page_token
-            if not token:
-                break
+        for transfer in client.iter_transfers(account):
+            print(
+                json_format.MessageToJson(transfer, indent=None, preserving_proto_field_name=True)
+            )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -184,13 +184,7 @@ class Client:
 
     def iter_entries(self, **filters) -> Iterator[resources_pb2.Entry]:
         """Every entry matching the filters of list_entries, across pages."""
-        token = ""
-        while True:
-            page = self.list_entries(page_token=token, **filters)
-            yield from page.entries
-            token = page.next_page_token
-            if not token:
-                return
+        return _pages(lambda token: self.list_entries(page_token=token, **filters), "entries")
 
     @_typed_errors
     def apply_after_sales(
@@ -287,13 +281,9 @@ class Client:
 
     def iter_clawbacks(self, shop_id: str, **filters) -> Iterator[resources_pb2.RefundClawback]:
         """Every clawback of the shop matching the filters of list_clawbacks, across pages."""
-        token = ""
-        while True:
-            page = self.list_clawbacks(shop_id, page_token=token, **filters)
-            yield from page.clawbacks
-            token = page.next_page_token
-            if not token:
-                return
+        return _pages(
+            lambda token: self.list_clawbacks(shop_id, page_token=token, **filters), "clawbacks"
+        )
 
     @_typed_errors
     def get_balances(
@@ -316,3 +306,22 @@ class Client:
             ),
             timeout=self.timeout,
         )
+
+    def iter_transfers(
+        self, account: resources_pb2.AccountRef, **filters
+    ) -> Iterator[resources_pb2.Transfer]:
+        """Every transfer of the account, newest first, across pages."""
+        return _pages(
+            lambda token: self.list_transfers(account, page_token=token, **filters), "transfers"
+        )
+
+
+def _pages(list_page, field: str) -> Iterator:
+    """The items of every page, following next_page_token (AIP-158) to the last page."""
+    token = ""
+    while True:
+        page = list_page(token)
+        yield from getattr(page, field)
+        token = page.next_page_token
+        if not token:
+            return
