@@ -168,7 +168,7 @@ def order(request: sync_pb2.PutOrderRequest) -> model.Order:
             model.PayeeKind,
             "PAYEE_KIND_",
         )
-        if kind is model.PayeeKind.PLATFORM_FEE:
+        if kind is model.PayeeKind.TECHNICAL_SERVICE_FEE:
             if line.payee_id:
                 f.bad(f"{path}.payee_id", "must be empty for the platform's technical service fee")
         else:
@@ -381,7 +381,7 @@ def entry_pb(e: model.Entry) -> resources_pb2.Entry:
         state=enum_value(resources_pb2.EntryState, "ENTRY_STATE_", e.state),
         opened_at=timestamp(e.opened_at),
         expires_at=timestamp(e.expires_at),
-        opened_by=e.opened_by,
+        operator_id=e.operator_id,
         note=e.note,
         policy_version=e.policy_version,
         used_at=timestamp(e.used_at),
@@ -426,7 +426,7 @@ def eligibility_pb(eligibility) -> entry_pb2.CheckEligibilityResponse:
             order_kind=enum_value(resources_pb2.OrderKind, "ORDER_KIND_", order.kind),
             marketing_campaign=order.marketing_campaign,
             operator_role=enum_value(resources_pb2.StaffRole, "STAFF_ROLE_", facts.operator.role),
-            open_entry_id=decision.open_entry.entry_id if decision.open_entry else "",
+            open_entry_id=decision.already_open.entry_id if decision.already_open else "",
             checked_at=timestamp(facts.now),
         ),
         policy_version=eligibility.policy_version,
@@ -528,7 +528,7 @@ def balance_pb(ref: model.AccountRef, balance: int) -> resources_pb2.Balance:
     return resources_pb2.Balance(account=account_pb(ref), balance=balance)
 
 
-def clawback_pb(c: model.Clawback) -> resources_pb2.RefundClawback:
+def clawback_pb(c: model.RefundClawback) -> resources_pb2.RefundClawback:
     return resources_pb2.RefundClawback(
         clawback_id=c.clawback_id,
         refund_id=c.refund.refund_id,

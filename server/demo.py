@@ -48,7 +48,7 @@ def load(service: Service) -> bool:
         CommissionLine(PayeeKind.INFLUENCER, "kol-mia", 12_990),
         CommissionLine(PayeeKind.GROUP_LEADER, "leader-zhou", 2_598),
         CommissionLine(PayeeKind.AFFILIATE, "aff-lee", 1_299),
-        CommissionLine(PayeeKind.PLATFORM_FEE, "", 6_495),
+        CommissionLine(PayeeKind.TECHNICAL_SERVICE_FEE, "", 6_495),
     )
 
     def completed(order_id, shop_id, days_ago, *, period_days=7, **kw) -> Order:
@@ -92,12 +92,12 @@ def load(service: Service) -> bool:
             after_sales_ends_at=None,
         ),
         completed("order-recent", "shop-sunny", 3),  # WITHIN_AFTER_SALES_PERIOD
-        completed("order-presale", "shop-sunny", 20, kind=OrderKind.DEPOSIT_PRESALE),
+        completed("order-presale", "shop-sunny", 20, kind=OrderKind.PRESALE),
         completed("order-refunded", "shop-sunny", 20, prior_refunded_amount=129_900),
         completed("order-pine", "shop-pine", 20),  # SHOP_NOT_OPERATING
         completed("order-tiny", "shop-tiny", 20, paid_amount=10_000),  # INSUFFICIENT_GUARANTEE
-        # Several conditions at once: too old, a suspended shop and a deposit/presale order.
-        completed("order-troubled", "shop-pine", 150, kind=OrderKind.DEPOSIT_PRESALE),
+        # Several conditions at once: too old, a suspended shop and a presale order.
+        completed("order-troubled", "shop-pine", 150, kind=OrderKind.PRESALE),
     ]
     funds = [
         (AccountRef(AccountKind.ANXIN_WALLET, "shop-sunny"), 500_000),

@@ -57,14 +57,14 @@ class StaffRole(enum.StrEnum):
 class OrderKind(enum.StrEnum):
     ORDINARY = "ORDINARY"  # 小店普通订单
     CROSS_BORDER = "CROSS_BORDER"  # 跨境订单
-    DEPOSIT_PRESALE = "DEPOSIT_PRESALE"  # 定金类型订单
+    PRESALE = "PRESALE"  # 定金类型订单: a presale paid by a down payment (not the 保证金 deposit)
 
 
 class PayeeKind(enum.StrEnum):
     INFLUENCER = "INFLUENCER"  # 达人
     GROUP_LEADER = "GROUP_LEADER"  # 团长
     AFFILIATE = "AFFILIATE"  # 快赚客
-    PLATFORM_FEE = "PLATFORM_FEE"  # TR, 技术服务费
+    TECHNICAL_SERVICE_FEE = "TECHNICAL_SERVICE_FEE"  # TR, 技术服务费
 
 
 class AccountKind(enum.StrEnum):
@@ -173,7 +173,7 @@ class Entry:
     state: EntryState
     opened_at: datetime
     expires_at: datetime
-    opened_by: str
+    operator_id: str
     note: str
     policy_version: str
     used_at: datetime | None = None
@@ -231,7 +231,7 @@ class Violation:
 
 
 @dataclasses.dataclass(frozen=True)
-class EntryFacts:
+class EligibilityFacts:
     """Everything the entry rules decide on, read in one go."""
 
     now: datetime
@@ -241,14 +241,14 @@ class EntryFacts:
     wallet_balance: int
     deposit_balance: int
     # The order's entry stored as OPEN, if any; it may have expired by time already.
-    open_entry: Entry | None
+    stored_open_entry: Entry | None
 
 
 @dataclasses.dataclass(frozen=True)
-class EntryDecision:
+class EligibilityDecision:
     violations: tuple[Violation, ...]
     days_since_completion: int
-    open_entry: Entry | None
+    already_open: Entry | None
 
     @property
     def eligible(self) -> bool:
@@ -324,13 +324,13 @@ class ClawbackLine:
     def account(self) -> AccountRef:
         """Where the line is recovered from: the payee's cash account, or for the technical
         service fee the platform's commission account."""
-        if self.payee_kind is PayeeKind.PLATFORM_FEE:
+        if self.payee_kind is PayeeKind.TECHNICAL_SERVICE_FEE:
             return PLATFORM_COMMISSION
         return AccountRef(AccountKind.CASH, self.payee_id)
 
 
 @dataclasses.dataclass(frozen=True)
-class Clawback:
+class RefundClawback:
     """What a refund recovers (TR/佣金退回): one line per commission line of the order."""
 
     clawback_id: str

@@ -14,9 +14,9 @@ from server.model import (
     AccountRef,
     AppliedThrough,
     ClawbackLine,
+    EligibilityDecision,
+    EligibilityFacts,
     Entry,
-    EntryDecision,
-    EntryFacts,
     EntryState,
     Order,
     PayeeKind,
@@ -54,7 +54,7 @@ def entry_as_seen(entry: Entry, now: datetime) -> Entry:
     return entry if state is entry.state else dataclasses.replace(entry, state=state)
 
 
-def open_entry_of(candidate: Entry | None, now: datetime) -> Entry | None:
+def still_open(candidate: Entry | None, now: datetime) -> Entry | None:
     """The entry that is open now, given the entry stored as OPEN (if any)."""
     if candidate is not None and entry_state(candidate, now) is EntryState.OPEN:
         return candidate
@@ -77,7 +77,7 @@ def operator_may_open(operator: Staff, policy: Policy) -> bool:
 # --- Opening the entry (打开条件, 同时满足) ----------------------------------------------------
 
 
-def check_entry(facts: EntryFacts, policy: Policy) -> EntryDecision:
+def check_entry(facts: EligibilityFacts, policy: Policy) -> EligibilityDecision:
     """Every unmet condition for opening the entry of facts.order, in the rules table's order."""
     order, shop, now = facts.order, facts.shop, facts.now
     violations: list[Violation] = []
@@ -158,12 +158,13 @@ def check_entry(facts: EntryFacts, policy: Policy) -> EntryDecision:
         )
 
     # One open entry per order at a time.
-    open_entry = open_entry_of(facts.open_entry, now)
-    if open_entry is not None:
+    already_open = still_open(facts.stored_open_entry, now)
+    if already_open is not None:
         violations.append(
             Violation(
                 ReasonCode.ENTRY_ALREADY_OPEN,
-                f"entry {open_entry.entry_id} is open until {open_entry.expires_at.isoformat()}",
+                f"entry {already_open.entry_id} is open until "
+                f"{already_open.expires_at.isoformat()}",
             )
         )
 
@@ -180,7 +181,7 @@ def check_entry(facts: EntryFacts, policy: Policy) -> EntryDecision:
             )
         )
 
-    return EntryDecision(tuple(violations), days, open_entry)
+    return EligibilityDecision(tuple(violations), days, already_open)
 
 
 def _duration(delta: timedelta) -> str:
@@ -200,11 +201,11 @@ def buyer_owns_order(order: Order, buyer_id: str) -> bool:
 
 
 def check_application(
-    order: Order, amount: int, open_entry: Entry | None, now: datetime
+    order: Order, amount: int, stored_open_entry: Entry | None, now: datetime
 ) -> tuple[Violation, ...]:
     """Every unmet condition for the buyer to file `amount` now (the buyer already checked)."""
     violations: list[Violation] = []
-    if open_entry_of(open_entry, now) is None:
+    if still_open(stored_open_entry, now) is None:
         violations.append(
             Violation(
                 ReasonCode.ENTRY_NOT_OPEN,
@@ -416,7 +417,7 @@ def clawback_lines(
 def recoverable_now(line: ClawbackLine, payee_balance: int) -> int:
     """A payee whose cash balance is short gives what it has, never going below zero; the
     platform's commission account always gives back its fee in full."""
-    if line.payee_kind is PayeeKind.PLATFORM_FEE:
+    if line.payee_kind is PayeeKind.TECHNICAL_SERVICE_FEE:
         return line.outstanding
     return min(line.outstanding, max(payee_balance, 0))
 

@@ -20,16 +20,16 @@ from server.model import (
     AccountRef,
     Application,
     ApplicationState,
-    Clawback,
     ClawbackState,
+    EligibilityDecision,
+    EligibilityFacts,
     Entry,
-    EntryDecision,
-    EntryFacts,
     EntryState,
     Order,
     Policy,
     ReasonCode,
     Refund,
+    RefundClawback,
     Shop,
     Staff,
     Transfer,
@@ -45,8 +45,8 @@ def _uuid() -> str:
 
 @dataclasses.dataclass(frozen=True)
 class Eligibility:
-    decision: EntryDecision
-    facts: EntryFacts
+    decision: EligibilityDecision
+    facts: EligibilityFacts
     policy_version: str
 
 
@@ -178,14 +178,14 @@ class Service:
                 ],
                 {"order_id": order_id, "operator_id": operator_id},
             )
-        facts = EntryFacts(
+        facts = EligibilityFacts(
             now=self.clock.now(),
             order=row.order,
             shop=row.shop,
             operator=operator,
             wallet_balance=row.wallet_balance,
             deposit_balance=row.deposit_balance,
-            open_entry=row.open_entry,
+            stored_open_entry=row.stored_open_entry,
         )
         return Eligibility(rules.check_entry(facts, self.policy), facts, self.policy.version)
 
@@ -195,7 +195,7 @@ class Service:
             decision, facts = eligibility.decision, eligibility.facts
             if not decision.eligible:
                 raise self._refusal(order_id, decision)
-            if facts.open_entry is not None:
+            if facts.stored_open_entry is not None:
                 # Stored as OPEN but its window has passed: it closed by itself.
                 self.store.expire_entries(facts.now, order_id=order_id)
             entry = Entry(
@@ -205,7 +205,7 @@ class Service:
                 state=EntryState.OPEN,
                 opened_at=facts.now,
                 expires_at=facts.now + self.policy.entry_window,
-                opened_by=operator_id,
+                operator_id=operator_id,
                 note=note,
                 policy_version=self.policy.version,
             )
@@ -228,10 +228,10 @@ class Service:
             return entry
 
     @staticmethod
-    def _refusal(order_id: str, decision: EntryDecision) -> RulesRefused:
+    def _refusal(order_id: str, decision: EligibilityDecision) -> RulesRefused:
         metadata = {"order_id": order_id}
-        if decision.open_entry is not None:
-            metadata["entry_id"] = decision.open_entry.entry_id
+        if decision.already_open is not None:
+            metadata["entry_id"] = decision.already_open.entry_id
         violations = decision.violations
         if ReasonCode.OPERATOR_NOT_ALLOWED in decision.codes:
             first = [v for v in violations if v.code is ReasonCode.OPERATOR_NOT_ALLOWED]
@@ -315,7 +315,7 @@ class Service:
 
     # --- Refunds and clawbacks (TR/佣金退回) ------------------------------------------------------
 
-    def record_refund(self, refund: Refund) -> Clawback:
+    def record_refund(self, refund: Refund) -> RefundClawback:
         """Pays the refund, and recovers the order's commissions when the rules allow, in one
         transaction. The same refund reported again returns its clawback."""
         now = self.clock.now()
@@ -393,7 +393,9 @@ class Service:
             self.store.record_refund(clawback)
             return clawback
 
-    def preview_clawback(self, order_id: str, amount: int, started_at: datetime | None) -> Clawback:
+    def preview_clawback(
+        self, order_id: str, amount: int, started_at: datetime | None
+    ) -> RefundClawback:
         """What a late refund would recover now, without writing anything."""
         now = self.clock.now()
         with self.store.session():
@@ -429,11 +431,11 @@ class Service:
         *,
         entry_opened_at: datetime | None,
         clawback_id: str,
-    ) -> Clawback:
+    ) -> RefundClawback:
         reasons = rules.check_clawback(order, shop, refund.started_at, entry_opened_at, self.policy)
         before = order.refunded_amount
         after = before + refund.amount
-        return Clawback(
+        return RefundClawback(
             clawback_id=clawback_id,
             refund=refund,
             shop_id=shop.shop_id,
@@ -447,7 +449,7 @@ class Service:
 
     def get_clawback(
         self, *, clawback_id: str | None = None, refund_id: str | None = None
-    ) -> Clawback:
+    ) -> RefundClawback:
         with self.store.session():
             return self.store.clawback(clawback_id=clawback_id, refund_id=refund_id)
 
@@ -460,7 +462,7 @@ class Service:
         end: datetime | None,
         after: tuple[int, str] | None,
         limit: int,
-    ) -> tuple[list[Clawback], bool]:
+    ) -> tuple[list[RefundClawback], bool]:
         with self.store.session():
             found = self.store.list_clawbacks(
                 shop_id=shop_id,
@@ -482,10 +484,10 @@ class Service:
             return self.store.balances(refs)
 
     def list_transfers(
-        self, account: AccountRef, after_id: int | None, limit: int
+        self, account: AccountRef, after: int | None, limit: int
     ) -> tuple[list[Transfer], bool]:
         with self.store.session():
-            found = self.store.list_transfers(account, after_id, limit + 1)
+            found = self.store.list_transfers(account, after, limit + 1)
         return found[:limit], len(found) > limit
 
     def expire_entries(self) -> int:

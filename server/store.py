@@ -38,7 +38,6 @@ from server.model import (
     Application,
     ApplicationState,
     AppliedThrough,
-    Clawback,
     ClawbackLine,
     CommissionLine,
     Entry,
@@ -48,6 +47,7 @@ from server.model import (
     PayeeKind,
     ReasonCode,
     Refund,
+    RefundClawback,
     RefundPayment,
     Shop,
     ShopStatus,
@@ -133,7 +133,7 @@ class EntryRow(_Base):
     state = pw.CharField(max_length=16)
     opened_at = pw.BigIntegerField()
     expires_at = pw.BigIntegerField()
-    opened_by = pw.CharField(max_length=128)
+    operator_id = pw.CharField(max_length=128)
     note = pw.TextField(default="")
     policy_version = pw.CharField(max_length=64)
     used_at = pw.BigIntegerField(null=True)
@@ -380,7 +380,7 @@ class EntryFactsRow:
     shop: Shop
     wallet_balance: int
     deposit_balance: int
-    open_entry: Entry | None
+    stored_open_entry: Entry | None
 
 
 def open_database(url: str) -> pw.Database:
@@ -694,12 +694,12 @@ class Store:
             self.staff(operator_id)  # an unknown operator is named first
             raise NotFound("order", order_id)
         row = dict(zip((d[0] for d in cursor.description), found, strict=True))
-        if row["t__id"] is None:
+        if row["operator__id"] is None:
             raise NotFound("staff", operator_id)
         part = functools.partial(_part, row)
-        operator = part("t__")
-        shop = part("s__")
-        entry = part("e__")
+        operator = part("operator__")
+        shop = part("shop__")
+        entry = part("entry__")
         return Staff(
             operator["id"],
             operator["shop"],
@@ -707,7 +707,7 @@ class Store:
             operator["name"],
             operator["version"],
         ), EntryFactsRow(
-            order=_order_from_dict(part("o__")),
+            order=_order_from_dict(part("order__")),
             shop=Shop(
                 shop["id"],
                 shop["name"],
@@ -717,7 +717,7 @@ class Store:
             ),
             wallet_balance=row["wallet_balance"] or 0,
             deposit_balance=row["deposit_balance"] or 0,
-            open_entry=None if entry["id"] is None else _entry_from_values(entry),
+            stored_open_entry=None if entry["id"] is None else _entry_from_values(entry),
         )
 
     def _prepared(self, name: str, build: Callable[[], pw.Query]) -> tuple[str, list]:
@@ -739,7 +739,7 @@ class Store:
                     state=entry.state.value,
                     opened_at=to_us(entry.opened_at),
                     expires_at=to_us(entry.expires_at),
-                    opened_by=entry.opened_by,
+                    operator_id=entry.operator_id,
                     note=entry.note,
                     policy_version=entry.policy_version,
                 ).execute()
@@ -1009,7 +1009,7 @@ class Store:
             .tuples()
         ]
 
-    def list_transfers(self, ref: AccountRef, after_id: int | None, limit: int) -> list[Transfer]:
+    def list_transfers(self, ref: AccountRef, after: int | None, limit: int) -> list[Transfer]:
         """Transfers into or out of the account, newest first, after the given transfer id."""
         account_id = (
             AccountRow.select(AccountRow.id)
@@ -1039,8 +1039,8 @@ class Store:
                 (TransferRow.from_account == account_id) | (TransferRow.to_account == account_id)
             )
         )
-        if after_id is not None:
-            query = query.where(TransferRow.id < after_id)
+        if after is not None:
+            query = query.where(TransferRow.id < after)
         query = query.order_by(TransferRow.id.desc()).limit(limit)
         return [
             Transfer(
@@ -1058,7 +1058,7 @@ class Store:
 
     # --- Refunds and clawbacks --------------------------------------------------------------------
 
-    def record_refund(self, clawback: Clawback) -> None:
+    def record_refund(self, clawback: RefundClawback) -> None:
         """Stores the refund, its clawback and lines, and adds the refund to the order."""
         refund = clawback.refund
         RefundRow.insert(
@@ -1134,14 +1134,16 @@ class Store:
     def set_clawback_state(self, clawback_id: str, state: str) -> None:
         ClawbackRow.update(state=state).where(ClawbackRow.id == clawback_id).execute()
 
-    def clawback(self, *, clawback_id: str | None = None, refund_id: str | None = None) -> Clawback:
+    def clawback(
+        self, *, clawback_id: str | None = None, refund_id: str | None = None
+    ) -> RefundClawback:
         where = ClawbackRow.id == clawback_id if clawback_id else ClawbackRow.refund == refund_id
         found = self._clawbacks(where, order=(), limit=1)
         if not found:
             raise NotFound("clawback", clawback_id or f"refund {refund_id}")
         return found[0]
 
-    def clawback_of_refund(self, refund_id: str) -> Clawback | None:
+    def clawback_of_refund(self, refund_id: str) -> RefundClawback | None:
         found = self._clawbacks(ClawbackRow.refund == refund_id, order=(), limit=1)
         return found[0] if found else None
 
@@ -1154,7 +1156,7 @@ class Store:
         end: datetime | None,
         after: tuple[int, str] | None,
         limit: int,
-    ) -> list[Clawback]:
+    ) -> list[RefundClawback]:
         where = ClawbackRow.shop_id == shop_id
         if state is not None:
             where &= ClawbackRow.state == state
@@ -1171,7 +1173,7 @@ class Store:
             where, order=(ClawbackRow.created_at.desc(), ClawbackRow.id.desc()), limit=limit
         )
 
-    def _clawbacks(self, where, order, limit: int) -> list[Clawback]:
+    def _clawbacks(self, where, order, limit: int) -> list[RefundClawback]:
         """Clawbacks with their refunds in one query, and all their lines in a second."""
         query = (
             ClawbackRow.select(ClawbackRow, RefundRow)
@@ -1243,10 +1245,10 @@ def _entry_facts_query() -> pw.Query:
 
     return (
         OrderRow.select(
-            *columns(OrderRow, OrderRow, "o__"),
-            *columns(ShopRow, ShopRow, "s__"),
-            *columns(EntryRow, open_entry, "e__"),
-            *columns(StaffRow, operator, "t__"),
+            *columns(OrderRow, OrderRow, "order__"),
+            *columns(ShopRow, ShopRow, "shop__"),
+            *columns(EntryRow, open_entry, "entry__"),
+            *columns(StaffRow, operator, "operator__"),
             wallet.balance.alias("wallet_balance"),
             deposit.balance.alias("deposit_balance"),
         )
@@ -1350,7 +1352,7 @@ def _entry_from_values(d: dict) -> Entry:
         state=EntryState(d["state"]),
         opened_at=from_us(d["opened_at"]),
         expires_at=from_us(d["expires_at"]),
-        opened_by=d["opened_by"],
+        operator_id=d["operator_id"],
         note=d["note"],
         policy_version=d["policy_version"],
         used_at=from_us(d["used_at"]),
@@ -1358,9 +1360,9 @@ def _entry_from_values(d: dict) -> Entry:
     )
 
 
-def _clawback(row: ClawbackRow, lines: tuple[ClawbackLine, ...]) -> Clawback:
+def _clawback(row: ClawbackRow, lines: tuple[ClawbackLine, ...]) -> RefundClawback:
     refund_row = row.refund
-    return Clawback(
+    return RefundClawback(
         clawback_id=row.id,
         refund=Refund(
             refund_id=refund_row.id,

@@ -83,7 +83,7 @@ class OrderKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ORDER_KIND_UNSPECIFIED: _ClassVar[OrderKind]
     ORDER_KIND_ORDINARY: _ClassVar[OrderKind]
     ORDER_KIND_CROSS_BORDER: _ClassVar[OrderKind]
-    ORDER_KIND_DEPOSIT_PRESALE: _ClassVar[OrderKind]
+    ORDER_KIND_PRESALE: _ClassVar[OrderKind]
 
 class PayeeKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -91,7 +91,7 @@ class PayeeKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     PAYEE_KIND_INFLUENCER: _ClassVar[PayeeKind]
     PAYEE_KIND_GROUP_LEADER: _ClassVar[PayeeKind]
     PAYEE_KIND_AFFILIATE: _ClassVar[PayeeKind]
-    PAYEE_KIND_PLATFORM_FEE: _ClassVar[PayeeKind]
+    PAYEE_KIND_TECHNICAL_SERVICE_FEE: _ClassVar[PayeeKind]
 
 class AccountKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -167,12 +167,12 @@ STAFF_ROLE_OPERATIONS: StaffRole
 ORDER_KIND_UNSPECIFIED: OrderKind
 ORDER_KIND_ORDINARY: OrderKind
 ORDER_KIND_CROSS_BORDER: OrderKind
-ORDER_KIND_DEPOSIT_PRESALE: OrderKind
+ORDER_KIND_PRESALE: OrderKind
 PAYEE_KIND_UNSPECIFIED: PayeeKind
 PAYEE_KIND_INFLUENCER: PayeeKind
 PAYEE_KIND_GROUP_LEADER: PayeeKind
 PAYEE_KIND_AFFILIATE: PayeeKind
-PAYEE_KIND_PLATFORM_FEE: PayeeKind
+PAYEE_KIND_TECHNICAL_SERVICE_FEE: PayeeKind
 ACCOUNT_KIND_UNSPECIFIED: AccountKind
 ACCOUNT_KIND_ANXIN_WALLET: AccountKind
 ACCOUNT_KIND_DEPOSIT: AccountKind
@@ -268,14 +268,14 @@ class Order(_message.Message):
     def __init__(self, order_id: _Optional[str] = ..., shop_id: _Optional[str] = ..., buyer_id: _Optional[str] = ..., kind: _Optional[_Union[OrderKind, str]] = ..., marketing_campaign: _Optional[bool] = ..., category_id: _Optional[str] = ..., paid_amount: _Optional[int] = ..., prior_refunded_amount: _Optional[int] = ..., refunded_amount: _Optional[int] = ..., refundable_amount: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., completed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., after_sales_ends_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., commission_lines: _Optional[_Iterable[_Union[CommissionLine, _Mapping]]] = ..., version: _Optional[int] = ...) -> None: ...
 
 class Entry(_message.Message):
-    __slots__ = ("entry_id", "order_id", "shop_id", "state", "opened_at", "expires_at", "opened_by", "note", "policy_version", "used_at", "application_id", "closed_at")
+    __slots__ = ("entry_id", "order_id", "shop_id", "state", "opened_at", "expires_at", "operator_id", "note", "policy_version", "used_at", "application_id", "closed_at")
     ENTRY_ID_FIELD_NUMBER: _ClassVar[int]
     ORDER_ID_FIELD_NUMBER: _ClassVar[int]
     SHOP_ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     OPENED_AT_FIELD_NUMBER: _ClassVar[int]
     EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
-    OPENED_BY_FIELD_NUMBER: _ClassVar[int]
+    OPERATOR_ID_FIELD_NUMBER: _ClassVar[int]
     NOTE_FIELD_NUMBER: _ClassVar[int]
     POLICY_VERSION_FIELD_NUMBER: _ClassVar[int]
     USED_AT_FIELD_NUMBER: _ClassVar[int]
@@ -287,13 +287,13 @@ class Entry(_message.Message):
     state: EntryState
     opened_at: _timestamp_pb2.Timestamp
     expires_at: _timestamp_pb2.Timestamp
-    opened_by: str
+    operator_id: str
     note: str
     policy_version: str
     used_at: _timestamp_pb2.Timestamp
     application_id: str
     closed_at: _timestamp_pb2.Timestamp
-    def __init__(self, entry_id: _Optional[str] = ..., order_id: _Optional[str] = ..., shop_id: _Optional[str] = ..., state: _Optional[_Union[EntryState, str]] = ..., opened_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., opened_by: _Optional[str] = ..., note: _Optional[str] = ..., policy_version: _Optional[str] = ..., used_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., application_id: _Optional[str] = ..., closed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    def __init__(self, entry_id: _Optional[str] = ..., order_id: _Optional[str] = ..., shop_id: _Optional[str] = ..., state: _Optional[_Union[EntryState, str]] = ..., opened_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., operator_id: _Optional[str] = ..., note: _Optional[str] = ..., policy_version: _Optional[str] = ..., used_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., application_id: _Optional[str] = ..., closed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class Application(_message.Message):
     __slots__ = ("application_id", "order_id", "entry_id", "buyer_id", "amount", "reason", "state", "filed_at")

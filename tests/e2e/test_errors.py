@@ -268,7 +268,7 @@ def test_every_unmet_condition_is_listed_at_once(client, seed, clock):
     shop_id = seed.shop("shop-suspended", status=pb.SHOP_STATUS_SUSPENDED, wallet_balance=5 * PAID)
     owner = seed.staff("owner-suspended", shop_id)
     order = seed.order(
-        "order-old-presale", shop_id, completed_days_ago=121, kind=pb.ORDER_KIND_DEPOSIT_PRESALE
+        "order-old-presale", shop_id, completed_days_ago=121, kind=pb.ORDER_KIND_PRESALE
     )
 
     with pytest.raises(FailedPrecondition) as refused:

@@ -36,7 +36,7 @@ def test_opening_the_entry_gives_an_open_entry_for_72_hours(client, seed, clock,
     assert entry.state == pb.ENTRY_STATE_OPEN
     assert when(entry.opened_at) == clock.now()
     assert when(entry.expires_at) == when(entry.opened_at) + WINDOW
-    assert entry.opened_by == case.owner_id
+    assert entry.operator_id == case.owner_id
     assert entry.note == "agreed a refund of 300 yuan"
     assert entry.policy_version == policy.version
     assert entry.application_id == ""
@@ -51,7 +51,7 @@ def test_an_administrator_and_a_cs_administrator_may_open_it_too(client, seed, r
 
     entry = client.open_entry(case.order_id, operator)
 
-    assert entry.state == pb.ENTRY_STATE_OPEN and entry.opened_by == operator
+    assert entry.state == pb.ENTRY_STATE_OPEN and entry.operator_id == operator
 
 
 def test_opening_again_while_it_is_open_is_already_exists_naming_the_open_entry(

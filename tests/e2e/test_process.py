@@ -265,5 +265,5 @@ def test_the_cli_opens_an_eligible_order_and_prints_the_entry(server):
     assert done.returncode == 0, done.stderr
     entry = json.loads(done.stdout)
     assert entry["state"] == "ENTRY_STATE_OPEN"
-    assert (entry["order_id"], entry["opened_by"]) == ("order-eligible", "staff-owner")
+    assert (entry["order_id"], entry["operator_id"]) == ("order-eligible", "staff-owner")
     assert entry["policy_version"] == POLICY_VERSION

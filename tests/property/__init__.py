@@ -17,11 +17,11 @@ from datetime import timedelta
 from server.model import (
     AccountKind,
     AccountRef,
-    Clawback,
     CommissionLine,
     Order,
     OrderKind,
     Refund,
+    RefundClawback,
     Shop,
     ShopStatus,
     Staff,
@@ -156,7 +156,7 @@ def assert_ledger_is_sound(store: Store) -> dict[AccountRef, int]:
     return {ref: kept for ref, (kept, _) in accounts.items()}
 
 
-def assert_lines_are_consistent(clawback: Clawback) -> None:
+def assert_lines_are_consistent(clawback: RefundClawback) -> None:
     """Per line: recovered + outstanding == due, 0 <= recovered <= due <= commission."""
     for line in clawback.lines:
         assert line.recovered + line.outstanding == line.due

@@ -6,11 +6,11 @@ from __future__ import annotations
 from server.errors import RulesRefused
 from server.model import (
     PLATFORM_COMMISSION,
-    Clawback,
     ClawbackState,
     CommissionLine,
     PayeeKind,
     ReasonCode,
+    RefundClawback,
     TransferKind,
 )
 from tests.property import (
@@ -56,7 +56,7 @@ def test_replicas_recording_the_same_refund_at_once_record_one_refund_and_move_m
         commission_lines=[
             CommissionLine(PayeeKind.INFLUENCER, influencer, 2_000),
             CommissionLine(PayeeKind.GROUP_LEADER, leader, 500),
-            CommissionLine(PayeeKind.PLATFORM_FEE, "", 300),
+            CommissionLine(PayeeKind.TECHNICAL_SERVICE_FEE, "", 300),
         ],
         wallet=4_000,
         deposit=10_000,
@@ -67,7 +67,7 @@ def test_replicas_recording_the_same_refund_at_once_record_one_refund_and_move_m
     outcomes = at_once(store, [lambda: service.record_refund(refund)] * REPLICAS)
 
     assert errors_of(outcomes) == []
-    clawbacks: list[Clawback] = [o.value for o in outcomes]
+    clawbacks: list[RefundClawback] = [o.value for o in outcomes]
     assert len({c.clawback_id for c in clawbacks}) == 1
     assert all(c == clawbacks[0] for c in clawbacks)
     assert [(line.due, line.recovered) for line in clawbacks[0].lines] == [
@@ -102,7 +102,7 @@ def test_replicas_recording_different_partial_refunds_while_funds_reach_a_short_
     lines = [
         CommissionLine(PayeeKind.INFLUENCER, influencer, 3_000),
         CommissionLine(PayeeKind.GROUP_LEADER, leader, 1_000),
-        CommissionLine(PayeeKind.PLATFORM_FEE, "", 500),
+        CommissionLine(PayeeKind.TECHNICAL_SERVICE_FEE, "", 500),
     ]
     earlier = a_late_order(service, paid=10_000, commission_lines=lines, wallet=20_000)
     service.record_refund(earlier.refund(5_000, service))
@@ -188,7 +188,7 @@ def test_replicas_recording_different_partial_refunds_while_funds_reach_a_short_
     assert_ledger_is_sound(store)
 
 
-def clawbacks_of_shop(service, shop_id: str) -> list[Clawback]:
+def clawbacks_of_shop(service, shop_id: str) -> list[RefundClawback]:
     found, more = service.list_clawbacks(
         shop_id=shop_id, state=None, start=None, end=None, after=None, limit=100
     )
@@ -217,7 +217,7 @@ def test_funds_reaching_a_payee_in_debt_never_deadlock_with_refunds_of_the_shop_
             paid=10_000,
             commission_lines=[
                 CommissionLine(PayeeKind.GROUP_LEADER, leader, 1_000),
-                CommissionLine(PayeeKind.PLATFORM_FEE, "", 500),
+                CommissionLine(PayeeKind.TECHNICAL_SERVICE_FEE, "", 500),
             ],
             wallet=20_000,
             shop_id=owed_order.shop_id,

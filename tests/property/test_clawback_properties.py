@@ -17,13 +17,13 @@ from server import rules
 from server.errors import InvalidArgument
 from server.model import (
     PLATFORM_COMMISSION,
-    Clawback,
     ClawbackState,
     CommissionLine,
     LineState,
     Order,
     OrderKind,
     PayeeKind,
+    RefundClawback,
     TransferKind,
 )
 from tests.conftest import T0
@@ -169,7 +169,11 @@ class Played:
             if left == 0:
                 break
             kind = data.draw(st.sampled_from(list(PayeeKind)), label="payee kind")
-            payee = "" if kind is PayeeKind.PLATFORM_FEE else data.draw(st.sampled_from(payees))
+            payee = (
+                ""
+                if kind is PayeeKind.TECHNICAL_SERVICE_FEE
+                else data.draw(st.sampled_from(payees))
+            )
             amount = data.draw(st.integers(1, left), label="commission")
             lines.append(CommissionLine(kind, payee, amount))
             left -= amount
@@ -191,7 +195,7 @@ class Played:
         post(service, wallet_of(self.order.shop_id), self.wallet - wallet)
         post(service, deposit_of(self.order.shop_id), self.deposit - deposit)
         self.payees = payees
-        self.clawbacks: list[Clawback] = []
+        self.clawbacks: list[RefundClawback] = []
         self.refunded = 0
         self.paid_from_wallet = 0
 
@@ -230,7 +234,7 @@ class Played:
 
     # --- What must hold after every step
 
-    def reread(self) -> list[Clawback]:
+    def reread(self) -> list[RefundClawback]:
         self.clawbacks = [
             self.service.get_clawback(clawback_id=c.clawback_id) for c in self.clawbacks
         ]
@@ -241,7 +245,7 @@ class Played:
             line.recovered
             for c in self.clawbacks
             for line in c.lines
-            if line.payee_kind is not PayeeKind.PLATFORM_FEE and line.payee_id == payee
+            if line.payee_kind is not PayeeKind.TECHNICAL_SERVICE_FEE and line.payee_id == payee
         )
 
     def outstanding_of(self, payee: str) -> int:
@@ -249,7 +253,7 @@ class Played:
             line.outstanding
             for c in self.clawbacks
             for line in c.lines
-            if line.payee_kind is not PayeeKind.PLATFORM_FEE and line.payee_id == payee
+            if line.payee_kind is not PayeeKind.TECHNICAL_SERVICE_FEE and line.payee_id == payee
         )
 
     def check(self) -> None:
@@ -277,7 +281,7 @@ class Played:
             line.recovered
             for c in clawbacks
             for line in c.lines
-            if line.payee_kind is PayeeKind.PLATFORM_FEE
+            if line.payee_kind is PayeeKind.TECHNICAL_SERVICE_FEE
         )
         shop = self.order.shop_id
         expected = {
@@ -298,7 +302,7 @@ class Played:
                 ]
                 for c in clawbacks
                 for line in c.lines
-                if line.payee_kind is not PayeeKind.PLATFORM_FEE
+                if line.payee_kind is not PayeeKind.TECHNICAL_SERVICE_FEE
                 and line.payee_id == payee
                 and line.due > 0
             )
@@ -360,7 +364,7 @@ def short_payee_order(service):
         commission_lines=[
             CommissionLine(PayeeKind.INFLUENCER, influencer, 2_000),
             CommissionLine(PayeeKind.GROUP_LEADER, leader, 500),
-            CommissionLine(PayeeKind.PLATFORM_FEE, "", 300),
+            CommissionLine(PayeeKind.TECHNICAL_SERVICE_FEE, "", 300),
         ],
         wallet=3_000,
         deposit=10_000,

@@ -112,7 +112,7 @@ def an_entry(
         state=state,
         opened_at=opened_at,
         expires_at=opened_at + service.policy.entry_window,
-        opened_by=setup.owner_id,
+        operator_id=setup.owner_id,
         note="",
         policy_version=service.policy.version,
     )

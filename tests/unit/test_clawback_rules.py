@@ -59,7 +59,7 @@ def make_order(**changes) -> Order:
             CommissionLine(PayeeKind.INFLUENCER, "influencer-1", 2_000),
             CommissionLine(PayeeKind.GROUP_LEADER, "leader-1", 500),
             CommissionLine(PayeeKind.AFFILIATE, "affiliate-1", 300),
-            CommissionLine(PayeeKind.PLATFORM_FEE, "platform", 100),
+            CommissionLine(PayeeKind.TECHNICAL_SERVICE_FEE, "platform", 100),
         ),
     )
     return dataclasses.replace(order, **changes)
@@ -317,7 +317,7 @@ def test_the_clawback_has_one_line_per_commission_line_with_its_payee_and_due():
         (0, PayeeKind.INFLUENCER, "influencer-1", 2_000, 500),
         (1, PayeeKind.GROUP_LEADER, "leader-1", 500, 125),
         (2, PayeeKind.AFFILIATE, "affiliate-1", 300, 75),
-        (3, PayeeKind.PLATFORM_FEE, "platform", 100, 25),
+        (3, PayeeKind.TECHNICAL_SERVICE_FEE, "platform", 100, 25),
     ]
     assert all(ln.recovered == 0 and ln.state is LineState.OUTSTANDING for ln in lines)
 
@@ -414,13 +414,16 @@ def test_the_buyer_is_paid_from_the_wallet_first_and_the_rest_from_the_deposit(
         pytest.param(a_line(PayeeKind.GROUP_LEADER, due=400), 100, 100, id="group-leader-short"),
         pytest.param(a_line(PayeeKind.AFFILIATE, due=400), 0, 0, id="affiliate-empty"),
         pytest.param(
-            a_line(PayeeKind.PLATFORM_FEE, due=1_000), 0, 1_000, id="fee-in-full-from-zero"
+            a_line(PayeeKind.TECHNICAL_SERVICE_FEE, due=1_000), 0, 1_000, id="fee-in-full-from-zero"
         ),
         pytest.param(
-            a_line(PayeeKind.PLATFORM_FEE, due=1_000), -5_000, 1_000, id="fee-in-full-when-negative"
+            a_line(PayeeKind.TECHNICAL_SERVICE_FEE, due=1_000),
+            -5_000,
+            1_000,
+            id="fee-in-full-when-negative",
         ),
         pytest.param(
-            a_line(PayeeKind.PLATFORM_FEE, due=1_000, recovered=400),
+            a_line(PayeeKind.TECHNICAL_SERVICE_FEE, due=1_000, recovered=400),
             0,
             600,
             id="fee-outstanding-part",

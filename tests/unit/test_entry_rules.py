@@ -10,8 +10,8 @@ import pytest
 from server import rules
 from server.model import (
     CommissionLine,
+    EligibilityFacts,
     Entry,
-    EntryFacts,
     EntryState,
     Order,
     OrderKind,
@@ -94,7 +94,7 @@ def make_entry(
         state=state,
         opened_at=opened_at if opened_at is not None else expires_at - 72 * timedelta(hours=1),
         expires_at=expires_at,
-        opened_by="staff-owner",
+        operator_id="staff-owner",
         note="agreed with the buyer in chat",
         policy_version="unit-test",
     )
@@ -107,21 +107,21 @@ def make_facts(
     operator: Staff | None = None,
     wallet: int = PAID,
     deposit: int = 0,
-    open_entry: Entry | None = None,
+    stored_open_entry: Entry | None = None,
     now: datetime = NOW,
-) -> EntryFacts:
-    return EntryFacts(
+) -> EligibilityFacts:
+    return EligibilityFacts(
         now=now,
         order=order if order is not None else make_order(),
         shop=shop if shop is not None else make_shop(),
         operator=operator if operator is not None else make_operator(),
         wallet_balance=wallet,
         deposit_balance=deposit,
-        open_entry=open_entry,
+        stored_open_entry=stored_open_entry,
     )
 
 
-def codes_of(facts: EntryFacts, policy: Policy = DEFAULT_POLICY) -> tuple[ReasonCode, ...]:
+def codes_of(facts: EligibilityFacts, policy: Policy = DEFAULT_POLICY) -> tuple[ReasonCode, ...]:
     return rules.check_entry(facts, policy).codes
 
 
@@ -133,7 +133,7 @@ def test_an_order_meeting_every_condition_is_eligible():
 
     assert decision.eligible
     assert decision.codes == ()
-    assert decision.open_entry is None
+    assert decision.already_open is None
     assert decision.days_since_completion == 30
 
 
@@ -171,7 +171,7 @@ SINGLE_FAILURES = [
         id="shop-closed",
     ),
     pytest.param(
-        {"order": make_order(kind=OrderKind.DEPOSIT_PRESALE)},
+        {"order": make_order(kind=OrderKind.PRESALE)},
         ReasonCode.ORDER_KIND_NOT_SUPPORTED,
         id="deposit-presale-order",
     ),
@@ -191,7 +191,7 @@ SINGLE_FAILURES = [
         id="fully-refunded-in-two-parts",
     ),
     pytest.param(
-        {"open_entry": make_entry(expires_at=NOW + DAY)},
+        {"stored_open_entry": make_entry(expires_at=NOW + DAY)},
         ReasonCode.ENTRY_ALREADY_OPEN,
         id="entry-already-open",
     ),
@@ -425,7 +425,7 @@ def test_only_a_shop_in_normal_operation_may_open(status, expected):
         pytest.param(OrderKind.ORDINARY, (), id="ordinary"),
         pytest.param(OrderKind.CROSS_BORDER, (), id="cross-border"),
         pytest.param(
-            OrderKind.DEPOSIT_PRESALE, (ReasonCode.ORDER_KIND_NOT_SUPPORTED,), id="deposit-presale"
+            OrderKind.PRESALE, (ReasonCode.ORDER_KIND_NOT_SUPPORTED,), id="deposit-presale"
         ),
     ],
 )
@@ -436,7 +436,7 @@ def test_ordinary_and_cross_border_orders_are_supported_deposit_orders_are_not(k
 def test_the_supported_order_kinds_come_from_the_policy():
     policy = Policy(version="presale-too", order_kinds=frozenset(OrderKind))
 
-    assert codes_of(make_facts(order=make_order(kind=OrderKind.DEPOSIT_PRESALE)), policy) == ()
+    assert codes_of(make_facts(order=make_order(kind=OrderKind.PRESALE)), policy) == ()
 
 
 def test_a_marketing_campaign_order_may_be_opened_under_the_default_policy():
@@ -492,14 +492,14 @@ def test_the_roles_that_may_open_come_from_the_policy():
     ],
 )
 def test_only_an_entry_open_by_time_blocks_opening_again(entry, counts_as_open):
-    decision = rules.check_entry(make_facts(open_entry=entry), DEFAULT_POLICY)
+    decision = rules.check_entry(make_facts(stored_open_entry=entry), DEFAULT_POLICY)
 
     if counts_as_open:
         assert decision.codes == (ReasonCode.ENTRY_ALREADY_OPEN,)
-        assert decision.open_entry == entry
+        assert decision.already_open == entry
     else:
         assert decision.codes == ()
-        assert decision.open_entry is None
+        assert decision.already_open is None
 
 
 # --- Every unmet condition at once ---------------------------------------------------------------
@@ -507,14 +507,12 @@ def test_only_an_entry_open_by_time_blocks_opening_again(entry, counts_as_open):
 
 def test_every_failing_condition_is_listed_at_once():
     facts = make_facts(
-        order=make_order(
-            kind=OrderKind.DEPOSIT_PRESALE, marketing_campaign=True, **completed(200 * DAY)
-        ),
+        order=make_order(kind=OrderKind.PRESALE, marketing_campaign=True, **completed(200 * DAY)),
         shop=make_shop(ShopStatus.SUSPENDED),
         operator=make_operator(StaffRole.FINANCE),
         wallet=50,
         deposit=60,
-        open_entry=make_entry(expires_at=NOW + DAY),
+        stored_open_entry=make_entry(expires_at=NOW + DAY),
     )
     policy = Policy(version="no-campaigns", marketing_campaign_orders_allowed=False)
 
@@ -571,11 +569,11 @@ def test_a_still_running_regular_period_is_listed_with_the_other_problems():
 
 def test_every_violation_carries_a_description():
     facts = make_facts(
-        order=make_order(kind=OrderKind.DEPOSIT_PRESALE, **completed(200 * DAY)),
+        order=make_order(kind=OrderKind.PRESALE, **completed(200 * DAY)),
         shop=make_shop(ShopStatus.CLOSED),
         operator=make_operator(StaffRole.FINANCE),
         wallet=0,
-        open_entry=make_entry(),
+        stored_open_entry=make_entry(),
     )
 
     decision = rules.check_entry(facts, DEFAULT_POLICY)

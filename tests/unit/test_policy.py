@@ -83,7 +83,7 @@ def test_every_setting_can_be_overridden(tmp_path):
         "completion_window_seconds = 86400\n"
         "window_seconds = 3600\n"
         'opener_roles = ["OWNER"]\n'
-        'order_kinds = ["ORDINARY", "CROSS_BORDER", "DEPOSIT_PRESALE"]\n'
+        'order_kinds = ["ORDINARY", "CROSS_BORDER", "PRESALE"]\n'
         "marketing_campaign_orders_allowed = false\n",
     )
 
@@ -163,7 +163,7 @@ def test_a_missing_policy_file_is_an_error(tmp_path):
         pytest.param('version = "v"\n[entry]\nopener_roles = ["owner"]\n', id="role-in-lower-case"),
         pytest.param('version = "v"\n[entry]\nopener_roles = "OWNER"\n', id="roles-not-a-list"),
         pytest.param(
-            'version = "v"\n[entry]\norder_kinds = ["ORDINARY", "PRESALE"]\n', id="unknown-kind"
+            'version = "v"\n[entry]\norder_kinds = ["ORDINARY", "LAYAWAY"]\n', id="unknown-kind"
         ),
         pytest.param('version = "v"\nentry = 5\n', id="entry-not-a-table"),
         pytest.param('version = "v"\n[entry\n', id="not-toml"),

@@ -89,7 +89,7 @@ def good_order(**changes) -> resources_pb2.Order:
         after_sales_ends_at=ts(PERIOD_ENDS),
         commission_lines=[
             line(resources_pb2.PAYEE_KIND_INFLUENCER, "influencer-1", 1_000),
-            line(resources_pb2.PAYEE_KIND_PLATFORM_FEE, "", 500),
+            line(resources_pb2.PAYEE_KIND_TECHNICAL_SERVICE_FEE, "", 500),
         ],
     )
     for name, value in changes.items():
@@ -220,7 +220,7 @@ def test_a_good_order_converts_to_its_domain_values():
         recorded_refunded_amount=0,
         commission_lines=(
             model.CommissionLine(model.PayeeKind.INFLUENCER, "influencer-1", 1_000),
-            model.CommissionLine(model.PayeeKind.PLATFORM_FEE, "", 500),
+            model.CommissionLine(model.PayeeKind.TECHNICAL_SERVICE_FEE, "", 500),
         ),
     )
     for moment in (order.created_at, order.completed_at, order.after_sales_ends_at):
@@ -235,8 +235,8 @@ def test_a_good_order_converts_to_its_domain_values():
             resources_pb2.ORDER_KIND_CROSS_BORDER, model.OrderKind.CROSS_BORDER, id="cross-border"
         ),
         pytest.param(
-            resources_pb2.ORDER_KIND_DEPOSIT_PRESALE,
-            model.OrderKind.DEPOSIT_PRESALE,
+            resources_pb2.ORDER_KIND_PRESALE,
+            model.OrderKind.PRESALE,
             id="deposit-presale",
         ),
     ],
@@ -299,7 +299,7 @@ def test_the_output_only_amounts_of_an_order_are_ignored():
             {
                 "commission_lines": [
                     line(resources_pb2.PAYEE_KIND_INFLUENCER, "i-1", 6_000),
-                    line(resources_pb2.PAYEE_KIND_PLATFORM_FEE, "", 4_000),
+                    line(resources_pb2.PAYEE_KIND_TECHNICAL_SERVICE_FEE, "", 4_000),
                 ]
             },
             id="commissions-equal-to-paid",
@@ -345,7 +345,7 @@ def test_every_bad_field_of_an_order_is_named_at_once():
         after_sales_ends_at=None,
         commission_lines=[
             line(resources_pb2.PAYEE_KIND_INFLUENCER, "influencer-1", 0),
-            line(resources_pb2.PAYEE_KIND_PLATFORM_FEE, "tr-account", 10),
+            line(resources_pb2.PAYEE_KIND_TECHNICAL_SERVICE_FEE, "tr-account", 10),
             line(0, "affiliate-1", -5),
         ],
     )
@@ -441,7 +441,7 @@ def test_a_malformed_order_field_is_named(changes, expected):
             id="unknown-payee-kind-99",
         ),
         pytest.param(
-            [line(resources_pb2.PAYEE_KIND_PLATFORM_FEE, "tr-1", 100)],
+            [line(resources_pb2.PAYEE_KIND_TECHNICAL_SERVICE_FEE, "tr-1", 100)],
             {"order.commission_lines[0].payee_id"},
             id="platform-fee-with-a-payee",
         ),
@@ -453,7 +453,7 @@ def test_a_malformed_order_field_is_named(changes, expected):
         pytest.param(
             [
                 line(resources_pb2.PAYEE_KIND_INFLUENCER, "i-1", 6_000),
-                line(resources_pb2.PAYEE_KIND_PLATFORM_FEE, "", 4_001),
+                line(resources_pb2.PAYEE_KIND_TECHNICAL_SERVICE_FEE, "", 4_001),
             ],
             {"order.commission_lines"},
             id="commissions-one-fen-above-paid",
