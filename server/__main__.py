@@ -8,16 +8,18 @@ import os
 import pathlib
 import signal
 import sys
+from types import FrameType
 
 import grpc
 from prometheus_client import start_http_server
 from pythonjsonlogger.json import JsonFormatter
 
-from server import demo, policy
-from server.app import App
-from server.clock import SystemClock
+from server import demo
+from server.domain import policy
+from server.grpc.app import App
 from server.service import Service
-from server.store import Store, open_database
+from server.service.clock import SystemClock
+from server.store import SqlStore, open_database
 
 DEFAULT_DATABASE = "sqlite:///var/aftersales.db"
 
@@ -91,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
             [(pathlib.Path(args.tls_key).read_bytes(), pathlib.Path(args.tls_cert).read_bytes())]
         )
 
-    store = Store(open_database(args.database))
+    store = SqlStore(open_database(args.database))
     version = store.migrate()
     service = Service(store, SystemClock(), the_policy)
     if args.demo and demo.load(service):
@@ -119,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         },
     )
 
-    def shut_down(signum, frame):
+    def shut_down(signum: int, frame: FrameType | None) -> None:
         log.info("shutting down", extra={"signal": signal.Signals(signum).name})
         app.stop()
 

@@ -7,8 +7,9 @@ start of `make run`. Times are relative to the moment it is loaded.
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
-from server.model import (
+from server.domain.model import (
     AccountKind,
     AccountRef,
     CommissionLine,
@@ -27,7 +28,7 @@ DAY = timedelta(days=1)
 
 def load(service: Service) -> bool:
     """Loads the demo data unless its first shop exists already; True if it loaded."""
-    if service.store.shop_exists("shop-sunny"):
+    if service.shop_exists("shop-sunny"):
         return False
     now = service.now()
     shops = [
@@ -51,7 +52,9 @@ def load(service: Service) -> bool:
         CommissionLine(PayeeKind.TECHNICAL_SERVICE_FEE, "", 6_495),
     )
 
-    def completed(order_id, shop_id, days_ago, *, period_days=7, **kw) -> Order:
+    def completed(
+        order_id: str, shop_id: str, days_ago: int, *, period_days: int = 7, **kw: Any
+    ) -> Order:
         done = now - days_ago * DAY
         defaults = dict(
             buyer_id="buyer-" + order_id.removeprefix("order-"),
@@ -109,7 +112,8 @@ def load(service: Service) -> bool:
         (AccountRef(AccountKind.CASH, "kol-mia"), 50_000),
         (AccountRef(AccountKind.CASH, "aff-lee"), 8_000),
     ]
-    with service.store.transaction():
+    # One unit of work: the data set is there whole or not at all.
+    with service.unit_of_work():
         for shop in shops:
             service.put_shop(shop)
         for member in staff:

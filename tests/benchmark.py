@@ -18,11 +18,12 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from client import Client
-from server import demo, policy
-from server.app import App
-from server.clock import SystemClock
+from server import demo
+from server.domain import policy
+from server.grpc.app import App
 from server.service import Service
-from server.store import Store, open_database
+from server.service.clock import SystemClock
+from server.store import SqlStore, open_database
 
 
 def measure(name: str, call: Callable[[int], None], clients: int, seconds: float) -> float:
@@ -46,7 +47,7 @@ def measure(name: str, call: Callable[[int], None], clients: int, seconds: float
 
 
 def run(database_url: str, clients: int, seconds: float) -> None:
-    store = Store(open_database(database_url))
+    store = SqlStore(open_database(database_url))
     store.migrate()
     service = Service(store, SystemClock(), policy.load())
     demo.load(service)

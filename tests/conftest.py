@@ -8,12 +8,12 @@ from datetime import UTC, datetime
 import pytest
 
 from client import Client
-from server import policy as policy_module
-from server.app import App
-from server.clock import FakeClock
-from server.model import Policy
+from server.domain import policy as policy_module
+from server.domain.model import Policy
+from server.grpc.app import App
 from server.service import Service
-from server.store import Store, open_database
+from server.service.clock import FakeClock
+from server.store import SqlStore, open_database
 from tests.pg import PostgresServer
 
 # A fixed moment for the fake clock: what tests compute their dates from.
@@ -40,7 +40,7 @@ def database_url(request, tmp_path):
 
 @pytest.fixture
 def store(database_url):
-    store = Store(open_database(database_url))
+    store = SqlStore(open_database(database_url))
     store.migrate()
     yield store
     store.close()

@@ -11,7 +11,7 @@ from google.rpc import error_details_pb2
 from aftersales.v1 import resources_pb2 as pb
 from aftersales.v1 import sync_pb2
 from client import AfterSalesError, Client
-from server.clock import FakeClock
+from server.service.clock import FakeClock
 
 DAY = timedelta(days=1)
 PAID = 100_000

@@ -17,10 +17,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from aftersales.v1 import resources_pb2 as pb
 from client import AfterSalesError, AlreadyExists, Client
 from server import demo
-from server import policy as policy_module
-from server.clock import SystemClock
+from server.domain import policy as policy_module
 from server.service import Service
-from server.store import Store, open_database
+from server.service.clock import SystemClock
+from server.store import SqlStore, open_database
 from tests.pg import free_port
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -58,7 +58,7 @@ def _start_replica(database_url: str) -> tuple[subprocess.Popen, str]:
 def replicas(postgres_server):
     url = postgres_server.create_database("replicas")
     # The demo data, loaded once, as an upstream would have synced it.
-    store = Store(open_database(url))
+    store = SqlStore(open_database(url))
     store.migrate()
     demo.load(Service(store, SystemClock(), policy_module.load()))
     store.close()
@@ -127,9 +127,10 @@ def test_replicas_open_one_entry_and_record_one_refund_whoever_is_asked(replicas
             500_000 - 64_950 + 10_391
         )
     # And the ledger, read straight from the database, balances to the fen.
-    store = Store(open_database(url))
+    store = SqlStore(open_database(url))
     try:
-        total, accounts = store.ledger_totals()
+        with store.unit_of_work(read_only=True) as uow:
+            total, accounts = uow.ledger.ledger_totals()
     finally:
         store.close()
     assert total == 0

@@ -5,11 +5,11 @@ import pytest
 
 from aftersales.v1 import resources_pb2 as pb
 from client import Client, Unavailable
-from server import policy
-from server.app import App
-from server.clock import SystemClock
+from server.domain import policy
+from server.grpc.app import App
 from server.service import Service
-from server.store import Store, open_database
+from server.service.clock import SystemClock
+from server.store import SqlStore, open_database
 from tests.pg import PostgresServer
 
 pytestmark = pytest.mark.postgres
@@ -19,7 +19,7 @@ def test_a_database_outage_is_unavailable_and_the_service_recovers_when_it_retur
     database = PostgresServer().start()
     app = None
     try:
-        store = Store(open_database(database.create_database("outage")))
+        store = SqlStore(open_database(database.create_database("outage")))
         store.migrate()
         app = App(Service(store, SystemClock(), policy.load()), "127.0.0.1:0", workers=2).start()
         with Client(f"127.0.0.1:{app.port}", timeout=5) as client:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from concurrent import futures
 from datetime import timedelta
 
-from server.model import (
+from server.domain.model import (
     AccountKind,
     AccountRef,
     CommissionLine,
@@ -28,7 +28,7 @@ from server.model import (
     StaffRole,
 )
 from server.service import Service
-from server.store import Store
+from server.store import SqlStore
 
 _serial = itertools.count()
 
@@ -141,11 +141,11 @@ def balances(service: Service, *accounts: AccountRef) -> dict[AccountRef, int]:
     return service.balances(list(accounts), None)
 
 
-def assert_ledger_is_sound(store: Store) -> dict[AccountRef, int]:
+def assert_ledger_is_sound(store: SqlStore) -> dict[AccountRef, int]:
     """All balances sum to zero, each maintained balance is what its transfers add up to, and no
     payee's cash and no merchant's wallet is below zero. Returns the balances."""
-    with store.session():
-        total, accounts = store.ledger_totals()
+    with store.unit_of_work(read_only=True) as uow:
+        total, accounts = uow.ledger.ledger_totals()
     assert total == 0
     drifted = {ref: pair for ref, pair in accounts.items() if pair[0] != pair[1]}
     assert drifted == {}, "maintained balance != balance derived from transfers"
@@ -170,7 +170,7 @@ class Outcome:
     error: BaseException | None = None
 
 
-def at_once(store: Store, works: Sequence[Callable[[], object]]) -> list[Outcome]:
+def at_once(store: SqlStore, works: Sequence[Callable[[], object]]) -> list[Outcome]:
     """Runs every work on its own thread, all released together as replicas would be; each thread
     has its own connection (peewee's are per thread) and closes its SQLite one after."""
     start = threading.Barrier(len(works))

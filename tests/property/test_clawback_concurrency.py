@@ -3,8 +3,8 @@ process, each on its own connection, stand for server replicas over one database
 
 from __future__ import annotations
 
-from server.errors import RulesRefused
-from server.model import (
+from server.domain.errors import RulesRefused
+from server.domain.model import (
     PLATFORM_COMMISSION,
     ClawbackState,
     CommissionLine,
@@ -34,14 +34,14 @@ def errors_of(outcomes) -> list[str]:
 
 
 def refunded_amount(store, order_id: str) -> int:
-    with store.session():
-        return store.order(order_id).recorded_refunded_amount
+    with store.unit_of_work(read_only=True) as uow:
+        return uow.facts.order(order_id).recorded_refunded_amount
 
 
 def transfers_of(service, account) -> list:
-    found, more = service.list_transfers(account, None, 1_000)
-    assert not more
-    return found
+    page = service.list_transfers(account, 1_000)
+    assert not page.next_page_token
+    return page.items
 
 
 def test_replicas_recording_the_same_refund_at_once_record_one_refund_and_move_money_once(
@@ -189,11 +189,9 @@ def test_replicas_recording_different_partial_refunds_while_funds_reach_a_short_
 
 
 def clawbacks_of_shop(service, shop_id: str) -> list[RefundClawback]:
-    found, more = service.list_clawbacks(
-        shop_id=shop_id, state=None, start=None, end=None, after=None, limit=100
-    )
-    assert not more
-    return found
+    page = service.list_clawbacks(shop_id=shop_id, state=None, start=None, end=None, page_size=100)
+    assert not page.next_page_token
+    return page.items
 
 
 def test_funds_reaching_a_payee_in_debt_never_deadlock_with_refunds_of_the_shop_it_owes(

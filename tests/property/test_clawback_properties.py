@@ -13,9 +13,9 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from server import rules
-from server.errors import InvalidArgument
-from server.model import (
+from server.domain import rules
+from server.domain.errors import InvalidArgument
+from server.domain.model import (
     PLATFORM_COMMISSION,
     ClawbackState,
     CommissionLine,
@@ -310,9 +310,9 @@ class Played:
 
         # The state kept for listing is the state the lines add up to.
         for state in (ClawbackState.RECOVERED, ClawbackState.PARTIAL, ClawbackState.OUTSTANDING):
-            listed, _ = self.service.list_clawbacks(
-                shop_id=shop, state=state, start=None, end=None, after=None, limit=100
-            )
+            listed = self.service.list_clawbacks(
+                shop_id=shop, state=state, start=None, end=None, page_size=100
+            ).items
             assert {c.clawback_id for c in listed} == {
                 c.clawback_id for c in clawbacks if c.state is state
             }
@@ -373,9 +373,9 @@ def short_payee_order(service):
 
 
 def transfers_of(service, account) -> list:
-    found, more = service.list_transfers(account, None, 1_000)
-    assert not more
-    return found
+    page = service.list_transfers(account, 1_000)
+    assert not page.next_page_token
+    return page.items
 
 
 def test_the_same_refund_recorded_twice_is_one_refund_and_one_clawback(

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 from concurrent import futures
 from datetime import timedelta
 
-from server.model import (
+from server.domain.model import (
     AccountKind,
     AccountRef,
     Entry,
@@ -23,7 +23,7 @@ from server.model import (
     StaffRole,
 )
 from server.service import Service
-from server.store import Store
+from server.store import SqlStore
 
 
 def request_id() -> str:
@@ -124,7 +124,7 @@ class Outcome:
     error: BaseException | None = None
 
 
-def at_once(store: Store, count: int, work: Callable[[int], object]) -> list[Outcome]:
+def at_once(store: SqlStore, count: int, work: Callable[[int], object]) -> list[Outcome]:
     """Runs work(0..count-1) on `count` threads released together, as replicas would; each
     thread has its own connection (peewee's are per thread) and closes its SQLite one after."""
     start = threading.Barrier(count)
@@ -144,7 +144,7 @@ def at_once(store: Store, count: int, work: Callable[[int], object]) -> list[Out
 
 
 @contextlib.contextmanager
-def counted_statements(store: Store) -> Iterator[list[str]]:
+def counted_statements(store: SqlStore) -> Iterator[list[str]]:
     """Every SQL statement the store's database runs meanwhile, transaction control included."""
     database = store.database
     statements: list[str] = []

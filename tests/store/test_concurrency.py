@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import threading
 
-from server.errors import RulesRefused
-from server.model import Application, Entry, EntryState, ReasonCode
-from server.store import ApplicationRow
+from server.domain.errors import RulesRefused
+from server.domain.model import Application, Entry, EntryState, ReasonCode
+from server.store.entries import SqlEntries
+from server.store.schema import ApplicationRow
 from tests.store.factories import an_eligible_order, an_eligible_setup, at_once
 
 REPLICAS = 8
@@ -21,20 +22,18 @@ def all_decide_before_any_writes(store, monkeypatch, replicas: int) -> None:
     if not store.is_postgres:
         return
     everyone_decided = threading.Barrier(replicas, timeout=30)
-    insert_entry = store.insert_entry
+    insert_entry = SqlEntries.insert_entry
 
-    def held_insert_entry(entry):
+    def held_insert_entry(entries, entry):
         everyone_decided.wait()
-        return insert_entry(entry)
+        return insert_entry(entries, entry)
 
-    monkeypatch.setattr(store, "insert_entry", held_insert_entry)
+    # Every unit of work makes its own repositories: hold them all, by their class.
+    monkeypatch.setattr(SqlEntries, "insert_entry", held_insert_entry)
 
 
 def entries_of(service, order_id: str) -> list[Entry]:
-    entries, _ = service.list_entries(
-        shop_id=None, order_id=order_id, state=None, after=None, limit=100
-    )
-    return entries
+    return service.list_entries(shop_id=None, order_id=order_id, state=None, page_size=100).items
 
 
 def test_replicas_opening_the_same_order_at_once_create_exactly_one_entry(
@@ -78,7 +77,7 @@ def test_replicas_applying_on_one_open_entry_at_once_file_exactly_one_applicatio
     used = service.get_entry(entry.entry_id)
     assert used.state is EntryState.USED
     assert used.application_id == filed[0].application_id
-    with store.session():
+    with store.unit_of_work(read_only=True):
         assert [(a.id, a.entry_id, a.amount) for a in ApplicationRow.select()] == [
             (filed[0].application_id, entry.entry_id, filed[0].amount)
         ]

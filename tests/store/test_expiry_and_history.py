@@ -7,25 +7,22 @@ from datetime import timedelta
 
 import pytest
 
-from server.errors import RulesRefused
-from server.model import Entry, EntryState, ReasonCode
-from server.store import to_us
+from server.domain.errors import RulesRefused
+from server.domain.model import Entry, EntryState, ReasonCode
 from tests.store.factories import an_eligible_order, an_eligible_setup
 
 US = timedelta(microseconds=1)
 
 
 def stored(store, entry: Entry) -> EntryState:
-    with store.session():
-        return store.entry(entry.entry_id).state
+    with store.unit_of_work(read_only=True) as uow:
+        return uow.entries.entry(entry.entry_id).state
 
 
 def history(service, order_id=None, shop_id=None, state=None) -> list[Entry]:
-    entries, more = service.list_entries(
-        shop_id=shop_id, order_id=order_id, state=state, after=None, limit=100
-    )
-    assert not more
-    return entries
+    page = service.list_entries(shop_id=shop_id, order_id=order_id, state=state, page_size=100)
+    assert not page.next_page_token
+    return page.items
 
 
 def test_an_entry_opened_now_is_stored_open_for_the_policy_s_window(store, service, clock):
@@ -36,8 +33,8 @@ def test_an_entry_opened_now_is_stored_open_for_the_policy_s_window(store, servi
     assert entry.opened_at == clock.now()
     assert entry.expires_at == clock.now() + service.policy.entry_window
     assert stored(store, entry) is EntryState.OPEN
-    with store.session():
-        assert store.entry(entry.entry_id) == entry
+    with store.unit_of_work(read_only=True) as uow:
+        assert uow.entries.entry(entry.entry_id) == entry
 
 
 def test_readers_see_the_entry_expired_the_moment_its_window_ends_before_any_sweep(
@@ -150,16 +147,17 @@ def opened_in_rounds(service, clock, setup, orders: int, rounds: int) -> list[En
 
 
 def all_pages(service, shop_id: str, state, size: int) -> tuple[list[list[Entry]], list[bool]]:
-    pages, flags, after = [], [], None
+    """Every page, following next_page_token, and for each whether another page follows."""
+    pages, flags, token = [], [], ""
     while True:
-        page, more = service.list_entries(
-            shop_id=shop_id, order_id=None, state=state, after=after, limit=size
+        page = service.list_entries(
+            shop_id=shop_id, order_id=None, state=state, page_size=size, page_token=token
         )
-        pages.append(page)
-        flags.append(more)
-        if not more:
+        pages.append(page.items)
+        flags.append(bool(page.next_page_token))
+        if not page.next_page_token:
             return pages, flags
-        after = (to_us(page[-1].opened_at), page[-1].entry_id)
+        token = page.next_page_token
         assert len(pages) < 50, "paging does not end"
 
 

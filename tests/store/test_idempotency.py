@@ -7,9 +7,10 @@ import threading
 
 import pytest
 
-from server.errors import RequestIdReused
-from server.model import EXTERNAL, EntryState, TransferKind
-from server.store import RequestRow
+from server.domain.errors import RequestIdReused
+from server.domain.model import EXTERNAL, EntryState, TransferKind
+from server.service import RequestKey
+from server.store.schema import RequestRow
 from tests.store.factories import (
     an_eligible_setup,
     an_entry,
@@ -22,7 +23,7 @@ REPLICAS = 8
 
 
 class Counted:
-    """A `run` for store.idempotent that counts its calls and answers `response`."""
+    """A `run` for service.once that counts its calls and answers `response`."""
 
     def __init__(self, response: bytes = b"response", effect=None) -> None:
         self.calls = 0
@@ -39,108 +40,113 @@ class Counted:
 
 
 def stored_requests(store) -> list[tuple[str, str, str, bytes]]:
-    with store.session():
+    with store.unit_of_work(read_only=True):
         return [
             (r.request_id, r.method, r.fingerprint, bytes(r.response)) for r in RequestRow.select()
         ]
 
 
-def test_a_new_request_runs_once_and_its_response_is_stored(store, clock):
+def test_a_new_request_runs_once_and_its_response_is_stored(store, service):
     rid, run = request_id(), Counted(b"\x00first\xff")
 
-    assert store.idempotent(rid, "OpenEntry", "fp-1", run, clock.now()) == b"\x00first\xff"
+    assert service.once(RequestKey(rid, "OpenEntry", "fp-1"), run) == b"\x00first\xff"
 
     assert run.calls == 1
     assert stored_requests(store) == [(rid, "OpenEntry", "fp-1", b"\x00first\xff")]
 
 
-def test_the_same_request_again_answers_the_stored_response_without_running(store, clock):
+def test_the_same_request_again_answers_the_stored_response_without_running(service):
     rid = request_id()
-    store.idempotent(rid, "OpenEntry", "fp-1", Counted(b"original"), clock.now())
+    service.once(RequestKey(rid, "OpenEntry", "fp-1"), Counted(b"original"))
     again = Counted(b"something else")
 
-    assert store.idempotent(rid, "OpenEntry", "fp-1", again, clock.now()) == b"original"
+    assert service.once(RequestKey(rid, "OpenEntry", "fp-1"), again) == b"original"
 
     assert again.calls == 0
 
 
-def test_the_same_request_id_with_another_request_is_refused(store, clock):
+def test_the_same_request_id_with_another_request_is_refused(store, service):
     rid = request_id()
-    store.idempotent(rid, "OpenEntry", "fp-1", Counted(), clock.now())
+    service.once(RequestKey(rid, "OpenEntry", "fp-1"), Counted())
     other = Counted()
 
     with pytest.raises(RequestIdReused):
-        store.idempotent(rid, "OpenEntry", "fp-2", other, clock.now())
+        service.once(RequestKey(rid, "OpenEntry", "fp-2"), other)
     with pytest.raises(RequestIdReused):
-        store.idempotent(rid, "ApplyAfterSales", "fp-1", other, clock.now())
+        service.once(RequestKey(rid, "ApplyAfterSales", "fp-1"), other)
 
     assert other.calls == 0
     assert [r[:3] for r in stored_requests(store)] == [(rid, "OpenEntry", "fp-1")]
 
 
-def test_a_failing_run_stores_nothing_and_its_writes_are_rolled_back(store, service, clock):
+def insert_entry(service, entry) -> None:
+    """Writes the entry below the service, in the unit of work of the request running it."""
+    with service.unit_of_work() as uow:
+        uow.entries.insert_entry(entry)
+
+
+def test_a_failing_run_stores_nothing_and_its_writes_are_rolled_back(store, service):
     setup = an_eligible_setup(service)
     entry = an_entry(setup, service)
 
     def insert_then_fail() -> bytes:
-        store.insert_entry(entry)
+        insert_entry(service, entry)
         raise RuntimeError("crashed after writing")
 
     rid = request_id()
     with pytest.raises(RuntimeError, match="crashed"):
-        store.idempotent(rid, "OpenEntry", "fp-1", insert_then_fail, clock.now())
+        service.once(RequestKey(rid, "OpenEntry", "fp-1"), insert_then_fail)
 
     assert stored_requests(store) == []
-    with store.session():
-        assert store.stored_open_entry(setup.order_id) is None
+    with store.unit_of_work(read_only=True) as uow:
+        assert uow.entries.stored_open_entry(setup.order_id) is None
 
     # Nothing was kept, so a retry runs for real.
-    retry = Counted(b"retried", effect=lambda: store.insert_entry(entry))
-    assert store.idempotent(rid, "OpenEntry", "fp-1", retry, clock.now()) == b"retried"
+    retry = Counted(b"retried", effect=lambda: insert_entry(service, entry))
+    assert service.once(RequestKey(rid, "OpenEntry", "fp-1"), retry) == b"retried"
     assert retry.calls == 1
-    with store.session():
-        assert store.entry(entry.entry_id).state is EntryState.OPEN
+    with store.unit_of_work(read_only=True) as uow:
+        assert uow.entries.entry(entry.entry_id).state is EntryState.OPEN
 
 
 def test_the_same_request_from_several_replicas_at_once_takes_effect_once(store, service, clock):
     setup = an_eligible_setup(service)
     wallet = wallet_of(setup.shop_id)
-    with store.session():
-        before = store.balance(wallet)
+    with store.unit_of_work(read_only=True) as uow:
+        before = uow.ledger.balances([wallet])[wallet]
     keys = itertools.count()
 
     def credit_the_wallet() -> None:
         # A fresh transfer key per run: only the request id can stop a second posting.
-        store.post_transfer(
-            from_account=EXTERNAL,
-            to_account=wallet,
-            amount=700,
-            kind=TransferKind.FUNDS_IN,
-            reference="idempotency race",
-            idempotency_key=f"race:{next(keys)}",
-            now=clock.now(),
-            guard_from=False,
-        )
+        with service.unit_of_work() as uow:
+            uow.ledger.post_transfer(
+                from_account=EXTERNAL,
+                to_account=wallet,
+                amount=700,
+                kind=TransferKind.FUNDS_IN,
+                reference="idempotency race",
+                idempotency_key=f"race:{next(keys)}",
+                now=clock.now(),
+                guard_from=False,
+            )
 
     rid, run = request_id(), Counted(b"credited 7.00", effect=credit_the_wallet)
 
     outcomes = at_once(
-        store, REPLICAS, lambda _: store.idempotent(rid, "PostFunds", "fp-1", run, clock.now())
+        store, REPLICAS, lambda _: service.once(RequestKey(rid, "PostFunds", "fp-1"), run)
     )
 
     assert [o.error for o in outcomes] == [None] * REPLICAS
     assert [o.value for o in outcomes] == [b"credited 7.00"] * REPLICAS
-    with store.session():
-        assert store.balance(wallet) == before + 700
-    total, accounts = store.ledger_totals()
+    with store.unit_of_work(read_only=True) as uow:
+        assert uow.ledger.balances([wallet])[wallet] == before + 700
+        total, accounts = uow.ledger.ledger_totals()
     assert total == 0
     assert all(kept == derived for kept, derived in accounts.values())
     assert [r[:3] for r in stored_requests(store)] == [(rid, "PostFunds", "fp-1")]
 
 
-def test_the_same_open_entry_request_from_several_replicas_at_once_answers_alike(
-    store, service, clock
-):
+def test_the_same_open_entry_request_from_several_replicas_at_once_answers_alike(store, service):
     """As the API runs it: the request id wraps service.open_entry, retried while in flight."""
     setup = an_eligible_setup(service)
 
@@ -149,13 +155,13 @@ def test_the_same_open_entry_request_from_several_replicas_at_once_answers_alike
 
     rid = request_id()
     outcomes = at_once(
-        store, REPLICAS, lambda _: store.idempotent(rid, "OpenEntry", "fp-1", open_it, clock.now())
+        store, REPLICAS, lambda _: service.once(RequestKey(rid, "OpenEntry", "fp-1"), open_it)
     )
 
     assert [repr(o.error) for o in outcomes if o.error is not None] == []
     answers = {o.value for o in outcomes}
     assert len(answers) == 1
-    entries, _ = service.list_entries(
-        shop_id=None, order_id=setup.order_id, state=None, after=None, limit=10
-    )
+    entries = service.list_entries(
+        shop_id=None, order_id=setup.order_id, state=None, page_size=10
+    ).items
     assert [e.entry_id.encode() for e in entries] == list(answers)

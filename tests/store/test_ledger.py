@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import peewee
 import pytest
 
-from server.errors import RulesRefused
-from server.model import EXTERNAL, PLATFORM_COMMISSION, ReasonCode, TransferKind
-from server.store import TransferRow
+from server.domain.errors import RulesRefused
+from server.domain.model import EXTERNAL, PLATFORM_COMMISSION, ReasonCode, TransferKind
+from server.service.unit_of_work import WriteConflict
+from server.store.schema import TransferRow
 from tests.store.factories import a_normal_shop, at_once, deposit_of, request_id, wallet_of
 
 REPLICAS = 8
@@ -15,7 +15,8 @@ REPLICAS = 8
 
 def assert_ledger_balances(store) -> dict:
     """All balances sum to zero and each kept balance is the one its transfers add up to."""
-    total, accounts = store.ledger_totals()
+    with store.unit_of_work(read_only=True) as uow:
+        total, accounts = uow.ledger.ledger_totals()
     assert total == 0
     assert {ref: kept for ref, (kept, _) in accounts.items()} == {
         ref: derived for ref, (_, derived) in accounts.items()
@@ -24,7 +25,7 @@ def assert_ledger_balances(store) -> dict:
 
 
 def transfer_count(store) -> int:
-    with store.session():
+    with store.unit_of_work(read_only=True):
         return TransferRow.select().count()
 
 
@@ -83,8 +84,8 @@ def test_the_same_transfer_idempotency_key_twice_is_refused_by_the_database(stor
     a_normal_shop(service, "shop-1", wallet=0)
 
     def post() -> None:
-        with store.transaction():
-            store.post_transfer(
+        with store.unit_of_work() as uow:
+            uow.ledger.post_transfer(
                 from_account=EXTERNAL,
                 to_account=wallet_of("shop-1"),
                 amount=1_000,
@@ -94,9 +95,11 @@ def test_the_same_transfer_idempotency_key_twice_is_refused_by_the_database(stor
                 now=clock.now(),
                 guard_from=False,
             )
+            uow.commit()
 
     post()
-    with pytest.raises(peewee.IntegrityError):
+    # The database's refusal leaves the unit of work as WriteConflict.
+    with pytest.raises(WriteConflict):
         post()
 
     assert assert_ledger_balances(store)[wallet_of("shop-1")] == 1_000
@@ -108,7 +111,7 @@ def test_the_same_funds_request_id_twice_posts_once(store, service):
     rid = request_id()
     service.post_funds(rid, wallet_of("shop-1"), 1_000, "once")
 
-    with pytest.raises(peewee.IntegrityError):
+    with pytest.raises(WriteConflict):
         service.post_funds(rid, wallet_of("shop-1"), 1_000, "once")
 
     assert assert_ledger_balances(store)[wallet_of("shop-1")] == 1_000

@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from server.model import EntryState
-from server.store import EntryConflict
+from server.domain.model import EntryState
+from server.service.unit_of_work import EntryConflict
 from tests.store.factories import an_eligible_order, an_eligible_setup, an_entry
 
 # Any moment: list_entries reads stored states when no state filter is given.
@@ -17,16 +17,17 @@ T0 = datetime(2026, 6, 1, tzinfo=UTC)
 
 
 def insert(store, entry) -> None:
-    with store.transaction():
-        store.insert_entry(entry)
+    with store.unit_of_work() as uow:
+        uow.entries.insert_entry(entry)
+        uow.commit()
 
 
 def states_of(store, order_id: str) -> list[EntryState]:
     """The states stored for the order's entries (not as readers see them)."""
-    with store.session():
+    with store.unit_of_work(read_only=True) as uow:
         return sorted(
             e.state
-            for e in store.list_entries(
+            for e in uow.entries.list_entries(
                 shop_id=None, order_id=order_id, states=None, now=T0, after=None, limit=100
             )
         )
@@ -75,8 +76,9 @@ def test_open_entries_of_different_orders_do_not_conflict(store, service):
 def test_once_the_open_entry_is_stored_expired_a_new_one_may_be_opened(store, service):
     setup = an_eligible_setup(service)
     insert(store, an_entry(setup, service, opened_ago=timedelta(days=4)))
-    with store.transaction():
-        assert store.expire_entries(service.now(), order_id=setup.order_id) == 1
+    with store.unit_of_work() as uow:
+        assert uow.entries.expire_entries(service.now(), order_id=setup.order_id) == 1
+        uow.commit()
 
     insert(store, an_entry(setup, service))
 
@@ -88,8 +90,9 @@ def test_a_conflict_inside_a_transaction_leaves_the_rest_of_it_usable(store, ser
     first = an_entry(setup, service)
     insert(store, first)
 
-    with store.transaction():
+    with store.unit_of_work() as uow:
         with pytest.raises(EntryConflict):
-            store.insert_entry(an_entry(setup, service))
+            uow.entries.insert_entry(an_entry(setup, service))
         # The failed insert only rolled back to its savepoint: the transaction goes on.
-        assert store.stored_open_entry(setup.order_id).entry_id == first.entry_id
+        assert uow.entries.stored_open_entry(setup.order_id).entry_id == first.entry_id
+        uow.commit()

@@ -7,7 +7,7 @@ from datetime import timedelta
 
 import pytest
 
-from server.errors import RulesRefused
+from server.domain.errors import RulesRefused
 from tests.store.factories import an_eligible_order, an_eligible_setup, counted_statements
 
 CHECK_ELIGIBILITY_MAX = 2

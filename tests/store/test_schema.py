@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from server.model import Shop, ShopStatus
-from server.store import SCHEMA_VERSION, SchemaVersionRow, Store, open_database
+from server.domain.model import Shop, ShopStatus
+from server.store import SCHEMA_VERSION, SqlStore, open_database
+from server.store.schema import SchemaVersionRow
 from tests.store.factories import at_once
 
 TABLES = {
@@ -24,12 +25,12 @@ TABLES = {
 @pytest.fixture
 def empty_store(database_url):
     """A store on a database nothing has migrated yet (the `store` fixture migrates)."""
-    store = Store(open_database(database_url))
+    store = SqlStore(open_database(database_url))
     yield store
     store.close()
 
 
-def versions_recorded(store: Store) -> list[int]:
+def versions_recorded(store: SqlStore) -> list[int]:
     with store.session():
         return [row.version for row in SchemaVersionRow.select().order_by(SchemaVersionRow.version)]
 
@@ -54,8 +55,8 @@ def test_migrating_again_is_a_no_op_that_keeps_the_version_and_the_data(store, s
 
     assert store.schema_version() == SCHEMA_VERSION
     assert versions_recorded(store) == list(range(1, SCHEMA_VERSION + 1))
-    with store.session():
-        assert store.shop("shop-1").name == "Kept"
+    with store.unit_of_work(read_only=True) as uow:
+        assert uow.facts.shop("shop-1").name == "Kept"
 
 
 def test_replicas_migrating_the_same_database_at_once_apply_each_step_once(empty_store):
@@ -68,16 +69,17 @@ def test_replicas_migrating_the_same_database_at_once_apply_each_step_once(empty
 
 def test_a_server_refuses_to_start_on_a_schema_newer_than_its_code(store, service, database_url):
     service.put_shop(Shop("shop-1", "Kept", ShopStatus.NORMAL, None))
-    with store.transaction():
+    with store.unit_of_work() as uow:
         SchemaVersionRow.create(version=SCHEMA_VERSION + 1, applied_at=0)
+        uow.commit()
     store.close()
 
-    newer = Store(open_database(database_url))
+    newer = SqlStore(open_database(database_url))
     try:
         with pytest.raises(RuntimeError, match="newer"):
             newer.migrate()
         assert newer.schema_version() == SCHEMA_VERSION + 1
-        with newer.session():
-            assert newer.shop("shop-1").name == "Kept"
+        with newer.unit_of_work(read_only=True) as uow:
+            assert uow.facts.shop("shop-1").name == "Kept"
     finally:
         newer.close()

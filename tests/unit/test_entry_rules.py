@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from server import rules
-from server.model import (
+from server.domain import rules
+from server.domain.model import (
     CommissionLine,
     EligibilityFacts,
     Entry,

@@ -6,9 +6,9 @@ from datetime import timedelta
 
 import pytest
 
-from server import policy as policy_loader
-from server.model import OrderKind, StaffRole
-from server.policy import PolicyError
+from server.domain import policy as policy_loader
+from server.domain.model import OrderKind, StaffRole
+from server.domain.policy import PolicyError
 
 DEFAULT_ROLES = {StaffRole.OWNER, StaffRole.ADMIN, StaffRole.CS_ADMIN}
 DEFAULT_KINDS = {OrderKind.ORDINARY, OrderKind.CROSS_BORDER}

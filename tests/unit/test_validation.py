@@ -10,8 +10,10 @@ from google.protobuf import timestamp_pb2
 from google.protobuf.message import Message
 
 from aftersales.v1 import entry_pb2, resources_pb2, sync_pb2
-from server import convert, model
-from server.errors import InvalidArgument
+from server.domain import model
+from server.domain.errors import InvalidArgument
+from server.grpc import entries as entry_api
+from server.grpc import sync as sync_api
 
 CREATED = datetime(2026, 1, 10, 8, 30, 0, tzinfo=UTC)
 COMPLETED = datetime(2026, 1, 15, 20, 0, 0, 250_000, tzinfo=UTC)
@@ -124,13 +126,13 @@ def assert_aware_utc(moment: datetime) -> None:
     ],
 )
 def test_a_shop_status_maps_to_the_domain_status(status, expected):
-    shop = convert.shop(sync_pb2.PutShopRequest(shop=good_shop(status=status)))
+    shop = sync_api.shop(sync_pb2.PutShopRequest(shop=good_shop(status=status)))
 
     assert shop.status is expected
 
 
 def test_a_good_shop_converts_to_its_domain_values():
-    shop = convert.shop(sync_pb2.PutShopRequest(shop=good_shop()))
+    shop = sync_api.shop(sync_pb2.PutShopRequest(shop=good_shop()))
 
     assert shop == model.Shop("shop-1", "Shop One", model.ShopStatus.NORMAL, WALLET_OPENED)
     assert_aware_utc(shop.wallet_opened_at)
@@ -140,24 +142,24 @@ def test_a_shop_without_a_wallet_has_no_wallet_opening_time():
     request = sync_pb2.PutShopRequest(shop=good_shop())
     request.shop.ClearField("wallet_opened_at")
 
-    assert convert.shop(request).wallet_opened_at is None
+    assert sync_api.shop(request).wallet_opened_at is None
 
 
 def test_a_put_shop_without_a_shop_is_refused():
-    assert bad_fields(convert.shop, sync_pb2.PutShopRequest()) == {"shop"}
+    assert bad_fields(sync_api.shop, sync_pb2.PutShopRequest()) == {"shop"}
 
 
 def test_an_empty_shop_names_every_missing_field():
     request = sync_pb2.PutShopRequest(shop=resources_pb2.Shop())
 
-    assert bad_fields(convert.shop, request) == {"shop.shop_id", "shop.status"}
+    assert bad_fields(sync_api.shop, request) == {"shop.shop_id", "shop.status"}
 
 
 @pytest.mark.parametrize("status", [0, 99], ids=["unspecified", "unknown-99"])
 def test_a_shop_status_must_be_a_known_value(status):
     request = sync_pb2.PutShopRequest(shop=good_shop(status=status))
 
-    assert bad_fields(convert.shop, request) == {"shop.status"}
+    assert bad_fields(sync_api.shop, request) == {"shop.status"}
 
 
 # --- PutStaff -------------------------------------------------------------------------------------
@@ -177,7 +179,7 @@ def test_a_shop_status_must_be_a_known_value(status):
     ],
 )
 def test_a_staff_role_maps_to_the_domain_role(role, expected):
-    staff = convert.staff(sync_pb2.PutStaffRequest(staff=good_staff(role=role)))
+    staff = sync_api.staff(sync_pb2.PutStaffRequest(staff=good_staff(role=role)))
 
     assert staff == model.Staff("staff-1", "shop-1", expected, "Owner")
 
@@ -185,7 +187,7 @@ def test_a_staff_role_maps_to_the_domain_role(role, expected):
 def test_an_empty_staff_account_names_every_missing_field():
     request = sync_pb2.PutStaffRequest(staff=resources_pb2.Staff())
 
-    assert bad_fields(convert.staff, request) == {
+    assert bad_fields(sync_api.staff, request) == {
         "staff.staff_id",
         "staff.shop_id",
         "staff.role",
@@ -196,14 +198,14 @@ def test_an_empty_staff_account_names_every_missing_field():
 def test_a_staff_role_must_be_a_known_value(role):
     request = sync_pb2.PutStaffRequest(staff=good_staff(role=role))
 
-    assert bad_fields(convert.staff, request) == {"staff.role"}
+    assert bad_fields(sync_api.staff, request) == {"staff.role"}
 
 
 # --- PutOrder: good orders ------------------------------------------------------------------------
 
 
 def test_a_good_order_converts_to_its_domain_values():
-    order = convert.order(put_order())
+    order = sync_api.order(put_order())
 
     assert order == model.Order(
         order_id="order-1",
@@ -242,7 +244,7 @@ def test_a_good_order_converts_to_its_domain_values():
     ],
 )
 def test_an_order_kind_maps_to_the_domain_kind(kind, expected):
-    assert convert.order(put_order(kind=kind)).kind is expected
+    assert sync_api.order(put_order(kind=kind)).kind is expected
 
 
 @pytest.mark.parametrize(
@@ -258,31 +260,31 @@ def test_an_order_kind_maps_to_the_domain_kind(kind, expected):
     ],
 )
 def test_a_payee_kind_maps_to_the_domain_kind(kind, expected):
-    order = convert.order(put_order(commission_lines=[line(kind, "payee-1", 300)]))
+    order = sync_api.order(put_order(commission_lines=[line(kind, "payee-1", 300)]))
 
     assert order.commission_lines == (model.CommissionLine(expected, "payee-1", 300),)
 
 
 def test_a_marketing_campaign_order_keeps_its_flag():
-    assert convert.order(put_order(marketing_campaign=True)).marketing_campaign is True
+    assert sync_api.order(put_order(marketing_campaign=True)).marketing_campaign is True
 
 
 def test_an_order_not_yet_completed_is_valid_and_has_no_completion_times():
-    order = convert.order(put_order(completed_at=None, after_sales_ends_at=None))
+    order = sync_api.order(put_order(completed_at=None, after_sales_ends_at=None))
 
     assert order.completed_at is None
     assert order.after_sales_ends_at is None
 
 
 def test_an_order_may_have_no_commissions_and_no_category():
-    order = convert.order(put_order(commission_lines=[], category_id=""))
+    order = sync_api.order(put_order(commission_lines=[], category_id=""))
 
     assert order.commission_lines == ()
     assert order.category_id == ""
 
 
 def test_the_output_only_amounts_of_an_order_are_ignored():
-    order = convert.order(
+    order = sync_api.order(
         put_order(prior_refunded_amount=2_000, refunded_amount=9_999, refundable_amount=1)
     )
 
@@ -313,20 +315,20 @@ def test_the_output_only_amounts_of_an_order_are_ignored():
     ],
 )
 def test_an_order_at_the_edge_of_every_limit_is_accepted(changes):
-    convert.order(put_order(**changes))
+    sync_api.order(put_order(**changes))
 
 
 # --- PutOrder: malformed orders -------------------------------------------------------------------
 
 
 def test_a_put_order_without_an_order_is_refused():
-    assert bad_fields(convert.order, sync_pb2.PutOrderRequest()) == {"order"}
+    assert bad_fields(sync_api.order, sync_pb2.PutOrderRequest()) == {"order"}
 
 
 def test_an_empty_order_names_every_missing_field():
     request = sync_pb2.PutOrderRequest(order=resources_pb2.Order())
 
-    assert bad_fields(convert.order, request) == {
+    assert bad_fields(sync_api.order, request) == {
         "order.order_id",
         "order.shop_id",
         "order.buyer_id",
@@ -350,7 +352,7 @@ def test_every_bad_field_of_an_order_is_named_at_once():
         ],
     )
 
-    assert bad_fields(convert.order, request) == {
+    assert bad_fields(sync_api.order, request) == {
         "order.order_id",
         "order.paid_amount",
         "order.kind",
@@ -411,7 +413,7 @@ def test_every_bad_field_of_an_order_is_named_at_once():
     ],
 )
 def test_a_malformed_order_field_is_named(changes, expected):
-    assert bad_fields(convert.order, put_order(**changes)) == expected
+    assert bad_fields(sync_api.order, put_order(**changes)) == expected
 
 
 @pytest.mark.parametrize(
@@ -461,7 +463,7 @@ def test_a_malformed_order_field_is_named(changes, expected):
     ],
 )
 def test_a_malformed_commission_line_is_named_by_its_index(lines, expected):
-    assert bad_fields(convert.order, put_order(commission_lines=lines)) == expected
+    assert bad_fields(sync_api.order, put_order(commission_lines=lines)) == expected
 
 
 # --- PostFunds ------------------------------------------------------------------------------------
@@ -491,7 +493,7 @@ def post_funds(**changes) -> sync_pb2.PostFundsRequest:
 def test_good_funds_convert_to_an_account_and_a_signed_amount(amount, kind):
     account = resources_pb2.AccountRef(kind=kind, owner_id="shop-1")
 
-    request_id, ref, got_amount, memo = convert.post_funds(
+    request_id, ref, got_amount, memo = sync_api.post_funds(
         post_funds(account=account, amount=amount)
     )
 
@@ -507,7 +509,7 @@ def test_good_funds_convert_to_an_account_and_a_signed_amount(amount, kind):
 def test_funds_with_every_field_bad_name_every_field():
     request = sync_pb2.PostFundsRequest(request_id="short", amount=0)
 
-    assert bad_fields(convert.post_funds, request) == {"request_id", "account", "amount"}
+    assert bad_fields(sync_api.post_funds, request) == {"request_id", "account", "amount"}
 
 
 @pytest.mark.parametrize(
@@ -543,7 +545,7 @@ def test_funds_with_every_field_bad_name_every_field():
     ],
 )
 def test_funds_must_name_a_real_account(account, expected):
-    assert bad_fields(convert.post_funds, post_funds(account=account)) == expected
+    assert bad_fields(sync_api.post_funds, post_funds(account=account)) == expected
 
 
 # --- AfterSalesEntry requests ---------------------------------------------------------------------
@@ -552,13 +554,13 @@ def test_funds_must_name_a_real_account(account, expected):
 def test_check_eligibility_names_both_missing_ids():
     request = entry_pb2.CheckEligibilityRequest()
 
-    assert bad_fields(convert.check_eligibility, request) == {"order_id", "operator_id"}
+    assert bad_fields(entry_api.check_eligibility, request) == {"order_id", "operator_id"}
 
 
 def test_a_good_eligibility_check_gives_the_ids():
     request = entry_pb2.CheckEligibilityRequest(order_id="order-1", operator_id="staff-1")
 
-    assert convert.check_eligibility(request) == ("order-1", "staff-1")
+    assert entry_api.check_eligibility(request) == ("order-1", "staff-1")
 
 
 def open_entry(**changes) -> entry_pb2.OpenEntryRequest:
@@ -573,7 +575,7 @@ def open_entry(**changes) -> entry_pb2.OpenEntryRequest:
 
 
 def test_a_good_open_entry_request_gives_the_ids_and_the_note():
-    assert convert.open_entry(open_entry()) == (
+    assert entry_api.open_entry(open_entry()) == (
         "order-1",
         "staff-1",
         "agreed a refund for the broken compressor",
@@ -581,7 +583,7 @@ def test_a_good_open_entry_request_gives_the_ids_and_the_note():
 
 
 def test_an_empty_open_entry_request_names_every_missing_field():
-    assert bad_fields(convert.open_entry, entry_pb2.OpenEntryRequest()) == {
+    assert bad_fields(entry_api.open_entry, entry_pb2.OpenEntryRequest()) == {
         "order_id",
         "operator_id",
         "request_id",
@@ -599,7 +601,7 @@ def test_an_empty_open_entry_request_names_every_missing_field():
     ],
 )
 def test_a_uuid_like_request_id_is_accepted(request_id):
-    convert.open_entry(open_entry(request_id=request_id))
+    entry_api.open_entry(open_entry(request_id=request_id))
 
 
 @pytest.mark.parametrize(
@@ -616,23 +618,23 @@ def test_a_uuid_like_request_id_is_accepted(request_id):
     ],
 )
 def test_a_request_id_that_is_not_uuid_like_is_refused(request_id):
-    assert bad_fields(convert.open_entry, open_entry(request_id=request_id)) == {"request_id"}
+    assert bad_fields(entry_api.open_entry, open_entry(request_id=request_id)) == {"request_id"}
 
 
 def test_a_note_of_500_characters_is_accepted():
-    _, _, note = convert.open_entry(open_entry(note="n" * 500))
+    _, _, note = entry_api.open_entry(open_entry(note="n" * 500))
 
     assert note == "n" * 500
 
 
 def test_a_note_over_500_characters_is_refused():
-    assert bad_fields(convert.open_entry, open_entry(note="n" * 501)) == {"note"}
+    assert bad_fields(entry_api.open_entry, open_entry(note="n" * 501)) == {"note"}
 
 
 def test_an_open_entry_request_with_several_bad_fields_names_them_all():
     request = open_entry(order_id="", operator_id="o" * 129, request_id="x y", note="n" * 501)
 
-    assert bad_fields(convert.open_entry, request) == {
+    assert bad_fields(entry_api.open_entry, request) == {
         "order_id",
         "operator_id",
         "request_id",
@@ -641,8 +643,8 @@ def test_an_open_entry_request_with_several_bad_fields_names_them_all():
 
 
 def test_get_entry_needs_an_entry_id():
-    assert bad_fields(convert.get_entry, entry_pb2.GetEntryRequest()) == {"entry_id"}
-    assert convert.get_entry(entry_pb2.GetEntryRequest(entry_id="entry-1")) == "entry-1"
+    assert bad_fields(entry_api.get_entry, entry_pb2.GetEntryRequest()) == {"entry_id"}
+    assert entry_api.get_entry(entry_pb2.GetEntryRequest(entry_id="entry-1")) == "entry-1"
 
 
 # --- ListEntries ----------------------------------------------------------------------------------
@@ -659,13 +661,13 @@ def test_get_entry_needs_an_entry_id():
     ],
 )
 def test_entries_are_listed_by_shop_or_order_or_both(fields, expected):
-    shop_id, order_id, _, _ = convert.list_entries(entry_pb2.ListEntriesRequest(**fields))
+    shop_id, order_id, _, _ = entry_api.list_entries(entry_pb2.ListEntriesRequest(**fields))
 
     assert (shop_id, order_id) == expected
 
 
 def test_listing_without_shop_or_order_is_refused():
-    fields = bad_fields(convert.list_entries, entry_pb2.ListEntriesRequest(page_size=10))
+    fields = bad_fields(entry_api.list_entries, entry_pb2.ListEntriesRequest(page_size=10))
 
     assert fields & {"shop_id", "order_id"}
     assert fields <= {"shop_id", "order_id"}
@@ -674,19 +676,19 @@ def test_listing_without_shop_or_order_is_refused():
 def test_a_negative_page_size_is_refused():
     request = entry_pb2.ListEntriesRequest(shop_id="shop-1", page_size=-1)
 
-    assert bad_fields(convert.list_entries, request) == {"page_size"}
+    assert bad_fields(entry_api.list_entries, request) == {"page_size"}
 
 
 def test_an_unknown_state_filter_is_refused():
     request = entry_pb2.ListEntriesRequest(shop_id="shop-1", state=99)
 
-    assert bad_fields(convert.list_entries, request) == {"state"}
+    assert bad_fields(entry_api.list_entries, request) == {"state"}
 
 
 def test_a_listing_with_several_bad_fields_names_them_all():
     request = entry_pb2.ListEntriesRequest(state=99, page_size=-5)
 
-    fields = bad_fields(convert.list_entries, request)
+    fields = bad_fields(entry_api.list_entries, request)
 
     assert {"state", "page_size"} <= fields
     assert fields & {"shop_id", "order_id"}
@@ -702,7 +704,7 @@ def test_a_listing_with_several_bad_fields_names_them_all():
     ],
 )
 def test_the_state_filter_maps_to_the_domain_state(state, expected):
-    _, _, got, _ = convert.list_entries(entry_pb2.ListEntriesRequest(shop_id="s", state=state))
+    _, _, got, _ = entry_api.list_entries(entry_pb2.ListEntriesRequest(shop_id="s", state=state))
 
     assert got is expected
 
@@ -719,7 +721,7 @@ def test_the_state_filter_maps_to_the_domain_state(state, expected):
 def test_the_page_size_defaults_to_50_and_is_capped_at_500(page_size, expected):
     request = entry_pb2.ListEntriesRequest(shop_id="shop-1", page_size=page_size)
 
-    assert convert.list_entries(request)[3] == expected
+    assert entry_api.list_entries(request)[3] == expected
 
 
 # --- ApplyAfterSales ------------------------------------------------------------------------------
@@ -738,7 +740,7 @@ def apply(**changes) -> entry_pb2.ApplyAfterSalesRequest:
 
 
 def test_a_good_application_gives_its_values():
-    assert convert.apply_after_sales(apply()) == (
+    assert entry_api.apply_after_sales(apply()) == (
         "order-1",
         "buyer-1",
         3_000,
@@ -747,7 +749,7 @@ def test_a_good_application_gives_its_values():
 
 
 def test_an_empty_application_names_every_missing_field():
-    assert bad_fields(convert.apply_after_sales, entry_pb2.ApplyAfterSalesRequest()) == {
+    assert bad_fields(entry_api.apply_after_sales, entry_pb2.ApplyAfterSalesRequest()) == {
         "order_id",
         "buyer_id",
         "amount",
@@ -771,4 +773,4 @@ def test_an_empty_application_names_every_missing_field():
     ],
 )
 def test_a_malformed_application_field_is_named(changes, expected):
-    assert bad_fields(convert.apply_after_sales, apply(**changes)) == expected
+    assert bad_fields(entry_api.apply_after_sales, apply(**changes)) == expected

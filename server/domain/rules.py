@@ -1,19 +1,23 @@
 """The product's business rules, as pure functions from facts and a policy to a decision.
 
 Read next to the rules tables of README.md: each rule below names its row there. Nothing here
-does I/O; every function returns every rule that fails, never just the first.
+does I/O; every function returns every rule that fails, never just the first. Where SQL must say
+a rule again (the expiry filter of listings, the stale-version upsert), the store names the rule
+it restates and a test ties the two.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from server.model import (
+from server.domain.model import (
     AccountKind,
     AccountRef,
     AppliedThrough,
     ClawbackLine,
+    CommissionLine,
     EligibilityDecision,
     EligibilityFacts,
     Entry,
@@ -61,12 +65,45 @@ def still_open(candidate: Entry | None, now: datetime) -> Entry | None:
     return None
 
 
+def new_entry(entry_id: str, facts: EligibilityFacts, note: str, policy: Policy) -> Entry:
+    """The entry opened now on eligible facts: the buyer may file for `entry_window` (3 days)."""
+    return Entry(
+        entry_id=entry_id,
+        order_id=facts.order.order_id,
+        shop_id=facts.order.shop_id,
+        state=EntryState.OPEN,
+        opened_at=facts.now,
+        expires_at=facts.now + policy.entry_window,
+        operator_id=facts.operator.staff_id,
+        note=note,
+        policy_version=policy.version,
+    )
+
+
+# Two openers raced: the other one's entry was committed between our read and our write.
+OPENED_MEANWHILE = Violation(
+    ReasonCode.ENTRY_ALREADY_OPEN, "another entry of the order was opened at the same moment"
+)
+
+
 # --- Who may open ----------------------------------------------------------------------------
 
 
 def operator_belongs_to_shop(operator: Staff, order: Order) -> bool:
     """Any account of another shop is refused before anything about the order is revealed."""
     return operator.shop_id == order.shop_id
+
+
+def check_operator_shop(operator: Staff, order: Order) -> tuple[Violation, ...]:
+    """The refusal of an account of another shop, which learns nothing else of the order."""
+    if operator_belongs_to_shop(operator, order):
+        return ()
+    return (
+        Violation(
+            ReasonCode.OPERATOR_NOT_ALLOWED,
+            f"staff account {operator.staff_id} does not belong to the order's shop",
+        ),
+    )
 
 
 def operator_may_open(operator: Staff, policy: Policy) -> bool:
@@ -200,6 +237,13 @@ def buyer_owns_order(order: Order, buyer_id: str) -> bool:
     return order.buyer_id == buyer_id
 
 
+def check_buyer(order: Order, buyer_id: str) -> tuple[Violation, ...]:
+    """Only the order's own buyer may file through its entry."""
+    if buyer_owns_order(order, buyer_id):
+        return ()
+    return (Violation(ReasonCode.BUYER_NOT_ORDER_OWNER, f"{buyer_id} is not the order's buyer"),)
+
+
 def check_application(
     order: Order, amount: int, stored_open_entry: Entry | None, now: datetime
 ) -> tuple[Violation, ...]:
@@ -235,6 +279,32 @@ def is_stale(stored_version: int, incoming_version: int) -> bool:
     """Upstream facts keep their newest version: a record whose version is below the stored one
     (a late or replayed message) changes nothing. Version 0 is unversioned and always applies."""
     return 0 < incoming_version < stored_version
+
+
+def commission_line_problems(
+    lines: Sequence[CommissionLine], paid_amount: int
+) -> list[tuple[str, str]]:
+    """What is wrong with an order's commission lines, as (field path, description): the
+    technical service fee has no payee (it goes to the platform), every other line names one, and
+    all of them together are at most the paid amount."""
+    problems = []
+    for i, line in enumerate(lines):
+        if line.payee_kind is PayeeKind.TECHNICAL_SERVICE_FEE and line.payee_id:
+            problems.append(
+                (
+                    f"commission_lines[{i}].payee_id",
+                    "must be empty for the platform's technical service fee",
+                )
+            )
+    total = sum(line.amount for line in lines if line.amount > 0)
+    if paid_amount > 0 and total > paid_amount:
+        problems.append(
+            (
+                "commission_lines",
+                f"the commissions add up to {total}, more than the paid amount {paid_amount}",
+            )
+        )
+    return problems
 
 
 def order_facts_frozen(stored: Order, new: Order) -> tuple[Violation, ...]:
@@ -420,6 +490,22 @@ def recoverable_now(line: ClawbackLine, payee_balance: int) -> int:
     if line.payee_kind is PayeeKind.TECHNICAL_SERVICE_FEE:
         return line.outstanding
     return min(line.outstanding, max(payee_balance, 0))
+
+
+def recover(
+    lines: Sequence[ClawbackLine], balances: dict[AccountRef, int]
+) -> tuple[tuple[ClawbackLine, ...], dict[AccountRef, int]]:
+    """Each line takes what its account gives now (recoverable_now), in line order, each taking
+    from what the ones before it left; returns the lines with `recovered` set and the balances
+    after. A line with nothing due takes nothing (its account need not be among `balances`)."""
+    left = dict(balances)
+    taken = []
+    for line in lines:
+        take = recoverable_now(line, left[line.account]) if line.due else 0
+        if take:
+            left[line.account] -= take
+        taken.append(dataclasses.replace(line, recovered=take))
+    return tuple(taken), left
 
 
 def settle_debts(balance: int, outstanding: list[int]) -> list[int]:

@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
+import enum
 import os
 import pathlib
 import tomllib
 from datetime import timedelta
+from typing import Any, TypeVar
 
-from server.model import OrderKind, Policy, StaffRole
+from server.domain.model import OrderKind, Policy, StaffRole
 
-DEFAULT_PATH = pathlib.Path(__file__).with_name("policy.toml")
+DEFAULT_PATH = pathlib.Path(__file__).parent.parent / "policy.toml"
 ENV_VAR = "AFTERSALES_POLICY"
+
+E = TypeVar("E", bound=enum.Enum)
 
 
 class PolicyError(ValueError):
     """The policy file is missing, malformed or names something unknown."""
 
 
-def load(path: str | os.PathLike | None = None) -> Policy:
+def load(path: str | os.PathLike[str] | None = None) -> Policy:
     """The policy at `path`, else at $AFTERSALES_POLICY, else the shipped default."""
     chosen = pathlib.Path(path or os.environ.get(ENV_VAR) or DEFAULT_PATH)
     try:
@@ -27,7 +31,7 @@ def load(path: str | os.PathLike | None = None) -> Policy:
     return parse(raw, source=str(chosen))
 
 
-def parse(raw: dict, source: str = "<policy>") -> Policy:
+def parse(raw: dict[str, Any], source: str = "<policy>") -> Policy:
     raw = dict(raw)
     entry = _table(raw.pop("entry", {}), "entry", source)
     clawback = _table(raw.pop("clawback", {}), "clawback", source)
@@ -65,13 +69,13 @@ def parse(raw: dict, source: str = "<policy>") -> Policy:
     return policy
 
 
-def _table(value, name: str, source: str) -> dict:
+def _table(value: object, name: str, source: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise PolicyError(f"{source}: [{name}] must be a table")
     return dict(value)
 
 
-def _flag(value, default: bool) -> bool:
+def _flag(value: object, default: bool) -> bool:
     if value is None:
         return default
     if not isinstance(value, bool):
@@ -79,7 +83,7 @@ def _flag(value, default: bool) -> bool:
     return value
 
 
-def _seconds(value, default: timedelta) -> timedelta:
+def _seconds(value: object, default: timedelta) -> timedelta:
     if value is None:
         return default
     if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
@@ -87,7 +91,7 @@ def _seconds(value, default: timedelta) -> timedelta:
     return timedelta(seconds=value)
 
 
-def _members(enum_type, values, default):
+def _members(enum_type: type[E], values: object, default: frozenset[E]) -> frozenset[E]:
     if values is None:
         return default
     if not isinstance(values, list):
@@ -95,7 +99,7 @@ def _members(enum_type, values, default):
     return frozenset(enum_type(v) for v in values)
 
 
-def _strings(values, default: frozenset[str]) -> frozenset[str]:
+def _strings(values: object, default: frozenset[str]) -> frozenset[str]:
     if values is None:
         return default
     if not isinstance(values, list) or not all(isinstance(v, str) and v for v in values):

@@ -6,7 +6,9 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from concurrent import futures
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -21,11 +23,12 @@ from aftersales.v1 import (
     sync_pb2,
     sync_pb2_grpc,
 )
-from server import status
-from server.api import AfterSalesEntryServicer, ClawbackServicer, SyncServicer
-from server.errors import Refused
-from server.service import Service
-from server.store import TRANSIENT_ERRORS
+from server.domain.errors import Refused
+from server.grpc import status
+from server.grpc.clawbacks import ClawbackServicer
+from server.grpc.entries import AfterSalesEntryServicer
+from server.grpc.sync import SyncServicer
+from server.service import Service, StoreUnavailable
 
 log = logging.getLogger("aftersales")
 
@@ -44,19 +47,23 @@ RPC_SECONDS = Histogram(
 )
 
 
-class CallInterceptor(grpc.ServerInterceptor):
+class CallInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]  # grpc-stubs
     """One log line and one metric sample per unary call. Refusals become rich statuses, a
     database that cannot be reached UNAVAILABLE, and any other exception is a bug, answered
     INTERNAL and logged with its traceback."""
 
-    def intercept_service(self, continuation, handler_call_details):
+    def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler[Any, Any] | None],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = continuation(handler_call_details)
         if handler is None or handler.unary_unary is None:
             return handler
         method = handler_call_details.method
         inner = handler.unary_unary
 
-        def behavior(request, context):
+        def behavior(request: Any, context: grpc.ServicerContext) -> Any:
             start = time.perf_counter()
             code = grpc.StatusCode.OK
             try:
@@ -65,13 +72,14 @@ class CallInterceptor(grpc.ServerInterceptor):
                 rich = status.to_status(refusal)
                 code = rich.code
                 context.abort_with_status(rich)
-            except TRANSIENT_ERRORS:
+            except StoreUnavailable:
                 code = grpc.StatusCode.UNAVAILABLE
                 log.warning("database unavailable while serving %s", method, exc_info=True)
                 context.abort(code, "the database is unavailable; retry with the same request id")
             except Exception:
-                if context.code() not in (None, grpc.StatusCode.OK):
-                    code = context.code()  # the handler aborted by itself
+                aborted = context.code()  # type: ignore[attr-defined]  # grpc-stubs lag grpcio
+                if aborted not in (None, grpc.StatusCode.OK):
+                    code = aborted  # the handler aborted by itself
                     raise
                 code = grpc.StatusCode.INTERNAL
                 incident = uuid.uuid4().hex[:12]
@@ -172,7 +180,7 @@ class App:
         self.health.enter_graceful_shutdown()
         self.sweeper.stop()
         self.server.stop(grace).wait()
-        self.service.store.close()
+        self.service.close()
 
     def wait(self) -> None:
         self.server.wait_for_termination()

@@ -68,11 +68,16 @@ class PayeeKind(enum.StrEnum):
 
 
 class AccountKind(enum.StrEnum):
-    ANXIN_WALLET = "ANXIN_WALLET"  # 安心钱包
-    DEPOSIT = "DEPOSIT"  # 保证金
-    CASH = "CASH"  # 现金户
-    PLATFORM_COMMISSION = "PLATFORM_COMMISSION"  # 抽佣账户
-    EXTERNAL = "EXTERNAL"
+    ANXIN_WALLET = "ANXIN_WALLET"  # 安心钱包, a shop's
+    DEPOSIT = "DEPOSIT"  # 保证金, a shop's security deposit
+    CASH = "CASH"  # 现金户, a payee's
+    PLATFORM_COMMISSION = "PLATFORM_COMMISSION"  # 抽佣账户, the platform's one
+    EXTERNAL = "EXTERNAL"  # money outside the system; one
+
+    @property
+    def has_owner(self) -> bool:
+        """Whether accounts of this kind belong to someone (a shop, a payee) or are unique."""
+        return self not in (AccountKind.PLATFORM_COMMISSION, AccountKind.EXTERNAL)
 
 
 class TransferKind(enum.StrEnum):
@@ -96,7 +101,7 @@ class ApplicationState(enum.StrEnum):
 
 @dataclasses.dataclass(frozen=True)
 class Policy:
-    """The numbers and switches of the rules, loaded from a policy file (see server/policy.py)."""
+    """The numbers and switches of the rules, loaded from a policy file (domain/policy.py)."""
 
     version: str
     completion_window: timedelta = timedelta(days=120)
@@ -330,6 +335,21 @@ class ClawbackLine:
 
 
 @dataclasses.dataclass(frozen=True)
+class Debt:
+    """An outstanding clawback line of a payee, owed to the shop whose wallet it is credited to."""
+
+    clawback_id: str
+    line_no: int
+    shop_id: str
+    due: int
+    recovered: int
+
+    @property
+    def outstanding(self) -> int:
+        return self.due - self.recovered
+
+
+@dataclasses.dataclass(frozen=True)
 class RefundClawback:
     """What a refund recovers (TR/佣金退回): one line per commission line of the order."""
 
@@ -355,6 +375,10 @@ class RefundClawback:
     @property
     def recovered(self) -> int:
         return sum(line.recovered for line in self.lines)
+
+    @property
+    def outstanding(self) -> int:
+        return self.due - self.recovered
 
     @property
     def state(self) -> ClawbackState:

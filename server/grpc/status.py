@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import grpc
 from google.protobuf import any_pb2
+from google.protobuf.message import Message
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from server.errors import (
+from server.domain.errors import (
     InvalidArgument,
     NotFound,
     PermissionDenied,
@@ -15,7 +16,7 @@ from server.errors import (
     RequestIdReused,
     RulesRefused,
 )
-from server.model import ReasonCode
+from server.domain.model import ReasonCode
 
 DOMAIN = "aftersales"
 
@@ -26,7 +27,7 @@ def _metadata(error: InvalidArgument) -> dict[str, str]:
     return {}
 
 
-def _pack(message) -> any_pb2.Any:
+def _pack(message: Message) -> any_pb2.Any:
     detail = any_pb2.Any()
     detail.Pack(message)
     return detail
@@ -40,9 +41,9 @@ def to_status(error: Refused) -> grpc.Status:
     )
 
 
-def _code_and_details(error: Refused):
+def _code_and_details(error: Refused) -> tuple[int, list[Message]]:
     if isinstance(error, InvalidArgument):
-        details = [
+        details: list[Message] = [
             error_details_pb2.BadRequest(
                 field_violations=[
                     error_details_pb2.BadRequest.FieldViolation(field=f, description=d)

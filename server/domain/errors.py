@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from server.model import ReasonCode, Violation
+from server.domain.model import ReasonCode, Violation
 
 
 class Refused(Exception):

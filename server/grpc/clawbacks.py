@@ -1,0 +1,161 @@
+"""The Clawback service: refunds paid, what they recover (TR/佣金退回), balances and transfers."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from aftersales.v1 import clawback_pb2, clawback_pb2_grpc, resources_pb2
+from server.domain import model
+from server.grpc.common import Fields, Servicer, page_size, present
+from server.grpc.resources import account_ref, balance_pb, clawback_pb, transfer_pb
+
+
+class ClawbackServicer(clawback_pb2_grpc.ClawbackServicer, Servicer):
+    def RecordRefund(
+        self, request: clawback_pb2.RecordRefundRequest, context: Any
+    ) -> resources_pb2.RefundClawback:
+        refund = record_refund(request)
+        return self.once(
+            "RecordRefund",
+            request,
+            resources_pb2.RefundClawback,
+            lambda: clawback_pb(self.service.record_refund(refund)),
+        )
+
+    def PreviewClawback(
+        self, request: clawback_pb2.PreviewClawbackRequest, context: Any
+    ) -> resources_pb2.RefundClawback:
+        order_id, amount, started_at = preview_clawback(request)
+        return clawback_pb(self.service.preview_clawback(order_id, amount, started_at))
+
+    def GetClawback(
+        self, request: clawback_pb2.GetClawbackRequest, context: Any
+    ) -> resources_pb2.RefundClawback:
+        return clawback_pb(self.service.get_clawback(**get_clawback(request)))
+
+    def ListClawbacks(
+        self, request: clawback_pb2.ListClawbacksRequest, context: Any
+    ) -> clawback_pb2.ListClawbacksResponse:
+        shop_id, state, start, end, size = list_clawbacks(request)
+        page = self.service.list_clawbacks(
+            shop_id=shop_id,
+            state=state,
+            start=start,
+            end=end,
+            page_size=size,
+            page_token=request.page_token,
+        )
+        return clawback_pb2.ListClawbacksResponse(
+            clawbacks=[clawback_pb(c) for c in page.items], next_page_token=page.next_page_token
+        )
+
+    def GetBalances(
+        self, request: clawback_pb2.GetBalancesRequest, context: Any
+    ) -> clawback_pb2.GetBalancesResponse:
+        accounts, owner_id = get_balances(request)
+        balances = self.service.balances(accounts, owner_id)
+        return clawback_pb2.GetBalancesResponse(
+            balances=[balance_pb(ref, amount) for ref, amount in balances.items()]
+        )
+
+    def ListTransfers(
+        self, request: clawback_pb2.ListTransfersRequest, context: Any
+    ) -> clawback_pb2.ListTransfersResponse:
+        account, size = list_transfers(request)
+        page = self.service.list_transfers(account, size, request.page_token)
+        return clawback_pb2.ListTransfersResponse(
+            transfers=[transfer_pb(t) for t in page.items], next_page_token=page.next_page_token
+        )
+
+
+# --- Requests -------------------------------------------------------------------------------------
+
+
+def record_refund(request: clawback_pb2.RecordRefundRequest) -> model.Refund:
+    f = Fields()
+    f.request_id("request_id", request.request_id)
+    started_at = f.time("started_at", request, "started_at", required=True)
+    paid_at = f.time("paid_at", request, "paid_at", required=True)
+    if started_at and paid_at and paid_at < started_at:
+        f.bad("paid_at", "may not be before started_at")
+    refund_id = f.id("refund_id", request.refund_id)
+    order_id = f.id("order_id", request.order_id)
+    application_id = f.id("application_id", request.application_id, required=False)
+    amount = f.positive("amount", request.amount)
+    f.raise_if_any()
+    return model.Refund(
+        refund_id, order_id, application_id, amount, present(started_at), present(paid_at)
+    )
+
+
+def preview_clawback(
+    request: clawback_pb2.PreviewClawbackRequest,
+) -> tuple[str, int, datetime | None]:
+    f = Fields()
+    order_id = f.id("order_id", request.order_id)
+    amount = f.positive("amount", request.amount)
+    started_at = f.time("started_at", request, "started_at", required=False)
+    f.raise_if_any()
+    return order_id, amount, started_at
+
+
+def get_clawback(request: clawback_pb2.GetClawbackRequest) -> dict[str, str]:
+    f = Fields()
+    key = request.WhichOneof("key")
+    if key is None:
+        f.bad("clawback_id", "clawback_id or refund_id is required")
+    else:
+        f.id(key, getattr(request, key))
+    f.raise_if_any()
+    name = present(key)
+    return {name: getattr(request, name)}
+
+
+def list_clawbacks(
+    request: clawback_pb2.ListClawbacksRequest,
+) -> tuple[str, model.ClawbackState | None, datetime | None, datetime | None, int]:
+    f = Fields()
+    shop_id = f.id("shop_id", request.shop_id)
+    state = None
+    if request.state != 0:
+        state = f.enum(
+            "state",
+            resources_pb2.ClawbackState,
+            request.state,
+            model.ClawbackState,
+            "CLAWBACK_STATE_",
+        )
+    start = f.time("start_time", request, "start_time", required=False)
+    end = f.time("end_time", request, "end_time", required=False)
+    if start and end and end < start:
+        f.bad("end_time", "may not be before start_time")
+    size = page_size(f, request.page_size)
+    f.raise_if_any()
+    return shop_id, state, start, end, size
+
+
+def get_balances(
+    request: clawback_pb2.GetBalancesRequest,
+) -> tuple[list[model.AccountRef], str | None]:
+    f = Fields()
+    refs = [account_ref(f, f"accounts[{i}]", a) for i, a in enumerate(request.accounts)]
+    owner_id = f.id("owner_id", request.owner_id, required=False)
+    if not refs and not owner_id:
+        f.bad("accounts", "name accounts or an owner_id")
+    f.raise_if_any()
+    return [present(ref) for ref in refs], owner_id or None
+
+
+def list_transfers(
+    request: clawback_pb2.ListTransfersRequest,
+) -> tuple[model.AccountRef, int]:
+    f = Fields()
+    ref = None
+    if not request.HasField("account"):
+        f.bad("account", "is required")
+    else:
+        ref = account_ref(f, "account", request.account)
+    size = page_size(f, request.page_size)
+    f.raise_if_any()
+    return present(ref), size

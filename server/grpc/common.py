@@ -1,0 +1,175 @@
+"""What every servicer shares: reading request fields (every bad field at once), protobuf times
+and enums, the request key of a mutation."""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+from google.protobuf import timestamp_pb2
+from google.protobuf.message import Message
+
+from server.domain.errors import InvalidArgument
+from server.service import RequestKey, Service, fingerprint
+
+if TYPE_CHECKING:
+    # The generic wrapper of protobuf enums exists in the stubs only (types-protobuf).
+    from google.protobuf.internal.enum_type_wrapper import _EnumTypeWrapper as EnumTypeWrapper
+
+MAX_ID = 128
+MAX_TEXT = 500
+# One movement of money is at most 10 billion yuan: far above any order, far below where sums of
+# int64 could overflow.
+MAX_AMOUNT = 10**12
+# Timestamps from 1970 to 9999: what the store and every language's date type can hold.
+MIN_SECONDS = 0
+MAX_SECONDS = 253_402_300_799
+REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{8,128}")
+
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 500
+
+E = TypeVar("E", bound=enum.Enum)
+T = TypeVar("T")
+
+
+class Fields:
+    """Collects field violations while a request is read; raises them all at the end."""
+
+    def __init__(self) -> None:
+        self.violations: list[tuple[str, str]] = []
+
+    def bad(self, field: str, description: str) -> None:
+        self.violations.append((field, description))
+
+    def raise_if_any(self) -> None:
+        if self.violations:
+            raise InvalidArgument(self.violations)
+
+    def id(self, field: str, value: str, *, required: bool = True) -> str:
+        if not value:
+            if required:
+                self.bad(field, "is required")
+        elif len(value) > MAX_ID:
+            self.bad(field, f"is longer than {MAX_ID} characters")
+        elif not value.isprintable() or value != value.strip():
+            self.bad(field, "has control characters or surrounding spaces")
+        return value
+
+    def request_id(self, field: str, value: str) -> str:
+        if not REQUEST_ID.fullmatch(value):
+            self.bad(field, "must be a UUID or a token of 8 to 128 characters from [A-Za-z0-9._:-]")
+        return value
+
+    def text(self, field: str, value: str, limit: int = MAX_TEXT) -> str:
+        if len(value) > limit:
+            self.bad(field, f"is longer than {limit} characters")
+        elif "\x00" in value:
+            self.bad(field, "has a NUL character")
+        return value
+
+    def positive(self, field: str, value: int) -> int:
+        if value <= 0:
+            self.bad(field, f"must be above zero, not {value}")
+        elif value > MAX_AMOUNT:
+            self.bad(field, f"must be at most {MAX_AMOUNT} fen, not {value}")
+        return value
+
+    def version(self, field: str, value: int) -> int:
+        if value < 0:
+            self.bad(field, f"must not be negative, not {value}")
+        return value
+
+    def enum(
+        self,
+        field: str,
+        proto_enum: EnumTypeWrapper[Any],
+        value: int,
+        domain: type[E],
+        prefix: str,
+    ) -> E | None:
+        """The domain member for a proto enum value; unspecified and unknown values are bad."""
+        try:
+            name = proto_enum.Name(value)
+        except ValueError:
+            self.bad(field, f"unknown value {value}")
+            return None
+        if value == 0:
+            self.bad(field, "is required")
+            return None
+        return domain(name.removeprefix(prefix))
+
+    def time(self, field: str, message: Message, name: str, *, required: bool) -> datetime | None:
+        if not message.HasField(name):
+            if required:
+                self.bad(field, "is required")
+            return None
+        ts = getattr(message, name)
+        if not (MIN_SECONDS <= ts.seconds <= MAX_SECONDS and 0 <= ts.nanos < 1_000_000_000):
+            self.bad(field, "must be a valid time between 1970 and 9999")
+            return None
+        return from_timestamp(ts)
+
+
+def from_timestamp(ts: timestamp_pb2.Timestamp) -> datetime:
+    return ts.ToDatetime(tzinfo=UTC)
+
+
+def timestamp(moment: datetime | None) -> timestamp_pb2.Timestamp | None:
+    if moment is None:
+        return None
+    ts = timestamp_pb2.Timestamp()
+    ts.FromDatetime(moment)
+    return ts
+
+
+def enum_value(proto_enum: EnumTypeWrapper[V], prefix: str, member: enum.StrEnum) -> V:
+    """The proto enum value of a domain member: the same name behind the enum's prefix."""
+    return proto_enum.Value(prefix + member.value)
+
+
+def present(value: T | None) -> T:
+    """A value that was read without a violation: call it after Fields.raise_if_any()."""
+    assert value is not None, "read after raise_if_any"
+    return value
+
+
+def page_size(f: Fields, value: int) -> int:
+    if value < 0:
+        f.bad("page_size", "must not be negative")
+    return min(value or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+
+
+class _Mutation(Protocol):
+    """A mutation's request: every one carries a request id."""
+
+    @property
+    def request_id(self) -> str: ...
+
+    def SerializeToString(self, *, deterministic: bool = ...) -> bytes: ...
+
+
+M = TypeVar("M", bound=Message)
+V = TypeVar("V", bound=int)
+
+
+class Servicer:
+    """The base of the three servicers: they hold the service and nothing else."""
+
+    def __init__(self, service: Service) -> None:
+        self.service = service
+
+    def once(
+        self, method: str, request: _Mutation, response_type: type[M], run: Callable[[], M]
+    ) -> M:
+        """run() once per request_id; a retry of the same request gets the first response."""
+        key = RequestKey(
+            request.request_id,
+            method,
+            fingerprint(request.SerializeToString(deterministic=True)),
+        )
+        data = self.service.once(key, lambda: run().SerializeToString(deterministic=True))
+        return response_type.FromString(data)

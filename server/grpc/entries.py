@@ -1,0 +1,138 @@
+"""The AfterSalesEntry service: the merchant checks and opens the entry, the buyer files."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aftersales.v1 import entry_pb2, entry_pb2_grpc, resources_pb2
+from server.domain import model
+from server.grpc.common import Fields, Servicer, enum_value, page_size, timestamp
+from server.grpc.resources import application_pb, entry_pb, violation_pb
+from server.service import Eligibility
+
+
+class AfterSalesEntryServicer(entry_pb2_grpc.AfterSalesEntryServicer, Servicer):
+    def CheckEligibility(
+        self, request: entry_pb2.CheckEligibilityRequest, context: Any
+    ) -> entry_pb2.CheckEligibilityResponse:
+        order_id, operator_id = check_eligibility(request)
+        return eligibility_pb(self.service.check_eligibility(order_id, operator_id))
+
+    def OpenEntry(self, request: entry_pb2.OpenEntryRequest, context: Any) -> resources_pb2.Entry:
+        order_id, operator_id, note = open_entry(request)
+        return self.once(
+            "OpenEntry",
+            request,
+            resources_pb2.Entry,
+            lambda: entry_pb(self.service.open_entry(order_id, operator_id, note)),
+        )
+
+    def GetEntry(self, request: entry_pb2.GetEntryRequest, context: Any) -> resources_pb2.Entry:
+        return entry_pb(self.service.get_entry(get_entry(request)))
+
+    def ListEntries(
+        self, request: entry_pb2.ListEntriesRequest, context: Any
+    ) -> entry_pb2.ListEntriesResponse:
+        shop_id, order_id, state, size = list_entries(request)
+        page = self.service.list_entries(
+            shop_id=shop_id,
+            order_id=order_id,
+            state=state,
+            page_size=size,
+            page_token=request.page_token,
+        )
+        return entry_pb2.ListEntriesResponse(
+            entries=[entry_pb(e) for e in page.items], next_page_token=page.next_page_token
+        )
+
+    def ApplyAfterSales(
+        self, request: entry_pb2.ApplyAfterSalesRequest, context: Any
+    ) -> resources_pb2.Application:
+        order_id, buyer_id, amount, reason = apply_after_sales(request)
+        return self.once(
+            "ApplyAfterSales",
+            request,
+            resources_pb2.Application,
+            lambda: application_pb(self.service.apply(order_id, buyer_id, amount, reason)),
+        )
+
+
+# --- Requests -------------------------------------------------------------------------------------
+
+
+def check_eligibility(request: entry_pb2.CheckEligibilityRequest) -> tuple[str, str]:
+    f = Fields()
+    order_id = f.id("order_id", request.order_id)
+    operator_id = f.id("operator_id", request.operator_id)
+    f.raise_if_any()
+    return order_id, operator_id
+
+
+def open_entry(request: entry_pb2.OpenEntryRequest) -> tuple[str, str, str]:
+    f = Fields()
+    order_id = f.id("order_id", request.order_id)
+    operator_id = f.id("operator_id", request.operator_id)
+    f.request_id("request_id", request.request_id)
+    note = f.text("note", request.note)
+    f.raise_if_any()
+    return order_id, operator_id, note
+
+
+def get_entry(request: entry_pb2.GetEntryRequest) -> str:
+    f = Fields()
+    entry_id = f.id("entry_id", request.entry_id)
+    f.raise_if_any()
+    return entry_id
+
+
+def list_entries(
+    request: entry_pb2.ListEntriesRequest,
+) -> tuple[str | None, str | None, model.EntryState | None, int]:
+    f = Fields()
+    shop_id = f.id("shop_id", request.shop_id, required=False) or None
+    order_id = f.id("order_id", request.order_id, required=False) or None
+    if shop_id is None and order_id is None:
+        f.bad("shop_id", "shop_id or order_id is required")
+    state = None
+    if request.state != 0:
+        state = f.enum(
+            "state", resources_pb2.EntryState, request.state, model.EntryState, "ENTRY_STATE_"
+        )
+    size = page_size(f, request.page_size)
+    f.raise_if_any()
+    return shop_id, order_id, state, size
+
+
+def apply_after_sales(request: entry_pb2.ApplyAfterSalesRequest) -> tuple[str, str, int, str]:
+    f = Fields()
+    order_id = f.id("order_id", request.order_id)
+    buyer_id = f.id("buyer_id", request.buyer_id)
+    amount = f.positive("amount", request.amount)
+    reason = f.text("reason", request.reason)
+    f.request_id("request_id", request.request_id)
+    f.raise_if_any()
+    return order_id, buyer_id, amount, reason
+
+
+def eligibility_pb(eligibility: Eligibility) -> entry_pb2.CheckEligibilityResponse:
+    decision, facts = eligibility.decision, eligibility.facts
+    order = facts.order
+    return entry_pb2.CheckEligibilityResponse(
+        eligible=decision.eligible,
+        violations=[violation_pb(v) for v in decision.violations],
+        facts=entry_pb2.EligibilityFacts(
+            refundable_amount=order.refundable_amount,
+            wallet_balance=facts.wallet_balance,
+            deposit_balance=facts.deposit_balance,
+            days_since_completion=decision.days_since_completion,
+            completed_at=timestamp(order.completed_at),
+            after_sales_ends_at=timestamp(order.after_sales_ends_at),
+            shop_status=enum_value(resources_pb2.ShopStatus, "SHOP_STATUS_", facts.shop.status),
+            order_kind=enum_value(resources_pb2.OrderKind, "ORDER_KIND_", order.kind),
+            marketing_campaign=order.marketing_campaign,
+            operator_role=enum_value(resources_pb2.StaffRole, "STAFF_ROLE_", facts.operator.role),
+            open_entry_id=decision.already_open.entry_id if decision.already_open else "",
+            checked_at=timestamp(facts.now),
+        ),
+        policy_version=eligibility.policy_version,
+    )

@@ -1,0 +1,76 @@
+"""What every use case shares: the store, the clock, the policy, and who owns the transaction."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import datetime
+
+from server.domain.model import AccountKind, AccountRef, Policy
+from server.service.clock import Clock
+from server.service.unit_of_work import Store, UnitOfWork
+
+
+def new_uuid() -> str:
+    return str(uuid.uuid4())
+
+
+class UseCases:
+    def __init__(
+        self,
+        store: Store,
+        clock: Clock,
+        policy: Policy,
+        new_id: Callable[[], str] = new_uuid,
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.policy = policy
+        self.new_id = new_id
+        self._current = threading.local()
+
+    @contextlib.contextmanager
+    def unit_of_work(self, *, read_only: bool = False) -> Iterator[UnitOfWork]:
+        """The unit of work a use case runs in: committed when the block ends, rolled back when
+        it raises (a refusal writes nothing).
+
+        The outermost block owns it. A use case called inside another's block (a mutation run
+        by `once`, which stores the response in the same transaction; the demo loader) runs in
+        that one, so that everything commits or rolls back together."""
+        current: UnitOfWork | None = getattr(self._current, "uow", None)
+        if current is not None:
+            yield current
+            return
+        with self.store.unit_of_work(read_only=read_only) as uow:
+            self._current.uow = uow
+            try:
+                yield uow
+                if not read_only:
+                    uow.commit()
+            finally:
+                self._current.uow = None
+
+    def now(self) -> datetime:
+        return self.clock.now()
+
+    def close(self) -> None:
+        self.store.close()
+
+
+def wallet_of(shop_id: str) -> AccountRef:
+    return AccountRef(AccountKind.ANXIN_WALLET, shop_id)
+
+
+def deposit_of(shop_id: str) -> AccountRef:
+    return AccountRef(AccountKind.DEPOSIT, shop_id)
+
+
+def order_subject(order_id: str) -> str:
+    return f"orders/{order_id}"
+
+
+def account_subject(account: AccountRef) -> str:
+    owner = f"/{account.owner_id}" if account.owner_id else ""
+    return f"accounts/{account.kind.value.lower()}{owner}"

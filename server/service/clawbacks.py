@@ -1,0 +1,213 @@
+"""Use cases of the Clawback service: record a refund and recover its commissions (TR/佣金退回),
+preview what a refund would recover, read clawbacks, balances and transfers."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import datetime
+
+from server.domain import rules
+from server.domain.errors import InvalidArgument, NotFound, RulesRefused
+from server.domain.model import (
+    EXTERNAL,
+    AccountRef,
+    ClawbackState,
+    Order,
+    ReasonCode,
+    Refund,
+    RefundClawback,
+    Shop,
+    Transfer,
+    TransferKind,
+)
+from server.service.base import UseCases, deposit_of, order_subject, wallet_of
+from server.service.paging import Page, PageTokens, micros
+
+
+class ClawbackUseCases(UseCases):
+    def record_refund(self, refund: Refund) -> RefundClawback:
+        """Pays the refund, and recovers the order's commissions when the rules allow, in one
+        transaction. The same refund reported again returns its clawback."""
+        now = self.clock.now()
+        with self.unit_of_work() as uow:
+            # One refund id at a time, whatever its order; then the order's row lock serialises
+            # everything that moves money on this order.
+            uow.serialize_on(f"refund:{refund.refund_id}")
+            existing = uow.clawbacks.clawback_of_refund(refund.refund_id)
+            if existing is not None:
+                if existing.refund != refund:
+                    raise InvalidArgument(
+                        [("refund_id", f"refund {refund.refund_id} was recorded with other facts")],
+                        reason=ReasonCode.REFUND_ID_REUSED,
+                    )
+                return existing
+            order = uow.facts.order(refund.order_id, for_update=True)
+            via = None
+            if refund.application_id:
+                via = uow.entries.applied_through(refund.application_id)
+            violations = rules.check_refund(order, refund.amount, via)
+            if violations:
+                raise RulesRefused(
+                    order_subject(order.order_id),
+                    violations,
+                    {"order_id": order.order_id, "refund_id": refund.refund_id},
+                )
+            shop = uow.facts.shop(order.shop_id)
+            clawback = self._clawback(
+                order,
+                shop,
+                refund,
+                now,
+                entry_opened_at=via.entry_opened_at if via else None,
+                clawback_id=self.new_id(),
+            )
+            wallet, deposit = wallet_of(shop.shop_id), deposit_of(shop.shop_id)
+            balances = uow.ledger.lock_accounts(
+                {wallet, deposit, *(line.account for line in clawback.lines if line.due)}
+            )
+            lines, _ = rules.recover(clawback.lines, balances)
+            clawback = dataclasses.replace(
+                clawback,
+                lines=lines,
+                payment=rules.split_refund_payment(refund.amount, balances[wallet]),
+            )
+            for source, amount in (
+                (wallet, clawback.payment.from_wallet),
+                (deposit, clawback.payment.from_deposit),
+            ):
+                if amount:
+                    uow.ledger.post_transfer(
+                        from_account=source,
+                        to_account=EXTERNAL,
+                        amount=amount,
+                        kind=TransferKind.REFUND_PAYMENT,
+                        reference=f"refunds/{refund.refund_id}",
+                        idempotency_key=f"refund:{refund.refund_id}:{source.kind.value}",
+                        now=now,
+                        guard_from=not rules.may_go_below_zero(source),
+                    )
+            for line in clawback.lines:
+                if line.recovered:
+                    uow.ledger.post_transfer(
+                        from_account=line.account,
+                        to_account=wallet,
+                        amount=line.recovered,
+                        kind=TransferKind.CLAWBACK,
+                        reference=f"clawbacks/{clawback.clawback_id}/lines/{line.line_no}",
+                        idempotency_key=f"clawback:{clawback.clawback_id}:{line.line_no}",
+                        now=now,
+                        guard_from=not rules.may_go_below_zero(line.account),
+                    )
+            uow.clawbacks.record_refund(clawback)
+            return clawback
+
+    def preview_clawback(
+        self, order_id: str, amount: int, started_at: datetime | None
+    ) -> RefundClawback:
+        """What a late refund would recover now, without writing anything."""
+        now = self.clock.now()
+        with self.unit_of_work(read_only=True) as uow:
+            order = uow.facts.order(order_id)
+            violations = rules.check_refund(order, amount)
+            if violations:
+                raise RulesRefused(order_subject(order_id), violations, {"order_id": order_id})
+            shop = uow.facts.shop(order.shop_id)
+            refund = Refund("", order_id, "", amount, started_at or now, now)
+            # A preview is of a late refund: as if through an entry opened when it starts.
+            clawback = self._clawback(
+                order, shop, refund, now, entry_opened_at=refund.started_at, clawback_id=""
+            )
+            wallet = wallet_of(shop.shop_id)
+            balances = uow.ledger.balances([wallet, *{line.account for line in clawback.lines}])
+        lines, left = rules.recover(clawback.lines, balances)
+        return dataclasses.replace(
+            clawback, lines=lines, payment=rules.split_refund_payment(amount, left[wallet])
+        )
+
+    def _clawback(
+        self,
+        order: Order,
+        shop: Shop,
+        refund: Refund,
+        now: datetime,
+        *,
+        entry_opened_at: datetime | None,
+        clawback_id: str,
+    ) -> RefundClawback:
+        reasons = rules.check_clawback(order, shop, refund.started_at, entry_opened_at, self.policy)
+        before = order.refunded_amount
+        after = before + refund.amount
+        return RefundClawback(
+            clawback_id=clawback_id,
+            refund=refund,
+            shop_id=shop.shop_id,
+            reasons=reasons,
+            lines=() if reasons else rules.clawback_lines(order, before, after),
+            refunded_before=before,
+            refunded_after=after,
+            policy_version=self.policy.version,
+            created_at=now,
+        )
+
+    def get_clawback(
+        self, *, clawback_id: str | None = None, refund_id: str | None = None
+    ) -> RefundClawback:
+        with self.unit_of_work(read_only=True) as uow:
+            return uow.clawbacks.clawback(clawback_id=clawback_id, refund_id=refund_id)
+
+    def list_clawbacks(
+        self,
+        *,
+        shop_id: str,
+        state: ClawbackState | None,
+        start: datetime | None,
+        end: datetime | None,
+        page_size: int,
+        page_token: str = "",
+    ) -> Page[RefundClawback]:
+        """A page of the shop's clawbacks, newest first, created in [start, end)."""
+        tokens = PageTokens(self.store.page_token_key)
+        filters = "|".join(
+            [
+                shop_id,
+                state.value if state else "",
+                str(micros(start)) if start else "",
+                str(micros(end)) if end else "",
+            ]
+        )
+        after = tokens.decode(page_token, filters, (int, str))
+        with self.unit_of_work(read_only=True) as uow:
+            found = uow.clawbacks.list_clawbacks(
+                shop_id=shop_id,
+                state=None if state is None else state.value,
+                start=start,
+                end=end,
+                after=after,  # type: ignore[arg-type]  # checked by decode: (int, str)
+                limit=page_size + 1,
+            )
+            if not found and not uow.facts.shop_exists(shop_id):
+                raise NotFound("shop", shop_id)
+        return tokens.page(
+            found, page_size, filters, lambda c: (micros(c.created_at), c.clawback_id)
+        )
+
+    def balances(self, accounts: list[AccountRef], owner_id: str | None) -> dict[AccountRef, int]:
+        """The named accounts' balances, and with `owner_id` every account of that owner."""
+        with self.unit_of_work(read_only=True) as uow:
+            refs = list(dict.fromkeys(accounts))
+            if owner_id:
+                refs += [r for r in uow.ledger.accounts_of(owner_id) if r not in refs]
+            return uow.ledger.balances(refs)
+
+    def list_transfers(
+        self, account: AccountRef, page_size: int, page_token: str = ""
+    ) -> Page[Transfer]:
+        """A page of the transfers into or out of the account, newest first."""
+        tokens = PageTokens(self.store.page_token_key)
+        filters = f"{account.kind.value}|{account.owner_id}"
+        after = tokens.decode(page_token, filters, (int,))
+        with self.unit_of_work(read_only=True) as uow:
+            found = uow.ledger.list_transfers(
+                account, int(after[0]) if after else None, page_size + 1
+            )
+        return tokens.page(found, page_size, filters, lambda t: (int(t.transfer_id),))

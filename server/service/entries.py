@@ -1,0 +1,174 @@
+"""Use cases of the AfterSalesEntry service: check, open, read and list entries; the buyer files."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from server.domain import rules
+from server.domain.errors import NotFound, PermissionDenied, RulesRefused
+from server.domain.model import (
+    Application,
+    ApplicationState,
+    EligibilityDecision,
+    EligibilityFacts,
+    Entry,
+    EntryState,
+    ReasonCode,
+    Violation,
+)
+from server.service.base import UseCases, order_subject
+from server.service.paging import Page, PageTokens, micros
+from server.service.unit_of_work import EntryConflict, UnitOfWork
+
+
+@dataclasses.dataclass(frozen=True)
+class Eligibility:
+    decision: EligibilityDecision
+    facts: EligibilityFacts
+    policy_version: str
+
+
+class EntryUseCases(UseCases):
+    def check_eligibility(self, order_id: str, operator_id: str) -> Eligibility:
+        with self.unit_of_work(read_only=True) as uow:
+            return self._eligibility(uow, order_id, operator_id)
+
+    def _eligibility(self, uow: UnitOfWork, order_id: str, operator_id: str) -> Eligibility:
+        operator, row = uow.facts.eligibility(order_id, operator_id)
+        other_shop = rules.check_operator_shop(operator, row.order)
+        if other_shop:
+            raise PermissionDenied(
+                order_subject(order_id),
+                other_shop,
+                {"order_id": order_id, "operator_id": operator_id},
+            )
+        facts = EligibilityFacts(
+            now=self.clock.now(),
+            order=row.order,
+            shop=row.shop,
+            operator=operator,
+            wallet_balance=row.wallet_balance,
+            deposit_balance=row.deposit_balance,
+            stored_open_entry=row.stored_open_entry,
+        )
+        return Eligibility(rules.check_entry(facts, self.policy), facts, self.policy.version)
+
+    def open_entry(self, order_id: str, operator_id: str, note: str) -> Entry:
+        with self.unit_of_work() as uow:
+            eligibility = self._eligibility(uow, order_id, operator_id)
+            decision, facts = eligibility.decision, eligibility.facts
+            if not decision.eligible:
+                raise _refusal(order_id, decision)
+            if facts.stored_open_entry is not None:
+                # Stored as OPEN but its window has passed: it closed by itself.
+                uow.entries.expire_entries(facts.now, order_id=order_id)
+            entry = rules.new_entry(self.new_id(), facts, note, self.policy)
+            try:
+                uow.entries.insert_entry(entry)
+            except EntryConflict:
+                # Another replica opened one between our read and our write.
+                decision = self._eligibility(uow, order_id, operator_id).decision
+                if decision.eligible:  # ... and it has been used or has expired since
+                    decision = dataclasses.replace(decision, violations=(rules.OPENED_MEANWHILE,))
+                raise _refusal(order_id, decision) from None
+            return entry
+
+    def get_entry(self, entry_id: str) -> Entry:
+        with self.unit_of_work(read_only=True) as uow:
+            return rules.entry_as_seen(uow.entries.entry(entry_id), self.clock.now())
+
+    def list_entries(
+        self,
+        *,
+        shop_id: str | None,
+        order_id: str | None,
+        state: EntryState | None,
+        page_size: int,
+        page_token: str = "",
+    ) -> Page[Entry]:
+        """A page of entries, newest first."""
+        tokens = PageTokens(self.store.page_token_key)
+        filters = f"{shop_id or ''}|{order_id or ''}|{state.value if state else ''}"
+        after = tokens.decode(page_token, filters, (int, str))
+        now = self.clock.now()
+        with self.unit_of_work(read_only=True) as uow:
+            entries = uow.entries.list_entries(
+                shop_id=shop_id,
+                order_id=order_id,
+                states=None if state is None else (state,),
+                now=now,
+                after=after,  # type: ignore[arg-type]  # checked by decode: (int, str)
+                limit=page_size + 1,
+            )
+            if not entries:
+                # An empty list of a shop or order that does not exist is a caller's mistake.
+                if shop_id and not uow.facts.shop_exists(shop_id):
+                    raise NotFound("shop", shop_id)
+                if order_id and uow.facts.order_or_none(order_id) is None:
+                    raise NotFound("order", order_id)
+        seen = [rules.entry_as_seen(e, now) for e in entries]
+        return tokens.page(seen, page_size, filters, _entry_position)
+
+    def apply(self, order_id: str, buyer_id: str, amount: int, reason: str) -> Application:
+        now = self.clock.now()
+        with self.unit_of_work() as uow:
+            order = uow.facts.order(order_id, for_update=True)
+            subject = order_subject(order_id)
+            not_owner = rules.check_buyer(order, buyer_id)
+            if not_owner:
+                raise PermissionDenied(
+                    subject, not_owner, {"order_id": order_id, "buyer_id": buyer_id}
+                )
+            entry = uow.entries.stored_open_entry(order_id)
+            violations = rules.check_application(order, amount, entry, now)
+            if violations or entry is None:
+                raise RulesRefused(subject, violations, {"order_id": order_id})
+            application = Application(
+                application_id=self.new_id(),
+                order_id=order_id,
+                entry_id=entry.entry_id,
+                buyer_id=buyer_id,
+                amount=amount,
+                reason=reason,
+                state=ApplicationState.FILED,
+                filed_at=now,
+            )
+            if not uow.entries.use_entry(entry.entry_id, application.application_id, now):
+                # Someone else used it between our read and our write.
+                raise RulesRefused(
+                    subject,
+                    rules.check_application(order, amount, None, now),
+                    {"order_id": order_id},
+                )
+            uow.entries.insert_application(application)
+            return application
+
+    def expire_entries(self) -> int:
+        """Persists what readers already see: open entries past their window are EXPIRED."""
+        with self.unit_of_work() as uow:
+            return uow.entries.expire_entries(self.clock.now())
+
+
+def _entry_position(entry: Entry) -> tuple[int, str]:
+    return (micros(entry.opened_at), entry.entry_id)
+
+
+def _refusal(order_id: str, decision: EligibilityDecision) -> RulesRefused:
+    """The refusal of an unmet decision: PERMISSION_DENIED when the operator may not open (named
+    first), else with an entry already open named first, else every violation in rule order."""
+    metadata = {"order_id": order_id}
+    if decision.already_open is not None:
+        metadata["entry_id"] = decision.already_open.entry_id
+    subject = order_subject(order_id)
+    if ReasonCode.OPERATOR_NOT_ALLOWED in decision.codes:
+        return PermissionDenied(
+            subject, _first(decision, ReasonCode.OPERATOR_NOT_ALLOWED), metadata
+        )
+    if ReasonCode.ENTRY_ALREADY_OPEN in decision.codes:
+        return RulesRefused(subject, _first(decision, ReasonCode.ENTRY_ALREADY_OPEN), metadata)
+    return RulesRefused(subject, decision.violations, metadata)
+
+
+def _first(decision: EligibilityDecision, code: ReasonCode) -> list[Violation]:
+    first = [v for v in decision.violations if v.code is code]
+    return first + [v for v in decision.violations if v.code is not code]

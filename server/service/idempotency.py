@@ -1,0 +1,63 @@
+"""Every mutation runs once per request id: a retry gets the stored response, across replicas."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from collections.abc import Callable
+
+from server.domain.errors import RequestIdReused
+from server.service.base import UseCases
+from server.service.unit_of_work import StoredResponse, WriteConflict
+
+
+@dataclasses.dataclass(frozen=True)
+class RequestKey:
+    """Who a mutation is: its request id, its method, and a fingerprint of the whole request (the
+    same id sent again with another request is refused, REQUEST_ID_REUSED)."""
+
+    request_id: str
+    method: str
+    fingerprint: str
+
+
+def fingerprint(payload: bytes) -> str:
+    return hashlib.sha256(payload).hexdigest()
+
+
+class IdempotencyUseCases(UseCases):
+    def once(self, key: RequestKey, run: Callable[[], bytes]) -> bytes:
+        """The stored response of key.request_id, or run() and store its response, in one unit
+        of work: run() (a use case) joins it, so its writes and the record commit together.
+
+        Two replicas running the same request at once: one commits, the other's record clashes
+        on the key (WriteConflict) and it answers the stored response."""
+        try:
+            with self.unit_of_work() as uow:
+                # Retries of one request arriving together wait for each other, so that the
+                # later ones answer from the record instead of running the rules again.
+                uow.serialize_on(f"request:{key.request_id}")
+                stored = uow.requests.get(key.request_id)
+                if stored is not None:
+                    return _replay(stored, key)
+                response = run()
+                uow.requests.add(
+                    key.request_id,
+                    StoredResponse(key.method, key.fingerprint, response),
+                    self.clock.now(),
+                )
+                return response
+        except WriteConflict:
+            # Another replica committed the same request first: answer what it stored. Any
+            # other conflict is not this request's and stays an error.
+            with self.unit_of_work(read_only=True) as uow:
+                stored = uow.requests.get(key.request_id)
+            if stored is None:
+                raise
+            return _replay(stored, key)
+
+
+def _replay(stored: StoredResponse, key: RequestKey) -> bytes:
+    if stored.method != key.method or stored.fingerprint != key.fingerprint:
+        raise RequestIdReused(key.request_id, key.method)
+    return stored.response

@@ -1,0 +1,208 @@
+"""What the service needs of persistence: a unit of work and the repositories it opens.
+
+The service layer owns the transaction: `Store.unit_of_work()` begins one, the service commits it
+when the use case returns and rolls it back when it raises. The SQL store (server/store/) and the
+in-memory fake of the service tests implement these protocols; nothing else in the service knows
+which one runs.
+
+Exceptions a store raises, for the service to act on: `StoreUnavailable` (retry may cure it),
+`WriteConflict` (a concurrent writer committed the same key first), and the two refusals that
+only the database can see at write time, `EntryConflict` and `InsufficientBalance`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import datetime
+from types import TracebackType
+from typing import Protocol, Self
+
+from server.domain.model import (
+    AccountRef,
+    Application,
+    AppliedThrough,
+    Debt,
+    Entry,
+    EntryState,
+    Order,
+    RefundClawback,
+    Shop,
+    Staff,
+    Transfer,
+    TransferKind,
+)
+
+
+class StoreUnavailable(Exception):
+    """The database cannot be reached, or gave up on this transaction (deadlock, timeout): a retry
+    with the same request id may succeed. Nothing was committed."""
+
+
+class WriteConflict(Exception):
+    """A uniqueness the database keeps was broken by a concurrent writer; nothing was committed."""
+
+
+class EntryConflict(Exception):
+    """Another OPEN entry of the order was committed first."""
+
+
+class InsufficientBalance(Exception):
+    """A guarded account would have gone below zero; nothing was posted."""
+
+    def __init__(self, balance: int) -> None:
+        self.balance = balance
+        super().__init__(f"balance {balance}")
+
+
+@dataclasses.dataclass(frozen=True)
+class EligibilityRow:
+    """What one read gives the entry rules: the order, its shop, the shop's wallet and deposit
+    balances and the order's entry stored as OPEN (which may have expired by time)."""
+
+    order: Order
+    shop: Shop
+    wallet_balance: int
+    deposit_balance: int
+    stored_open_entry: Entry | None
+
+
+@dataclasses.dataclass(frozen=True)
+class StoredResponse:
+    """The record of a mutation that ran: which method, a fingerprint of its request, and the
+    response it gave (opaque bytes, answered again to a retry)."""
+
+    method: str
+    fingerprint: str
+    response: bytes
+
+
+class Facts(Protocol):
+    """Upstream facts: shops, staff, orders. Each put keeps the newest version (rules.is_stale,
+    said again in the upsert so that it holds between replicas) and returns what is stored."""
+
+    def put_shop(self, shop: Shop) -> Shop: ...
+    def shop(self, shop_id: str) -> Shop: ...
+    def shop_exists(self, shop_id: str) -> bool: ...
+    def put_staff(self, staff: Staff) -> Staff: ...
+    def staff(self, staff_id: str) -> Staff: ...
+    def put_order(self, order: Order) -> Order: ...
+    def order(self, order_id: str, *, for_update: bool = False) -> Order: ...
+    def order_or_none(self, order_id: str, *, for_update: bool = False) -> Order | None: ...
+    def eligibility(self, order_id: str, operator_id: str) -> tuple[Staff, EligibilityRow]: ...
+
+
+class Entries(Protocol):
+    """Entries and the applications filed through them."""
+
+    def insert_entry(self, entry: Entry) -> None: ...
+    def entry(self, entry_id: str) -> Entry: ...
+    def stored_open_entry(self, order_id: str) -> Entry | None: ...
+    def expire_entries(self, now: datetime, order_id: str | None = None) -> int: ...
+    def use_entry(self, entry_id: str, application_id: str, now: datetime) -> bool: ...
+    def list_entries(
+        self,
+        *,
+        shop_id: str | None,
+        order_id: str | None,
+        states: tuple[EntryState, ...] | None,
+        now: datetime,
+        after: tuple[int, str] | None,
+        limit: int,
+    ) -> list[Entry]: ...
+    def insert_application(self, application: Application) -> None: ...
+    def applied_through(self, application_id: str) -> AppliedThrough: ...
+
+
+class Ledger(Protocol):
+    """Accounts and the transfers between them (double entry: balances always sum to zero)."""
+
+    def lock_accounts(self, refs: set[AccountRef]) -> dict[AccountRef, int]: ...
+    def post_transfer(
+        self,
+        *,
+        from_account: AccountRef,
+        to_account: AccountRef,
+        amount: int,
+        kind: TransferKind,
+        reference: str,
+        idempotency_key: str,
+        now: datetime,
+        guard_from: bool,
+        memo: str = "",
+    ) -> Transfer: ...
+    def balances(self, refs: list[AccountRef]) -> dict[AccountRef, int]: ...
+    def accounts_of(self, owner_id: str) -> list[AccountRef]: ...
+    def list_transfers(self, ref: AccountRef, after: int | None, limit: int) -> list[Transfer]: ...
+
+
+class Clawbacks(Protocol):
+    """Refunds recorded here, their clawbacks and the payees' outstanding debts."""
+
+    def record_refund(self, clawback: RefundClawback) -> None: ...
+    def debts_of(self, payee_id: str) -> list[Debt]: ...
+    def add_recovered(self, clawback_id: str, line_no: int, amount: int) -> None: ...
+    def set_clawback_state(self, clawback_id: str, state: str) -> None: ...
+    def clawback(
+        self, *, clawback_id: str | None = None, refund_id: str | None = None
+    ) -> RefundClawback: ...
+    def clawback_of_refund(self, refund_id: str) -> RefundClawback | None: ...
+    def list_clawbacks(
+        self,
+        *,
+        shop_id: str,
+        state: str | None,
+        start: datetime | None,
+        end: datetime | None,
+        after: tuple[int, str] | None,
+        limit: int,
+    ) -> list[RefundClawback]: ...
+
+
+class Requests(Protocol):
+    """The responses of mutations, by request id."""
+
+    def get(self, request_id: str) -> StoredResponse | None: ...
+    def add(self, request_id: str, stored: StoredResponse, now: datetime) -> None: ...
+
+
+class UnitOfWork(Protocol):
+    """One transaction (or, read-only, one connection) and the repositories that work in it.
+
+    Used as a context manager: leaving it without `commit()` rolls everything back."""
+
+    @property
+    def facts(self) -> Facts: ...
+    @property
+    def entries(self) -> Entries: ...
+    @property
+    def ledger(self) -> Ledger: ...
+    @property
+    def clawbacks(self) -> Clawbacks: ...
+    @property
+    def requests(self) -> Requests: ...
+
+    def serialize_on(self, key: str) -> None:
+        """Until the transaction ends, other transactions serialising on `key` wait."""
+
+    def commit(self) -> None: ...
+
+    def __enter__(self) -> Self: ...
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+
+class Store(Protocol):
+    """Where units of work come from."""
+
+    @property
+    def page_token_key(self) -> bytes:
+        """A secret all replicas share, made once with the schema: it signs page tokens."""
+
+    def unit_of_work(self, *, read_only: bool = False) -> UnitOfWork: ...
+
+    def close(self) -> None: ...

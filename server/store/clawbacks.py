@@ -1,0 +1,206 @@
+"""Refunds recorded here, their clawbacks (TR/佣金退回) and the payees' outstanding debts."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from server.domain.errors import NotFound
+from server.domain.model import (
+    ApplicationState,
+    ClawbackLine,
+    Debt,
+    PayeeKind,
+    ReasonCode,
+    Refund,
+    RefundClawback,
+    RefundPayment,
+    Violation,
+)
+from server.store.schema import (
+    ApplicationRow,
+    ClawbackLineRow,
+    ClawbackRow,
+    OrderRow,
+    RefundRow,
+    at,
+    rows,
+    to_us,
+)
+
+if TYPE_CHECKING:
+    from server.store.unit_of_work import SqlStore
+
+
+class SqlClawbacks:
+    def __init__(self, store: SqlStore) -> None:
+        self._store = store
+
+    def record_refund(self, clawback: RefundClawback) -> None:
+        """Stores the refund, its clawback and lines, and adds the refund to the order."""
+        refund = clawback.refund
+        RefundRow.insert(
+            id=refund.refund_id,
+            order=refund.order_id,
+            application_id=refund.application_id,
+            amount=refund.amount,
+            started_at=to_us(refund.started_at),
+            paid_at=to_us(refund.paid_at),
+            refunded_before=clawback.refunded_before,
+            refunded_after=clawback.refunded_after,
+            paid_from_wallet=clawback.payment.from_wallet,
+            paid_from_deposit=clawback.payment.from_deposit,
+            recorded_at=to_us(clawback.created_at),
+        ).execute()
+        OrderRow.update(
+            recorded_refunded_amount=OrderRow.recorded_refunded_amount + refund.amount
+        ).where(OrderRow.id == refund.order_id).execute()
+        if refund.application_id:
+            ApplicationRow.update(state=ApplicationState.REFUNDED.value).where(
+                ApplicationRow.id == refund.application_id
+            ).execute()
+        ClawbackRow.insert(
+            id=clawback.clawback_id,
+            refund=refund.refund_id,
+            order_id=refund.order_id,
+            shop_id=clawback.shop_id,
+            state=clawback.state.value,
+            reasons=json.dumps([[v.code.value, v.description] for v in clawback.reasons]),
+            policy_version=clawback.policy_version,
+            created_at=to_us(clawback.created_at),
+        ).execute()
+        if clawback.lines:
+            ClawbackLineRow.insert_many(
+                [
+                    {
+                        "clawback": clawback.clawback_id,
+                        "line_no": line.line_no,
+                        "payee_kind": line.payee_kind.value,
+                        "payee_id": line.payee_id,
+                        "commission": line.commission,
+                        "due": line.due,
+                        "recovered": line.recovered,
+                    }
+                    for line in clawback.lines
+                ]
+            ).execute()
+
+    def debts_of(self, payee_id: str) -> list[Debt]:
+        """The payee's outstanding clawback lines, oldest first."""
+        query = (
+            ClawbackLineRow.select(
+                ClawbackLineRow.clawback,
+                ClawbackLineRow.line_no,
+                ClawbackRow.shop_id,
+                ClawbackLineRow.due,
+                ClawbackLineRow.recovered,
+            )
+            .join(ClawbackRow)
+            .where(
+                (ClawbackLineRow.payee_id == payee_id)
+                & (ClawbackLineRow.recovered < ClawbackLineRow.due)
+            )
+            .order_by(ClawbackLineRow.id)
+        )
+        return [Debt(*row) for row in rows(query)]
+
+    def add_recovered(self, clawback_id: str, line_no: int, amount: int) -> None:
+        ClawbackLineRow.update(recovered=ClawbackLineRow.recovered + amount).where(
+            (ClawbackLineRow.clawback == clawback_id) & (ClawbackLineRow.line_no == line_no)
+        ).execute()
+
+    def set_clawback_state(self, clawback_id: str, state: str) -> None:
+        ClawbackRow.update(state=state).where(ClawbackRow.id == clawback_id).execute()
+
+    def clawback(
+        self, *, clawback_id: str | None = None, refund_id: str | None = None
+    ) -> RefundClawback:
+        where = ClawbackRow.id == clawback_id if clawback_id else ClawbackRow.refund == refund_id
+        found = self._clawbacks(where, order=(), limit=1)
+        if not found:
+            raise NotFound("clawback", clawback_id or f"refund {refund_id}")
+        return found[0]
+
+    def clawback_of_refund(self, refund_id: str) -> RefundClawback | None:
+        found = self._clawbacks(ClawbackRow.refund == refund_id, order=(), limit=1)
+        return found[0] if found else None
+
+    def list_clawbacks(
+        self,
+        *,
+        shop_id: str,
+        state: str | None,
+        start: datetime | None,
+        end: datetime | None,
+        after: tuple[int, str] | None,
+        limit: int,
+    ) -> list[RefundClawback]:
+        where = ClawbackRow.shop_id == shop_id
+        if state is not None:
+            where &= ClawbackRow.state == state
+        if start is not None:
+            where &= ClawbackRow.created_at >= to_us(start)
+        if end is not None:
+            where &= ClawbackRow.created_at < to_us(end)
+        if after is not None:
+            created_at, clawback_id = after
+            where &= (ClawbackRow.created_at < created_at) | (
+                (ClawbackRow.created_at == created_at) & (ClawbackRow.id < clawback_id)
+            )
+        return self._clawbacks(
+            where, order=(ClawbackRow.created_at.desc(), ClawbackRow.id.desc()), limit=limit
+        )
+
+    def _clawbacks(self, where: Any, order: tuple[Any, ...], limit: int) -> list[RefundClawback]:
+        """Clawbacks with their refunds in one query, and all their lines in a second."""
+        query = (
+            ClawbackRow.select(ClawbackRow, RefundRow)
+            .join(RefundRow)
+            .where(where)
+            .order_by(*order)
+            .limit(limit)
+        )
+        rows = list(query)
+        if not rows:
+            return []
+        lines: dict[str, list[ClawbackLine]] = {row.id: [] for row in rows}
+        for line in (
+            ClawbackLineRow.select()
+            .where(ClawbackLineRow.clawback.in_(list(lines)))
+            .order_by(ClawbackLineRow.clawback, ClawbackLineRow.line_no)
+        ):
+            lines[line.__data__["clawback"]].append(
+                ClawbackLine(
+                    line_no=line.line_no,
+                    payee_kind=PayeeKind(line.payee_kind),
+                    payee_id=line.payee_id,
+                    commission=line.commission,
+                    due=line.due,
+                    recovered=line.recovered,
+                )
+            )
+        return [_clawback(row, tuple(lines[row.id])) for row in rows]
+
+
+def _clawback(row: ClawbackRow, lines: tuple[ClawbackLine, ...]) -> RefundClawback:
+    refund_row = row.refund
+    return RefundClawback(
+        clawback_id=row.id,
+        refund=Refund(
+            refund_id=refund_row.id,
+            order_id=refund_row.__data__["order"],
+            application_id=refund_row.application_id,
+            amount=refund_row.amount,
+            started_at=at(refund_row.started_at),
+            paid_at=at(refund_row.paid_at),
+        ),
+        shop_id=row.shop_id,
+        reasons=tuple(Violation(ReasonCode(code), text) for code, text in json.loads(row.reasons)),
+        lines=lines,
+        refunded_before=refund_row.refunded_before,
+        refunded_after=refund_row.refunded_after,
+        policy_version=row.policy_version,
+        created_at=at(row.created_at),
+        payment=RefundPayment(refund_row.paid_from_wallet, refund_row.paid_from_deposit),
+    )

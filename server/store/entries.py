@@ -1,0 +1,186 @@
+"""Entries and the applications filed through them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import peewee as pw
+
+from server.domain.errors import NotFound
+from server.domain.model import Application, ApplicationState, AppliedThrough, Entry, EntryState
+from server.service.unit_of_work import EntryConflict
+from server.store.schema import (
+    ApplicationRow,
+    EntryRow,
+    RefundRow,
+    any_of,
+    at,
+    at_or_none,
+    to_us,
+)
+
+if TYPE_CHECKING:
+    from server.store.unit_of_work import SqlStore
+
+
+class SqlEntries:
+    def __init__(self, store: SqlStore) -> None:
+        self._store = store
+
+    def insert_entry(self, entry: Entry) -> None:
+        try:
+            with self._store.database.atomic():
+                EntryRow.insert(
+                    id=entry.entry_id,
+                    order=entry.order_id,
+                    shop_id=entry.shop_id,
+                    state=entry.state.value,
+                    opened_at=to_us(entry.opened_at),
+                    expires_at=to_us(entry.expires_at),
+                    operator_id=entry.operator_id,
+                    note=entry.note,
+                    policy_version=entry.policy_version,
+                ).execute()
+        except pw.IntegrityError as e:
+            raise EntryConflict(entry.order_id) from e
+
+    def entry(self, entry_id: str) -> Entry:
+        row = EntryRow.get_or_none(EntryRow.id == entry_id)
+        if row is None:
+            raise NotFound("entry", entry_id)
+        return entry_from_values(row.__data__)
+
+    def stored_open_entry(self, order_id: str) -> Entry | None:
+        row = (
+            EntryRow.select()
+            .where((EntryRow.order == order_id) & (EntryRow.state == EntryState.OPEN.value))
+            .first()
+        )
+        return None if row is None else entry_from_values(row.__data__)
+
+    def expire_entries(self, now: datetime, order_id: str | None = None) -> int:
+        """Stores as EXPIRED the OPEN entries whose window has passed."""
+        query = EntryRow.update(state=EntryState.EXPIRED.value).where(
+            (EntryRow.state == EntryState.OPEN.value) & (EntryRow.expires_at <= to_us(now))
+        )
+        if order_id is not None:
+            query = query.where(EntryRow.order == order_id)
+        return int(query.execute())
+
+    def use_entry(self, entry_id: str, application_id: str, now: datetime) -> bool:
+        """Marks the entry USED if it is still open now; False if someone else got there first."""
+        return bool(
+            EntryRow.update(
+                state=EntryState.USED.value, used_at=to_us(now), application_id=application_id
+            )
+            .where(
+                (EntryRow.id == entry_id)
+                & (EntryRow.state == EntryState.OPEN.value)
+                & (EntryRow.expires_at > to_us(now))
+            )
+            .execute()
+        )
+
+    def list_entries(
+        self,
+        *,
+        shop_id: str | None,
+        order_id: str | None,
+        states: tuple[EntryState, ...] | None,
+        now: datetime,
+        after: tuple[int, str] | None,
+        limit: int,
+    ) -> list[Entry]:
+        """Newest first; `states` as readers see them (an OPEN entry past its window is EXPIRED:
+        rules.entry_state, said again in SQL so that the database can filter and page);
+        `after` is the (opened_at, id) of the last entry of the previous page."""
+        query = EntryRow.select()
+        if shop_id:
+            query = query.where(EntryRow.shop_id == shop_id)
+        if order_id:
+            query = query.where(EntryRow.order == order_id)
+        if states is not None:
+            clauses = []
+            now_us = to_us(now)
+            for state in states:
+                if state is EntryState.OPEN:
+                    clauses.append((EntryRow.state == "OPEN") & (EntryRow.expires_at > now_us))
+                elif state is EntryState.EXPIRED:
+                    clauses.append(
+                        (EntryRow.state == "EXPIRED")
+                        | ((EntryRow.state == "OPEN") & (EntryRow.expires_at <= now_us))
+                    )
+                else:
+                    clauses.append(EntryRow.state == state.value)
+            query = query.where(any_of(clauses) if len(clauses) > 1 else clauses[0])
+        if after is not None:
+            opened_at, entry_id = after
+            query = query.where(
+                (EntryRow.opened_at < opened_at)
+                | ((EntryRow.opened_at == opened_at) & (EntryRow.id < entry_id))
+            )
+        query = query.order_by(EntryRow.opened_at.desc(), EntryRow.id.desc()).limit(limit)
+        return [entry_from_values(row.__data__) for row in query]
+
+    def insert_application(self, application: Application) -> None:
+        ApplicationRow.insert(
+            id=application.application_id,
+            order=application.order_id,
+            entry=application.entry_id,
+            buyer_id=application.buyer_id,
+            amount=application.amount,
+            reason=application.reason,
+            state=application.state.value,
+            filed_at=to_us(application.filed_at),
+        ).execute()
+
+    def applied_through(self, application_id: str) -> AppliedThrough:
+        """The application, when its entry was opened and what was refunded through it."""
+        row = (
+            ApplicationRow.select(ApplicationRow, EntryRow.opened_at)
+            .join(EntryRow)
+            .where(ApplicationRow.id == application_id)
+            .first()
+        )
+        if row is None:
+            raise NotFound("application", application_id)
+        refunded = (
+            RefundRow.select(pw.fn.COALESCE(pw.fn.SUM(RefundRow.amount), 0))
+            .where(RefundRow.application_id == application_id)
+            .scalar()
+        )
+        return AppliedThrough(
+            application=Application(
+                application_id=row.id,
+                order_id=row.order_id,
+                entry_id=row.entry_id,
+                buyer_id=row.buyer_id,
+                amount=row.amount,
+                reason=row.reason,
+                state=ApplicationState(row.state),
+                filed_at=at(row.filed_at),
+            ),
+            entry_opened_at=at(row.entry.opened_at),
+            refunded=int(refunded),
+        )
+
+
+def _entry(row: EntryRow) -> Entry:
+    return entry_from_values(row.__data__)
+
+
+def entry_from_values(d: dict[str, Any]) -> Entry:
+    return Entry(
+        entry_id=d["id"],
+        order_id=d["order"],
+        shop_id=d["shop_id"],
+        state=EntryState(d["state"]),
+        opened_at=at(d["opened_at"]),
+        expires_at=at(d["expires_at"]),
+        operator_id=d["operator_id"],
+        note=d["note"],
+        policy_version=d["policy_version"],
+        used_at=at_or_none(d["used_at"]),
+        application_id=d["application_id"],
+    )

@@ -1,0 +1,269 @@
+"""Upstream facts: shops, staff and orders, and the one read the entry rules decide on."""
+
+from __future__ import annotations
+
+import functools
+import json
+from typing import TYPE_CHECKING, Any
+
+import peewee as pw
+
+from server.domain.errors import NotFound
+from server.domain.model import (
+    AccountKind,
+    CommissionLine,
+    EntryState,
+    Order,
+    OrderKind,
+    PayeeKind,
+    Shop,
+    ShopStatus,
+    Staff,
+    StaffRole,
+)
+from server.service.unit_of_work import EligibilityRow
+from server.store.entries import entry_from_values
+from server.store.schema import (
+    AccountRow,
+    EntryRow,
+    OrderRow,
+    ShopRow,
+    StaffRow,
+    at,
+    at_or_none,
+    execute_sql,
+    to_us,
+    us_or_none,
+)
+
+if TYPE_CHECKING:
+    from server.store.unit_of_work import SqlStore
+
+
+class SqlFacts:
+    def __init__(self, store: SqlStore) -> None:
+        self._store = store
+
+    # Upstream facts keep their newest version (rules.is_stale), said again in each upsert so
+    # that it holds between replicas.
+
+    def put_shop(self, shop: Shop) -> Shop:
+        """Writes the shop unless what is stored is newer; returns what is stored."""
+        ShopRow.insert(
+            id=shop.shop_id,
+            name=shop.name,
+            status=shop.status.value,
+            wallet_opened_at=us_or_none(shop.wallet_opened_at),
+            version=shop.version,
+        ).on_conflict(
+            conflict_target=[ShopRow.id],
+            preserve=[ShopRow.name, ShopRow.status, ShopRow.wallet_opened_at, ShopRow.version],
+            where=_not_older(ShopRow),
+        ).execute()
+        return self.shop(shop.shop_id)
+
+    def shop(self, shop_id: str) -> Shop:
+        row = ShopRow.get_or_none(ShopRow.id == shop_id)
+        if row is None:
+            raise NotFound("shop", shop_id)
+        return shop_from_values(row.__data__)
+
+    def shop_exists(self, shop_id: str) -> bool:
+        return ShopRow.select(ShopRow.id).where(ShopRow.id == shop_id).exists()
+
+    def put_staff(self, staff: Staff) -> Staff:
+        """Writes the staff account unless what is stored is newer; returns what is stored."""
+        StaffRow.insert(
+            id=staff.staff_id,
+            shop=staff.shop_id,
+            role=staff.role.value,
+            name=staff.name,
+            version=staff.version,
+        ).on_conflict(
+            conflict_target=[StaffRow.id],
+            preserve=[StaffRow.shop, StaffRow.role, StaffRow.name, StaffRow.version],
+            where=_not_older(StaffRow),
+        ).execute()
+        return self.staff(staff.staff_id)
+
+    def staff(self, staff_id: str) -> Staff:
+        row = StaffRow.get_or_none(StaffRow.id == staff_id)
+        if row is None:
+            raise NotFound("staff", staff_id)
+        return staff_from_values(row.__data__)
+
+    def put_order(self, order: Order) -> Order:
+        """Writes the upstream facts unless what is stored is newer, keeping the refunds recorded
+        here as they are; returns what is stored."""
+        fields = {
+            OrderRow.shop: order.shop_id,
+            OrderRow.buyer_id: order.buyer_id,
+            OrderRow.kind: order.kind.value,
+            OrderRow.marketing_campaign: order.marketing_campaign,
+            OrderRow.category_id: order.category_id,
+            OrderRow.paid_amount: order.paid_amount,
+            OrderRow.prior_refunded_amount: order.prior_refunded_amount,
+            OrderRow.created_at: to_us(order.created_at),
+            OrderRow.completed_at: us_or_none(order.completed_at),
+            OrderRow.after_sales_ends_at: us_or_none(order.after_sales_ends_at),
+            OrderRow.commission_lines: _lines_json(order.commission_lines),
+            OrderRow.version: order.version,
+        }
+        OrderRow.insert({OrderRow.id: order.order_id, **fields}).on_conflict(
+            conflict_target=[OrderRow.id], preserve=list(fields), where=_not_older(OrderRow)
+        ).execute()
+        return self.order(order.order_id)
+
+    def order(self, order_id: str, *, for_update: bool = False) -> Order:
+        order = self.order_or_none(order_id, for_update=for_update)
+        if order is None:
+            raise NotFound("order", order_id)
+        return order
+
+    def order_or_none(self, order_id: str, *, for_update: bool = False) -> Order | None:
+        query = OrderRow.select().where(OrderRow.id == order_id)
+        row = (self._store.locked(query) if for_update else query).first()
+        return None if row is None else order_from_values(row.__data__)
+
+    def eligibility(self, order_id: str, operator_id: str) -> tuple[Staff, EligibilityRow]:
+        """The operator, the order, its shop, the shop's wallet and deposit balances and the
+        order's entry stored as OPEN: one query, built once (see _eligibility_query)."""
+        sql, params = self._store.prepared("eligibility", _eligibility_query)
+        bound = {_ORDER_ID: order_id, _OPERATOR_ID: operator_id}
+        cursor = execute_sql(self._store.database, sql, [bound.get(p, p) for p in params])
+        found = cursor.fetchone()
+        if found is None:
+            self.staff(operator_id)  # an unknown operator is named first
+            raise NotFound("order", order_id)
+        row = dict(zip((d[0] for d in cursor.description), found, strict=True))
+        if row["operator__id"] is None:
+            raise NotFound("staff", operator_id)
+        part = functools.partial(_part, row)
+        operator = part("operator__")
+        shop = part("shop__")
+        entry = part("entry__")
+        return staff_from_values(operator), EligibilityRow(
+            order=order_from_values(part("order__")),
+            shop=shop_from_values(shop),
+            wallet_balance=row["wallet_balance"] or 0,
+            deposit_balance=row["deposit_balance"] or 0,
+            stored_open_entry=None if entry["id"] is None else entry_from_values(entry),
+        )
+
+
+# Stand-ins for the parameters of prepared queries, replaced when they run.
+_ORDER_ID = "\x00order_id"
+_OPERATOR_ID = "\x00operator_id"
+
+
+def _eligibility_query() -> pw.Query:
+    wallet = AccountRow.alias("wallet")
+    deposit = AccountRow.alias("deposit")
+    open_entry = EntryRow.alias("open_entry")
+    operator = StaffRow.alias("operator")
+
+    def columns(model: type[pw.Model], alias: Any, prefix: str) -> list[Any]:
+        return [getattr(alias, f.name).alias(prefix + f.name) for f in model._meta.sorted_fields]
+
+    return (
+        OrderRow.select(
+            *columns(OrderRow, OrderRow, "order__"),
+            *columns(ShopRow, ShopRow, "shop__"),
+            *columns(EntryRow, open_entry, "entry__"),
+            *columns(StaffRow, operator, "operator__"),
+            wallet.balance.alias("wallet_balance"),
+            deposit.balance.alias("deposit_balance"),
+        )
+        .join(ShopRow, on=(OrderRow.shop == ShopRow.id))
+        .join_from(
+            OrderRow,
+            wallet,
+            pw.JOIN.LEFT_OUTER,
+            on=(wallet.kind == AccountKind.ANXIN_WALLET.value) & (wallet.owner_id == OrderRow.shop),
+        )
+        .join_from(
+            OrderRow,
+            deposit,
+            pw.JOIN.LEFT_OUTER,
+            on=(deposit.kind == AccountKind.DEPOSIT.value) & (deposit.owner_id == OrderRow.shop),
+        )
+        .join_from(
+            OrderRow,
+            open_entry,
+            pw.JOIN.LEFT_OUTER,
+            on=(open_entry.order == OrderRow.id) & (open_entry.state == EntryState.OPEN.value),
+        )
+        .join_from(OrderRow, operator, pw.JOIN.LEFT_OUTER, on=(operator.id == _OPERATOR_ID))
+        .where(OrderRow.id == _ORDER_ID)
+    )
+
+
+def _part(row: dict[str, Any], prefix: str) -> dict[str, Any]:
+    return {k.removeprefix(prefix): v for k, v in row.items() if k.startswith(prefix)}
+
+
+def _not_older(model: Any) -> pw.Expression:
+    """In an upsert: the incoming row is unversioned, or not older than the stored one."""
+    incoming = pw.EXCLUDED.version
+    not_older: pw.Expression = (incoming == 0) | (incoming >= model.version)
+    return not_older
+
+
+def _lines_json(lines: tuple[CommissionLine, ...]) -> str:
+    return json.dumps(
+        [
+            {"payee_kind": ln.payee_kind.value, "payee_id": ln.payee_id, "amount": ln.amount}
+            for ln in lines
+        ],
+        separators=(",", ":"),
+    )
+
+
+def _lines(text: str) -> tuple[CommissionLine, ...]:
+    return tuple(
+        CommissionLine(PayeeKind(d["payee_kind"]), d["payee_id"], int(d["amount"]))
+        for d in json.loads(text or "[]")
+    )
+
+
+# Row -> domain, from a row's values by column name (a model's __data__, or one prefixed part of
+# the eligibility query's row).
+
+
+def shop_from_values(d: dict[str, Any]) -> Shop:
+    return Shop(
+        shop_id=d["id"],
+        name=d["name"],
+        status=ShopStatus(d["status"]),
+        wallet_opened_at=at_or_none(d["wallet_opened_at"]),
+        version=d["version"],
+    )
+
+
+def staff_from_values(d: dict[str, Any]) -> Staff:
+    return Staff(
+        staff_id=d["id"],
+        shop_id=d["shop"],
+        role=StaffRole(d["role"]),
+        name=d["name"],
+        version=d["version"],
+    )
+
+
+def order_from_values(d: dict[str, Any]) -> Order:
+    return Order(
+        order_id=d["id"],
+        shop_id=d["shop"],
+        buyer_id=d["buyer_id"],
+        kind=OrderKind(d["kind"]),
+        marketing_campaign=bool(d["marketing_campaign"]),
+        category_id=d["category_id"],
+        paid_amount=d["paid_amount"],
+        prior_refunded_amount=d["prior_refunded_amount"],
+        recorded_refunded_amount=d["recorded_refunded_amount"],
+        created_at=at(d["created_at"]),
+        completed_at=at_or_none(d["completed_at"]),
+        after_sales_ends_at=at_or_none(d["after_sales_ends_at"]),
+        commission_lines=_lines(d["commission_lines"]),
+        version=d["version"],
+    )

@@ -1,0 +1,61 @@
+"""Brings a database's schema to the version this server knows; safe when replicas start at once."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import peewee as pw
+
+from server.domain.model import AccountKind
+from server.store.schema import (
+    MODELS,
+    AccountRow,
+    SchemaVersionRow,
+    SettingRow,
+    execute_sql,
+    to_us,
+)
+
+SCHEMA_VERSION = 1
+
+# The namespace of the migration's PostgreSQL advisory lock (the first key of the two-key form).
+MIGRATION_LOCK_SPACE = 726_0431
+
+
+def _migrate_to_1(database: pw.Database) -> None:
+    database.create_tables(MODELS, safe=True)
+    AccountRow.insert_many(
+        [{"kind": AccountKind.EXTERNAL.value}, {"kind": AccountKind.PLATFORM_COMMISSION.value}]
+    ).execute()
+    SettingRow.insert(name="page_token_key", value=secrets.token_hex(32)).execute()
+
+
+# Index i brings the schema from version i to i + 1. Append; never edit a released step.
+MIGRATIONS: list[Callable[[pw.Database], None]] = [_migrate_to_1]
+assert len(MIGRATIONS) == SCHEMA_VERSION
+
+
+def migrate(database: pw.Database) -> int:
+    """Brings the schema to SCHEMA_VERSION, in one transaction; returns it. Call it with a
+    connection open."""
+    with database.atomic():
+        if isinstance(database, pw.PostgresqlDatabase):
+            execute_sql(database, "SELECT pg_advisory_xact_lock(%s, 0)", (MIGRATION_LOCK_SPACE,))
+        database.create_tables([SchemaVersionRow], safe=True)
+        current = schema_version()
+        if current > SCHEMA_VERSION:
+            raise RuntimeError(
+                f"the database schema is version {current}, newer than this server's "
+                f"{SCHEMA_VERSION}"
+            )
+        now = to_us(datetime.now(UTC))
+        for version in range(current, SCHEMA_VERSION):
+            MIGRATIONS[version](database)
+            SchemaVersionRow.create(version=version + 1, applied_at=now)
+    return SCHEMA_VERSION
+
+
+def schema_version() -> int:
+    return int(SchemaVersionRow.select(pw.fn.MAX(SchemaVersionRow.version)).scalar() or 0)

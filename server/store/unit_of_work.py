@@ -1,0 +1,186 @@
+"""The SQL store: units of work over one peewee database, SQLite or PostgreSQL.
+
+Each unit of work is a connection for the call (from the pool on PostgreSQL; SQLite keeps one
+per thread) and, unless read-only, one transaction. Database failures leave it as the service
+layer's exceptions: StoreUnavailable (a retry may cure it) or WriteConflict.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable, Iterator
+from types import TracebackType
+from typing import Any, cast
+
+import peewee as pw
+
+from server.domain.model import EXTERNAL, PLATFORM_COMMISSION, AccountRef
+from server.service.unit_of_work import StoreUnavailable, WriteConflict
+from server.store import migrations
+from server.store.clawbacks import SqlClawbacks
+from server.store.entries import SqlEntries
+from server.store.facts import SqlFacts
+from server.store.ledger import SqlLedger
+from server.store.requests import SqlRequests
+from server.store.schema import AccountRow, SettingRow, db, execute_sql
+
+# The namespace of PostgreSQL advisory locks taken by serialize_on.
+_KEY_LOCK_SPACE = 726_0432
+
+# Failures of the database that a retry may cure: it is down, busy, or chose this transaction
+# as a deadlock victim.
+_TRANSIENT = (pw.OperationalError, pw.InterfaceError)
+
+
+class SqlStore:
+    """The one door to the database. `migrate()` once at start, then units of work."""
+
+    def __init__(self, database: pw.Database) -> None:
+        self.database = database
+        self.is_postgres = isinstance(database, pw.PostgresqlDatabase)
+        db.initialize(database)
+        self.page_token_key = b""
+        # Accounts made with the schema, by id; SQL built once per hot query (facts.py).
+        self.fixed_account_ids: dict[AccountRef, int] = {}
+        self.statements: dict[str, tuple[str, list[Any]]] = {}
+        self._sessions = threading.local()
+
+    def migrate(self) -> int:
+        """Brings the schema to the current version and reads what every replica shares."""
+        with self.session():
+            version = migrations.migrate(self.database)
+            self.page_token_key = bytes.fromhex(
+                SettingRow.get(SettingRow.name == "page_token_key").value
+            )
+            self.fixed_account_ids = {
+                ref: AccountRow.get(
+                    (AccountRow.kind == ref.kind.value) & (AccountRow.owner_id == "")
+                ).id
+                for ref in (EXTERNAL, PLATFORM_COMMISSION)
+            }
+        return version
+
+    def locked(self, query: pw.Select) -> pw.Select:
+        """Row locks where the database has them; SQLite's write transactions are exclusive."""
+        return query.for_update() if self.is_postgres else query
+
+    def prepared(self, name: str, build: Callable[[], pw.Query]) -> tuple[str, list[Any]]:
+        """The SQL and parameters of a hot query, built by peewee once per database: building a
+        query costs more than running it."""
+        if name not in self.statements:
+            self.statements[name] = build().sql()
+        return self.statements[name]
+
+    def schema_version(self) -> int:
+        with self.session():
+            return migrations.schema_version()
+
+    def unit_of_work(self, *, read_only: bool = False) -> SqlUnitOfWork:
+        return SqlUnitOfWork(self, read_only=read_only)
+
+    def close(self) -> None:
+        if self.is_postgres:
+            cast(Any, self.database).close_all()  # a pool's: every connection
+        else:
+            self.database.close()
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator[None]:
+        """A connection for the duration of a call: from the pool on PostgreSQL (returned when
+        the outermost session ends); SQLite keeps one per thread."""
+        if not self.is_postgres:
+            yield
+            return
+        depth = getattr(self._sessions, "depth", 0)
+        self._sessions.depth = depth + 1
+        try:
+            if depth:
+                yield
+            else:
+                with self.database.connection_context():
+                    yield
+        finally:
+            self._sessions.depth = depth
+
+
+class SqlUnitOfWork:
+    def __init__(self, store: SqlStore, *, read_only: bool) -> None:
+        self._store = store
+        self._read_only = read_only
+        self._session: contextlib.AbstractContextManager[None] | None = None
+        self._transaction: Any = None
+        # Ids of accounts met in this transaction; they must not outlive it (a rolled-back
+        # transaction may have made them).
+        account_ids: dict[AccountRef, int] = {}
+        self.facts = SqlFacts(store)
+        self.entries = SqlEntries(store)
+        self.ledger = SqlLedger(store, account_ids)
+        self.clawbacks = SqlClawbacks(store)
+        self.requests = SqlRequests()
+
+    def __enter__(self) -> SqlUnitOfWork:
+        try:
+            self._session = self._store.session()
+            self._session.__enter__()
+            if not self._read_only:
+                self._transaction = self._store.database.atomic()
+                self._transaction.__enter__()
+        except _TRANSIENT as e:
+            self._end(type(e), e, e.__traceback__)
+            raise StoreUnavailable(str(e)) from e
+        return self
+
+    def commit(self) -> None:
+        if self._transaction is not None:
+            transaction, self._transaction = self._transaction, None
+            try:
+                transaction.__exit__(None, None, None)
+            except _TRANSIENT as e:
+                raise StoreUnavailable(str(e)) from e
+            except pw.IntegrityError as e:
+                raise WriteConflict(str(e)) from e
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        # Leaving without commit() rolls back, whether or not something was raised.
+        if exc is None:
+            exc_type, exc = RuntimeError, RuntimeError("left without commit")
+        self._end(exc_type, exc, tb)
+        if isinstance(exc, _TRANSIENT):
+            raise StoreUnavailable(str(exc)) from exc
+        if isinstance(exc, pw.IntegrityError):
+            raise WriteConflict(str(exc)) from exc
+
+    def _end(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Rolls back what is still open and gives the connection back, even if the database is
+        gone (then there is nothing left to roll back)."""
+        try:
+            if self._transaction is not None:
+                transaction, self._transaction = self._transaction, None
+                with contextlib.suppress(*_TRANSIENT):
+                    transaction.__exit__(exc_type, exc, tb)
+        finally:
+            if self._session is not None:
+                session, self._session = self._session, None
+                with contextlib.suppress(*_TRANSIENT):
+                    session.__exit__(None, None, None)
+
+    def serialize_on(self, key: str) -> None:
+        """Until the transaction ends, other transactions serialising on `key` wait. (SQLite's
+        write transactions are exclusive already.)"""
+        if self._store.is_postgres:
+            execute_sql(
+                self._store.database,
+                "SELECT pg_advisory_xact_lock(%s, hashtext(%s))",
+                (_KEY_LOCK_SPACE, key),
+            )

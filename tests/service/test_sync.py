@@ -1,0 +1,143 @@
+"""Upstream facts keep their newest version; money moves in and out, never overdrawing."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from server.domain.errors import NotFound, RulesRefused
+from server.domain.model import (
+    EXTERNAL,
+    ReasonCode,
+    Shop,
+    ShopStatus,
+    Staff,
+    StaffRole,
+    TransferKind,
+)
+from server.service import Service
+from tests.service.scenarios import (
+    a_clawback_setup,
+    a_commissioned_order,
+    a_late_refund,
+    an_application,
+    balance,
+)
+from tests.store.factories import a_normal_shop, an_eligible_setup, request_id, wallet_of
+
+
+def stored_order(service: Service, order_id: str, owner_id: str):
+    return service.check_eligibility(order_id, owner_id).facts.order
+
+
+def test_an_order_with_an_older_version_changes_nothing(service):
+    setup = a_clawback_setup(service, version=5)
+    newer = a_commissioned_order(service, setup.shop_id, setup.order_id, version=5)
+    older = dataclasses.replace(newer, paid_amount=20_000, version=4)
+
+    answered = service.put_order(older)
+
+    assert answered == newer
+    assert stored_order(service, setup.order_id, setup.owner_id).paid_amount == newer.paid_amount
+
+
+def test_an_order_with_the_same_or_a_newer_version_or_none_applies(service):
+    setup = a_clawback_setup(service, version=5)
+    order = a_commissioned_order(service, setup.shop_id, setup.order_id, version=5)
+
+    for version, paid in [(5, 11_000), (9, 12_000), (0, 13_000)]:
+        answered = service.put_order(dataclasses.replace(order, paid_amount=paid, version=version))
+        assert (answered.paid_amount, answered.version) == (paid, version)
+
+
+def test_an_older_shop_or_staff_record_changes_nothing(service):
+    service.put_shop(Shop("shop-1", "New name", ShopStatus.NORMAL, None, version=3))
+    service.put_staff(Staff("staff-1", "shop-1", StaffRole.OWNER, "Owner", version=3))
+
+    shop = service.put_shop(Shop("shop-1", "Old name", ShopStatus.CLOSED, None, version=2))
+    staff = service.put_staff(Staff("staff-1", "shop-1", StaffRole.CS_AGENT, "Agent", version=2))
+
+    assert (shop.name, shop.status) == ("New name", ShopStatus.NORMAL)
+    assert staff.role is StaffRole.OWNER
+
+
+def test_staff_and_orders_of_an_unknown_shop_are_not_found(service):
+    with pytest.raises(NotFound) as no_shop:
+        service.put_staff(Staff("staff-1", "nope", StaffRole.OWNER, ""))
+
+    assert (no_shop.value.resource_type, no_shop.value.name) == ("shop", "nope")
+    assert not service.shop_exists("nope")
+
+
+def test_a_new_order_version_keeps_the_refunds_recorded_here(service):
+    setup = a_clawback_setup(service, version=1)
+    service.record_refund(a_late_refund(service, an_application(service, setup, 4_000)))
+    order = a_commissioned_order(service, setup.shop_id, setup.order_id, version=2)
+
+    answered = service.put_order(order)
+
+    assert answered.recorded_refunded_amount == 4_000
+    assert answered.refundable_amount == 6_000
+
+
+def test_once_refunds_were_recorded_the_money_facts_of_the_order_are_frozen(service):
+    setup = a_clawback_setup(service, version=1)
+    service.record_refund(a_late_refund(service, an_application(service, setup, 4_000)))
+    order = a_commissioned_order(service, setup.shop_id, setup.order_id, version=2)
+
+    with pytest.raises(RulesRefused) as refused:
+        service.put_order(dataclasses.replace(order, paid_amount=20_000))
+
+    assert refused.value.codes == (ReasonCode.ORDER_FACTS_FROZEN,)
+    assert stored_order(service, setup.order_id, setup.owner_id).paid_amount == 10_000
+
+
+def test_a_refused_withdrawal_moves_no_money(service):
+    setup = an_eligible_setup(service)
+    wallet = wallet_of(setup.shop_id)
+    before = service.list_transfers(wallet, 10).items
+
+    with pytest.raises(RulesRefused) as refused:
+        service.post_funds(request_id(), wallet, -1_000_001, "too much")
+
+    assert refused.value.codes == (ReasonCode.INSUFFICIENT_FUNDS,)
+    assert balance(service, wallet) == 1_000_000
+    assert balance(service, EXTERNAL) == -1_000_000
+    assert service.list_transfers(wallet, 10).items == before
+
+
+def test_a_withdrawal_of_everything_empties_the_account(service):
+    setup = an_eligible_setup(service)
+
+    posted = service.post_funds(request_id(), wallet_of(setup.shop_id), -1_000_000, "payout")
+
+    assert posted.balance == 0
+    assert posted.transfer.kind is TransferKind.FUNDS_OUT
+    assert posted.transfer.to_account == EXTERNAL
+
+
+def test_funds_for_the_wallet_of_an_unknown_shop_are_not_found(service):
+    with pytest.raises(NotFound):
+        service.post_funds(request_id(), wallet_of("nope"), 1_000, "")
+
+    assert balance(service, wallet_of("nope")) == 0
+
+
+def test_transfers_page_newest_first_through_every_one(service):
+    shop_id = a_normal_shop(service, wallet=0)
+    wallet = wallet_of(shop_id)
+    for amount in range(1, 6):
+        service.post_funds(request_id(), wallet, amount, f"funds {amount}")
+
+    seen, token = [], ""
+    while True:
+        page = service.list_transfers(wallet, 2, token)
+        seen += [t.amount for t in page.items]
+        token = page.next_page_token
+        if not token:
+            break
+
+    assert seen == [5, 4, 3, 2, 1]
+    assert balance(service, wallet) == 15
+    assert service.balances([], shop_id) == {wallet: 15}
