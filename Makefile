@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 STUBS := aftersales/v1/entry_pb2.py
 
-.PHONY: venv protos run test bench lint clean
+.PHONY: venv protos run test test-fast bench lint clean
 
 venv: $(STAMP)
 
@@ -27,12 +27,19 @@ run: $(STAMP) $(STUBS)
 test: $(STAMP) $(STUBS)
 	$(PY) -m pytest -q
 
+# The edit loop: the rules, the validation and the use cases on an in-memory store; seconds.
+test-fast: $(STAMP) $(STUBS)
+	$(PY) -m pytest -q tests/unit tests/service
+
 bench: $(STAMP) $(STUBS)
 	$(PY) -m tests.benchmark --postgres
 
+# Style, types (mypy --strict, [tool.mypy]) and the layers' arrows ([tool.importlinter]).
 lint: $(STAMP)
 	$(PY) -m ruff check server client tests protos
 	$(PY) -m ruff format --check server client tests protos
+	$(PY) -m mypy
+	$(VENV)/bin/lint-imports
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .hypothesis .ruff_cache *.egg-info

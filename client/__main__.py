@@ -13,13 +13,14 @@ from datetime import UTC, datetime
 
 import grpc
 from google.protobuf import json_format
+from google.protobuf.message import Message
 
 from aftersales.v1 import clawback_pb2, resources_pb2
 from client import AfterSalesError, Client
 from client.errors import from_rpc_error
 
 
-def _print(message) -> None:
+def _print(message: Message) -> None:
     print(json_format.MessageToJson(message, indent=2, preserving_proto_field_name=True))
 
 
@@ -123,8 +124,13 @@ def run(args: argparse.Namespace, client: Client) -> None:
     elif args.command == "get":
         _print(client.get_entry(args.entry_id))
     elif args.command == "list":
-        state = resources_pb2.EntryState.Value("ENTRY_STATE_" + args.state) if args.state else 0
-        for entry in client.iter_entries(shop_id=args.shop, order_id=args.order, state=state):
+        entry_state = (
+            resources_pb2.EntryState.Value("ENTRY_STATE_" + args.state)
+            if args.state
+            else resources_pb2.ENTRY_STATE_UNSPECIFIED
+        )
+        entries = client.iter_entries(shop_id=args.shop, order_id=args.order, state=entry_state)
+        for entry in entries:
             print(json_format.MessageToJson(entry, indent=None, preserving_proto_field_name=True))
     elif args.command == "apply":
         _print(
@@ -160,10 +166,12 @@ def run(args: argparse.Namespace, client: Client) -> None:
     elif args.command == "clawback":
         _print(client.get_clawback(clawback_id=args.clawback_id, refund_id=args.refund))
     elif args.command == "clawbacks":
-        state = (
-            resources_pb2.ClawbackState.Value("CLAWBACK_STATE_" + args.state) if args.state else 0
+        clawback_state = (
+            resources_pb2.ClawbackState.Value("CLAWBACK_STATE_" + args.state)
+            if args.state
+            else resources_pb2.CLAWBACK_STATE_UNSPECIFIED
         )
-        for clawback in client.iter_clawbacks(args.shop_id, state=state):
+        for clawback in client.iter_clawbacks(args.shop_id, state=clawback_state):
             print(
                 json_format.MessageToJson(clawback, indent=None, preserving_proto_field_name=True)
             )

@@ -5,8 +5,9 @@ from __future__ import annotations
 import functools
 import json
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
+from typing import ParamSpec, Protocol, TypedDict, TypeVar, Unpack
 
 import grpc
 from google.protobuf import timestamp_pb2
@@ -58,15 +59,43 @@ def timestamp(moment: datetime | None) -> timestamp_pb2.Timestamp | None:
     return ts
 
 
-def _typed_errors(method):
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _typed_errors(method: Callable[_P, _R]) -> Callable[_P, _R]:
     @functools.wraps(method)
-    def wrapper(*args, **kwargs):
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
         try:
             return method(*args, **kwargs)
         except grpc.RpcError as e:
             raise from_rpc_error(e) from None
 
     return wrapper
+
+
+class EntryFilters(TypedDict, total=False):
+    """The filters of Client.list_entries, for Client.iter_entries."""
+
+    shop_id: str
+    order_id: str
+    state: resources_pb2.EntryState.ValueType
+    page_size: int
+
+
+class ClawbackFilters(TypedDict, total=False):
+    """The filters of Client.list_clawbacks, for Client.iter_clawbacks."""
+
+    state: resources_pb2.ClawbackState.ValueType
+    start_time: datetime | None
+    end_time: datetime | None
+    page_size: int
+
+
+class TransferFilters(TypedDict, total=False):
+    """The filters of Client.list_transfers, for Client.iter_transfers."""
+
+    page_size: int
 
 
 class Client:
@@ -97,7 +126,7 @@ class Client:
     def __enter__(self) -> Client:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     # --- Sync ---------------------------------------------------------------------------------
@@ -167,7 +196,7 @@ class Client:
         *,
         shop_id: str = "",
         order_id: str = "",
-        state: int = resources_pb2.ENTRY_STATE_UNSPECIFIED,
+        state: resources_pb2.EntryState.ValueType = resources_pb2.ENTRY_STATE_UNSPECIFIED,
         page_size: int = 0,
         page_token: str = "",
     ) -> entry_pb2.ListEntriesResponse:
@@ -182,9 +211,11 @@ class Client:
             timeout=self.timeout,
         )
 
-    def iter_entries(self, **filters) -> Iterator[resources_pb2.Entry]:
+    def iter_entries(self, **filters: Unpack[EntryFilters]) -> Iterator[resources_pb2.Entry]:
         """Every entry matching the filters of list_entries, across pages."""
-        return _pages(lambda token: self.list_entries(page_token=token, **filters), "entries")
+        return _pages(
+            lambda token: self.list_entries(page_token=token, **filters), lambda page: page.entries
+        )
 
     @_typed_errors
     def apply_after_sales(
@@ -261,7 +292,7 @@ class Client:
         self,
         shop_id: str,
         *,
-        state: int = resources_pb2.CLAWBACK_STATE_UNSPECIFIED,
+        state: resources_pb2.ClawbackState.ValueType = resources_pb2.CLAWBACK_STATE_UNSPECIFIED,
         start_time: datetime | None = None,
         end_time: datetime | None = None,
         page_size: int = 0,
@@ -279,16 +310,19 @@ class Client:
             timeout=self.timeout,
         )
 
-    def iter_clawbacks(self, shop_id: str, **filters) -> Iterator[resources_pb2.RefundClawback]:
+    def iter_clawbacks(
+        self, shop_id: str, **filters: Unpack[ClawbackFilters]
+    ) -> Iterator[resources_pb2.RefundClawback]:
         """Every clawback of the shop matching the filters of list_clawbacks, across pages."""
         return _pages(
-            lambda token: self.list_clawbacks(shop_id, page_token=token, **filters), "clawbacks"
+            lambda token: self.list_clawbacks(shop_id, page_token=token, **filters),
+            lambda page: page.clawbacks,
         )
 
     @_typed_errors
     def get_balances(
-        self, accounts: list[resources_pb2.AccountRef] = (), *, owner_id: str = ""
-    ) -> dict[tuple[int, str], int]:
+        self, accounts: Iterable[resources_pb2.AccountRef] = (), *, owner_id: str = ""
+    ) -> dict[tuple[resources_pb2.AccountKind.ValueType, str], int]:
         """Balances as {(account kind, owner id): fen}."""
         response = self.clawbacks.GetBalances(
             clawback_pb2.GetBalancesRequest(accounts=list(accounts), owner_id=owner_id),
@@ -308,20 +342,32 @@ class Client:
         )
 
     def iter_transfers(
-        self, account: resources_pb2.AccountRef, **filters
+        self, account: resources_pb2.AccountRef, **filters: Unpack[TransferFilters]
     ) -> Iterator[resources_pb2.Transfer]:
         """Every transfer of the account, newest first, across pages."""
         return _pages(
-            lambda token: self.list_transfers(account, page_token=token, **filters), "transfers"
+            lambda token: self.list_transfers(account, page_token=token, **filters),
+            lambda page: page.transfers,
         )
 
 
-def _pages(list_page, field: str) -> Iterator:
+class _Page(Protocol):
+    @property
+    def next_page_token(self) -> str: ...
+
+
+_PageT = TypeVar("_PageT", bound=_Page)
+_ItemT = TypeVar("_ItemT")
+
+
+def _pages(
+    list_page: Callable[[str], _PageT], items: Callable[[_PageT], Iterable[_ItemT]]
+) -> Iterator[_ItemT]:
     """The items of every page, following next_page_token (AIP-158) to the last page."""
     token = ""
     while True:
         page = list_page(token)
-        yield from getattr(page, field)
+        yield from items(page)
         token = page.next_page_token
         if not token:
             return

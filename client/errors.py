@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import cast
 
 import grpc
-from google.rpc import error_details_pb2
+from google.protobuf.message import Message
+from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 
@@ -28,7 +30,7 @@ class AfterSalesError(Exception):
     """A refused or failed call. `code` is the gRPC status code; the details are unpacked into
     `field_violations`, `violations`, `reason`, `metadata` and `resource`."""
 
-    def __init__(self, code: grpc.StatusCode, message: str, details: list) -> None:
+    def __init__(self, code: grpc.StatusCode, message: str, details: list[Message]) -> None:
         super().__init__(f"{code.name}: {message}")
         self.code = code
         self.message = message
@@ -112,14 +114,18 @@ _DETAIL_TYPES = (
 
 def from_rpc_error(error: grpc.RpcError) -> AfterSalesError:
     """The typed exception for a failed call."""
-    status = rpc_status.from_call(error)
-    details = []
+    # Every RpcError a call raises is also its grpc.Call (the stubs keep the two apart); from_call
+    # reads only its code, details and trailing metadata.
+    status: status_pb2.Status | None = rpc_status.from_call(cast(grpc.Call, error))
+    details: list[Message] = []
     message = error.details() or ""
     if status is not None:
         message = status.message
         for any_detail in status.details:
             for detail_type in _DETAIL_TYPES:
-                if any_detail.Is(detail_type.DESCRIPTOR):
+                # types-protobuf: Message.DESCRIPTOR may be upb's Descriptor (it is, at run time),
+                # which Any.Is takes but its stub does not list.
+                if any_detail.Is(detail_type.DESCRIPTOR):  # type: ignore[arg-type]
                     detail = detail_type()
                     any_detail.Unpack(detail)
                     details.append(detail)

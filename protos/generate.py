@@ -1,9 +1,13 @@
-"""Generates the Python stubs (messages, .pyi types and gRPC services) from protos/.
+"""Generates the Python stubs (messages, gRPC services and their .pyi types) from protos/.
 
 Usage: python protos/generate.py [OUTPUT_DIR]   (default: the repository root)
 
 The stubs land in the `aftersales` package, imported by both the server and the client. Only
 this script writes them; tests/test_protos.py fails when the committed stubs are stale.
+
+The .pyi files come from mypy-protobuf (`protoc-gen-mypy` for the messages, `protoc-gen-mypy_grpc`
+for the services), found next to the running interpreter: run this with the project's venv.
+`aftersales/py.typed` marks the package as typed (PEP 561).
 """
 
 import pathlib
@@ -15,24 +19,39 @@ from grpc_tools import protoc
 PROTOS = pathlib.Path(__file__).resolve().parent
 ROOT = PROTOS.parent
 WELL_KNOWN = pathlib.Path(grpc_tools.__file__).parent / "_proto"
+# Not resolved: in a venv, sys.executable is a symlink and the plugins sit next to the link.
+BIN = pathlib.Path(sys.executable).parent
+PLUGINS = ("protoc-gen-mypy", "protoc-gen-mypy_grpc")
+
+
+def _plugin(name: str) -> pathlib.Path:
+    for candidate in (BIN / name, BIN / f"{name}.exe"):
+        if candidate.is_file():
+            return candidate
+    raise SystemExit(f"{name} not found in {BIN}: install the dev extra (mypy-protobuf)")
 
 
 def generate(out: pathlib.Path) -> None:
     sources = sorted(str(p.relative_to(PROTOS)) for p in PROTOS.rglob("*.proto"))
     args = [
         "protoc",
+        *(f"--plugin={name}={_plugin(name)}" for name in PLUGINS),
         f"-I{PROTOS}",
         f"-I{WELL_KNOWN}",
         f"--python_out={out}",
-        f"--pyi_out={out}",
+        f"--mypy_out={out}",
         f"--grpc_python_out={out}",
+        f"--mypy_grpc_out={out}",
         *sources,
     ]
     if protoc.main(args) != 0:
         raise SystemExit("protoc failed")
-    for package in {pathlib.Path(s).parent for s in sources}:
+    packages = {pathlib.Path(s).parent for s in sources}
+    for package in packages:
         for level in [package, *package.parents][:-1]:
             (out / level / "__init__.py").touch()
+    for top in {package.parts[0] for package in packages}:
+        (out / top / "py.typed").touch()
 
 
 if __name__ == "__main__":
