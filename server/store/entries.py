@@ -138,7 +138,7 @@ class SqlEntries:
     def applied_through(self, application_id: str) -> AppliedThrough:
         """The application, when its entry was opened and what was refunded through it."""
         row = (
-            ApplicationRow.select(ApplicationRow, EntryRow.opened_at)
+            ApplicationRow.select(ApplicationRow, EntryRow.id, EntryRow.opened_at)
             .join(EntryRow)
             .where(ApplicationRow.id == application_id)
             .first()
