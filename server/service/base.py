@@ -41,10 +41,12 @@ class UseCases:
         that one, so that everything commits or rolls back together."""
         current: UnitOfWork | None = getattr(self._current, "uow", None)
         if current is not None:
+            if self._current.read_only and not read_only:
+                raise RuntimeError("a use case that writes was called inside a read-only one")
             yield current
             return
         with self.store.unit_of_work(read_only=read_only) as uow:
-            self._current.uow = uow
+            self._current.uow, self._current.read_only = uow, read_only
             try:
                 yield uow
                 if not read_only:
