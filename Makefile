@@ -42,5 +42,5 @@ lint: $(STAMP)
 	$(VENV)/bin/lint-imports
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .hypothesis .ruff_cache *.egg-info
+	rm -rf $(VENV) var .pytest_cache .hypothesis .ruff_cache .mypy_cache *.egg-info
 	find . -name __pycache__ -prune -exec rm -rf {} +
