@@ -19,7 +19,7 @@ from server.domain import policy
 from server.grpc.app import App
 from server.service import Service
 from server.service.clock import SystemClock
-from server.store import SqlStore, open_database
+from server.store import SqlStore, describe, open_database
 
 DEFAULT_DATABASE = "sqlite:///var/aftersales.db"
 
@@ -35,7 +35,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--database",
         default=env("DATABASE_URL", DEFAULT_DATABASE),
-        help="sqlite:///path or postgresql://user:pass@host:port/db (env DATABASE_URL)",
+        help="sqlite:///path or postgresql://user@host:port/db?libpq-parameters "
+        "(env DATABASE_URL)",
+    )
+    p.add_argument(
+        "--database-password-file",
+        default=env("DATABASE_PASSWORD_FILE", ""),
+        help="a file holding the PostgreSQL password, kept out of the URL "
+        "(env DATABASE_PASSWORD_FILE; libpq's PGPASSWORD and PGPASSFILE work too)",
     )
     p.add_argument(
         "--policy",
@@ -93,7 +100,10 @@ def main(argv: list[str] | None = None) -> int:
             [(pathlib.Path(args.tls_key).read_bytes(), pathlib.Path(args.tls_cert).read_bytes())]
         )
 
-    store = SqlStore(open_database(args.database))
+    password = None
+    if args.database_password_file:
+        password = pathlib.Path(args.database_password_file).read_text(encoding="utf-8").strip()
+    store = SqlStore(open_database(args.database, password=password))
     version = store.migrate()
     service = Service(store, SystemClock(), the_policy)
     if args.demo and demo.load(service):
@@ -114,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         extra={
             "address": args.address,
             "port": app.port,
-            "database": args.database.split("@")[-1],
+            "database": describe(args.database),
             "schema_version": version,
             "policy_version": the_policy.version,
             "tls": credentials is not None,

@@ -16,6 +16,10 @@ import time
 
 import psycopg
 
+# A role that must give a password (see PostgresServer.start).
+PASSWORD_ROLE = "aftersales_pw"
+PASSWORD = "correct horse battery staple"
+
 
 def free_port() -> int:
     """A loopback port nobody listens on right now."""
@@ -56,7 +60,17 @@ class PostgresServer:
             "UTF8",
             "--locale=C",
         )
-        return self.start_server()
+        # One role logs in with a password, to test passwords kept out of the URL; every other
+        # role is trusted. The first matching line wins.
+        hba = os.path.join(self.data, "pg_hba.conf")
+        with open(hba, encoding="utf-8") as f:
+            rules = f.read()
+        with open(hba, "w", encoding="utf-8") as f:
+            f.write(f"host all {PASSWORD_ROLE} 127.0.0.1/32 scram-sha-256\n{rules}")
+        self.start_server()
+        with psycopg.connect(self.url("postgres"), autocommit=True) as conn:
+            conn.execute(f"CREATE ROLE {PASSWORD_ROLE} LOGIN PASSWORD '{PASSWORD}'")
+        return self
 
     def start_server(self) -> PostgresServer:
         """Starts (or restarts) the server on the folder and port made by start()."""

@@ -7,8 +7,8 @@ decides nothing: the rules are in server/domain/rules.py.
     store.migrate()
 """
 
-from server.store.database import open_database
+from server.store.database import describe, open_database
 from server.store.migrations import SCHEMA_VERSION
 from server.store.unit_of_work import SqlStore, SqlUnitOfWork
 
-__all__ = ["SCHEMA_VERSION", "SqlStore", "SqlUnitOfWork", "open_database"]
+__all__ = ["SCHEMA_VERSION", "SqlStore", "SqlUnitOfWork", "describe", "open_database"]

@@ -7,11 +7,23 @@ from urllib.parse import urlparse
 
 import peewee as pw
 from playhouse.pool import PooledPostgresqlDatabase
+from psycopg.conninfo import conninfo_to_dict
+
+# Connections the pool keeps at most, how long an idle one lives, and how long a call waits for
+# one when all are taken (seconds).
+POOL_SIZE = 64
+POOL_STALE_SECONDS = 300
+POOL_WAIT_SECONDS = 10
 
 
-def open_database(url: str) -> pw.Database:
+def open_database(url: str, *, password: str | None = None) -> pw.Database:
     """A database for `url`: `sqlite:///relative/path.db`, `sqlite:////abs/path.db`,
-    `sqlite:///:memory:` or `postgresql://user:pass@host:port/dbname`."""
+    `sqlite:///:memory:`, or `postgresql://user@host:port/dbname?param=value&...`.
+
+    A PostgreSQL URL is read by libpq's own rules (psycopg's conninfo parser), so every libpq
+    parameter it names is kept: sslmode, sslrootcert, application_name, connect_timeout, ...
+    The password may stay out of the URL: `password` (e.g. read from a file), or libpq's own
+    PGPASSWORD / PGPASSFILE."""
     parsed = urlparse(url)
     if parsed.scheme == "sqlite":
         path = parsed.path[1:] if parsed.path.startswith("/") else parsed.path
@@ -30,15 +42,26 @@ def open_database(url: str) -> pw.Database:
             check_same_thread=False,
         )
     if parsed.scheme in ("postgres", "postgresql"):
+        params = conninfo_to_dict(url)
+        dbname = params.pop("dbname", None) or "postgres"
+        if password is not None and "password" not in params:
+            params["password"] = password
         pooled: pw.Database = PooledPostgresqlDatabase(
-            (parsed.path or "/postgres")[1:],
-            user=parsed.username,
-            password=parsed.password,
-            host=parsed.hostname or "localhost",
-            port=parsed.port or 5432,
-            max_connections=64,
-            stale_timeout=300,
-            timeout=10,
+            dbname,
+            max_connections=POOL_SIZE,
+            stale_timeout=POOL_STALE_SECONDS,
+            timeout=POOL_WAIT_SECONDS,
+            **params,
         )
         return pooled
     raise ValueError(f"unsupported database URL {url!r}: use sqlite:/// or postgresql://")
+
+
+def describe(url: str) -> str:
+    """The URL without its credentials or parameters, for logs."""
+    parsed = urlparse(url)
+    if parsed.scheme in ("postgres", "postgresql"):
+        params = conninfo_to_dict(url)
+        where = f"{params.get('host', '')}:{params.get('port', '')}".rstrip(":")
+        return f"{parsed.scheme}://{where}/{params.get('dbname', '')}"
+    return url
