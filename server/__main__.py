@@ -35,8 +35,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--database",
         default=env("DATABASE_URL", DEFAULT_DATABASE),
-        help="sqlite:///path or postgresql://user@host:port/db?libpq-parameters "
-        "(env DATABASE_URL)",
+        help="sqlite:///path or postgresql://user@host:port/db?libpq-parameters (env DATABASE_URL)",
     )
     p.add_argument(
         "--database-password-file",
