@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 STUBS := aftersales/v1/entry_pb2.py
 
-.PHONY: venv protos run test test-fast bench lint clean
+.PHONY: venv protos run certs test test-fast bench lint clean
 
 venv: $(STAMP)
 
@@ -23,6 +23,11 @@ $(STUBS):
 
 run: $(STAMP) $(STUBS)
 	$(PY) -m server --demo
+
+# A development CA, a server certificate and one client certificate per identity of the access
+# table, for the secure mode (README, "Secure mode").
+certs: $(STAMP)
+	$(PY) -m server.certs var/certs
 
 test: $(STAMP) $(STUBS)
 	$(PY) -m pytest -q

@@ -1,6 +1,16 @@
 """`python -m client`: the operators' command line for the late after-sales service.
 
-Prints responses as JSON; a refusal prints its status and details as JSON on stderr and exits 1.
+Prints responses as JSON. A failed call prints its status and details as JSON on stderr and exits
+with a code that says what kind of failure it was:
+
+    0  done
+    1  refused: the request or the rules (INVALID_ARGUMENT, FAILED_PRECONDITION, ALREADY_EXISTS)
+    2  bad command line
+    3  not found (NOT_FOUND)
+    4  the caller is not authenticated or not allowed (UNAUTHENTICATED, PERMISSION_DENIED)
+    5  the server could not be reached or did not answer in time (UNAVAILABLE,
+       DEADLINE_EXCEEDED); retrying is safe
+    6  anything else (INTERNAL: a bug on the server)
 """
 
 from __future__ import annotations
@@ -8,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import pathlib
 import sys
 from datetime import UTC, datetime
 
@@ -28,6 +39,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="aftersales", description=__doc__)
     p.add_argument("--address", default=os.environ.get("AFTERSALES_ADDRESS", "127.0.0.1:50051"))
     p.add_argument("--timeout", type=float, default=10.0)
+    p.add_argument(
+        "--tls-ca",
+        default=os.environ.get("AFTERSALES_TLS_CA", ""),
+        help="PEM CA of the server's certificate: talk TLS (env AFTERSALES_TLS_CA)",
+    )
+    p.add_argument(
+        "--tls-cert",
+        default=os.environ.get("AFTERSALES_CLIENT_CERT", ""),
+        help="PEM client certificate proving this caller's identity (env AFTERSALES_CLIENT_CERT)",
+    )
+    p.add_argument(
+        "--tls-key",
+        default=os.environ.get("AFTERSALES_CLIENT_KEY", ""),
+        help="PEM private key of --tls-cert (env AFTERSALES_CLIENT_KEY)",
+    )
     sub = p.add_subparsers(dest="command", required=True)
 
     c = sub.add_parser("check", help="could OPERATOR open the entry of ORDER now, and why not")
@@ -191,9 +217,31 @@ def run(args: argparse.Namespace, client: Client) -> None:
             )
 
 
+EXIT_CODES = {
+    grpc.StatusCode.INVALID_ARGUMENT: 1,
+    grpc.StatusCode.FAILED_PRECONDITION: 1,
+    grpc.StatusCode.ALREADY_EXISTS: 1,
+    grpc.StatusCode.NOT_FOUND: 3,
+    grpc.StatusCode.UNAUTHENTICATED: 4,
+    grpc.StatusCode.PERMISSION_DENIED: 4,
+    grpc.StatusCode.UNAVAILABLE: 5,
+    grpc.StatusCode.DEADLINE_EXCEEDED: 5,
+}
+
+
+def _read(path: str) -> bytes | None:
+    return pathlib.Path(path).read_bytes() if path else None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    with Client(args.address, timeout=args.timeout) as client:
+    with Client(
+        args.address,
+        timeout=args.timeout,
+        root_certificates=_read(args.tls_ca),
+        certificate_chain=_read(args.tls_cert),
+        private_key=_read(args.tls_key),
+    ) as client:
         try:
             run(args, client)
         except (AfterSalesError, grpc.RpcError) as error:
@@ -207,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
                 ],
             }
             print(json.dumps(report, indent=2, ensure_ascii=False), file=sys.stderr)
-            return 1
+            return EXIT_CODES.get(e.code, 6)
     return 0
 
 

@@ -108,12 +108,24 @@ class Client:
         *,
         channel: grpc.Channel | None = None,
         timeout: float = 10.0,
+        root_certificates: bytes | None = None,
+        certificate_chain: bytes | None = None,
+        private_key: bytes | None = None,
     ) -> None:
+        """With `root_certificates` (PEM: the CA the server's certificate comes from) the channel
+        is TLS; with `certificate_chain` and `private_key` too, this client proves its identity
+        with its own certificate (servers started with --tls-client-ca require one)."""
         self._own_channel = channel is None
-        self.channel = channel or grpc.insecure_channel(
-            address,
-            options=[("grpc.service_config", _SERVICE_CONFIG), ("grpc.enable_retries", 1)],
-        )
+        options = [("grpc.service_config", _SERVICE_CONFIG), ("grpc.enable_retries", 1)]
+        if channel is None:
+            if root_certificates or certificate_chain or private_key:
+                credentials = grpc.ssl_channel_credentials(
+                    root_certificates, private_key, certificate_chain
+                )
+                channel = grpc.secure_channel(address, credentials, options=options)
+            else:
+                channel = grpc.insecure_channel(address, options=options)
+        self.channel = channel
         self.timeout = timeout
         self.sync = sync_pb2_grpc.SyncStub(self.channel)
         self.entries = entry_pb2_grpc.AfterSalesEntryStub(self.channel)

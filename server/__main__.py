@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import logging
 import os
 import pathlib
@@ -15,8 +16,8 @@ from prometheus_client import start_http_server
 from pythonjsonlogger.json import JsonFormatter
 
 from server import demo
-from server.domain import policy
-from server.grpc.app import App
+from server.domain import access, policy
+from server.grpc.app import METHOD_NAMES, App
 from server.service import Service
 from server.service.clock import SystemClock
 from server.store import SqlStore, describe, open_database
@@ -74,8 +75,38 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="PEM certificate chain; with --tls-key, serve TLS",
     )
     p.add_argument("--tls-key", default=env("AFTERSALES_TLS_KEY", ""), help="PEM private key")
+    p.add_argument(
+        "--tls-client-ca",
+        default=env("AFTERSALES_TLS_CLIENT_CA", ""),
+        help="PEM CA certificate(s): every caller must present a certificate from it, and the "
+        "identity it proves must be granted the method by the access table "
+        "(env AFTERSALES_TLS_CLIENT_CA; needs --tls-cert and --tls-key)",
+    )
+    p.add_argument(
+        "--access",
+        default=None,
+        help=f"access table TOML (env {access.ENV_VAR}; default: the shipped server/access.toml)",
+    )
+    p.add_argument(
+        "--insecure",
+        action="store_true",
+        default=env("AFTERSALES_INSECURE", "") == "1",
+        help="serve callers without authenticating them on a non-loopback address "
+        "(env AFTERSALES_INSECURE=1); on loopback this is the default without --tls-client-ca",
+    )
     p.add_argument("--log-level", default=env("AFTERSALES_LOG_LEVEL", "INFO"))
     return p.parse_args(argv)
+
+
+def is_loopback(address: str) -> bool:
+    """Whether `host:port` listens on this machine only."""
+    host = address.rpartition(":")[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -95,8 +126,36 @@ def main(argv: list[str] | None = None) -> int:
         if not (args.tls_cert and args.tls_key):
             log.error("--tls-cert and --tls-key go together")
             return 2
+        client_ca = None
+        if args.tls_client_ca:
+            client_ca = pathlib.Path(args.tls_client_ca).read_bytes()
         credentials = grpc.ssl_server_credentials(
-            [(pathlib.Path(args.tls_key).read_bytes(), pathlib.Path(args.tls_cert).read_bytes())]
+            [(pathlib.Path(args.tls_key).read_bytes(), pathlib.Path(args.tls_cert).read_bytes())],
+            root_certificates=client_ca,
+            require_client_auth=client_ca is not None,
+        )
+    elif args.tls_client_ca:
+        log.error("--tls-client-ca needs --tls-cert and --tls-key")
+        return 2
+    table = None
+    if args.tls_client_ca:
+        try:
+            table = access.load(METHOD_NAMES, args.access)
+        except access.AccessTableError as e:
+            log.error("bad access table: %s", e)
+            return 2
+    elif not is_loopback(args.address) and not args.insecure:
+        log.error(
+            "refusing to serve unauthenticated callers on %s: pass --tls-client-ca (and "
+            "--tls-cert, --tls-key), or --insecure to do it anyway",
+            args.address,
+        )
+        return 2
+    else:
+        log.warning(
+            "INSECURE: callers are not authenticated and may call every method; "
+            "serve with --tls-client-ca in production",
+            extra={"address": args.address},
         )
 
     password = None
@@ -116,6 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         args.address,
         workers=args.workers,
         credentials=credentials,
+        access=table,
         sweep_interval=args.sweep_interval,
     ).start()
     log.info(
@@ -127,6 +187,8 @@ def main(argv: list[str] | None = None) -> int:
             "schema_version": version,
             "policy_version": the_policy.version,
             "tls": credentials is not None,
+            "callers_authenticated": table is not None,
+            "access_version": table.version if table else None,
         },
     )
 

@@ -14,6 +14,9 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from server.certs import write_all
+from server.domain import access
+from server.grpc.app import METHOD_NAMES
 from tests.pg import free_port
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -28,11 +31,12 @@ _VOLATILE = [
 ]
 
 
-def console_blocks(text: str) -> list[list[tuple[str, str]]]:
-    """Each ```console block as [(command, expected output)]; `$ ` starts a command and a
-    trailing backslash continues it."""
+def console_blocks(text: str, tag: str = "") -> list[list[tuple[str, str]]]:
+    """Each ```console block (```console <tag> with a tag) as [(command, expected output)];
+    `$ ` starts a command and a trailing backslash continues it."""
     blocks = []
-    for body in re.findall(r"```console\n(.*?)```", text, flags=re.S):
+    opening = "```console" + (f" {tag}" if tag else "")
+    for body in re.findall(re.escape(opening) + r"\n(.*?)```", text, flags=re.S):
         steps: list[tuple[str, list[str]]] = []
         lines = body.splitlines()
         i = 0
@@ -76,17 +80,23 @@ def run_session(commands: list[str], address: str, env: dict[str, str]) -> list[
     return [out for out in outputs[: len(commands)]]
 
 
-def start_demo_server(workdir: pathlib.Path) -> tuple[subprocess.Popen, str]:
+def start_demo_server(
+    workdir: pathlib.Path, *options: str, channel_credentials: grpc.ChannelCredentials | None = None
+) -> tuple[subprocess.Popen, str]:
     """`make run`'s server: the shipped policy, SQLite under workdir/var, the demo data."""
     address = f"127.0.0.1:{free_port()}"
     process = subprocess.Popen(
-        [sys.executable, "-m", "server", "--demo", "--address", address],
+        [sys.executable, "-m", "server", "--demo", "--address", address, *options],
         cwd=workdir,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
-    with grpc.insecure_channel(address) as channel:
+    if channel_credentials is None:
+        channel = grpc.insecure_channel(address)
+    else:
+        channel = grpc.secure_channel(address, channel_credentials)
+    with channel:
         stub = health_pb2_grpc.HealthStub(channel)
         deadline = time.monotonic() + 30
         while True:
@@ -125,6 +135,36 @@ def test_readme_console_sessions_print_what_the_readme_shows(demo_server, tmp_pa
     steps = [step for block in console_blocks(README.read_text(encoding="utf-8")) for step in block]
     assert len(steps) >= 10, "the README should walk through the service"
     outputs = run_session([cmd for cmd, _ in steps], demo_server, session_env(tmp_path))
+    assert len(outputs) == len(steps)
+    for (command, expected), actual in zip(steps, outputs, strict=True):
+        assert normalise(actual) == normalise(expected), f"README command:\n{command}"
+
+
+def test_readme_secure_session_prints_what_the_readme_shows(tmp_path):
+    """The secure mode as the README starts it: `make certs`' certificates, --tls-client-ca."""
+    certs = tmp_path / "var" / "certs"
+    write_all(certs, sorted(access.load(METHOD_NAMES).grants))
+    console = (certs / "operator-console.pem").read_bytes(), (certs / "operator-console.key")
+    process, address = start_demo_server(
+        tmp_path,
+        "--tls-cert", str(certs / "server.pem"),
+        "--tls-key", str(certs / "server.key"),
+        "--tls-client-ca", str(certs / "ca.pem"),
+        channel_credentials=grpc.ssl_channel_credentials(
+            (certs / "ca.pem").read_bytes(), console[1].read_bytes(), console[0]
+        ),
+    )  # fmt: skip
+    try:
+        steps = [
+            step
+            for block in console_blocks(README.read_text(encoding="utf-8"), tag="secure")
+            for step in block
+        ]
+        assert len(steps) >= 4, "the README should show the secure mode"
+        outputs = run_session([cmd for cmd, _ in steps], address, session_env(tmp_path))
+    finally:
+        process.terminate()
+        process.wait(timeout=15)
     assert len(outputs) == len(steps)
     for (command, expected), actual in zip(steps, outputs, strict=True):
         assert normalise(actual) == normalise(expected), f"README command:\n{command}"

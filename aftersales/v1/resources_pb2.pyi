@@ -49,7 +49,7 @@ class _ReasonCodeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ReasonCode
     SHOP_NOT_OPERATING: _ReasonCode.ValueType  # 5
     """The shop is not in normal operation (suspended for rectification, closed, ...)."""
     ORDER_KIND_NOT_SUPPORTED: _ReasonCode.ValueType  # 6
-    """Deposit/presale orders (定金类型订单) are not supported."""
+    """Presale orders paid by a down payment (定金类型订单) are not supported."""
     NOTHING_REFUNDABLE: _ReasonCode.ValueType  # 7
     """The order's refundable amount (paid minus already refunded) is zero."""
     ENTRY_ALREADY_OPEN: _ReasonCode.ValueType  # 8
@@ -97,6 +97,13 @@ class _ReasonCodeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ReasonCode
     """The refunds through an application would exceed what its buyer asked for."""
     REQUEST_ID_REUSED: _ReasonCode.ValueType  # 50
     """The request id was used before for a different request (sent with INVALID_ARGUMENT)."""
+    CALLER_NOT_AUTHENTICATED: _ReasonCode.ValueType  # 60
+    """Callers (sent with UNAUTHENTICATED or PERMISSION_DENIED; ErrorInfo.metadata names the
+    identity and the method).
+    The caller proved no identity the server can read (its certificate names none).
+    """
+    CALLER_NOT_ALLOWED: _ReasonCode.ValueType  # 61
+    """The caller's identity is not granted the method by the server's access table."""
 
 class ReasonCode(_ReasonCode, metaclass=_ReasonCodeEnumTypeWrapper):
     """Why a request was refused or an entry is not eligible. The names are the reason codes of the
@@ -120,7 +127,7 @@ order's maximum refundable amount.
 SHOP_NOT_OPERATING: ReasonCode.ValueType  # 5
 """The shop is not in normal operation (suspended for rectification, closed, ...)."""
 ORDER_KIND_NOT_SUPPORTED: ReasonCode.ValueType  # 6
-"""Deposit/presale orders (定金类型订单) are not supported."""
+"""Presale orders paid by a down payment (定金类型订单) are not supported."""
 NOTHING_REFUNDABLE: ReasonCode.ValueType  # 7
 """The order's refundable amount (paid minus already refunded) is zero."""
 ENTRY_ALREADY_OPEN: ReasonCode.ValueType  # 8
@@ -168,6 +175,13 @@ AMOUNT_EXCEEDS_APPLICATION: ReasonCode.ValueType  # 46
 """The refunds through an application would exceed what its buyer asked for."""
 REQUEST_ID_REUSED: ReasonCode.ValueType  # 50
 """The request id was used before for a different request (sent with INVALID_ARGUMENT)."""
+CALLER_NOT_AUTHENTICATED: ReasonCode.ValueType  # 60
+"""Callers (sent with UNAUTHENTICATED or PERMISSION_DENIED; ErrorInfo.metadata names the
+identity and the method).
+The caller proved no identity the server can read (its certificate names none).
+"""
+CALLER_NOT_ALLOWED: ReasonCode.ValueType  # 61
+"""The caller's identity is not granted the method by the server's access table."""
 Global___ReasonCode: _TypeAlias = ReasonCode  # noqa: Y015
 
 class _TransferKind:

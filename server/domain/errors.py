@@ -65,3 +65,20 @@ class RulesRefused(Refused):
 
 class PermissionDenied(RulesRefused):
     """The caller may not do this; `violations[0]` says why, the rest is what else is unmet."""
+
+
+class Unauthenticated(Refused):
+    """The caller proved no identity (e.g. its certificate names none)."""
+
+    def __init__(self, method: str, why: str) -> None:
+        self.method = method
+        super().__init__(f"{method}: {why}")
+
+
+class CallerNotAllowed(Refused):
+    """The caller's identity is not granted the method (the access table denies by default)."""
+
+    def __init__(self, identity: str, method: str) -> None:
+        self.identity = identity
+        self.method = method
+        super().__init__(f"{identity} may not call {method}")

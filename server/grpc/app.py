@@ -23,8 +23,10 @@ from aftersales.v1 import (
     sync_pb2,
     sync_pb2_grpc,
 )
+from server.domain.access import AccessTable
 from server.domain.errors import Refused
 from server.grpc import status
+from server.grpc.callers import AccessGuard
 from server.grpc.clawbacks import ClawbackServicer
 from server.grpc.entries import AfterSalesEntryServicer
 from server.grpc.sync import SyncServicer
@@ -38,6 +40,14 @@ SERVICE_NAMES = (
     clawback_pb2.DESCRIPTOR.services_by_name["Clawback"].full_name,
 )
 
+# Every method of the three services, "package.Service/Method": what an access table may grant.
+METHOD_NAMES = tuple(
+    f"{service.full_name}/{method.name}"
+    for module in (sync_pb2, entry_pb2, clawback_pb2)
+    for service in module.DESCRIPTOR.services_by_name.values()
+    for method in service.methods
+)
+
 RPC_TOTAL = Counter("aftersales_rpc_total", "Finished RPCs.", ["method", "code"])
 RPC_SECONDS = Histogram(
     "aftersales_rpc_duration_seconds",
@@ -48,9 +58,13 @@ RPC_SECONDS = Histogram(
 
 
 class CallInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]  # grpc-stubs
-    """One log line and one metric sample per unary call. Refusals become rich statuses, a
-    database that cannot be reached UNAVAILABLE, and any other exception is a bug, answered
+    """One log line and one metric sample per unary call. The caller is checked first (with a
+    guard: its certificate's identity against the access table). Refusals become rich statuses,
+    a database that cannot be reached UNAVAILABLE, and any other exception is a bug, answered
     INTERNAL and logged with its traceback."""
+
+    def __init__(self, guard: AccessGuard | None) -> None:
+        self.guard = guard
 
     def intercept_service(
         self,
@@ -66,7 +80,10 @@ class CallInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]  # grpc
         def behavior(request: Any, context: grpc.ServicerContext) -> Any:
             start = time.perf_counter()
             code = grpc.StatusCode.OK
+            caller = ""
             try:
+                if self.guard is not None:
+                    caller = self.guard.check(method, context)
                 return inner(request, context)
             except Refused as refusal:
                 rich = status.to_status(refusal)
@@ -96,6 +113,7 @@ class CallInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]  # grpc
                         "code": code.name,
                         "duration_ms": round(seconds * 1000, 3),
                         "peer": context.peer(),
+                        "caller": caller,
                     },
                 )
 
@@ -138,12 +156,15 @@ class App:
         *,
         workers: int = 8,
         credentials: grpc.ServerCredentials | None = None,
+        access: AccessTable | None = None,
         sweep_interval: float = 30.0,
     ) -> None:
+        """`access`: the table callers are checked against, by the identity their certificate
+        proves (credentials must then require client certificates); None checks no caller."""
         self.service = service
         self.server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rpc"),
-            interceptors=[CallInterceptor()],
+            interceptors=[CallInterceptor(None if access is None else AccessGuard(access))],
             options=[("grpc.so_reuseport", 0)],
         )
         sync_pb2_grpc.add_SyncServicer_to_server(SyncServicer(service), self.server)

@@ -9,12 +9,14 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from server.domain.errors import (
+    CallerNotAllowed,
     InvalidArgument,
     NotFound,
     PermissionDenied,
     Refused,
     RequestIdReused,
     RulesRefused,
+    Unauthenticated,
 )
 from server.domain.model import ReasonCode
 
@@ -83,5 +85,21 @@ def _code_and_details(error: Refused) -> tuple[int, list[Message]]:
                     for v in error.violations
                 ]
             ),
+        ]
+    if isinstance(error, Unauthenticated):
+        return code_pb2.UNAUTHENTICATED, [
+            error_details_pb2.ErrorInfo(
+                reason=ReasonCode.CALLER_NOT_AUTHENTICATED.value,
+                domain=DOMAIN,
+                metadata={"method": error.method},
+            )
+        ]
+    if isinstance(error, CallerNotAllowed):
+        return code_pb2.PERMISSION_DENIED, [
+            error_details_pb2.ErrorInfo(
+                reason=ReasonCode.CALLER_NOT_ALLOWED.value,
+                domain=DOMAIN,
+                metadata={"identity": error.identity, "method": error.method},
+            )
         ]
     raise TypeError(f"no status for {type(error).__name__}")

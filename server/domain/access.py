@@ -1,0 +1,79 @@
+"""Who may call what: the access table, deny by default.
+
+A caller is a service, known by the identity its certificate proves (a URI SAN such as
+`spiffe://platform/order-system`, or the certificate's common name when it has no URI). The table
+grants each identity the methods it may call, by full name (`aftersales.v1.Sync/PutOrder`) or a
+whole service (`aftersales.v1.Sync/*`). Anything not granted is refused.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import pathlib
+import tomllib
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+DEFAULT_PATH = pathlib.Path(__file__).parent.parent / "access.toml"
+ENV_VAR = "AFTERSALES_ACCESS"
+
+
+class AccessTableError(ValueError):
+    """The access table is missing, malformed or grants a method that does not exist."""
+
+
+@dataclasses.dataclass(frozen=True)
+class AccessTable:
+    version: str
+    # identity -> the methods it may call ("package.Service/Method" or "package.Service/*").
+    grants: Mapping[str, frozenset[str]]
+
+    def allows(self, identity: str, method: str) -> bool:
+        """Whether `identity` may call `method` ("package.Service/Method")."""
+        granted = self.grants.get(identity, frozenset())
+        service = method.rpartition("/")[0]
+        return method in granted or f"{service}/*" in granted
+
+
+def load(known_methods: Iterable[str], path: str | os.PathLike[str] | None = None) -> AccessTable:
+    """The table at `path`, else at $AFTERSALES_ACCESS, else the shipped one."""
+    chosen = pathlib.Path(path or os.environ.get(ENV_VAR) or DEFAULT_PATH)
+    try:
+        raw = tomllib.loads(chosen.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise AccessTableError(f"cannot read access table {chosen}: {e}") from e
+    return parse(raw, known_methods, source=str(chosen))
+
+
+def parse(
+    raw: dict[str, Any], known_methods: Iterable[str], source: str = "<access>"
+) -> AccessTable:
+    """The table in `raw`; every method it grants must be one of `known_methods` (or a `/*` of a
+    known service), so that a typo cannot silently grant nothing."""
+    raw = dict(raw)
+    version = raw.pop("version", None)
+    if not isinstance(version, str) or not version:
+        raise AccessTableError(f"{source}: `version` must be a non-empty string")
+    identities = raw.pop("identities", {})
+    if raw:
+        raise AccessTableError(f"{source}: unknown settings {', '.join(sorted(raw))}")
+    if not isinstance(identities, dict):
+        raise AccessTableError(f"{source}: [identities] must be a table")
+    known = set(known_methods)
+    services = {m.rpartition("/")[0] for m in known}
+    grants = {}
+    for identity, entry in identities.items():
+        if not identity:
+            raise AccessTableError(f"{source}: an identity may not be empty")
+        if not isinstance(entry, dict) or set(entry) != {"methods"}:
+            raise AccessTableError(f"{source}: identity {identity!r} takes `methods` only")
+        methods = entry["methods"]
+        if not isinstance(methods, list) or not all(isinstance(m, str) for m in methods):
+            raise AccessTableError(f"{source}: methods of {identity!r} must be a list of names")
+        for method in methods:
+            service, _, name = method.rpartition("/")
+            if method not in known and not (name == "*" and service in services):
+                raise AccessTableError(f"{source}: {identity!r} is granted unknown {method!r}")
+        grants[identity] = frozenset(methods)
+    return AccessTable(version, grants)
