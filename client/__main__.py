@@ -54,6 +54,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=os.environ.get("AFTERSALES_CLIENT_KEY", ""),
         help="PEM private key of --tls-cert (env AFTERSALES_CLIENT_KEY)",
     )
+    p.add_argument(
+        "--token",
+        default=os.environ.get("AFTERSALES_TOKEN", ""),
+        help="signed token of the staff member or buyer to act for (env AFTERSALES_TOKEN)",
+    )
     sub = p.add_subparsers(dest="command", required=True)
 
     c = sub.add_parser("check", help="could OPERATOR open the entry of ORDER now, and why not")
@@ -241,6 +246,7 @@ def main(argv: list[str] | None = None) -> int:
         root_certificates=_read(args.tls_ca),
         certificate_chain=_read(args.tls_cert),
         private_key=_read(args.tls_key),
+        token=args.token or None,
     ) as client:
         try:
             run(args, client)

@@ -111,17 +111,23 @@ class Client:
         root_certificates: bytes | None = None,
         certificate_chain: bytes | None = None,
         private_key: bytes | None = None,
+        token: str | None = None,
     ) -> None:
         """With `root_certificates` (PEM: the CA the server's certificate comes from) the channel
         is TLS; with `certificate_chain` and `private_key` too, this client proves its identity
-        with its own certificate (servers started with --tls-client-ca require one)."""
+        with its own certificate (servers started with --tls-client-ca require one). `token` is
+        the signed token of the person this client acts for, sent with every call (TLS only)."""
         self._own_channel = channel is None
         options = [("grpc.service_config", _SERVICE_CONFIG), ("grpc.enable_retries", 1)]
         if channel is None:
-            if root_certificates or certificate_chain or private_key:
+            if root_certificates or certificate_chain or private_key or token:
                 credentials = grpc.ssl_channel_credentials(
                     root_certificates, private_key, certificate_chain
                 )
+                if token:
+                    credentials = grpc.composite_channel_credentials(
+                        credentials, grpc.access_token_call_credentials(token)
+                    )
                 channel = grpc.secure_channel(address, credentials, options=options)
             else:
                 channel = grpc.insecure_channel(address, options=options)

@@ -18,6 +18,7 @@ from pythonjsonlogger.json import JsonFormatter
 from server import demo
 from server.domain import access, policy
 from server.grpc.app import METHOD_NAMES, App
+from server.grpc.tokens import TokenSettings, TokenVerifier
 from server.service import Service
 from server.service.clock import SystemClock
 from server.store import SqlStore, describe, open_database
@@ -88,6 +89,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help=f"access table TOML (env {access.ENV_VAR}; default: the shipped server/access.toml)",
     )
     p.add_argument(
+        "--jwks",
+        default=env("AFTERSALES_JWKS", ""),
+        help="JWKS file of the login service's public keys: verifies the tokens of the people "
+        "callers act for (env AFTERSALES_JWKS)",
+    )
+    p.add_argument(
+        "--token-issuer",
+        default=env("AFTERSALES_TOKEN_ISSUER", ""),
+        help="the `iss` tokens must have (env AFTERSALES_TOKEN_ISSUER)",
+    )
+    p.add_argument(
+        "--token-audience",
+        default=env("AFTERSALES_TOKEN_AUDIENCE", "aftersales"),
+        help="the `aud` tokens must have (env AFTERSALES_TOKEN_AUDIENCE)",
+    )
+    p.add_argument(
         "--insecure",
         action="store_true",
         default=env("AFTERSALES_INSECURE", "") == "1",
@@ -138,11 +155,30 @@ def main(argv: list[str] | None = None) -> int:
         log.error("--tls-client-ca needs --tls-cert and --tls-key")
         return 2
     table = None
+    tokens = None
+    if args.jwks:
+        if not args.token_issuer:
+            log.error("--jwks needs --token-issuer")
+            return 2
+        try:
+            tokens = TokenVerifier(
+                TokenSettings(pathlib.Path(args.jwks), args.token_issuer, args.token_audience)
+            )
+        except ValueError as e:
+            log.error("bad token keys: %s", e)
+            return 2
     if args.tls_client_ca:
         try:
             table = access.load(METHOD_NAMES, args.access)
         except access.AccessTableError as e:
             log.error("bad access table: %s", e)
+            return 2
+        if table.acts_for and tokens is None:
+            log.error(
+                "the access table has callers acting for people (%s): pass --jwks and "
+                "--token-issuer to verify their tokens",
+                ", ".join(sorted(table.acts_for)),
+            )
             return 2
     elif not is_loopback(args.address) and not args.insecure:
         log.error(
@@ -176,6 +212,7 @@ def main(argv: list[str] | None = None) -> int:
         workers=args.workers,
         credentials=credentials,
         access=table,
+        tokens=tokens,
         sweep_interval=args.sweep_interval,
     ).start()
     log.info(

@@ -1,10 +1,16 @@
-"""`python -m server.certs FOLDER`: a local CA and the certificates to try the secure mode.
+"""`python -m server.certs FOLDER`: a local CA, certificates and a token key for the secure mode.
 
 Writes into FOLDER: `ca.pem` (trust it on both sides), `server.pem` / `server.key` (for
-localhost, 127.0.0.1 and ::1), and for every identity of the access table a client certificate
+localhost, 127.0.0.1 and ::1), for every identity of the access table a client certificate
 `<name>.pem` / `<name>.key` whose URI SAN is that identity (e.g. `order-system.pem` for
-`spiffe://platform/order-system`). For development and tests only: production certificates come
-from the platform's own CA.
+`spiffe://platform/order-system`), and a development login service's signing key
+`token-key.pem` with its public half as `jwks.json` (for --jwks).
+
+`python -m server.certs FOLDER --token staff:staff-owner` prints a token for that person signed
+with FOLDER's key (issuer DEV_ISSUER, audience DEV_AUDIENCE), valid for an hour.
+
+For development and tests only: production certificates come from the platform's CA, and tokens
+from its login service, whose keys are the only ones a production server's JWKS holds.
 """
 
 from __future__ import annotations
@@ -12,10 +18,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import ipaddress
+import json
 import pathlib
 import sys
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
+import jwt
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -25,6 +34,9 @@ from server.domain import access
 from server.grpc.app import METHOD_NAMES
 
 VALID_FOR = timedelta(days=30)
+DEV_ISSUER = "aftersales-development-login"
+DEV_AUDIENCE = "aftersales"
+TOKEN_KEY_ID = "development-1"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,6 +143,55 @@ class Authority:
         )
 
 
+class TokenKey:
+    """A login service's signing key (ES256): mints tokens, publishes its public half."""
+
+    def __init__(
+        self, key: ec.EllipticCurvePrivateKey | None = None, key_id: str = TOKEN_KEY_ID
+    ) -> None:
+        self.key = key or ec.generate_private_key(ec.SECP256R1())
+        self.key_id = key_id
+
+    @classmethod
+    def read(cls, path: pathlib.Path, key_id: str = TOKEN_KEY_ID) -> TokenKey:
+        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        if not isinstance(key, ec.EllipticCurvePrivateKey):
+            raise ValueError(f"{path} is not an EC private key")
+        return cls(key, key_id)
+
+    def pem(self) -> bytes:
+        return self.key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+
+    def jwks(self) -> dict[str, Any]:
+        public = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(self.key.public_key()))
+        return {"keys": [{**public, "kid": self.key_id, "alg": "ES256", "use": "sig"}]}
+
+    def mint(
+        self,
+        subject: str,
+        kind: str,
+        *,
+        issuer: str = DEV_ISSUER,
+        audience: str = DEV_AUDIENCE,
+        lifetime: timedelta = timedelta(hours=1),
+        now: datetime | None = None,
+    ) -> str:
+        now = now or datetime.now(UTC)
+        claims = {
+            "sub": subject,
+            "kind": kind,
+            "iss": issuer,
+            "aud": audience,
+            "iat": now,
+            "exp": now + lifetime,
+        }
+        return jwt.encode(claims, self.key, algorithm="ES256", headers={"kid": self.key_id})
+
+
 def write_all(folder: pathlib.Path, identities: list[str]) -> list[str]:
     """Writes the CA, the server's certificate and one client certificate per identity; returns
     the file names of the client certificates."""
@@ -143,6 +204,10 @@ def write_all(folder: pathlib.Path, identities: list[str]) -> list[str]:
         name = identity.rstrip("/").rsplit("/", 1)[-1]
         ca.client(identity).write(folder, name)
         written.append(name)
+    token_key = TokenKey()
+    (folder / "token-key.pem").write_bytes(token_key.pem())
+    (folder / "token-key.pem").chmod(0o600)
+    (folder / "jwks.json").write_text(json.dumps(token_key.jwks(), indent=2), encoding="utf-8")
     return written
 
 
@@ -150,10 +215,25 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m server.certs", description=__doc__)
     parser.add_argument("folder", type=pathlib.Path)
     parser.add_argument("--access", default=None, help="access table whose identities to issue")
+    parser.add_argument(
+        "--token",
+        metavar="KIND:ID",
+        help="print a token for the staff member or buyer (e.g. staff:staff-owner), signed with "
+        "FOLDER/token-key.pem, instead of writing anything",
+    )
     args = parser.parse_args(argv)
+    if args.token:
+        kind, _, person = args.token.partition(":")
+        if kind not in ("staff", "buyer") or not person:
+            parser.error("--token takes staff:ID or buyer:ID")
+        print(TokenKey.read(args.folder / "token-key.pem").mint(person, kind))
+        return 0
     table = access.load(METHOD_NAMES, args.access)
     names = write_all(args.folder, sorted(table.grants))
-    print(f"wrote ca.pem, server.pem/.key and {len(names)} client certificates to {args.folder}")
+    print(
+        f"wrote ca.pem, server.pem/.key, {len(names)} client certificates and a token key "
+        f"(token-key.pem, jwks.json) to {args.folder}"
+    )
     for name in names:
         print(f"  {name}.pem / {name}.key")
     return 0

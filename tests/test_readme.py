@@ -14,7 +14,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from server.certs import write_all
+from server.certs import DEV_ISSUER, write_all
 from server.domain import access
 from server.grpc.app import METHOD_NAMES
 from tests.pg import free_port
@@ -150,6 +150,8 @@ def test_readme_secure_session_prints_what_the_readme_shows(tmp_path):
         "--tls-cert", str(certs / "server.pem"),
         "--tls-key", str(certs / "server.key"),
         "--tls-client-ca", str(certs / "ca.pem"),
+        "--jwks", str(certs / "jwks.json"),
+        "--token-issuer", DEV_ISSUER,
         channel_credentials=grpc.ssl_channel_credentials(
             (certs / "ca.pem").read_bytes(), console[1].read_bytes(), console[0]
         ),

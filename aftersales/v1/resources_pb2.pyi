@@ -104,6 +104,14 @@ class _ReasonCodeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ReasonCode
     """
     CALLER_NOT_ALLOWED: _ReasonCode.ValueType  # 61
     """The caller's identity is not granted the method by the server's access table."""
+    PERSON_NOT_AUTHENTICATED: _ReasonCode.ValueType  # 62
+    """The caller acts for a staff member or buyer and sent no valid token of theirs (missing,
+    expired, signed by an unknown key, for another issuer or audience).
+    """
+    NOT_THE_AUTHENTICATED_PERSON: _ReasonCode.ValueType  # 63
+    """The request names a staff member or buyer other than the token's subject, or the token is
+    of the wrong kind of person for the method (sent with PERMISSION_DENIED).
+    """
 
 class ReasonCode(_ReasonCode, metaclass=_ReasonCodeEnumTypeWrapper):
     """Why a request was refused or an entry is not eligible. The names are the reason codes of the
@@ -182,6 +190,14 @@ The caller proved no identity the server can read (its certificate names none).
 """
 CALLER_NOT_ALLOWED: ReasonCode.ValueType  # 61
 """The caller's identity is not granted the method by the server's access table."""
+PERSON_NOT_AUTHENTICATED: ReasonCode.ValueType  # 62
+"""The caller acts for a staff member or buyer and sent no valid token of theirs (missing,
+expired, signed by an unknown key, for another issuer or audience).
+"""
+NOT_THE_AUTHENTICATED_PERSON: ReasonCode.ValueType  # 63
+"""The request names a staff member or buyer other than the token's subject, or the token is
+of the wrong kind of person for the method (sent with PERMISSION_DENIED).
+"""
 Global___ReasonCode: _TypeAlias = ReasonCode  # noqa: Y015
 
 class _TransferKind:

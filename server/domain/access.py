@@ -4,16 +4,23 @@ A caller is a service, known by the identity its certificate proves (a URI SAN s
 `spiffe://platform/order-system`, or the certificate's common name when it has no URI). The table
 grants each identity the methods it may call, by full name (`aftersales.v1.Sync/PutOrder`) or a
 whole service (`aftersales.v1.Sync/*`). Anything not granted is refused.
+
+A front end acts for a person: the table says which kind (`acts_for = "staff"` or `"buyer"`), and
+every call from it must then carry that person's signed token; the person is the token's subject,
+never a request field (acting_person).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import enum
 import os
 import pathlib
 import tomllib
 from collections.abc import Iterable, Mapping
 from typing import Any
+
+from server.domain.errors import NotTheAuthenticatedPerson
 
 DEFAULT_PATH = pathlib.Path(__file__).parent.parent / "access.toml"
 ENV_VAR = "AFTERSALES_ACCESS"
@@ -23,11 +30,36 @@ class AccessTableError(ValueError):
     """The access table is missing, malformed or grants a method that does not exist."""
 
 
+class PersonKind(enum.StrEnum):
+    """Whom a front end acts for: the merchant's staff (back office) or a buyer (buyer app)."""
+
+    STAFF = "staff"
+    BUYER = "buyer"
+
+
+@dataclasses.dataclass(frozen=True)
+class Person:
+    """The person a call is made for, as a verified token says."""
+
+    kind: PersonKind
+    person_id: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Caller:
+    """Who makes a call: the service (its certificate's identity) and the person it acts for."""
+
+    identity: str
+    person: Person | None = None
+
+
 @dataclasses.dataclass(frozen=True)
 class AccessTable:
     version: str
     # identity -> the methods it may call ("package.Service/Method" or "package.Service/*").
     grants: Mapping[str, frozenset[str]]
+    # identity -> whom its calls are made for; each must carry that person's token.
+    acts_for: Mapping[str, PersonKind] = dataclasses.field(default_factory=dict)
 
     def allows(self, identity: str, method: str) -> bool:
         """Whether `identity` may call `method` ("package.Service/Method")."""
@@ -63,11 +95,22 @@ def parse(
     known = set(known_methods)
     services = {m.rpartition("/")[0] for m in known}
     grants = {}
+    acts_for = {}
     for identity, entry in identities.items():
         if not identity:
             raise AccessTableError(f"{source}: an identity may not be empty")
-        if not isinstance(entry, dict) or set(entry) != {"methods"}:
-            raise AccessTableError(f"{source}: identity {identity!r} takes `methods` only")
+        if not isinstance(entry, dict) or not {"methods"} <= set(entry) <= {"methods", "acts_for"}:
+            raise AccessTableError(
+                f"{source}: identity {identity!r} takes `methods` and optionally `acts_for`"
+            )
+        if "acts_for" in entry:
+            try:
+                acts_for[identity] = PersonKind(entry["acts_for"])
+            except ValueError:
+                raise AccessTableError(
+                    f"{source}: acts_for of {identity!r} is staff or buyer, "
+                    f"not {entry['acts_for']!r}"
+                ) from None
         methods = entry["methods"]
         if not isinstance(methods, list) or not all(isinstance(m, str) for m in methods):
             raise AccessTableError(f"{source}: methods of {identity!r} must be a list of names")
@@ -76,4 +119,21 @@ def parse(
             if method not in known and not (name == "*" and service in services):
                 raise AccessTableError(f"{source}: {identity!r} is granted unknown {method!r}")
         grants[identity] = frozenset(methods)
-    return AccessTable(version, grants)
+    return AccessTable(version, grants, acts_for)
+
+
+def acting_person(caller: Caller | None, kind: PersonKind, named: str) -> str:
+    """Who acts in a call that names `named` as its staff member or buyer: the person of the
+    caller's token when there is one (a request naming someone else is refused), else the name
+    the request gives (a caller that acts for no one: a back-end service, or an unauthenticated
+    development server)."""
+    person = caller.person if caller is not None else None
+    if person is None:
+        return named
+    if person.kind is not kind:
+        raise NotTheAuthenticatedPerson(person.person_id, f"a {kind.value} is needed here")
+    if named and named != person.person_id:
+        raise NotTheAuthenticatedPerson(
+            person.person_id, f"the request names {named}, the token {person.person_id}"
+        )
+    return person.person_id

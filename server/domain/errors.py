@@ -68,10 +68,12 @@ class PermissionDenied(RulesRefused):
 
 
 class Unauthenticated(Refused):
-    """The caller proved no identity (e.g. its certificate names none)."""
+    """The caller proved no identity (its certificate names none), or the person it acts for
+    sent no valid token (`person` set)."""
 
-    def __init__(self, method: str, why: str) -> None:
+    def __init__(self, method: str, why: str, *, person: bool = False) -> None:
         self.method = method
+        self.person = person
         super().__init__(f"{method}: {why}")
 
 
@@ -82,3 +84,11 @@ class CallerNotAllowed(Refused):
         self.identity = identity
         self.method = method
         super().__init__(f"{identity} may not call {method}")
+
+
+class NotTheAuthenticatedPerson(Refused):
+    """The request names a staff member or buyer other than the one its token proves."""
+
+    def __init__(self, person_id: str, why: str) -> None:
+        self.person_id = person_id
+        super().__init__(why)

@@ -23,13 +23,14 @@ from aftersales.v1 import (
     sync_pb2,
     sync_pb2_grpc,
 )
-from server.domain.access import AccessTable
+from server.domain.access import AccessTable, Caller
 from server.domain.errors import Refused
 from server.grpc import status
-from server.grpc.callers import AccessGuard
+from server.grpc.callers import AccessGuard, current_caller
 from server.grpc.clawbacks import ClawbackServicer
 from server.grpc.entries import AfterSalesEntryServicer
 from server.grpc.sync import SyncServicer
+from server.grpc.tokens import TokenVerifier
 from server.service import Service, StoreUnavailable
 
 log = logging.getLogger("aftersales")
@@ -80,10 +81,12 @@ class CallInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]  # grpc
         def behavior(request: Any, context: grpc.ServicerContext) -> Any:
             start = time.perf_counter()
             code = grpc.StatusCode.OK
-            caller = ""
+            caller: Caller | None = None
+            token = None
             try:
                 if self.guard is not None:
                     caller = self.guard.check(method, context)
+                token = current_caller.set(caller)
                 return inner(request, context)
             except Refused as refusal:
                 rich = status.to_status(refusal)
@@ -103,6 +106,8 @@ class CallInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]  # grpc
                 log.exception("bug while serving %s", method, extra={"incident": incident})
                 context.abort(grpc.StatusCode.INTERNAL, f"internal error (incident {incident})")
             finally:
+                if token is not None:
+                    current_caller.reset(token)
                 seconds = time.perf_counter() - start
                 RPC_TOTAL.labels(method, code.name).inc()
                 RPC_SECONDS.labels(method).observe(seconds)
@@ -113,7 +118,8 @@ class CallInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]  # grpc
                         "code": code.name,
                         "duration_ms": round(seconds * 1000, 3),
                         "peer": context.peer(),
-                        "caller": caller,
+                        "caller": caller.identity if caller else None,
+                        "person": caller.person.person_id if caller and caller.person else None,
                     },
                 )
 
@@ -157,6 +163,7 @@ class App:
         workers: int = 8,
         credentials: grpc.ServerCredentials | None = None,
         access: AccessTable | None = None,
+        tokens: TokenVerifier | None = None,
         sweep_interval: float = 30.0,
     ) -> None:
         """`access`: the table callers are checked against, by the identity their certificate
@@ -164,7 +171,7 @@ class App:
         self.service = service
         self.server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rpc"),
-            interceptors=[CallInterceptor(None if access is None else AccessGuard(access))],
+            interceptors=[CallInterceptor(None if access is None else AccessGuard(access, tokens))],
             options=[("grpc.so_reuseport", 0)],
         )
         sync_pb2_grpc.add_SyncServicer_to_server(SyncServicer(service), self.server)

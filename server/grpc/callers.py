@@ -7,12 +7,20 @@ else its common name) must be granted the method. Health and reflection need no 
 
 from __future__ import annotations
 
+import contextvars
+
 import grpc
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from server.domain.access import AccessTable
-from server.domain.errors import CallerNotAllowed, Unauthenticated
+from server.domain.access import AccessTable, Caller
+from server.domain.errors import CallerNotAllowed, NotTheAuthenticatedPerson, Unauthenticated
+from server.grpc.tokens import TokenRefused, TokenVerifier
+
+# The caller of the call this thread serves, set by the interceptor for the servicers.
+current_caller: contextvars.ContextVar[Caller | None] = contextvars.ContextVar(
+    "current_caller", default=None
+)
 
 # Open to every caller that passed the handshake: load balancers and grpcurl need them.
 OPEN_SERVICES = ("grpc.health.v1.Health", "grpc.reflection.")
@@ -36,19 +44,35 @@ def identity_of(context: grpc.ServicerContext) -> str | None:
 
 
 class AccessGuard:
-    """Refuses a call the access table does not grant to the caller's identity."""
+    """Refuses a call the access table does not grant to the caller's identity, or whose
+    person's token (for a caller that acts for one) does not verify."""
 
-    def __init__(self, table: AccessTable) -> None:
+    def __init__(self, table: AccessTable, tokens: TokenVerifier | None) -> None:
+        if table.acts_for and tokens is None:
+            raise ValueError("the access table has callers acting for people: tokens are needed")
         self.table = table
+        self.tokens = tokens
 
-    def check(self, method: str, context: grpc.ServicerContext) -> str:
-        """The caller's identity, when it may call `method` ("/package.Service/Method")."""
+    def check(self, method: str, context: grpc.ServicerContext) -> Caller:
+        """The caller, when it may call `method` ("/package.Service/Method")."""
         name = method.lstrip("/")
         identity = identity_of(context)
         if name.startswith(OPEN_SERVICES):
-            return identity or ""
+            return Caller(identity or "")
         if identity is None:
             raise Unauthenticated(name, "the caller's certificate names no identity")
         if not self.table.allows(identity, name):
             raise CallerNotAllowed(identity, name)
-        return identity
+        kind = self.table.acts_for.get(identity)
+        if kind is None or self.tokens is None:
+            return Caller(identity)
+        try:
+            person = self.tokens.person(context.invocation_metadata())
+        except TokenRefused as e:
+            raise Unauthenticated(name, str(e), person=True) from None
+        if person.kind is not kind:
+            raise NotTheAuthenticatedPerson(
+                person.person_id,
+                f"{identity} acts for a {kind.value}, the token is a {person.kind.value}'s",
+            )
+        return Caller(identity, person)

@@ -13,6 +13,7 @@ from google.protobuf import timestamp_pb2
 from google.protobuf.message import Message
 
 from server.domain.errors import InvalidArgument
+from server.grpc.callers import current_caller
 from server.service import RequestKey, Service, fingerprint
 
 if TYPE_CHECKING:
@@ -166,10 +167,11 @@ class Servicer:
         self, method: str, request: _Mutation, response_type: type[M], run: Callable[[], M]
     ) -> M:
         """run() once per request_id; a retry of the same request gets the first response."""
-        key = RequestKey(
-            request.request_id,
-            method,
-            fingerprint(request.SerializeToString(deterministic=True)),
-        )
+        # The person a token names is part of the request: the same request id and body from
+        # another person is another request, never answered with this one's response.
+        caller = current_caller.get()
+        person = caller.person.person_id if caller and caller.person else ""
+        body = request.SerializeToString(deterministic=True)
+        key = RequestKey(request.request_id, method, fingerprint(body + b"\0" + person.encode()))
         data = self.service.once(key, lambda: run().SerializeToString(deterministic=True))
         return response_type.FromString(data)

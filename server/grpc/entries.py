@@ -6,6 +6,8 @@ from typing import Any
 
 from aftersales.v1 import entry_pb2, entry_pb2_grpc, resources_pb2
 from server.domain import model
+from server.domain.access import PersonKind, acting_person
+from server.grpc.callers import current_caller
 from server.grpc.common import Fields, Servicer, enum_value, page_size, timestamp
 from server.grpc.resources import application_pb, entry_pb, violation_pb
 from server.service import Eligibility
@@ -15,11 +17,13 @@ class AfterSalesEntryServicer(entry_pb2_grpc.AfterSalesEntryServicer, Servicer):
     def CheckEligibility(
         self, request: entry_pb2.CheckEligibilityRequest, context: Any
     ) -> entry_pb2.CheckEligibilityResponse:
-        order_id, operator_id = check_eligibility(request)
+        operator = acting_person(current_caller.get(), PersonKind.STAFF, request.operator_id)
+        order_id, operator_id = check_eligibility(request, operator)
         return eligibility_pb(self.service.check_eligibility(order_id, operator_id))
 
     def OpenEntry(self, request: entry_pb2.OpenEntryRequest, context: Any) -> resources_pb2.Entry:
-        order_id, operator_id, note = open_entry(request)
+        operator = acting_person(current_caller.get(), PersonKind.STAFF, request.operator_id)
+        order_id, operator_id, note = open_entry(request, operator)
         return self.once(
             "OpenEntry",
             request,
@@ -48,7 +52,8 @@ class AfterSalesEntryServicer(entry_pb2_grpc.AfterSalesEntryServicer, Servicer):
     def ApplyAfterSales(
         self, request: entry_pb2.ApplyAfterSalesRequest, context: Any
     ) -> resources_pb2.Application:
-        order_id, buyer_id, amount, reason = apply_after_sales(request)
+        buyer = acting_person(current_caller.get(), PersonKind.BUYER, request.buyer_id)
+        order_id, buyer_id, amount, reason = apply_after_sales(request, buyer)
         return self.once(
             "ApplyAfterSales",
             request,
@@ -60,18 +65,26 @@ class AfterSalesEntryServicer(entry_pb2_grpc.AfterSalesEntryServicer, Servicer):
 # --- Requests -------------------------------------------------------------------------------------
 
 
-def check_eligibility(request: entry_pb2.CheckEligibilityRequest) -> tuple[str, str]:
+# The acting staff member or buyer comes from the caller's token when it has one (acting_person);
+# the request's field then only has to agree with it.
+
+
+def check_eligibility(
+    request: entry_pb2.CheckEligibilityRequest, operator: str | None = None
+) -> tuple[str, str]:
     f = Fields()
     order_id = f.id("order_id", request.order_id)
-    operator_id = f.id("operator_id", request.operator_id)
+    operator_id = f.id("operator_id", request.operator_id if operator is None else operator)
     f.raise_if_any()
     return order_id, operator_id
 
 
-def open_entry(request: entry_pb2.OpenEntryRequest) -> tuple[str, str, str]:
+def open_entry(
+    request: entry_pb2.OpenEntryRequest, operator: str | None = None
+) -> tuple[str, str, str]:
     f = Fields()
     order_id = f.id("order_id", request.order_id)
-    operator_id = f.id("operator_id", request.operator_id)
+    operator_id = f.id("operator_id", request.operator_id if operator is None else operator)
     f.request_id("request_id", request.request_id)
     note = f.text("note", request.note)
     f.raise_if_any()
@@ -103,10 +116,12 @@ def list_entries(
     return shop_id, order_id, state, size
 
 
-def apply_after_sales(request: entry_pb2.ApplyAfterSalesRequest) -> tuple[str, str, int, str]:
+def apply_after_sales(
+    request: entry_pb2.ApplyAfterSalesRequest, buyer: str | None = None
+) -> tuple[str, str, int, str]:
     f = Fields()
     order_id = f.id("order_id", request.order_id)
-    buyer_id = f.id("buyer_id", request.buyer_id)
+    buyer_id = f.id("buyer_id", request.buyer_id if buyer is None else buyer)
     amount = f.positive("amount", request.amount)
     reason = f.text("reason", request.reason)
     f.request_id("request_id", request.request_id)

@@ -12,6 +12,7 @@ from server.domain.errors import (
     CallerNotAllowed,
     InvalidArgument,
     NotFound,
+    NotTheAuthenticatedPerson,
     PermissionDenied,
     Refused,
     RequestIdReused,
@@ -87,9 +88,14 @@ def _code_and_details(error: Refused) -> tuple[int, list[Message]]:
             ),
         ]
     if isinstance(error, Unauthenticated):
+        reason = (
+            ReasonCode.PERSON_NOT_AUTHENTICATED
+            if error.person
+            else ReasonCode.CALLER_NOT_AUTHENTICATED
+        )
         return code_pb2.UNAUTHENTICATED, [
             error_details_pb2.ErrorInfo(
-                reason=ReasonCode.CALLER_NOT_AUTHENTICATED.value,
+                reason=reason.value,
                 domain=DOMAIN,
                 metadata={"method": error.method},
             )
@@ -100,6 +106,14 @@ def _code_and_details(error: Refused) -> tuple[int, list[Message]]:
                 reason=ReasonCode.CALLER_NOT_ALLOWED.value,
                 domain=DOMAIN,
                 metadata={"identity": error.identity, "method": error.method},
+            )
+        ]
+    if isinstance(error, NotTheAuthenticatedPerson):
+        return code_pb2.PERMISSION_DENIED, [
+            error_details_pb2.ErrorInfo(
+                reason=ReasonCode.NOT_THE_AUTHENTICATED_PERSON.value,
+                domain=DOMAIN,
+                metadata={"person_id": error.person_id},
             )
         ]
     raise TypeError(f"no status for {type(error).__name__}")

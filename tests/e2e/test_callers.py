@@ -7,6 +7,7 @@ A real `python -m server` with --tls-client-ca, certificates made by server.cert
 from __future__ import annotations
 
 import dataclasses
+import json
 import pathlib
 import signal
 import subprocess
@@ -14,6 +15,7 @@ import sys
 
 import grpc
 import pytest
+from cryptography.hazmat.primitives import serialization
 from google.protobuf import message_factory
 from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -21,7 +23,7 @@ from grpc_status import rpc_status
 
 from aftersales.v1 import clawback_pb2, entry_pb2, sync_pb2
 from client import Client, Unavailable
-from server.certs import Authority, Issued
+from server.certs import DEV_ISSUER, Authority, Issued, TokenKey
 from server.domain import access
 from server.grpc.app import METHOD_NAMES
 from tests.e2e.test_process import ROOT, _environment
@@ -36,6 +38,14 @@ class Secured:
     ca: bytes
     clients: dict[str, Issued]  # by identity
     stderr: pathlib.Path
+    login: TokenKey  # the login service whose public key the server trusts
+
+    def token_for(self, identity: str) -> str | None:
+        """A valid token of the kind of person `identity` acts for, if it acts for one."""
+        kind = TABLE.acts_for.get(identity)
+        if kind is None:
+            return None
+        return self.login.mint("staff-owner" if kind.value == "staff" else "buyer-eligible", kind)
 
 
 def a_cert_folder(folder: pathlib.Path, ca: Authority) -> tuple[pathlib.Path, pathlib.Path]:
@@ -54,6 +64,8 @@ def secured(tmp_path_factory):
     clients = {identity: ca.client(identity) for identity in TABLE.grants}
     clients["legacy-batch"] = ca.client("", common_name="legacy-batch")  # a CN, no URI SAN
     clients[""] = ca.client("", common_name="")  # proves no identity at all
+    login = TokenKey()
+    (folder / "jwks.json").write_text(json.dumps(login.jwks()), encoding="utf-8")
     table = folder / "access.toml"
     shipped = access.DEFAULT_PATH.read_text(encoding="utf-8")
     table.write_text(
@@ -71,13 +83,15 @@ def secured(tmp_path_factory):
         "--tls-key", f"{server_cert}.key",
         "--tls-client-ca", str(ca_pem),
         "--access", str(table),
+        "--jwks", str(folder / "jwks.json"),
+        "--token-issuer", DEV_ISSUER,
         "--demo",
     ]  # fmt: skip
     with stderr.open("wb") as sink:
         process = subprocess.Popen(
             command, cwd=ROOT, env=_environment(), stdout=subprocess.DEVNULL, stderr=sink
         )
-    running = Secured(address, ca.cert_pem, clients, stderr)
+    running = Secured(address, ca.cert_pem, clients, stderr, login)
     try:
         wait_until_serving(running, process)
         yield running
@@ -113,23 +127,27 @@ def wait_until_serving(server: Secured, process: subprocess.Popen, seconds: floa
             time.sleep(0.1)
 
 
-def call(ch: grpc.Channel, method: str) -> grpc.RpcError | None:
-    """Calls `method` ("package.Service/Method") with an empty request; the error, if any."""
+def call(
+    ch: grpc.Channel, method: str, token: str | None = None, **fields: object
+) -> grpc.RpcError | None:
+    """Calls `method` ("package.Service/Method") with a request of `fields` (empty by default)
+    and the person's `token`; the error, if any."""
     service, name = method.split("/")
     for module in (sync_pb2, entry_pb2, clawback_pb2):
         descriptor = module.DESCRIPTOR.services_by_name.get(service.rpartition(".")[2])
         if descriptor is not None and descriptor.full_name == service:
             rpc = descriptor.methods_by_name[name]
             break
-    request = message_factory.GetMessageClass(rpc.input_type)()
+    request = message_factory.GetMessageClass(rpc.input_type)(**fields)
     response = message_factory.GetMessageClass(rpc.output_type)
     stub = ch.unary_unary(
         f"/{method}",
         request_serializer=lambda m: m.SerializeToString(),
         response_deserializer=response.FromString,
     )
+    metadata = [("authorization", f"Bearer {token}")] if token else None
     try:
-        stub(request, timeout=10)
+        stub(request, timeout=10, metadata=metadata)
     except grpc.RpcError as error:
         return error
     return None
@@ -153,7 +171,7 @@ def test_every_method_is_open_to_the_identities_the_table_grants_and_to_no_other
     secured, identity, method
 ):
     with channel(secured, identity) as ch:
-        error = call(ch, method)
+        error = call(ch, method, secured.token_for(identity))
 
     if TABLE.allows(identity, method):
         # Past the guard: the empty request itself may still be refused, but not the caller.
@@ -244,3 +262,164 @@ def test_plaintext_is_refused_on_an_address_beyond_loopback_unless_told(tmp_path
 
     assert done.returncode == 2
     assert "refusing to serve unauthenticated callers" in done.stderr
+
+
+# --- The people front ends act for --------------------------------------------------------------
+
+BACKOFFICE = "spiffe://platform/merchant-backoffice"
+BUYER_APP = "spiffe://platform/buyer-app"
+CHECK = "aftersales.v1.AfterSalesEntry/CheckEligibility"
+OPEN = "aftersales.v1.AfterSalesEntry/OpenEntry"
+APPLY = "aftersales.v1.AfterSalesEntry/ApplyAfterSales"
+
+
+def entries_of(secured: Secured, order_id: str) -> list:
+    cert = secured.clients["spiffe://platform/operator-console"]
+    with Client(
+        secured.address,
+        root_certificates=secured.ca,
+        certificate_chain=cert.cert,
+        private_key=cert.key,
+    ) as client:
+        return list(client.list_entries(order_id=order_id).entries)
+
+
+def test_the_staff_member_acting_is_the_token_s_subject_not_a_request_field(secured):
+    token = secured.login.mint("staff-owner", "staff")
+    cert = secured.clients[BACKOFFICE]
+    with Client(
+        secured.address,
+        root_certificates=secured.ca,
+        certificate_chain=cert.cert,
+        private_key=cert.key,
+        token=token,
+    ) as client:
+        entry = client.open_entry("order-campaign", operator_id="")
+
+    assert entry.operator_id == "staff-owner"
+    assert [e.entry_id for e in entries_of(secured, "order-campaign")] == [entry.entry_id]
+
+
+def test_a_request_naming_another_staff_member_than_the_token_is_refused_and_writes_nothing(
+    secured,
+):
+    token = secured.login.mint("staff-agent", "staff")
+    with channel(secured, BACKOFFICE) as ch:
+        error = call(
+            ch,
+            OPEN,
+            token,
+            order_id="order-recent",
+            operator_id="staff-owner",
+            request_id="callers-impersonation-1",
+        )
+
+    assert error.code() is grpc.StatusCode.PERMISSION_DENIED
+    assert error_info(error).reason == "NOT_THE_AUTHENTICATED_PERSON"
+    assert entries_of(secured, "order-recent") == []
+
+
+def test_a_buyer_token_on_a_staff_front_end_is_refused(secured):
+    token = secured.login.mint("staff-owner", "buyer")
+    with channel(secured, BACKOFFICE) as ch:
+        error = call(ch, CHECK, token, order_id="order-eligible")
+
+    assert error.code() is grpc.StatusCode.PERMISSION_DENIED
+    assert error_info(error).reason == "NOT_THE_AUTHENTICATED_PERSON"
+
+
+def test_the_buyer_applying_is_the_token_s_subject(secured):
+    with channel(secured, BUYER_APP) as ch:
+        someone_else = call(
+            ch,
+            APPLY,
+            secured.login.mint("buyer-eligible", "buyer"),
+            order_id="order-eligible",
+            buyer_id="buyer-campaign",
+            amount=100,
+            request_id="callers-apply-1",
+        )
+
+    assert someone_else.code() is grpc.StatusCode.PERMISSION_DENIED
+    assert error_info(someone_else).reason == "NOT_THE_AUTHENTICATED_PERSON"
+
+
+def forged_tokens(login: TokenKey) -> dict[str, str | None]:
+    from datetime import UTC, datetime, timedelta
+
+    import jwt
+
+    now = datetime.now(UTC)
+    stranger = TokenKey()  # another key under the same key id
+    claims = {"sub": "staff-owner", "kind": "staff", "iss": DEV_ISSUER, "aud": "aftersales"}
+    timed = {**claims, "iat": now, "exp": now + timedelta(hours=1)}
+    public_pem = login.key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return {
+        "missing": None,
+        "expired": login.mint(
+            "staff-owner", "staff", now=now - timedelta(hours=3), lifetime=timedelta(hours=1)
+        ),
+        "wrong-issuer": login.mint("staff-owner", "staff", issuer="someone-else"),
+        "wrong-audience": login.mint("staff-owner", "staff", audience="another-service"),
+        "wrong-key": stranger.mint("staff-owner", "staff"),
+        "alg-none": jwt.encode(timed, None, algorithm="none", headers={"kid": login.key_id}),
+        "unknown-kid": TokenKey(login.key, "rotated-away").mint("staff-owner", "staff"),
+        "hs256-with-the-public-key": _hs256(timed, public_pem, login.key_id),
+        "garbage": "not-a-token",
+    }
+
+
+def _hs256(claims: dict, secret: bytes, kid: str) -> str:
+    """The classic key-confusion forgery: HMAC keyed with the server's public key."""
+    import base64
+    import hashlib
+    import hmac
+
+    def b64(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+    header = b64(json.dumps({"alg": "HS256", "typ": "JWT", "kid": kid}).encode())
+    body = b64(json.dumps(claims, default=lambda d: int(d.timestamp())).encode())
+    signature = hmac.new(secret, f"{header}.{body}".encode(), hashlib.sha256).digest()
+    return f"{header}.{body}.{b64(signature)}"
+
+
+FORGERIES = [
+    "missing", "expired", "wrong-issuer", "wrong-audience", "wrong-key", "alg-none",
+    "unknown-kid", "hs256-with-the-public-key", "garbage",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("forgery", FORGERIES)
+def test_a_token_that_does_not_verify_is_unauthenticated_and_writes_nothing(secured, forgery):
+    token = forged_tokens(secured.login)[forgery]
+    with channel(secured, BACKOFFICE) as ch:
+        error = call(
+            ch,
+            OPEN,
+            token,
+            order_id="order-eligible",
+            request_id=f"callers-forged-{forgery}",
+        )
+
+    # order-eligible would open for the real staff-owner: only the token stands in the way.
+    assert error.code() is grpc.StatusCode.UNAUTHENTICATED, error.details()
+    assert error_info(error).reason == "PERSON_NOT_AUTHENTICATED"
+    assert entries_of(secured, "order-eligible") == []
+
+
+def test_the_same_call_with_a_valid_token_opens_the_entry(secured):
+    """After the forgeries above: the call they made succeeds with a real token."""
+    with channel(secured, BACKOFFICE) as ch:
+        error = call(
+            ch,
+            OPEN,
+            secured.login.mint("staff-owner", "staff"),
+            order_id="order-eligible",
+            request_id="callers-genuine-1",
+        )
+
+    assert error is None
+    assert [e.operator_id for e in entries_of(secured, "order-eligible")] == ["staff-owner"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from server.domain import access
+from server.domain.errors import NotTheAuthenticatedPerson
 from server.grpc.app import METHOD_NAMES
 
 # A table's start, up to one identity's keys.
@@ -71,3 +72,39 @@ def test_money_moves_only_for_the_systems_that_own_it():
         "aftersales.v1.Sync/PostFunds": ["spiffe://platform/wallet-system"],
         "aftersales.v1.Clawback/RecordRefund": ["spiffe://platform/refund-system"],
     }
+
+
+def test_a_front_end_acts_for_the_kind_of_person_the_table_says():
+    t = table(A + 'acts_for = "staff"\nmethods = ["aftersales.v1.Sync/PutOrder"]\n')
+
+    assert t.acts_for == {"a": access.PersonKind.STAFF}
+    with pytest.raises(access.AccessTableError):
+        table(A + 'acts_for = "admin"\nmethods = []\n')
+
+
+STAFF = access.Person(access.PersonKind.STAFF, "staff-1")
+
+
+@pytest.mark.parametrize(
+    ("caller", "named", "acting"),
+    [
+        pytest.param(None, "staff-9", "staff-9", id="no-caller-the-request-names-it"),
+        pytest.param(access.Caller("svc"), "staff-9", "staff-9", id="a-service-acting-for-no-one"),
+        pytest.param(access.Caller("svc", STAFF), "", "staff-1", id="the-token-s-subject"),
+        pytest.param(access.Caller("svc", STAFF), "staff-1", "staff-1", id="the-same-named"),
+    ],
+)
+def test_the_person_acting_is_the_token_s_subject_when_there_is_one(caller, named, acting):
+    assert access.acting_person(caller, access.PersonKind.STAFF, named) == acting
+
+
+@pytest.mark.parametrize(
+    ("kind", "named"),
+    [
+        pytest.param(access.PersonKind.STAFF, "staff-2", id="another-staff-member-named"),
+        pytest.param(access.PersonKind.BUYER, "", id="a-staff-token-where-a-buyer-acts"),
+    ],
+)
+def test_a_request_cannot_act_for_someone_else_than_its_token(kind, named):
+    with pytest.raises(NotTheAuthenticatedPerson):
+        access.acting_person(access.Caller("svc", STAFF), kind, named)

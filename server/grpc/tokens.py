@@ -1,0 +1,93 @@
+"""The person a front end acts for, from a signed token (JWT) in the `authorization` metadata.
+
+The platform's login service signs the tokens; this server holds its public keys as a JWKS file
+(so keys can rotate: publish the new key, then sign with it) and accepts a token only if its
+signature verifies with the key its `kid` names, it has not expired, and its issuer and audience
+are this deployment's. The claims used: `sub` (the staff member's or buyer's id) and `kind`
+("staff" or "buyer"). PyJWT does the cryptography.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+from typing import Any
+
+import jwt
+
+from server.domain.access import Person, PersonKind
+
+# Asymmetric signatures only: a shared secret (HS*) would let every holder mint tokens, and
+# "none" is no signature at all.
+ALGORITHMS = ("RS256", "PS256", "ES256", "EdDSA")
+# Clock skew tolerated between the login service and this server.
+LEEWAY_SECONDS = 30
+
+
+class TokenRefused(Exception):
+    """The token is missing or does not verify; the message says why (no secret in it)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenSettings:
+    jwks_path: pathlib.Path
+    issuer: str
+    audience: str
+
+
+class TokenVerifier:
+    def __init__(self, settings: TokenSettings) -> None:
+        self.settings = settings
+        try:
+            keys = jwt.PyJWKSet.from_dict(json.loads(settings.jwks_path.read_text("utf-8")))
+        except (OSError, ValueError, jwt.PyJWKSetError) as e:
+            raise ValueError(f"cannot read the JWKS {settings.jwks_path}: {e}") from e
+        self._keys = {key.key_id: key for key in keys.keys if key.key_id}
+        if not self._keys:
+            raise ValueError(f"the JWKS {settings.jwks_path} has no key with a `kid`")
+
+    def person(self, metadata: Any) -> Person:
+        """The person the call's `authorization: Bearer <token>` proves."""
+        token = bearer_token(metadata)
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.InvalidTokenError as e:
+            raise TokenRefused(f"malformed token: {e}") from None
+        key = self._keys.get(header.get("kid", ""))
+        if key is None:
+            raise TokenRefused("the token is signed with a key this server does not know")
+        if header.get("alg") not in ALGORITHMS:
+            raise TokenRefused(f"tokens signed with {header.get('alg')!r} are not accepted")
+        try:
+            claims = jwt.decode(
+                token,
+                key=key,
+                algorithms=list(ALGORITHMS),
+                audience=self.settings.audience,
+                issuer=self.settings.issuer,
+                leeway=LEEWAY_SECONDS,
+                options={"require": ["exp", "iat", "iss", "aud", "sub"]},
+            )
+        except jwt.ExpiredSignatureError:
+            raise TokenRefused("the token has expired") from None
+        except jwt.InvalidTokenError as e:
+            raise TokenRefused(f"the token does not verify: {e}") from None
+        try:
+            kind = PersonKind(str(claims.get("kind")))
+        except ValueError:
+            raise TokenRefused("the token's `kind` is neither staff nor buyer") from None
+        subject = claims["sub"]
+        if not isinstance(subject, str) or not subject:
+            raise TokenRefused("the token names no subject")
+        return Person(kind, subject)
+
+
+def bearer_token(metadata: Any) -> str:
+    for key, value in metadata or ():
+        if key == "authorization":
+            scheme, _, token = str(value).partition(" ")
+            if scheme.lower() == "bearer" and token.strip():
+                return token.strip()
+            raise TokenRefused("authorization is not `Bearer <token>`")
+    raise TokenRefused("no token: send `authorization: Bearer <token>`")
