@@ -7,6 +7,7 @@ system user (via runuser), in a folder that user owns.
 from __future__ import annotations
 
 import os
+import pathlib
 import pwd
 import shutil
 import socket
@@ -15,6 +16,8 @@ import tempfile
 import time
 
 import psycopg
+
+from server.certs import Authority
 
 # A role that must give a password (see PostgresServer.start).
 PASSWORD_ROLE = "aftersales_pw"
@@ -41,6 +44,16 @@ class PostgresServer:
             user = pwd.getpwnam("postgres")
             os.chown(self.root, user.pw_uid, user.pw_gid)
             self._as_user = ["runuser", "-u", "postgres", "--"]
+        # TLS with a certificate for 127.0.0.1 from a CA of the tests' own; plaintext stays open.
+        self.ca_file = os.path.join(self.root, "ca.pem")
+        ca = Authority("test PostgreSQL CA")
+        pathlib.Path(self.ca_file).write_bytes(ca.cert_pem)
+        ca.server("localhost", "127.0.0.1").write(pathlib.Path(self.root), "server")
+        for name in ("server.pem", "server.key"):
+            path = os.path.join(self.root, name)
+            if os.geteuid() == 0:
+                os.chown(path, user.pw_uid, user.pw_gid)
+        os.chmod(os.path.join(self.root, "server.key"), 0o600)
 
     def _run(self, *args: str) -> None:
         subprocess.run(
@@ -76,7 +89,9 @@ class PostgresServer:
         """Starts (or restarts) the server on the folder and port made by start()."""
         options = (
             f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off "
-            "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
+            "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200 "
+            f"-c ssl=on -c ssl_cert_file={self.root}/server.pem "
+            f"-c ssl_key_file={self.root}/server.key"
         )
         self._run(
             "pg_ctl",

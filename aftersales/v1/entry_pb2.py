@@ -26,7 +26,7 @@ from aftersales.v1 import resources_pb2 as aftersales_dot_v1_dot_resources__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x61\x66tersales/v1/entry.proto\x12\raftersales.v1\x1a\x1d\x61\x66tersales/v1/resources.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"@\n\x17\x43heckEligibilityRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x13\n\x0boperator_id\x18\x02 \x01(\t\"\xda\x03\n\x10\x45ligibilityFacts\x12\x19\n\x11refundable_amount\x18\x01 \x01(\x03\x12\x16\n\x0ewallet_balance\x18\x02 \x01(\x03\x12\x17\n\x0f\x64\x65posit_balance\x18\x03 \x01(\x03\x12\x1d\n\x15\x64\x61ys_since_completion\x18\x04 \x01(\x03\x12\x30\n\x0c\x63ompleted_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x37\n\x13\x61\x66ter_sales_ends_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\x0bshop_status\x18\x07 \x01(\x0e\x32\x19.aftersales.v1.ShopStatus\x12,\n\norder_kind\x18\x08 \x01(\x0e\x32\x18.aftersales.v1.OrderKind\x12\x1a\n\x12marketing_campaign\x18\t \x01(\x08\x12/\n\roperator_role\x18\n \x01(\x0e\x32\x18.aftersales.v1.StaffRole\x12\x15\n\ropen_entry_id\x18\x0b \x01(\t\x12.\n\nchecked_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xa2\x01\n\x18\x43heckEligibilityResponse\x12\x10\n\x08\x65ligible\x18\x01 \x01(\x08\x12,\n\nviolations\x18\x02 \x03(\x0b\x32\x18.aftersales.v1.Violation\x12.\n\x05\x66\x61\x63ts\x18\x03 \x01(\x0b\x32\x1f.aftersales.v1.EligibilityFacts\x12\x16\n\x0epolicy_version\x18\x04 \x01(\t\"[\n\x10OpenEntryRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x13\n\x0boperator_id\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12\x0c\n\x04note\x18\x04 \x01(\t\"#\n\x0fGetEntryRequest\x12\x10\n\x08\x65ntry_id\x18\x01 \x01(\t\"\x88\x01\n\x12ListEntriesRequest\x12\x0f\n\x07shop_id\x18\x01 \x01(\t\x12\x10\n\x08order_id\x18\x02 \x01(\t\x12(\n\x05state\x18\x03 \x01(\x0e\x32\x19.aftersales.v1.EntryState\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\"U\n\x13ListEntriesResponse\x12%\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x14.aftersales.v1.Entry\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"p\n\x16\x41pplyAfterSalesRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x10\n\x08\x62uyer_id\x18\x02 \x01(\t\x12\x0e\n\x06\x61mount\x18\x03 \x01(\x03\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x12\n\nrequest_id\x18\x05 \x01(\t2\xa8\x03\n\x0f\x41\x66terSalesEntry\x12\x63\n\x10\x43heckEligibility\x12&.aftersales.v1.CheckEligibilityRequest\x1a\'.aftersales.v1.CheckEligibilityResponse\x12\x42\n\tOpenEntry\x12\x1f.aftersales.v1.OpenEntryRequest\x1a\x14.aftersales.v1.Entry\x12@\n\x08GetEntry\x12\x1e.aftersales.v1.GetEntryRequest\x1a\x14.aftersales.v1.Entry\x12T\n\x0bListEntries\x12!.aftersales.v1.ListEntriesRequest\x1a\".aftersales.v1.ListEntriesResponse\x12T\n\x0f\x41pplyAfterSales\x12%.aftersales.v1.ApplyAfterSalesRequest\x1a\x1a.aftersales.v1.ApplicationBW\n\x19\x63om.example.aftersales.v1P\x01Z8example.com/aftersales/gen/go/aftersales/v1;aftersalesv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x61\x66tersales/v1/entry.proto\x12\raftersales.v1\x1a\x1d\x61\x66tersales/v1/resources.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"@\n\x17\x43heckEligibilityRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x13\n\x0boperator_id\x18\x02 \x01(\t\"\x8b\x04\n\x10\x45ligibilityFacts\x12\x19\n\x11refundable_amount\x18\x01 \x01(\x03\x12\x1b\n\x0ewallet_balance\x18\x02 \x01(\x03H\x00\x88\x01\x01\x12\x1c\n\x0f\x64\x65posit_balance\x18\x03 \x01(\x03H\x01\x88\x01\x01\x12\x1d\n\x15\x64\x61ys_since_completion\x18\x04 \x01(\x03\x12\x30\n\x0c\x63ompleted_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x37\n\x13\x61\x66ter_sales_ends_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\x0bshop_status\x18\x07 \x01(\x0e\x32\x19.aftersales.v1.ShopStatus\x12,\n\norder_kind\x18\x08 \x01(\x0e\x32\x18.aftersales.v1.OrderKind\x12\x1a\n\x12marketing_campaign\x18\t \x01(\x08\x12/\n\roperator_role\x18\n \x01(\x0e\x32\x18.aftersales.v1.StaffRole\x12\x15\n\ropen_entry_id\x18\x0b \x01(\t\x12.\n\nchecked_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x11\n\x0f_wallet_balanceB\x12\n\x10_deposit_balance\"\xa2\x01\n\x18\x43heckEligibilityResponse\x12\x10\n\x08\x65ligible\x18\x01 \x01(\x08\x12,\n\nviolations\x18\x02 \x03(\x0b\x32\x18.aftersales.v1.Violation\x12.\n\x05\x66\x61\x63ts\x18\x03 \x01(\x0b\x32\x1f.aftersales.v1.EligibilityFacts\x12\x16\n\x0epolicy_version\x18\x04 \x01(\t\"[\n\x10OpenEntryRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x13\n\x0boperator_id\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12\x0c\n\x04note\x18\x04 \x01(\t\"#\n\x0fGetEntryRequest\x12\x10\n\x08\x65ntry_id\x18\x01 \x01(\t\"\x88\x01\n\x12ListEntriesRequest\x12\x0f\n\x07shop_id\x18\x01 \x01(\t\x12\x10\n\x08order_id\x18\x02 \x01(\t\x12(\n\x05state\x18\x03 \x01(\x0e\x32\x19.aftersales.v1.EntryState\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\"U\n\x13ListEntriesResponse\x12%\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x14.aftersales.v1.Entry\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"p\n\x16\x41pplyAfterSalesRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x10\n\x08\x62uyer_id\x18\x02 \x01(\t\x12\x0e\n\x06\x61mount\x18\x03 \x01(\x03\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x12\n\nrequest_id\x18\x05 \x01(\t2\xa8\x03\n\x0f\x41\x66terSalesEntry\x12\x63\n\x10\x43heckEligibility\x12&.aftersales.v1.CheckEligibilityRequest\x1a\'.aftersales.v1.CheckEligibilityResponse\x12\x42\n\tOpenEntry\x12\x1f.aftersales.v1.OpenEntryRequest\x1a\x14.aftersales.v1.Entry\x12@\n\x08GetEntry\x12\x1e.aftersales.v1.GetEntryRequest\x1a\x14.aftersales.v1.Entry\x12T\n\x0bListEntries\x12!.aftersales.v1.ListEntriesRequest\x1a\".aftersales.v1.ListEntriesResponse\x12T\n\x0f\x41pplyAfterSales\x12%.aftersales.v1.ApplyAfterSalesRequest\x1a\x1a.aftersales.v1.ApplicationBW\n\x19\x63om.example.aftersales.v1P\x01Z8example.com/aftersales/gen/go/aftersales/v1;aftersalesv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,19 +37,19 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CHECKELIGIBILITYREQUEST']._serialized_start=108
   _globals['_CHECKELIGIBILITYREQUEST']._serialized_end=172
   _globals['_ELIGIBILITYFACTS']._serialized_start=175
-  _globals['_ELIGIBILITYFACTS']._serialized_end=649
-  _globals['_CHECKELIGIBILITYRESPONSE']._serialized_start=652
-  _globals['_CHECKELIGIBILITYRESPONSE']._serialized_end=814
-  _globals['_OPENENTRYREQUEST']._serialized_start=816
-  _globals['_OPENENTRYREQUEST']._serialized_end=907
-  _globals['_GETENTRYREQUEST']._serialized_start=909
-  _globals['_GETENTRYREQUEST']._serialized_end=944
-  _globals['_LISTENTRIESREQUEST']._serialized_start=947
-  _globals['_LISTENTRIESREQUEST']._serialized_end=1083
-  _globals['_LISTENTRIESRESPONSE']._serialized_start=1085
-  _globals['_LISTENTRIESRESPONSE']._serialized_end=1170
-  _globals['_APPLYAFTERSALESREQUEST']._serialized_start=1172
-  _globals['_APPLYAFTERSALESREQUEST']._serialized_end=1284
-  _globals['_AFTERSALESENTRY']._serialized_start=1287
-  _globals['_AFTERSALESENTRY']._serialized_end=1711
+  _globals['_ELIGIBILITYFACTS']._serialized_end=698
+  _globals['_CHECKELIGIBILITYRESPONSE']._serialized_start=701
+  _globals['_CHECKELIGIBILITYRESPONSE']._serialized_end=863
+  _globals['_OPENENTRYREQUEST']._serialized_start=865
+  _globals['_OPENENTRYREQUEST']._serialized_end=956
+  _globals['_GETENTRYREQUEST']._serialized_start=958
+  _globals['_GETENTRYREQUEST']._serialized_end=993
+  _globals['_LISTENTRIESREQUEST']._serialized_start=996
+  _globals['_LISTENTRIESREQUEST']._serialized_end=1132
+  _globals['_LISTENTRIESRESPONSE']._serialized_start=1134
+  _globals['_LISTENTRIESRESPONSE']._serialized_end=1219
+  _globals['_APPLYAFTERSALESREQUEST']._serialized_start=1221
+  _globals['_APPLYAFTERSALESREQUEST']._serialized_end=1333
+  _globals['_AFTERSALESENTRY']._serialized_start=1336
+  _globals['_AFTERSALESENTRY']._serialized_end=1760
 # @@protoc_insertion_point(module_scope)

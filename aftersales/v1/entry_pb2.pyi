@@ -67,9 +67,11 @@ class EligibilityFacts(_message.Message):
     refundable_amount: _builtins.int
     """The order's maximum refundable amount (paid minus refunded), in fen."""
     wallet_balance: _builtins.int
-    """The shop's Anxin wallet balance, in fen."""
+    """The shop's Anxin wallet balance, in fen; unset for an operator whose role may not open the
+    entry (the balances are shown only to those who may).
+    """
     deposit_balance: _builtins.int
-    """The shop's deposit balance, in fen."""
+    """The shop's deposit balance, in fen; unset as wallet_balance."""
     days_since_completion: _builtins.int
     """Whole days since the trade completed (rounded down); 0 if it has not completed."""
     shop_status: _resources_pb2.ShopStatus.ValueType
@@ -98,8 +100,8 @@ class EligibilityFacts(_message.Message):
         self,
         *,
         refundable_amount: _builtins.int = ...,
-        wallet_balance: _builtins.int = ...,
-        deposit_balance: _builtins.int = ...,
+        wallet_balance: _builtins.int | None = ...,
+        deposit_balance: _builtins.int | None = ...,
         days_since_completion: _builtins.int = ...,
         completed_at: _timestamp_pb2.Timestamp | None = ...,
         after_sales_ends_at: _timestamp_pb2.Timestamp | None = ...,
@@ -110,11 +112,18 @@ class EligibilityFacts(_message.Message):
         open_entry_id: _builtins.str = ...,
         checked_at: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["after_sales_ends_at", b"after_sales_ends_at", "checked_at", b"checked_at", "completed_at", b"completed_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_deposit_balance", b"_deposit_balance", "_wallet_balance", b"_wallet_balance", "after_sales_ends_at", b"after_sales_ends_at", "checked_at", b"checked_at", "completed_at", b"completed_at", "deposit_balance", b"deposit_balance", "wallet_balance", b"wallet_balance"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_sales_ends_at", b"after_sales_ends_at", "checked_at", b"checked_at", "completed_at", b"completed_at", "days_since_completion", b"days_since_completion", "deposit_balance", b"deposit_balance", "marketing_campaign", b"marketing_campaign", "open_entry_id", b"open_entry_id", "operator_role", b"operator_role", "order_kind", b"order_kind", "refundable_amount", b"refundable_amount", "shop_status", b"shop_status", "wallet_balance", b"wallet_balance"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_deposit_balance", b"_deposit_balance", "_wallet_balance", b"_wallet_balance", "after_sales_ends_at", b"after_sales_ends_at", "checked_at", b"checked_at", "completed_at", b"completed_at", "days_since_completion", b"days_since_completion", "deposit_balance", b"deposit_balance", "marketing_campaign", b"marketing_campaign", "open_entry_id", b"open_entry_id", "operator_role", b"operator_role", "order_kind", b"order_kind", "refundable_amount", b"refundable_amount", "shop_status", b"shop_status", "wallet_balance", b"wallet_balance"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__deposit_balance: _TypeAlias = _typing.Literal["deposit_balance"]  # noqa: Y015
+    _WhichOneofArgType__deposit_balance: _TypeAlias = _typing.Literal["_deposit_balance", b"_deposit_balance"]  # noqa: Y015
+    _WhichOneofReturnType__wallet_balance: _TypeAlias = _typing.Literal["wallet_balance"]  # noqa: Y015
+    _WhichOneofArgType__wallet_balance: _TypeAlias = _typing.Literal["_wallet_balance", b"_wallet_balance"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__deposit_balance) -> _WhichOneofReturnType__deposit_balance | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__wallet_balance) -> _WhichOneofReturnType__wallet_balance | None: ...
 
 Global___EligibilityFacts: _TypeAlias = EligibilityFacts  # noqa: Y015
 

@@ -21,6 +21,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from server.domain.errors import NotTheAuthenticatedPerson
+from server.domain.model import AccountKind, AccountRef
 
 DEFAULT_PATH = pathlib.Path(__file__).parent.parent / "access.toml"
 ENV_VAR = "AFTERSALES_ACCESS"
@@ -120,6 +121,30 @@ def parse(
                 raise AccessTableError(f"{source}: {identity!r} is granted unknown {method!r}")
         grants[identity] = frozenset(methods)
     return AccessTable(version, grants, acts_for)
+
+
+@dataclasses.dataclass(frozen=True)
+class Scope:
+    """What a person may see: a staff member their own shop's records, a buyer their own
+    orders'. Anything else answers exactly as if it did not exist (NOT_FOUND), so that nobody
+    can learn which ids exist elsewhere."""
+
+    shop_id: str | None = None  # a staff member's shop
+    buyer_id: str | None = None  # a buyer
+
+    def sees_shop(self, shop_id: str) -> bool:
+        return self.shop_id is not None and self.shop_id == shop_id
+
+    def sees_order(self, shop_id: str, buyer_id: str) -> bool:
+        if self.shop_id is not None:
+            return self.shop_id == shop_id
+        return self.buyer_id is not None and self.buyer_id == buyer_id
+
+    def sees_account(self, ref: AccountRef) -> bool:
+        """A shop's own wallet and deposit; no one's else."""
+        return (
+            ref.kind.has_owner and ref.kind is not AccountKind.CASH and self.sees_shop(ref.owner_id)
+        )
 
 
 def acting_person(caller: Caller | None, kind: PersonKind, named: str) -> str:

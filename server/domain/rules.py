@@ -94,21 +94,14 @@ def operator_belongs_to_shop(operator: Staff, order: Order) -> bool:
     return operator.shop_id == order.shop_id
 
 
-def check_operator_shop(operator: Staff, order: Order) -> tuple[Violation, ...]:
-    """The refusal of an account of another shop, which learns nothing else of the order."""
-    if operator_belongs_to_shop(operator, order):
-        return ()
-    return (
-        Violation(
-            ReasonCode.OPERATOR_NOT_ALLOWED,
-            f"staff account {operator.staff_id} does not belong to the order's shop",
-        ),
-    )
-
-
 def operator_may_open(operator: Staff, policy: Policy) -> bool:
     """Only the main account, an administrator and a customer-service administrator may open."""
     return operator.role in policy.opener_roles
+
+
+def shows_balances(operator: Staff, policy: Policy) -> bool:
+    """The shop's wallet and deposit balances are shown only to those who may open the entry."""
+    return operator_may_open(operator, policy)
 
 
 # --- Opening the entry (打开条件, 同时满足) ----------------------------------------------------
@@ -147,6 +140,7 @@ def check_entry(facts: EligibilityFacts, policy: Policy) -> EligibilityDecision:
             )
 
     # 2. The wallet or the deposit, each on its own, covers the maximum refundable amount.
+    # (The balances are named only to those who may open: shows_balances.)
     refundable = order.refundable_amount
     if facts.wallet_balance < refundable and facts.deposit_balance < refundable:
         violations.append(
@@ -154,7 +148,9 @@ def check_entry(facts: EligibilityFacts, policy: Policy) -> EligibilityDecision:
                 ReasonCode.INSUFFICIENT_GUARANTEE,
                 f"neither the Anxin wallet ({_yuan(facts.wallet_balance)}) nor the deposit "
                 f"({_yuan(facts.deposit_balance)}) covers the refundable amount "
-                f"({_yuan(refundable)})",
+                f"({_yuan(refundable)})"
+                if shows_balances(facts.operator, policy)
+                else "neither the Anxin wallet nor the deposit covers the refundable amount",
             )
         )
 

@@ -13,7 +13,7 @@ import grpc
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from server.domain.access import AccessTable, Caller
+from server.domain.access import AccessTable, Caller, Person
 from server.domain.errors import CallerNotAllowed, NotTheAuthenticatedPerson, Unauthenticated
 from server.grpc.tokens import TokenRefused, TokenVerifier
 
@@ -24,6 +24,12 @@ current_caller: contextvars.ContextVar[Caller | None] = contextvars.ContextVar(
 
 # Open to every caller that passed the handshake: load balancers and grpcurl need them.
 OPEN_SERVICES = ("grpc.health.v1.Health", "grpc.reflection.")
+
+
+def viewer() -> Person | None:
+    """The person the call being served is made for, if its caller acts for one."""
+    caller = current_caller.get()
+    return caller.person if caller is not None else None
 
 
 def identity_of(context: grpc.ServicerContext) -> str | None:

@@ -7,6 +7,7 @@ from typing import Any
 
 from aftersales.v1 import clawback_pb2, clawback_pb2_grpc, resources_pb2
 from server.domain import model
+from server.grpc.callers import viewer
 from server.grpc.common import Fields, Servicer, page_size, present
 from server.grpc.resources import account_ref, balance_pb, clawback_pb, transfer_pb
 
@@ -27,12 +28,17 @@ class ClawbackServicer(clawback_pb2_grpc.ClawbackServicer, Servicer):
         self, request: clawback_pb2.PreviewClawbackRequest, context: Any
     ) -> resources_pb2.RefundClawback:
         order_id, amount, started_at = preview_clawback(request)
-        return clawback_pb(self.service.preview_clawback(order_id, amount, started_at))
+        return clawback_pb(self.service.preview_clawback(order_id, amount, started_at, viewer()))
 
     def GetClawback(
         self, request: clawback_pb2.GetClawbackRequest, context: Any
     ) -> resources_pb2.RefundClawback:
-        return clawback_pb(self.service.get_clawback(**get_clawback(request)))
+        key = get_clawback(request)
+        return clawback_pb(
+            self.service.get_clawback(
+                clawback_id=key.get("clawback_id"), refund_id=key.get("refund_id"), viewer=viewer()
+            )
+        )
 
     def ListClawbacks(
         self, request: clawback_pb2.ListClawbacksRequest, context: Any
@@ -45,6 +51,7 @@ class ClawbackServicer(clawback_pb2_grpc.ClawbackServicer, Servicer):
             end=end,
             page_size=size,
             page_token=request.page_token,
+            viewer=viewer(),
         )
         return clawback_pb2.ListClawbacksResponse(
             clawbacks=[clawback_pb(c) for c in page.items], next_page_token=page.next_page_token
@@ -54,7 +61,7 @@ class ClawbackServicer(clawback_pb2_grpc.ClawbackServicer, Servicer):
         self, request: clawback_pb2.GetBalancesRequest, context: Any
     ) -> clawback_pb2.GetBalancesResponse:
         accounts, owner_id = get_balances(request)
-        balances = self.service.balances(accounts, owner_id)
+        balances = self.service.balances(accounts, owner_id, viewer())
         return clawback_pb2.GetBalancesResponse(
             balances=[balance_pb(ref, amount) for ref, amount in balances.items()]
         )
@@ -63,7 +70,7 @@ class ClawbackServicer(clawback_pb2_grpc.ClawbackServicer, Servicer):
         self, request: clawback_pb2.ListTransfersRequest, context: Any
     ) -> clawback_pb2.ListTransfersResponse:
         account, size = list_transfers(request)
-        page = self.service.list_transfers(account, size, request.page_token)
+        page = self.service.list_transfers(account, size, request.page_token, viewer())
         return clawback_pb2.ListTransfersResponse(
             transfers=[transfer_pb(t) for t in page.items], next_page_token=page.next_page_token
         )

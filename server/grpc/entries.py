@@ -7,7 +7,7 @@ from typing import Any
 from aftersales.v1 import entry_pb2, entry_pb2_grpc, resources_pb2
 from server.domain import model
 from server.domain.access import PersonKind, acting_person
-from server.grpc.callers import current_caller
+from server.grpc.callers import current_caller, viewer
 from server.grpc.common import Fields, Servicer, enum_value, page_size, timestamp
 from server.grpc.resources import application_pb, entry_pb, violation_pb
 from server.service import Eligibility
@@ -32,7 +32,7 @@ class AfterSalesEntryServicer(entry_pb2_grpc.AfterSalesEntryServicer, Servicer):
         )
 
     def GetEntry(self, request: entry_pb2.GetEntryRequest, context: Any) -> resources_pb2.Entry:
-        return entry_pb(self.service.get_entry(get_entry(request)))
+        return entry_pb(self.service.get_entry(get_entry(request), viewer()))
 
     def ListEntries(
         self, request: entry_pb2.ListEntriesRequest, context: Any
@@ -44,6 +44,7 @@ class AfterSalesEntryServicer(entry_pb2_grpc.AfterSalesEntryServicer, Servicer):
             state=state,
             page_size=size,
             page_token=request.page_token,
+            viewer=viewer(),
         )
         return entry_pb2.ListEntriesResponse(
             entries=[entry_pb(e) for e in page.items], next_page_token=page.next_page_token
@@ -137,8 +138,8 @@ def eligibility_pb(eligibility: Eligibility) -> entry_pb2.CheckEligibilityRespon
         violations=[violation_pb(v) for v in decision.violations],
         facts=entry_pb2.EligibilityFacts(
             refundable_amount=order.refundable_amount,
-            wallet_balance=facts.wallet_balance,
-            deposit_balance=facts.deposit_balance,
+            wallet_balance=facts.wallet_balance if eligibility.shows_balances else None,
+            deposit_balance=facts.deposit_balance if eligibility.shows_balances else None,
             days_since_completion=decision.days_since_completion,
             completed_at=timestamp(order.completed_at),
             after_sales_ends_at=timestamp(order.after_sales_ends_at),

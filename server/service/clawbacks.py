@@ -7,6 +7,7 @@ import dataclasses
 from datetime import datetime
 
 from server.domain import rules
+from server.domain.access import Person
 from server.domain.errors import InvalidArgument, NotFound, RulesRefused
 from server.domain.model import (
     EXTERNAL,
@@ -20,7 +21,13 @@ from server.domain.model import (
     Transfer,
     TransferKind,
 )
-from server.service.base import UseCases, deposit_of, order_subject, wallet_of
+from server.service.base import (
+    UseCases,
+    account_subject,
+    deposit_of,
+    order_subject,
+    wallet_of,
+)
 from server.service.paging import Page, PageTokens, micros
 
 
@@ -102,12 +109,19 @@ class ClawbackUseCases(UseCases):
             return clawback
 
     def preview_clawback(
-        self, order_id: str, amount: int, started_at: datetime | None
+        self,
+        order_id: str,
+        amount: int,
+        started_at: datetime | None,
+        viewer: Person | None = None,
     ) -> RefundClawback:
         """What a late refund would recover now, without writing anything."""
         now = self.clock.now()
         with self.unit_of_work(read_only=True) as uow:
             order = uow.facts.order(order_id)
+            scope = self.scope(uow, viewer)
+            if scope is not None and not scope.sees_order(order.shop_id, order.buyer_id):
+                raise NotFound("order", order_id)
             violations = rules.check_refund(order, amount)
             if violations:
                 raise RulesRefused(order_subject(order_id), violations, {"order_id": order_id})
@@ -150,10 +164,19 @@ class ClawbackUseCases(UseCases):
         )
 
     def get_clawback(
-        self, *, clawback_id: str | None = None, refund_id: str | None = None
+        self,
+        *,
+        clawback_id: str | None = None,
+        refund_id: str | None = None,
+        viewer: Person | None = None,
     ) -> RefundClawback:
         with self.unit_of_work(read_only=True) as uow:
-            return uow.clawbacks.clawback(clawback_id=clawback_id, refund_id=refund_id)
+            clawback = uow.clawbacks.clawback(clawback_id=clawback_id, refund_id=refund_id)
+            scope = self.scope(uow, viewer)
+            if scope is not None and not scope.sees_shop(clawback.shop_id):
+                # Word for word what the store says of one that does not exist.
+                raise NotFound("clawback", clawback_id or f"refund {refund_id}")
+            return clawback
 
     def list_clawbacks(
         self,
@@ -164,6 +187,7 @@ class ClawbackUseCases(UseCases):
         end: datetime | None,
         page_size: int,
         page_token: str = "",
+        viewer: Person | None = None,
     ) -> Page[RefundClawback]:
         """A page of the shop's clawbacks, newest first, created in [start, end)."""
         tokens = PageTokens(self.store.page_token_key)
@@ -177,6 +201,9 @@ class ClawbackUseCases(UseCases):
         )
         after = tokens.decode(page_token, filters, (int, str))
         with self.unit_of_work(read_only=True) as uow:
+            scope = self.scope(uow, viewer)
+            if scope is not None and not scope.sees_shop(shop_id):
+                raise NotFound("shop", shop_id)
             found = uow.clawbacks.list_clawbacks(
                 shop_id=shop_id,
                 state=None if state is None else state.value,
@@ -191,22 +218,39 @@ class ClawbackUseCases(UseCases):
             found, page_size, filters, lambda c: (micros(c.created_at), c.clawback_id)
         )
 
-    def balances(self, accounts: list[AccountRef], owner_id: str | None) -> dict[AccountRef, int]:
-        """The named accounts' balances, and with `owner_id` every account of that owner."""
+    def balances(
+        self, accounts: list[AccountRef], owner_id: str | None, viewer: Person | None = None
+    ) -> dict[AccountRef, int]:
+        """The named accounts' balances, and with `owner_id` every account of that owner. A
+        staff member sees only its own shop's wallet and deposit."""
         with self.unit_of_work(read_only=True) as uow:
+            scope = self.scope(uow, viewer)
+            if scope is not None:
+                if owner_id and not scope.sees_shop(owner_id):
+                    raise NotFound("shop", owner_id)
+                for ref in accounts:
+                    if not scope.sees_account(ref):
+                        raise NotFound("account", account_subject(ref))
             refs = list(dict.fromkeys(accounts))
             if owner_id:
                 refs += [r for r in uow.ledger.accounts_of(owner_id) if r not in refs]
             return uow.ledger.balances(refs)
 
     def list_transfers(
-        self, account: AccountRef, page_size: int, page_token: str = ""
+        self,
+        account: AccountRef,
+        page_size: int,
+        page_token: str = "",
+        viewer: Person | None = None,
     ) -> Page[Transfer]:
         """A page of the transfers into or out of the account, newest first."""
         tokens = PageTokens(self.store.page_token_key)
         filters = f"{account.kind.value}|{account.owner_id}"
         after = tokens.decode(page_token, filters, (int,))
         with self.unit_of_work(read_only=True) as uow:
+            scope = self.scope(uow, viewer)
+            if scope is not None and not scope.sees_account(account):
+                raise NotFound("account", account_subject(account))
             found = uow.ledger.list_transfers(
                 account, int(after[0]) if after else None, page_size + 1
             )

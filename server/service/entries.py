@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 from server.domain import rules
+from server.domain.access import Person
 from server.domain.errors import NotFound, PermissionDenied, RulesRefused
 from server.domain.model import (
     Application,
@@ -26,22 +27,21 @@ class Eligibility:
     decision: EligibilityDecision
     facts: EligibilityFacts
     policy_version: str
+    # Whether the facts' wallet and deposit balances may be shown to the operator.
+    shows_balances: bool
 
 
 class EntryUseCases(UseCases):
     def check_eligibility(self, order_id: str, operator_id: str) -> Eligibility:
+        """The decision OpenEntry would make now. An account of another shop gets NOT_FOUND, as
+        for an order that does not exist: it learns nothing of other shops' orders."""
         with self.unit_of_work(read_only=True) as uow:
             return self._eligibility(uow, order_id, operator_id)
 
     def _eligibility(self, uow: UnitOfWork, order_id: str, operator_id: str) -> Eligibility:
         operator, row = uow.facts.eligibility(order_id, operator_id)
-        other_shop = rules.check_operator_shop(operator, row.order)
-        if other_shop:
-            raise PermissionDenied(
-                order_subject(order_id),
-                other_shop,
-                {"order_id": order_id, "operator_id": operator_id},
-            )
+        if not rules.operator_belongs_to_shop(operator, row.order):
+            raise NotFound("order", order_id)
         facts = EligibilityFacts(
             now=self.clock.now(),
             order=row.order,
@@ -51,7 +51,12 @@ class EntryUseCases(UseCases):
             deposit_balance=row.deposit_balance,
             stored_open_entry=row.stored_open_entry,
         )
-        return Eligibility(rules.check_entry(facts, self.policy), facts, self.policy.version)
+        return Eligibility(
+            rules.check_entry(facts, self.policy),
+            facts,
+            self.policy.version,
+            rules.shows_balances(operator, self.policy),
+        )
 
     def open_entry(self, order_id: str, operator_id: str, note: str) -> Entry:
         with self.unit_of_work() as uow:
@@ -73,9 +78,17 @@ class EntryUseCases(UseCases):
                 raise _refusal(order_id, decision) from None
             return entry
 
-    def get_entry(self, entry_id: str) -> Entry:
+    def get_entry(self, entry_id: str, viewer: Person | None = None) -> Entry:
+        """One entry; a viewer sees only entries of its shop's (staff) or its own (buyer)
+        orders, and any other answers as if it did not exist."""
         with self.unit_of_work(read_only=True) as uow:
-            return rules.entry_as_seen(uow.entries.entry(entry_id), self.clock.now())
+            entry = uow.entries.entry(entry_id)
+            scope = self.scope(uow, viewer)
+            if scope is not None:
+                order = uow.facts.order(entry.order_id)
+                if not scope.sees_order(order.shop_id, order.buyer_id):
+                    raise NotFound("entry", entry_id)
+            return rules.entry_as_seen(entry, self.clock.now())
 
     def list_entries(
         self,
@@ -85,13 +98,26 @@ class EntryUseCases(UseCases):
         state: EntryState | None,
         page_size: int,
         page_token: str = "",
+        viewer: Person | None = None,
     ) -> Page[Entry]:
-        """A page of entries, newest first."""
+        """A page of entries, newest first. A viewer lists only its own shop's (staff) or its own
+        orders' (buyer) entries; another shop or order answers as if it did not exist."""
         tokens = PageTokens(self.store.page_token_key)
         filters = f"{shop_id or ''}|{order_id or ''}|{state.value if state else ''}"
         after = tokens.decode(page_token, filters, (int, str))
         now = self.clock.now()
         with self.unit_of_work(read_only=True) as uow:
+            scope = self.scope(uow, viewer)
+            if scope is not None:
+                if shop_id and not scope.sees_shop(shop_id):
+                    raise NotFound("shop", shop_id)
+                order = uow.facts.order_or_none(order_id) if order_id else None
+                if order_id and (
+                    order is None or not scope.sees_order(order.shop_id, order.buyer_id)
+                ):
+                    raise NotFound("order", order_id)
+                if not order_id and scope.shop_id is None:
+                    raise NotFound("shop", shop_id or "")
             entries = uow.entries.list_entries(
                 shop_id=shop_id,
                 order_id=order_id,

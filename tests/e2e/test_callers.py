@@ -423,3 +423,158 @@ def test_the_same_call_with_a_valid_token_opens_the_entry(secured):
 
     assert error is None
     assert [e.operator_id for e in entries_of(secured, "order-eligible")] == ["staff-owner"]
+
+
+# --- Nothing of another shop shows, not even that it exists --------------------------------------
+
+
+def as_service(secured: Secured, name: str) -> Client:
+    cert = secured.clients[f"spiffe://platform/{name}"]
+    return Client(
+        secured.address,
+        root_certificates=secured.ca,
+        certificate_chain=cert.cert,
+        private_key=cert.key,
+        token=secured.token_for(f"spiffe://platform/{name}"),
+    )
+
+
+@pytest.fixture(scope="module")
+def other_shop(secured):
+    """A second shop with an open entry and a recorded refund, fed by the systems that own them;
+    the demo's staff-owner (shop-sunny) must see none of it."""
+    from datetime import UTC, datetime, timedelta
+
+    from aftersales.v1 import resources_pb2 as pb
+    from client.client import timestamp
+
+    now = datetime.now(UTC)
+    with as_service(secured, "shop-system") as shops:
+        shops.put_shop(pb.Shop(shop_id="shop-other", name="Other", status=pb.SHOP_STATUS_NORMAL))
+        shops.put_staff(
+            pb.Staff(staff_id="other-owner", shop_id="shop-other", role=pb.STAFF_ROLE_OWNER)
+        )
+    with as_service(secured, "order-system") as orders:
+        orders.put_order(
+            pb.Order(
+                order_id="order-other",
+                shop_id="shop-other",
+                buyer_id="buyer-other",
+                kind=pb.ORDER_KIND_ORDINARY,
+                category_id="furniture",
+                paid_amount=10_000,
+                created_at=timestamp(now - timedelta(days=40)),
+                completed_at=timestamp(now - timedelta(days=30)),
+                after_sales_ends_at=timestamp(now - timedelta(days=23)),
+            )
+        )
+    wallet = pb.AccountRef(kind=pb.ACCOUNT_KIND_ANXIN_WALLET, owner_id="shop-other")
+    with as_service(secured, "wallet-system") as wallets:
+        wallets.post_funds(wallet, 50_000)
+    cert = secured.clients[BACKOFFICE]
+    with Client(
+        secured.address,
+        root_certificates=secured.ca,
+        certificate_chain=cert.cert,
+        private_key=cert.key,
+        token=secured.login.mint("other-owner", "staff"),
+    ) as backoffice:
+        entry = backoffice.open_entry("order-other", "")
+    with as_service(secured, "refund-system") as refunds:
+        clawback = refunds.record_refund(
+            "refund-other", "order-other", 1_000, started_at=now, paid_at=now
+        )
+    return {"entry_id": entry.entry_id, "clawback_id": clawback.clawback_id}
+
+
+# Each read or write, with an id of the other shop and with an id nobody has.
+ACROSS = [
+    (CHECK, {"order_id": "{order}"}),
+    (OPEN, {"order_id": "{order}", "request_id": "across-open-{order}"}),
+    ("aftersales.v1.AfterSalesEntry/GetEntry", {"entry_id": "{entry}"}),
+    ("aftersales.v1.AfterSalesEntry/ListEntries", {"shop_id": "{shop}"}),
+    ("aftersales.v1.AfterSalesEntry/ListEntries", {"order_id": "{order}"}),
+    ("aftersales.v1.Clawback/PreviewClawback", {"order_id": "{order}", "amount": 100}),
+    ("aftersales.v1.Clawback/GetClawback", {"clawback_id": "{clawback}"}),
+    ("aftersales.v1.Clawback/ListClawbacks", {"shop_id": "{shop}"}),
+    ("aftersales.v1.Clawback/GetBalances", {"owner_id": "{shop}"}),
+    ("aftersales.v1.Clawback/GetBalances", {"accounts": "{wallet}"}),
+    ("aftersales.v1.Clawback/ListTransfers", {"account": "{wallet}"}),
+]
+
+
+def _fields(template: dict, ids: dict) -> dict:
+    from aftersales.v1 import resources_pb2 as pb
+
+    fields = {}
+    for name, value in template.items():
+        if value == "{wallet}":
+            ref = pb.AccountRef(kind=pb.ACCOUNT_KIND_ANXIN_WALLET, owner_id=ids["shop"])
+            fields[name] = [ref] if name == "accounts" else ref
+        elif isinstance(value, str):
+            fields[name] = value.format(**ids)
+        else:
+            fields[name] = value
+    return fields
+
+
+@pytest.mark.parametrize(("method", "template"), ACROSS, ids=[f"{m}-{t}" for m, t in ACROSS])
+def test_another_shop_s_records_answer_exactly_as_ids_nobody_has(
+    secured, other_shop, method, template
+):
+    theirs = {"order": "order-other", "shop": "shop-other", **other_shop}
+    nobody = {
+        "order": "order-nobody",
+        "shop": "shop-nobody",
+        "entry_id": "entry-nobody",
+        "clawback_id": "clawback-nobody",
+    }
+    token = secured.login.mint("staff-owner", "staff")  # shop-sunny's main account
+    answers = []
+    for ids in (theirs, nobody):
+        ids = {**ids, "entry": ids["entry_id"], "clawback": ids["clawback_id"]}
+        with channel(secured, BACKOFFICE) as ch:
+            answers.append(call(ch, method, token, **_fields(template, ids)))
+
+    seen, unseen = answers
+    assert seen is not None and unseen is not None
+    assert seen.code() is grpc.StatusCode.NOT_FOUND, seen.details()
+    assert unseen.code() is seen.code()
+
+    def shape(text: str) -> str:
+        for value in [*theirs.values(), *nobody.values()]:
+            text = text.replace(str(value), "<id>")
+        return text
+
+    assert shape(seen.details()) == shape(unseen.details())
+
+
+def test_a_buyer_sees_only_its_own_orders_entries(secured, other_shop):
+    with channel(secured, BUYER_APP) as ch:
+        theirs = call(
+            ch,
+            "aftersales.v1.AfterSalesEntry/GetEntry",
+            secured.login.mint("buyer-eligible", "buyer"),
+            entry_id=other_shop["entry_id"],
+        )
+        own = call(
+            ch,
+            "aftersales.v1.AfterSalesEntry/GetEntry",
+            secured.login.mint("buyer-other", "buyer"),
+            entry_id=other_shop["entry_id"],
+        )
+
+    assert theirs.code() is grpc.StatusCode.NOT_FOUND
+    assert own is None
+
+
+def test_a_staff_member_sees_its_own_shop(secured, other_shop):
+    with channel(secured, BACKOFFICE) as ch:
+        error = call(
+            ch,
+            "aftersales.v1.Clawback/GetClawback",
+            secured.login.mint("other-owner", "staff"),
+            clawback_id=other_shop["clawback_id"],
+        )
+
+    assert error is None

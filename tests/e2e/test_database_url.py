@@ -1,5 +1,6 @@
 """`python -m server` on a PostgreSQL that wants a password, given in a file and not in the URL;
-the URL's libpq parameters reach the connections, and the password never reaches the logs."""
+the URL's libpq parameters reach the connections (TLS verified against the database's CA, the
+application name), and the password never reaches the logs."""
 
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ def test_a_server_logs_in_with_a_password_file_and_keeps_the_url_s_parameters(
     password_file.write_text(PASSWORD + "\n", encoding="utf-8")
     url = (
         f"postgresql://{PASSWORD_ROLE}@127.0.0.1:{postgres_server.port}/with_password"
-        "?application_name=aftersales-e2e"
+        f"?application_name=aftersales-e2e&sslmode=verify-full&sslrootcert={postgres_server.ca_file}"
     )
     address = f"127.0.0.1:{free_port()}"
     env = {**_environment(), "DATABASE_URL": url, "DATABASE_PASSWORD_FILE": str(password_file)}
@@ -47,11 +48,12 @@ def test_a_server_logs_in_with_a_password_file_and_keeps_the_url_s_parameters(
             check = client.check_eligibility("order-eligible", "staff-owner")
         assert check.eligible
         with psycopg.connect(postgres_server.url("postgres")) as admin:
-            names = admin.execute(
-                "SELECT DISTINCT application_name FROM pg_stat_activity WHERE usename = %s",
+            connections = admin.execute(
+                "SELECT DISTINCT a.application_name, s.ssl FROM pg_stat_activity a "
+                "JOIN pg_stat_ssl s ON s.pid = a.pid WHERE a.usename = %s",
                 (PASSWORD_ROLE,),
             ).fetchall()
-        assert names == [("aftersales-e2e",)]
+        assert connections == [("aftersales-e2e", True)]
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=15)

@@ -195,24 +195,28 @@ def test_staff_orders_and_funds_of_an_unknown_shop_are_not_found(client, clock):
 # --- PERMISSION_DENIED --------------------------------------------------------------------------
 
 
-def test_another_shops_main_account_is_denied_and_learns_nothing_about_the_order(client, seed):
-    # An order that fails several rules: none of them may show to an outsider.
+def test_another_shops_main_account_learns_nothing_not_even_that_the_order_exists(client, seed):
+    # An order that fails several rules: none of them may show to an outsider, and the answer is
+    # the very one for an order id that does not exist.
     shop_id = seed.shop("shop-secret", status=pb.SHOP_STATUS_SUSPENDED)
     order = seed.order("order-secret", shop_id, completed_days_ago=200)
     outsider = seed.case("outsider").owner_id
 
-    with pytest.raises(PermissionDenied) as check_refused:
-        client.check_eligibility(order.order_id, outsider)
-    with pytest.raises(PermissionDenied) as open_refused:
-        client.open_entry(order.order_id, outsider)
+    def refusals(order_id: str) -> list[NotFound]:
+        found = []
+        for call in (client.check_eligibility, client.open_entry):
+            with pytest.raises(NotFound) as refused:
+                call(order_id, outsider)
+            found.append(refused.value)
+        return found
 
-    for refused in (check_refused.value, open_refused.value):
-        assert refused.reason == "OPERATOR_NOT_ALLOWED"
-        assert refused.reasons == ["OPERATOR_NOT_ALLOWED"]
-        assert [v.type for v in refused.violations] in ([], ["OPERATOR_NOT_ALLOWED"])
-        assert error_info(refused).domain == "aftersales"
-        for secret in ("200", "suspended", "SHOP_NOT_OPERATING", "COMPLETION_WINDOW"):
-            assert secret not in refused.message
+    secret, unknown = refusals(order.order_id), refusals("order-nobody-has")
+    for refused, nothing in zip(secret, unknown, strict=True):
+        assert refused.code == nothing.code
+        assert refused.message == nothing.message.replace("order-nobody-has", "order-secret")
+        assert refused.resource == ("order", "order-secret")
+        for leak in ("200", "suspended", "SHOP_NOT_OPERATING", "COMPLETION_WINDOW", "OPERATOR"):
+            assert leak not in refused.message
     assert entries_of(client, order.order_id) == []
 
 
@@ -442,3 +446,16 @@ def test_a_withdrawal_of_exactly_the_balance_empties_the_account(client, seed):
     assert response.balance.balance == 0
     assert response.transfer.amount == 12_345
     assert response.transfer.kind == pb.TRANSFER_KIND_FUNDS_OUT
+
+
+def test_check_eligibility_shows_the_balances_only_to_roles_that_may_open(client, seed):
+    case = seed.case("balances-shown")
+    agent = seed.staff("agent-balances", case.shop_id, pb.STAFF_ROLE_CS_AGENT)
+
+    owner_sees = client.check_eligibility(case.order_id, case.owner_id).facts
+    agent_sees = client.check_eligibility(case.order_id, agent).facts
+
+    assert owner_sees.HasField("wallet_balance") and owner_sees.wallet_balance > 0
+    assert owner_sees.HasField("deposit_balance")
+    assert not agent_sees.HasField("wallet_balance")
+    assert not agent_sees.HasField("deposit_balance")

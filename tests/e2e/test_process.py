@@ -20,7 +20,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from aftersales.v1 import resources_pb2 as pb
-from client import AlreadyExists, Client, NotFound, PermissionDenied
+from client import AlreadyExists, Client, NotFound
 from tests.pg import free_port
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -180,11 +180,11 @@ def test_each_demo_order_gives_its_reason_code(client):
     assert found == DEMO
 
 
-def test_a_demo_order_of_another_shop_is_permission_denied(client):
-    with pytest.raises(PermissionDenied) as refused:
+def test_a_demo_order_of_another_shop_is_not_found_for_the_operator(client):
+    with pytest.raises(NotFound) as refused:
         client.check_eligibility("order-pine", "staff-owner")
 
-    assert refused.value.reasons == ["OPERATOR_NOT_ALLOWED"]
+    assert refused.value.resource == ("order", "order-pine")
 
 
 def test_an_entry_under_a_two_second_window_expires_by_itself_and_may_be_reopened(client):

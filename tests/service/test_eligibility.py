@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import pytest
 
-from server.domain.errors import NotFound, PermissionDenied
+from server.domain.errors import NotFound
 from server.domain.model import (
     Order,
     OrderKind,
@@ -115,16 +115,18 @@ def test_a_marketing_campaign_order_may_be_opened_under_the_shipped_policy(servi
     assert service.check_eligibility("order-1", owner_id).decision.eligible
 
 
-def test_an_operator_of_another_shop_is_permission_denied_and_learns_nothing_else(service):
+def test_an_operator_of_another_shop_is_told_the_order_does_not_exist(service):
     setup = an_eligible_setup(service)
     a_normal_shop(service, "shop-2")
     stranger = an_owner(service, "shop-2")
 
-    with pytest.raises(PermissionDenied) as denied:
+    with pytest.raises(NotFound) as denied:
         service.check_eligibility(setup.order_id, stranger)
+    with pytest.raises(NotFound) as unknown:
+        service.check_eligibility("no-such-order", stranger)
 
-    assert denied.value.codes == (ReasonCode.OPERATOR_NOT_ALLOWED,)
-    assert denied.value.metadata == {"order_id": setup.order_id, "operator_id": stranger}
+    assert (denied.value.resource_type, denied.value.name) == ("order", setup.order_id)
+    assert str(denied.value) == str(unknown.value).replace("no-such-order", setup.order_id)
 
 
 def test_an_unknown_operator_is_named_before_an_unknown_order(service):
@@ -152,3 +154,33 @@ def test_the_wallet_balance_read_is_the_shop_s_own(service):
     assert service.check_eligibility(setup.order_id, setup.owner_id).facts.wallet_balance == (
         1_000_000
     )
+
+
+def test_the_balances_are_shown_only_to_those_who_may_open(service):
+    setup = an_eligible_setup(service, order_id="order-big")
+    service.put_staff(Staff("agent-1", setup.shop_id, StaffRole.CS_AGENT, "Agent"))
+    fund(service, deposit_of(setup.shop_id), 1_234)
+    service.put_order(
+        Order(
+            order_id="order-big",
+            shop_id=setup.shop_id,
+            buyer_id="buyer-1",
+            kind=OrderKind.ORDINARY,
+            marketing_campaign=False,
+            category_id="appliances",
+            paid_amount=5_000_000,  # more than the wallet (1,000,000) and the deposit hold
+            created_at=service.now() - timedelta(days=33),
+            completed_at=service.now() - timedelta(days=30),
+            after_sales_ends_at=service.now() - timedelta(days=15),
+        )
+    )
+
+    owner = service.check_eligibility("order-big", setup.owner_id)
+    agent = service.check_eligibility("order-big", "agent-1")
+
+    assert owner.shows_balances and not agent.shows_balances
+    short = ReasonCode.INSUFFICIENT_GUARANTEE
+    (owner_says,) = [v.description for v in owner.decision.violations if v.code is short]
+    (agent_hears,) = [v.description for v in agent.decision.violations if v.code is short]
+    assert "10000.00" in owner_says and "12.34" in owner_says
+    assert not any(figure in agent_hears for figure in ("10000.00", "12.34", "50000.00"))

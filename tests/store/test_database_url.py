@@ -5,10 +5,14 @@ from __future__ import annotations
 import peewee as pw
 import pytest
 
+from server.certs import Authority
 from server.store import open_database
 from tests.pg import PASSWORD, PASSWORD_ROLE
 
 pytestmark = pytest.mark.postgres
+
+# Whether this connection is encrypted, as the server sees it.
+TLS_IN_USE = "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()"
 
 
 def one(database: pw.Database, sql: str) -> str:
@@ -27,12 +31,22 @@ def test_the_url_s_parameters_reach_the_connection(postgres_server):
     )
 
 
-def test_sslmode_from_the_url_is_honoured_not_dropped(postgres_server):
-    # The test server has no TLS: a URL that demands it must not connect in plaintext.
-    database = open_database(postgres_server.url("postgres") + "?sslmode=require")
+def test_a_tls_connection_the_url_asks_for_is_one(postgres_server):
+    url = (
+        postgres_server.url("postgres")
+        + f"?sslmode=verify-full&sslrootcert={postgres_server.ca_file}"
+    )
 
-    with pytest.raises(pw.OperationalError, match="SSL"):
-        database.connect()
+    assert one(open_database(url), TLS_IN_USE) == "True"
+
+
+def test_a_server_certificate_from_another_ca_is_refused(postgres_server, tmp_path):
+    stranger = tmp_path / "other-ca.pem"
+    stranger.write_bytes(Authority("another CA").cert_pem)
+    url = postgres_server.url("postgres") + f"?sslmode=verify-full&sslrootcert={stranger}"
+
+    with pytest.raises(pw.OperationalError, match="certificate verify failed"):
+        open_database(url).connect()
 
 
 def test_a_password_given_apart_from_the_url_logs_in(postgres_server):
