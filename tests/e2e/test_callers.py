@@ -6,12 +6,14 @@ A real `python -m server` with --tls-client-ca, certificates made by server.cert
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import pathlib
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 
 import grpc
 import pytest
@@ -54,11 +56,10 @@ def a_cert_folder(folder: pathlib.Path, ca: Authority) -> tuple[pathlib.Path, pa
     return folder / "ca.pem", folder / "server"
 
 
-@pytest.fixture(scope="module")
-def secured(tmp_path_factory):
-    """A server requiring client certificates from its CA, with the demo data; a client
-    certificate for each identity of the shipped access table, and a few odd ones."""
-    folder = tmp_path_factory.mktemp("secured")
+@contextlib.contextmanager
+def a_secured_server(folder: pathlib.Path, database_url: str) -> Iterator[Secured]:
+    """A server requiring client certificates from its CA, on `database_url` with the demo data;
+    a client certificate for each identity of the shipped access table, and a few odd ones."""
     ca = Authority()
     ca_pem, server_cert = a_cert_folder(folder, ca)
     clients = {identity: ca.client(identity) for identity in TABLE.grants}
@@ -78,7 +79,7 @@ def secured(tmp_path_factory):
     command = [
         sys.executable, "-m", "server",
         "--address", address,
-        "--database", f"sqlite:///{folder / 'aftersales.db'}",
+        "--database", database_url,
         "--tls-cert", f"{server_cert}.pem",
         "--tls-key", f"{server_cert}.key",
         "--tls-client-ca", str(ca_pem),
@@ -98,6 +99,13 @@ def secured(tmp_path_factory):
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=15)
+
+
+@pytest.fixture(scope="module")
+def secured(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("secured")
+    with a_secured_server(folder, f"sqlite:///{folder / 'aftersales.db'}") as running:
+        yield running
 
 
 def channel(server: Secured, identity: str | None, ca: bytes | None = None) -> grpc.Channel:
