@@ -22,9 +22,11 @@ from types import TracebackType
 from server.domain.errors import NotFound
 from server.domain.model import (
     EXTERNAL,
+    NOBODY,
     PLATFORM_COMMISSION,
     AccountKind,
     AccountRef,
+    Actor,
     Application,
     ApplicationState,
     AppliedThrough,
@@ -278,6 +280,7 @@ class FakeLedger:
         now: datetime,
         guard_from: bool,
         memo: str = "",
+        recorded_by: Actor = NOBODY,
     ) -> Transfer:
         if amount <= 0:
             raise ValueError("a transfer moves a positive amount")
@@ -300,6 +303,7 @@ class FakeLedger:
             reference,
             now,
             memo,
+            recorded_by,
         )
         self._s.transfers.append(transfer)
         return transfer

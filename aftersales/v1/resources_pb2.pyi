@@ -505,6 +505,33 @@ APPLICATION_STATE_REFUNDED: ApplicationState.ValueType  # 2
 Global___ApplicationState: _TypeAlias = ApplicationState  # noqa: Y015
 
 @_typing.final
+class Actor(_message.Message):
+    """Who made a change: the identity the calling service's certificate proves, and the person it
+    acted for ("staff:<id>" or "buyer:<id>", the subject of the person's token). Empty where the
+    server authenticates nobody (a development server without client certificates).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SERVICE_FIELD_NUMBER: _builtins.int
+    PERSON_FIELD_NUMBER: _builtins.int
+    service: _builtins.str
+    person: _builtins.str
+    def __init__(
+        self,
+        *,
+        service: _builtins.str = ...,
+        person: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["person", b"person", "service", b"service"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Actor: _TypeAlias = Actor  # noqa: Y015
+
+@_typing.final
 class Violation(_message.Message):
     """One unmet rule."""
 
@@ -541,6 +568,7 @@ class Shop(_message.Message):
     STATUS_FIELD_NUMBER: _builtins.int
     WALLET_OPENED_AT_FIELD_NUMBER: _builtins.int
     VERSION_FIELD_NUMBER: _builtins.int
+    RECORDED_BY_FIELD_NUMBER: _builtins.int
     shop_id: _builtins.str
     """The shop's id. Required."""
     name: _builtins.str
@@ -557,6 +585,10 @@ class Shop(_message.Message):
     def wallet_opened_at(self) -> _timestamp_pb2.Timestamp:
         """When the shop opened its Anxin wallet; unset if it has none."""
 
+    @_builtins.property
+    def recorded_by(self) -> Global___Actor:
+        """Who recorded it (output only): the calling service and the person it acted for."""
+
     def __init__(
         self,
         *,
@@ -565,10 +597,11 @@ class Shop(_message.Message):
         status: Global___ShopStatus.ValueType = ...,
         wallet_opened_at: _timestamp_pb2.Timestamp | None = ...,
         version: _builtins.int = ...,
+        recorded_by: Global___Actor | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["wallet_opened_at", b"wallet_opened_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["recorded_by", b"recorded_by", "wallet_opened_at", b"wallet_opened_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "shop_id", b"shop_id", "status", b"status", "version", b"version", "wallet_opened_at", b"wallet_opened_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "recorded_by", b"recorded_by", "shop_id", b"shop_id", "status", b"status", "version", b"version", "wallet_opened_at", b"wallet_opened_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -585,6 +618,7 @@ class Staff(_message.Message):
     ROLE_FIELD_NUMBER: _builtins.int
     NAME_FIELD_NUMBER: _builtins.int
     VERSION_FIELD_NUMBER: _builtins.int
+    RECORDED_BY_FIELD_NUMBER: _builtins.int
     staff_id: _builtins.str
     """The account's id (the operator id of other requests). Required."""
     shop_id: _builtins.str
@@ -599,6 +633,10 @@ class Staff(_message.Message):
     late or replayed message) changes nothing and returns the stored record. 0: unversioned,
     always applied.
     """
+    @_builtins.property
+    def recorded_by(self) -> Global___Actor:
+        """Who recorded it (output only): the calling service and the person it acted for."""
+
     def __init__(
         self,
         *,
@@ -607,10 +645,11 @@ class Staff(_message.Message):
         role: Global___StaffRole.ValueType = ...,
         name: _builtins.str = ...,
         version: _builtins.int = ...,
+        recorded_by: Global___Actor | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["recorded_by", b"recorded_by"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "role", b"role", "shop_id", b"shop_id", "staff_id", b"staff_id", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "recorded_by", b"recorded_by", "role", b"role", "shop_id", b"shop_id", "staff_id", b"staff_id", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -667,6 +706,7 @@ class Order(_message.Message):
     AFTER_SALES_ENDS_AT_FIELD_NUMBER: _builtins.int
     COMMISSION_LINES_FIELD_NUMBER: _builtins.int
     VERSION_FIELD_NUMBER: _builtins.int
+    RECORDED_BY_FIELD_NUMBER: _builtins.int
     order_id: _builtins.str
     """The order's id. Required."""
     shop_id: _builtins.str
@@ -713,6 +753,10 @@ class Order(_message.Message):
     def commission_lines(self) -> _containers.RepeatedCompositeFieldContainer[Global___CommissionLine]:
         """The commissions paid out of the order. Their sum may not exceed paid_amount."""
 
+    @_builtins.property
+    def recorded_by(self) -> Global___Actor:
+        """Who recorded it (output only): the calling service and the person it acted for."""
+
     def __init__(
         self,
         *,
@@ -731,10 +775,11 @@ class Order(_message.Message):
         after_sales_ends_at: _timestamp_pb2.Timestamp | None = ...,
         commission_lines: _abc.Iterable[Global___CommissionLine] | None = ...,
         version: _builtins.int = ...,
+        recorded_by: Global___Actor | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["after_sales_ends_at", b"after_sales_ends_at", "completed_at", b"completed_at", "created_at", b"created_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["after_sales_ends_at", b"after_sales_ends_at", "completed_at", b"completed_at", "created_at", b"created_at", "recorded_by", b"recorded_by"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_sales_ends_at", b"after_sales_ends_at", "buyer_id", b"buyer_id", "category_id", b"category_id", "commission_lines", b"commission_lines", "completed_at", b"completed_at", "created_at", b"created_at", "kind", b"kind", "marketing_campaign", b"marketing_campaign", "order_id", b"order_id", "paid_amount", b"paid_amount", "prior_refunded_amount", b"prior_refunded_amount", "refundable_amount", b"refundable_amount", "refunded_amount", b"refunded_amount", "shop_id", b"shop_id", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_sales_ends_at", b"after_sales_ends_at", "buyer_id", b"buyer_id", "category_id", b"category_id", "commission_lines", b"commission_lines", "completed_at", b"completed_at", "created_at", b"created_at", "kind", b"kind", "marketing_campaign", b"marketing_campaign", "order_id", b"order_id", "paid_amount", b"paid_amount", "prior_refunded_amount", b"prior_refunded_amount", "recorded_by", b"recorded_by", "refundable_amount", b"refundable_amount", "refunded_amount", b"refunded_amount", "shop_id", b"shop_id", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -758,6 +803,7 @@ class Entry(_message.Message):
     USED_AT_FIELD_NUMBER: _builtins.int
     APPLICATION_ID_FIELD_NUMBER: _builtins.int
     CLOSED_AT_FIELD_NUMBER: _builtins.int
+    RECORDED_BY_FIELD_NUMBER: _builtins.int
     entry_id: _builtins.str
     """The entry's id, minted by this service."""
     order_id: _builtins.str
@@ -790,6 +836,10 @@ class Entry(_message.Message):
     def closed_at(self) -> _timestamp_pb2.Timestamp:
         """When it ended: used_at for USED, expires_at for EXPIRED; unset while OPEN."""
 
+    @_builtins.property
+    def recorded_by(self) -> Global___Actor:
+        """Who recorded it (output only): the calling service and the person it acted for."""
+
     def __init__(
         self,
         *,
@@ -805,10 +855,11 @@ class Entry(_message.Message):
         used_at: _timestamp_pb2.Timestamp | None = ...,
         application_id: _builtins.str = ...,
         closed_at: _timestamp_pb2.Timestamp | None = ...,
+        recorded_by: Global___Actor | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["closed_at", b"closed_at", "expires_at", b"expires_at", "opened_at", b"opened_at", "used_at", b"used_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["closed_at", b"closed_at", "expires_at", b"expires_at", "opened_at", b"opened_at", "recorded_by", b"recorded_by", "used_at", b"used_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["application_id", b"application_id", "closed_at", b"closed_at", "entry_id", b"entry_id", "expires_at", b"expires_at", "note", b"note", "opened_at", b"opened_at", "operator_id", b"operator_id", "order_id", b"order_id", "policy_version", b"policy_version", "shop_id", b"shop_id", "state", b"state", "used_at", b"used_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["application_id", b"application_id", "closed_at", b"closed_at", "entry_id", b"entry_id", "expires_at", b"expires_at", "note", b"note", "opened_at", b"opened_at", "operator_id", b"operator_id", "order_id", b"order_id", "policy_version", b"policy_version", "recorded_by", b"recorded_by", "shop_id", b"shop_id", "state", b"state", "used_at", b"used_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -828,6 +879,7 @@ class Application(_message.Message):
     REASON_FIELD_NUMBER: _builtins.int
     STATE_FIELD_NUMBER: _builtins.int
     FILED_AT_FIELD_NUMBER: _builtins.int
+    RECORDED_BY_FIELD_NUMBER: _builtins.int
     application_id: _builtins.str
     """The application's id, minted by this service; the after-sales system quotes it back when
     it reports the refund.
@@ -848,6 +900,10 @@ class Application(_message.Message):
     def filed_at(self) -> _timestamp_pb2.Timestamp:
         """When it was filed."""
 
+    @_builtins.property
+    def recorded_by(self) -> Global___Actor:
+        """Who recorded it (output only): the calling service and the person it acted for."""
+
     def __init__(
         self,
         *,
@@ -859,10 +915,11 @@ class Application(_message.Message):
         reason: _builtins.str = ...,
         state: Global___ApplicationState.ValueType = ...,
         filed_at: _timestamp_pb2.Timestamp | None = ...,
+        recorded_by: Global___Actor | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["filed_at", b"filed_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["filed_at", b"filed_at", "recorded_by", b"recorded_by"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "application_id", b"application_id", "buyer_id", b"buyer_id", "entry_id", b"entry_id", "filed_at", b"filed_at", "order_id", b"order_id", "reason", b"reason", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "application_id", b"application_id", "buyer_id", b"buyer_id", "entry_id", b"entry_id", "filed_at", b"filed_at", "order_id", b"order_id", "reason", b"reason", "recorded_by", b"recorded_by", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -938,6 +995,7 @@ class Transfer(_message.Message):
     REFERENCE_FIELD_NUMBER: _builtins.int
     POSTED_AT_FIELD_NUMBER: _builtins.int
     MEMO_FIELD_NUMBER: _builtins.int
+    RECORDED_BY_FIELD_NUMBER: _builtins.int
     transfer_id: _builtins.str
     """The transfer's id."""
     amount: _builtins.int
@@ -962,6 +1020,10 @@ class Transfer(_message.Message):
     def posted_at(self) -> _timestamp_pb2.Timestamp:
         """When it was posted."""
 
+    @_builtins.property
+    def recorded_by(self) -> Global___Actor:
+        """Who recorded it (output only): the calling service and the person it acted for."""
+
     def __init__(
         self,
         *,
@@ -973,10 +1035,11 @@ class Transfer(_message.Message):
         reference: _builtins.str = ...,
         posted_at: _timestamp_pb2.Timestamp | None = ...,
         memo: _builtins.str = ...,
+        recorded_by: Global___Actor | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["from_account", b"from_account", "posted_at", b"posted_at", "to_account", b"to_account"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["from_account", b"from_account", "posted_at", b"posted_at", "recorded_by", b"recorded_by", "to_account", b"to_account"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "from_account", b"from_account", "kind", b"kind", "memo", b"memo", "posted_at", b"posted_at", "reference", b"reference", "to_account", b"to_account", "transfer_id", b"transfer_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "from_account", b"from_account", "kind", b"kind", "memo", b"memo", "posted_at", b"posted_at", "recorded_by", b"recorded_by", "reference", b"reference", "to_account", b"to_account", "transfer_id", b"transfer_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1070,6 +1133,7 @@ class RefundClawback(_message.Message):
     OUTSTANDING_FIELD_NUMBER: _builtins.int
     POLICY_VERSION_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
+    RECORDED_BY_FIELD_NUMBER: _builtins.int
     clawback_id: _builtins.str
     """The clawback's id, minted by this service; empty in a preview."""
     refund_id: _builtins.str
@@ -1122,6 +1186,10 @@ class RefundClawback(_message.Message):
     def created_at(self) -> _timestamp_pb2.Timestamp:
         """When the refund was recorded (or the preview made), by the server's clock."""
 
+    @_builtins.property
+    def recorded_by(self) -> Global___Actor:
+        """Who recorded it (output only): the calling service and the person it acted for."""
+
     def __init__(
         self,
         *,
@@ -1145,10 +1213,11 @@ class RefundClawback(_message.Message):
         outstanding: _builtins.int = ...,
         policy_version: _builtins.str = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
+        recorded_by: Global___Actor | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "refund_paid_at", b"refund_paid_at", "refund_started_at", b"refund_started_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "recorded_by", b"recorded_by", "refund_paid_at", b"refund_paid_at", "refund_started_at", b"refund_started_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["application_id", b"application_id", "clawback_id", b"clawback_id", "created_at", b"created_at", "due", b"due", "lines", b"lines", "order_id", b"order_id", "outstanding", b"outstanding", "paid_from_deposit", b"paid_from_deposit", "paid_from_wallet", b"paid_from_wallet", "policy_version", b"policy_version", "reasons", b"reasons", "recovered", b"recovered", "refund_amount", b"refund_amount", "refund_id", b"refund_id", "refund_paid_at", b"refund_paid_at", "refund_started_at", b"refund_started_at", "refunded_after", b"refunded_after", "refunded_before", b"refunded_before", "shop_id", b"shop_id", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["application_id", b"application_id", "clawback_id", b"clawback_id", "created_at", b"created_at", "due", b"due", "lines", b"lines", "order_id", b"order_id", "outstanding", b"outstanding", "paid_from_deposit", b"paid_from_deposit", "paid_from_wallet", b"paid_from_wallet", "policy_version", b"policy_version", "reasons", b"reasons", "recorded_by", b"recorded_by", "recovered", b"recovered", "refund_amount", b"refund_amount", "refund_id", b"refund_id", "refund_paid_at", b"refund_paid_at", "refund_started_at", b"refund_started_at", "refunded_after", b"refunded_after", "refunded_before", b"refunded_before", "shop_id", b"shop_id", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -104,6 +104,19 @@ class ApplicationState(enum.StrEnum):
 
 
 @dataclasses.dataclass(frozen=True)
+class Actor:
+    """Who made a change: the identity of the calling service (its certificate's) and the person
+    it acted for ("staff:<id>" or "buyer:<id>", from the person's token). Empty where nobody was
+    authenticated (a development server without --tls-client-ca)."""
+
+    service: str = ""
+    person: str = ""
+
+
+NOBODY = Actor()
+
+
+@dataclasses.dataclass(frozen=True)
 class Policy:
     """The numbers and switches of the rules, loaded from a policy file (domain/policy.py)."""
 
@@ -128,6 +141,8 @@ class Shop:
     wallet_opened_at: datetime | None
     # The upstream's version of the record; 0 when it sends none (see Store.put_shop).
     version: int = 0
+    # Who recorded it: the calling service and the person it acted for (audit).
+    recorded_by: Actor = NOBODY
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,6 +152,8 @@ class Staff:
     role: StaffRole
     name: str
     version: int = 0
+    # Who recorded it: the calling service and the person it acted for (audit).
+    recorded_by: Actor = NOBODY
 
 
 @dataclasses.dataclass(frozen=True)
@@ -163,6 +180,8 @@ class Order:
     recorded_refunded_amount: int = 0
     commission_lines: tuple[CommissionLine, ...] = ()
     version: int = 0
+    # Who recorded it: the calling service and the person it acted for (audit).
+    recorded_by: Actor = NOBODY
 
     @property
     def refunded_amount(self) -> int:
@@ -187,6 +206,8 @@ class Entry:
     policy_version: str
     used_at: datetime | None = None
     application_id: str | None = None
+    # Who recorded it: the calling service and the person it acted for (audit).
+    recorded_by: Actor = NOBODY
 
     @property
     def closed_at(self) -> datetime | None:
@@ -207,6 +228,8 @@ class Application:
     reason: str
     state: ApplicationState
     filed_at: datetime
+    # Who recorded it: the calling service and the person it acted for (audit).
+    recorded_by: Actor = NOBODY
 
 
 @dataclasses.dataclass(frozen=True)
@@ -229,6 +252,8 @@ class Transfer:
     reference: str
     posted_at: datetime
     memo: str = ""
+    # Who recorded it: the calling service and the person it acted for (audit).
+    recorded_by: Actor = NOBODY
 
 
 @dataclasses.dataclass(frozen=True)
@@ -367,6 +392,8 @@ class RefundClawback:
     policy_version: str
     created_at: datetime
     payment: RefundPayment = RefundPayment(0, 0)
+    # Who recorded it: the calling service and the person it acted for (audit).
+    recorded_by: Actor = NOBODY
 
     @property
     def eligible(self) -> bool:

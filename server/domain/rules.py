@@ -13,8 +13,10 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from server.domain.model import (
+    NOBODY,
     AccountKind,
     AccountRef,
+    Actor,
     AppliedThrough,
     ClawbackLine,
     CommissionLine,
@@ -65,7 +67,9 @@ def still_open(candidate: Entry | None, now: datetime) -> Entry | None:
     return None
 
 
-def new_entry(entry_id: str, facts: EligibilityFacts, note: str, policy: Policy) -> Entry:
+def new_entry(
+    entry_id: str, facts: EligibilityFacts, note: str, policy: Policy, by: Actor = NOBODY
+) -> Entry:
     """The entry opened now on eligible facts: the buyer may file for `entry_window` (3 days)."""
     return Entry(
         entry_id=entry_id,
@@ -77,6 +81,7 @@ def new_entry(entry_id: str, facts: EligibilityFacts, note: str, policy: Policy)
         operator_id=facts.operator.staff_id,
         note=note,
         policy_version=policy.version,
+        recorded_by=by,
     )
 
 

@@ -15,6 +15,7 @@ from cryptography.x509.oid import NameOID
 
 from server.domain.access import AccessTable, Caller, Person
 from server.domain.errors import CallerNotAllowed, NotTheAuthenticatedPerson, Unauthenticated
+from server.domain.model import NOBODY, Actor
 from server.grpc.tokens import TokenRefused, TokenVerifier
 
 # The caller of the call this thread serves, set by the interceptor for the servicers.
@@ -30,6 +31,15 @@ def viewer() -> Person | None:
     """The person the call being served is made for, if its caller acts for one."""
     caller = current_caller.get()
     return caller.person if caller is not None else None
+
+
+def actor() -> Actor:
+    """Who makes the call being served, as mutations record it."""
+    caller = current_caller.get()
+    if caller is None:
+        return NOBODY
+    person = caller.person
+    return Actor(caller.identity, f"{person.kind.value}:{person.person_id}" if person else "")
 
 
 def identity_of(context: grpc.ServicerContext) -> str | None:

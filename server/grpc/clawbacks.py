@@ -7,7 +7,7 @@ from typing import Any
 
 from aftersales.v1 import clawback_pb2, clawback_pb2_grpc, resources_pb2
 from server.domain import model
-from server.grpc.callers import viewer
+from server.grpc.callers import actor, viewer
 from server.grpc.common import Fields, Servicer, page_size, present
 from server.grpc.resources import account_ref, balance_pb, clawback_pb, transfer_pb
 
@@ -21,7 +21,7 @@ class ClawbackServicer(clawback_pb2_grpc.ClawbackServicer, Servicer):
             "RecordRefund",
             request,
             resources_pb2.RefundClawback,
-            lambda: clawback_pb(self.service.record_refund(refund)),
+            lambda: clawback_pb(self.service.record_refund(refund, actor())),
         )
 
     def PreviewClawback(

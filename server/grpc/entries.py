@@ -7,7 +7,7 @@ from typing import Any
 from aftersales.v1 import entry_pb2, entry_pb2_grpc, resources_pb2
 from server.domain import model
 from server.domain.access import PersonKind, acting_person
-from server.grpc.callers import current_caller, viewer
+from server.grpc.callers import actor, current_caller, viewer
 from server.grpc.common import Fields, Servicer, enum_value, page_size, timestamp
 from server.grpc.resources import application_pb, entry_pb, violation_pb
 from server.service import Eligibility
@@ -28,7 +28,7 @@ class AfterSalesEntryServicer(entry_pb2_grpc.AfterSalesEntryServicer, Servicer):
             "OpenEntry",
             request,
             resources_pb2.Entry,
-            lambda: entry_pb(self.service.open_entry(order_id, operator_id, note)),
+            lambda: entry_pb(self.service.open_entry(order_id, operator_id, note, actor())),
         )
 
     def GetEntry(self, request: entry_pb2.GetEntryRequest, context: Any) -> resources_pb2.Entry:
@@ -59,7 +59,7 @@ class AfterSalesEntryServicer(entry_pb2_grpc.AfterSalesEntryServicer, Servicer):
             "ApplyAfterSales",
             request,
             resources_pb2.Application,
-            lambda: application_pb(self.service.apply(order_id, buyer_id, amount, reason)),
+            lambda: application_pb(self.service.apply(order_id, buyer_id, amount, reason, actor())),
         )
 
 

@@ -23,6 +23,13 @@ def account_ref(
     return model.AccountRef(kind, message.owner_id)
 
 
+def actor_pb(a: model.Actor) -> resources_pb2.Actor | None:
+    """Who recorded it; unset where nobody was authenticated."""
+    if a == model.NOBODY:
+        return None
+    return resources_pb2.Actor(service=a.service, person=a.person)
+
+
 def shop_pb(s: model.Shop) -> resources_pb2.Shop:
     return resources_pb2.Shop(
         shop_id=s.shop_id,
@@ -30,6 +37,7 @@ def shop_pb(s: model.Shop) -> resources_pb2.Shop:
         status=enum_value(resources_pb2.ShopStatus, "SHOP_STATUS_", s.status),
         wallet_opened_at=timestamp(s.wallet_opened_at),
         version=s.version,
+        recorded_by=actor_pb(s.recorded_by),
     )
 
 
@@ -40,6 +48,7 @@ def staff_pb(s: model.Staff) -> resources_pb2.Staff:
         role=enum_value(resources_pb2.StaffRole, "STAFF_ROLE_", s.role),
         name=s.name,
         version=s.version,
+        recorded_by=actor_pb(s.recorded_by),
     )
 
 
@@ -67,6 +76,7 @@ def order_pb(o: model.Order) -> resources_pb2.Order:
             for line in o.commission_lines
         ],
         version=o.version,
+        recorded_by=actor_pb(o.recorded_by),
     )
 
 
@@ -86,6 +96,7 @@ def transfer_pb(t: model.Transfer) -> resources_pb2.Transfer:
         reference=t.reference,
         posted_at=timestamp(t.posted_at),
         memo=t.memo,
+        recorded_by=actor_pb(t.recorded_by),
     )
 
 
@@ -103,6 +114,7 @@ def entry_pb(e: model.Entry) -> resources_pb2.Entry:
         used_at=timestamp(e.used_at),
         application_id=e.application_id or "",
         closed_at=timestamp(e.closed_at),
+        recorded_by=actor_pb(e.recorded_by),
     )
 
 
@@ -116,6 +128,7 @@ def application_pb(a: model.Application) -> resources_pb2.Application:
         reason=a.reason,
         state=enum_value(resources_pb2.ApplicationState, "APPLICATION_STATE_", a.state),
         filed_at=timestamp(a.filed_at),
+        recorded_by=actor_pb(a.recorded_by),
     )
 
 
@@ -166,4 +179,5 @@ def clawback_pb(c: model.RefundClawback) -> resources_pb2.RefundClawback:
         outstanding=c.outstanding,
         policy_version=c.policy_version,
         created_at=timestamp(c.created_at),
+        recorded_by=actor_pb(c.recorded_by),
     )

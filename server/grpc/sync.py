@@ -2,23 +2,25 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from aftersales.v1 import resources_pb2, sync_pb2, sync_pb2_grpc
 from server.domain import model, rules
+from server.grpc.callers import actor
 from server.grpc.common import MAX_AMOUNT, Fields, Servicer, present
 from server.grpc.resources import account_pb, account_ref, order_pb, shop_pb, staff_pb, transfer_pb
 
 
 class SyncServicer(sync_pb2_grpc.SyncServicer, Servicer):
     def PutShop(self, request: sync_pb2.PutShopRequest, context: Any) -> resources_pb2.Shop:
-        return shop_pb(self.service.put_shop(shop(request)))
+        return shop_pb(self.service.put_shop(replace(shop(request), recorded_by=actor())))
 
     def PutStaff(self, request: sync_pb2.PutStaffRequest, context: Any) -> resources_pb2.Staff:
-        return staff_pb(self.service.put_staff(staff(request)))
+        return staff_pb(self.service.put_staff(replace(staff(request), recorded_by=actor())))
 
     def PutOrder(self, request: sync_pb2.PutOrderRequest, context: Any) -> resources_pb2.Order:
-        return order_pb(self.service.put_order(order(request)))
+        return order_pb(self.service.put_order(replace(order(request), recorded_by=actor())))
 
     def PostFunds(
         self, request: sync_pb2.PostFundsRequest, context: Any
@@ -26,7 +28,7 @@ class SyncServicer(sync_pb2_grpc.SyncServicer, Servicer):
         request_id, account, amount, memo = post_funds(request)
 
         def run() -> sync_pb2.PostFundsResponse:
-            posted = self.service.post_funds(request_id, account, amount, memo)
+            posted = self.service.post_funds(request_id, account, amount, memo, actor())
             return sync_pb2.PostFundsResponse(
                 transfer=transfer_pb(posted.transfer),
                 balance=resources_pb2.Balance(account=account_pb(account), balance=posted.balance),

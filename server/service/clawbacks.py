@@ -11,7 +11,9 @@ from server.domain.access import Person
 from server.domain.errors import InvalidArgument, NotFound, RulesRefused
 from server.domain.model import (
     EXTERNAL,
+    NOBODY,
     AccountRef,
+    Actor,
     ClawbackState,
     Order,
     ReasonCode,
@@ -32,7 +34,7 @@ from server.service.paging import Page, PageTokens, micros
 
 
 class ClawbackUseCases(UseCases):
-    def record_refund(self, refund: Refund) -> RefundClawback:
+    def record_refund(self, refund: Refund, by: Actor = NOBODY) -> RefundClawback:
         """Pays the refund, and recovers the order's commissions when the rules allow, in one
         transaction. The same refund reported again returns its clawback."""
         now = self.clock.now()
@@ -68,6 +70,7 @@ class ClawbackUseCases(UseCases):
                 entry_opened_at=via.entry_opened_at if via else None,
                 clawback_id=self.new_id(),
             )
+            clawback = dataclasses.replace(clawback, recorded_by=by)
             wallet, deposit = wallet_of(shop.shop_id), deposit_of(shop.shop_id)
             balances = uow.ledger.lock_accounts(
                 {wallet, deposit, *(line.account for line in clawback.lines if line.due)}
@@ -92,6 +95,7 @@ class ClawbackUseCases(UseCases):
                         idempotency_key=f"refund:{refund.refund_id}:{source.kind.value}",
                         now=now,
                         guard_from=not rules.may_go_below_zero(source),
+                        recorded_by=by,
                     )
             for line in clawback.lines:
                 if line.recovered:
@@ -104,6 +108,7 @@ class ClawbackUseCases(UseCases):
                         idempotency_key=f"clawback:{clawback.clawback_id}:{line.line_no}",
                         now=now,
                         guard_from=not rules.may_go_below_zero(line.account),
+                        recorded_by=by,
                     )
             uow.clawbacks.record_refund(clawback)
             return clawback

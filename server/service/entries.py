@@ -8,6 +8,8 @@ from server.domain import rules
 from server.domain.access import Person
 from server.domain.errors import NotFound, PermissionDenied, RulesRefused
 from server.domain.model import (
+    NOBODY,
+    Actor,
     Application,
     ApplicationState,
     EligibilityDecision,
@@ -58,7 +60,7 @@ class EntryUseCases(UseCases):
             rules.shows_balances(operator, self.policy),
         )
 
-    def open_entry(self, order_id: str, operator_id: str, note: str) -> Entry:
+    def open_entry(self, order_id: str, operator_id: str, note: str, by: Actor = NOBODY) -> Entry:
         with self.unit_of_work() as uow:
             eligibility = self._eligibility(uow, order_id, operator_id)
             decision, facts = eligibility.decision, eligibility.facts
@@ -67,7 +69,7 @@ class EntryUseCases(UseCases):
             if facts.stored_open_entry is not None:
                 # Stored as OPEN but its window has passed: it closed by itself.
                 uow.entries.expire_entries(facts.now, order_id=order_id)
-            entry = rules.new_entry(self.new_id(), facts, note, self.policy)
+            entry = rules.new_entry(self.new_id(), facts, note, self.policy, by)
             try:
                 uow.entries.insert_entry(entry)
             except EntryConflict:
@@ -135,7 +137,9 @@ class EntryUseCases(UseCases):
         seen = [rules.entry_as_seen(e, now) for e in entries]
         return tokens.page(seen, page_size, filters, _entry_position)
 
-    def apply(self, order_id: str, buyer_id: str, amount: int, reason: str) -> Application:
+    def apply(
+        self, order_id: str, buyer_id: str, amount: int, reason: str, by: Actor = NOBODY
+    ) -> Application:
         now = self.clock.now()
         with self.unit_of_work() as uow:
             order = uow.facts.order(order_id, for_update=True)
@@ -158,6 +162,7 @@ class EntryUseCases(UseCases):
                 reason=reason,
                 state=ApplicationState.FILED,
                 filed_at=now,
+                recorded_by=by,
             )
             if not uow.entries.use_entry(entry.entry_id, application.application_id, now):
                 # Someone else used it between our read and our write.

@@ -9,8 +9,10 @@ from server.domain import rules
 from server.domain.errors import NotFound, RulesRefused
 from server.domain.model import (
     EXTERNAL,
+    NOBODY,
     AccountKind,
     AccountRef,
+    Actor,
     Debt,
     Order,
     Shop,
@@ -58,7 +60,14 @@ class SyncUseCases(UseCases):
                     raise RulesRefused(order_subject(order.order_id), violations)
             return uow.facts.put_order(order)
 
-    def post_funds(self, request_id: str, account: AccountRef, amount: int, memo: str) -> Posted:
+    def post_funds(
+        self,
+        request_id: str,
+        account: AccountRef,
+        amount: int,
+        memo: str,
+        by: Actor = NOBODY,
+    ) -> Posted:
         """Money from outside into `account` (amount > 0) or out of it (amount < 0). Money
         reaching a payee's cash account first pays its outstanding clawback debts, oldest first,
         in the same transaction."""
@@ -87,17 +96,18 @@ class SyncUseCases(UseCases):
                     now=now,
                     # A withdrawal never overdraws (check_withdrawal), whatever the account.
                     guard_from=not incoming,
+                    recorded_by=by,
                 )
             except InsufficientBalance as short:
                 raise RulesRefused(
                     account_subject(account), rules.check_withdrawal(short.balance, -amount)
                 ) from None
             if debts:
-                self._settle_debts(uow, account, debts, now)
+                self._settle_debts(uow, account, debts, now, by)
             return Posted(transfer, uow.ledger.balances([account])[account])
 
     def _settle_debts(
-        self, uow: UnitOfWork, cash: AccountRef, debts: list[Debt], now: datetime
+        self, uow: UnitOfWork, cash: AccountRef, debts: list[Debt], now: datetime, by: Actor
     ) -> None:
         """Pays the payee's debts, oldest first, from what its cash account holds now."""
         balance = uow.ledger.balances([cash])[cash]
@@ -116,6 +126,7 @@ class SyncUseCases(UseCases):
                 idempotency_key=f"debt:{debt.clawback_id}:{debt.line_no}:{debt.recovered}",
                 now=now,
                 guard_from=not rules.may_go_below_zero(cash),
+                recorded_by=by,
             )
             uow.clawbacks.add_recovered(debt.clawback_id, debt.line_no, amount)
             touched.add(debt.clawback_id)

@@ -19,6 +19,7 @@ from typing import Protocol, Self
 
 from server.domain.model import (
     AccountRef,
+    Actor,
     Application,
     AppliedThrough,
     Debt,
@@ -129,6 +130,7 @@ class Ledger(Protocol):
         now: datetime,
         guard_from: bool,
         memo: str = "",
+        recorded_by: Actor = ...,
     ) -> Transfer: ...
     def balances(self, refs: list[AccountRef]) -> dict[AccountRef, int]: ...
     def accounts_of(self, owner_id: str) -> list[AccountRef]: ...

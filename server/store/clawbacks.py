@@ -24,7 +24,9 @@ from server.store.schema import (
     ClawbackRow,
     OrderRow,
     RefundRow,
+    actor_of,
     at,
+    audit,
     rows,
     to_us,
 )
@@ -52,6 +54,7 @@ class SqlClawbacks:
             paid_from_wallet=clawback.payment.from_wallet,
             paid_from_deposit=clawback.payment.from_deposit,
             recorded_at=to_us(clawback.created_at),
+            **audit(clawback.recorded_by),
         ).execute()
         OrderRow.update(
             recorded_refunded_amount=OrderRow.recorded_refunded_amount + refund.amount
@@ -203,4 +206,5 @@ def _clawback(row: ClawbackRow, lines: tuple[ClawbackLine, ...]) -> RefundClawba
         policy_version=row.policy_version,
         created_at=at(row.created_at),
         payment=RefundPayment(refund_row.paid_from_wallet, refund_row.paid_from_deposit),
+        recorded_by=actor_of(refund_row.__data__),
     )

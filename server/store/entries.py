@@ -14,9 +14,11 @@ from server.store.schema import (
     ApplicationRow,
     EntryRow,
     RefundRow,
+    actor_of,
     any_of,
     at,
     at_or_none,
+    audit,
     to_us,
 )
 
@@ -41,6 +43,7 @@ class SqlEntries:
                     operator_id=entry.operator_id,
                     note=entry.note,
                     policy_version=entry.policy_version,
+                    **audit(entry.recorded_by),
                 ).execute()
         except pw.IntegrityError as e:
             raise EntryConflict(entry.order_id) from e
@@ -133,6 +136,7 @@ class SqlEntries:
             reason=application.reason,
             state=application.state.value,
             filed_at=to_us(application.filed_at),
+            **audit(application.recorded_by),
         ).execute()
 
     def applied_through(self, application_id: str) -> AppliedThrough:
@@ -160,6 +164,7 @@ class SqlEntries:
                 reason=row.reason,
                 state=ApplicationState(row.state),
                 filed_at=at(row.filed_at),
+                recorded_by=actor_of(row.__data__),
             ),
             entry_opened_at=at(row.entry.opened_at),
             refunded=int(refunded),
@@ -183,4 +188,5 @@ def entry_from_values(d: dict[str, Any]) -> Entry:
         policy_version=d["policy_version"],
         used_at=at_or_none(d["used_at"]),
         application_id=d["application_id"],
+        recorded_by=actor_of(d),
     )

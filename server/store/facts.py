@@ -29,8 +29,10 @@ from server.store.schema import (
     OrderRow,
     ShopRow,
     StaffRow,
+    actor_of,
     at,
     at_or_none,
+    audit,
     execute_sql,
     to_us,
     us_or_none,
@@ -38,6 +40,10 @@ from server.store.schema import (
 
 if TYPE_CHECKING:
     from server.store.unit_of_work import SqlStore
+
+
+def _audit_columns(model: Any) -> tuple[Any, Any]:
+    return (model.recorded_by_service, model.recorded_by_person)
 
 
 class SqlFacts:
@@ -55,9 +61,16 @@ class SqlFacts:
             status=shop.status.value,
             wallet_opened_at=us_or_none(shop.wallet_opened_at),
             version=shop.version,
+            **audit(shop.recorded_by),
         ).on_conflict(
             conflict_target=[ShopRow.id],
-            preserve=[ShopRow.name, ShopRow.status, ShopRow.wallet_opened_at, ShopRow.version],
+            preserve=[
+                ShopRow.name,
+                ShopRow.status,
+                ShopRow.wallet_opened_at,
+                ShopRow.version,
+                *_audit_columns(ShopRow),
+            ],
             where=_not_older(ShopRow),
         ).execute()
         return self.shop(shop.shop_id)
@@ -79,9 +92,16 @@ class SqlFacts:
             role=staff.role.value,
             name=staff.name,
             version=staff.version,
+            **audit(staff.recorded_by),
         ).on_conflict(
             conflict_target=[StaffRow.id],
-            preserve=[StaffRow.shop, StaffRow.role, StaffRow.name, StaffRow.version],
+            preserve=[
+                StaffRow.shop,
+                StaffRow.role,
+                StaffRow.name,
+                StaffRow.version,
+                *_audit_columns(StaffRow),
+            ],
             where=_not_older(StaffRow),
         ).execute()
         return self.staff(staff.staff_id)
@@ -108,6 +128,8 @@ class SqlFacts:
             OrderRow.after_sales_ends_at: us_or_none(order.after_sales_ends_at),
             OrderRow.commission_lines: _lines_json(order.commission_lines),
             OrderRow.version: order.version,
+            OrderRow.recorded_by_service: order.recorded_by.service,
+            OrderRow.recorded_by_person: order.recorded_by.person,
         }
         OrderRow.insert({OrderRow.id: order.order_id, **fields}).on_conflict(
             conflict_target=[OrderRow.id], preserve=list(fields), where=_not_older(OrderRow)
@@ -237,6 +259,7 @@ def shop_from_values(d: dict[str, Any]) -> Shop:
         status=ShopStatus(d["status"]),
         wallet_opened_at=at_or_none(d["wallet_opened_at"]),
         version=d["version"],
+        recorded_by=actor_of(d),
     )
 
 
@@ -247,6 +270,7 @@ def staff_from_values(d: dict[str, Any]) -> Staff:
         role=StaffRole(d["role"]),
         name=d["name"],
         version=d["version"],
+        recorded_by=actor_of(d),
     )
 
 
@@ -266,4 +290,5 @@ def order_from_values(d: dict[str, Any]) -> Order:
         after_sales_ends_at=at_or_none(d["after_sales_ends_at"]),
         commission_lines=_lines(d["commission_lines"]),
         version=d["version"],
+        recorded_by=actor_of(d),
     )

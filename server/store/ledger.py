@@ -7,9 +7,17 @@ from typing import TYPE_CHECKING
 
 import peewee as pw
 
-from server.domain.model import EXTERNAL, AccountKind, AccountRef, Transfer, TransferKind
+from server.domain.model import (
+    EXTERNAL,
+    NOBODY,
+    AccountKind,
+    AccountRef,
+    Actor,
+    Transfer,
+    TransferKind,
+)
 from server.service.unit_of_work import InsufficientBalance
-from server.store.schema import AccountRow, TransferRow, any_of, at, rows, to_us
+from server.store.schema import AccountRow, TransferRow, any_of, at, audit, rows, to_us
 
 if TYPE_CHECKING:
     from server.store.unit_of_work import SqlStore
@@ -69,6 +77,7 @@ class SqlLedger:
         now: datetime,
         guard_from: bool,
         memo: str = "",
+        recorded_by: Actor = NOBODY,
     ) -> Transfer:
         """Moves `amount` in one transaction. With guard_from, the payer may not go below zero
         (InsufficientBalance, nothing posted).
@@ -102,9 +111,18 @@ class SqlLedger:
             memo=memo,
             idempotency_key=idempotency_key,
             posted_at=to_us(now),
+            **audit(recorded_by),
         ).execute()
         return Transfer(
-            str(transfer_id), from_account, to_account, amount, kind, reference, now, memo
+            str(transfer_id),
+            from_account,
+            to_account,
+            amount,
+            kind,
+            reference,
+            now,
+            memo,
+            recorded_by,
         )
 
     def lock_accounts(self, refs: set[AccountRef]) -> dict[AccountRef, int]:
@@ -193,6 +211,8 @@ class SqlLedger:
                 TransferRow.reference,
                 TransferRow.posted_at,
                 TransferRow.memo,
+                TransferRow.recorded_by_service,
+                TransferRow.recorded_by_person,
             )
             .join(source, on=(TransferRow.from_account == source.id))
             .join_from(TransferRow, target, on=(TransferRow.to_account == target.id))
@@ -213,8 +233,22 @@ class SqlLedger:
                 reference=reference,
                 posted_at=at(posted_at),
                 memo=memo,
+                recorded_by=Actor(service, person),
             )
-            for tid, fk, fo, tk, to, amount, kind, reference, posted_at, memo in rows(query)
+            for (
+                tid,
+                fk,
+                fo,
+                tk,
+                to,
+                amount,
+                kind,
+                reference,
+                posted_at,
+                memo,
+                service,
+                person,
+            ) in rows(query)
         ]
 
     def ledger_totals(self) -> tuple[int, dict[AccountRef, tuple[int, int]]]:

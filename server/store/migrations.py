@@ -7,9 +7,11 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 import peewee as pw
+from playhouse.migrate import SchemaMigrator, migrate
 
 from server.domain.model import AccountKind
 from server.store.schema import (
+    AUDITED,
     MODELS,
     AccountRow,
     SchemaVersionRow,
@@ -18,7 +20,7 @@ from server.store.schema import (
     to_us,
 )
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # The namespace of the migration's PostgreSQL advisory lock (the first key of the two-key form).
 MIGRATION_LOCK_SPACE = 726_0431
@@ -32,12 +34,25 @@ def _migrate_to_1(database: pw.Database) -> None:
     SettingRow.insert(name="page_token_key", value=secrets.token_hex(32)).execute()
 
 
+def _migrate_to_2(database: pw.Database) -> None:
+    """Who recorded each row (audit): two columns on the tables mutations write. (A database
+    made by step 1 of this code has them already: step 1 creates the tables as they are now.)"""
+    migrator = SchemaMigrator.from_database(database)
+    for table in AUDITED:
+        present = {column.name for column in database.get_columns(table)}
+        for column, length in (("recorded_by_service", 256), ("recorded_by_person", 192)):
+            if column not in present:
+                migrate(
+                    migrator.add_column(table, column, pw.CharField(max_length=length, default=""))
+                )
+
+
 # Index i brings the schema from version i to i + 1. Append; never edit a released step.
-MIGRATIONS: list[Callable[[pw.Database], None]] = [_migrate_to_1]
+MIGRATIONS: list[Callable[[pw.Database], None]] = [_migrate_to_1, _migrate_to_2]
 assert len(MIGRATIONS) == SCHEMA_VERSION
 
 
-def migrate(database: pw.Database) -> int:
+def run(database: pw.Database) -> int:
     """Brings the schema to SCHEMA_VERSION, in one transaction; returns it. Call it with a
     connection open."""
     with database.atomic():

@@ -16,7 +16,7 @@ from typing import Any
 
 import peewee as pw
 
-from server.domain.model import EntryState
+from server.domain.model import Actor, EntryState
 
 db = pw.DatabaseProxy()
 
@@ -36,6 +36,11 @@ def at_or_none(us: int | None) -> datetime | None:
     return None if us is None else at(us)
 
 
+# Who recorded a row (server/domain/model.py, Actor): two columns on every table a mutation
+# writes for a caller, recorded_by_service and recorded_by_person.
+AUDITED = ("shop", "staff", "orders", "entry", "application", "refund", "transfer")
+
+
 class _Base(pw.Model):
     class Meta:
         database = db
@@ -48,6 +53,8 @@ class ShopRow(_Base):
     status = pw.CharField(max_length=32)
     wallet_opened_at = pw.BigIntegerField(null=True)
     version = pw.BigIntegerField(default=0)
+    recorded_by_service = pw.CharField(max_length=256, default="")
+    recorded_by_person = pw.CharField(max_length=192, default="")
 
     class Meta:
         table_name = "shop"
@@ -59,6 +66,8 @@ class StaffRow(_Base):
     role = pw.CharField(max_length=32)
     name = pw.CharField(max_length=256, default="")
     version = pw.BigIntegerField(default=0)
+    recorded_by_service = pw.CharField(max_length=256, default="")
+    recorded_by_person = pw.CharField(max_length=192, default="")
 
     class Meta:
         table_name = "staff"
@@ -80,6 +89,8 @@ class OrderRow(_Base):
     # The commission lines, as a JSON list: they are always read and written with their order.
     commission_lines = pw.TextField(default="[]")
     version = pw.BigIntegerField(default=0)
+    recorded_by_service = pw.CharField(max_length=256, default="")
+    recorded_by_person = pw.CharField(max_length=192, default="")
 
     class Meta:
         table_name = "orders"
@@ -97,6 +108,8 @@ class EntryRow(_Base):
     policy_version = pw.CharField(max_length=64)
     used_at = pw.BigIntegerField(null=True)
     application_id = pw.CharField(max_length=64, null=True)
+    recorded_by_service = pw.CharField(max_length=256, default="")
+    recorded_by_person = pw.CharField(max_length=192, default="")
 
     class Meta:
         table_name = "entry"
@@ -126,6 +139,8 @@ class ApplicationRow(_Base):
     reason = pw.TextField(default="")
     state = pw.CharField(max_length=16)
     filed_at = pw.BigIntegerField()
+    recorded_by_service = pw.CharField(max_length=256, default="")
+    recorded_by_person = pw.CharField(max_length=192, default="")
 
     class Meta:
         table_name = "application"
@@ -143,6 +158,8 @@ class RefundRow(_Base):
     paid_from_wallet = pw.BigIntegerField()
     paid_from_deposit = pw.BigIntegerField()
     recorded_at = pw.BigIntegerField()
+    recorded_by_service = pw.CharField(max_length=256, default="")
+    recorded_by_person = pw.CharField(max_length=192, default="")
 
     class Meta:
         table_name = "refund"
@@ -212,6 +229,8 @@ class TransferRow(_Base):
     # Deterministic per movement (e.g. "funds:<request id>"): a retry never posts twice.
     idempotency_key = pw.CharField(max_length=256, unique=True)
     posted_at = pw.BigIntegerField()
+    recorded_by_service = pw.CharField(max_length=256, default="")
+    recorded_by_person = pw.CharField(max_length=192, default="")
 
     class Meta:
         table_name = "transfer"
@@ -273,6 +292,16 @@ MODELS = [
     SettingRow,
     SchemaVersionRow,
 ]
+
+
+def audit(actor: Actor) -> dict[str, str]:
+    """The audit columns' values for a row recorded by `actor`."""
+    return {"recorded_by_service": actor.service, "recorded_by_person": actor.person}
+
+
+def actor_of(values: dict[str, Any]) -> Actor:
+    """Who recorded a row, from its values by column name."""
+    return Actor(values.get("recorded_by_service") or "", values.get("recorded_by_person") or "")
 
 
 def us_or_none(moment: datetime | None) -> int | None:

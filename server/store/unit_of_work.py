@@ -49,7 +49,7 @@ class SqlStore:
     def migrate(self) -> int:
         """Brings the schema to the current version and reads what every replica shares."""
         with self.session():
-            version = migrations.migrate(self.database)
+            version = migrations.run(self.database)
             self.page_token_key = bytes.fromhex(
                 SettingRow.get(SettingRow.name == "page_token_key").value
             )

@@ -458,7 +458,9 @@ def other_shop(secured):
 
     now = datetime.now(UTC)
     with as_service(secured, "shop-system") as shops:
-        shops.put_shop(pb.Shop(shop_id="shop-other", name="Other", status=pb.SHOP_STATUS_NORMAL))
+        shop = shops.put_shop(
+            pb.Shop(shop_id="shop-other", name="Other", status=pb.SHOP_STATUS_NORMAL)
+        )
         shops.put_staff(
             pb.Staff(staff_id="other-owner", shop_id="shop-other", role=pb.STAFF_ROLE_OWNER)
         )
@@ -478,7 +480,7 @@ def other_shop(secured):
         )
     wallet = pb.AccountRef(kind=pb.ACCOUNT_KIND_ANXIN_WALLET, owner_id="shop-other")
     with as_service(secured, "wallet-system") as wallets:
-        wallets.post_funds(wallet, 50_000)
+        funded = wallets.post_funds(wallet, 50_000)
     cert = secured.clients[BACKOFFICE]
     with Client(
         secured.address,
@@ -492,7 +494,12 @@ def other_shop(secured):
         clawback = refunds.record_refund(
             "refund-other", "order-other", 1_000, started_at=now, paid_at=now
         )
+    recorded.update(shop=shop, funded=funded, entry=entry, clawback=clawback)
     return {"entry_id": entry.entry_id, "clawback_id": clawback.clawback_id}
+
+
+# What the other_shop fixture's calls answered, for the audit test.
+recorded: dict = {}
 
 
 # Each read or write, with an id of the other shop and with an id nobody has.
@@ -586,3 +593,53 @@ def test_a_staff_member_sees_its_own_shop(secured, other_shop):
         )
 
     assert error is None
+
+
+def test_every_change_records_the_service_and_the_person_that_made_it(secured, other_shop):
+    def who(message) -> tuple[str, str]:
+        return message.recorded_by.service, message.recorded_by.person
+
+    assert who(recorded["shop"]) == ("spiffe://platform/shop-system", "")
+    assert who(recorded["funded"].transfer) == ("spiffe://platform/wallet-system", "")
+    assert who(recorded["entry"]) == (BACKOFFICE, "staff:other-owner")
+    assert who(recorded["clawback"]) == ("spiffe://platform/refund-system", "")
+    # ... and the reads show it, from what was stored.
+    token = secured.login.mint("other-owner", "staff")
+    cert = secured.clients[BACKOFFICE]
+    with Client(
+        secured.address,
+        root_certificates=secured.ca,
+        certificate_chain=cert.cert,
+        private_key=cert.key,
+        token=token,
+    ) as backoffice:
+        entry = backoffice.get_entry(other_shop["entry_id"])
+        clawback = backoffice.get_clawback(clawback_id=other_shop["clawback_id"])
+        from aftersales.v1 import resources_pb2 as pb
+
+        wallet = pb.AccountRef(kind=pb.ACCOUNT_KIND_ANXIN_WALLET, owner_id="shop-other")
+        transfers = list(backoffice.iter_transfers(wallet))
+    assert who(entry) == (BACKOFFICE, "staff:other-owner")
+    assert who(clawback) == ("spiffe://platform/refund-system", "")
+    assert sorted({who(t) for t in transfers}) == [
+        ("spiffe://platform/refund-system", ""),
+        ("spiffe://platform/wallet-system", ""),
+    ]
+
+
+def test_an_application_records_the_buyer_app_and_the_buyer(secured, other_shop):
+    cert = secured.clients[BUYER_APP]
+    with Client(
+        secured.address,
+        root_certificates=secured.ca,
+        certificate_chain=cert.cert,
+        private_key=cert.key,
+        token=secured.login.mint("buyer-other", "buyer"),
+    ) as buyer_app:
+        application = buyer_app.apply_after_sales("order-other", "", 500, reason="broken")
+
+    assert application.buyer_id == "buyer-other"
+    assert (application.recorded_by.service, application.recorded_by.person) == (
+        BUYER_APP,
+        "buyer:buyer-other",
+    )

@@ -83,3 +83,34 @@ def test_a_server_refuses_to_start_on_a_schema_newer_than_its_code(store, servic
             assert uow.facts.shop("shop-1").name == "Kept"
     finally:
         newer.close()
+
+
+def test_a_database_of_schema_1_gains_the_audit_columns_and_keeps_its_data(empty_store):
+    from playhouse.migrate import SchemaMigrator, migrate
+
+    from server.store.schema import AUDITED
+
+    empty_store.migrate()
+    with empty_store.unit_of_work() as uow:
+        uow.facts.put_shop(Shop("shop-1", "Kept", ShopStatus.NORMAL, None))
+        uow.commit()
+    # Back to what schema 1 was: no audit columns, version 1 recorded.
+    database = empty_store.database
+    with empty_store.session(), database.atomic():
+        migrator = SchemaMigrator.from_database(database)
+        for table in AUDITED:
+            migrate(
+                migrator.drop_column(table, "recorded_by_service"),
+                migrator.drop_column(table, "recorded_by_person"),
+            )
+        SchemaVersionRow.delete().where(SchemaVersionRow.version > 1).execute()
+    assert empty_store.schema_version() == 1
+
+    assert empty_store.migrate() == SCHEMA_VERSION == 2
+
+    with empty_store.session():
+        for table in AUDITED:
+            columns = {c.name for c in database.get_columns(table)}
+            assert {"recorded_by_service", "recorded_by_person"} <= columns, table
+    with empty_store.unit_of_work(read_only=True) as uow:
+        assert uow.facts.shop("shop-1").name == "Kept"
