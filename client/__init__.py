@@ -18,6 +18,7 @@ from client.errors import (
     InvalidArgument,
     NotFound,
     PermissionDenied,
+    Unauthenticated,
     Unavailable,
     Violation,
 )
@@ -32,6 +33,7 @@ __all__ = [
     "InvalidArgument",
     "NotFound",
     "PermissionDenied",
+    "Unauthenticated",
     "Unavailable",
     "Violation",
 ]

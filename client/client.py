@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import collections
 import functools
 import json
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
-from typing import ParamSpec, Protocol, TypedDict, TypeVar, Unpack
+from typing import Any, ParamSpec, Protocol, TypedDict, TypeVar, Unpack
 
 import grpc
 from google.protobuf import timestamp_pb2
@@ -98,6 +99,40 @@ class TransferFilters(TypedDict, total=False):
     page_size: int
 
 
+class _Bearer(grpc.UnaryUnaryClientInterceptor):  # type: ignore[type-arg]  # grpc-stubs
+    """Adds `authorization: Bearer <token>` to every call of a plaintext channel."""
+
+    def __init__(self, token: str) -> None:
+        self._metadata = ("authorization", f"Bearer {token}")
+
+    def intercept_unary_unary(
+        self,
+        continuation: Callable[[grpc.ClientCallDetails, Any], Any],
+        details: grpc.ClientCallDetails,
+        request: Any,
+    ) -> Any:
+        metadata = [*(details.metadata or ()), self._metadata]
+        with_token = _CallDetails(
+            details.method,
+            details.timeout,
+            metadata,
+            details.credentials,
+            details.wait_for_ready,
+            details.compression,
+        )
+        return continuation(with_token, request)
+
+
+class _CallDetails(
+    collections.namedtuple(
+        "_CallDetails",
+        ("method", "timeout", "metadata", "credentials", "wait_for_ready", "compression"),
+    ),
+    grpc.ClientCallDetails,
+):
+    """Call details with other metadata (grpc's own are immutable)."""
+
+
 class Client:
     """A client of one server. `channel` may be given (e.g. a secure channel); otherwise an
     insecure one to `address` is made. Every call takes `timeout` seconds at most."""
@@ -120,7 +155,7 @@ class Client:
         self._own_channel = channel is None
         options = [("grpc.service_config", _SERVICE_CONFIG), ("grpc.enable_retries", 1)]
         if channel is None:
-            if root_certificates or certificate_chain or private_key or token:
+            if root_certificates or certificate_chain or private_key:
                 credentials = grpc.ssl_channel_credentials(
                     root_certificates, private_key, certificate_chain
                 )
@@ -131,6 +166,9 @@ class Client:
                 channel = grpc.secure_channel(address, credentials, options=options)
             else:
                 channel = grpc.insecure_channel(address, options=options)
+                if token:
+                    # A development server on loopback (the demo): the token goes in plaintext.
+                    channel = grpc.intercept_channel(channel, _Bearer(token))
         self.channel = channel
         self.timeout = timeout
         self.sync = sync_pb2_grpc.SyncStub(self.channel)

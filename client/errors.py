@@ -69,6 +69,11 @@ class NotFound(AfterSalesError):
     """`resource` is (type, name) of what does not exist."""
 
 
+class Unauthenticated(AfterSalesError):
+    """The caller, or the person it acts for, proved no identity: `reason` says which
+    (CALLER_NOT_AUTHENTICATED, PERSON_NOT_AUTHENTICATED: a token missing, expired or forged)."""
+
+
 class PermissionDenied(AfterSalesError):
     """`reason` says why (OPERATOR_NOT_ALLOWED, BUYER_NOT_ORDER_OWNER)."""
 
@@ -97,6 +102,7 @@ class DeadlineExceeded(AfterSalesError):
 _BY_CODE = {
     grpc.StatusCode.INVALID_ARGUMENT: InvalidArgument,
     grpc.StatusCode.NOT_FOUND: NotFound,
+    grpc.StatusCode.UNAUTHENTICATED: Unauthenticated,
     grpc.StatusCode.PERMISSION_DENIED: PermissionDenied,
     grpc.StatusCode.FAILED_PRECONDITION: FailedPrecondition,
     grpc.StatusCode.ALREADY_EXISTS: AlreadyExists,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import json
 import logging
 import os
 import pathlib
@@ -15,7 +16,7 @@ import grpc
 from prometheus_client import start_http_server
 from pythonjsonlogger.json import JsonFormatter
 
-from server import demo
+from server import certs, demo
 from server.domain import access, policy
 from server.grpc.app import METHOD_NAMES, App
 from server.grpc.tokens import TokenSettings, TokenVerifier
@@ -105,6 +106,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="the `aud` tokens must have (env AFTERSALES_TOKEN_AUDIENCE)",
     )
     p.add_argument(
+        "--demo-keys",
+        default=env("AFTERSALES_DEMO_KEYS", "var/demo"),
+        help="with --demo and no --tls-client-ca: where the demo's login key lives, made on "
+        "first use; mint a token with `python -m server.certs var/demo --token staff:ID`",
+    )
+    p.add_argument(
         "--insecure",
         action="store_true",
         default=env("AFTERSALES_INSECURE", "") == "1",
@@ -113,6 +120,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--log-level", default=env("AFTERSALES_LOG_LEVEL", "INFO"))
     return p.parse_args(argv)
+
+
+def demo_token_settings(folder: pathlib.Path) -> TokenSettings:
+    """The demo's login key in `folder`, made on first use; its public half is what the server
+    trusts."""
+    key_file = folder / "token-key.pem"
+    if not key_file.exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        key = certs.TokenKey()
+        key_file.write_bytes(key.pem())
+        key_file.chmod(0o600)
+    key = certs.TokenKey.read(key_file)
+    jwks = folder / "jwks.json"
+    jwks.write_text(json.dumps(key.jwks()), encoding="utf-8")
+    return TokenSettings(jwks, certs.DEV_ISSUER, certs.DEV_AUDIENCE)
 
 
 def is_loopback(address: str) -> bool:
@@ -167,6 +189,11 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as e:
             log.error("bad token keys: %s", e)
             return 2
+    elif args.demo and not args.tls_client_ca:
+        # The demo's people still prove who they are, with tokens of the demo's own key: mint
+        # one with `python -m server.certs var/demo --token staff:staff-owner`. No other server
+        # trusts that key.
+        tokens = TokenVerifier(demo_token_settings(pathlib.Path(args.demo_keys)))
     if args.tls_client_ca:
         try:
             table = access.load(METHOD_NAMES, args.access)
@@ -188,8 +215,13 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     else:
+        people = (
+            "the people they act for prove who they are with tokens"
+            if tokens is not None
+            else "requests name the people they act for, unverified"
+        )
         log.warning(
-            "INSECURE: callers are not authenticated and may call every method; "
+            f"INSECURE: callers are not authenticated and may call every method; {people}; "
             "serve with --tls-client-ca in production",
             extra={"address": args.address},
         )
@@ -225,6 +257,7 @@ def main(argv: list[str] | None = None) -> int:
             "policy_version": the_policy.version,
             "tls": credentials is not None,
             "callers_authenticated": table is not None,
+            "people_authenticated": tokens is not None,
             "access_version": table.version if table else None,
         },
     )

@@ -147,13 +147,20 @@ class Scope:
         )
 
 
-def acting_person(caller: Caller | None, kind: PersonKind, named: str) -> str:
+def acting_person(
+    caller: Caller | None, kind: PersonKind, named: str, *, changes: bool = False
+) -> str:
     """Who acts in a call that names `named` as its staff member or buyer: the person of the
-    caller's token when there is one (a request naming someone else is refused), else the name
-    the request gives (a caller that acts for no one: a back-end service, or an unauthenticated
-    development server)."""
+    caller's token when there is one (a request naming someone else is refused). Without one,
+    the name the request gives, for reads (an engineer's console checking an order for its
+    operator) and on a development server that authenticates nobody; an authenticated service
+    that `changes` something for a person must send that person's token."""
     person = caller.person if caller is not None else None
     if person is None:
+        if changes and caller is not None and caller.identity:
+            raise NotTheAuthenticatedPerson(
+                named, f"{caller.identity} acts for no {kind.value}: a change needs their token"
+            )
         return named
     if person.kind is not kind:
         raise NotTheAuthenticatedPerson(person.person_id, f"a {kind.value} is needed here")

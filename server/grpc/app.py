@@ -26,7 +26,7 @@ from aftersales.v1 import (
 from server.domain.access import AccessTable, Caller
 from server.domain.errors import Refused
 from server.grpc import status
-from server.grpc.callers import AccessGuard, current_caller
+from server.grpc.callers import AccessGuard, PersonGuard, current_caller
 from server.grpc.clawbacks import ClawbackServicer
 from server.grpc.entries import AfterSalesEntryServicer
 from server.grpc.sync import SyncServicer
@@ -64,7 +64,7 @@ class CallInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]  # grpc
     a database that cannot be reached UNAVAILABLE, and any other exception is a bug, answered
     INTERNAL and logged with its traceback."""
 
-    def __init__(self, guard: AccessGuard | None) -> None:
+    def __init__(self, guard: AccessGuard | PersonGuard | None) -> None:
         self.guard = guard
 
     def intercept_service(
@@ -152,6 +152,18 @@ class Sweeper(threading.Thread):
         self.stopped.set()
 
 
+def guard(
+    access: AccessTable | None, tokens: TokenVerifier | None
+) -> AccessGuard | PersonGuard | None:
+    """How callers are checked: by certificate and access table, else by the people's tokens
+    only, else (an open development server) not at all."""
+    if access is not None:
+        return AccessGuard(access, tokens)
+    if tokens is not None:
+        return PersonGuard(tokens)
+    return None
+
+
 class App:
     """A running server: `start()`, then `stop()` (graceful) from anywhere."""
 
@@ -167,11 +179,13 @@ class App:
         sweep_interval: float = 30.0,
     ) -> None:
         """`access`: the table callers are checked against, by the identity their certificate
-        proves (credentials must then require client certificates); None checks no caller."""
+        proves (credentials must then require client certificates); None checks no caller.
+        `tokens` verifies the tokens of the people callers act for; without an access table,
+        the methods that name a person need that person's token (PersonGuard)."""
         self.service = service
         self.server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rpc"),
-            interceptors=[CallInterceptor(None if access is None else AccessGuard(access, tokens))],
+            interceptors=[CallInterceptor(guard(access, tokens))],
             options=[("grpc.so_reuseport", 0)],
         )
         sync_pb2_grpc.add_SyncServicer_to_server(SyncServicer(service), self.server)

@@ -13,7 +13,7 @@ import grpc
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from server.domain.access import AccessTable, Caller, Person
+from server.domain.access import AccessTable, Caller, Person, PersonKind
 from server.domain.errors import CallerNotAllowed, NotTheAuthenticatedPerson, Unauthenticated
 from server.domain.model import NOBODY, Actor
 from server.grpc.tokens import TokenRefused, TokenVerifier
@@ -56,7 +56,46 @@ def identity_of(context: grpc.ServicerContext) -> str | None:
     if uris:
         return str(uris[0])
     names = certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-    return str(names[0].value) if names else None
+    if not names:
+        return None
+    common_name = str(names[0].value)
+    # Only a URI SAN proves a URI identity: a CN that looks like one proves nothing.
+    return None if "://" in common_name else common_name
+
+
+# The methods whose request names the person acting, and the kind of person it is.
+PERSON_METHODS = {
+    "aftersales.v1.AfterSalesEntry/CheckEligibility": PersonKind.STAFF,
+    "aftersales.v1.AfterSalesEntry/OpenEntry": PersonKind.STAFF,
+    "aftersales.v1.AfterSalesEntry/ApplyAfterSales": PersonKind.BUYER,
+}
+
+
+class PersonGuard:
+    """A server that authenticates no caller (no client certificates: development, the demo)
+    still wants the person a call acts for to prove who they are: the methods that name a staff
+    member or a buyer need that person's token, and a token sent with any other call scopes what
+    it sees."""
+
+    def __init__(self, tokens: TokenVerifier) -> None:
+        self.tokens = tokens
+
+    def check(self, method: str, context: grpc.ServicerContext) -> Caller:
+        name = method.lstrip("/")
+        kind = PERSON_METHODS.get(name)
+        metadata = context.invocation_metadata()
+        if kind is None and not any(key == "authorization" for key, _ in metadata or ()):
+            return Caller("")
+        try:
+            person = self.tokens.person(metadata)
+        except TokenRefused as e:
+            raise Unauthenticated(name, str(e), person=True) from None
+        if kind is not None and person.kind is not kind:
+            raise NotTheAuthenticatedPerson(
+                person.person_id,
+                f"{name} acts for a {kind.value}, the token is a {person.kind.value}'s",
+            )
+        return Caller("", person)
 
 
 class AccessGuard:

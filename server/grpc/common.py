@@ -170,8 +170,10 @@ class Servicer:
         # The person a token names is part of the request: the same request id and body from
         # another person is another request, never answered with this one's response.
         caller = current_caller.get()
-        person = caller.person.person_id if caller and caller.person else ""
         body = request.SerializeToString(deterministic=True)
-        key = RequestKey(request.request_id, method, fingerprint(body + b"\0" + person.encode()))
+        if caller is not None and (caller.identity or caller.person):
+            who = f"{caller.identity}\0{caller.person.person_id if caller.person else ''}"
+            body += b"\0" + who.encode()
+        key = RequestKey(request.request_id, method, fingerprint(body))
         data = self.service.once(key, lambda: run().SerializeToString(deterministic=True))
         return response_type.FromString(data)

@@ -22,7 +22,9 @@ class AfterSalesEntryServicer(entry_pb2_grpc.AfterSalesEntryServicer, Servicer):
         return eligibility_pb(self.service.check_eligibility(order_id, operator_id))
 
     def OpenEntry(self, request: entry_pb2.OpenEntryRequest, context: Any) -> resources_pb2.Entry:
-        operator = acting_person(current_caller.get(), PersonKind.STAFF, request.operator_id)
+        operator = acting_person(
+            current_caller.get(), PersonKind.STAFF, request.operator_id, changes=True
+        )
         order_id, operator_id, note = open_entry(request, operator)
         return self.once(
             "OpenEntry",
@@ -53,13 +55,17 @@ class AfterSalesEntryServicer(entry_pb2_grpc.AfterSalesEntryServicer, Servicer):
     def ApplyAfterSales(
         self, request: entry_pb2.ApplyAfterSalesRequest, context: Any
     ) -> resources_pb2.Application:
-        buyer = acting_person(current_caller.get(), PersonKind.BUYER, request.buyer_id)
+        buyer = acting_person(
+            current_caller.get(), PersonKind.BUYER, request.buyer_id, changes=True
+        )
         order_id, buyer_id, amount, reason = apply_after_sales(request, buyer)
         return self.once(
             "ApplyAfterSales",
             request,
             resources_pb2.Application,
-            lambda: application_pb(self.service.apply(order_id, buyer_id, amount, reason, actor())),
+            lambda: application_pb(
+                self.service.apply(order_id, buyer_id, amount, reason, actor(), viewer())
+            ),
         )
 
 

@@ -43,9 +43,15 @@ class TokenVerifier:
             keys = jwt.PyJWKSet.from_dict(json.loads(settings.jwks_path.read_text("utf-8")))
         except (OSError, ValueError, jwt.PyJWKSetError) as e:
             raise ValueError(f"cannot read the JWKS {settings.jwks_path}: {e}") from e
-        self._keys = {key.key_id: key for key in keys.keys if key.key_id}
+        # Only asymmetric keys of the accepted algorithms, each known by its `kid`.
+        self._keys = {
+            key.key_id: key for key in keys.keys if key.key_id and key.algorithm_name in ALGORITHMS
+        }
         if not self._keys:
-            raise ValueError(f"the JWKS {settings.jwks_path} has no key with a `kid`")
+            raise ValueError(
+                f"the JWKS {settings.jwks_path} has no key with a `kid` and an accepted algorithm "
+                f"({', '.join(ALGORITHMS)})"
+            )
 
     def person(self, metadata: Any) -> Person:
         """The person the call's `authorization: Bearer <token>` proves."""

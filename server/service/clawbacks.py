@@ -123,8 +123,9 @@ class ClawbackUseCases(UseCases):
         """What a late refund would recover now, without writing anything."""
         now = self.clock.now()
         with self.unit_of_work(read_only=True) as uow:
-            order = uow.facts.order(order_id)
+            # The viewer's scope first: an unknown viewer is refused alike for every order.
             scope = self.scope(uow, viewer)
+            order = uow.facts.order(order_id)
             if scope is not None and not scope.sees_order(order.shop_id, order.buyer_id):
                 raise NotFound("order", order_id)
             violations = rules.check_refund(order, amount)
@@ -176,8 +177,8 @@ class ClawbackUseCases(UseCases):
         viewer: Person | None = None,
     ) -> RefundClawback:
         with self.unit_of_work(read_only=True) as uow:
-            clawback = uow.clawbacks.clawback(clawback_id=clawback_id, refund_id=refund_id)
             scope = self.scope(uow, viewer)
+            clawback = uow.clawbacks.clawback(clawback_id=clawback_id, refund_id=refund_id)
             if scope is not None and not scope.sees_shop(clawback.shop_id):
                 # Word for word what the store says of one that does not exist.
                 raise NotFound("clawback", clawback_id or f"refund {refund_id}")
@@ -238,7 +239,11 @@ class ClawbackUseCases(UseCases):
                         raise NotFound("account", account_subject(ref))
             refs = list(dict.fromkeys(accounts))
             if owner_id:
-                refs += [r for r in uow.ledger.accounts_of(owner_id) if r not in refs]
+                refs += [
+                    r
+                    for r in uow.ledger.accounts_of(owner_id)
+                    if r not in refs and (scope is None or scope.sees_account(r))
+                ]
             return uow.ledger.balances(refs)
 
     def list_transfers(

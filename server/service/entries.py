@@ -84,8 +84,8 @@ class EntryUseCases(UseCases):
         """One entry; a viewer sees only entries of its shop's (staff) or its own (buyer)
         orders, and any other answers as if it did not exist."""
         with self.unit_of_work(read_only=True) as uow:
-            entry = uow.entries.entry(entry_id)
             scope = self.scope(uow, viewer)
+            entry = uow.entries.entry(entry_id)
             if scope is not None:
                 order = uow.facts.order(entry.order_id)
                 if not scope.sees_order(order.shop_id, order.buyer_id):
@@ -138,13 +138,23 @@ class EntryUseCases(UseCases):
         return tokens.page(seen, page_size, filters, _entry_position)
 
     def apply(
-        self, order_id: str, buyer_id: str, amount: int, reason: str, by: Actor = NOBODY
+        self,
+        order_id: str,
+        buyer_id: str,
+        amount: int,
+        reason: str,
+        by: Actor = NOBODY,
+        viewer: Person | None = None,
     ) -> Application:
+        """The buyer files through the open entry. A buyer known by a token who is not the
+        order's learns nothing of it (NOT_FOUND, as for an order nobody has)."""
         now = self.clock.now()
         with self.unit_of_work() as uow:
             order = uow.facts.order(order_id, for_update=True)
             subject = order_subject(order_id)
             not_owner = rules.check_buyer(order, buyer_id)
+            if not_owner and viewer is not None:
+                raise NotFound("order", order_id)
             if not_owner:
                 raise PermissionDenied(
                     subject, not_owner, {"order_id": order_id, "buyer_id": buyer_id}

@@ -7,7 +7,6 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 import peewee as pw
-from playhouse.migrate import SchemaMigrator, migrate
 
 from server.domain.model import AccountKind
 from server.store.schema import (
@@ -37,13 +36,17 @@ def _migrate_to_1(database: pw.Database) -> None:
 def _migrate_to_2(database: pw.Database) -> None:
     """Who recorded each row (audit): two columns on the tables mutations write. (A database
     made by step 1 of this code has them already: step 1 creates the tables as they are now.)"""
-    migrator = SchemaMigrator.from_database(database)
     for table in AUDITED:
         present = {column.name for column in database.get_columns(table)}
         for column, length in (("recorded_by_service", 256), ("recorded_by_person", 192)):
             if column not in present:
-                migrate(
-                    migrator.add_column(table, column, pw.CharField(max_length=length, default=""))
+                # A plain ADD COLUMN with a default, on both databases: no table rebuild, no
+                # rewrite of existing rows (PostgreSQL keeps the default in the catalogue), and
+                # replicas still running the schema before it keep writing.
+                execute_sql(
+                    database,
+                    f'ALTER TABLE "{table}" ADD COLUMN "{column}" '
+                    f"VARCHAR({length}) NOT NULL DEFAULT ''",
                 )
 
 

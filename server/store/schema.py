@@ -41,6 +41,12 @@ def at_or_none(us: int | None) -> datetime | None:
 AUDITED = ("shop", "staff", "orders", "entry", "application", "refund", "transfer")
 
 
+def audit_column(length: int) -> pw.CharField:
+    """An audit column: empty unless set, by default in the database too, so that a replica of
+    the schema before it can still write rows."""
+    return pw.CharField(max_length=length, default="", constraints=[pw.SQL("DEFAULT ''")])
+
+
 class _Base(pw.Model):
     class Meta:
         database = db
@@ -53,8 +59,8 @@ class ShopRow(_Base):
     status = pw.CharField(max_length=32)
     wallet_opened_at = pw.BigIntegerField(null=True)
     version = pw.BigIntegerField(default=0)
-    recorded_by_service = pw.CharField(max_length=256, default="")
-    recorded_by_person = pw.CharField(max_length=192, default="")
+    recorded_by_service = audit_column(256)
+    recorded_by_person = audit_column(192)
 
     class Meta:
         table_name = "shop"
@@ -66,8 +72,8 @@ class StaffRow(_Base):
     role = pw.CharField(max_length=32)
     name = pw.CharField(max_length=256, default="")
     version = pw.BigIntegerField(default=0)
-    recorded_by_service = pw.CharField(max_length=256, default="")
-    recorded_by_person = pw.CharField(max_length=192, default="")
+    recorded_by_service = audit_column(256)
+    recorded_by_person = audit_column(192)
 
     class Meta:
         table_name = "staff"
@@ -89,8 +95,8 @@ class OrderRow(_Base):
     # The commission lines, as a JSON list: they are always read and written with their order.
     commission_lines = pw.TextField(default="[]")
     version = pw.BigIntegerField(default=0)
-    recorded_by_service = pw.CharField(max_length=256, default="")
-    recorded_by_person = pw.CharField(max_length=192, default="")
+    recorded_by_service = audit_column(256)
+    recorded_by_person = audit_column(192)
 
     class Meta:
         table_name = "orders"
@@ -108,8 +114,8 @@ class EntryRow(_Base):
     policy_version = pw.CharField(max_length=64)
     used_at = pw.BigIntegerField(null=True)
     application_id = pw.CharField(max_length=64, null=True)
-    recorded_by_service = pw.CharField(max_length=256, default="")
-    recorded_by_person = pw.CharField(max_length=192, default="")
+    recorded_by_service = audit_column(256)
+    recorded_by_person = audit_column(192)
 
     class Meta:
         table_name = "entry"
@@ -139,8 +145,8 @@ class ApplicationRow(_Base):
     reason = pw.TextField(default="")
     state = pw.CharField(max_length=16)
     filed_at = pw.BigIntegerField()
-    recorded_by_service = pw.CharField(max_length=256, default="")
-    recorded_by_person = pw.CharField(max_length=192, default="")
+    recorded_by_service = audit_column(256)
+    recorded_by_person = audit_column(192)
 
     class Meta:
         table_name = "application"
@@ -158,8 +164,8 @@ class RefundRow(_Base):
     paid_from_wallet = pw.BigIntegerField()
     paid_from_deposit = pw.BigIntegerField()
     recorded_at = pw.BigIntegerField()
-    recorded_by_service = pw.CharField(max_length=256, default="")
-    recorded_by_person = pw.CharField(max_length=192, default="")
+    recorded_by_service = audit_column(256)
+    recorded_by_person = audit_column(192)
 
     class Meta:
         table_name = "refund"
@@ -229,8 +235,8 @@ class TransferRow(_Base):
     # Deterministic per movement (e.g. "funds:<request id>"): a retry never posts twice.
     idempotency_key = pw.CharField(max_length=256, unique=True)
     posted_at = pw.BigIntegerField()
-    recorded_by_service = pw.CharField(max_length=256, default="")
-    recorded_by_person = pw.CharField(max_length=192, default="")
+    recorded_by_service = audit_column(256)
+    recorded_by_person = audit_column(192)
 
     class Meta:
         table_name = "transfer"

@@ -12,6 +12,7 @@ import psycopg
 import pytest
 
 from client import Client
+from server.certs import TokenKey
 from tests.e2e.test_process import ROOT, ServerProcess, _environment, _wait_until_serving
 from tests.pg import PASSWORD, PASSWORD_ROLE, free_port
 
@@ -35,7 +36,16 @@ def test_a_server_logs_in_with_a_password_file_and_keeps_the_url_s_parameters(
     stderr = tmp_path / "server.stderr"
     with stderr.open("wb") as sink:
         process = subprocess.Popen(
-            [sys.executable, "-m", "server", "--address", address, "--demo"],
+            [
+                sys.executable,
+                "-m",
+                "server",
+                "--address",
+                address,
+                "--demo",
+                "--demo-keys",
+                str(tmp_path / "demo"),
+            ],  # fmt: skip
             cwd=ROOT,
             env=env,
             stdout=subprocess.DEVNULL,
@@ -44,7 +54,8 @@ def test_a_server_logs_in_with_a_password_file_and_keeps_the_url_s_parameters(
     server = ServerProcess(process, address, stderr)
     try:
         _wait_until_serving(server)
-        with Client(address) as client:
+        token = TokenKey.read(tmp_path / "demo" / "token-key.pem").mint("staff-owner", "staff")
+        with Client(address, token=token) as client:
             check = client.check_eligibility("order-eligible", "staff-owner")
         assert check.eligible
         with psycopg.connect(postgres_server.url("postgres")) as admin:

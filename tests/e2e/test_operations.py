@@ -20,6 +20,7 @@ from cryptography.x509.oid import NameOID
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from client import Client, FailedPrecondition
+from server.certs import TokenKey
 from tests.pg import free_port
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -57,6 +58,16 @@ def _self_signed(folder: pathlib.Path) -> tuple[pathlib.Path, pathlib.Path]:
     return cert_path, key_path
 
 
+def as_staff(port: int, demo_key: pathlib.Path, staff_id: str) -> Client:
+    """A TLS client acting for a demo staff member, with a token of the demo's login key."""
+    cert = demo_key.parent.parent / "server.crt"  # _self_signed's, beside the demo keys
+    return Client(
+        f"localhost:{port}",
+        root_certificates=cert.read_bytes(),
+        token=TokenKey.read(demo_key).mint(staff_id, "staff"),
+    )
+
+
 @pytest.fixture
 def tls_server(tmp_path):
     cert, key = _self_signed(tmp_path)
@@ -79,6 +90,8 @@ def tls_server(tmp_path):
             str(key),
             "--metrics-address",
             f"127.0.0.1:{metrics_port}",
+            "--demo-keys",
+            str(tmp_path / "demo"),
         ],
         cwd=ROOT,
         env=env,
@@ -98,15 +111,15 @@ def tls_server(tmp_path):
                 process.kill()
                 raise
             time.sleep(0.1)
-    yield port, metrics_port, channel
+    yield port, metrics_port, channel, tmp_path / "demo" / "token-key.pem"
     channel.close()
     process.terminate()
     process.wait(timeout=15)
 
 
 def test_the_server_speaks_tls_and_refuses_plaintext(tls_server):
-    port, _, channel = tls_server
-    with Client(channel=channel) as client:
+    port, _, channel, demo_key = tls_server
+    with as_staff(port, demo_key, "staff-owner") as client:
         assert client.check_eligibility("order-eligible", "staff-owner").eligible
 
     with Client(f"127.0.0.1:{port}", timeout=2) as plaintext:
@@ -116,9 +129,10 @@ def test_the_server_speaks_tls_and_refuses_plaintext(tls_server):
 
 
 def test_metrics_count_calls_by_method_and_status_code(tls_server):
-    _, metrics_port, channel = tls_server
-    with Client(channel=channel) as client:
+    port, metrics_port, channel, demo_key = tls_server
+    with as_staff(port, demo_key, "staff-owner") as client:
         client.check_eligibility("order-eligible", "staff-owner")
+    with as_staff(port, demo_key, "tiny-owner") as client:
         with pytest.raises(FailedPrecondition):
             client.open_entry("order-tiny", "tiny-owner")
 

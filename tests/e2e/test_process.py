@@ -14,6 +14,7 @@ import sys
 import time
 import tomllib
 from datetime import UTC, timedelta
+from typing import Any
 
 import grpc
 import pytest
@@ -21,6 +22,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from aftersales.v1 import resources_pb2 as pb
 from client import AlreadyExists, Client, NotFound
+from server.certs import TokenKey
 from tests.pg import free_port
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -64,6 +66,12 @@ class ServerProcess:
     process: subprocess.Popen
     address: str
     stderr: pathlib.Path
+    demo_keys: pathlib.Path | None = None
+
+    def token(self, kind: str, person: str) -> str:
+        """A token of the demo's login key, as `python -m server.certs var/demo --token`."""
+        assert self.demo_keys is not None
+        return TokenKey.read(self.demo_keys / "token-key.pem").mint(person, kind)
 
     def log_records(self) -> list[dict]:
         text = self.stderr.read_text(encoding="utf-8")
@@ -102,12 +110,13 @@ def server(tmp_path):
         "--policy", str(_policy_file(tmp_path)),
         "--sweep-interval", "0.5",
         "--demo",
+        "--demo-keys", str(tmp_path / "demo"),
     ]  # fmt: skip
     with stderr.open("wb") as sink:
         process = subprocess.Popen(
             command, cwd=ROOT, env=_environment(), stdout=subprocess.DEVNULL, stderr=sink
         )
-    running = ServerProcess(process, address, stderr)
+    running = ServerProcess(process, address, stderr, tmp_path / "demo")
     try:
         _wait_until_serving(running)
         yield running
@@ -121,15 +130,49 @@ def server(tmp_path):
                 process.wait()
 
 
+class DemoClient:
+    """The Python client as the demo's people use it: a call that names a staff member goes with
+    that staff member's token (the demo verifies it); every other call as it is."""
+
+    def __init__(self, server: ServerProcess) -> None:
+        self.server = server
+        self.plain = Client(server.address)
+        self.people: dict[str, Client] = {}
+
+    def as_staff(self, staff_id: str) -> Client:
+        if staff_id not in self.people:
+            token = self.server.token("staff", staff_id)
+            self.people[staff_id] = Client(self.server.address, token=token)
+        return self.people[staff_id]
+
+    def check_eligibility(self, order_id: str, operator_id: str) -> Any:
+        return self.as_staff(operator_id).check_eligibility(order_id, operator_id)
+
+    def open_entry(self, order_id: str, operator_id: str, **kwargs: Any) -> Any:
+        return self.as_staff(operator_id).open_entry(order_id, operator_id, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.plain, name)
+
+    def close(self) -> None:
+        for client in [self.plain, *self.people.values()]:
+            client.close()
+
+
 @pytest.fixture
 def client(server):
-    with Client(server.address) as client:
-        yield client
+    demo = DemoClient(server)
+    yield demo
+    demo.close()
 
 
 def cli(server: ServerProcess, *args: str) -> subprocess.CompletedProcess:
+    """`python -m client ...`; `check` and `open` go with the token of the staff they name."""
+    token = []
+    if args and args[0] in ("check", "open"):
+        token = ["--token", server.token("staff", args[2])]
     return subprocess.run(
-        [sys.executable, "-m", "client", "--address", server.address, *args],
+        [sys.executable, "-m", "client", "--address", server.address, *token, *args],
         cwd=ROOT,
         env=_environment(),
         capture_output=True,
@@ -267,3 +310,28 @@ def test_the_cli_opens_an_eligible_order_and_prints_the_entry(server):
     assert entry["state"] == "ENTRY_STATE_OPEN"
     assert (entry["order_id"], entry["operator_id"]) == ("order-eligible", "staff-owner")
     assert entry["policy_version"] == POLICY_VERSION
+
+
+def test_the_demo_s_people_prove_who_they_are_with_the_demo_s_tokens(server):
+    from client import PermissionDenied, Unauthenticated
+
+    stranger_key = TokenKey()  # a key the demo does not trust, under the demo's key id
+    with Client(server.address) as nobody:
+        with pytest.raises(Unauthenticated) as no_token:
+            nobody.check_eligibility("order-eligible", "staff-owner")
+        # Reads name no person: they need no token.
+        assert nobody.get_balances(owner_id="shop-sunny")
+    with Client(server.address, token=stranger_key.mint("staff-owner", "staff")) as forged:
+        with pytest.raises(Unauthenticated) as forged_token:
+            forged.open_entry("order-eligible", "staff-owner")
+    with Client(server.address, token=server.token("staff", "staff-agent")) as agent:
+        with pytest.raises(PermissionDenied) as someone_else:
+            agent.open_entry("order-eligible", "staff-owner")
+    with Client(server.address, token=server.token("buyer", "buyer-eligible")) as buyer:
+        with pytest.raises(PermissionDenied) as wrong_kind:
+            buyer.check_eligibility("order-eligible", "")
+
+    assert no_token.value.reason == forged_token.value.reason == "PERSON_NOT_AUTHENTICATED"
+    assert someone_else.value.reason == wrong_kind.value.reason == "NOT_THE_AUTHENTICATED_PERSON"
+    with Client(server.address) as reader:
+        assert list(reader.list_entries(order_id="order-eligible").entries) == []

@@ -85,24 +85,20 @@ def test_a_server_refuses_to_start_on_a_schema_newer_than_its_code(store, servic
         newer.close()
 
 
-def test_a_database_of_schema_1_gains_the_audit_columns_and_keeps_its_data(empty_store):
-    from playhouse.migrate import SchemaMigrator, migrate
-
+def test_a_database_of_schema_1_gains_the_audit_columns_and_keeps_its_data(empty_store, clock):
+    from server import demo
+    from server.domain import policy as policy_module
+    from server.service import Service
     from server.store.schema import AUDITED
 
     empty_store.migrate()
-    with empty_store.unit_of_work() as uow:
-        uow.facts.put_shop(Shop("shop-1", "Kept", ShopStatus.NORMAL, None))
-        uow.commit()
-    # Back to what schema 1 was: no audit columns, version 1 recorded.
+    demo.load(Service(empty_store, clock, policy_module.load()))  # rows in every audited table
+    # Back to schema 1: no audit columns, version 1 recorded.
     database = empty_store.database
     with empty_store.session(), database.atomic():
-        migrator = SchemaMigrator.from_database(database)
         for table in AUDITED:
-            migrate(
-                migrator.drop_column(table, "recorded_by_service"),
-                migrator.drop_column(table, "recorded_by_person"),
-            )
+            for column in ("recorded_by_service", "recorded_by_person"):
+                database.execute_sql(f'ALTER TABLE "{table}" DROP COLUMN "{column}"')
         SchemaVersionRow.delete().where(SchemaVersionRow.version > 1).execute()
     assert empty_store.schema_version() == 1
 
@@ -112,5 +108,11 @@ def test_a_database_of_schema_1_gains_the_audit_columns_and_keeps_its_data(empty
         for table in AUDITED:
             columns = {c.name for c in database.get_columns(table)}
             assert {"recorded_by_service", "recorded_by_person"} <= columns, table
+        # A replica still on schema 1 writes rows without the columns: the defaults fill them.
+        database.execute_sql(
+            "INSERT INTO shop (id, name, status, version) VALUES ('shop-old', 'Old', 'NORMAL', 0)"
+        )
     with empty_store.unit_of_work(read_only=True) as uow:
-        assert uow.facts.shop("shop-1").name == "Kept"
+        assert uow.facts.shop("shop-sunny").name == "Sunny Appliances"
+        assert uow.facts.staff("staff-owner").shop_id == "shop-sunny"
+        assert uow.facts.shop("shop-old").recorded_by.service == ""
