@@ -235,7 +235,10 @@ EXIT_CODES = {
 
 
 def _read(path: str) -> bytes | None:
-    return pathlib.Path(path).read_bytes() if path else None
+    try:
+        return pathlib.Path(path).read_bytes() if path else None
+    except OSError as e:
+        raise SystemExit(f"aftersales: cannot read {path}: {e.strerror}") from None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -152,6 +152,8 @@ class Client:
         is TLS; with `certificate_chain` and `private_key` too, this client proves its identity
         with its own certificate (servers started with --tls-client-ca require one). `token` is
         the signed token of the person this client acts for, sent with every call (TLS only)."""
+        if channel is not None and (token or root_certificates or certificate_chain):
+            raise ValueError("a channel given is used as it is: give its credentials to it")
         self._own_channel = channel is None
         options = [("grpc.service_config", _SERVICE_CONFIG), ("grpc.enable_retries", 1)]
         if channel is None:

@@ -31,7 +31,11 @@ class CheckEligibilityRequest(_message.Message):
     order_id: _builtins.str
     """The order. Required."""
     operator_id: _builtins.str
-    """The staff account that would open the entry. Required."""
+    """The staff account that would open the entry. With a staff member's token (the
+    `authorization` metadata) it is the token's subject: leave this empty, or it must name the
+    same account (else PERMISSION_DENIED, NOT_THE_AUTHENTICATED_PERSON). Without one (a back-end
+    service reading on an operator's behalf), required.
+    """
     def __init__(
         self,
         *,
@@ -174,7 +178,9 @@ class OpenEntryRequest(_message.Message):
     order_id: _builtins.str
     """The order. Required."""
     operator_id: _builtins.str
-    """The staff account opening the entry. Required."""
+    """The staff account opening the entry: the subject of the staff member's token, which a
+    front end acting for staff must send; empty, or the same account.
+    """
     request_id: _builtins.str
     """The caller's id for this attempt: a UUID or another token of 8 to 128 characters from
     [A-Za-z0-9._:-]. Required. Retrying with the same id and request returns the original entry.
@@ -293,7 +299,9 @@ class ApplyAfterSalesRequest(_message.Message):
     order_id: _builtins.str
     """The order. Required."""
     buyer_id: _builtins.str
-    """The buyer filing; must be the order's buyer. Required."""
+    """The buyer filing, who must be the order's buyer: the subject of the buyer's token, which a
+    front end acting for buyers must send; empty, or the same buyer.
+    """
     amount: _builtins.int
     """The amount asked for, in fen: above zero and at most the refundable amount."""
     reason: _builtins.str

@@ -131,6 +131,9 @@ class Scope:
 
     shop_id: str | None = None  # a staff member's shop
     buyer_id: str | None = None  # a buyer
+    # Whether the staff member may see the shop's money (its balances and transfers): the roles
+    # that may open the entry, as CheckEligibility shows the balances to them only.
+    sees_money: bool = False
 
     def sees_shop(self, shop_id: str) -> bool:
         return self.shop_id is not None and self.shop_id == shop_id
@@ -141,9 +144,12 @@ class Scope:
         return self.buyer_id is not None and self.buyer_id == buyer_id
 
     def sees_account(self, ref: AccountRef) -> bool:
-        """A shop's own wallet and deposit; no one's else."""
+        """A shop's own wallet and deposit, to those who may see its money; no one's else."""
         return (
-            ref.kind.has_owner and ref.kind is not AccountKind.CASH and self.sees_shop(ref.owner_id)
+            self.sees_money
+            and ref.kind.has_owner
+            and ref.kind is not AccountKind.CASH
+            and self.sees_shop(ref.owner_id)
         )
 
 

@@ -8,6 +8,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from datetime import datetime
 
+from server.domain import rules
 from server.domain.access import Person, PersonKind, Scope
 from server.domain.model import AccountKind, AccountRef, Policy
 from server.service.clock import Clock
@@ -55,13 +56,13 @@ class UseCases:
             finally:
                 self._current.uow = None
 
-    @staticmethod
-    def scope(uow: UnitOfWork, viewer: Person | None) -> Scope | None:
+    def scope(self, uow: UnitOfWork, viewer: Person | None) -> Scope | None:
         """What `viewer` may see (None: everything, for a service acting for no one)."""
         if viewer is None:
             return None
         if viewer.kind is PersonKind.STAFF:
-            return Scope(shop_id=uow.facts.staff(viewer.person_id).shop_id)
+            staff = uow.facts.staff(viewer.person_id)
+            return Scope(shop_id=staff.shop_id, sees_money=rules.shows_balances(staff, self.policy))
         return Scope(buyer_id=viewer.person_id)
 
     def now(self) -> datetime:

@@ -232,7 +232,7 @@ class ClawbackUseCases(UseCases):
         with self.unit_of_work(read_only=True) as uow:
             scope = self.scope(uow, viewer)
             if scope is not None:
-                if owner_id and not scope.sees_shop(owner_id):
+                if owner_id and not (scope.sees_shop(owner_id) and scope.sees_money):
                     raise NotFound("shop", owner_id)
                 for ref in accounts:
                     if not scope.sees_account(ref):

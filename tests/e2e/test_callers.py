@@ -643,3 +643,25 @@ def test_an_application_records_the_buyer_app_and_the_buyer(secured, other_shop)
         BUYER_APP,
         "buyer:buyer-other",
     )
+
+
+def test_the_shop_s_money_shows_only_to_roles_that_may_open(secured):
+    wallet = {"kind": 1, "owner_id": "shop-sunny"}  # ACCOUNT_KIND_ANXIN_WALLET
+    from aftersales.v1 import resources_pb2 as pb
+
+    answers = {}
+    for staff_id in ("staff-owner", "staff-agent"):
+        token = secured.login.mint(staff_id, "staff")
+        with channel(secured, BACKOFFICE) as ch:
+            answers[staff_id] = (
+                call(ch, "aftersales.v1.Clawback/GetBalances", token, owner_id="shop-sunny"),
+                call(
+                    ch,
+                    "aftersales.v1.Clawback/ListTransfers",
+                    token,
+                    account=pb.AccountRef(**wallet),
+                ),
+            )
+
+    assert answers["staff-owner"] == (None, None)
+    assert [e.code() for e in answers["staff-agent"]] == [grpc.StatusCode.NOT_FOUND] * 2
