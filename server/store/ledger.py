@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import peewee as pw
 
@@ -17,7 +18,9 @@ from server.domain.model import (
     TransferKind,
 )
 from server.service.unit_of_work import InsufficientBalance
-from server.store.schema import AccountRow, TransferRow, any_of, at, audit, rows, to_us
+from server.store.schema import AccountRow, TransferRow, at, audit, rows, to_us
+
+T = TypeVar("T")
 
 if TYPE_CHECKING:
     from server.store.unit_of_work import SqlStore
@@ -31,6 +34,24 @@ _LOCK_RANK = {
     AccountKind.ANXIN_WALLET: 2,
     AccountKind.DEPOSIT: 3,
 }
+
+
+# Accounts named in one statement at most: a list of row values, not a chain of ORs (which
+# SQLite's parser refuses past a few dozen and peewee cannot even build past a few hundred).
+BATCH = 500
+
+
+def _named(refs: Sequence[AccountRef]) -> pw.Expression:
+    """The accounts `refs` name, as (kind, owner_id) IN ((?, ?), ...)."""
+    expression: pw.Expression = pw.Tuple(AccountRow.kind, AccountRow.owner_id).in_(
+        [(ref.kind.value, ref.owner_id) for ref in refs]
+    )
+    return expression
+
+
+def chunked(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
 
 
 class SqlLedger:
@@ -127,16 +148,35 @@ class SqlLedger:
 
     def lock_accounts(self, refs: set[AccountRef]) -> dict[AccountRef, int]:
         """Creates the accounts that do not exist yet, locks them (on PostgreSQL) in the one
-        global order, and returns their balances."""
-        refs = {ref for ref in refs if ref.kind is not AccountKind.EXTERNAL}
-        if not refs:
-            return {}
-        AccountRow.insert_many(
-            [{"kind": r.kind.value, "owner_id": r.owner_id} for r in refs]
-        ).on_conflict_ignore().execute()
-        wanted = any_of(
-            [(AccountRow.kind == r.kind.value) & (AccountRow.owner_id == r.owner_id) for r in refs]
+        global order, and returns their balances. However many accounts (a payee owing
+        thousands of shops), every statement names at most BATCH of them."""
+        wanted = sorted(
+            (ref for ref in refs if ref.kind is not AccountKind.EXTERNAL),
+            key=lambda r: (r.kind.value, r.owner_id),
         )
+        if not wanted:
+            return {}
+        for batch in chunked(wanted, BATCH):
+            AccountRow.insert_many(
+                [{"kind": r.kind.value, "owner_id": r.owner_id} for r in batch]
+            ).on_conflict_ignore().execute()
+        if len(wanted) <= BATCH:
+            # One statement locks them all, in the global order.
+            return self._lock(_named(wanted))
+        # More: find their ids, then lock batch after batch along the global order.
+        ids = self._ids(wanted)
+        in_order = [
+            account_id
+            for ref, account_id in sorted(
+                ids.items(), key=lambda item: (_LOCK_RANK.get(item[0].kind, 9), item[1])
+            )
+        ]
+        balances: dict[AccountRef, int] = {}
+        for ids_batch in chunked(in_order, BATCH):
+            balances.update(self._lock(AccountRow.id.in_(list(ids_batch))))
+        return balances
+
+    def _lock(self, where: pw.Expression) -> dict[AccountRef, int]:
         rank = pw.Case(
             AccountRow.kind, [(kind.value, value) for kind, value in _LOCK_RANK.items()], 9
         )
@@ -144,36 +184,36 @@ class SqlLedger:
             AccountRow.select(
                 AccountRow.id, AccountRow.kind, AccountRow.owner_id, AccountRow.balance
             )
-            .where(wanted)
+            .where(where)
             .order_by(rank, AccountRow.id)
         )
         balances = {}
-        known = self._account_ids
         for account_id, kind, owner, balance in rows(self._store.locked(query)):
             ref = AccountRef(AccountKind(kind), owner)
-            known[ref] = account_id
+            self._account_ids[ref] = account_id
             balances[ref] = balance
         return balances
+
+    def _ids(self, refs: list[AccountRef]) -> dict[AccountRef, int]:
+        found = {}
+        for batch in chunked(refs, BATCH):
+            query = AccountRow.select(AccountRow.id, AccountRow.kind, AccountRow.owner_id).where(
+                _named(batch)
+            )
+            for account_id, kind, owner in rows(query):
+                found[AccountRef(AccountKind(kind), owner)] = account_id
+        return found
 
     def balances(self, refs: list[AccountRef]) -> dict[AccountRef, int]:
         """Balances of the named accounts; an account that never moved money has zero."""
         kept = [r for r in refs if r.kind is not AccountKind.EXTERNAL]
         found = {}
-        if kept:
-            wanted = any_of(
-                [
-                    (AccountRow.kind == r.kind.value) & (AccountRow.owner_id == r.owner_id)
-                    for r in kept
-                ]
-            )
-            found = {
-                AccountRef(AccountKind(kind), owner): balance
-                for kind, owner, balance in rows(
-                    AccountRow.select(
-                        AccountRow.kind, AccountRow.owner_id, AccountRow.balance
-                    ).where(wanted)
-                )
-            }
+        for batch in chunked(kept, BATCH):
+            query = AccountRow.select(
+                AccountRow.kind, AccountRow.owner_id, AccountRow.balance
+            ).where(_named(batch))
+            for kind, owner, balance in rows(query):
+                found[AccountRef(AccountKind(kind), owner)] = balance
         if len(kept) < len(refs):
             found[EXTERNAL] = self._external_balance()
         return {ref: found.get(ref, 0) for ref in refs}
