@@ -145,12 +145,8 @@ class Scope:
 
     def sees_account(self, ref: AccountRef) -> bool:
         """A shop's own wallet and deposit, to those who may see its money; no one's else."""
-        return (
-            self.sees_money
-            and ref.kind.has_owner
-            and ref.kind is not AccountKind.CASH
-            and self.sees_shop(ref.owner_id)
-        )
+        shop_accounts = (AccountKind.ANXIN_WALLET, AccountKind.DEPOSIT)
+        return self.sees_money and ref.kind in shop_accounts and self.sees_shop(ref.owner_id)
 
 
 def acting_person(

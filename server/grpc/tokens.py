@@ -89,11 +89,19 @@ class TokenVerifier:
         return Person(kind, subject)
 
 
-def bearer_token(metadata: Any) -> str:
+def authorization(metadata: Any) -> str | None:
+    """The call's `authorization` metadata, if it sent one."""
     for key, value in metadata or ():
         if key == "authorization":
-            scheme, _, token = str(value).partition(" ")
-            if scheme.lower() == "bearer" and token.strip():
-                return token.strip()
-            raise TokenRefused("authorization is not `Bearer <token>`")
-    raise TokenRefused("no token: send `authorization: Bearer <token>`")
+            return str(value)
+    return None
+
+
+def bearer_token(metadata: Any) -> str:
+    value = authorization(metadata)
+    if value is None:
+        raise TokenRefused("no token: send `authorization: Bearer <token>`")
+    scheme, _, token = value.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise TokenRefused("authorization is not `Bearer <token>`")
+    return token.strip()

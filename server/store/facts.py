@@ -185,7 +185,12 @@ def _eligibility_query() -> pw.Query:
     operator = StaffRow.alias("operator")
 
     def columns(model: type[pw.Model], alias: Any, prefix: str) -> list[Any]:
-        return [getattr(alias, f.name).alias(prefix + f.name) for f in model._meta.sorted_fields]
+        # Who recorded each row is not a fact the rules decide on: not read here.
+        return [
+            getattr(alias, f.name).alias(prefix + f.name)
+            for f in model._meta.sorted_fields
+            if not f.name.startswith("recorded_by_")
+        ]
 
     return (
         OrderRow.select(

@@ -17,14 +17,15 @@ from typing import Any
 import peewee as pw
 
 from server.domain.model import Actor, EntryState
+from server.service.paging import micros
 
 db = pw.DatabaseProxy()
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-def to_us(moment: datetime) -> int:
-    return (moment - _EPOCH) // timedelta(microseconds=1)
+# Stored as the service's page positions hold them (one encoding: a position is a stored value).
+to_us = micros
 
 
 def at(us: int) -> datetime:
