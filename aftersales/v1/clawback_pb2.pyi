@@ -145,7 +145,9 @@ class ListClawbacksRequest(_message.Message):
     state: _resources_pb2.ClawbackState.ValueType
     """Only clawbacks in this state; unspecified for all."""
     page_size: _builtins.int
-    """At most this many (default 50, at most 500)."""
+    """At most this many (default 50). Above 500 is read as 500 (AIP-158); negative is
+    INVALID_ARGUMENT.
+    """
     page_token: _builtins.str
     """A next_page_token of an earlier call with the same filters."""
     @_builtins.property
@@ -210,7 +212,9 @@ class GetBalancesRequest(_message.Message):
     """And all accounts of this owner (a shop's wallet and deposit, a payee's cash account)."""
     @_builtins.property
     def accounts(self) -> _containers.RepeatedCompositeFieldContainer[_resources_pb2.AccountRef]:
-        """These accounts. An account that never moved money has a balance of zero."""
+        """These accounts, at most 100 (INVALID_ARGUMENT beyond). An account that never moved money
+        has a balance of zero.
+        """
 
     def __init__(
         self,
@@ -256,7 +260,9 @@ class ListTransfersRequest(_message.Message):
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
-    """At most this many (default 50, at most 500)."""
+    """At most this many (default 50). Above 500 is read as 500 (AIP-158); negative is
+    INVALID_ARGUMENT.
+    """
     page_token: _builtins.str
     """A next_page_token of an earlier call for the same account."""
     @_builtins.property

@@ -241,7 +241,9 @@ class ListEntriesRequest(_message.Message):
     unspecified for all.
     """
     page_size: _builtins.int
-    """At most this many entries (default 50, at most 500)."""
+    """At most this many entries (default 50). Above 500 is read as 500 (AIP-158); negative is
+    INVALID_ARGUMENT.
+    """
     page_token: _builtins.str
     """A next_page_token of an earlier call with the same filters, to go on from there."""
     def __init__(

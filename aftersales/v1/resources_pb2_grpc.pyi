@@ -8,6 +8,11 @@ Conventions, for every message in this package:
 - Times are google.protobuf.Timestamp; an unset timestamp means "never" or "not yet".
 - Ids are opaque strings chosen by the system that owns the thing (shops, staff, orders and
   buyers come from upstream systems; entries and applications are minted by this service).
+- Every size is bounded, and a request beyond a bound is refused with INVALID_ARGUMENT and a
+  field violation naming it: ids at most 128 printable characters; names 256 and notes and
+  reasons 500 characters; amounts at most 10^12 fen; at most 100 commission lines per order
+  and 100 accounts per GetBalances; pages at most 500 items. A request message is at most
+  4 MiB (gRPC's default).
 """
 
 from collections import abc as _abc

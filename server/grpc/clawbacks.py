@@ -8,7 +8,7 @@ from typing import Any
 from aftersales.v1 import clawback_pb2, clawback_pb2_grpc, resources_pb2
 from server.domain import model
 from server.grpc.callers import actor, viewer
-from server.grpc.common import Fields, Servicer, page_size, present
+from server.grpc.common import MAX_BALANCE_ACCOUNTS, Fields, Servicer, page_size, present
 from server.grpc.resources import account_ref, balance_pb, clawback_pb, transfer_pb
 
 
@@ -146,6 +146,9 @@ def get_balances(
     request: clawback_pb2.GetBalancesRequest,
 ) -> tuple[list[model.AccountRef], str | None]:
     f = Fields()
+    if len(request.accounts) > MAX_BALANCE_ACCOUNTS:
+        f.bad("accounts", f"names {len(request.accounts)} accounts; at most {MAX_BALANCE_ACCOUNTS}")
+        f.raise_if_any()
     refs = [account_ref(f, f"accounts[{i}]", a) for i, a in enumerate(request.accounts)]
     owner_id = f.id("owner_id", request.owner_id, required=False)
     if not refs and not owner_id:

@@ -32,6 +32,12 @@ REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{8,128}")
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
+# Commission lines of one order: a live-commerce order pays a handful (influencer, group leader,
+# affiliate, technical service fee); the bound keeps a late refund's clawback one short
+# transaction.
+MAX_COMMISSION_LINES = 100
+# Accounts one GetBalances names.
+MAX_BALANCE_ACCOUNTS = 100
 
 E = TypeVar("E", bound=enum.Enum)
 T = TypeVar("T")

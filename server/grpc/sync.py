@@ -8,7 +8,7 @@ from typing import Any
 from aftersales.v1 import resources_pb2, sync_pb2, sync_pb2_grpc
 from server.domain import model, rules
 from server.grpc.callers import actor
-from server.grpc.common import MAX_AMOUNT, Fields, Servicer, present
+from server.grpc.common import MAX_AMOUNT, MAX_COMMISSION_LINES, Fields, Servicer, present
 from server.grpc.resources import account_pb, account_ref, order_pb, shop_pb, staff_pb, transfer_pb
 
 
@@ -79,7 +79,12 @@ def order(request: sync_pb2.PutOrderRequest) -> model.Order:
         f.raise_if_any()
     o = request.order
     lines = []
-    for i, line in enumerate(o.commission_lines):
+    if len(o.commission_lines) > MAX_COMMISSION_LINES:
+        f.bad(
+            "order.commission_lines",
+            f"has {len(o.commission_lines)} lines; at most {MAX_COMMISSION_LINES}",
+        )
+    for i, line in enumerate(o.commission_lines[:MAX_COMMISSION_LINES]):
         path = f"order.commission_lines[{i}]"
         kind = f.enum(
             f"{path}.payee_kind",

@@ -1,0 +1,94 @@
+"""Every list a request carries has a bound the proto names: at the bound the call works, one
+past it the call is refused with INVALID_ARGUMENT naming the field and the bound, and writes
+nothing."""
+
+from __future__ import annotations
+
+import pytest
+
+from aftersales.v1 import resources_pb2 as pb
+from client import InvalidArgument
+from server.grpc.common import MAX_BALANCE_ACCOUNTS, MAX_COMMISSION_LINES
+from tests.e2e.seed import PAID, wallet
+
+COMMISSION = 10  # fen per line
+
+
+def cash(payee_id: str) -> pb.AccountRef:
+    return pb.AccountRef(kind=pb.ACCOUNT_KIND_CASH, owner_id=payee_id)
+
+
+def with_lines(order: pb.Order, count: int) -> pb.Order:
+    lined = pb.Order()
+    lined.CopyFrom(order)
+    del lined.commission_lines[:]
+    for i in range(count):
+        lined.commission_lines.add(
+            payee_kind=pb.PAYEE_KIND_INFLUENCER, payee_id=f"payee-{i:03d}", amount=COMMISSION
+        )
+    return lined
+
+
+def test_get_balances_names_at_most_the_bound(client, seed):
+    shops = [seed.shop(f"shop-many-{i:03d}") for i in range(MAX_BALANCE_ACCOUNTS)]
+    seed.funds(wallet(shops[-1]), 123)
+
+    balances = client.get_balances([wallet(s) for s in shops])
+    assert len(balances) == MAX_BALANCE_ACCOUNTS
+    assert balances[(pb.ACCOUNT_KIND_ANXIN_WALLET, shops[-1])] == 123
+
+    with pytest.raises(InvalidArgument) as refused:
+        client.get_balances([wallet(s) for s in shops] + [wallet("one-more")])
+    (violation,) = refused.value.field_violations
+    assert violation.field == "accounts"
+    assert str(MAX_BALANCE_ACCOUNTS) in violation.description
+
+
+def test_an_order_past_the_commission_line_bound_is_refused_and_not_stored(client, seed):
+    case = seed.case("too-many-lines")
+    placed = seed.order("order-too-many-lines-2", case.shop_id)
+
+    with pytest.raises(InvalidArgument) as refused:
+        client.put_order(with_lines(placed, MAX_COMMISSION_LINES + 1))
+    (violation,) = refused.value.field_violations
+    assert violation.field == "order.commission_lines"
+    assert str(MAX_COMMISSION_LINES) in violation.description
+    # The order is as it was: a preview of a late refund recovers nothing, there are no lines.
+    preview = client.preview_clawback(placed.order_id, PAID)
+    assert list(preview.lines) == []
+
+
+def test_an_order_at_the_commission_line_bound_has_its_late_refund_recovered_in_full(
+    client, seed, clock
+):
+    case = seed.case("lines-at-bound")
+    placed = seed.order(case.order_id, case.shop_id)
+    stored = client.put_order(with_lines(placed, MAX_COMMISSION_LINES))
+    assert len(stored.commission_lines) == MAX_COMMISSION_LINES
+    # Every payee holds what it was paid; the shop's wallet starts where the seed left it.
+    for line in stored.commission_lines:
+        seed.funds(cash(line.payee_id), line.amount)
+    wallet_before = client.get_balances([wallet(case.shop_id)])[
+        (pb.ACCOUNT_KIND_ANXIN_WALLET, case.shop_id)
+    ]
+
+    client.open_entry(case.order_id, case.owner_id)
+    application = client.apply_after_sales(case.order_id, case.buyer_id, PAID)
+    clawback = client.record_refund(
+        "refund-lines-at-bound",
+        case.order_id,
+        PAID,
+        application_id=application.application_id,
+        started_at=clock.now(),
+        paid_at=clock.now(),
+    )
+
+    assert clawback.state == pb.CLAWBACK_STATE_RECOVERED
+    assert len(clawback.lines) == MAX_COMMISSION_LINES
+    assert all(line.recovered == line.due == COMMISSION for line in clawback.lines)
+    payees = client.get_balances([cash(line.payee_id) for line in stored.commission_lines])
+    assert set(payees.values()) == {0}
+    wallet_after = client.get_balances([wallet(case.shop_id)])[
+        (pb.ACCOUNT_KIND_ANXIN_WALLET, case.shop_id)
+    ]
+    assert wallet_after == wallet_before - PAID + MAX_COMMISSION_LINES * COMMISSION
