@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+from collections.abc import Collection, Sequence
 from datetime import datetime
 from types import TracebackType
 
@@ -30,9 +31,11 @@ from server.domain.model import (
     Application,
     ApplicationState,
     AppliedThrough,
+    ClawbackState,
     Debt,
     Entry,
     EntryState,
+    Movement,
     Order,
     RefundClawback,
     Shop,
@@ -308,6 +311,45 @@ class FakeLedger:
         self._s.transfers.append(transfer)
         return transfer
 
+    def post_transfers(
+        self,
+        movements: Sequence[Movement],
+        *,
+        now: datetime,
+        guarded: Collection[AccountRef],
+        recorded_by: Actor = NOBODY,
+    ) -> None:
+        change: dict[AccountRef, int] = {}
+        for m in movements:
+            if m.amount <= 0:
+                raise ValueError("a transfer moves a positive amount")
+            change[m.from_account] = change.get(m.from_account, 0) - m.amount
+            change[m.to_account] = change.get(m.to_account, 0) + m.amount
+        for ref, amount in change.items():
+            if ref.kind is AccountKind.EXTERNAL:
+                continue
+            self._create(ref)
+            if ref in guarded and self._s.accounts[ref] + amount < 0:
+                raise InsufficientBalance(self._s.accounts[ref])
+        for ref, amount in change.items():
+            if ref.kind is not AccountKind.EXTERNAL:
+                self._s.accounts[ref] += amount
+        for m in movements:
+            self._s.last_transfer_id += 1
+            self._s.transfers.append(
+                Transfer(
+                    str(self._s.last_transfer_id),
+                    m.from_account,
+                    m.to_account,
+                    m.amount,
+                    m.kind,
+                    m.reference,
+                    now,
+                    m.memo,
+                    recorded_by,
+                )
+            )
+
     def lock_accounts(self, refs: set[AccountRef]) -> dict[AccountRef, int]:
         kept = [ref for ref in refs if ref.kind is not AccountKind.EXTERNAL]
         for ref in kept:
@@ -358,27 +400,34 @@ class FakeClawbacks:
         self._s.clawbacks[clawback.clawback_id] = clawback
         self._s.clawback_states[clawback.clawback_id] = clawback.state.value
 
-    def debts_of(self, payee_id: str) -> list[Debt]:
-        return [
-            Debt(c.clawback_id, line.line_no, c.shop_id, line.due, line.recovered)
-            for c in self._s.clawbacks.values()
-            for line in c.lines
+    def debts_of(self, payee_id: str, *, after: int | None, limit: int) -> list[Debt]:
+        # A line's seq is its place among every line stored, as a row id would be.
+        lines = ((c, line) for c in self._s.clawbacks.values() for line in c.lines)
+        debts = [
+            Debt(c.clawback_id, line.line_no, c.shop_id, line.due, line.recovered, seq)
+            for seq, (c, line) in enumerate(lines, start=1)
             if line.payee_id == payee_id and line.recovered < line.due
         ]
+        return [d for d in debts if after is None or d.seq > after][:limit]
 
-    def add_recovered(self, clawback_id: str, line_no: int, amount: int) -> None:
-        c = self._s.clawbacks[clawback_id]
-        lines = tuple(
-            dataclasses.replace(ln, recovered=ln.recovered + amount)
-            if ln.line_no == line_no
-            else ln
-            for ln in c.lines
-        )
-        self._s.clawbacks[clawback_id] = dataclasses.replace(c, lines=lines)
+    def add_recovered(self, paid: Sequence[tuple[Debt, int]]) -> None:
+        for debt, amount in paid:
+            c = self._s.clawbacks[debt.clawback_id]
+            lines = tuple(
+                dataclasses.replace(ln, recovered=ln.recovered + amount)
+                if ln.line_no == debt.line_no
+                else ln
+                for ln in c.lines
+            )
+            self._s.clawbacks[debt.clawback_id] = dataclasses.replace(c, lines=lines)
 
-    def set_clawback_state(self, clawback_id: str, state: str) -> None:
-        if clawback_id in self._s.clawback_states:
-            self._s.clawback_states[clawback_id] = state
+    def totals(self, clawback_ids: Collection[str]) -> dict[str, tuple[int, int]]:
+        return {i: (self._s.clawbacks[i].due, self._s.clawbacks[i].recovered) for i in clawback_ids}
+
+    def set_states(self, states: dict[str, ClawbackState]) -> None:
+        for clawback_id, state in states.items():
+            if clawback_id in self._s.clawback_states:
+                self._s.clawback_states[clawback_id] = state.value
 
     def clawback(
         self, *, clawback_id: str | None = None, refund_id: str | None = None

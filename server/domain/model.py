@@ -257,6 +257,20 @@ class Transfer:
 
 
 @dataclasses.dataclass(frozen=True)
+class Movement:
+    """Money to move from one account to another: a transfer before it is posted."""
+
+    from_account: AccountRef
+    to_account: AccountRef
+    amount: int
+    kind: TransferKind
+    reference: str
+    # Unique among all transfers: the same movement can never be posted twice.
+    idempotency_key: str
+    memo: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
 class Violation:
     """One unmet rule: its reason code and what is wrong, with the figures involved."""
 
@@ -298,6 +312,13 @@ class ClawbackState(enum.StrEnum):
     PARTIAL = "PARTIAL"  # some recovered, some still owed
     OUTSTANDING = "OUTSTANDING"  # something is due and nothing was recovered yet
     NOT_ELIGIBLE = "NOT_ELIGIBLE"  # the refund's commissions are not recovered; see reasons
+
+    @classmethod
+    def of(cls, due: int, recovered: int) -> ClawbackState:
+        """The state of an eligible clawback that has recovered `recovered` of `due`."""
+        if recovered >= due:
+            return cls.RECOVERED
+        return cls.PARTIAL if recovered > 0 else cls.OUTSTANDING
 
 
 class LineState(enum.StrEnum):
@@ -372,6 +393,8 @@ class Debt:
     shop_id: str
     due: int
     recovered: int
+    # The debt's place among all debts, oldest first: debts are paid in this order.
+    seq: int = 0
 
     @property
     def outstanding(self) -> int:
@@ -415,6 +438,4 @@ class RefundClawback:
     def state(self) -> ClawbackState:
         if not self.eligible:
             return ClawbackState.NOT_ELIGIBLE
-        if self.recovered >= self.due:
-            return ClawbackState.RECOVERED
-        return ClawbackState.PARTIAL if self.recovered > 0 else ClawbackState.OUTSTANDING
+        return ClawbackState.of(self.due, self.recovered)

@@ -498,15 +498,24 @@ def recover(
 ) -> tuple[tuple[ClawbackLine, ...], dict[AccountRef, int]]:
     """Each line takes what its account gives now (recoverable_now), in line order, each taking
     from what the ones before it left; returns the lines with `recovered` set and the balances
-    after. A line with nothing due takes nothing (its account need not be among `balances`)."""
+    after. A line with nothing due takes nothing, and the technical service fee is given back
+    whatever the platform's balance: neither account need be among `balances`."""
     left = dict(balances)
     taken = []
     for line in lines:
-        take = recoverable_now(line, left[line.account]) if line.due else 0
-        if take:
+        if needs_balance(line):
+            take = recoverable_now(line, left[line.account])
             left[line.account] -= take
+        else:
+            take = line.outstanding if line.due else 0
         taken.append(dataclasses.replace(line, recovered=take))
     return tuple(taken), left
+
+
+def needs_balance(line: ClawbackLine) -> bool:
+    """Whether what `line` recovers depends on its account's balance (which must then be read,
+    and locked, before recovering)."""
+    return line.due > 0 and line.payee_kind is not PayeeKind.TECHNICAL_SERVICE_FEE
 
 
 def settle_debts(balance: int, outstanding: list[int]) -> list[int]:

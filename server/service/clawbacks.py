@@ -15,6 +15,7 @@ from server.domain.model import (
     AccountRef,
     Actor,
     ClawbackState,
+    Movement,
     Order,
     ReasonCode,
     Refund,
@@ -72,8 +73,14 @@ class ClawbackUseCases(UseCases):
             )
             clawback = dataclasses.replace(clawback, recorded_by=by)
             wallet, deposit = wallet_of(shop.shop_id), deposit_of(shop.shop_id)
+            # Only the accounts whose balances decide something are locked up front; the
+            # platform's commission account (in every late refund) is changed last.
             balances = uow.ledger.lock_accounts(
-                {wallet, deposit, *(line.account for line in clawback.lines if line.due)}
+                {
+                    wallet,
+                    deposit,
+                    *(line.account for line in clawback.lines if rules.needs_balance(line)),
+                }
             )
             lines, _ = rules.recover(clawback.lines, balances)
             clawback = dataclasses.replace(
@@ -81,36 +88,41 @@ class ClawbackUseCases(UseCases):
                 lines=lines,
                 payment=rules.split_refund_payment(refund.amount, balances[wallet]),
             )
-            for source, amount in (
-                (wallet, clawback.payment.from_wallet),
-                (deposit, clawback.payment.from_deposit),
-            ):
-                if amount:
-                    uow.ledger.post_transfer(
-                        from_account=source,
-                        to_account=EXTERNAL,
-                        amount=amount,
-                        kind=TransferKind.REFUND_PAYMENT,
-                        reference=f"refunds/{refund.refund_id}",
-                        idempotency_key=f"refund:{refund.refund_id}:{source.kind.value}",
-                        now=now,
-                        guard_from=not rules.may_go_below_zero(source),
-                        recorded_by=by,
-                    )
-            for line in clawback.lines:
-                if line.recovered:
-                    uow.ledger.post_transfer(
-                        from_account=line.account,
-                        to_account=wallet,
-                        amount=line.recovered,
-                        kind=TransferKind.CLAWBACK,
-                        reference=f"clawbacks/{clawback.clawback_id}/lines/{line.line_no}",
-                        idempotency_key=f"clawback:{clawback.clawback_id}:{line.line_no}",
-                        now=now,
-                        guard_from=not rules.may_go_below_zero(line.account),
-                        recorded_by=by,
-                    )
+            movements = [
+                Movement(
+                    from_account=source,
+                    to_account=EXTERNAL,
+                    amount=amount,
+                    kind=TransferKind.REFUND_PAYMENT,
+                    reference=f"refunds/{refund.refund_id}",
+                    idempotency_key=f"refund:{refund.refund_id}:{source.kind.value}",
+                )
+                for source, amount in (
+                    (wallet, clawback.payment.from_wallet),
+                    (deposit, clawback.payment.from_deposit),
+                )
+                if amount
+            ] + [
+                Movement(
+                    from_account=line.account,
+                    to_account=wallet,
+                    amount=line.recovered,
+                    kind=TransferKind.CLAWBACK,
+                    reference=f"clawbacks/{clawback.clawback_id}/lines/{line.line_no}",
+                    idempotency_key=f"clawback:{clawback.clawback_id}:{line.line_no}",
+                )
+                for line in clawback.lines
+                if line.recovered
+            ]
             uow.clawbacks.record_refund(clawback)
+            uow.ledger.post_transfers(
+                movements,
+                now=now,
+                guarded={
+                    m.from_account for m in movements if not rules.may_go_below_zero(m.from_account)
+                },
+                recorded_by=by,
+            )
             return clawback
 
     def preview_clawback(

@@ -13,7 +13,9 @@ from server.domain.model import (
     AccountKind,
     AccountRef,
     Actor,
+    ClawbackState,
     Debt,
+    Movement,
     Order,
     Shop,
     Staff,
@@ -22,6 +24,9 @@ from server.domain.model import (
 )
 from server.service.base import UseCases, account_subject, order_subject, wallet_of
 from server.service.unit_of_work import InsufficientBalance, UnitOfWork
+
+# Debts read per statement while paying a payee's debts.
+DEBT_PAGE = 500
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,14 +81,10 @@ class SyncUseCases(UseCases):
             if account.kind in (AccountKind.ANXIN_WALLET, AccountKind.DEPOSIT):
                 if not uow.facts.shop_exists(account.owner_id):
                     raise NotFound("shop", account.owner_id)
-            # Lock what will move, in the store's global order, before any write: the account,
-            # then (money reaching a payee in debt) the wallets of the shops it owes.
+            # Lock the account before any write; the wallets of the shops a payee owes are
+            # locked (in the store's global order) once it is known which debts are paid.
             uow.ledger.lock_accounts({account})
             incoming = amount > 0
-            debts = []
-            if incoming and account.kind is AccountKind.CASH:
-                debts = uow.clawbacks.debts_of(account.owner_id)
-                uow.ledger.lock_accounts({wallet_of(d.shop_id) for d in debts})
             try:
                 transfer = uow.ledger.post_transfer(
                     from_account=EXTERNAL if incoming else account,
@@ -102,34 +103,48 @@ class SyncUseCases(UseCases):
                 raise RulesRefused(
                     account_subject(account), rules.check_withdrawal(short.balance, -amount)
                 ) from None
-            if debts:
-                self._settle_debts(uow, account, debts, now, by)
+            if incoming and account.kind is AccountKind.CASH:
+                self._settle_debts(uow, account, now, by)
             return Posted(transfer, uow.ledger.balances([account])[account])
 
-    def _settle_debts(
-        self, uow: UnitOfWork, cash: AccountRef, debts: list[Debt], now: datetime, by: Actor
-    ) -> None:
-        """Pays the payee's debts, oldest first, from what its cash account holds now."""
+    def _settle_debts(self, uow: UnitOfWork, cash: AccountRef, now: datetime, by: Actor) -> None:
+        """Pays the payee's debts, oldest first, from what its cash account holds now, set-wise:
+        however many shops it owes, a bounded number of statements per DEBT_PAGE debts."""
         balance = uow.ledger.balances([cash])[cash]
-        touched = set()
-        for debt, amount in zip(
-            debts, rules.settle_debts(balance, [d.outstanding for d in debts]), strict=True
-        ):
-            if amount == 0:
-                continue
-            uow.ledger.post_transfer(
-                from_account=cash,
-                to_account=wallet_of(debt.shop_id),
-                amount=amount,
-                kind=TransferKind.DEBT_RECOVERY,
-                reference=f"clawbacks/{debt.clawback_id}/lines/{debt.line_no}",
-                idempotency_key=f"debt:{debt.clawback_id}:{debt.line_no}:{debt.recovered}",
-                now=now,
-                guard_from=not rules.may_go_below_zero(cash),
-                recorded_by=by,
-            )
-            uow.clawbacks.add_recovered(debt.clawback_id, debt.line_no, amount)
-            touched.add(debt.clawback_id)
-        for clawback_id in touched:
-            clawback = uow.clawbacks.clawback(clawback_id=clawback_id)
-            uow.clawbacks.set_clawback_state(clawback_id, clawback.state.value)
+        paying: list[tuple[Debt, int]] = []
+        after = None
+        while balance > 0:
+            page = uow.clawbacks.debts_of(cash.owner_id, after=after, limit=DEBT_PAGE)
+            amounts = rules.settle_debts(balance, [d.outstanding for d in page])
+            paying += [(debt, paid) for debt, paid in zip(page, amounts, strict=True) if paid]
+            balance -= sum(amounts)
+            if len(page) < DEBT_PAGE:
+                break
+            after = page[-1].seq
+        if not paying:
+            return
+        uow.ledger.lock_accounts({wallet_of(debt.shop_id) for debt, _ in paying})
+        uow.ledger.post_transfers(
+            [
+                Movement(
+                    from_account=cash,
+                    to_account=wallet_of(debt.shop_id),
+                    amount=paid,
+                    kind=TransferKind.DEBT_RECOVERY,
+                    reference=f"clawbacks/{debt.clawback_id}/lines/{debt.line_no}",
+                    idempotency_key=f"debt:{debt.clawback_id}:{debt.line_no}:{debt.recovered}",
+                )
+                for debt, paid in paying
+            ],
+            now=now,
+            guarded=() if rules.may_go_below_zero(cash) else (cash,),
+            recorded_by=by,
+        )
+        uow.clawbacks.add_recovered(paying)
+        totals = uow.clawbacks.totals({debt.clawback_id for debt, _ in paying})
+        uow.clawbacks.set_states(
+            {
+                clawback_id: ClawbackState.of(due, recovered)
+                for clawback_id, (due, recovered) in totals.items()
+            }
+        )

@@ -13,6 +13,7 @@ only the database can see at write time, `EntryConflict` and `InsufficientBalanc
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Collection, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import Protocol, Self
@@ -22,9 +23,11 @@ from server.domain.model import (
     Actor,
     Application,
     AppliedThrough,
+    ClawbackState,
     Debt,
     Entry,
     EntryState,
+    Movement,
     Order,
     RefundClawback,
     Shop,
@@ -132,6 +135,19 @@ class Ledger(Protocol):
         memo: str = "",
         recorded_by: Actor = ...,
     ) -> Transfer: ...
+    def post_transfers(
+        self,
+        movements: Sequence[Movement],
+        *,
+        now: datetime,
+        guarded: Collection[AccountRef],
+        recorded_by: Actor = ...,
+    ) -> None:
+        """Posts every movement at once: each account's balance changes by its net amount, and a
+        `guarded` account may not end below zero (InsufficientBalance; the unit of work must then
+        be rolled back). The platform's commission account, which every late refund touches, is
+        changed last, so that its row is held only until the commit."""
+
     def balances(self, refs: list[AccountRef]) -> dict[AccountRef, int]: ...
     def accounts_of(self, owner_id: str) -> list[AccountRef]: ...
     def list_transfers(self, ref: AccountRef, after: int | None, limit: int) -> list[Transfer]: ...
@@ -141,9 +157,17 @@ class Clawbacks(Protocol):
     """Refunds recorded here, their clawbacks and the payees' outstanding debts."""
 
     def record_refund(self, clawback: RefundClawback) -> None: ...
-    def debts_of(self, payee_id: str) -> list[Debt]: ...
-    def add_recovered(self, clawback_id: str, line_no: int, amount: int) -> None: ...
-    def set_clawback_state(self, clawback_id: str, state: str) -> None: ...
+    def debts_of(self, payee_id: str, *, after: int | None, limit: int) -> list[Debt]:
+        """At most `limit` of the payee's outstanding debts, oldest first, after the one whose
+        `seq` is `after`."""
+
+    def add_recovered(self, paid: Sequence[tuple[Debt, int]]) -> None:
+        """Adds each amount to what its debt's line has recovered."""
+
+    def totals(self, clawback_ids: Collection[str]) -> dict[str, tuple[int, int]]:
+        """Each clawback's (due, recovered), summed over its lines."""
+
+    def set_states(self, states: dict[str, ClawbackState]) -> None: ...
     def clawback(
         self, *, clawback_id: str | None = None, refund_id: str | None = None
     ) -> RefundClawback: ...

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections import defaultdict
+from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -10,6 +12,7 @@ from server.domain.errors import NotFound
 from server.domain.model import (
     ApplicationState,
     ClawbackLine,
+    ClawbackState,
     Debt,
     PayeeKind,
     ReasonCode,
@@ -19,15 +22,19 @@ from server.domain.model import (
     Violation,
 )
 from server.store.schema import (
+    BATCH,
     ApplicationRow,
     ClawbackLineRow,
     ClawbackRow,
     OrderRow,
     RefundRow,
     actor_of,
+    add_by_id,
     at,
     audit,
-    rows,
+    chunked,
+    execute_sql,
+    in_list,
     to_us,
 )
 
@@ -89,32 +96,68 @@ class SqlClawbacks:
                 ]
             ).execute()
 
-    def debts_of(self, payee_id: str) -> list[Debt]:
-        """The payee's outstanding clawback lines, oldest first."""
-        query = (
-            ClawbackLineRow.select(
-                ClawbackLineRow.clawback,
-                ClawbackLineRow.line_no,
-                ClawbackRow.shop_id,
-                ClawbackLineRow.due,
-                ClawbackLineRow.recovered,
-            )
-            .join(ClawbackRow)
-            .where(
-                (ClawbackLineRow.payee_id == payee_id)
-                & (ClawbackLineRow.recovered < ClawbackLineRow.due)
-            )
-            .order_by(ClawbackLineRow.id)
+    def debts_of(self, payee_id: str, *, after: int | None, limit: int) -> list[Debt]:
+        """At most `limit` of the payee's outstanding clawback lines, oldest first (by line id,
+        which `seq` is), after the line `after`: one range read of the debt index."""
+        p = self._store.database.param
+        sql = (
+            'SELECT l."clawback_id", l."line_no", c."shop_id", l."due", l."recovered", l."id" '
+            'FROM "clawback_line" AS l JOIN "clawback" AS c ON c."id" = l."clawback_id" '
+            f'WHERE l."payee_id" = {p} AND l."recovered" < l."due" AND l."id" > {p} '
+            f'ORDER BY l."id" LIMIT {p}'
         )
-        return [Debt(*row) for row in rows(query)]
+        cursor = execute_sql(self._store.database, sql, [payee_id, after or 0, limit])
+        return [Debt(*row) for row in cursor.fetchall()]
 
-    def add_recovered(self, clawback_id: str, line_no: int, amount: int) -> None:
-        ClawbackLineRow.update(recovered=ClawbackLineRow.recovered + amount).where(
-            (ClawbackLineRow.clawback == clawback_id) & (ClawbackLineRow.line_no == line_no)
-        ).execute()
+    def add_recovered(self, paid: Sequence[tuple[Debt, int]]) -> None:
+        """Debts paid in full in one UPDATE per batch (recovered = due); the others (at most
+        the last one a payment reaches) one by one."""
+        database = self._store.database
+        full = [debt.seq for debt, amount in paid if amount == debt.outstanding]
+        for batch in chunked(full, BATCH):
+            where, params = in_list(database, '"id"', batch)
+            execute_sql(
+                database, f'UPDATE "clawback_line" SET "recovered" = "due" WHERE {where}', params
+            )
+        partial = {debt.seq: amount for debt, amount in paid if amount != debt.outstanding}
+        for batch in chunked(list(partial), BATCH):
+            add_by_id(
+                database,
+                "clawback_line",
+                "recovered",
+                {seq: partial[seq] for seq in batch},
+                floor=False,
+            )
 
-    def set_clawback_state(self, clawback_id: str, state: str) -> None:
-        ClawbackRow.update(state=state).where(ClawbackRow.id == clawback_id).execute()
+    def totals(self, clawback_ids: Collection[str]) -> dict[str, tuple[int, int]]:
+        database = self._store.database
+        found: dict[str, tuple[int, int]] = {}
+        for batch in chunked(sorted(clawback_ids), BATCH):
+            where, params = in_list(database, '"clawback_id"', batch)
+            cursor = execute_sql(
+                database,
+                'SELECT "clawback_id", SUM("due"), SUM("recovered") FROM "clawback_line" '
+                f'WHERE {where} GROUP BY "clawback_id"',
+                params,
+            )
+            for clawback_id, due, recovered in cursor.fetchall():
+                found[clawback_id] = (int(due), int(recovered))
+        return found
+
+    def set_states(self, states: dict[str, ClawbackState]) -> None:
+        """One UPDATE per state and batch of clawbacks."""
+        database = self._store.database
+        by_state: dict[ClawbackState, list[str]] = defaultdict(list)
+        for clawback_id, state in sorted(states.items()):
+            by_state[state].append(clawback_id)
+        for state, ids in by_state.items():
+            for batch in chunked(ids, BATCH):
+                where, params = in_list(database, '"id"', batch)
+                execute_sql(
+                    database,
+                    f'UPDATE "clawback" SET "state" = {database.param} WHERE {where}',
+                    [state.value, *params],
+                )
 
     def clawback(
         self, *, clawback_id: str | None = None, refund_id: str | None = None

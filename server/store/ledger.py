@@ -2,25 +2,39 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections import defaultdict
+from collections.abc import Collection, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING
 
 import peewee as pw
 
 from server.domain.model import (
     EXTERNAL,
     NOBODY,
+    PLATFORM_COMMISSION,
     AccountKind,
     AccountRef,
     Actor,
+    Movement,
     Transfer,
     TransferKind,
 )
 from server.service.unit_of_work import InsufficientBalance
-from server.store.schema import AccountRow, TransferRow, at, audit, rows, to_us
-
-T = TypeVar("T")
+from server.store.schema import (
+    BATCH,
+    AccountRow,
+    TransferRow,
+    add_by_id,
+    at,
+    audit,
+    chunked,
+    execute_sql,
+    in_list,
+    insert_rows,
+    rows,
+    to_us,
+)
 
 if TYPE_CHECKING:
     from server.store.unit_of_work import SqlStore
@@ -36,11 +50,6 @@ _LOCK_RANK = {
 }
 
 
-# Accounts named in one statement at most: a list of row values, not a chain of ORs (which
-# SQLite's parser refuses past a few dozen and peewee cannot even build past a few hundred).
-BATCH = 500
-
-
 def _named(refs: Sequence[AccountRef]) -> pw.Expression:
     """The accounts `refs` name, as (kind, owner_id) IN ((?, ?), ...)."""
     expression: pw.Expression = pw.Tuple(AccountRow.kind, AccountRow.owner_id).in_(
@@ -49,9 +58,31 @@ def _named(refs: Sequence[AccountRef]) -> pw.Expression:
     return expression
 
 
-def chunked(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
+_TRANSFER_COLUMNS = (
+    "from_account_id",
+    "to_account_id",
+    "amount",
+    "kind",
+    "reference",
+    "memo",
+    "idempotency_key",
+    "posted_at",
+    "recorded_by_service",
+    "recorded_by_person",
+)
+
+
+def _by_name(ref: AccountRef) -> tuple[str, str]:
+    return (ref.kind.value, ref.owner_id)
+
+
+_NAMED = "WITH named (kind, owner_id) AS"
+
+_RANK_SQL = (
+    'CASE a."kind" '
+    + " ".join(f"WHEN '{kind.value}' THEN {rank}" for kind, rank in _LOCK_RANK.items())
+    + " ELSE 9 END"
+)
 
 
 class SqlLedger:
@@ -146,63 +177,170 @@ class SqlLedger:
             recorded_by,
         )
 
+    def post_transfers(
+        self,
+        movements: Sequence[Movement],
+        *,
+        now: datetime,
+        guarded: Collection[AccountRef],
+        recorded_by: Actor = NOBODY,
+    ) -> None:
+        """Posts the movements set-wise: per BATCH accounts one UPDATE of their balances (one
+        more for the guarded ones that go down), per BATCH movements one multi-row INSERT, and
+        the platform's commission account last of all."""
+        if not movements:
+            return
+        if any(m.amount <= 0 for m in movements):
+            raise ValueError("a transfer moves a positive amount")
+        ids = self._ensure_ids(
+            {m.from_account for m in movements} | {m.to_account for m in movements}
+        )
+        change: dict[AccountRef, int] = defaultdict(int)
+        for m in movements:
+            change[m.from_account] -= m.amount
+            change[m.to_account] += m.amount
+        change.pop(EXTERNAL, None)
+        last = change.pop(PLATFORM_COMMISSION, 0)
+        database = self._store.database
+        falling = [ref for ref, amount in change.items() if ref in guarded and amount < 0]
+        for batch in chunked(falling, BATCH):
+            amounts = {ids[ref]: change[ref] for ref in batch}
+            changed = add_by_id(database, "account", "balance", amounts, floor=True)
+            short = [ref for ref in batch if ids[ref] not in changed]
+            if short:
+                raise InsufficientBalance(self.balances(short[:1])[short[0]])
+        fell = set(falling)
+        rest = [ref for ref, amount in change.items() if amount and ref not in fell]
+        for batch in chunked(rest, BATCH):
+            amounts = {ids[ref]: change[ref] for ref in batch}
+            add_by_id(database, "account", "balance", amounts, floor=False)
+        posted_at = to_us(now)
+        service, person = recorded_by.service, recorded_by.person
+        for some in chunked(movements, BATCH):
+            insert_rows(
+                database,
+                "transfer",
+                _TRANSFER_COLUMNS,
+                [
+                    (
+                        ids[m.from_account],
+                        ids[m.to_account],
+                        m.amount,
+                        m.kind.value,
+                        m.reference,
+                        m.memo,
+                        m.idempotency_key,
+                        posted_at,
+                        service,
+                        person,
+                    )
+                    for m in some
+                ],
+            )
+        if last:
+            # Every late refund gives back its technical service fee: the one row all of them
+            # share is locked by this statement until the commit, and by nothing earlier.
+            add_by_id(database, "account", "balance", {ids[PLATFORM_COMMISSION]: last}, floor=False)
+
+    def _ensure_ids(self, refs: set[AccountRef]) -> dict[AccountRef, int]:
+        """The ids of `refs`, accounts created if need be; ids already met cost nothing."""
+        known = {**self._store.fixed_account_ids, **self._account_ids}
+        found = {ref: known[ref] for ref in refs if ref in known}
+        missing = sorted((ref for ref in refs if ref not in found), key=_by_name)
+        if missing:
+            self._create(missing)
+            fresh = {ref: account_id for account_id, ref, _ in self._select(missing)}
+            self._account_ids.update(fresh)
+            found.update(fresh)
+        return found
+
+    def _create(self, refs: Sequence[AccountRef]) -> None:
+        for batch in chunked(refs, BATCH):
+            insert_rows(
+                self._store.database,
+                "account",
+                ("kind", "owner_id", "balance"),
+                [(ref.kind.value, ref.owner_id, 0) for ref in batch],
+                ignore_conflicts=True,
+            )
+
     def lock_accounts(self, refs: set[AccountRef]) -> dict[AccountRef, int]:
         """Creates the accounts that do not exist yet, locks them (on PostgreSQL) in the one
         global order, and returns their balances. However many accounts (a payee owing
         thousands of shops), every statement names at most BATCH of them."""
-        wanted = sorted(
-            (ref for ref in refs if ref.kind is not AccountKind.EXTERNAL),
-            key=lambda r: (r.kind.value, r.owner_id),
-        )
+        wanted = sorted((ref for ref in refs if ref.kind is not AccountKind.EXTERNAL), key=_by_name)
         if not wanted:
             return {}
-        for batch in chunked(wanted, BATCH):
-            AccountRow.insert_many(
-                [{"kind": r.kind.value, "owner_id": r.owner_id} for r in batch]
-            ).on_conflict_ignore().execute()
+        self._create(wanted)
         if len(wanted) <= BATCH:
             # One statement locks them all, in the global order.
-            return self._lock(_named(wanted))
-        # More: find their ids, then lock batch after batch along the global order.
-        ids = self._ids(wanted)
-        in_order = [
-            account_id
-            for ref, account_id in sorted(
-                ids.items(), key=lambda item: (_LOCK_RANK.get(item[0].kind, 9), item[1])
+            found = self._select(wanted, lock=True)
+        else:
+            # More: find their ids, then lock batch after batch along the global order.
+            ids = sorted(
+                (_LOCK_RANK.get(ref.kind, 9), account_id)
+                for account_id, ref, _ in self._select(wanted)
             )
-        ]
-        balances: dict[AccountRef, int] = {}
-        for ids_batch in chunked(in_order, BATCH):
-            balances.update(self._lock(AccountRow.id.in_(list(ids_batch))))
-        return balances
-
-    def _lock(self, where: pw.Expression) -> dict[AccountRef, int]:
-        rank = pw.Case(
-            AccountRow.kind, [(kind.value, value) for kind, value in _LOCK_RANK.items()], 9
-        )
-        query = (
-            AccountRow.select(
-                AccountRow.id, AccountRow.kind, AccountRow.owner_id, AccountRow.balance
-            )
-            .where(where)
-            .order_by(rank, AccountRow.id)
-        )
+            found = []
+            for batch in chunked(ids, BATCH):
+                found += self._select_ids([account_id for _, account_id in batch])
         balances = {}
-        for account_id, kind, owner, balance in rows(self._store.locked(query)):
-            ref = AccountRef(AccountKind(kind), owner)
+        for account_id, ref, balance in found:
             self._account_ids[ref] = account_id
             balances[ref] = balance
         return balances
 
-    def _ids(self, refs: list[AccountRef]) -> dict[AccountRef, int]:
-        found = {}
+    def _select(
+        self, refs: Sequence[AccountRef], *, lock: bool = False
+    ) -> list[tuple[int, AccountRef, int]]:
+        """(id, account, balance) of the accounts named, BATCH at a time; with `lock`, locked in
+        the global order (one batch at most)."""
+        found = []
         for batch in chunked(refs, BATCH):
-            query = AccountRow.select(AccountRow.id, AccountRow.kind, AccountRow.owner_id).where(
-                _named(batch)
+            # A join with a list of values: a row-value IN list is compared row by row on
+            # PostgreSQL, quadratic in the batch.
+            kinds = [ref.kind.value for ref in batch]
+            owners = [ref.owner_id for ref in batch]
+            if self._store.is_postgres:
+                named = (
+                    "WITH named (kind, owner_id) AS (SELECT * FROM unnest(%s::text[], %s::text[]))"
+                )
+                params: list[object] = [kinds, owners]
+            else:
+                named = (
+                    "WITH named (kind, owner_id) AS (VALUES "
+                    + ", ".join(["(?, ?)"] * len(batch))
+                    + ")"
+                )
+                params = [value for pair in zip(kinds, owners, strict=True) for value in pair]
+            found += self._rows(
+                named + " ",
+                'JOIN named ON named.kind = a."kind" AND named.owner_id = a."owner_id"',
+                params,
+                lock=lock,
             )
-            for account_id, kind, owner in rows(query):
-                found[AccountRef(AccountKind(kind), owner)] = account_id
         return found
+
+    def _select_ids(self, ids: Sequence[int]) -> list[tuple[int, AccountRef, int]]:
+        """The same, by id; locked in the global order."""
+        where, params = in_list(self._store.database, 'a."id"', ids)
+        return self._rows("", f"WHERE {where}", params, lock=True)
+
+    def _rows(
+        self, with_: str, where: str, params: Sequence[object], *, lock: bool
+    ) -> list[tuple[int, AccountRef, int]]:
+        sql = (
+            f'{with_}SELECT a."id", a."kind", a."owner_id", a."balance" FROM "account" AS a {where}'
+        )
+        if lock:
+            sql += f' ORDER BY {_RANK_SQL}, a."id"'
+            if self._store.is_postgres:
+                sql += " FOR UPDATE OF a"
+        cursor = execute_sql(self._store.database, sql, params)
+        return [
+            (account_id, AccountRef(AccountKind(kind), owner), balance)
+            for account_id, kind, owner, balance in cursor.fetchall()
+        ]
 
     def balances(self, refs: list[AccountRef]) -> dict[AccountRef, int]:
         """Balances of the named accounts; an account that never moved money has zero."""

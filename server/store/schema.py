@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import functools
 import operator
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import peewee as pw
 
@@ -319,6 +319,126 @@ def execute_sql(database: pw.Database, sql: str, params: Sequence[Any] = ()) -> 
     """Runs raw SQL: the few statements peewee's query builder does not say (advisory locks) or
     that are built once (hot queries); peewee's stubs leave execute_sql untyped."""
     return database.execute_sql(sql, params)  # type: ignore[no-untyped-call]
+
+
+# Set-wise statements of the hot paths, as SQL text made once per shape. Building a statement of
+# hundreds of rows with peewee costs far more than running it; these are plain lists of
+# parameters, the same SQL on SQLite and PostgreSQL (`param` is the driver's placeholder).
+
+
+def _name(identifier: str) -> str:
+    return f'"{identifier}"'
+
+
+@functools.lru_cache(maxsize=1024)
+def insert_rows_sql(
+    table: str, columns: tuple[str, ...], count: int, param: str, *, ignore_conflicts: bool
+) -> str:
+    """INSERT INTO table (columns) VALUES (...), ... for `count` rows."""
+    row = "(" + ", ".join([param] * len(columns)) + ")"
+    names = ", ".join(_name(c) for c in columns)
+    sql = f"INSERT INTO {_name(table)} ({names}) VALUES " + ", ".join([row] * count)
+    return sql + " ON CONFLICT DO NOTHING" if ignore_conflicts else sql
+
+
+@functools.lru_cache(maxsize=1024)
+def add_by_id_sql(table: str, column: str, count: int, param: str, *, floor: bool) -> str:
+    """UPDATE table SET column = column + (the amount for each id) for `count` ids; parameters:
+    (id, amount) pairs, then the ids. With `floor`, rows that would go below zero are left as
+    they are, and the ids of the rows changed are returned."""
+    name = _name(column)
+    if count == 1:
+        amount = param
+    else:
+        amount = 'CASE "id" ' + " ".join([f"WHEN {param} THEN {param}"] * count) + " END"
+    ids = ", ".join([param] * count)
+    sql = f'UPDATE {_name(table)} SET {name} = {name} + {amount} WHERE "id" IN ({ids})'
+    if floor:
+        sql += f' AND {name} + {amount} >= 0 RETURNING "id"'
+    return sql
+
+
+def _array_type(table: str, column: str) -> str:
+    """The PostgreSQL array type a column's values are sent as."""
+    model = next(m for m in _Base.__subclasses__() if m._meta.table_name == table)
+    field = model._meta.columns[column]
+    return "text[]" if isinstance(field, (pw.CharField, pw.TextField)) else "bigint[]"
+
+
+def add_by_id(
+    database: pw.Database, table: str, column: str, amounts: dict[int, int], *, floor: bool
+) -> set[int]:
+    """Adds to `column` of each row its amount (`amounts`: by id), in one statement; with
+    `floor`, rows that would go below zero are left as they are. Returns the ids changed (with
+    `floor`; else every id).
+
+    PostgreSQL gets two arrays (parsing a statement of hundreds of values costs more there
+    than running it); SQLite a CASE over the ids."""
+    if isinstance(database, pw.PostgresqlDatabase):
+        name = _name(column)
+        sql = (
+            f"UPDATE {_name(table)} AS t SET {name} = t.{name} + v.amount "
+            'FROM unnest(%s::bigint[], %s::bigint[]) AS v(id, amount) WHERE t."id" = v.id'
+        )
+        if floor:
+            sql += f' AND t.{name} + v.amount >= 0 RETURNING t."id"'
+        cursor = execute_sql(database, sql, [list(amounts), list(amounts.values())])
+    else:
+        sql = add_by_id_sql(table, column, len(amounts), database.param, floor=floor)
+        if len(amounts) == 1:
+            ((only, amount),) = amounts.items()
+            params: list[int] = [amount, only, amount] if floor else [amount, only]
+        else:
+            pairs = [value for pair in amounts.items() for value in pair]
+            params = pairs + list(amounts) + (pairs if floor else [])
+        cursor = execute_sql(database, sql, params)
+    if not floor:
+        return set(amounts)
+    return {row[0] for row in cursor.fetchall()}
+
+
+def insert_rows(
+    database: pw.Database,
+    table: str,
+    columns: tuple[str, ...],
+    values: list[tuple[Any, ...]],
+    *,
+    ignore_conflicts: bool = False,
+) -> None:
+    """Inserts the rows (each a tuple in `columns` order) in one statement; with
+    `ignore_conflicts`, rows whose unique keys exist already are skipped. PostgreSQL gets one
+    array per column."""
+    if isinstance(database, pw.PostgresqlDatabase):
+        arrays = ", ".join(f"%s::{_array_type(table, c)}" for c in columns)
+        names = ", ".join(_name(c) for c in columns)
+        sql = f"INSERT INTO {_name(table)} ({names}) SELECT * FROM unnest({arrays})"
+        if ignore_conflicts:
+            sql += " ON CONFLICT DO NOTHING"
+        execute_sql(database, sql, [list(column) for column in zip(*values, strict=True)])
+        return
+    sql = insert_rows_sql(
+        table, columns, len(values), database.param, ignore_conflicts=ignore_conflicts
+    )
+    execute_sql(database, sql, [value for row in values for value in row])
+
+
+def in_list(database: pw.Database, column: str, values: Sequence[Any]) -> tuple[str, list[Any]]:
+    """`column` IN (values), as SQL and parameters: one array on PostgreSQL."""
+    if isinstance(database, pw.PostgresqlDatabase):
+        return f"{column} = ANY(%s)", [list(values)]
+    return f"{column} IN (" + ", ".join([database.param] * len(values)) + ")", list(values)
+
+
+# Rows or accounts named in one statement at most: lists of values, never a chain of ORs (which
+# SQLite's parser refuses past a few dozen and peewee cannot even build past a few hundred).
+BATCH = 500
+
+T = TypeVar("T")
+
+
+def chunked(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
 
 
 def rows(query: Any) -> list[tuple[Any, ...]]:

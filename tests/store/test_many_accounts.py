@@ -1,5 +1,6 @@
-"""A payee who owes hundreds of shops is paid, and every debt recovered, in one PostFunds; and
-balances of hundreds of accounts are read at once (statements name accounts in bounded batches)."""
+"""A payee who owes a thousand shops is paid, and every debt recovered, in one PostFunds, in a
+bounded number of statements; and balances of hundreds of accounts are read at once (statements
+name accounts in bounded batches)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from server.domain.model import (
     AccountKind,
     AccountRef,
     ClawbackLine,
+    ClawbackState,
     CommissionLine,
     Order,
     OrderKind,
@@ -18,10 +20,12 @@ from server.domain.model import (
     Shop,
     ShopStatus,
 )
-from server.store.ledger import BATCH
-from tests.store.factories import request_id
+from server.store.schema import BATCH
+from tests.store.factories import counted_statements, request_id
 
-SHOPS = BATCH + 20  # past one batch: the statements split
+SHOPS = 2 * BATCH  # past one batch: the statements split
+# PostFunds paying SHOPS debts: a dozen statements, and a handful more per BATCH debts.
+STATEMENTS_MAX = 12 + 8 * (SHOPS // BATCH)
 OWED = 100  # fen per shop
 
 
@@ -63,17 +67,46 @@ def a_payee_owing(service, store, payee: str, shops: int) -> list[str]:
     return shop_ids
 
 
-def test_a_payee_owing_hundreds_of_shops_pays_them_all_with_one_posting(service, store):
+def test_a_payee_owing_a_thousand_shops_pays_them_all_with_one_posting(service, store):
     shop_ids = a_payee_owing(service, store, "kol-big", SHOPS)
     cash = AccountRef(AccountKind.CASH, "kol-big")
 
-    posted = service.post_funds(request_id(), cash, SHOPS * OWED + 7, "commission payout")
+    with counted_statements(store) as statements:
+        posted = service.post_funds(request_id(), cash, SHOPS * OWED + 7, "commission payout")
 
     assert posted.balance == 7
     wallets = [AccountRef(AccountKind.ANXIN_WALLET, s) for s in shop_ids]
     assert set(service.balances(wallets, None).values()) == {OWED}
-    recovered = {service.get_clawback(clawback_id=f"clawback-{i:04d}").recovered for i in (0, 519)}
-    assert recovered == {OWED}
+    for i in (0, SHOPS - 1):
+        clawback = service.get_clawback(clawback_id=f"clawback-{i:04d}")
+        assert (clawback.recovered, clawback.state) == (OWED, ClawbackState.RECOVERED)
+    assert len(statements) <= STATEMENTS_MAX, statements
+    transfers = service.list_transfers(cash, page_size=1).items
+    assert transfers[0].reference == f"clawbacks/clawback-{SHOPS - 1:04d}/lines/0"
+
+
+def test_money_short_of_every_debt_pays_the_oldest_first_and_part_of_the_next(service, store):
+    a_payee_owing(service, store, "kol-short", SHOPS)
+    cash = AccountRef(AccountKind.CASH, "kol-short")
+
+    posted = service.post_funds(request_id(), cash, (BATCH + 2) * OWED + OWED // 2, "")
+
+    assert posted.balance == 0
+    states = [
+        service.get_clawback(clawback_id=f"clawback-{i:04d}")
+        for i in (0, BATCH + 1, BATCH + 2, BATCH + 3)
+    ]
+    assert [(c.recovered, c.state) for c in states] == [
+        (OWED, ClawbackState.RECOVERED),
+        (OWED, ClawbackState.RECOVERED),
+        (OWED // 2, ClawbackState.PARTIAL),
+        (0, ClawbackState.OUTSTANDING),
+    ]
+    # The rest is recovered by the next money that arrives, from where this one stopped.
+    service.post_funds(request_id(), cash, OWED // 2 + OWED, "")
+    assert service.get_clawback(clawback_id=f"clawback-{BATCH + 2:04d}").recovered == OWED
+    assert service.get_clawback(clawback_id=f"clawback-{BATCH + 3:04d}").recovered == OWED
+    assert service.get_clawback(clawback_id=f"clawback-{BATCH + 4:04d}").recovered == 0
 
 
 def test_balances_of_hundreds_of_accounts_are_read_at_once(service, store):
