@@ -1,0 +1,95 @@
+"""What each RPC costs the database, counted through the whole server (gRPC, idempotency, use
+case, store): the budget of every call, BEGIN and COMMIT included. A change that adds a
+statement to a hot path fails here, on SQLite and on PostgreSQL."""
+
+from __future__ import annotations
+
+import pytest
+
+from aftersales.v1 import resources_pb2 as pb
+from tests.e2e.seed import PAID, deposit, wallet
+from tests.store.factories import counted_statements
+
+# Statements per call, at most. A late refund with a 4-line clawback (influencer, group leader,
+# affiliate, technical service fee) is the largest write.
+# PostgreSQL's counts; SQLite runs one or two fewer (no advisory locks: its write transactions
+# are exclusive).
+BUDGET = {
+    "CheckEligibility": 1,
+    "OpenEntry": 9,
+    "ApplyAfterSales": 9,
+    "GetEntry": 1,
+    "ListEntries": 1,
+    "PutOrder": 6,
+    "PostFunds": 11,
+    "PreviewClawback": 3,
+    "RecordRefund": 21,
+    "GetClawback": 2,
+    "GetBalances": 1,
+}
+
+LINES = (
+    (pb.PAYEE_KIND_INFLUENCER, "kol-1", 3_000),
+    (pb.PAYEE_KIND_GROUP_LEADER, "leader-1", 2_000),
+    (pb.PAYEE_KIND_AFFILIATE, "affiliate-1", 1_000),
+    (pb.PAYEE_KIND_TECHNICAL_SERVICE_FEE, "", 500),
+)
+
+
+@pytest.fixture
+def counted(store):
+    """counted(name, call): runs call() and checks its statements against BUDGET[name]."""
+    spent = {}
+
+    def count(name, call):
+        with counted_statements(store) as statements:
+            result = call()
+        spent[name] = len(statements)
+        assert statements[-1] != "ROLLBACK", statements
+        assert len(statements) <= BUDGET[name], (name, len(statements), statements)
+        return result
+
+    yield count
+    print("statements per call:", spent)
+
+
+def a_lined_order(client, seed, name):
+    case = seed.case(name)
+    order = seed.order(case.order_id, case.shop_id)
+    del order.commission_lines[:]
+    for kind, payee, amount in LINES:
+        order.commission_lines.add(payee_kind=kind, payee_id=payee, amount=amount)
+        if payee:
+            seed.funds(pb.AccountRef(kind=pb.ACCOUNT_KIND_CASH, owner_id=payee), amount)
+    return case, order
+
+
+def test_every_rpc_keeps_to_its_statement_budget(client, seed, clock, counted):
+    case, order = a_lined_order(client, seed, "budget")
+
+    counted("PutOrder", lambda: client.put_order(order))
+    counted("CheckEligibility", lambda: client.check_eligibility(case.order_id, case.owner_id))
+    entry = counted("OpenEntry", lambda: client.open_entry(case.order_id, case.owner_id))
+    counted("GetEntry", lambda: client.get_entry(entry.entry_id))
+    counted("ListEntries", lambda: client.list_entries(shop_id=case.shop_id))
+    application = counted(
+        "ApplyAfterSales", lambda: client.apply_after_sales(case.order_id, case.buyer_id, PAID)
+    )
+    counted("PreviewClawback", lambda: client.preview_clawback(case.order_id, PAID))
+    clawback = counted(
+        "RecordRefund",
+        lambda: client.record_refund(
+            "refund-budget",
+            case.order_id,
+            PAID,
+            application_id=application.application_id,
+            started_at=clock.now(),
+            paid_at=clock.now(),
+        ),
+    )
+    assert clawback.state == pb.CLAWBACK_STATE_RECOVERED and len(clawback.lines) == 4
+    counted("GetClawback", lambda: client.get_clawback(clawback_id=clawback.clawback_id))
+    counted(
+        "GetBalances", lambda: client.get_balances([wallet(case.shop_id), deposit(case.shop_id)])
+    )
+    counted("PostFunds", lambda: client.post_funds(wallet(case.shop_id), 1_000))
