@@ -31,7 +31,7 @@ from server.grpc.clawbacks import ClawbackServicer
 from server.grpc.entries import AfterSalesEntryServicer
 from server.grpc.sync import SyncServicer
 from server.grpc.tokens import TokenVerifier
-from server.service import Service, StoreUnavailable
+from server.service import Service, StoreUnavailable, TransactionAborted
 
 log = logging.getLogger("aftersales")
 
@@ -60,9 +60,10 @@ RPC_SECONDS = Histogram(
 
 class CallInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]  # grpc-stubs
     """One log line and one metric sample per unary call. The caller is checked first (with a
-    guard: its certificate's identity against the access table). Refusals become rich statuses,
-    a database that cannot be reached UNAVAILABLE, and any other exception is a bug, answered
-    INTERNAL and logged with its traceback."""
+    guard: its certificate's identity against the access table). Refusals become rich statuses;
+    a database that is down, busy or gave up waiting UNAVAILABLE and a transaction it aborted
+    ABORTED, both retryable (status.py); any other exception is a bug, answered INTERNAL and
+    logged with its traceback under an incident id."""
 
     def __init__(self, guard: AccessGuard | PersonGuard | None) -> None:
         self.guard = guard
@@ -92,10 +93,15 @@ class CallInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]  # grpc
                 rich = status.to_status(refusal)
                 code = rich.code
                 context.abort_with_status(rich)
-            except StoreUnavailable:
+            except StoreUnavailable as e:
+                # No traceback: the cause is the database's, and an outage fails every call.
                 code = grpc.StatusCode.UNAVAILABLE
-                log.warning("database unavailable while serving %s", method, exc_info=True)
-                context.abort(code, "the database is unavailable; retry with the same request id")
+                log.warning("database unavailable while serving %s: %s", method, e)
+                context.abort_with_status(status.unavailable())
+            except TransactionAborted as e:
+                code = grpc.StatusCode.ABORTED
+                log.info("transaction aborted while serving %s: %s", method, e)
+                context.abort_with_status(status.aborted())
             except Exception:
                 aborted = context.code()  # type: ignore[attr-defined]  # grpc-stubs lag grpcio
                 if aborted not in (None, grpc.StatusCode.OK):
@@ -104,7 +110,7 @@ class CallInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]  # grpc
                 code = grpc.StatusCode.INTERNAL
                 incident = uuid.uuid4().hex[:12]
                 log.exception("bug while serving %s", method, extra={"incident": incident})
-                context.abort(grpc.StatusCode.INTERNAL, f"internal error (incident {incident})")
+                context.abort_with_status(status.internal(incident))
             finally:
                 if token is not None:
                     current_caller.reset(token)
