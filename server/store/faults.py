@@ -72,7 +72,7 @@ def _postgresql(error: psycopg.Error) -> Exception | None:
     if state is None:
         # No SQLSTATE: libpq's own failure, the connection is gone (or was never made).
         if isinstance(error, psycopg.OperationalError | psycopg.InterfaceError):
-            return StoreUnavailable(f"database connection lost: {error}")
+            return StoreUnavailable(f"no database connection: {error}")
         return None
     if state in _ABORTED:
         return TransactionAborted(f"{_ABORTED[state]} ({state}): {error}")

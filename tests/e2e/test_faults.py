@@ -9,9 +9,11 @@ captured from the same kind of database beforehand and raised from the store as 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sqlite3
 import threading
+from collections.abc import Iterator
 
 import grpc
 import peewee as pw
@@ -19,7 +21,10 @@ import psycopg
 import pytest
 
 from aftersales.v1 import resources_pb2 as pb
-from client import AfterSalesError
+from client import AfterSalesError, Client, Unavailable
+from server.grpc.app import App
+from server.service import Service
+from server.store import SqlStore, open_database
 from server.store.facts import SqlFacts
 from server.store.schema import execute_sql
 from tests.pg import free_port
@@ -265,3 +270,47 @@ def test_the_client_retries_an_aborted_transaction_by_itself(
 
     assert stored.shop_id == "shop-retried"
     assert len(calls) == 2
+
+
+# --- Timeouts, configured -----------------------------------------------------------------------
+
+
+@pytest.fixture
+def impatient_client(database_url, clock, policy):
+    """A client of a server whose database waits 50 ms at most for a lock (another writer's, on
+    SQLite)."""
+    store = SqlStore(open_database(database_url, lock_timeout=0.05, busy_timeout=0.05))
+    store.migrate()
+    app = App(Service(store, clock, policy), "127.0.0.1:0", workers=2, sweep_interval=3600)
+    app.start()
+    try:
+        with Client(f"127.0.0.1:{app.port}", timeout=30) as client:
+            yield client
+    finally:
+        app.stop(grace=1)
+
+
+@contextlib.contextmanager
+def shop_locked_by_another_writer(database_url: str, shop_id: str) -> Iterator[None]:
+    if database_url.startswith("sqlite"):
+        other = sqlite3.connect(database_url.removeprefix("sqlite:///"), isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        finally:
+            other.close()
+        return
+    with psycopg.connect(database_url) as other:
+        other.execute("SELECT 1 FROM shop WHERE id = %s FOR UPDATE", (shop_id,))
+        yield
+
+
+def test_a_write_waiting_past_the_lock_timeout_answers_unavailable(database_url, impatient_client):
+    impatient_client.put_shop(a_shop("shop-locked"))
+
+    with shop_locked_by_another_writer(database_url, "shop-locked"):
+        with pytest.raises(Unavailable) as failed:
+            impatient_client.put_shop(a_shop("shop-locked"))
+
+    assert failed.value.reason == "DATABASE_UNAVAILABLE" and failed.value.retryable
+    assert impatient_client.put_shop(a_shop("shop-locked")).shop_id == "shop-locked"

@@ -5,6 +5,7 @@ does not fit) is a bug and leaves as it is, never as something a retry would cur
 
 from __future__ import annotations
 
+import socket
 import sqlite3
 import threading
 import uuid
@@ -121,8 +122,99 @@ def test_a_serialization_failure_is_aborted_and_the_other_commits(pg_store):
     assert isinstance(aborted.__cause__.orig, psycopg.errors.SerializationFailure)
 
 
+# --- Timeouts ----------------------------------------------------------------------------------
+
+
+def settings(store: SqlStore) -> dict[str, str]:
+    """The timeouts a connection of `store` runs with."""
+    with store.unit_of_work(read_only=True):
+        connection = store.database.connection()
+        return {
+            "connect_timeout": connection.info.get_parameters().get("connect_timeout", ""),
+            **{
+                name: execute_sql(store.database, f"SHOW {name}").fetchone()[0]
+                for name in ("statement_timeout", "lock_timeout")
+            },
+        }
+
+
 @postgres
-def test_a_statement_timeout_is_unavailable(pg_url):
+def test_postgresql_connections_have_timeouts_by_default(pg_store):
+    assert settings(pg_store) == {
+        "connect_timeout": "5",
+        "statement_timeout": "10s",
+        "lock_timeout": "5s",
+    }
+
+
+@postgres
+def test_the_timeouts_are_set_by_open_database_s_arguments(pg_url):
+    store = a_store(pg_url, connect_timeout=7, statement_timeout=30, lock_timeout=0.25)
+    try:
+        assert settings(store) == {
+            "connect_timeout": "7",
+            "statement_timeout": "30s",
+            "lock_timeout": "250ms",
+        }
+    finally:
+        store.close()
+
+
+@postgres
+def test_the_url_s_own_timeouts_win(pg_url):
+    url = with_options(pg_url, "-c lock_timeout=2s -c deadlock_timeout=3s") + "&connect_timeout=3"
+    store = a_store(url, connect_timeout=7, statement_timeout=30, lock_timeout=0.25)
+    try:
+        assert settings(store) == {
+            "connect_timeout": "3",
+            "statement_timeout": "30s",
+            "lock_timeout": "2s",
+        }
+    finally:
+        store.close()
+
+
+def test_a_negative_timeout_is_refused():
+    with pytest.raises(ValueError, match="negative"):
+        open_database("sqlite:///:memory:", busy_timeout=-1)
+
+
+def test_sqlite_waits_for_another_writer_as_long_as_its_busy_timeout(tmp_path):
+    default = a_store(f"sqlite:///{tmp_path / 'default.db'}")
+    configured = a_store(f"sqlite:///{tmp_path / 'configured.db'}", busy_timeout=2.5)
+    try:
+        assert default.database.pragma("busy_timeout") == 10_000
+        assert configured.database.pragma("busy_timeout") == 2_500
+    finally:
+        default.close()
+        configured.close()
+
+
+@postgres
+def test_a_server_that_accepts_but_never_answers_is_unavailable_after_the_connect_timeout():
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        url = f"postgresql://postgres@127.0.0.1:{silent.getsockname()[1]}/x"
+        store = SqlStore(open_database(url, connect_timeout=2))
+        outcome = both_at_once(lambda: store.unit_of_work(read_only=True).__enter__())
+
+    assert isinstance(outcome[0], StoreUnavailable)
+
+
+@postgres
+def test_a_statement_running_past_the_statement_timeout_is_unavailable(pg_url):
+    store = a_store(pg_url, statement_timeout=0.05)
+    try:
+        with pytest.raises(StoreUnavailable, match="statement timeout"):
+            with store.unit_of_work(read_only=True):
+                execute_sql(store.database, "SELECT pg_sleep(1)")
+    finally:
+        store.close()
+
+
+@postgres
+def test_a_statement_timeout_the_url_sets_is_unavailable(pg_url):
     store = a_store(with_options(pg_url, "-c statement_timeout=50"))
     try:
         with pytest.raises(StoreUnavailable, match="statement timeout"):
@@ -133,7 +225,7 @@ def test_a_statement_timeout_is_unavailable(pg_url):
 
 
 @postgres
-def test_a_lock_wait_that_times_out_is_unavailable(pg_url):
+def test_a_lock_wait_past_the_lock_timeout_the_url_sets_is_unavailable(pg_url):
     store = a_store(with_options(pg_url, "-c lock_timeout=50"))
     shops(store, "shop-a")
     try:
@@ -222,10 +314,9 @@ def test_sqlite_s_parser_stack_overflow_is_a_bug_not_a_retry(tmp_path):
 
 def test_a_sqlite_database_locked_by_another_writer_is_unavailable(tmp_path):
     path = tmp_path / "locked.db"
-    store = a_store(f"sqlite:///{path}")
+    store = a_store(f"sqlite:///{path}", busy_timeout=0.05)
     other = sqlite3.connect(path, isolation_level=None)
     other.execute("BEGIN IMMEDIATE")
-    store.database.pragma("busy_timeout", 50)
     try:
         with pytest.raises(StoreUnavailable, match="SQLITE_BUSY"):
             with store.unit_of_work() as uow:
