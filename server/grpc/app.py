@@ -25,7 +25,7 @@ from aftersales.v1 import (
 )
 from server.domain.access import AccessTable, Caller
 from server.domain.errors import Refused
-from server.grpc import status
+from server.grpc import decoding, status
 from server.grpc.callers import AccessGuard, PersonGuard, current_caller
 from server.grpc.clawbacks import ClawbackServicer
 from server.grpc.entries import AfterSalesEntryServicer
@@ -63,10 +63,14 @@ class CallInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]  # grpc
     guard: its certificate's identity against the access table). Refusals become rich statuses;
     a database that is down, busy or gave up waiting UNAVAILABLE and a transaction it aborted
     ABORTED, both retryable (status.py); any other exception is a bug, answered INTERNAL and
-    logged with its traceback under an incident id."""
+    logged with its traceback under an incident id.
+
+    A request whose bytes are not its message is refused INVALID_ARGUMENT without reaching the
+    servicer, on every method, streaming ones too (decoding.py)."""
 
     def __init__(self, guard: AccessGuard | PersonGuard | None) -> None:
         self.guard = guard
+        self.undecodable_peers = decoding.PeerLog()
 
     def intercept_service(
         self,
@@ -74,9 +78,11 @@ class CallInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]  # grpc
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = continuation(handler_call_details)
-        if handler is None or handler.unary_unary is None:
-            return handler
+        if handler is None:
+            return None
         method = handler_call_details.method
+        if handler.unary_unary is None:
+            return decoding.streaming(handler, method, self.undecodable_peers)
         inner = handler.unary_unary
 
         def behavior(request: Any, context: grpc.ServicerContext) -> Any:
@@ -88,6 +94,8 @@ class CallInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]  # grpc
                 if self.guard is not None:
                     caller = self.guard.check(method, context)
                 token = current_caller.set(caller)
+                if isinstance(request, decoding.Undecodable):
+                    decoding.refuse(request, context, method, self.undecodable_peers)
                 return inner(request, context)
             except Refused as refusal:
                 rich = status.to_status(refusal)
@@ -131,7 +139,7 @@ class CallInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]  # grpc
 
         return grpc.unary_unary_rpc_method_handler(
             behavior,
-            request_deserializer=handler.request_deserializer,
+            request_deserializer=decoding.tolerant(handler.request_deserializer),
             response_serializer=handler.response_serializer,
         )
 

@@ -31,6 +31,7 @@ DOMAIN = "aftersales"
 DATABASE_UNAVAILABLE = "DATABASE_UNAVAILABLE"
 TRANSACTION_ABORTED = "TRANSACTION_ABORTED"
 INTERNAL_ERROR = "INTERNAL_ERROR"
+UNDECODABLE_REQUEST = "UNDECODABLE_REQUEST"
 
 # How long a caller should wait before it retries: a database that is down or busy needs a while;
 # a transaction aborted by a concurrent one may run again at once.
@@ -85,6 +86,25 @@ def internal(incident: str) -> grpc.Status:
             error_details_pb2.ErrorInfo(
                 reason=INTERNAL_ERROR, domain=DOMAIN, metadata={"incident": incident}
             )
+        ],
+    )
+
+
+def undecodable(message_type: str) -> grpc.Status:
+    """The request's bytes are not a `message_type`."""
+    description = f"request is not a valid {message_type}"
+    return _status(
+        code_pb2.INVALID_ARGUMENT,
+        description,
+        [
+            error_details_pb2.BadRequest(
+                field_violations=[
+                    error_details_pb2.BadRequest.FieldViolation(field="", description=description)
+                ]
+            ),
+            error_details_pb2.ErrorInfo(
+                reason=UNDECODABLE_REQUEST, domain=DOMAIN, metadata={"message_type": message_type}
+            ),
         ],
     )
 
