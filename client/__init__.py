@@ -10,11 +10,13 @@ typed exceptions with the rich error details.
 
 from client.client import Client
 from client.errors import (
+    Aborted,
     AfterSalesError,
     AlreadyExists,
     DeadlineExceeded,
     FailedPrecondition,
     FieldViolation,
+    Internal,
     InvalidArgument,
     NotFound,
     PermissionDenied,
@@ -24,12 +26,14 @@ from client.errors import (
 )
 
 __all__ = [
+    "Aborted",
     "AfterSalesError",
     "AlreadyExists",
     "Client",
     "DeadlineExceeded",
     "FailedPrecondition",
     "FieldViolation",
+    "Internal",
     "InvalidArgument",
     "NotFound",
     "PermissionDenied",

@@ -24,8 +24,9 @@ from aftersales.v1 import (
 )
 from client.errors import from_rpc_error
 
-# Transient failures are retried by gRPC itself. Safe for every method: reads have no effect and
-# every mutation carries a request_id, so a retried one is answered from the server's record.
+# Transient failures (the server or its database unavailable, a transaction the database aborted)
+# are retried by gRPC itself. Safe for every method: reads have no effect and every mutation
+# carries a request_id, so a retried one is answered from the server's record.
 _SERVICE_CONFIG = json.dumps(
     {
         "methodConfig": [
@@ -40,7 +41,7 @@ _SERVICE_CONFIG = json.dumps(
                     "initialBackoff": "0.1s",
                     "maxBackoff": "1s",
                     "backoffMultiplier": 2,
-                    "retryableStatusCodes": ["UNAVAILABLE"],
+                    "retryableStatusCodes": ["UNAVAILABLE", "ABORTED"],
                 },
             }
         ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from datetime import timedelta
 from typing import cast
 
 import grpc
@@ -28,7 +29,8 @@ class Violation:
 
 class AfterSalesError(Exception):
     """A refused or failed call. `code` is the gRPC status code; the details are unpacked into
-    `field_violations`, `violations`, `reason`, `metadata` and `resource`."""
+    `field_violations`, `violations`, `reason`, `metadata`, `resource` and `retry_delay` (how long
+    the server asks a retry to wait, when it sent one)."""
 
     def __init__(self, code: grpc.StatusCode, message: str, details: list[Message]) -> None:
         super().__init__(f"{code.name}: {message}")
@@ -40,6 +42,7 @@ class AfterSalesError(Exception):
         self.reason = ""
         self.metadata: dict[str, str] = {}
         self.resource: tuple[str, str] | None = None
+        self.retry_delay: timedelta | None = None
         for detail in details:
             if isinstance(detail, error_details_pb2.BadRequest):
                 self.field_violations += [
@@ -54,6 +57,14 @@ class AfterSalesError(Exception):
                 self.metadata = dict(detail.metadata)
             elif isinstance(detail, error_details_pb2.ResourceInfo):
                 self.resource = (detail.resource_type, detail.resource_name)
+            elif isinstance(detail, error_details_pb2.RetryInfo):
+                self.retry_delay = detail.retry_delay.ToTimedelta()
+
+    @property
+    def retryable(self) -> bool:
+        """Whether the same call (with the same request_id) may succeed when sent again: the
+        server said so, or the call failed before it reached the server."""
+        return self.metadata.get("retryable") == "true" or self.code in _RETRYABLE_CODES
 
     @property
     def reasons(self) -> list[str]:
@@ -91,7 +102,21 @@ class AlreadyExists(AfterSalesError):
 
 
 class Unavailable(AfterSalesError):
-    """The server could not be reached or is shutting down; retrying is safe."""
+    """The server could not be reached, is shutting down, or its database is unavailable
+    (`reason` DATABASE_UNAVAILABLE); retrying with the same request_id is safe."""
+
+
+class Aborted(AfterSalesError):
+    """The server's database aborted the call's transaction for a concurrent one (`reason`
+    TRANSACTION_ABORTED); nothing was written, and retrying with the same request_id is safe."""
+
+
+class Internal(AfterSalesError):
+    """A bug in the server; `incident` names its log line. Retrying will not help."""
+
+    @property
+    def incident(self) -> str:
+        return self.metadata.get("incident", "")
 
 
 class DeadlineExceeded(AfterSalesError):
@@ -107,14 +132,20 @@ _BY_CODE = {
     grpc.StatusCode.FAILED_PRECONDITION: FailedPrecondition,
     grpc.StatusCode.ALREADY_EXISTS: AlreadyExists,
     grpc.StatusCode.UNAVAILABLE: Unavailable,
+    grpc.StatusCode.ABORTED: Aborted,
     grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceeded,
+    grpc.StatusCode.INTERNAL: Internal,
 }
+
+# Retryable whatever the details say (the channel's own UNAVAILABLE carries none).
+_RETRYABLE_CODES = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.ABORTED)
 
 _DETAIL_TYPES = (
     error_details_pb2.BadRequest,
     error_details_pb2.PreconditionFailure,
     error_details_pb2.ErrorInfo,
     error_details_pb2.ResourceInfo,
+    error_details_pb2.RetryInfo,
 )
 
 

@@ -25,13 +25,13 @@ from aftersales.v1 import (
 )
 from server.domain.access import AccessTable, Caller
 from server.domain.errors import Refused
-from server.grpc import status
+from server.grpc import decoding, status
 from server.grpc.callers import AccessGuard, PersonGuard, current_caller
 from server.grpc.clawbacks import ClawbackServicer
 from server.grpc.entries import AfterSalesEntryServicer
 from server.grpc.sync import SyncServicer
 from server.grpc.tokens import TokenVerifier
-from server.service import Service, StoreUnavailable
+from server.service import Service, StoreUnavailable, TransactionAborted
 
 log = logging.getLogger("aftersales")
 
@@ -60,12 +60,17 @@ RPC_SECONDS = Histogram(
 
 class CallInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]  # grpc-stubs
     """One log line and one metric sample per unary call. The caller is checked first (with a
-    guard: its certificate's identity against the access table). Refusals become rich statuses,
-    a database that cannot be reached UNAVAILABLE, and any other exception is a bug, answered
-    INTERNAL and logged with its traceback."""
+    guard: its certificate's identity against the access table). Refusals become rich statuses;
+    a database that is down, busy or gave up waiting UNAVAILABLE and a transaction it aborted
+    ABORTED, both retryable (status.py); any other exception is a bug, answered INTERNAL and
+    logged with its traceback under an incident id.
+
+    A request whose bytes are not its message is refused INVALID_ARGUMENT without reaching the
+    servicer, on every method, streaming ones too (decoding.py)."""
 
     def __init__(self, guard: AccessGuard | PersonGuard | None) -> None:
         self.guard = guard
+        self.undecodable_peers = decoding.PeerLog()
 
     def intercept_service(
         self,
@@ -73,9 +78,11 @@ class CallInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]  # grpc
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = continuation(handler_call_details)
-        if handler is None or handler.unary_unary is None:
-            return handler
+        if handler is None:
+            return None
         method = handler_call_details.method
+        if handler.unary_unary is None:
+            return decoding.streaming(handler, method, self.undecodable_peers)
         inner = handler.unary_unary
 
         def behavior(request: Any, context: grpc.ServicerContext) -> Any:
@@ -87,15 +94,22 @@ class CallInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]  # grpc
                 if self.guard is not None:
                     caller = self.guard.check(method, context)
                 token = current_caller.set(caller)
+                if isinstance(request, decoding.Undecodable):
+                    decoding.refuse(request, context, method, self.undecodable_peers)
                 return inner(request, context)
             except Refused as refusal:
                 rich = status.to_status(refusal)
                 code = rich.code
                 context.abort_with_status(rich)
-            except StoreUnavailable:
+            except StoreUnavailable as e:
+                # No traceback: the cause is the database's, and an outage fails every call.
                 code = grpc.StatusCode.UNAVAILABLE
-                log.warning("database unavailable while serving %s", method, exc_info=True)
-                context.abort(code, "the database is unavailable; retry with the same request id")
+                log.warning("database unavailable while serving %s: %s", method, e)
+                context.abort_with_status(status.unavailable())
+            except TransactionAborted as e:
+                code = grpc.StatusCode.ABORTED
+                log.info("transaction aborted while serving %s: %s", method, e)
+                context.abort_with_status(status.aborted())
             except Exception:
                 aborted = context.code()  # type: ignore[attr-defined]  # grpc-stubs lag grpcio
                 if aborted not in (None, grpc.StatusCode.OK):
@@ -104,7 +118,7 @@ class CallInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]  # grpc
                 code = grpc.StatusCode.INTERNAL
                 incident = uuid.uuid4().hex[:12]
                 log.exception("bug while serving %s", method, extra={"incident": incident})
-                context.abort(grpc.StatusCode.INTERNAL, f"internal error (incident {incident})")
+                context.abort_with_status(status.internal(incident))
             finally:
                 if token is not None:
                     current_caller.reset(token)
@@ -125,7 +139,7 @@ class CallInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]  # grpc
 
         return grpc.unary_unary_rpc_method_handler(
             behavior,
-            request_deserializer=handler.request_deserializer,
+            request_deserializer=decoding.tolerant(handler.request_deserializer),
             response_serializer=handler.response_serializer,
         )
 

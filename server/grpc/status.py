@@ -1,9 +1,13 @@
-"""Domain refusals -> gRPC status codes with google.rpc error details (grpcio-status)."""
+"""Domain refusals -> gRPC status codes with google.rpc error details (grpcio-status); and the
+statuses of calls that failed for another reason than a rule: a retryable failure (AIP-193:
+`ErrorInfo.metadata["retryable"]` and a `RetryInfo`), a bug, an undecodable request."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import grpc
-from google.protobuf import any_pb2
+from google.protobuf import any_pb2, duration_pb2
 from google.protobuf.message import Message
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
@@ -23,6 +27,17 @@ from server.domain.model import ReasonCode
 
 DOMAIN = "aftersales"
 
+# ErrorInfo reasons of the statuses that are not refusals (the domain's ReasonCode lists those).
+DATABASE_UNAVAILABLE = "DATABASE_UNAVAILABLE"
+TRANSACTION_ABORTED = "TRANSACTION_ABORTED"
+INTERNAL_ERROR = "INTERNAL_ERROR"
+UNDECODABLE_REQUEST = "UNDECODABLE_REQUEST"
+
+# How long a caller should wait before it retries: a database that is down or busy needs a while;
+# a transaction aborted by a concurrent one may run again at once.
+UNAVAILABLE_RETRY_DELAY = timedelta(seconds=1)
+ABORTED_RETRY_DELAY = timedelta(milliseconds=50)
+
 
 def _metadata(error: InvalidArgument) -> dict[str, str]:
     if isinstance(error, RequestIdReused):
@@ -39,8 +54,79 @@ def _pack(message: Message) -> any_pb2.Any:
 def to_status(error: Refused) -> grpc.Status:
     """The rich status a refusal is sent as."""
     code, details = _code_and_details(error)
+    return _status(code, str(error), details)
+
+
+def unavailable() -> grpc.Status:
+    """The database is down, busy or gave up waiting: retry later."""
+    return _retryable(
+        code_pb2.UNAVAILABLE,
+        "the database is unavailable; retry with the same request id",
+        DATABASE_UNAVAILABLE,
+        UNAVAILABLE_RETRY_DELAY,
+    )
+
+
+def aborted() -> grpc.Status:
+    """The database aborted the transaction for a concurrent one: retry at once."""
+    return _retryable(
+        code_pb2.ABORTED,
+        "the database aborted the transaction for a concurrent one; retry with the same request id",
+        TRANSACTION_ABORTED,
+        ABORTED_RETRY_DELAY,
+    )
+
+
+def internal(incident: str) -> grpc.Status:
+    """A bug: the incident id names its log line. Retrying will not help."""
+    return _status(
+        code_pb2.INTERNAL,
+        f"internal error (incident {incident})",
+        [
+            error_details_pb2.ErrorInfo(
+                reason=INTERNAL_ERROR, domain=DOMAIN, metadata={"incident": incident}
+            )
+        ],
+    )
+
+
+def undecodable(message_type: str) -> grpc.Status:
+    """The request's bytes are not a `message_type`."""
+    description = f"request is not a valid {message_type}"
+    return _status(
+        code_pb2.INVALID_ARGUMENT,
+        description,
+        [
+            error_details_pb2.BadRequest(
+                field_violations=[
+                    error_details_pb2.BadRequest.FieldViolation(field="", description=description)
+                ]
+            ),
+            error_details_pb2.ErrorInfo(
+                reason=UNDECODABLE_REQUEST, domain=DOMAIN, metadata={"message_type": message_type}
+            ),
+        ],
+    )
+
+
+def _retryable(code: int, message: str, reason: str, delay: timedelta) -> grpc.Status:
+    retry_delay = duration_pb2.Duration()
+    retry_delay.FromTimedelta(delay)
+    return _status(
+        code,
+        message,
+        [
+            error_details_pb2.ErrorInfo(
+                reason=reason, domain=DOMAIN, metadata={"retryable": "true"}
+            ),
+            error_details_pb2.RetryInfo(retry_delay=retry_delay),
+        ],
+    )
+
+
+def _status(code: int, message: str, details: list[Message]) -> grpc.Status:
     return rpc_status.to_status(
-        status_pb2.Status(code=code, message=str(error), details=[_pack(d) for d in details])
+        status_pb2.Status(code=code, message=message, details=[_pack(d) for d in details])
     )
 
 

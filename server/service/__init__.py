@@ -14,7 +14,7 @@ from server.service.entries import Eligibility, EntryUseCases
 from server.service.idempotency import IdempotencyUseCases, RequestKey, fingerprint
 from server.service.paging import Page
 from server.service.sync import Posted, SyncUseCases
-from server.service.unit_of_work import Store, StoreUnavailable, UnitOfWork
+from server.service.unit_of_work import Store, StoreUnavailable, TransactionAborted, UnitOfWork
 
 
 class Service(SyncUseCases, EntryUseCases, ClawbackUseCases, IdempotencyUseCases):
@@ -29,6 +29,7 @@ __all__ = [
     "Service",
     "Store",
     "StoreUnavailable",
+    "TransactionAborted",
     "UnitOfWork",
     "fingerprint",
 ]

@@ -5,9 +5,11 @@ when the use case returns and rolls it back when it raises. The SQL store (serve
 in-memory fake of the service tests implement these protocols; nothing else in the service knows
 which one runs.
 
-Exceptions a store raises, for the service to act on: `StoreUnavailable` (retry may cure it),
-`WriteConflict` (a concurrent writer committed the same key first), and the two refusals that
-only the database can see at write time, `EntryConflict` and `InsufficientBalance`.
+Exceptions a store raises, for the service to act on: `StoreUnavailable` and
+`TransactionAborted` (a retry may cure them), `WriteConflict` (a concurrent writer committed the
+same key first), and the two refusals that only the database can see at write time,
+`EntryConflict` and `InsufficientBalance`. Any other failure of the database is a bug, and the
+store lets it propagate as it is.
 """
 
 from __future__ import annotations
@@ -38,8 +40,14 @@ from server.domain.model import (
 
 
 class StoreUnavailable(Exception):
-    """The database cannot be reached, or gave up on this transaction (deadlock, timeout): a retry
-    with the same request id may succeed. Nothing was committed."""
+    """The database cannot be reached, is busy, or gave up waiting (for a connection, a lock, a
+    statement): a retry with the same request id may succeed, later. Nothing was committed."""
+
+
+class TransactionAborted(Exception):
+    """The database aborted this transaction to keep concurrent ones consistent (a deadlock, a
+    serialization failure): retrying it with the same request id may succeed at once. Nothing was
+    committed."""
 
 
 class WriteConflict(Exception):

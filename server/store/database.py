@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import pathlib
 from urllib.parse import urlparse
 
@@ -15,15 +16,38 @@ POOL_SIZE = 64
 POOL_STALE_SECONDS = 300
 POOL_WAIT_SECONDS = 10
 
+# How long a PostgreSQL connection may take to open, a statement to run, and a statement to wait
+# for a lock; how long a SQLite write waits for another one to finish (seconds). A failure to
+# finish in time answers UNAVAILABLE, retryable, instead of holding a worker thread.
+CONNECT_TIMEOUT_SECONDS = 5
+STATEMENT_TIMEOUT_SECONDS = 10.0
+LOCK_TIMEOUT_SECONDS = 5.0
+BUSY_TIMEOUT_SECONDS = 10.0
 
-def open_database(url: str, *, password: str | None = None) -> pw.Database:
+
+def open_database(
+    url: str,
+    *,
+    password: str | None = None,
+    connect_timeout: int = CONNECT_TIMEOUT_SECONDS,
+    statement_timeout: float = STATEMENT_TIMEOUT_SECONDS,
+    lock_timeout: float = LOCK_TIMEOUT_SECONDS,
+    busy_timeout: float = BUSY_TIMEOUT_SECONDS,
+) -> pw.Database:
     """A database for `url`: `sqlite:///relative/path.db`, `sqlite:////abs/path.db`,
     `sqlite:///:memory:`, or `postgresql://user@host:port/dbname?param=value&...`.
 
     A PostgreSQL URL is read by libpq's own rules (psycopg's conninfo parser), so every libpq
     parameter it names is kept: sslmode, sslrootcert, application_name, connect_timeout, ...
     The password may stay out of the URL: `password` (e.g. read from a file), or libpq's own
-    PGPASSWORD / PGPASSFILE."""
+    PGPASSWORD / PGPASSFILE.
+
+    Timeouts, in seconds, 0 for none: PostgreSQL's `connect_timeout` (whole seconds, libpq's),
+    `statement_timeout` and `lock_timeout` (set on each connection); SQLite's `busy_timeout`.
+    The URL's own win: `connect_timeout=3`, or settings in libpq's `options`
+    (`options=-c%20statement_timeout%3D2s`; else in PGOPTIONS)."""
+    if min(connect_timeout, statement_timeout, lock_timeout, busy_timeout) < 0:
+        raise ValueError("a timeout cannot be negative")
     parsed = urlparse(url)
     if parsed.scheme == "sqlite":
         path = parsed.path[1:] if parsed.path.startswith("/") else parsed.path
@@ -37,7 +61,7 @@ def open_database(url: str, *, password: str | None = None) -> pw.Database:
                 "journal_mode": "wal",
                 "synchronous": "normal",
                 "foreign_keys": 1,
-                "busy_timeout": 10_000,
+                "busy_timeout": _milliseconds(busy_timeout),
             },
             check_same_thread=False,
         )
@@ -46,6 +70,12 @@ def open_database(url: str, *, password: str | None = None) -> pw.Database:
         dbname = params.pop("dbname", None) or "postgres"
         if password is not None and "password" not in params:
             params["password"] = password
+        params.setdefault("connect_timeout", str(connect_timeout))
+        params["options"] = _with_settings(
+            str(params.get("options") or os.environ.get("PGOPTIONS", "")),
+            statement_timeout=_milliseconds(statement_timeout),
+            lock_timeout=_milliseconds(lock_timeout),
+        )
         pooled: pw.Database = PooledPostgresqlDatabase(
             dbname,
             max_connections=POOL_SIZE,
@@ -55,6 +85,32 @@ def open_database(url: str, *, password: str | None = None) -> pw.Database:
         )
         return pooled
     raise ValueError(f"unsupported database URL {url!r}: use sqlite:/// or postgresql://")
+
+
+def _milliseconds(seconds: float) -> int:
+    return round(seconds * 1000)
+
+
+def _with_settings(options: str, **settings: int) -> str:
+    """libpq `options` that set each of `settings` its value, unless `options` sets it already."""
+    named = _names_set_in(options)
+    ours = [f"-c {name}={value}" for name, value in settings.items() if name not in named]
+    return " ".join([*ours, options]).strip()
+
+
+def _names_set_in(options: str) -> set[str]:
+    """The settings libpq `options` name: `-c name=value`, `-cname=value`, `--name=value` (the
+    server reads a - in a name as _)."""
+    names, words = set(), iter(options.split())
+    for word in words:
+        if word == "-c":
+            word = next(words, "")
+        elif word.startswith(("-c", "--")):
+            word = word[2:]
+        else:
+            continue
+        names.add(word.partition("=")[0].replace("-", "_"))
+    return names
 
 
 def describe(url: str) -> str:

@@ -2,22 +2,25 @@
 
 Each unit of work is a connection for the call (from the pool on PostgreSQL; SQLite keeps one
 per thread) and, unless read-only, one transaction. Database failures leave it as the service
-layer's exceptions: StoreUnavailable (a retry may cure it) or WriteConflict.
+layer's exceptions where the database says what they are (faults.py): StoreUnavailable or
+TransactionAborted (a retry may cure them) or WriteConflict; any other one is a bug and leaves it
+as it is.
 """
 
 from __future__ import annotations
 
 import contextlib
+import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from types import TracebackType
-from typing import Any, cast
+from typing import Any, NoReturn, cast
 
 import peewee as pw
+import psycopg
 
 from server.domain.model import EXTERNAL, PLATFORM_COMMISSION, AccountRef
-from server.service.unit_of_work import StoreUnavailable, WriteConflict
-from server.store import migrations
+from server.store import faults, migrations
 from server.store.clawbacks import SqlClawbacks
 from server.store.entries import SqlEntries
 from server.store.facts import SqlFacts
@@ -28,9 +31,9 @@ from server.store.schema import AccountRow, SettingRow, db, execute_sql
 # The namespace of PostgreSQL advisory locks taken by serialize_on.
 _KEY_LOCK_SPACE = 726_0432
 
-# Failures of the database that a retry may cure: it is down, busy, or chose this transaction
-# as a deadlock victim.
-_TRANSIENT = (pw.OperationalError, pw.InterfaceError)
+# What ending a transaction on a broken connection may raise: ignored, the failure that ended it
+# is the one to report.
+_ENDING_FAILURES = (pw.PeeweeException, psycopg.Error, sqlite3.Error)
 
 
 class SqlStore:
@@ -124,11 +127,13 @@ class SqlUnitOfWork:
             self._session = self._store.session()
             self._session.__enter__()
             if not self._read_only:
-                self._transaction = self._store.database.atomic()
-                self._transaction.__enter__()
-        except _TRANSIENT as e:
+                transaction = self._store.database.atomic()
+                transaction.__enter__()
+                # Only once it began: a BEGIN refused (SQLite busy) leaves nothing to roll back.
+                self._transaction = transaction
+        except Exception as e:
             self._end(type(e), e, e.__traceback__)
-            raise StoreUnavailable(str(e)) from e
+            _raise_translated(e)
         return self
 
     def commit(self) -> None:
@@ -136,10 +141,8 @@ class SqlUnitOfWork:
             transaction, self._transaction = self._transaction, None
             try:
                 transaction.__exit__(None, None, None)
-            except _TRANSIENT as e:
-                raise StoreUnavailable(str(e)) from e
-            except pw.IntegrityError as e:
-                raise WriteConflict(str(e)) from e
+            except Exception as e:
+                _raise_translated(e)
 
     def __exit__(
         self,
@@ -151,10 +154,10 @@ class SqlUnitOfWork:
         if exc is None:
             exc_type, exc = RuntimeError, RuntimeError("left without commit")
         self._end(exc_type, exc, tb)
-        if isinstance(exc, _TRANSIENT):
-            raise StoreUnavailable(str(exc)) from exc
-        if isinstance(exc, pw.IntegrityError):
-            raise WriteConflict(str(exc)) from exc
+        if isinstance(exc, Exception):
+            translated = faults.translate(exc)
+            if translated is not None:
+                raise translated from exc
 
     def _end(
         self,
@@ -167,12 +170,12 @@ class SqlUnitOfWork:
         try:
             if self._transaction is not None:
                 transaction, self._transaction = self._transaction, None
-                with contextlib.suppress(*_TRANSIENT):
+                with contextlib.suppress(*_ENDING_FAILURES):
                     transaction.__exit__(exc_type, exc, tb)
         finally:
             if self._session is not None:
                 session, self._session = self._session, None
-                with contextlib.suppress(*_TRANSIENT):
+                with contextlib.suppress(*_ENDING_FAILURES):
                     session.__exit__(None, None, None)
 
     def serialize_on(self, key: str) -> None:
@@ -184,3 +187,11 @@ class SqlUnitOfWork:
                 "SELECT pg_advisory_xact_lock(%s, hashtext(%s))",
                 (_KEY_LOCK_SPACE, key),
             )
+
+
+def _raise_translated(error: Exception) -> NoReturn:
+    """Raises the service layer's exception for `error`, or `error` itself when it is a bug."""
+    translated = faults.translate(error)
+    if translated is None:
+        raise error
+    raise translated from error

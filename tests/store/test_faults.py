@@ -1,0 +1,327 @@
+"""Faults of a real database leave a unit of work as what they are: a transaction the database
+aborted for a concurrent one (deadlock, serialization failure) is TransactionAborted; a database
+that is down, busy or gave up waiting is StoreUnavailable; anything else (bad SQL, a value that
+does not fit) is a bug and leaves as it is, never as something a retry would cure."""
+
+from __future__ import annotations
+
+import socket
+import sqlite3
+import threading
+import uuid
+from urllib.parse import quote
+
+import peewee as pw
+import psycopg
+import pytest
+
+from server.domain.model import Shop, ShopStatus
+from server.service.unit_of_work import StoreUnavailable, TransactionAborted
+from server.store import SqlStore, open_database
+from server.store.schema import execute_sql
+from tests.conftest import T0
+from tests.pg import free_port
+
+RETRYABLE = (StoreUnavailable, TransactionAborted)
+postgres = pytest.mark.postgres
+
+
+def a_store(url: str, **timeouts: float) -> SqlStore:
+    store = SqlStore(open_database(url, **timeouts))
+    store.migrate()
+    return store
+
+
+@pytest.fixture
+def pg_url(postgres_server):
+    return postgres_server.create_database(f"faults_{uuid.uuid4().hex[:12]}")
+
+
+@pytest.fixture
+def pg_store(pg_url):
+    store = a_store(pg_url)
+    yield store
+    store.close()
+
+
+def with_options(url: str, options: str) -> str:
+    """`url` with libpq `options` (settings the server applies to each session)."""
+    return f"{url}?options={quote(options)}"
+
+
+def shops(store: SqlStore, *shop_ids: str) -> None:
+    with store.unit_of_work() as uow:
+        for shop_id in shop_ids:
+            uow.facts.put_shop(Shop(shop_id, shop_id, ShopStatus.NORMAL, T0))
+        uow.commit()
+
+
+def touch(store: SqlStore, shop_id: str) -> None:
+    """Writes the shop's row (and so locks it until the transaction ends)."""
+    execute_sql(store.database, "UPDATE shop SET name = name WHERE id = %s", (shop_id,))
+
+
+def both_at_once(*runs) -> list[BaseException | None]:
+    """Runs each function in its own thread; what each raised, or None."""
+    outcomes: list[BaseException | None] = [None] * len(runs)
+
+    def run(i: int) -> None:
+        try:
+            runs[i]()
+        except BaseException as e:  # noqa: BLE001 - collected for the test to judge
+            outcomes[i] = e
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(runs))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not any(thread.is_alive() for thread in threads), "a transaction never ended"
+    return outcomes
+
+
+@postgres
+def test_the_victim_of_a_deadlock_is_aborted_and_the_other_commits(pg_store):
+    shops(pg_store, "shop-a", "shop-b")
+    both_locked_one = threading.Barrier(2, timeout=30)
+
+    def lock_in_order(first: str, second: str):
+        def run() -> None:
+            with pg_store.unit_of_work() as uow:
+                touch(pg_store, first)
+                both_locked_one.wait()
+                touch(pg_store, second)
+                uow.commit()
+
+        return run
+
+    outcomes = both_at_once(lock_in_order("shop-a", "shop-b"), lock_in_order("shop-b", "shop-a"))
+
+    assert sorted(type(o).__name__ for o in outcomes) == ["NoneType", "TransactionAborted"]
+    aborted = next(o for o in outcomes if o is not None)
+    assert isinstance(aborted.__cause__.orig, psycopg.errors.DeadlockDetected)
+
+
+@postgres
+def test_a_serialization_failure_is_aborted_and_the_other_commits(pg_store):
+    shops(pg_store, "shop-a")
+    both_read = threading.Barrier(2, timeout=30)
+
+    def read_then_write() -> None:
+        with pg_store.unit_of_work() as uow:
+            execute_sql(pg_store.database, "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            execute_sql(pg_store.database, "SELECT name FROM shop WHERE id = 'shop-a'")
+            both_read.wait()
+            touch(pg_store, "shop-a")
+            uow.commit()
+
+    outcomes = both_at_once(read_then_write, read_then_write)
+
+    assert sorted(type(o).__name__ for o in outcomes) == ["NoneType", "TransactionAborted"]
+    aborted = next(o for o in outcomes if o is not None)
+    assert isinstance(aborted.__cause__.orig, psycopg.errors.SerializationFailure)
+
+
+# --- Timeouts ----------------------------------------------------------------------------------
+
+
+def settings(store: SqlStore) -> dict[str, str]:
+    """The timeouts a connection of `store` runs with."""
+    with store.unit_of_work(read_only=True):
+        connection = store.database.connection()
+        return {
+            "connect_timeout": connection.info.get_parameters().get("connect_timeout", ""),
+            **{
+                name: execute_sql(store.database, f"SHOW {name}").fetchone()[0]
+                for name in ("statement_timeout", "lock_timeout")
+            },
+        }
+
+
+@postgres
+def test_postgresql_connections_have_timeouts_by_default(pg_store):
+    assert settings(pg_store) == {
+        "connect_timeout": "5",
+        "statement_timeout": "10s",
+        "lock_timeout": "5s",
+    }
+
+
+@postgres
+def test_the_timeouts_are_set_by_open_database_s_arguments(pg_url):
+    store = a_store(pg_url, connect_timeout=7, statement_timeout=30, lock_timeout=0.25)
+    try:
+        assert settings(store) == {
+            "connect_timeout": "7",
+            "statement_timeout": "30s",
+            "lock_timeout": "250ms",
+        }
+    finally:
+        store.close()
+
+
+@postgres
+def test_the_url_s_own_timeouts_win(pg_url):
+    url = with_options(pg_url, "-c lock_timeout=2s -c deadlock_timeout=3s") + "&connect_timeout=3"
+    store = a_store(url, connect_timeout=7, statement_timeout=30, lock_timeout=0.25)
+    try:
+        assert settings(store) == {
+            "connect_timeout": "3",
+            "statement_timeout": "30s",
+            "lock_timeout": "2s",
+        }
+    finally:
+        store.close()
+
+
+def test_a_negative_timeout_is_refused():
+    with pytest.raises(ValueError, match="negative"):
+        open_database("sqlite:///:memory:", busy_timeout=-1)
+
+
+def test_sqlite_waits_for_another_writer_as_long_as_its_busy_timeout(tmp_path):
+    default = a_store(f"sqlite:///{tmp_path / 'default.db'}")
+    configured = a_store(f"sqlite:///{tmp_path / 'configured.db'}", busy_timeout=2.5)
+    try:
+        assert default.database.pragma("busy_timeout") == 10_000
+        assert configured.database.pragma("busy_timeout") == 2_500
+    finally:
+        default.close()
+        configured.close()
+
+
+@postgres
+def test_a_server_that_accepts_but_never_answers_is_unavailable_after_the_connect_timeout():
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        url = f"postgresql://postgres@127.0.0.1:{silent.getsockname()[1]}/x"
+        store = SqlStore(open_database(url, connect_timeout=2))
+        outcome = both_at_once(lambda: store.unit_of_work(read_only=True).__enter__())
+
+    assert isinstance(outcome[0], StoreUnavailable)
+
+
+@postgres
+def test_a_statement_running_past_the_statement_timeout_is_unavailable(pg_url):
+    store = a_store(pg_url, statement_timeout=0.05)
+    try:
+        with pytest.raises(StoreUnavailable, match="statement timeout"):
+            with store.unit_of_work(read_only=True):
+                execute_sql(store.database, "SELECT pg_sleep(1)")
+    finally:
+        store.close()
+
+
+@postgres
+def test_a_statement_timeout_the_url_sets_is_unavailable(pg_url):
+    store = a_store(with_options(pg_url, "-c statement_timeout=50"))
+    try:
+        with pytest.raises(StoreUnavailable, match="statement timeout"):
+            with store.unit_of_work(read_only=True):
+                execute_sql(store.database, "SELECT pg_sleep(1)")
+    finally:
+        store.close()
+
+
+@postgres
+def test_a_lock_wait_past_the_lock_timeout_the_url_sets_is_unavailable(pg_url):
+    store = a_store(with_options(pg_url, "-c lock_timeout=50"))
+    shops(store, "shop-a")
+    try:
+        with psycopg.connect(pg_url) as holder:
+            holder.execute("SELECT 1 FROM shop WHERE id = 'shop-a' FOR UPDATE")
+            with pytest.raises(StoreUnavailable, match="lock timeout"):
+                with store.unit_of_work() as uow:
+                    touch(store, "shop-a")
+                    uow.commit()
+    finally:
+        store.close()
+
+
+@postgres
+def test_a_connection_cut_under_a_transaction_is_unavailable(pg_store, pg_url):
+    with pytest.raises(StoreUnavailable):
+        with pg_store.unit_of_work() as uow:
+            pid = execute_sql(pg_store.database, "SELECT pg_backend_pid()").fetchone()[0]
+            with psycopg.connect(pg_url, autocommit=True) as admin:
+                admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+            execute_sql(pg_store.database, "SELECT 1")
+            uow.commit()
+    # The broken connection is not handed out again.
+    with pg_store.unit_of_work(read_only=True):
+        assert execute_sql(pg_store.database, "SELECT 1").fetchone() == (1,)
+
+
+@postgres
+def test_an_unreachable_database_is_unavailable():
+    store = SqlStore(open_database(f"postgresql://postgres@127.0.0.1:{free_port()}/x"))
+    with pytest.raises(StoreUnavailable):
+        with store.unit_of_work(read_only=True):
+            pass
+
+
+@postgres
+def test_no_free_connection_in_the_pool_is_unavailable(pg_store):
+    pg_store.database._max_connections = 1
+    pg_store.database._wait_timeout = 0.05
+    holding, done = threading.Event(), threading.Event()
+
+    def hold_the_only_connection() -> None:
+        with pg_store.unit_of_work(read_only=True):
+            holding.set()
+            done.wait(30)
+
+    holder = threading.Thread(target=hold_the_only_connection)
+    holder.start()
+    try:
+        assert holding.wait(30)
+        with pytest.raises(StoreUnavailable, match="no database connection free"):
+            with pg_store.unit_of_work(read_only=True):
+                pass
+    finally:
+        done.set()
+        holder.join(30)
+
+
+@postgres
+def test_a_value_too_long_for_its_column_is_a_bug_not_a_retry(pg_store):
+    with pytest.raises(pw.DataError, match="too long"):
+        with pg_store.unit_of_work() as uow:
+            uow.facts.put_shop(Shop("shop-" + "x" * 200, "", ShopStatus.NORMAL, T0))
+            uow.commit()
+
+
+def test_bad_sql_is_a_bug_not_a_retry(store):
+    with pytest.raises(pw.DatabaseError) as raised:
+        with store.unit_of_work(read_only=True):
+            execute_sql(store.database, "SELECT no_such_column FROM shop")
+
+    assert not isinstance(raised.value, RETRYABLE)
+
+
+def test_sqlite_s_parser_stack_overflow_is_a_bug_not_a_retry(tmp_path):
+    store = a_store(f"sqlite:///{tmp_path / 'deep.db'}")
+    deep = "SELECT " + "(" * 5000 + "1" + ")" * 5000
+
+    with pytest.raises(pw.OperationalError, match="parser stack overflow") as raised:
+        with store.unit_of_work(read_only=True):
+            execute_sql(store.database, deep)
+
+    assert not isinstance(raised.value, RETRYABLE)
+    store.close()
+
+
+def test_a_sqlite_database_locked_by_another_writer_is_unavailable(tmp_path):
+    path = tmp_path / "locked.db"
+    store = a_store(f"sqlite:///{path}", busy_timeout=0.05)
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(StoreUnavailable, match="SQLITE_BUSY"):
+            with store.unit_of_work() as uow:
+                uow.commit()
+    finally:
+        other.rollback()
+        other.close()
+        store.close()
