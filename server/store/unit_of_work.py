@@ -20,6 +20,7 @@ import peewee as pw
 import psycopg
 
 from server.domain.model import EXTERNAL, PLATFORM_COMMISSION, AccountRef
+from server.service.unit_of_work import StoreUnavailable
 from server.store import faults, migrations
 from server.store.clawbacks import SqlClawbacks
 from server.store.entries import SqlEntries
@@ -39,9 +40,14 @@ _ENDING_FAILURES = (pw.PeeweeException, psycopg.Error, sqlite3.Error)
 class SqlStore:
     """The one door to the database. `migrate()` once at start, then units of work."""
 
-    def __init__(self, database: pw.Database) -> None:
+    def __init__(self, database: pw.Database, *, writer_wait: float = 10.0) -> None:
+        """`writer_wait`: on SQLite, how long a writer waits for its turn (seconds)."""
         self.database = database
         self.is_postgres = isinstance(database, pw.PostgresqlDatabase)
+        # SQLite has one writer at a time: this process's writers queue on this lock. (A thread
+        # has one connection, on which a unit of work inside another is a savepoint of it.)
+        self.writer = None if self.is_postgres else threading.RLock()
+        self.writer_wait = writer_wait
         db.initialize(database)
         self.page_token_key = b""
         # Accounts made with the schema, by id; SQL built once per hot query (facts.py).
@@ -113,6 +119,7 @@ class SqlUnitOfWork:
         self._read_only = read_only
         self._session: contextlib.AbstractContextManager[None] | None = None
         self._transaction: Any = None
+        self._writer_turn = False
         # Ids of accounts met in this transaction; they must not outlive it (a rolled-back
         # transaction may have made them).
         account_ids: dict[AccountRef, int] = {}
@@ -127,6 +134,7 @@ class SqlUnitOfWork:
             self._session = self._store.session()
             self._session.__enter__()
             if not self._read_only:
+                self._take_writer_turn()
                 transaction = self._store.database.atomic()
                 transaction.__enter__()
                 # Only once it began: a BEGIN refused (SQLite busy) leaves nothing to roll back.
@@ -173,10 +181,28 @@ class SqlUnitOfWork:
                 with contextlib.suppress(*_ENDING_FAILURES):
                     transaction.__exit__(exc_type, exc, tb)
         finally:
-            if self._session is not None:
-                session, self._session = self._session, None
-                with contextlib.suppress(*_ENDING_FAILURES):
-                    session.__exit__(None, None, None)
+            try:
+                if self._session is not None:
+                    session, self._session = self._session, None
+                    with contextlib.suppress(*_ENDING_FAILURES):
+                        session.__exit__(None, None, None)
+            finally:
+                if self._writer_turn and self._store.writer is not None:
+                    self._writer_turn = False
+                    self._store.writer.release()
+
+    def _take_writer_turn(self) -> None:
+        """On SQLite, writers of this process take turns on a lock before BEGIN: they queue
+        here instead of sleeping in SQLite's busy handler, whose back-off is what made the
+        multi-second tails. Readers (WAL) never wait."""
+        writer = self._store.writer
+        if writer is None:
+            return
+        if not writer.acquire(timeout=self._store.writer_wait):
+            raise StoreUnavailable(
+                f"no turn to write within {self._store.writer_wait:g} s: the database is busy"
+            )
+        self._writer_turn = True
 
     def serialize_on(self, key: str) -> None:
         """Until the transaction ends, other transactions serialising on `key` wait. (SQLite's
