@@ -478,10 +478,17 @@ class FakeRequests:
     def get(self, request_id: str) -> StoredResponse | None:
         return self._s.requests.get(request_id)
 
-    def add(self, request_id: str, stored: StoredResponse, now: datetime) -> None:
-        if request_id in self._s.requests:
-            raise WriteConflict(f"request {request_id}")
-        self._s.requests[request_id] = stored
+    def claim(
+        self, request_id: str, method: str, fingerprint: str, now: datetime
+    ) -> StoredResponse | None:
+        stored = self._s.requests.get(request_id)
+        if stored is None:
+            self._s.requests[request_id] = StoredResponse(method, fingerprint, b"")
+        return stored
+
+    def complete(self, request_id: str, response: bytes) -> None:
+        claimed = self._s.requests[request_id]
+        self._s.requests[request_id] = StoredResponse(claimed.method, claimed.fingerprint, response)
 
 
 class FakeUnitOfWork:

@@ -34,18 +34,15 @@ class IdempotencyUseCases(UseCases):
         on the key (WriteConflict) and it answers the stored response."""
         try:
             with self.unit_of_work() as uow:
-                # Retries of one request arriving together wait for each other, so that the
-                # later ones answer from the record instead of running the rules again.
-                uow.serialize_on(f"request:{key.request_id}")
-                stored = uow.requests.get(key.request_id)
+                # Retries of one request arriving together wait for each other's claim, so
+                # that the later ones answer from the record instead of running the rules again.
+                stored = uow.requests.claim(
+                    key.request_id, key.method, key.fingerprint, self.clock.now()
+                )
                 if stored is not None:
                     return _replay(stored, key)
                 response = run()
-                uow.requests.add(
-                    key.request_id,
-                    StoredResponse(key.method, key.fingerprint, response),
-                    self.clock.now(),
-                )
+                uow.requests.complete(key.request_id, response)
                 return response
         except WriteConflict:
             # Another replica committed the same request first: answer what it stored. Any

@@ -195,8 +195,17 @@ class Clawbacks(Protocol):
 class Requests(Protocol):
     """The responses of mutations, by request id."""
 
+    def claim(
+        self, request_id: str, method: str, fingerprint: str, now: datetime
+    ) -> StoredResponse | None:
+        """Claims the request id for this transaction, or returns the response stored under it.
+        A claim another transaction holds is waited for: its response once it commits, the
+        claim once it rolls back."""
+
+    def complete(self, request_id: str, response: bytes) -> None:
+        """Stores the response of the request this transaction claimed."""
+
     def get(self, request_id: str) -> StoredResponse | None: ...
-    def add(self, request_id: str, stored: StoredResponse, now: datetime) -> None: ...
 
 
 class UnitOfWork(Protocol):

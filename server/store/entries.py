@@ -19,6 +19,7 @@ from server.store.schema import (
     at,
     at_or_none,
     audit,
+    rows,
     to_us,
 )
 
@@ -31,22 +32,32 @@ class SqlEntries:
         self._store = store
 
     def insert_entry(self, entry: Entry) -> None:
-        try:
-            with self._store.database.atomic():
-                EntryRow.insert(
-                    id=entry.entry_id,
-                    order=entry.order_id,
-                    shop_id=entry.shop_id,
-                    state=entry.state.value,
-                    opened_at=to_us(entry.opened_at),
-                    expires_at=to_us(entry.expires_at),
-                    operator_id=entry.operator_id,
-                    note=entry.note,
-                    policy_version=entry.policy_version,
-                    **audit(entry.recorded_by),
-                ).execute()
-        except pw.IntegrityError as e:
-            raise EntryConflict(entry.order_id) from e
+        """Inserts the entry; another OPEN entry of the order (the partial unique index, which
+        holds between replicas) makes it EntryConflict. The conflict is the INSERT's own answer
+        (ON CONFLICT DO NOTHING): no savepoint, and the transaction stays usable."""
+        inserted = rows(
+            EntryRow.insert(
+                id=entry.entry_id,
+                order=entry.order_id,
+                shop_id=entry.shop_id,
+                state=entry.state.value,
+                opened_at=to_us(entry.opened_at),
+                expires_at=to_us(entry.expires_at),
+                operator_id=entry.operator_id,
+                note=entry.note,
+                policy_version=entry.policy_version,
+                **audit(entry.recorded_by),
+            )
+            .on_conflict(
+                conflict_target=[EntryRow.order],
+                # Said as in the index, a literal: PostgreSQL matches the partial index by it.
+                conflict_where=pw.SQL(f"\"state\" = '{EntryState.OPEN.value}'"),
+                action="IGNORE",
+            )
+            .returning(EntryRow.id)
+        )
+        if not inserted:
+            raise EntryConflict(entry.order_id)
 
     def entry(self, entry_id: str) -> Entry:
         row = EntryRow.get_or_none(EntryRow.id == entry_id)

@@ -16,14 +16,14 @@ from tests.store.factories import counted_statements
 # are exclusive).
 BUDGET = {
     "CheckEligibility": 1,
-    "OpenEntry": 9,
-    "ApplyAfterSales": 9,
+    "OpenEntry": 6,
+    "ApplyAfterSales": 8,
     "GetEntry": 1,
     "ListEntries": 1,
     "PutOrder": 6,
-    "PostFunds": 11,
+    "PostFunds": 10,
     "PreviewClawback": 3,
-    "RecordRefund": 21,
+    "RecordRefund": 20,
     "GetClawback": 2,
     "GetBalances": 1,
 }
