@@ -125,17 +125,18 @@ class CallInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]  # grpc
                 seconds = time.perf_counter() - start
                 RPC_TOTAL.labels(method, code.name).inc()
                 RPC_SECONDS.labels(method).observe(seconds)
-                log.info(
-                    "rpc",
-                    extra={
-                        "method": method,
-                        "code": code.name,
-                        "duration_ms": round(seconds * 1000, 3),
-                        "peer": context.peer(),
-                        "caller": caller.identity if caller else None,
-                        "person": caller.person.person_id if caller and caller.person else None,
-                    },
-                )
+                if log.isEnabledFor(logging.INFO):
+                    log.info(
+                        "rpc",
+                        extra={
+                            "method": method,
+                            "code": code.name,
+                            "duration_ms": round(seconds * 1000, 3),
+                            "peer": context.peer(),
+                            "caller": caller.identity if caller else None,
+                            "person": caller.person.person_id if caller and caller.person else None,
+                        },
+                    )
 
         return grpc.unary_unary_rpc_method_handler(
             behavior,

@@ -9,9 +9,12 @@ are this deployment's. The claims used: `sub` (the staff member's or buyer's id)
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
 import pathlib
+import threading
+import time
 from typing import Any
 
 import jwt
@@ -23,6 +26,8 @@ from server.domain.access import Person, PersonKind
 ALGORITHMS = ("RS256", "PS256", "ES256", "EdDSA")
 # Clock skew tolerated between the login service and this server.
 LEEWAY_SECONDS = 30
+# Verified tokens remembered until they expire, at most.
+VERIFIED_TOKENS = 10_000
 
 
 class TokenRefused(Exception):
@@ -52,10 +57,35 @@ class TokenVerifier:
                 f"the JWKS {settings.jwks_path} has no key with a `kid` and an accepted algorithm "
                 f"({', '.join(ALGORITHMS)})"
             )
+        self._verified: collections.OrderedDict[str, tuple[Person, float]] = (
+            collections.OrderedDict()
+        )
+        self._lock = threading.Lock()
 
     def person(self, metadata: Any) -> Person:
-        """The person the call's `authorization: Bearer <token>` proves."""
+        """The person the call's `authorization: Bearer <token>` proves. A token verified once
+        is remembered until it expires (at most VERIFIED_TOKENS of them): a front end sends the
+        same token with every call, and checking a signature costs more than the call."""
         token = bearer_token(metadata)
+        now = time.time()
+        with self._lock:
+            known = self._verified.get(token)
+            if known is not None:
+                person, expires = known
+                if now < expires:
+                    self._verified.move_to_end(token)
+                    return person
+                del self._verified[token]
+        person, expires = self._verify(token, now)
+        with self._lock:
+            self._verified[token] = (person, expires)
+            if len(self._verified) > VERIFIED_TOKENS:
+                self._verified.popitem(last=False)
+        return person
+
+    def _verify(self, token: str, now: float) -> tuple[Person, float]:
+        """The person the token proves, and until when (its `exp`, leeway included). Expiry is
+        judged here, against the same clock as the remembered tokens'."""
         try:
             header = jwt.get_unverified_header(token)
         except jwt.InvalidTokenError as e:
@@ -73,12 +103,15 @@ class TokenVerifier:
                 audience=self.settings.audience,
                 issuer=self.settings.issuer,
                 leeway=LEEWAY_SECONDS,
-                options={"require": ["exp", "iat", "iss", "aud", "sub"]},
+                options={"require": ["exp", "iat", "iss", "aud", "sub"], "verify_exp": False},
             )
-        except jwt.ExpiredSignatureError:
-            raise TokenRefused("the token has expired") from None
         except jwt.InvalidTokenError as e:
             raise TokenRefused(f"the token does not verify: {e}") from None
+        exp = claims["exp"]
+        if not isinstance(exp, int | float) or isinstance(exp, bool):
+            raise TokenRefused("the token's `exp` is not a time")
+        if exp + LEEWAY_SECONDS <= now:
+            raise TokenRefused("the token has expired")
         try:
             kind = PersonKind(str(claims.get("kind")))
         except ValueError:
@@ -86,7 +119,7 @@ class TokenVerifier:
         subject = claims["sub"]
         if not isinstance(subject, str) or not subject:
             raise TokenRefused("the token names no subject")
-        return Person(kind, subject)
+        return Person(kind, subject), float(exp) + LEEWAY_SECONDS
 
 
 def authorization(metadata: Any) -> str | None:
