@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from server.domain.errors import NotFound
 from server.domain.model import (
+    Actor,
     ApplicationState,
     ClawbackLine,
     ClawbackState,
@@ -28,13 +29,13 @@ from server.store.schema import (
     ClawbackRow,
     OrderRow,
     RefundRow,
-    actor_of,
     add_by_id,
     at,
     audit,
     chunked,
     execute_sql,
     in_list,
+    rows,
     to_us,
 )
 
@@ -199,55 +200,89 @@ class SqlClawbacks:
         )
 
     def _clawbacks(self, where: Any, order: tuple[Any, ...], limit: int) -> list[RefundClawback]:
-        """Clawbacks with their refunds in one query, and all their lines in a second."""
+        """Clawbacks with their refunds in one query, and all their lines in a second; rows are
+        read as tuples (no model instances)."""
         query = (
-            ClawbackRow.select(ClawbackRow, RefundRow)
+            ClawbackRow.select(
+                ClawbackRow.id,
+                ClawbackRow.shop_id,
+                ClawbackRow.reasons,
+                ClawbackRow.policy_version,
+                ClawbackRow.created_at,
+                RefundRow.id,
+                RefundRow.order,
+                RefundRow.application_id,
+                RefundRow.amount,
+                RefundRow.started_at,
+                RefundRow.paid_at,
+                RefundRow.refunded_before,
+                RefundRow.refunded_after,
+                RefundRow.paid_from_wallet,
+                RefundRow.paid_from_deposit,
+                RefundRow.recorded_by_service,
+                RefundRow.recorded_by_person,
+            )
             .join(RefundRow)
             .where(where)
             .order_by(*order)
             .limit(limit)
         )
-        rows = list(query)
-        if not rows:
+        found = rows(query)
+        if not found:
             return []
-        lines: dict[str, list[ClawbackLine]] = {row.id: [] for row in rows}
-        for line in (
-            ClawbackLineRow.select()
+        lines: dict[str, list[ClawbackLine]] = {row[0]: [] for row in found}
+        line_query = (
+            ClawbackLineRow.select(
+                ClawbackLineRow.clawback,
+                ClawbackLineRow.line_no,
+                ClawbackLineRow.payee_kind,
+                ClawbackLineRow.payee_id,
+                ClawbackLineRow.commission,
+                ClawbackLineRow.due,
+                ClawbackLineRow.recovered,
+            )
             .where(ClawbackLineRow.clawback.in_(list(lines)))
             .order_by(ClawbackLineRow.clawback, ClawbackLineRow.line_no)
+        )
+        for clawback_id, line_no, payee_kind, payee_id, commission, due, recovered in rows(
+            line_query
         ):
-            lines[line.__data__["clawback"]].append(
-                ClawbackLine(
-                    line_no=line.line_no,
-                    payee_kind=PayeeKind(line.payee_kind),
-                    payee_id=line.payee_id,
-                    commission=line.commission,
-                    due=line.due,
-                    recovered=line.recovered,
-                )
+            lines[clawback_id].append(
+                ClawbackLine(line_no, PayeeKind(payee_kind), payee_id, commission, due, recovered)
             )
-        return [_clawback(row, tuple(lines[row.id])) for row in rows]
+        return [_clawback(row, tuple(lines[row[0]])) for row in found]
 
 
-def _clawback(row: ClawbackRow, lines: tuple[ClawbackLine, ...]) -> RefundClawback:
-    refund_row = row.refund
+def _clawback(row: tuple[Any, ...], lines: tuple[ClawbackLine, ...]) -> RefundClawback:
+    (
+        clawback_id,
+        shop_id,
+        reasons,
+        policy_version,
+        created_at,
+        refund_id,
+        order_id,
+        application_id,
+        amount,
+        started_at,
+        paid_at,
+        refunded_before,
+        refunded_after,
+        from_wallet,
+        from_deposit,
+        service,
+        person,
+    ) = row
     return RefundClawback(
-        clawback_id=row.id,
-        refund=Refund(
-            refund_id=refund_row.id,
-            order_id=refund_row.__data__["order"],
-            application_id=refund_row.application_id,
-            amount=refund_row.amount,
-            started_at=at(refund_row.started_at),
-            paid_at=at(refund_row.paid_at),
-        ),
-        shop_id=row.shop_id,
-        reasons=tuple(Violation(ReasonCode(code), text) for code, text in json.loads(row.reasons)),
+        clawback_id=clawback_id,
+        refund=Refund(refund_id, order_id, application_id, amount, at(started_at), at(paid_at)),
+        shop_id=shop_id,
+        reasons=tuple(Violation(ReasonCode(code), text) for code, text in json.loads(reasons)),
         lines=lines,
-        refunded_before=refund_row.refunded_before,
-        refunded_after=refund_row.refunded_after,
-        policy_version=row.policy_version,
-        created_at=at(row.created_at),
-        payment=RefundPayment(refund_row.paid_from_wallet, refund_row.paid_from_deposit),
-        recorded_by=actor_of(refund_row.__data__),
+        refunded_before=refunded_before,
+        refunded_after=refunded_after,
+        policy_version=policy_version,
+        created_at=at(created_at),
+        payment=RefundPayment(from_wallet, from_deposit),
+        recorded_by=Actor(service or "", person or ""),
     )
