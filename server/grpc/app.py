@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 import time
 import uuid
@@ -180,7 +181,7 @@ def guard(
 
 
 class App:
-    """A running server: `start()`, then `stop()` (graceful) from anywhere."""
+    """A running server: bound to its address when made, `start()`, then `stop()` (graceful)."""
 
     def __init__(
         self,
@@ -196,7 +197,10 @@ class App:
         """`access`: the table callers are checked against, by the identity their certificate
         proves (credentials must then require client certificates); None checks no caller.
         `tokens` verifies the tokens of the people callers act for; without an access table,
-        the methods that name a person need that person's token (PersonGuard)."""
+        the methods that name a person need that person's token (PersonGuard).
+
+        Binds the address at once (OSError with the reason when it cannot), so a caller may
+        bind before touching anything else."""
         self.service = service
         self.server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rpc"),
@@ -213,12 +217,7 @@ class App:
         reflection.enable_server_reflection(
             (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server
         )
-        if credentials is None:
-            self.port = self.server.add_insecure_port(address)
-        else:
-            self.port = self.server.add_secure_port(address, credentials)
-        if self.port == 0:
-            raise OSError(f"cannot listen on {address}")
+        self.port = _listen(self.server, address, credentials)
         self.sweeper = Sweeper(service, sweep_interval)
         self._stopped = threading.Event()
 
@@ -241,3 +240,37 @@ class App:
 
     def wait(self) -> None:
         self.server.wait_for_termination()
+
+
+def _listen(server: grpc.Server, address: str, credentials: grpc.ServerCredentials | None) -> int:
+    """Binds `address`; the port bound. Tries the address with a plain socket first, to fail
+    with the operating system's reason (address in use, unknown host) rather than gRPC's."""
+    host, _, port = address.rpartition(":")
+    host = host.strip("[]")
+    try:
+        found = socket.getaddrinfo(
+            host, int(port), type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except (OSError, ValueError) as e:
+        raise OSError(f"cannot listen on {address}: {e}") from None
+    if int(port) != 0:
+        errors = []
+        for family, kind, proto, _, where in found:
+            try:
+                with socket.socket(family, kind, proto) as probe:
+                    probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                    probe.bind(where)
+            except OSError as e:
+                errors.append(e)
+        if len(errors) == len(found):
+            raise OSError(f"cannot listen on {address}: {errors[0].strerror or errors[0]}")
+    try:
+        if credentials is None:
+            bound = server.add_insecure_port(address)
+        else:
+            bound = server.add_secure_port(address, credentials)
+    except RuntimeError:
+        bound = 0
+    if bound == 0:
+        raise OSError(f"cannot listen on {address}")
+    return bound
