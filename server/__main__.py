@@ -1,6 +1,7 @@
 """`python -m server`: runs the late after-sales service until SIGTERM or Ctrl-C.
+`python -m server migrate`: brings the database's schema up to date, prints its version, exits.
 
-Exit codes: 0 after a clean stop; 2 when the configuration is wrong (a flag, the
+Exit codes: 0 after a clean stop or migration; 2 when the configuration is wrong (a flag, the
 policy, the access table, a file a flag names); 1 when the environment fails the start (the
 address is in use, the database does not answer, a folder cannot be written). Each failure is
 one line on stderr, without a traceback (it is logged at DEBUG).
@@ -165,6 +166,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         prog="aftersales-server",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="`aftersales-server migrate --help` shows the options of the migration step.",
     )
     p.add_argument(
         "--address",
@@ -173,6 +175,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="host:port to listen on (env AFTERSALES_ADDRESS)",
     )
     _database_flags(p)
+    p.add_argument(
+        "--no-migrate",
+        action="store_true",
+        default=env("AFTERSALES_NO_MIGRATE", "") == "1",
+        help="do not migrate the schema at start: refuse to start unless `migrate` has brought "
+        "it to this server's version (env AFTERSALES_NO_MIGRATE=1)",
+    )
     p.add_argument(
         "--policy",
         default=None,
@@ -246,6 +255,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="serve callers without authenticating them on a non-loopback address "
         "(env AFTERSALES_INSECURE=1); on loopback this is the default without --tls-client-ca",
     )
+    return p.parse_args(argv)
+
+
+def parse_migrate_args(argv: list[str]) -> argparse.Namespace:
+    p = _Parser(
+        prog="aftersales-server migrate",
+        description="Brings the database's schema to this server's version (safe while other "
+        "replicas start), prints the version and exits: for deployments that migrate in a step "
+        "of their own and start the servers with --no-migrate.",
+    )
+    _database_flags(p)
     return p.parse_args(argv)
 
 
@@ -392,10 +412,10 @@ def open_store(args: argparse.Namespace, password: str | None) -> SqlStore:
         raise misconfigured(f"bad database URL {describe(args.database)}: {one_line(e)}") from None
 
 
-def prepare_schema(store: SqlStore, url: str) -> int:
-    """The schema's version, migrated first."""
+def prepare_schema(store: SqlStore, url: str, *, migrate: bool) -> int:
+    """The schema's version, migrated first unless `migrate` is false."""
     try:
-        return store.migrate()
+        return store.migrate() if migrate else store.use_migrated()
     except Exception as e:  # whatever the database or the driver says, it is said in one line
         log.debug("the database failed the start", exc_info=True)
         raise StartupFailed(f"cannot use the database {describe(url)}: {one_line(e)}") from None
@@ -430,7 +450,7 @@ def prepare(args: argparse.Namespace, the_policy: Policy) -> tuple[App, dict[str
             raise StartupFailed(
                 f"cannot serve metrics on {args.metrics_address}: {e.strerror or e}"
             ) from None
-    version = prepare_schema(store, args.database)
+    version = prepare_schema(store, args.database, migrate=not args.no_migrate)
     if args.demo:
         try:
             loaded = demo.load(service)
@@ -462,6 +482,21 @@ def prepare(args: argparse.Namespace, the_policy: Policy) -> tuple[App, dict[str
     }
 
 
+def migrate(argv: list[str]) -> int:
+    args = parse_migrate_args(argv)
+    _configure_logging(args.log_level)
+    try:
+        store = open_store(args, database_password(args))
+        version = prepare_schema(store, args.database, migrate=True)
+    except StartupFailed as e:
+        log.error(str(e))
+        return e.exit_code
+    store.close()
+    log.info("migrated", extra={"database": describe(args.database), "schema_version": version})
+    print(f"schema version {version}")
+    return 0
+
+
 def _configure_logging(level: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter("{asctime}{levelname}{name}{message}", style="{"))
@@ -469,6 +504,9 @@ def _configure_logging(level: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["migrate"]:
+        return migrate(argv[1:])
     args = parse_args(argv)
     _configure_logging(args.log_level)
     try:

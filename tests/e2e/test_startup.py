@@ -1,6 +1,7 @@
 """Black box: `python -m server` refuses a bad flag, a bad policy value and a broken environment
 with one line and an exit code (2: the configuration, 1: the environment), never a traceback, and
-a start that cannot bind its port writes nothing to the database."""
+a start that cannot bind its port writes nothing to the database. `python -m server migrate`
+migrates in a step of its own, and `--no-migrate` refuses a schema that is behind."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import concurrent.futures
 import dataclasses
 import json
 import pathlib
+import signal
 import socket
 import subprocess
 import sys
@@ -17,7 +19,8 @@ import pytest
 
 from server.__main__ import StartupFailed, parse_args, prepare
 from server.domain import policy
-from tests.e2e.test_process import ROOT, _environment
+from server.store import SCHEMA_VERSION
+from tests.e2e.test_process import ROOT, ServerProcess, _environment, _wait_until_serving
 from tests.pg import free_port
 
 CONFIGURATION = 2
@@ -345,3 +348,72 @@ def test_a_database_folder_that_cannot_be_made_exits_1_with_one_line(tmp_path):
     refusal = run_server("--address", "127.0.0.1:0", cwd=tmp_path)  # sqlite:///var/aftersales.db
 
     assert_refused(refusal, ENVIRONMENT, "cannot make the folder of sqlite:///var/aftersales.db")
+
+
+# --- Migrating in a step of its own ---------------------------------------------------------------
+
+
+def migrate(database_url: str) -> Refusal:
+    done = subprocess.run(
+        [sys.executable, "-m", "server", "migrate", "--database", database_url],
+        cwd=ROOT,
+        env=_environment(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    return Refusal(done.returncode, done.stdout, done.stderr)
+
+
+def test_no_migrate_refuses_a_schema_behind_then_starts_once_migrate_ran(database_url, tmp_path):
+    behind = run_server("--database", database_url, "--address", "127.0.0.1:0", "--no-migrate")
+
+    assert_refused(
+        behind,
+        ENVIRONMENT,
+        f"the database schema is version 0, behind this server's {SCHEMA_VERSION}",
+        "python -m server migrate",
+    )
+
+    migrated = migrate(database_url)
+    assert migrated.exit_code == 0, migrated.stderr
+    assert migrated.stdout == f"schema version {SCHEMA_VERSION}\n"
+    again = migrate(database_url)
+    assert (again.exit_code, again.stdout) == (0, f"schema version {SCHEMA_VERSION}\n")
+
+    address = f"127.0.0.1:{free_port()}"
+    stderr = tmp_path / "server.stderr"
+    with stderr.open("wb") as sink:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "server",
+                "--database",
+                database_url,
+                "--address",
+                address,
+                "--no-migrate",
+            ],  # fmt: skip
+            cwd=ROOT,
+            env=_environment(),
+            stdout=subprocess.DEVNULL,
+            stderr=sink,
+        )
+    server = ServerProcess(process, address, stderr)
+    try:
+        _wait_until_serving(server)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+    serving = [r for r in server.log_records() if r.get("message") == "serving"]
+    assert serving[0]["schema_version"] == SCHEMA_VERSION
+
+
+def test_migrate_of_a_database_that_does_not_answer_exits_1_with_one_line():
+    closed = free_port()
+
+    refusal = migrate(f"postgresql://postgres@127.0.0.1:{closed}/aftersales")
+
+    assert_refused(refusal, ENVIRONMENT, "cannot use the database", "Connection refused")
+    assert refusal.stdout == ""
