@@ -36,6 +36,7 @@ from server.grpc.tokens import TokenSettings, TokenVerifier
 from server.service import Service
 from server.service.clock import SystemClock
 from server.store import SqlStore, describe, open_database
+from server.store.health import DatabaseProbe, one_line
 
 DEFAULT_DATABASE = "sqlite:///var/aftersales.db"
 EXIT_ENVIRONMENT = 1
@@ -45,11 +46,6 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 MAX_WORKERS = 256
 
 log = logging.getLogger("aftersales")
-
-
-def one_line(error: BaseException) -> str:
-    """An exception's message on one line (libpq's span several)."""
-    return " ".join(str(error).split()) or type(error).__name__
 
 
 class StartupFailed(Exception):
@@ -201,6 +197,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=_number(float, 0.1, 86_400, " seconds"),
         default="30",
         help="seconds between sweeps that store expired entries as EXPIRED (0.1 to 86400)",
+    )
+    p.add_argument(
+        "--health-interval",
+        type=_number(float, 0.1, 3_600, " seconds"),
+        default=env("AFTERSALES_HEALTH_INTERVAL", "2"),
+        help="seconds between probes of the database; health is NOT_SERVING while a probe "
+        "fails or takes longer than this (0.1 to 3600; env AFTERSALES_HEALTH_INTERVAL)",
     )
     p.add_argument(
         "--metrics-address",
@@ -430,6 +433,7 @@ def prepare(args: argparse.Namespace, the_policy: Policy) -> tuple[App, dict[str
     password = database_password(args)
     store = open_store(args, password)
     service = Service(store, SystemClock(), the_policy)
+    probe = DatabaseProbe(args.database, password=password, timeout=args.health_interval)
     try:
         app = App(
             service,
@@ -439,6 +443,8 @@ def prepare(args: argparse.Namespace, the_policy: Policy) -> tuple[App, dict[str
             access=table,
             tokens=tokens,
             sweep_interval=args.sweep_interval,
+            health_probe=probe.check,
+            health_interval=args.health_interval,
         )
     except OSError as e:
         raise StartupFailed(str(e)) from None
@@ -479,6 +485,7 @@ def prepare(args: argparse.Namespace, the_policy: Policy) -> tuple[App, dict[str
         "callers_authenticated": table is not None,
         "people_authenticated": tokens is not None,
         "access_version": table.version if table else None,
+        "health_interval_seconds": args.health_interval,
     }
 
 

@@ -42,6 +42,8 @@ SERVICE_NAMES = (
     clawback_pb2.DESCRIPTOR.services_by_name["Clawback"].full_name,
 )
 
+HEALTH_CHECK_METHOD = f"/{health.SERVICE_NAME}/Check"
+
 # Every method of the three services, "package.Service/Method": what an access table may grant.
 METHOD_NAMES = tuple(
     f"{service.full_name}/{method.name}"
@@ -147,25 +149,146 @@ class CallInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]  # grpc
 
 
 class Sweeper(threading.Thread):
-    """Stores as EXPIRED the entries whose window passed; readers see them EXPIRED already."""
+    """Stores as EXPIRED the entries whose window passed; readers see them EXPIRED already. A
+    failing sweep is logged when sweeps start failing and when they work again, not each time."""
 
     def __init__(self, service: Service, interval: float) -> None:
         super().__init__(name="entry-sweeper", daemon=True)
         self.service = service
         self.interval = interval
         self.stopped = threading.Event()
+        self.failing = False
 
     def run(self) -> None:
         while not self.stopped.wait(self.interval):
             try:
                 expired = self.service.expire_entries()
-                if expired:
-                    log.info("entries expired", extra={"count": expired})
+            except StoreUnavailable as e:
+                if not self.failing:
+                    log.warning("sweeps fail: the database is unavailable; will retry: %s", e)
+                self.failing = True
+                continue
             except Exception:
-                log.exception("sweep failed; will retry")
+                if not self.failing:
+                    log.exception("sweep failed; will retry")
+                self.failing = True
+                continue
+            if self.failing:
+                log.info("sweeps work again")
+                self.failing = False
+            if expired:
+                log.info("entries expired", extra={"count": expired})
 
     def stop(self) -> None:
         self.stopped.set()
+
+
+class _Attempt:
+    """One probe, run on a daemon thread of its own so that a hung database blocks only it
+    (and never the exit of the process)."""
+
+    def __init__(self, probe: Callable[[], None]) -> None:
+        self.done = threading.Event()
+        self.error: Exception | None = None
+        threading.Thread(target=self._run, args=(probe,), name="health-probe", daemon=True).start()
+
+    def _run(self, probe: Callable[[], None]) -> None:
+        try:
+            probe()
+        except Exception as e:
+            self.error = e
+        finally:
+            self.done.set()
+
+
+class HealthMonitor(threading.Thread):
+    """Health follows the database: every `interval` seconds `probe` must return within
+    `timeout` seconds, else the server and each service are NOT_SERVING until it does again.
+    Each change is logged once. A probe still hung from the round before is waited for again,
+    not started twice."""
+
+    def __init__(
+        self,
+        health: Any,
+        services: tuple[str, ...],
+        probe: Callable[[], None],
+        interval: float,
+        timeout: float | None = None,
+    ) -> None:
+        super().__init__(name="health-monitor", daemon=True)
+        self.health = health
+        self.services = services
+        self.probe = probe
+        self.interval = interval
+        self.timeout = interval if timeout is None else timeout
+        self.stopped = threading.Event()
+        self.serving = True
+
+    def run(self) -> None:
+        attempt: _Attempt | None = None
+        while not self.stopped.is_set():
+            if attempt is None or attempt.done.is_set():
+                attempt = _Attempt(self.probe)
+            if not attempt.done.wait(self.timeout):
+                self._record(f"the database did not answer within {self.timeout:g} s")
+            elif attempt.error is not None:
+                self._record(str(attempt.error) or type(attempt.error).__name__)
+            else:
+                self._record(None)
+            self.stopped.wait(self.interval)
+
+    def _record(self, failure: str | None) -> None:
+        serving = failure is None
+        if serving == self.serving or self.stopped.is_set():
+            return
+        self.serving = serving
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if serving
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for name in self.services:
+            self.health.set(name, status)
+        if serving:
+            log.warning("the database answers again: SERVING")
+        else:
+            log.error("the database does not answer: NOT_SERVING", extra={"reason": failure})
+
+    def stop(self) -> None:
+        self.stopped.set()
+
+
+class _OwnThreads(grpc.ServerInterceptor):  # type: ignore[type-arg]  # grpc-stubs
+    """Runs one method on a thread pool of its own (grpc's per-method `experimental_thread_pool`):
+    the health Check answers even when every RPC worker is blocked."""
+
+    def __init__(self, method: str, pool: futures.ThreadPoolExecutor) -> None:
+        self.method = method
+        self.pool = pool
+
+    def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler[Any, Any] | None],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        handler = continuation(handler_call_details)
+        if (
+            handler is None
+            or handler.unary_unary is None
+            or handler_call_details.method != self.method
+        ):
+            return handler
+        inner = handler.unary_unary
+
+        def on_own_threads(request: Any, context: grpc.ServicerContext) -> Any:
+            return inner(request, context)
+
+        setattr(on_own_threads, "experimental_thread_pool", self.pool)  # noqa: B010  # for grpc
+        return grpc.unary_unary_rpc_method_handler(
+            on_own_threads,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
 
 
 def guard(
@@ -193,24 +316,35 @@ class App:
         access: AccessTable | None = None,
         tokens: TokenVerifier | None = None,
         sweep_interval: float = 30.0,
+        health_probe: Callable[[], None] | None = None,
+        health_interval: float = 2.0,
     ) -> None:
         """`access`: the table callers are checked against, by the identity their certificate
         proves (credentials must then require client certificates); None checks no caller.
         `tokens` verifies the tokens of the people callers act for; without an access table,
         the methods that name a person need that person's token (PersonGuard).
+        `health_probe` raises when the database does not answer; it is called every
+        `health_interval` seconds once started, and health follows it.
 
         Binds the address at once (OSError with the reason when it cannot), so a caller may
         bind before touching anything else."""
         self.service = service
+        # Health checks run on threads of their own: a load balancer's Check is answered even
+        # when every RPC worker waits on the database.
+        self._health_pool = futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="health")
         self.server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rpc"),
-            interceptors=[CallInterceptor(guard(access, tokens))],
+            interceptors=[
+                _OwnThreads(HEALTH_CHECK_METHOD, self._health_pool),
+                CallInterceptor(guard(access, tokens)),
+            ],
             options=[("grpc.so_reuseport", 0)],
         )
         sync_pb2_grpc.add_SyncServicer_to_server(SyncServicer(service), self.server)
         entry_pb2_grpc.add_AfterSalesEntryServicer_to_server(
             AfterSalesEntryServicer(service), self.server
         )
+        # Watch answers from the servicer's own callbacks and holds no thread (non-blocking).
         self.health = health.HealthServicer()
         clawback_pb2_grpc.add_ClawbackServicer_to_server(ClawbackServicer(service), self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
@@ -219,6 +353,11 @@ class App:
         )
         self.port = _listen(self.server, address, credentials)
         self.sweeper = Sweeper(service, sweep_interval)
+        self.monitor = (
+            HealthMonitor(self.health, (*SERVICE_NAMES, ""), health_probe, health_interval)
+            if health_probe is not None
+            else None
+        )
         self._stopped = threading.Event()
 
     def start(self) -> App:
@@ -226,6 +365,8 @@ class App:
         for name in (*SERVICE_NAMES, ""):
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         self.sweeper.start()
+        if self.monitor is not None:
+            self.monitor.start()
         return self
 
     def stop(self, grace: float = 10.0) -> None:
@@ -233,9 +374,12 @@ class App:
         if self._stopped.is_set():
             return
         self._stopped.set()
+        if self.monitor is not None:
+            self.monitor.stop()
         self.health.enter_graceful_shutdown()
         self.sweeper.stop()
         self.server.stop(grace).wait()
+        self._health_pool.shutdown(wait=False)
         self.service.close()
 
     def wait(self) -> None:

@@ -77,6 +77,7 @@ BAD_FLAGS = {
     "sweep-zero": (["--sweep-interval", "0"], "argument --sweep-interval: must be from 0.1"),
     "sweep-nan": (["--sweep-interval", "nan"], "argument --sweep-interval: must be from 0.1"),
     "sweep-inf": (["--sweep-interval", "inf"], "argument --sweep-interval: must be from 0.1"),
+    "health-zero": (["--health-interval", "0"], "argument --health-interval: must be from 0.1"),
     "address-no-port": (["--address", "localhost"], "argument --address: expected host:port"),
     "address-port-too-big": (
         ["--address", "127.0.0.1:65536"],
