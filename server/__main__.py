@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import pathlib
+import select
 import signal
 import sys
 from collections.abc import Callable
@@ -204,6 +205,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=env("AFTERSALES_HEALTH_INTERVAL", "2"),
         help="seconds between probes of the database; health is NOT_SERVING while a probe "
         "fails or takes longer than this (0.1 to 3600; env AFTERSALES_HEALTH_INTERVAL)",
+    )
+    p.add_argument(
+        "--drain-seconds",
+        type=_number(float, 0, 3_600, " seconds"),
+        default=env("AFTERSALES_DRAIN_SECONDS", "5"),
+        help="on SIGTERM or Ctrl-C, seconds to keep serving while health says NOT_SERVING, for "
+        "load balancers to notice; a second signal ends the drain (env AFTERSALES_DRAIN_SECONDS)",
+    )
+    p.add_argument(
+        "--grace-seconds",
+        type=_number(float, 0, 3_600, " seconds"),
+        default=env("AFTERSALES_GRACE_SECONDS", "10"),
+        help="after the drain, seconds calls in flight have to finish; new calls are refused "
+        "(env AFTERSALES_GRACE_SECONDS)",
     )
     p.add_argument(
         "--metrics-address",
@@ -489,6 +504,55 @@ def prepare(args: argparse.Namespace, the_policy: Policy) -> tuple[App, dict[str
     }
 
 
+# --- Running and stopping ---------------------------------------------------------------------
+
+
+class Signals:
+    """SIGTERM and SIGINT, written to a pipe by the handler (no lock is taken in a signal
+    handler), read by the main thread with a timeout."""
+
+    def __init__(self) -> None:
+        self._read, self._write = os.pipe()
+        os.set_blocking(self._write, False)
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, self._on_signal)
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        try:
+            os.write(self._write, bytes([signum]))
+        except BlockingIOError:
+            pass  # a full pipe holds signals enough
+
+    def next(self, timeout: float | None = None) -> signal.Signals | None:
+        """The next signal; None if `timeout` seconds pass first."""
+        ready, _, _ = select.select([self._read], [], [], timeout)
+        return signal.Signals(os.read(self._read, 1)[0]) if ready else None
+
+
+def serve(app: App, signals: Signals, drain_seconds: float, grace_seconds: float) -> None:
+    """Serves until a signal; then health is NOT_SERVING while calls are still served for
+    `drain_seconds` (a second signal ends that early), then new calls are refused and calls in
+    flight get `grace_seconds` to finish."""
+    first = signals.next()
+    app.not_serving()
+    log.info(
+        "draining: health is NOT_SERVING, calls are still served; a second signal stops sooner",
+        extra={"signal": first.name if first else None, "drain_seconds": drain_seconds},
+    )
+    second = signals.next(drain_seconds) if drain_seconds > 0 else None
+    if second is not None:
+        log.info("the drain ends early", extra={"signal": second.name})
+    log.info(
+        "stopping: new calls are refused, calls in flight may finish",
+        extra={"grace_seconds": grace_seconds},
+    )
+    if not app.stop(grace_seconds):
+        log.warning("calls still waiting on the database after the grace are abandoned")
+        log.info("stopped")
+        logging.shutdown()
+        os._exit(0)  # without joining the threads those calls block
+
+
 def migrate(argv: list[str]) -> int:
     args = parse_migrate_args(argv)
     _configure_logging(args.log_level)
@@ -533,16 +597,10 @@ def main(argv: list[str] | None = None) -> int:
         log.debug("the start failed", exc_info=True)
         log.error("cannot start: %s: %s", type(e).__name__, one_line(e))
         return EXIT_ENVIRONMENT
+    signals = Signals()  # from here SIGTERM and Ctrl-C drain and stop
     app.start()
     log.info("serving", extra=facts)
-
-    def shut_down(signum: int, frame: FrameType | None) -> None:
-        log.info("shutting down", extra={"signal": signal.Signals(signum).name})
-        app.stop()
-
-    signal.signal(signal.SIGTERM, shut_down)
-    signal.signal(signal.SIGINT, shut_down)
-    app.wait()
+    serve(app, signals, args.drain_seconds, args.grace_seconds)
     log.info("stopped")
     return 0
 

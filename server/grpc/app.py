@@ -42,6 +42,9 @@ SERVICE_NAMES = (
     clawback_pb2.DESCRIPTOR.services_by_name["Clawback"].full_name,
 )
 
+# How long stopping waits, after the grace, for the workers to end and the connections to close.
+STOP_SECONDS = 2.0
+
 HEALTH_CHECK_METHOD = f"/{health.SERVICE_NAME}/Check"
 
 # Every method of the three services, "package.Service/Method": what an access table may grant.
@@ -332,8 +335,9 @@ class App:
         # Health checks run on threads of their own: a load balancer's Check is answered even
         # when every RPC worker waits on the database.
         self._health_pool = futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="health")
+        self._workers = futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rpc")
         self.server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rpc"),
+            self._workers,
             interceptors=[
                 _OwnThreads(HEALTH_CHECK_METHOD, self._health_pool),
                 CallInterceptor(guard(access, tokens)),
@@ -369,21 +373,37 @@ class App:
             self.monitor.start()
         return self
 
-    def stop(self, grace: float = 10.0) -> None:
-        """Health goes NOT_SERVING at once; calls in flight get up to `grace` seconds to finish."""
-        if self._stopped.is_set():
-            return
-        self._stopped.set()
+    def not_serving(self) -> None:
+        """Health goes NOT_SERVING for good (a drain begins: load balancers stop sending new
+        callers); calls are still served until `stop()`."""
         if self.monitor is not None:
             self.monitor.stop()
         self.health.enter_graceful_shutdown()
+
+    def stop(self, grace: float = 10.0) -> bool:
+        """Health goes NOT_SERVING, new calls are refused, and calls in flight get up to `grace`
+        seconds to finish. False when calls are still running after it (on a database that does
+        not answer): gRPC has answered them CANCELLED, and the caller may exit without them."""
+        if self._stopped.is_set():
+            return True
+        self._stopped.set()
+        self.not_serving()
         self.sweeper.stop()
         self.server.stop(grace).wait()
         self._health_pool.shutdown(wait=False)
-        self.service.close()
+        finished = _within(STOP_SECONDS, self._workers.shutdown)
+        return _within(STOP_SECONDS, self.service.close) and finished
 
     def wait(self) -> None:
         self.server.wait_for_termination()
+
+
+def _within(seconds: float, step: Callable[[], object]) -> bool:
+    """Runs `step` on a daemon thread; whether it finished within `seconds`."""
+    thread = threading.Thread(target=step, name="stopping", daemon=True)
+    thread.start()
+    thread.join(seconds)
+    return not thread.is_alive()
 
 
 def _listen(server: grpc.Server, address: str, credentials: grpc.ServerCredentials | None) -> int:

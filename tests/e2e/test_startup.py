@@ -78,6 +78,8 @@ BAD_FLAGS = {
     "sweep-nan": (["--sweep-interval", "nan"], "argument --sweep-interval: must be from 0.1"),
     "sweep-inf": (["--sweep-interval", "inf"], "argument --sweep-interval: must be from 0.1"),
     "health-zero": (["--health-interval", "0"], "argument --health-interval: must be from 0.1"),
+    "drain-negative": (["--drain-seconds", "-1"], "argument --drain-seconds: must be from 0"),
+    "grace-text": (["--grace-seconds", "soon"], "argument --grace-seconds: expected a number"),
     "address-no-port": (["--address", "localhost"], "argument --address: expected host:port"),
     "address-port-too-big": (
         ["--address", "127.0.0.1:65536"],
@@ -395,6 +397,8 @@ def test_no_migrate_refuses_a_schema_behind_then_starts_once_migrate_ran(databas
                 "--address",
                 address,
                 "--no-migrate",
+                "--drain-seconds",
+                "0",
             ],  # fmt: skip
             cwd=ROOT,
             env=_environment(),
