@@ -86,7 +86,8 @@ def start_demo_server(
     """`make run`'s server: the shipped policy, SQLite under workdir/var, the demo data."""
     address = f"127.0.0.1:{free_port()}"
     process = subprocess.Popen(
-        [sys.executable, "-m", "server", "--demo", "--address", address, *options],
+        [sys.executable, "-m", "server", "--demo", "--address", address, "--drain-seconds", "0"]
+        + list(options),
         cwd=workdir,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
         stdout=subprocess.DEVNULL,

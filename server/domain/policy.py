@@ -1,4 +1,9 @@
-"""Loads the policy (the rules' numbers and switches) from TOML; the shipped one by default."""
+"""Loads the policy (the rules' numbers and switches) from TOML; the shipped one by default.
+
+Every value is checked by range as well as by type, so that a policy the server accepts cannot
+fail a call later: the version fits the column that records it, and a window added to any time
+of this era stays far inside what dates can hold.
+"""
 
 from __future__ import annotations
 
@@ -14,11 +19,18 @@ from server.domain.model import OrderKind, Policy, StaffRole
 DEFAULT_PATH = pathlib.Path(__file__).parent.parent / "policy.toml"
 ENV_VAR = "AFTERSALES_POLICY"
 
+# The version is recorded with every entry and clawback, in a column of 64 characters.
+MAX_VERSION_LENGTH = 64
+# The longest duration a policy may set: 10 years (365-day years). Ample for any window of the
+# product, and `now + window` stays millennia away from the largest date there is.
+MAX_DURATION_SECONDS = 10 * 365 * 24 * 3600
+
 E = TypeVar("E", bound=enum.Enum)
 
 
 class PolicyError(ValueError):
-    """The policy file is missing, malformed or names something unknown."""
+    """The policy file is missing, malformed, names something unknown or a value out of range;
+    the message is one line naming the setting and its limit."""
 
 
 def load(path: str | os.PathLike[str] | None = None) -> Policy:
@@ -26,82 +38,125 @@ def load(path: str | os.PathLike[str] | None = None) -> Policy:
     chosen = pathlib.Path(path or os.environ.get(ENV_VAR) or DEFAULT_PATH)
     try:
         raw = tomllib.loads(chosen.read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError) as e:
-        raise PolicyError(f"cannot read policy {chosen}: {e}") from e
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+        reason = " ".join(str(e).split())
+        raise PolicyError(f"cannot read policy {chosen}: {reason}") from e
     return parse(raw, source=str(chosen))
 
 
 def parse(raw: dict[str, Any], source: str = "<policy>") -> Policy:
     raw = dict(raw)
-    entry = _table(raw.pop("entry", {}), "entry", source)
-    clawback = _table(raw.pop("clawback", {}), "clawback", source)
-    version = raw.pop("version", None)
-    if not isinstance(version, str) or not version:
-        raise PolicyError(f"{source}: `version` must be a non-empty string")
-    defaults = Policy(version=version)
     try:
+        entry = _table(raw.pop("entry", {}), "entry")
+        clawback = _table(raw.pop("clawback", {}), "clawback")
+        version = _version(raw.pop("version", None))
+        defaults = Policy(version=version)
         policy = Policy(
             version=version,
             completion_window=_seconds(
-                entry.pop("completion_window_seconds", None), defaults.completion_window
+                "entry.completion_window_seconds",
+                entry.pop("completion_window_seconds", None),
+                defaults.completion_window,
             ),
-            entry_window=_seconds(entry.pop("window_seconds", None), defaults.entry_window),
+            entry_window=_seconds(
+                "entry.window_seconds", entry.pop("window_seconds", None), defaults.entry_window
+            ),
             opener_roles=_members(
-                StaffRole, entry.pop("opener_roles", None), defaults.opener_roles
+                "entry.opener_roles",
+                StaffRole,
+                entry.pop("opener_roles", None),
+                defaults.opener_roles,
             ),
-            order_kinds=_members(OrderKind, entry.pop("order_kinds", None), defaults.order_kinds),
+            order_kinds=_members(
+                "entry.order_kinds", OrderKind, entry.pop("order_kinds", None), defaults.order_kinds
+            ),
             marketing_campaign_orders_allowed=_flag(
+                "entry.marketing_campaign_orders_allowed",
                 entry.pop("marketing_campaign_orders_allowed", None),
                 defaults.marketing_campaign_orders_allowed,
             ),
             clawback_window=_seconds(
-                clawback.pop("window_seconds", None), defaults.clawback_window
+                "clawback.window_seconds",
+                clawback.pop("window_seconds", None),
+                defaults.clawback_window,
             ),
             designated_categories=_strings(
-                clawback.pop("designated_categories", None), defaults.designated_categories
+                "clawback.designated_categories",
+                clawback.pop("designated_categories", None),
+                defaults.designated_categories,
             ),
         )
-    except (TypeError, ValueError) as e:
-        raise PolicyError(f"{source}: {e}") from e
+    except _Bad as e:
+        raise PolicyError(f"{source}: {e}") from None
     unknown = [*raw, *(f"entry.{k}" for k in entry), *(f"clawback.{k}" for k in clawback)]
     if unknown:
         raise PolicyError(f"{source}: unknown settings {', '.join(sorted(unknown))}")
     return policy
 
 
-def _table(value: object, name: str, source: str) -> dict[str, Any]:
+class _Bad(ValueError):
+    """One setting's value is refused; the message names the setting and what it may be."""
+
+
+def _table(value: object, name: str) -> dict[str, Any]:
     if not isinstance(value, dict):
-        raise PolicyError(f"{source}: [{name}] must be a table")
+        raise _Bad(f"[{name}] must be a table")
     return dict(value)
 
 
-def _flag(value: object, default: bool) -> bool:
-    if value is None:
-        return default
-    if not isinstance(value, bool):
-        raise ValueError(f"switches are true or false, not {value!r}")
+def _version(value: object) -> str:
+    if not isinstance(value, str) or not value:
+        raise _Bad("`version` must be a non-empty string")
+    if len(value) > MAX_VERSION_LENGTH:
+        raise _Bad(f"`version` must be at most {MAX_VERSION_LENGTH} characters, not {len(value)}")
+    if not value.isprintable():
+        raise _Bad(f"`version` must be printable characters only, not {value!r}")
     return value
 
 
-def _seconds(value: object, default: timedelta) -> timedelta:
+def _flag(name: str, value: object, default: bool) -> bool:
     if value is None:
         return default
-    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-        raise ValueError(f"durations are positive whole seconds, not {value!r}")
+    if not isinstance(value, bool):
+        raise _Bad(f"{name} is a switch, true or false, not {value!r}")
+    return value
+
+
+def _seconds(name: str, value: object, default: timedelta) -> timedelta:
+    if value is None:
+        return default
+    if (
+        not isinstance(value, int)
+        or isinstance(value, bool)
+        or not 1 <= value <= MAX_DURATION_SECONDS
+    ):
+        raise _Bad(
+            f"{name} must be a whole number of seconds from 1 to {MAX_DURATION_SECONDS} "
+            f"(10 years), not {value!r}"
+        )
     return timedelta(seconds=value)
 
 
-def _members(enum_type: type[E], values: object, default: frozenset[E]) -> frozenset[E]:
+def _members(name: str, enum_type: type[E], values: object, default: frozenset[E]) -> frozenset[E]:
     if values is None:
         return default
-    if not isinstance(values, list):
-        raise ValueError(f"expected a list of {enum_type.__name__} names, not {values!r}")
-    return frozenset(enum_type(v) for v in values)
+    known = ", ".join(str(member.value) for member in enum_type)
+    if not isinstance(values, list) or not values:
+        raise _Bad(f"{name} must be a non-empty list of names among {known}, not {values!r}")
+    members = []
+    for value in values:
+        try:
+            members.append(enum_type(value))
+        except ValueError:
+            raise _Bad(f"{name}: {value!r} is not one of {known}") from None
+    return frozenset(members)
 
 
-def _strings(values: object, default: frozenset[str]) -> frozenset[str]:
+def _strings(name: str, values: object, default: frozenset[str]) -> frozenset[str]:
     if values is None:
         return default
-    if not isinstance(values, list) or not all(isinstance(v, str) and v for v in values):
-        raise ValueError(f"expected a list of non-empty strings, not {values!r}")
+    if not isinstance(values, list) or not all(
+        isinstance(v, str) and v and v.isprintable() for v in values
+    ):
+        raise _Bad(f"{name} must be a list of non-empty, printable names, not {values!r}")
     return frozenset(values)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 import time
 import uuid
@@ -40,6 +41,11 @@ SERVICE_NAMES = (
     entry_pb2.DESCRIPTOR.services_by_name["AfterSalesEntry"].full_name,
     clawback_pb2.DESCRIPTOR.services_by_name["Clawback"].full_name,
 )
+
+# How long stopping waits, after the grace, for the workers to end and the connections to close.
+STOP_SECONDS = 2.0
+
+HEALTH_CHECK_METHOD = f"/{health.SERVICE_NAME}/Check"
 
 # Every method of the three services, "package.Service/Method": what an access table may grant.
 METHOD_NAMES = tuple(
@@ -146,25 +152,146 @@ class CallInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]  # grpc
 
 
 class Sweeper(threading.Thread):
-    """Stores as EXPIRED the entries whose window passed; readers see them EXPIRED already."""
+    """Stores as EXPIRED the entries whose window passed; readers see them EXPIRED already. A
+    failing sweep is logged when sweeps start failing and when they work again, not each time."""
 
     def __init__(self, service: Service, interval: float) -> None:
         super().__init__(name="entry-sweeper", daemon=True)
         self.service = service
         self.interval = interval
         self.stopped = threading.Event()
+        self.failing = False
 
     def run(self) -> None:
         while not self.stopped.wait(self.interval):
             try:
                 expired = self.service.expire_entries()
-                if expired:
-                    log.info("entries expired", extra={"count": expired})
+            except StoreUnavailable as e:
+                if not self.failing:
+                    log.warning("sweeps fail: the database is unavailable; will retry: %s", e)
+                self.failing = True
+                continue
             except Exception:
-                log.exception("sweep failed; will retry")
+                if not self.failing:
+                    log.exception("sweep failed; will retry")
+                self.failing = True
+                continue
+            if self.failing:
+                log.info("sweeps work again")
+                self.failing = False
+            if expired:
+                log.info("entries expired", extra={"count": expired})
 
     def stop(self) -> None:
         self.stopped.set()
+
+
+class _Attempt:
+    """One probe, run on a daemon thread of its own so that a hung database blocks only it
+    (and never the exit of the process)."""
+
+    def __init__(self, probe: Callable[[], None]) -> None:
+        self.done = threading.Event()
+        self.error: Exception | None = None
+        threading.Thread(target=self._run, args=(probe,), name="health-probe", daemon=True).start()
+
+    def _run(self, probe: Callable[[], None]) -> None:
+        try:
+            probe()
+        except Exception as e:
+            self.error = e
+        finally:
+            self.done.set()
+
+
+class HealthMonitor(threading.Thread):
+    """Health follows the database: every `interval` seconds `probe` must return within
+    `timeout` seconds, else the server and each service are NOT_SERVING until it does again.
+    Each change is logged once. A probe still hung from the round before is waited for again,
+    not started twice."""
+
+    def __init__(
+        self,
+        health: Any,
+        services: tuple[str, ...],
+        probe: Callable[[], None],
+        interval: float,
+        timeout: float | None = None,
+    ) -> None:
+        super().__init__(name="health-monitor", daemon=True)
+        self.health = health
+        self.services = services
+        self.probe = probe
+        self.interval = interval
+        self.timeout = interval if timeout is None else timeout
+        self.stopped = threading.Event()
+        self.serving = True
+
+    def run(self) -> None:
+        attempt: _Attempt | None = None
+        while not self.stopped.is_set():
+            if attempt is None or attempt.done.is_set():
+                attempt = _Attempt(self.probe)
+            if not attempt.done.wait(self.timeout):
+                self._record(f"the database did not answer within {self.timeout:g} s")
+            elif attempt.error is not None:
+                self._record(str(attempt.error) or type(attempt.error).__name__)
+            else:
+                self._record(None)
+            self.stopped.wait(self.interval)
+
+    def _record(self, failure: str | None) -> None:
+        serving = failure is None
+        if serving == self.serving or self.stopped.is_set():
+            return
+        self.serving = serving
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if serving
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for name in self.services:
+            self.health.set(name, status)
+        if serving:
+            log.warning("the database answers again: SERVING")
+        else:
+            log.error("the database does not answer: NOT_SERVING", extra={"reason": failure})
+
+    def stop(self) -> None:
+        self.stopped.set()
+
+
+class _OwnThreads(grpc.ServerInterceptor):  # type: ignore[type-arg]  # grpc-stubs
+    """Runs one method on a thread pool of its own (grpc's per-method `experimental_thread_pool`):
+    the health Check answers even when every RPC worker is blocked."""
+
+    def __init__(self, method: str, pool: futures.ThreadPoolExecutor) -> None:
+        self.method = method
+        self.pool = pool
+
+    def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler[Any, Any] | None],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        handler = continuation(handler_call_details)
+        if (
+            handler is None
+            or handler.unary_unary is None
+            or handler_call_details.method != self.method
+        ):
+            return handler
+        inner = handler.unary_unary
+
+        def on_own_threads(request: Any, context: grpc.ServicerContext) -> Any:
+            return inner(request, context)
+
+        setattr(on_own_threads, "experimental_thread_pool", self.pool)  # noqa: B010  # for grpc
+        return grpc.unary_unary_rpc_method_handler(
+            on_own_threads,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
 
 
 def guard(
@@ -180,7 +307,7 @@ def guard(
 
 
 class App:
-    """A running server: `start()`, then `stop()` (graceful) from anywhere."""
+    """A running server: bound to its address when made, `start()`, then `stop()` (graceful)."""
 
     def __init__(
         self,
@@ -192,34 +319,49 @@ class App:
         access: AccessTable | None = None,
         tokens: TokenVerifier | None = None,
         sweep_interval: float = 30.0,
+        health_probe: Callable[[], None] | None = None,
+        health_interval: float = 2.0,
     ) -> None:
         """`access`: the table callers are checked against, by the identity their certificate
         proves (credentials must then require client certificates); None checks no caller.
         `tokens` verifies the tokens of the people callers act for; without an access table,
-        the methods that name a person need that person's token (PersonGuard)."""
+        the methods that name a person need that person's token (PersonGuard).
+        `health_probe` raises when the database does not answer; it is called every
+        `health_interval` seconds once started, and health follows it.
+
+        Binds the address at once (OSError with the reason when it cannot), so a caller may
+        bind before touching anything else."""
         self.service = service
+        # Health checks run on threads of their own: a load balancer's Check is answered even
+        # when every RPC worker waits on the database.
+        self._health_pool = futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="health")
+        self._workers = futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rpc")
         self.server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rpc"),
-            interceptors=[CallInterceptor(guard(access, tokens))],
+            self._workers,
+            interceptors=[
+                _OwnThreads(HEALTH_CHECK_METHOD, self._health_pool),
+                CallInterceptor(guard(access, tokens)),
+            ],
             options=[("grpc.so_reuseport", 0)],
         )
         sync_pb2_grpc.add_SyncServicer_to_server(SyncServicer(service), self.server)
         entry_pb2_grpc.add_AfterSalesEntryServicer_to_server(
             AfterSalesEntryServicer(service), self.server
         )
+        # Watch answers from the servicer's own callbacks and holds no thread (non-blocking).
         self.health = health.HealthServicer()
         clawback_pb2_grpc.add_ClawbackServicer_to_server(ClawbackServicer(service), self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
             (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server
         )
-        if credentials is None:
-            self.port = self.server.add_insecure_port(address)
-        else:
-            self.port = self.server.add_secure_port(address, credentials)
-        if self.port == 0:
-            raise OSError(f"cannot listen on {address}")
+        self.port = _listen(self.server, address, credentials)
         self.sweeper = Sweeper(service, sweep_interval)
+        self.monitor = (
+            HealthMonitor(self.health, (*SERVICE_NAMES, ""), health_probe, health_interval)
+            if health_probe is not None
+            else None
+        )
         self._stopped = threading.Event()
 
     def start(self) -> App:
@@ -227,17 +369,72 @@ class App:
         for name in (*SERVICE_NAMES, ""):
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         self.sweeper.start()
+        if self.monitor is not None:
+            self.monitor.start()
         return self
 
-    def stop(self, grace: float = 10.0) -> None:
-        """Health goes NOT_SERVING at once; calls in flight get up to `grace` seconds to finish."""
-        if self._stopped.is_set():
-            return
-        self._stopped.set()
+    def not_serving(self) -> None:
+        """Health goes NOT_SERVING for good (a drain begins: load balancers stop sending new
+        callers); calls are still served until `stop()`."""
+        if self.monitor is not None:
+            self.monitor.stop()
         self.health.enter_graceful_shutdown()
+
+    def stop(self, grace: float = 10.0) -> bool:
+        """Health goes NOT_SERVING, new calls are refused, and calls in flight get up to `grace`
+        seconds to finish. False when calls are still running after it (on a database that does
+        not answer): gRPC has answered them CANCELLED, and the caller may exit without them."""
+        if self._stopped.is_set():
+            return True
+        self._stopped.set()
+        self.not_serving()
         self.sweeper.stop()
         self.server.stop(grace).wait()
-        self.service.close()
+        self._health_pool.shutdown(wait=False)
+        finished = _within(STOP_SECONDS, self._workers.shutdown)
+        return _within(STOP_SECONDS, self.service.close) and finished
 
     def wait(self) -> None:
         self.server.wait_for_termination()
+
+
+def _within(seconds: float, step: Callable[[], object]) -> bool:
+    """Runs `step` on a daemon thread; whether it finished within `seconds`."""
+    thread = threading.Thread(target=step, name="stopping", daemon=True)
+    thread.start()
+    thread.join(seconds)
+    return not thread.is_alive()
+
+
+def _listen(server: grpc.Server, address: str, credentials: grpc.ServerCredentials | None) -> int:
+    """Binds `address`; the port bound. Tries the address with a plain socket first, to fail
+    with the operating system's reason (address in use, unknown host) rather than gRPC's."""
+    host, _, port = address.rpartition(":")
+    host = host.strip("[]")
+    try:
+        found = socket.getaddrinfo(
+            host, int(port), type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except (OSError, ValueError) as e:
+        raise OSError(f"cannot listen on {address}: {e}") from None
+    if int(port) != 0:
+        errors = []
+        for family, kind, proto, _, where in found:
+            try:
+                with socket.socket(family, kind, proto) as probe:
+                    probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                    probe.bind(where)
+            except OSError as e:
+                errors.append(e)
+        if len(errors) == len(found):
+            raise OSError(f"cannot listen on {address}: {errors[0].strerror or errors[0]}")
+    try:
+        if credentials is None:
+            bound = server.add_insecure_port(address)
+        else:
+            bound = server.add_secure_port(address, credentials)
+    except RuntimeError:
+        bound = 0
+    if bound == 0:
+        raise OSError(f"cannot listen on {address}")
+    return bound

@@ -75,5 +75,24 @@ def run(database: pw.Database) -> int:
     return SCHEMA_VERSION
 
 
+class SchemaNotCurrent(RuntimeError):
+    """The database's schema is not at this server's version, and this start may not migrate."""
+
+
+def check(database: pw.Database) -> int:
+    """The schema's version, changing nothing; SchemaNotCurrent unless it is SCHEMA_VERSION."""
+    current = schema_version() if database.table_exists(SchemaVersionRow._meta.table_name) else 0
+    if current < SCHEMA_VERSION:
+        raise SchemaNotCurrent(
+            f"the database schema is version {current}, behind this server's {SCHEMA_VERSION}: "
+            "migrate it first (`python -m server migrate`)"
+        )
+    if current > SCHEMA_VERSION:
+        raise SchemaNotCurrent(
+            f"the database schema is version {current}, newer than this server's {SCHEMA_VERSION}"
+        )
+    return current
+
+
 def schema_version() -> int:
     return int(SchemaVersionRow.select(pw.fn.MAX(SchemaVersionRow.version)).scalar() or 0)

@@ -59,16 +59,28 @@ class SqlStore:
         """Brings the schema to the current version and reads what every replica shares."""
         with self.session():
             version = migrations.run(self.database)
-            self.page_token_key = bytes.fromhex(
-                SettingRow.get(SettingRow.name == "page_token_key").value
-            )
-            self.fixed_account_ids = {
-                ref: AccountRow.get(
-                    (AccountRow.kind == ref.kind.value) & (AccountRow.owner_id == "")
-                ).id
-                for ref in (EXTERNAL, PLATFORM_COMMISSION)
-            }
+            self._read_shared()
         return version
+
+    def use_migrated(self) -> int:
+        """Reads what every replica shares from a schema migrated by a step of its own (`python
+        -m server migrate`), changing nothing; raises migrations.SchemaNotCurrent unless the
+        schema is at this server's version."""
+        with self.session():
+            version = migrations.check(self.database)
+            self._read_shared()
+        return version
+
+    def _read_shared(self) -> None:
+        self.page_token_key = bytes.fromhex(
+            SettingRow.get(SettingRow.name == "page_token_key").value
+        )
+        self.fixed_account_ids = {
+            ref: AccountRow.get(
+                (AccountRow.kind == ref.kind.value) & (AccountRow.owner_id == "")
+            ).id
+            for ref in (EXTERNAL, PLATFORM_COMMISSION)
+        }
 
     def locked(self, query: pw.Select) -> pw.Select:
         """Row locks where the database has them; SQLite's write transactions are exclusive."""

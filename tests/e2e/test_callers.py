@@ -86,6 +86,7 @@ def a_secured_server(folder: pathlib.Path, database_url: str) -> Iterator[Secure
         "--access", str(table),
         "--jwks", str(folder / "jwks.json"),
         "--token-issuer", DEV_ISSUER,
+        "--drain-seconds", "0",
         "--demo",
     ]  # fmt: skip
     with stderr.open("wb") as sink:

@@ -45,6 +45,8 @@ def test_a_server_logs_in_with_a_password_file_and_keeps_the_url_s_parameters(
                 "--demo",
                 "--demo-keys",
                 str(tmp_path / "demo"),
+                "--drain-seconds",
+                "0",
             ],  # fmt: skip
             cwd=ROOT,
             env=env,

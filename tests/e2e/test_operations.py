@@ -92,6 +92,8 @@ def tls_server(tmp_path):
             f"127.0.0.1:{metrics_port}",
             "--demo-keys",
             str(tmp_path / "demo"),
+            "--drain-seconds",
+            "0",
         ],
         cwd=ROOT,
         env=env,

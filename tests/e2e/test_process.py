@@ -109,6 +109,7 @@ def server(tmp_path):
         "--database", f"sqlite:///{tmp_path / 'aftersales.db'}",
         "--policy", str(_policy_file(tmp_path)),
         "--sweep-interval", "0.5",
+        "--drain-seconds", "0",
         "--demo",
         "--demo-keys", str(tmp_path / "demo"),
     ]  # fmt: skip

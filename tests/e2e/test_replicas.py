@@ -33,7 +33,7 @@ def _start_replica(database_url: str) -> tuple[subprocess.Popen, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AFTERSALES_")}
     env["DATABASE_URL"] = database_url
     process = subprocess.Popen(
-        [sys.executable, "-m", "server", "--address", address],
+        [sys.executable, "-m", "server", "--address", address, "--drain-seconds", "0"],
         cwd=ROOT,
         env=env,
         stdout=subprocess.DEVNULL,

@@ -209,3 +209,131 @@ def test_the_campaign_switch_must_be_a_boolean(tmp_path, value):
 
     with pytest.raises(PolicyError):
         policy_loader.load(path)
+
+
+# --- Values out of range: one line naming the setting and its limit ------------------------------
+
+TEN_YEARS = 315_360_000
+
+
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        pytest.param(
+            f'version = "{"v" * 65}"\n',
+            "`version` must be at most 64 characters, not 65",
+            id="version-longer-than-its-column",
+        ),
+        pytest.param(
+            'version = "v1\\nv2"\n',
+            "`version` must be printable characters only",
+            id="version-with-a-line-break",
+        ),
+        pytest.param(
+            'version = "v\\u0007"\n',
+            "`version` must be printable characters only",
+            id="version-with-a-control-character",
+        ),
+        pytest.param(
+            f'version = "v"\n[entry]\nwindow_seconds = {TEN_YEARS + 1}\n',
+            f"entry.window_seconds must be a whole number of seconds from 1 to {TEN_YEARS} "
+            f"(10 years), not {TEN_YEARS + 1}",
+            id="entry-window-over-ten-years",
+        ),
+        pytest.param(
+            'version = "v"\n[entry]\nwindow_seconds = 9223372036854775807\n',
+            "entry.window_seconds must be a whole number of seconds from 1 to",
+            id="entry-window-that-overflows-dates",
+        ),
+        pytest.param(
+            f'version = "v"\n[entry]\ncompletion_window_seconds = {TEN_YEARS + 1}\n',
+            "entry.completion_window_seconds must be a whole number of seconds from 1 to",
+            id="completion-window-over-ten-years",
+        ),
+        pytest.param(
+            'version = "v"\n[entry]\ncompletion_window_seconds = 0\n',
+            "entry.completion_window_seconds must be a whole number of seconds from 1 to",
+            id="completion-window-zero",
+        ),
+        pytest.param(
+            'version = "v"\n[clawback]\nwindow_seconds = 99999999999999\n',
+            "clawback.window_seconds must be a whole number of seconds from 1 to",
+            id="clawback-window-over-ten-years",
+        ),
+        pytest.param(
+            'version = "v"\n[clawback]\nwindow_seconds = -5\n',
+            "clawback.window_seconds must be a whole number of seconds from 1 to",
+            id="clawback-window-negative",
+        ),
+        pytest.param(
+            'version = "v"\n[entry]\nopener_roles = []\n',
+            "entry.opener_roles must be a non-empty list of names among OWNER, ADMIN",
+            id="no-opener-role",
+        ),
+        pytest.param(
+            'version = "v"\n[entry]\nopener_roles = ["OWNER", "BOSS"]\n',
+            "entry.opener_roles: 'BOSS' is not one of OWNER, ADMIN, CS_ADMIN",
+            id="unknown-role-named",
+        ),
+        pytest.param(
+            'version = "v"\n[entry]\nopener_roles = ["OWNER", ""]\n',
+            "entry.opener_roles: '' is not one of",
+            id="empty-role-named",
+        ),
+        pytest.param(
+            'version = "v"\n[entry]\norder_kinds = []\n',
+            "entry.order_kinds must be a non-empty list of names among ORDINARY, CROSS_BORDER",
+            id="no-order-kind",
+        ),
+        pytest.param(
+            'version = "v"\n[entry]\norder_kinds = ["ORDINARY", "LAYAWAY"]\n',
+            "entry.order_kinds: 'LAYAWAY' is not one of ORDINARY, CROSS_BORDER, PRESALE",
+            id="unknown-kind-named",
+        ),
+        pytest.param(
+            'version = "v"\n[clawback]\ndesignated_categories = ["furniture", ""]\n',
+            "clawback.designated_categories must be a list of non-empty, printable names",
+            id="empty-category",
+        ),
+        pytest.param(
+            'version = "v"\n[entry]\nmarketing_campaign_orders_allowed = "yes"\n',
+            "entry.marketing_campaign_orders_allowed is a switch, true or false, not 'yes'",
+            id="switch-as-text",
+        ),
+    ],
+)
+def test_a_value_out_of_range_is_refused_in_one_line_naming_the_setting(tmp_path, text, line):
+    path = write_policy(tmp_path, text)
+
+    with pytest.raises(PolicyError) as refused:
+        policy_loader.load(path)
+
+    message = str(refused.value)
+    assert message.startswith(f"{path}: ")
+    assert line in message
+    assert "\n" not in message
+
+
+def test_the_limits_themselves_are_accepted(tmp_path):
+    path = write_policy(
+        tmp_path,
+        f'version = "{"v" * 64}"\n'
+        f"[entry]\nwindow_seconds = {TEN_YEARS}\ncompletion_window_seconds = 1\n"
+        f"[clawback]\nwindow_seconds = {TEN_YEARS}\n",
+    )
+
+    policy = policy_loader.load(path)
+
+    assert len(policy.version) == 64
+    assert policy.entry_window == policy.clawback_window == timedelta(days=3650)
+    assert policy.completion_window == timedelta(seconds=1)
+
+
+def test_a_file_that_is_not_utf8_is_refused_in_one_line(tmp_path):
+    path = tmp_path / "policy.toml"
+    path.write_bytes(b'version = "\xff"\n')
+
+    with pytest.raises(PolicyError) as refused:
+        policy_loader.load(path)
+
+    assert "\n" not in str(refused.value)

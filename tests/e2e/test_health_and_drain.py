@@ -1,0 +1,314 @@
+"""Black box, on `python -m server`: health follows the database (NOT_SERVING while PostgreSQL is
+paused or the SQLite file is gone, SERVING again once it is back, answered even while every worker
+waits on the database), and SIGTERM drains: NOT_SERVING at once while calls are still served, a
+second signal ends the drain, calls in flight finish, exit 0."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+
+import grpc
+import psycopg
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from aftersales.v1 import clawback_pb2, clawback_pb2_grpc, entry_pb2, entry_pb2_grpc
+from tests.e2e.test_process import ROOT, ServerProcess, _environment, _wait_until_serving
+from tests.pg import PostgresServer, free_port
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+# Generous: a busy machine may take this long; a correct server takes a few probe intervals.
+DEADLINE_SECONDS = 60
+
+
+@contextlib.contextmanager
+def a_server(folder: pathlib.Path, database_url: str, *flags: str) -> Iterator[ServerProcess]:
+    """`python -m server` with the demo data on `database_url`; killed if a test leaves it."""
+    address = f"127.0.0.1:{free_port()}"
+    stderr = folder / "server.stderr"
+    command = [
+        sys.executable, "-m", "server",
+        "--address", address,
+        "--database", database_url,
+        "--demo",
+        "--demo-keys", str(folder / "demo"),
+        "--sweep-interval", "3600",
+        *flags,
+    ]  # fmt: skip
+    with stderr.open("wb") as sink:
+        process = subprocess.Popen(
+            command, cwd=ROOT, env=_environment(), stdout=subprocess.DEVNULL, stderr=sink
+        )
+    server = ServerProcess(process, address, stderr, folder / "demo")
+    try:
+        _wait_until_serving(server)
+        yield server
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def health_status(channel: grpc.Channel, service: str = "") -> int | None:
+    """The status health reports; None when the Check itself fails (it must not)."""
+    try:
+        answer = health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(service=service), timeout=5
+        )
+    except grpc.RpcError:
+        return None
+    return answer.status
+
+
+def wait_for_health(channel: grpc.Channel, wanted: int) -> list[int | None]:
+    """Every answer of health until it reports `wanted` (within the deadline)."""
+    seen: list[int | None] = []
+    deadline = time.monotonic() + DEADLINE_SECONDS
+    while not seen or seen[-1] != wanted:
+        assert time.monotonic() < deadline, f"health never said {wanted}: {seen[-5:]}"
+        seen.append(health_status(channel))
+        time.sleep(0.1)
+    return seen
+
+
+def messages(server: ServerProcess) -> list[str]:
+    return [record.get("message", "") for record in server.log_records()]
+
+
+# --- Health follows the database ------------------------------------------------------------------
+
+
+class Paused:
+    """PostgreSQL's postmaster and every process it started, stopped with SIGSTOP (a hung
+    database: connections are accepted by the kernel, nothing is answered) until resumed."""
+
+    def __init__(self, database: PostgresServer) -> None:
+        data = pathlib.Path(database.data)
+        self.postmaster = int((data / "postmaster.pid").read_text().split()[0])
+        self.stopped: list[int] = []
+
+    def _children(self) -> list[int]:
+        found = []
+        for entry in pathlib.Path("/proc").iterdir():
+            if entry.name.isdigit():
+                with contextlib.suppress(OSError):
+                    stat = (entry / "stat").read_text()
+                    if int(stat.rsplit(")", 1)[1].split()[1]) == self.postmaster:
+                        found.append(int(entry.name))
+        return found
+
+    def __enter__(self) -> Paused:
+        # The postmaster first: once it is stopped it starts no process, so none escapes.
+        try:
+            os.kill(self.postmaster, signal.SIGSTOP)
+            self.stopped.append(self.postmaster)
+            for pid in self._children():
+                with contextlib.suppress(ProcessLookupError):  # a backend that just ended
+                    os.kill(pid, signal.SIGSTOP)
+                    self.stopped.append(pid)
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for pid in reversed(self.stopped):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+
+
+@pytest.mark.postgres
+def test_health_is_not_serving_while_postgresql_is_paused_and_serving_once_it_resumes(tmp_path):
+    database = PostgresServer().start()
+    flags = ["--health-interval", "0.5", "--workers", "2", "--drain-seconds", "0"]
+    try:
+        url = database.create_database("paused")
+        with (
+            a_server(tmp_path, url, *flags, "--grace-seconds", "1") as server,
+            grpc.insecure_channel(server.address) as channel,
+        ):
+            balances = clawback_pb2_grpc.ClawbackStub(channel).GetBalances
+            request = clawback_pb2.GetBalancesRequest(owner_id="shop-sunny")
+            assert balances(request, timeout=10).balances
+            with Paused(database):
+                # Every worker (2) waits on the paused database, and more calls queue behind.
+                stuck = [balances.future(request, timeout=120) for _ in range(4)]
+                while_paused = wait_for_health(channel, NOT_SERVING)
+                entry_service = health_status(channel, "aftersales.v1.AfterSalesEntry")
+            after = wait_for_health(channel, SERVING)
+            for call in stuck:
+                with contextlib.suppress(grpc.RpcError):  # answered late, or UNAVAILABLE
+                    call.result()
+            assert balances(request, timeout=10).balances
+
+            # Stopped while calls wait on a paused database, it still exits (giving them up).
+            with Paused(database):
+                stuck = [balances.future(request, timeout=120) for _ in range(4)]
+                wait_for_health(channel, NOT_SERVING)
+                exit_code = server.terminate(timeout=DEADLINE_SECONDS)
+    finally:
+        database.stop()
+
+    assert None not in while_paused  # health answered all along
+    assert entry_service == NOT_SERVING
+    assert None not in after
+    said = messages(server)
+    assert said.count("the database does not answer: NOT_SERVING") == 2
+    assert said.count("the database answers again: SERVING") == 1
+    assert said[-1] == "stopped"
+    assert exit_code == 0
+
+
+def test_health_is_not_serving_while_the_sqlite_file_is_gone_and_serving_once_it_is_back(
+    tmp_path,
+):
+    path = tmp_path / "aftersales.db"
+    moved = tmp_path / "elsewhere.db"
+    with (
+        a_server(
+            tmp_path, f"sqlite:///{path}", "--health-interval", "0.2", "--drain-seconds", "0"
+        ) as server,
+        grpc.insecure_channel(server.address) as channel,
+    ):
+        path.rename(moved)  # as when the volume holding it goes away
+        try:
+            while_gone = wait_for_health(channel, NOT_SERVING)
+            assert not path.exists()  # the probe does not make an empty database
+        finally:
+            moved.rename(path)
+        after = wait_for_health(channel, SERVING)
+        assert server.terminate() == 0
+
+    assert None not in while_gone + after
+    said = messages(server)
+    assert said.count("the database does not answer: NOT_SERVING") == 1
+    assert said.count("the database answers again: SERVING") == 1
+
+
+# --- SIGTERM drains, then stops -------------------------------------------------------------------
+
+
+class Load:
+    """Threads calling CheckEligibility in a loop, each call counted; no retries, so a call that
+    fails shows."""
+
+    def __init__(self, server: ServerProcess, threads: int = 8) -> None:
+        self.channel = grpc.insecure_channel(server.address, options=[("grpc.enable_retries", 0)])
+        self.check = entry_pb2_grpc.AfterSalesEntryStub(self.channel).CheckEligibility
+        self.metadata = (("authorization", f"Bearer {server.token('staff', 'staff-owner')}"),)
+        self.request = entry_pb2.CheckEligibilityRequest(
+            order_id="order-eligible", operator_id="staff-owner"
+        )
+        self.succeeded = [0] * threads
+        self.failed: list[str] = []
+        self.stopping = threading.Event()
+        self.threads = [threading.Thread(target=self._run, args=(i,)) for i in range(threads)]
+        for thread in self.threads:
+            thread.start()
+
+    def _run(self, i: int) -> None:
+        while not self.stopping.is_set():
+            try:
+                self.check(self.request, metadata=self.metadata, timeout=30)
+                self.succeeded[i] += 1
+            except grpc.RpcError as e:
+                self.failed.append(f"{e.code().name}: {e.details()}")
+
+    def wait_for_each(self, calls: int) -> None:
+        """Until each thread has succeeded `calls` more times than now."""
+        goal = [n + calls for n in self.succeeded]
+        deadline = time.monotonic() + DEADLINE_SECONDS
+        while any(n < g for n, g in zip(self.succeeded, goal, strict=True)) and not self.failed:
+            assert time.monotonic() < deadline, "the calls do not progress"
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        self.stopping.set()
+        for thread in self.threads:
+            thread.join(timeout=DEADLINE_SECONDS)
+        self.channel.close()
+
+
+def test_sigterm_under_load_says_not_serving_while_calls_still_succeed_then_exits_0(
+    database_url, tmp_path
+):
+    with (
+        a_server(tmp_path, database_url, "--drain-seconds", "60") as server,
+        grpc.insecure_channel(server.address) as channel,
+    ):
+        load = Load(server)
+        try:
+            load.wait_for_each(1)
+            server.process.send_signal(signal.SIGTERM)
+            wait_for_health(channel, NOT_SERVING)
+            load.wait_for_each(3)  # during the drain, every thread's calls still succeed
+        finally:
+            load.stop()
+        # A second signal ends the 60-second drain now.
+        server.process.send_signal(signal.SIGTERM)
+        exit_code = server.process.wait(timeout=DEADLINE_SECONDS)
+
+    assert load.failed == []
+    assert exit_code == 0
+    said = messages(server)
+    draining = said.index(
+        "draining: health is NOT_SERVING, calls are still served; a second signal stops sooner"
+    )
+    assert said[draining:].index("the drain ends early") < said[draining:].index("stopped")
+
+
+@pytest.mark.postgres
+def test_a_call_in_flight_when_the_server_stops_accepting_finishes_within_the_grace(
+    postgres_server, tmp_path
+):
+    # The call waits on a lock for as long as the test holds it, not the server's default.
+    waits_long = "?options=-c%20lock_timeout%3D60s%20-c%20statement_timeout%3D60s"
+    url = postgres_server.create_database("in_flight") + waits_long
+    with (
+        a_server(tmp_path, url, "--drain-seconds", "0", "--grace-seconds", "30") as server,
+        grpc.insecure_channel(server.address) as channel,
+        psycopg.connect(url) as blocker,
+    ):
+        balances = clawback_pb2_grpc.ClawbackStub(channel).GetBalances
+        request = clawback_pb2.GetBalancesRequest(owner_id="shop-sunny")
+        blocker.execute("LOCK TABLE account IN ACCESS EXCLUSIVE MODE")
+        call = balances.future(request, timeout=DEADLINE_SECONDS)
+        _wait_for_a_query_waiting_on_the_lock(blocker, url)
+
+        server.process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + DEADLINE_SECONDS
+        while "stopping: new calls are refused, calls in flight may finish" not in messages(server):
+            assert time.monotonic() < deadline, "the server did not stop accepting"
+            time.sleep(0.05)
+        assert server.process.poll() is None  # it waits for the call
+        blocker.commit()  # the lock goes; the call goes on
+
+        answer = call.result()
+        exit_code = server.process.wait(timeout=DEADLINE_SECONDS)
+
+    assert answer.balances
+    assert exit_code == 0
+
+
+def _wait_for_a_query_waiting_on_the_lock(blocker: psycopg.Connection, url: str) -> None:
+    with psycopg.connect(url, autocommit=True) as watcher:
+        deadline = time.monotonic() + DEADLINE_SECONDS
+        while True:
+            waiting = watcher.execute(
+                "SELECT count(*) FROM pg_stat_activity "
+                "WHERE wait_event_type = 'Lock' AND pid <> %s",
+                (blocker.info.backend_pid,),
+            ).fetchone()
+            if waiting and waiting[0]:
+                return
+            assert time.monotonic() < deadline, "the call never reached the database"
+            time.sleep(0.05)
