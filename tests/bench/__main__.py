@@ -4,7 +4,8 @@ For each database and each size of data set (orders bulk-loaded into the store's
 server is started as its own process (`python -m server`) and every RPC of the three services is
 called with a fixed number of calls in flight for a few seconds. For each it reports calls per
 second, that rate as a ratio to the health Check no-op measured on the same server in the same
-run (so that the machine's speed and load largely cancel out), and the median and 99th percentile latency.
+run (so that the machine's speed and load largely cancel out), and the median and 99th
+percentile latency.
 Then it times one PostFunds that pays an influencer owing a clawback to each of many shops, and
 reads the server's memory. It prints a table per database and writes everything as JSON.
 
@@ -43,6 +44,9 @@ from tests.pg import PostgresServer
 # measurement (fewer when the data set has not that many fresh orders left; the measurement
 # then ends when they run out, and says so).
 PREPARED_PER_SECOND = 1000
+
+# The load generator's connections to the server; the calls in flight are spread over them.
+CONNECTIONS = 4
 
 QUICK = {"sizes": "1k", "in_flight": "8", "seconds": 0.2, "debts": 100}
 
@@ -155,15 +159,20 @@ async def measure_rpcs(
     args: argparse.Namespace,
     report: Report,
 ) -> None:
-    async with grpc.aio.insecure_channel(server.address) as channel:
-        noop = calls.no_op(channel)
-        rpcs = calls.rpcs(channel, data)
+    # Connections of their own (not one shared by the channels), as separate clients have.
+    channels = [
+        grpc.aio.insecure_channel(server.address, options=[("grpc.use_local_subchannel_pool", 1)])
+        for _ in range(CONNECTIONS)
+    ]
+    try:
+        noop = calls.no_op(channels)
+        rpcs = calls.rpcs(channels, data)
         prepared = [rpc for rpc in rpcs if rpc.prepared]
         widest = max(args.in_flight)
         # Warm up: connections, prepared statements, caches, a few prepared orders each.
         for rpc in [noop, *rpcs]:
             await measure(
-                rpc.method,
+                rpc.methods,
                 rpc.requests(2 * widest),
                 widest,
                 min(1.0, args.seconds / 3),
@@ -178,7 +187,7 @@ async def measure_rpcs(
             async def timed(rpc: calls.Rpc, in_flight: int = in_flight) -> Sample:
                 requests = rpc.requests(per_pool)
                 return await measure(
-                    rpc.method, requests, in_flight, args.seconds, server.cpu_seconds
+                    rpc.methods, requests, in_flight, args.seconds, server.cpu_seconds
                 )
 
             before = await timed(noop)
@@ -192,6 +201,9 @@ async def measure_rpcs(
                 log(report.progress(rows[-1]))
             after = await timed(noop)
             log(report.progress(report.add_noop(before, after, rows)))
+    finally:
+        for channel in channels:
+            await channel.close(grace=None)
 
 
 def pay_debtor(name: str, server: ServerProcess, data: ds.Dataset, shops: int) -> dict[str, object]:

@@ -8,7 +8,7 @@ import collections
 import dataclasses
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import grpc
@@ -43,13 +43,14 @@ class Sample:
 
 
 async def measure(
-    method: Callable[..., Any],
+    methods: Sequence[Callable[..., Any]],
     requests: Iterator[Any],
     in_flight: int,
     seconds: float,
     server_cpu: Callable[[], float],
 ) -> Sample:
-    """Keeps `in_flight` calls of `method` going for `seconds`, or until `requests` runs out.
+    """Keeps `in_flight` calls going for `seconds`, or until `requests` runs out, spread over
+    `methods` (the same method on several connections).
     Calls in flight at the deadline are waited for: their latencies count, not their number."""
     latencies: list[float] = []
     finished: list[float] = []
@@ -58,7 +59,7 @@ async def measure(
     exhausted = False
     deadline = time.perf_counter() + seconds
 
-    async def caller() -> None:
+    async def caller(method: Callable[..., Any]) -> None:
         nonlocal first_error, exhausted
         clock = time.perf_counter
         while clock() < deadline:
@@ -79,7 +80,7 @@ async def measure(
 
     cpu_before, server_before = time.process_time(), server_cpu()
     start = time.perf_counter()
-    await asyncio.gather(*(caller() for _ in range(in_flight)))
+    await asyncio.gather(*(caller(methods[n % len(methods)]) for n in range(in_flight)))
     elapsed = time.perf_counter() - start
     if exhausted:
         # Every prepared request was answered: the rate is over the time they took.

@@ -13,7 +13,7 @@ import dataclasses
 import itertools
 import random
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import grpc
@@ -38,7 +38,8 @@ PAGE = 50
 @dataclasses.dataclass(frozen=True)
 class Rpc:
     name: str
-    method: Callable[..., Any]
+    # The method's stub on each of the load generator's connections.
+    methods: tuple[Callable[..., Any], ...]
     # Requests for one measurement; `prepared(count)` prepares `count` orders first.
     requests: Callable[[int], Iterator[Any]]
     # Whether each call takes a prepared order of its own.
@@ -59,17 +60,22 @@ def _forever(make: Callable[[], Any]) -> Callable[[int], Iterator[Any]]:
     return requests
 
 
-def no_op(channel: grpc.aio.Channel) -> Rpc:
-    health = health_pb2_grpc.HealthStub(channel)
+def _on(channels: Sequence[grpc.aio.Channel], stub: Any) -> Callable[[str], tuple[Any, ...]]:
+    """The methods of `stub`, by name, on each channel."""
+    stubs = [stub(channel) for channel in channels]
+    return lambda name: tuple(getattr(s, name) for s in stubs)
+
+
+def no_op(channels: Sequence[grpc.aio.Channel]) -> Rpc:
     request = health_pb2.HealthCheckRequest()
-    return Rpc(NO_OP, health.Check, _forever(lambda: request))
+    return Rpc(NO_OP, _on(channels, health_pb2_grpc.HealthStub)("Check"), _forever(lambda: request))
 
 
-def rpcs(channel: grpc.aio.Channel, data: ds.Dataset, seed: int = 1) -> list[Rpc]:
+def rpcs(channels: Sequence[grpc.aio.Channel], data: ds.Dataset, seed: int = 1) -> list[Rpc]:
     """The RPCs in the order they are measured: reads, then writes."""
-    sync = sync_pb2_grpc.SyncStub(channel)
-    entries = entry_pb2_grpc.AfterSalesEntryStub(channel)
-    clawbacks = clawback_pb2_grpc.ClawbackStub(channel)
+    sync = _on(channels, sync_pb2_grpc.SyncStub)
+    entries = _on(channels, entry_pb2_grpc.AfterSalesEntryStub)
+    clawbacks = _on(channels, clawback_pb2_grpc.ClawbackStub)
     rng = random.Random(seed)
 
     def order() -> int:
@@ -189,47 +195,47 @@ def rpcs(channel: grpc.aio.Channel, data: ds.Dataset, seed: int = 1) -> list[Rpc
         )
 
     return [
-        Rpc("CheckEligibility", entries.CheckEligibility, _forever(check_eligibility)),
-        Rpc("GetEntry", entries.GetEntry, _forever(get_entry)),
+        Rpc("CheckEligibility", entries("CheckEligibility"), _forever(check_eligibility)),
+        Rpc("GetEntry", entries("GetEntry"), _forever(get_entry)),
         Rpc(
             f"ListEntries ({PAGE})",
-            entries.ListEntries,
+            entries("ListEntries"),
             _forever(lambda: entry_pb2.ListEntriesRequest(shop_id=shop(), page_size=PAGE)),
         ),
         Rpc(
             "PreviewClawback",
-            clawbacks.PreviewClawback,
+            clawbacks("PreviewClawback"),
             _forever(
                 lambda: clawback_pb2.PreviewClawbackRequest(
                     order_id=ds.order_id(order()), amount=ds.REFUND
                 )
             ),
         ),
-        Rpc("GetClawback", clawbacks.GetClawback, _forever(get_clawback)),
+        Rpc("GetClawback", clawbacks("GetClawback"), _forever(get_clawback)),
         Rpc(
             f"ListClawbacks ({PAGE})",
-            clawbacks.ListClawbacks,
+            clawbacks("ListClawbacks"),
             _forever(lambda: clawback_pb2.ListClawbacksRequest(shop_id=shop(), page_size=PAGE)),
         ),
         Rpc(
             "GetBalances (a shop)",
-            clawbacks.GetBalances,
+            clawbacks("GetBalances"),
             _forever(lambda: clawback_pb2.GetBalancesRequest(owner_id=shop())),
         ),
         Rpc(
             f"ListTransfers ({PAGE})",
-            clawbacks.ListTransfers,
+            clawbacks("ListTransfers"),
             _forever(
                 lambda: clawback_pb2.ListTransfersRequest(account=wallet(shop()), page_size=PAGE)
             ),
         ),
-        Rpc("PutShop", sync.PutShop, _forever(put_shop)),
-        Rpc("PutStaff", sync.PutStaff, _forever(put_staff)),
-        Rpc("PutOrder", sync.PutOrder, _forever(put_order)),
-        Rpc("PostFunds", sync.PostFunds, _forever(post_funds)),
-        Rpc("OpenEntry", entries.OpenEntry, open_entry, prepared=True),
-        Rpc("ApplyAfterSales", entries.ApplyAfterSales, apply_after_sales, prepared=True),
-        Rpc("RecordRefund (4 lines)", clawbacks.RecordRefund, record_refund, prepared=True),
+        Rpc("PutShop", sync("PutShop"), _forever(put_shop)),
+        Rpc("PutStaff", sync("PutStaff"), _forever(put_staff)),
+        Rpc("PutOrder", sync("PutOrder"), _forever(put_order)),
+        Rpc("PostFunds", sync("PostFunds"), _forever(post_funds)),
+        Rpc("OpenEntry", entries("OpenEntry"), open_entry, prepared=True),
+        Rpc("ApplyAfterSales", entries("ApplyAfterSales"), apply_after_sales, prepared=True),
+        Rpc("RecordRefund (4 lines)", clawbacks("RecordRefund"), record_refund, prepared=True),
     ]
 
 

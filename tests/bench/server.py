@@ -3,6 +3,7 @@ time and its GIL are its own and not the load generator's."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pathlib
 import signal
@@ -76,22 +77,45 @@ class ServerProcess:
                     )
                 time.sleep(0.1)
 
+    def processes(self) -> list[int]:
+        """The server's process and its descendants (a server may fork workers)."""
+        parents: dict[int, list[int]] = {}
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    with open(f"/proc/{entry}/stat", encoding="ascii") as stat:
+                        ppid = int(stat.read().rpartition(")")[2].split()[1])
+                except (OSError, ValueError):
+                    continue
+                parents.setdefault(ppid, []).append(int(entry))
+        found, todo = [], [self.process.pid]
+        while todo:
+            pid = todo.pop()
+            found.append(pid)
+            todo += parents.get(pid, [])
+        return found
+
     def memory_kib(self) -> dict[str, int]:
-        """VmRSS (resident now) and VmHWM (the peak), in KiB, from /proc/<pid>/status."""
-        found = {}
-        with open(f"/proc/{self.process.pid}/status", encoding="ascii") as status:
-            for line in status:
-                key, _, value = line.partition(":")
-                if key in ("VmRSS", "VmHWM"):
-                    found[key] = int(value.split()[0])
+        """VmRSS (resident now) and VmHWM (the peak), in KiB, from /proc/<pid>/status, summed
+        over the server's processes."""
+        found = {"VmRSS": 0, "VmHWM": 0}
+        for pid in self.processes():
+            with contextlib.suppress(OSError), open(f"/proc/{pid}/status", encoding="ascii") as f:
+                for line in f:
+                    key, _, value = line.partition(":")
+                    if key in found:
+                        found[key] += int(value.split()[0])
         return found
 
     def cpu_seconds(self) -> float:
-        """CPU time the server used so far, every thread, user and system."""
-        with open(f"/proc/{self.process.pid}/stat", encoding="ascii") as stat:
-            fields = stat.read().rpartition(")")[2].split()
-        # Fields 14 and 15 of stat(5) (utime, stime), counted after the command's parenthesis.
-        return (int(fields[11]) + int(fields[12])) / _TICKS
+        """CPU time the server's processes used so far, every thread, user and system."""
+        total = 0
+        for pid in self.processes():
+            with contextlib.suppress(OSError), open(f"/proc/{pid}/stat", encoding="ascii") as f:
+                fields = f.read().rpartition(")")[2].split()
+                # Fields 14 and 15 of stat(5), utime and stime, counted after the parenthesis.
+                total += int(fields[11]) + int(fields[12])
+        return total / _TICKS
 
     def tail(self, lines: int = 20) -> str:
         try:
