@@ -36,8 +36,11 @@ test: $(STAMP) $(STUBS)
 test-fast: $(STAMP) $(STUBS)
 	$(PY) -m pytest -q tests/unit tests/service
 
+# What callers feel, RPC by RPC, on SQLite and PostgreSQL at 10k and 1M orders (README,
+# "Benchmark"); figures, not assertions. Narrow it: BENCH_ARGS="--databases sqlite --sizes 10k".
+BENCH_ARGS ?=
 bench: $(STAMP) $(STUBS)
-	$(PY) -m tests.benchmark --postgres
+	$(PY) -m tests.bench $(BENCH_ARGS)
 
 # Style, types (mypy --strict, [tool.mypy]) and the layers' arrows ([tool.importlinter]).
 lint: $(STAMP)

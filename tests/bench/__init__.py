@@ -1,0 +1,1 @@
+"""`make bench`: python -m tests.bench (see __main__.py)."""

@@ -1,0 +1,281 @@
+"""`make bench`: what callers of the service feel, per RPC, on SQLite and PostgreSQL.
+
+For each database and each size of data set (orders bulk-loaded into the store's tables), a
+server is started as its own process (`python -m server`) and every RPC of the three services is
+called with a fixed number of calls in flight for a few seconds. For each it reports calls per
+second, that rate as a ratio to the health Check no-op measured on the same server in the same
+run (so that the machine's speed and load largely cancel out), and the median and 99th
+percentile latency.
+Then it times one PostFunds that pays an influencer owing a clawback to each of many shops, and
+reads the server's memory. It prints a table per database and writes everything as JSON.
+
+Figures, not assertions: nothing here fails because the service is slow.
+
+    python -m tests.bench                          # the full run (`make bench`)
+    python -m tests.bench --quick --databases sqlite
+    python -m tests.bench --sizes 10k --in-flight 16 --seconds 5 --json var/bench/before.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import pathlib
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import grpc
+
+from aftersales.v1 import clawback_pb2, clawback_pb2_grpc, resources_pb2, sync_pb2, sync_pb2_grpc
+from server.domain import policy
+from server.store import SqlStore, open_database
+from tests.bench import dataset as ds
+from tests.bench import rpcs as calls
+from tests.bench.load import Sample, measure
+from tests.bench.report import Report, label, parse_size
+from tests.bench.server import ROOT, ServerProcess
+from tests.pg import PostgresServer
+
+# Prepared orders per timed write: enough for this many calls per second over the whole
+# measurement (fewer when the data set has not that many fresh orders left; the measurement
+# then ends when they run out, and says so).
+PREPARED_PER_SECOND = 1000
+
+# The load generator's connections to the server; the calls in flight are spread over them.
+CONNECTIONS = 4
+
+QUICK = {"sizes": "1k", "in_flight": "8", "seconds": 0.2, "debts": 100}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m tests.bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--databases", default="sqlite,postgres", help="sqlite, postgres or both")
+    p.add_argument("--sizes", default=None, help="orders in the database, e.g. 10k,1m (default)")
+    p.add_argument("--in-flight", default=None, help="calls in flight, e.g. 16,64 (default)")
+    p.add_argument("--seconds", type=float, default=None, help="per measurement (default 3)")
+    p.add_argument(
+        "--debts", type=int, default=None, help="shops the indebted influencer owes (10000)"
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"a smoke run: {QUICK['sizes']} orders, {QUICK['in_flight']} in flight, "
+        f"{QUICK['seconds']} s each, {QUICK['debts']} debts (explicit options still win)",
+    )
+    p.add_argument(
+        "--json", default=None, help="where to write the results (default var/bench/<time>.json)"
+    )
+    args = p.parse_args(argv)
+    defaults = (
+        QUICK
+        if args.quick
+        else {"sizes": "10k,1m", "in_flight": "16,64", "seconds": 3.0, "debts": 10_000}
+    )
+    for key, value in defaults.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    args.databases = [d.strip() for d in args.databases.split(",") if d.strip()]
+    for name in args.databases:
+        if name not in ("sqlite", "postgres"):
+            p.error(f"unknown database {name!r}: sqlite or postgres")
+    try:
+        args.sizes = sorted({parse_size(s) for s in args.sizes.split(",")})
+        args.in_flight = sorted({int(n) for n in args.in_flight.split(",")})
+    except ValueError as e:
+        p.error(str(e))
+    if min(args.sizes) < 4 * ds.SHOPS or min(args.in_flight) < 1 or args.seconds <= 0:
+        p.error(f"sizes of at least {4 * ds.SHOPS} orders, 1 call in flight, seconds above 0")
+    if args.debts < 0:
+        p.error("--debts: a number of shops, 0 to leave the indebted influencer out")
+    return args
+
+
+@contextlib.contextmanager
+def database(name: str, folder: pathlib.Path) -> Iterator[str]:
+    """The URL of an empty database: a file, or a throwaway PostgreSQL server's."""
+    if name == "sqlite":
+        yield f"sqlite:///{folder / 'bench.db'}"
+        return
+    server = PostgresServer().start()
+    try:
+        yield server.create_database("bench")
+    finally:
+        server.stop()
+
+
+def log(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def run_database(
+    name: str, url: str, folder: pathlib.Path, args: argparse.Namespace, report: Report
+) -> None:
+    store = SqlStore(open_database(url))
+    store.migrate()
+    store.close()
+    db = ds.Database(url)
+    try:
+        data = ds.Dataset(db, policy.load().version)
+        data.load_base()
+        for size in args.sizes:
+            log(f"{name}: loading {label(size)} orders")
+            seconds = data.grow(size)
+            report.loads.append({"database": name, "orders": size, "seconds": round(seconds, 1)})
+            log(f"{name}: {label(size)} orders loaded in {seconds:.1f} s")
+            server = ServerProcess(url, folder / f"server-{name}-{size}.log")
+            try:
+                server.wait_serving()
+                asyncio.run(measure_rpcs(name, server, data, args, report))
+                memory = server.memory_kib()
+                if args.debts:
+                    report.debts.append(pay_debtor(name, server, data, args.debts))
+                peak = server.memory_kib()
+                report.servers.append(
+                    {
+                        "database": name,
+                        "orders": size,
+                        "rss_mib": round(memory["VmRSS"] / 1024, 1),
+                        "peak_rss_mib": round(peak["VmHWM"] / 1024, 1),
+                    }
+                )
+            finally:
+                server.stop()
+    finally:
+        db.close()
+
+
+async def measure_rpcs(
+    name: str,
+    server: ServerProcess,
+    data: ds.Dataset,
+    args: argparse.Namespace,
+    report: Report,
+) -> None:
+    # Connections of their own (not one shared by the channels), as separate clients have.
+    channels = [
+        grpc.aio.insecure_channel(server.address, options=[("grpc.use_local_subchannel_pool", 1)])
+        for _ in range(CONNECTIONS)
+    ]
+    try:
+        noop = calls.no_op(channels)
+        rpcs = calls.rpcs(channels, data)
+        prepared = [rpc for rpc in rpcs if rpc.prepared]
+        widest = max(args.in_flight)
+        # Warm up: connections, prepared statements, caches, a few prepared orders each.
+        for rpc in [noop, *rpcs]:
+            await measure(
+                rpc.methods,
+                rpc.requests(2 * widest),
+                widest,
+                min(1.0, args.seconds / 3),
+                server.cpu_seconds,
+            )
+        per_pool = min(
+            int(PREPARED_PER_SECOND * args.seconds),
+            data.fresh_left() // (len(prepared) * len(args.in_flight)),
+        )
+        for in_flight in args.in_flight:
+
+            async def timed(rpc: calls.Rpc, in_flight: int = in_flight) -> Sample:
+                requests = rpc.requests(per_pool)
+                return await measure(
+                    rpc.methods, requests, in_flight, args.seconds, server.cpu_seconds
+                )
+
+            before = await timed(noop)
+            rows = []
+            for rpc in rpcs:
+                sample = await timed(rpc)
+                prepared_orders = per_pool if rpc.prepared else None
+                rows.append(
+                    report.add(name, data.orders, in_flight, rpc.name, sample, prepared_orders)
+                )
+                log(report.progress(rows[-1]))
+            after = await timed(noop)
+            log(report.progress(report.add_noop(before, after, rows)))
+    finally:
+        for channel in channels:
+            await channel.close(grace=None)
+
+
+def pay_debtor(name: str, server: ServerProcess, data: ds.Dataset, shops: int) -> dict[str, object]:
+    """One PostFunds into the cash account of an influencer owing a clawback line to each of
+    `shops` shops, enough to pay every debt; how long it took and how many debts it paid."""
+    log(f"{name}: an influencer owing {shops} shops")
+    debtor = data.load_debtor(shops)
+    cash = resources_pb2.AccountRef(kind=resources_pb2.ACCOUNT_KIND_CASH, owner_id=debtor)
+    owed = shops * ds.LINES[0][2]
+    result: dict[str, object] = {"database": name, "orders": data.orders, "debts": shops}
+    with grpc.insecure_channel(server.address) as channel:
+        sync = sync_pb2_grpc.SyncStub(channel)
+        clawbacks = clawback_pb2_grpc.ClawbackStub(channel)
+        start = time.perf_counter()
+        try:
+            sync.PostFunds(
+                sync_pb2.PostFundsRequest(
+                    request_id=f"bench-pay-{debtor}", account=cash, amount=owed, memo="payout"
+                ),
+                timeout=600,
+            )
+        except grpc.RpcError as e:
+            result["error"] = f"{e.code().name}: {e.details()}"
+        result["seconds"] = round(time.perf_counter() - start, 3)
+        recovered = 0
+        token = ""
+        while True:
+            page = clawbacks.ListTransfers(
+                clawback_pb2.ListTransfersRequest(account=cash, page_size=500, page_token=token),
+                timeout=60,
+            )
+            recovered += sum(
+                1 for t in page.transfers if t.kind == resources_pb2.TRANSFER_KIND_DEBT_RECOVERY
+            )
+            token = page.next_page_token
+            if not token:
+                break
+        balances = clawbacks.GetBalances(
+            clawback_pb2.GetBalancesRequest(accounts=[cash]), timeout=60
+        )
+    result["recovered"] = recovered
+    result["balance_after"] = balances.balances[0].balance
+    log(report_line_debts(result))
+    return result
+
+
+def report_line_debts(result: dict[str, object]) -> str:
+    return (
+        f"{result['database']}: PostFunds paying {result['debts']} debts took "
+        f"{result['seconds']} s, recovered {result['recovered']}"
+        + (f" ({result['error']})" if "error" in result else "")
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    report = Report(vars(args))
+    with tempfile.TemporaryDirectory(prefix="aftersales-bench-") as tmp:
+        folder = pathlib.Path(tmp)
+        for name in args.databases:
+            with database(name, folder) as url:
+                run_database(name, url, folder, args, report)
+    print(report.table())
+    path = (
+        pathlib.Path(args.json)
+        if args.json
+        else ROOT / "var" / "bench" / (datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + ".json")
+    )
+    report.write(path)
+    print(f"written to {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

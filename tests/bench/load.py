@@ -1,0 +1,101 @@
+"""The load generator: a fixed number of calls in flight on one grpc.aio channel, each call
+timed from send to answer."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import dataclasses
+import math
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import grpc
+
+CALL_TIMEOUT = 60.0
+
+
+@dataclasses.dataclass
+class Sample:
+    """What one measurement saw."""
+
+    calls: int  # answered without error within the window
+    seconds: float  # the window
+    latencies: list[float]
+    errors: collections.Counter[str]
+    first_error: str
+    exhausted: bool  # its prepared requests ran out before the time was up
+    server_cpu: float  # server CPU seconds per wall second
+    client_cpu: float  # this process's CPU seconds per wall second
+
+    @property
+    def rate(self) -> float:
+        return self.calls / self.seconds if self.seconds else 0.0
+
+    def percentile(self, p: float) -> float:
+        """The p-th percentile of the latencies, in seconds (nearest rank)."""
+        if not self.latencies:
+            return math.nan
+        ordered = sorted(self.latencies)
+        rank = max(1, math.ceil(p / 100 * len(ordered)))
+        return ordered[rank - 1]
+
+
+async def measure(
+    methods: Sequence[Callable[..., Any]],
+    requests: Iterator[Any],
+    in_flight: int,
+    seconds: float,
+    server_cpu: Callable[[], float],
+) -> Sample:
+    """Keeps `in_flight` calls going for `seconds`, or until `requests` runs out, spread over
+    `methods` (the same method on several connections).
+    Calls in flight at the deadline are waited for: their latencies count, not their number."""
+    latencies: list[float] = []
+    finished: list[float] = []
+    errors: collections.Counter[str] = collections.Counter()
+    first_error = ""
+    exhausted = False
+    deadline = time.perf_counter() + seconds
+
+    async def caller(method: Callable[..., Any]) -> None:
+        nonlocal first_error, exhausted
+        clock = time.perf_counter
+        while clock() < deadline:
+            request = next(requests, None)
+            if request is None:
+                exhausted = True
+                return
+            sent = clock()
+            try:
+                await method(request, timeout=CALL_TIMEOUT)
+            except grpc.aio.AioRpcError as e:
+                errors[e.code().name] += 1
+                first_error = first_error or f"{e.code().name}: {e.details()}"
+            else:
+                done = clock()
+                latencies.append(done - sent)
+                finished.append(done)
+
+    cpu_before, server_before = time.process_time(), server_cpu()
+    start = time.perf_counter()
+    await asyncio.gather(*(caller(methods[n % len(methods)]) for n in range(in_flight)))
+    elapsed = time.perf_counter() - start
+    if exhausted:
+        # Every prepared request was answered: the rate is over the time they took.
+        calls, window = len(finished), (max(finished, default=start) - start)
+    else:
+        # The rate is over the window, with the calls in flight at its end not counted (their
+        # latencies are).
+        calls, window = sum(1 for t in finished if t <= deadline), seconds
+    return Sample(
+        calls=calls,
+        seconds=window,
+        latencies=latencies,
+        errors=errors,
+        first_error=first_error,
+        exhausted=exhausted,
+        server_cpu=(server_cpu() - server_before) / elapsed,
+        client_cpu=(time.process_time() - cpu_before) / elapsed,
+    )

@@ -1,0 +1,212 @@
+"""The results: one row per (database, orders, calls in flight, RPC), printed as a table and
+written as JSON to compare commits."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import platform
+import subprocess
+from datetime import UTC, datetime
+from typing import Any
+
+import grpc
+
+from tests.bench.load import Sample
+from tests.bench.rpcs import NO_OP
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+_UNITS = {"k": 1_000, "m": 1_000_000}
+
+
+def parse_size(text: str) -> int:
+    """'10k' -> 10000, '1m' -> 1000000, '2500' -> 2500."""
+    text = text.strip().lower()
+    scale = _UNITS.get(text[-1:], 1)
+    number = text[:-1] if scale > 1 else text
+    try:
+        return int(float(number) * scale)
+    except ValueError:
+        raise ValueError(f"not a size: {text!r} (say 10k, 1m or 2500)") from None
+
+
+def label(orders: int) -> str:
+    for suffix, scale in (("m", 1_000_000), ("k", 1_000)):
+        if orders >= scale and orders % scale == 0:
+            return f"{orders // scale}{suffix}"
+    return str(orders)
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 2)
+
+
+def _ratio(row: dict[str, Any]) -> str:
+    ratio = row["ratio_to_noop"]
+    return "" if ratio is None else f"{ratio:.2f}"
+
+
+def _commit() -> str:
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return ""
+    return head + ("-dirty" if dirty else "")
+
+
+class Report:
+    def __init__(self, options: dict[str, Any]) -> None:
+        self.meta = {
+            "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "commit": _commit(),
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "grpcio": grpc.__version__,
+            "options": options,
+        }
+        self.rows: list[dict[str, Any]] = []
+        self.loads: list[dict[str, Any]] = []
+        self.servers: list[dict[str, Any]] = []
+        self.debts: list[dict[str, Any]] = []
+
+    def add(
+        self,
+        database: str,
+        orders: int,
+        in_flight: int,
+        rpc: str,
+        sample: Sample,
+        prepared: int | None = None,
+    ) -> dict[str, Any]:
+        row: dict[str, Any] = {
+            "database": database,
+            "orders": orders,
+            "in_flight": in_flight,
+            "rpc": rpc,
+            "calls": sample.calls,
+            "seconds": round(sample.seconds, 3),
+            "calls_per_s": round(sample.rate, 1),
+            "ratio_to_noop": None,
+            "p50_ms": _ms(sample.percentile(50)),
+            "p99_ms": _ms(sample.percentile(99)),
+            "errors": dict(sample.errors),
+            "first_error": sample.first_error,
+            "prepared_orders": prepared,
+            "ran_out_of_prepared_orders": sample.exhausted,
+            "server_cpu": round(sample.server_cpu, 2),
+            "client_cpu": round(sample.client_cpu, 2),
+        }
+        self.rows.append(row)
+        return row
+
+    def add_noop(self, before: Sample, after: Sample, rows: list[dict[str, Any]]) -> dict[str, Any]:
+        """The no-op, measured before and after `rows` (same database, orders and calls in
+        flight): its rate over both is what their ratios compare with."""
+        both = Sample(
+            calls=before.calls + after.calls,
+            seconds=before.seconds + after.seconds,
+            latencies=before.latencies + after.latencies,
+            errors=before.errors + after.errors,
+            first_error=before.first_error or after.first_error,
+            exhausted=False,
+            server_cpu=(before.server_cpu + after.server_cpu) / 2,
+            client_cpu=(before.client_cpu + after.client_cpu) / 2,
+        )
+        first = rows[0]
+        noop = self.add(first["database"], first["orders"], first["in_flight"], NO_OP, both)
+        self.rows.insert(self.rows.index(first), self.rows.pop())
+        noop["noop_before_calls_per_s"] = round(before.rate, 1)
+        noop["noop_after_calls_per_s"] = round(after.rate, 1)
+        for row in [noop, *rows]:
+            if noop["calls_per_s"]:
+                row["ratio_to_noop"] = round(row["calls_per_s"] / noop["calls_per_s"], 3)
+        return noop
+
+    @staticmethod
+    def _notes(row: dict[str, Any]) -> str:
+        notes = []
+        if row["errors"]:
+            failed = ", ".join(f"{n} {code}" for code, n in sorted(row["errors"].items()))
+            notes.append(f"failed: {failed} ({row['first_error'][:80]})")
+        if row["ran_out_of_prepared_orders"]:
+            notes.append(f"{row['prepared_orders']} prepared orders used up in {row['seconds']} s")
+        if row["client_cpu"] >= 0.9:
+            notes.append(f"load generator at {row['client_cpu']:.0%} CPU")
+        return "; ".join(notes)
+
+    def progress(self, row: dict[str, Any]) -> str:
+        return (
+            f"{row['database']:<8} {label(row['orders']):>4} {row['in_flight']:>3}  "
+            f"{row['rpc']:<24} {row['calls_per_s']:>8.0f}/s {_ratio(row):>5}  "
+            f"p50 {row['p50_ms']:>7.1f} ms  p99 {row['p99_ms']:>7.1f} ms  "
+            f"server CPU {row['server_cpu']:.0%}  {self._notes(row)}"
+        ).rstrip()
+
+    def table(self) -> str:
+        """A table per database, each RPC's rows together (sizes, then calls in flight)."""
+        out = []
+        header = (
+            f"{'RPC':<24} {'in flight':>9} {'orders':>6} {'calls/s':>8} {'/ no-op':>7} "
+            f"{'p50 ms':>8} {'p99 ms':>8}  notes"
+        )
+        for database in dict.fromkeys(r["database"] for r in self.rows):
+            rows = [r for r in self.rows if r["database"] == database]
+            names = list(dict.fromkeys(r["rpc"] for r in rows))
+            out += ["", f"== {database} ==", header, "-" * len(header)]
+            for name in names:
+                for r in sorted(
+                    (r for r in rows if r["rpc"] == name),
+                    key=lambda r: (r["orders"], r["in_flight"]),
+                ):
+                    out.append(
+                        f"{name:<24} {r['in_flight']:>9} {label(r['orders']):>6} "
+                        f"{r['calls_per_s']:>8.0f} {_ratio(r):>7} "
+                        f"{r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f}  {self._notes(r)}".rstrip()
+                    )
+            for s in self.servers:
+                if s["database"] == database:
+                    out.append(
+                        f"server memory at {label(s['orders'])} orders: RSS {s['rss_mib']} MiB "
+                        f"after the RPCs, peak {s['peak_rss_mib']} MiB"
+                    )
+            for d in self.debts:
+                if d["database"] == database:
+                    out.append(
+                        f"an influencer owing {d['debts']} shops paid by one PostFunds at "
+                        f"{label(d['orders'])} orders: {d['seconds']} s, {d['recovered']} debts "
+                        f"recovered, {d['balance_after']} fen left"
+                        + (f" ({d['error']})" if "error" in d else "")
+                    )
+            for load in self.loads:
+                if load["database"] == database:
+                    out.append(
+                        f"loaded up to {label(load['orders'])} orders in {load['seconds']} s"
+                    )
+        return "\n".join(out)
+
+    def write(self, path: pathlib.Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        document = {
+            **self.meta,
+            "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "rows": self.rows,
+            "servers": self.servers,
+            "debts": self.debts,
+            "loads": self.loads,
+        }
+        path.write_text(json.dumps(document, indent=1) + "\n", encoding="utf-8")

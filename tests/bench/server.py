@@ -1,0 +1,134 @@
+"""The server under load: `python -m server` in a process of its own, so that its memory, its CPU
+time and its GIL are its own and not the load generator's."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from tests.pg import free_port
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+class ServerFailed(RuntimeError):
+    pass
+
+
+class ServerProcess:
+    """A server on a free loopback port over `database_url`; its log goes to `log`. Callers are
+    not authenticated (a loopback address without --tls-client-ca or --demo), as in a
+    deployment behind a trusted gateway, so no token is checked on any call."""
+
+    def __init__(self, database_url: str, log: pathlib.Path) -> None:
+        self.port = free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        self.log = log
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith("AFTERSALES_") and k != "DATABASE_URL"
+        }
+        with open(log, "wb") as stderr:
+            self.process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "server",
+                    "--address",
+                    self.address,
+                    "--database",
+                    database_url,
+                ],
+                cwd=ROOT,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+            )
+
+    def wait_serving(self, timeout: float = 300.0) -> None:
+        deadline = time.monotonic() + timeout
+        with grpc.insecure_channel(self.address) as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            while True:
+                if self.process.poll() is not None:
+                    raise ServerFailed(
+                        f"the server exited with {self.process.returncode}:\n{self.tail()}"
+                    )
+                try:
+                    answer = health.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                    if answer.status == health_pb2.HealthCheckResponse.SERVING:
+                        return
+                except grpc.RpcError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise ServerFailed(
+                        f"the server did not serve in {timeout:.0f} s:\n{self.tail()}"
+                    )
+                time.sleep(0.1)
+
+    def processes(self) -> list[int]:
+        """The server's process and its descendants (a server may fork workers)."""
+        parents: dict[int, list[int]] = {}
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    with open(f"/proc/{entry}/stat", encoding="ascii") as stat:
+                        ppid = int(stat.read().rpartition(")")[2].split()[1])
+                except (OSError, ValueError):
+                    continue
+                parents.setdefault(ppid, []).append(int(entry))
+        found, todo = [], [self.process.pid]
+        while todo:
+            pid = todo.pop()
+            found.append(pid)
+            todo += parents.get(pid, [])
+        return found
+
+    def memory_kib(self) -> dict[str, int]:
+        """VmRSS (resident now) and VmHWM (the peak), in KiB, from /proc/<pid>/status, summed
+        over the server's processes."""
+        found = {"VmRSS": 0, "VmHWM": 0}
+        for pid in self.processes():
+            with contextlib.suppress(OSError), open(f"/proc/{pid}/status", encoding="ascii") as f:
+                for line in f:
+                    key, _, value = line.partition(":")
+                    if key in found:
+                        found[key] += int(value.split()[0])
+        return found
+
+    def cpu_seconds(self) -> float:
+        """CPU time the server's processes used so far, every thread, user and system."""
+        total = 0
+        for pid in self.processes():
+            with contextlib.suppress(OSError), open(f"/proc/{pid}/stat", encoding="ascii") as f:
+                fields = f.read().rpartition(")")[2].split()
+                # Fields 14 and 15 of stat(5), utime and stime, counted after the parenthesis.
+                total += int(fields[11]) + int(fields[12])
+        return total / _TICKS
+
+    def tail(self, lines: int = 20) -> str:
+        try:
+            text = self.log.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()

@@ -1,0 +1,86 @@
+"""`make bench` keeps working as the API changes: a quick run measures every RPC without a failed
+call, and the data it bulk-loads is data the service can read, on a consistent ledger."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import subprocess
+import sys
+
+from aftersales.v1 import clawback_pb2, entry_pb2, sync_pb2
+from server.domain import policy
+from server.domain.model import AccountKind, AccountRef, ClawbackState
+from tests.bench import dataset as ds
+from tests.bench.rpcs import NO_OP
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+def test_a_quick_bench_measures_every_rpc_of_the_three_services(tmp_path):
+    out = tmp_path / "bench.json"
+    run = subprocess.run(
+        [sys.executable, "-m", "tests.bench", "--quick", "--databases", "sqlite"]
+        + ["--json", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "RecordRefund" in run.stdout  # the table
+    document = json.loads(out.read_text(encoding="utf-8"))
+    rows = document["rows"]
+    measured = {row["rpc"].split(" ")[0] for row in rows if row["rpc"] != NO_OP}
+    methods = {
+        method.name
+        for module in (sync_pb2, entry_pb2, clawback_pb2)
+        for service in module.DESCRIPTOR.services_by_name.values()
+        for method in service.methods
+    }
+    assert measured == methods
+    assert NO_OP in {row["rpc"] for row in rows}
+    for row in rows:
+        assert row["errors"] == {}, (row["rpc"], row["first_error"])
+        assert row["calls"] > 0, row["rpc"]
+        assert row["p99_ms"] >= row["p50_ms"] > 0
+    [server] = document["servers"]
+    assert server["rss_mib"] > 0
+    [debts] = document["debts"]
+    assert "error" not in debts
+    assert debts["recovered"] > 0
+
+
+def test_the_bulk_loaded_data_is_read_by_the_store_on_a_consistent_ledger(store, database_url):
+    database = ds.Database(database_url)
+    try:
+        data = ds.Dataset(database, policy.load().version)
+        data.load_base()
+        data.grow(8 * ds.SHOPS)
+        debtor = data.load_debtor(30)
+        data.open_entries(data.take_fresh(3))
+        data.file_applications(data.take_fresh(3))
+    finally:
+        database.close()
+
+    with store.unit_of_work(read_only=True) as uow:
+        total, accounts = uow.ledger.ledger_totals()
+        assert total == 0
+        assert {ref: kept for ref, (kept, _) in accounts.items()} == {
+            ref: derived for ref, (_, derived) in accounts.items()
+        }
+        wallet = AccountRef(AccountKind.ANXIN_WALLET, ds.shop_id(0))
+        assert accounts[wallet][0] == ds.WALLET_FUNDS - 2 * (ds.REFUND - 1_800)
+
+        clawback = uow.clawbacks.clawback(clawback_id="bench-c-0")
+        assert clawback.state is ClawbackState.RECOVERED
+        assert [line.recovered for line in clawback.lines] == [due for _, _, due in ds.LINES]
+
+        debts = uow.clawbacks.debts_of(debtor)
+        assert len(debts) == 30
+        assert {d.outstanding for d in debts} == {ds.LINES[0][2]}
+
+        order = uow.facts.order(ds.order_id(ds.SHOPS))  # fresh: never refunded
+        assert order.refundable_amount == ds.PAID
+        assert len(order.commission_lines) == 4
+        assert uow.entries.stored_open_entry(ds.order_id(ds.SHOPS)) is not None
