@@ -60,6 +60,10 @@ def run(database: pw.Database) -> int:
     connection open."""
     with database.atomic():
         if isinstance(database, pw.PostgresqlDatabase):
+            # A migration may rewrite large tables: the per-call statement and lock timeouts
+            # are not for it (this transaction only).
+            execute_sql(database, "SET LOCAL statement_timeout = 0")
+            execute_sql(database, "SET LOCAL lock_timeout = 0")
             execute_sql(database, "SELECT pg_advisory_xact_lock(%s, 0)", (MIGRATION_LOCK_SPACE,))
         database.create_tables([SchemaVersionRow], safe=True)
         current = schema_version()
