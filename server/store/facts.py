@@ -157,18 +157,22 @@ class SqlFacts:
         if found is None:
             self.staff(operator_id)  # an unknown operator is named first
             raise NotFound("order", order_id)
-        row = dict(zip((d[0] for d in cursor.description), found, strict=True))
-        if row["operator__id"] is None:
+        layout = _layout(tuple(d[0] for d in cursor.description))
+
+        def part(prefix: str) -> dict[str, Any]:
+            return {name: found[i] for i, name in layout[prefix]}
+
+        operator = part("operator")
+        if operator["id"] is None:
             raise NotFound("staff", operator_id)
-        part = functools.partial(_part, row)
-        operator = part("operator__")
-        shop = part("shop__")
-        entry = part("entry__")
+        shop = part("shop")
+        entry = part("entry")
+        balances = part("")
         return staff_from_values(operator), EligibilityRow(
-            order=order_from_values(part("order__")),
+            order=order_from_values(part("order")),
             shop=shop_from_values(shop),
-            wallet_balance=row["wallet_balance"] or 0,
-            deposit_balance=row["deposit_balance"] or 0,
+            wallet_balance=balances["wallet_balance"] or 0,
+            deposit_balance=balances["deposit_balance"] or 0,
             stored_open_entry=None if entry["id"] is None else entry_from_values(entry),
         )
 
@@ -225,8 +229,15 @@ def _eligibility_query() -> pw.Query:
     )
 
 
-def _part(row: dict[str, Any], prefix: str) -> dict[str, Any]:
-    return {k.removeprefix(prefix): v for k, v in row.items() if k.startswith(prefix)}
+@functools.lru_cache(maxsize=8)
+def _layout(names: tuple[str, ...]) -> dict[str, list[tuple[int, str]]]:
+    """Where each part of the eligibility row is: by prefix ("order" for "order__id", ""
+    for the unprefixed balances), the (position, name) of its columns. Made once per query."""
+    layout: dict[str, list[tuple[int, str]]] = {}
+    for i, name in enumerate(names):
+        prefix, _, rest = name.rpartition("__")
+        layout.setdefault(prefix, []).append((i, rest))
+    return layout
 
 
 def _not_older(model: Any) -> pw.Expression:

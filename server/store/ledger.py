@@ -50,14 +50,6 @@ _LOCK_RANK = {
 }
 
 
-def _named(refs: Sequence[AccountRef]) -> pw.Expression:
-    """The accounts `refs` name, as (kind, owner_id) IN ((?, ?), ...)."""
-    expression: pw.Expression = pw.Tuple(AccountRow.kind, AccountRow.owner_id).in_(
-        [(ref.kind.value, ref.owner_id) for ref in refs]
-    )
-    return expression
-
-
 _TRANSFER_COLUMNS = (
     "from_account_id",
     "to_account_id",
@@ -348,24 +340,18 @@ class SqlLedger:
     def balances(self, refs: list[AccountRef]) -> dict[AccountRef, int]:
         """Balances of the named accounts; an account that never moved money has zero."""
         kept = [r for r in refs if r.kind is not AccountKind.EXTERNAL]
-        found = {}
-        for batch in chunked(kept, BATCH):
-            query = AccountRow.select(
-                AccountRow.kind, AccountRow.owner_id, AccountRow.balance
-            ).where(_named(batch))
-            for kind, owner, balance in rows(query):
-                found[AccountRef(AccountKind(kind), owner)] = balance
+        found = {ref: balance for _, ref, balance in self._select(kept)}
         if len(kept) < len(refs):
             found[EXTERNAL] = self._external_balance()
         return {ref: found.get(ref, 0) for ref in refs}
 
     def accounts_of(self, owner_id: str) -> list[AccountRef]:
+        """The owner's accounts (a shop's wallet and deposit, a payee's cash), by kind."""
+        param = self._store.database.param
         return [
-            AccountRef(AccountKind(kind), owner)
-            for kind, owner in rows(
-                AccountRow.select(AccountRow.kind, AccountRow.owner_id)
-                .where(AccountRow.owner_id == owner_id)
-                .order_by(AccountRow.kind)
+            ref
+            for _, ref, _ in self._rows(
+                "", f'WHERE a."owner_id" = {param} ORDER BY a."kind"', [owner_id], lock=False
             )
         ]
 
