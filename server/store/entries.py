@@ -60,10 +60,10 @@ class SqlEntries:
             raise EntryConflict(entry.order_id)
 
     def entry(self, entry_id: str) -> Entry:
-        row = EntryRow.get_or_none(EntryRow.id == entry_id)
-        if row is None:
+        values = self._store.row_by_id(EntryRow, entry_id)
+        if values is None:
             raise NotFound("entry", entry_id)
-        return entry_from_values(row.__data__)
+        return entry_from_values(values)
 
     def stored_open_entry(self, order_id: str) -> Entry | None:
         row = (

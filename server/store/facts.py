@@ -76,10 +76,10 @@ class SqlFacts:
         return self.shop(shop.shop_id)
 
     def shop(self, shop_id: str) -> Shop:
-        row = ShopRow.get_or_none(ShopRow.id == shop_id)
-        if row is None:
+        values = self._store.row_by_id(ShopRow, shop_id)
+        if values is None:
             raise NotFound("shop", shop_id)
-        return shop_from_values(row.__data__)
+        return shop_from_values(values)
 
     def shop_exists(self, shop_id: str) -> bool:
         return ShopRow.select(ShopRow.id).where(ShopRow.id == shop_id).exists()
@@ -107,10 +107,10 @@ class SqlFacts:
         return self.staff(staff.staff_id)
 
     def staff(self, staff_id: str) -> Staff:
-        row = StaffRow.get_or_none(StaffRow.id == staff_id)
-        if row is None:
+        values = self._store.row_by_id(StaffRow, staff_id)
+        if values is None:
             raise NotFound("staff", staff_id)
-        return staff_from_values(row.__data__)
+        return staff_from_values(values)
 
     def put_order(self, order: Order) -> Order:
         """Writes the upstream facts unless what is stored is newer, keeping the refunds recorded
@@ -143,9 +143,8 @@ class SqlFacts:
         return order
 
     def order_or_none(self, order_id: str, *, for_update: bool = False) -> Order | None:
-        query = OrderRow.select().where(OrderRow.id == order_id)
-        row = (self._store.locked(query) if for_update else query).first()
-        return None if row is None else order_from_values(row.__data__)
+        values = self._store.row_by_id(OrderRow, order_id, for_update=for_update)
+        return None if values is None else order_from_values(values)
 
     def eligibility(self, order_id: str, operator_id: str) -> tuple[Staff, EligibilityRow]:
         """The operator, the order, its shop, the shop's wallet and deposit balances and the

@@ -29,6 +29,9 @@ from server.store.ledger import SqlLedger
 from server.store.requests import SqlRequests
 from server.store.schema import AccountRow, SettingRow, db, execute_sql
 
+# The stand-in for the key of row_by_id's prepared query, replaced when it runs.
+_KEY = "\x00key"
+
 # The namespace of PostgreSQL advisory locks taken by serialize_on.
 _KEY_LOCK_SPACE = 726_0432
 
@@ -92,6 +95,27 @@ class SqlStore:
         if name not in self.statements:
             self.statements[name] = build().sql()
         return self.statements[name]
+
+    def row_by_id(
+        self, model: type[pw.Model], key: Any, *, for_update: bool = False
+    ) -> dict[str, Any] | None:
+        """The row of `model` whose primary key is `key`, as {field name: value} (what a model's
+        __data__ holds), with SQL made once per model: the single-row reads of every call."""
+        name = f"{model._meta.table_name}:{'locked' if for_update else 'read'}"
+
+        def build() -> pw.Query:
+            fields = model._meta.sorted_fields
+            query = model.select(*[f.alias(f.name) for f in fields]).where(
+                model._meta.primary_key == _KEY
+            )
+            return self.locked(query) if for_update else query
+
+        sql, params = self.prepared(name, build)
+        cursor = execute_sql(self.database, sql, [key if p == _KEY else p for p in params])
+        found = cursor.fetchone()
+        if found is None:
+            return None
+        return dict(zip((d[0] for d in cursor.description), found, strict=True))
 
     def schema_version(self) -> int:
         with self.session():
