@@ -8,6 +8,8 @@ from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+import peewee as pw
+
 from server.domain.errors import NotFound
 from server.domain.model import (
     Actor,
@@ -24,10 +26,8 @@ from server.domain.model import (
 )
 from server.store.schema import (
     BATCH,
-    ApplicationRow,
-    ClawbackLineRow,
+    KEY,
     ClawbackRow,
-    OrderRow,
     RefundRow,
     add_by_id,
     at,
@@ -35,12 +35,26 @@ from server.store.schema import (
     chunked,
     execute_sql,
     in_list,
+    insert_row,
+    insert_rows,
     rows,
     to_us,
+    update_by_id,
 )
 
 if TYPE_CHECKING:
     from server.store.unit_of_work import SqlStore
+
+
+_LINE_COLUMNS = (
+    "clawback_id",
+    "line_no",
+    "payee_kind",
+    "payee_id",
+    "commission",
+    "due",
+    "recovered",
+)
 
 
 class SqlClawbacks:
@@ -50,52 +64,73 @@ class SqlClawbacks:
     def record_refund(self, clawback: RefundClawback) -> None:
         """Stores the refund, its clawback and lines, and adds the refund to the order."""
         refund = clawback.refund
-        RefundRow.insert(
-            id=refund.refund_id,
-            order=refund.order_id,
-            application_id=refund.application_id,
-            amount=refund.amount,
-            started_at=to_us(refund.started_at),
-            paid_at=to_us(refund.paid_at),
-            refunded_before=clawback.refunded_before,
-            refunded_after=clawback.refunded_after,
-            paid_from_wallet=clawback.payment.from_wallet,
-            paid_from_deposit=clawback.payment.from_deposit,
-            recorded_at=to_us(clawback.created_at),
-            **audit(clawback.recorded_by),
-        ).execute()
-        OrderRow.update(
-            recorded_refunded_amount=OrderRow.recorded_refunded_amount + refund.amount
-        ).where(OrderRow.id == refund.order_id).execute()
+        database = self._store.database
+        p = database.param
+        insert_row(
+            database,
+            "refund",
+            {
+                "id": refund.refund_id,
+                "order_id": refund.order_id,
+                "application_id": refund.application_id,
+                "amount": refund.amount,
+                "started_at": to_us(refund.started_at),
+                "paid_at": to_us(refund.paid_at),
+                "refunded_before": clawback.refunded_before,
+                "refunded_after": clawback.refunded_after,
+                "paid_from_wallet": clawback.payment.from_wallet,
+                "paid_from_deposit": clawback.payment.from_deposit,
+                "recorded_at": to_us(clawback.created_at),
+                **audit(clawback.recorded_by),
+            },
+        )
+        update_by_id(
+            database,
+            "orders",
+            refund.order_id,
+            f'"recorded_refunded_amount" = "recorded_refunded_amount" + {p}',
+            [refund.amount],
+        )
         if refund.application_id:
-            ApplicationRow.update(state=ApplicationState.REFUNDED.value).where(
-                ApplicationRow.id == refund.application_id
-            ).execute()
-        ClawbackRow.insert(
-            id=clawback.clawback_id,
-            refund=refund.refund_id,
-            order_id=refund.order_id,
-            shop_id=clawback.shop_id,
-            state=clawback.state.value,
-            reasons=json.dumps([[v.code.value, v.description] for v in clawback.reasons]),
-            policy_version=clawback.policy_version,
-            created_at=to_us(clawback.created_at),
-        ).execute()
+            update_by_id(
+                database,
+                "application",
+                refund.application_id,
+                f'"state" = {p}',
+                [ApplicationState.REFUNDED.value],
+            )
+        insert_row(
+            database,
+            "clawback",
+            {
+                "id": clawback.clawback_id,
+                "refund_id": refund.refund_id,
+                "order_id": refund.order_id,
+                "shop_id": clawback.shop_id,
+                "state": clawback.state.value,
+                "reasons": json.dumps([[v.code.value, v.description] for v in clawback.reasons]),
+                "policy_version": clawback.policy_version,
+                "created_at": to_us(clawback.created_at),
+            },
+        )
         if clawback.lines:
-            ClawbackLineRow.insert_many(
+            insert_rows(
+                database,
+                "clawback_line",
+                _LINE_COLUMNS,
                 [
-                    {
-                        "clawback": clawback.clawback_id,
-                        "line_no": line.line_no,
-                        "payee_kind": line.payee_kind.value,
-                        "payee_id": line.payee_id,
-                        "commission": line.commission,
-                        "due": line.due,
-                        "recovered": line.recovered,
-                    }
+                    (
+                        clawback.clawback_id,
+                        line.line_no,
+                        line.payee_kind.value,
+                        line.payee_id,
+                        line.commission,
+                        line.due,
+                        line.recovered,
+                    )
                     for line in clawback.lines
-                ]
-            ).execute()
+                ],
+            )
 
     def debts_of(self, payee_id: str, *, after: int | None, limit: int) -> list[Debt]:
         """At most `limit` of the payee's outstanding clawback lines, oldest first (by line id,
@@ -163,14 +198,26 @@ class SqlClawbacks:
     def clawback(
         self, *, clawback_id: str | None = None, refund_id: str | None = None
     ) -> RefundClawback:
-        where = ClawbackRow.id == clawback_id if clawback_id else ClawbackRow.refund == refund_id
-        found = self._clawbacks(where, order=(), limit=1)
-        if not found:
+        found = (
+            self._one(ClawbackRow.id, clawback_id)
+            if clawback_id
+            else self._one(ClawbackRow.refund, refund_id or "")
+        )
+        if found is None:
             raise NotFound("clawback", clawback_id or f"refund {refund_id}")
-        return found[0]
+        return found
 
     def clawback_of_refund(self, refund_id: str) -> RefundClawback | None:
-        found = self._clawbacks(ClawbackRow.refund == refund_id, order=(), limit=1)
+        return self._one(ClawbackRow.refund, refund_id)
+
+    def _one(self, column: Any, key: str) -> RefundClawback | None:
+        """The clawback whose `column` is `key`: SQL made once per column."""
+        sql, params = self._store.prepared(
+            f"clawback_by:{column.column_name}",
+            lambda: _clawback_query(column == KEY, order=(), limit=1),
+        )
+        cursor = execute_sql(self._store.database, sql, [key if p == KEY else p for p in params])
+        found = self._with_lines(cursor.fetchall())
         return found[0] if found else None
 
     def list_clawbacks(
@@ -200,57 +247,64 @@ class SqlClawbacks:
         )
 
     def _clawbacks(self, where: Any, order: tuple[Any, ...], limit: int) -> list[RefundClawback]:
-        """Clawbacks with their refunds in one query, and all their lines in a second; rows are
-        read as tuples (no model instances)."""
-        query = (
-            ClawbackRow.select(
-                ClawbackRow.id,
-                ClawbackRow.shop_id,
-                ClawbackRow.reasons,
-                ClawbackRow.policy_version,
-                ClawbackRow.created_at,
-                RefundRow.id,
-                RefundRow.order,
-                RefundRow.application_id,
-                RefundRow.amount,
-                RefundRow.started_at,
-                RefundRow.paid_at,
-                RefundRow.refunded_before,
-                RefundRow.refunded_after,
-                RefundRow.paid_from_wallet,
-                RefundRow.paid_from_deposit,
-                RefundRow.recorded_by_service,
-                RefundRow.recorded_by_person,
-            )
-            .join(RefundRow)
-            .where(where)
-            .order_by(*order)
-            .limit(limit)
-        )
-        found = rows(query)
+        return self._with_lines(rows(_clawback_query(where, order, limit)))
+
+    def _with_lines(self, found: list[tuple[Any, ...]]) -> list[RefundClawback]:
+        """The clawbacks of rows of _clawback_query, with all their lines read in one more
+        query; rows are read as tuples (no model instances)."""
         if not found:
             return []
         lines: dict[str, list[ClawbackLine]] = {row[0]: [] for row in found}
-        line_query = (
-            ClawbackLineRow.select(
-                ClawbackLineRow.clawback,
-                ClawbackLineRow.line_no,
-                ClawbackLineRow.payee_kind,
-                ClawbackLineRow.payee_id,
-                ClawbackLineRow.commission,
-                ClawbackLineRow.due,
-                ClawbackLineRow.recovered,
-            )
-            .where(ClawbackLineRow.clawback.in_(list(lines)))
-            .order_by(ClawbackLineRow.clawback, ClawbackLineRow.line_no)
+        database = self._store.database
+        where, params = in_list(database, '"clawback_id"', list(lines))
+        cursor = execute_sql(
+            database,
+            'SELECT "clawback_id", "line_no", "payee_kind", "payee_id", "commission", "due", '
+            f'"recovered" FROM "clawback_line" WHERE {where} ORDER BY "clawback_id", "line_no"',
+            params,
         )
-        for clawback_id, line_no, payee_kind, payee_id, commission, due, recovered in rows(
-            line_query
-        ):
+        for (
+            clawback_id,
+            line_no,
+            payee_kind,
+            payee_id,
+            commission,
+            due,
+            recovered,
+        ) in cursor.fetchall():
             lines[clawback_id].append(
                 ClawbackLine(line_no, PayeeKind(payee_kind), payee_id, commission, due, recovered)
             )
         return [_clawback(row, tuple(lines[row[0]])) for row in found]
+
+
+def _clawback_query(where: Any, order: tuple[Any, ...], limit: int) -> pw.Query:
+    """Clawbacks with their refunds, one row each, the columns _clawback reads."""
+    return (
+        ClawbackRow.select(
+            ClawbackRow.id,
+            ClawbackRow.shop_id,
+            ClawbackRow.reasons,
+            ClawbackRow.policy_version,
+            ClawbackRow.created_at,
+            RefundRow.id,
+            RefundRow.order,
+            RefundRow.application_id,
+            RefundRow.amount,
+            RefundRow.started_at,
+            RefundRow.paid_at,
+            RefundRow.refunded_before,
+            RefundRow.refunded_after,
+            RefundRow.paid_from_wallet,
+            RefundRow.paid_from_deposit,
+            RefundRow.recorded_by_service,
+            RefundRow.recorded_by_person,
+        )
+        .join(RefundRow)
+        .where(where)
+        .order_by(*order)
+        .limit(limit)
+    )
 
 
 def _clawback(row: tuple[Any, ...], lines: tuple[ClawbackLine, ...]) -> RefundClawback:

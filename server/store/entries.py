@@ -11,6 +11,7 @@ from server.domain.errors import NotFound
 from server.domain.model import Application, ApplicationState, AppliedThrough, Entry, EntryState
 from server.service.unit_of_work import EntryConflict
 from server.store.schema import (
+    KEY,
     ApplicationRow,
     EntryRow,
     RefundRow,
@@ -151,34 +152,25 @@ class SqlEntries:
         ).execute()
 
     def applied_through(self, application_id: str) -> AppliedThrough:
-        """The application, when its entry was opened and what was refunded through it."""
-        row = (
-            ApplicationRow.select(ApplicationRow, EntryRow.id, EntryRow.opened_at)
-            .join(EntryRow)
-            .where(ApplicationRow.id == application_id)
-            .first()
-        )
+        """The application, when its entry was opened and what was refunded through it: one
+        query, made once."""
+        row = self._store.one("applied_through", _applied_through_query, application_id)
         if row is None:
             raise NotFound("application", application_id)
-        refunded = (
-            RefundRow.select(pw.fn.COALESCE(pw.fn.SUM(RefundRow.amount), 0))
-            .where(RefundRow.application_id == application_id)
-            .scalar()
-        )
         return AppliedThrough(
             application=Application(
-                application_id=row.id,
-                order_id=row.order_id,
-                entry_id=row.entry_id,
-                buyer_id=row.buyer_id,
-                amount=row.amount,
-                reason=row.reason,
-                state=ApplicationState(row.state),
-                filed_at=at(row.filed_at),
-                recorded_by=actor_of(row.__data__),
+                application_id=row["id"],
+                order_id=row["order"],
+                entry_id=row["entry"],
+                buyer_id=row["buyer_id"],
+                amount=row["amount"],
+                reason=row["reason"],
+                state=ApplicationState(row["state"]),
+                filed_at=at(row["filed_at"]),
+                recorded_by=actor_of(row),
             ),
-            entry_opened_at=at(row.entry.opened_at),
-            refunded=int(refunded),
+            entry_opened_at=at(row["entry_opened_at"]),
+            refunded=int(row["refunded"]),
         )
 
 
@@ -200,4 +192,19 @@ def entry_from_values(d: dict[str, Any]) -> Entry:
         used_at=at_or_none(d["used_at"]),
         application_id=d["application_id"],
         recorded_by=actor_of(d),
+    )
+
+
+def _applied_through_query() -> pw.Query:
+    refunded = RefundRow.select(pw.fn.COALESCE(pw.fn.SUM(RefundRow.amount), 0)).where(
+        RefundRow.application_id == KEY
+    )
+    return (
+        ApplicationRow.select(
+            *[f.alias(f.name) for f in ApplicationRow._meta.sorted_fields],
+            EntryRow.opened_at.alias("entry_opened_at"),
+            refunded.alias("refunded"),
+        )
+        .join(EntryRow)
+        .where(ApplicationRow.id == KEY)
     )

@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from server.service.unit_of_work import StoredResponse, WriteConflict
-from server.store.schema import RequestRow, rows, to_us
+from server.store.schema import RequestRow, execute_sql, to_us
+
+if TYPE_CHECKING:
+    from server.store.unit_of_work import SqlStore
 
 
 class SqlRequests:
+    def __init__(self, store: SqlStore) -> None:
+        self._store = store
+
     def get(self, request_id: str) -> StoredResponse | None:
-        row = RequestRow.get_or_none(RequestRow.request_id == request_id)
+        row = self._store.row_by_id(RequestRow, request_id)
         if row is None:
             return None
-        return StoredResponse(row.method, row.fingerprint, bytes(row.response))
+        return StoredResponse(row["method"], row["fingerprint"], bytes(row["response"]))
 
     def claim(
         self, request_id: str, method: str, fingerprint: str, now: datetime
@@ -21,17 +28,15 @@ class SqlRequests:
         """One INSERT that either claims the id (the row, its response still empty, is this
         transaction's until it ends) or, the id being taken, does nothing; then the stored
         response is read. A claim of an open transaction makes the INSERT wait for its end."""
-        claimed = rows(
-            RequestRow.insert(
-                request_id=request_id,
-                method=method,
-                fingerprint=fingerprint,
-                response=b"",
-                created_at=to_us(now),
-            )
-            .on_conflict_ignore()
-            .returning(RequestRow.request_id)
+        p = self._store.database.param
+        cursor = execute_sql(
+            self._store.database,
+            'INSERT INTO "request" ("request_id", "method", "fingerprint", "response", '
+            f'"created_at") VALUES ({p}, {p}, {p}, {p}, {p}) ON CONFLICT DO NOTHING '
+            'RETURNING "request_id"',
+            [request_id, method, fingerprint, b"", to_us(now)],
         )
+        claimed = cursor.fetchall()
         if claimed:
             return None
         stored = self.get(request_id)
@@ -40,4 +45,9 @@ class SqlRequests:
         return stored
 
     def complete(self, request_id: str, response: bytes) -> None:
-        RequestRow.update(response=response).where(RequestRow.request_id == request_id).execute()
+        p = self._store.database.param
+        execute_sql(
+            self._store.database,
+            f'UPDATE "request" SET "response" = {p} WHERE "request_id" = {p}',
+            [response, request_id],
+        )

@@ -315,6 +315,10 @@ def us_or_none(moment: datetime | None) -> int | None:
     return None if moment is None else to_us(moment)
 
 
+# The stand-in for the one parameter of a prepared query (SqlStore.one), replaced when it runs.
+KEY = "\x00key"
+
+
 def execute_sql(database: pw.Database, sql: str, params: Sequence[Any] = ()) -> Any:
     """Runs raw SQL: the few statements peewee's query builder does not say (advisory locks) or
     that are built once (hot queries); peewee's stubs leave execute_sql untyped."""
@@ -362,6 +366,10 @@ def _array_type(table: str, column: str) -> str:
     """The PostgreSQL array type a column's values are sent as."""
     model = next(m for m in _Base.__subclasses__() if m._meta.table_name == table)
     field = model._meta.columns[column]
+    if isinstance(field, pw.ForeignKeyField):
+        field = field.rel_field
+    if isinstance(field, pw.BooleanField):
+        return "boolean[]"
     return "text[]" if isinstance(field, (pw.CharField, pw.TextField)) else "bigint[]"
 
 
@@ -420,6 +428,24 @@ def insert_rows(
         table, columns, len(values), database.param, ignore_conflicts=ignore_conflicts
     )
     execute_sql(database, sql, [value for row in values for value in row])
+
+
+def insert_row(database: pw.Database, table: str, values: dict[str, Any]) -> None:
+    """Inserts one row, {column: value}, with SQL made once per shape."""
+    sql = insert_rows_sql(table, tuple(values), 1, database.param, ignore_conflicts=False)
+    execute_sql(database, sql, list(values.values()))
+
+
+def update_by_id(
+    database: pw.Database, table: str, key: Any, set_sql: str, params: list[Any]
+) -> None:
+    """UPDATE table SET <set_sql> WHERE id = key; `set_sql` names its parameters with the
+    driver's placeholder."""
+    execute_sql(
+        database,
+        f'UPDATE {_name(table)} SET {set_sql} WHERE "id" = {database.param}',
+        [*params, key],
+    )
 
 
 def in_list(database: pw.Database, column: str, values: Sequence[Any]) -> tuple[str, list[Any]]:

@@ -27,10 +27,7 @@ from server.store.entries import SqlEntries
 from server.store.facts import SqlFacts
 from server.store.ledger import SqlLedger
 from server.store.requests import SqlRequests
-from server.store.schema import AccountRow, SettingRow, db, execute_sql
-
-# The stand-in for the key of row_by_id's prepared query, replaced when it runs.
-_KEY = "\x00key"
+from server.store.schema import KEY, AccountRow, SettingRow, db, execute_sql
 
 # The namespace of PostgreSQL advisory locks taken by serialize_on.
 _KEY_LOCK_SPACE = 726_0432
@@ -101,17 +98,22 @@ class SqlStore:
     ) -> dict[str, Any] | None:
         """The row of `model` whose primary key is `key`, as {field name: value} (what a model's
         __data__ holds), with SQL made once per model: the single-row reads of every call."""
-        name = f"{model._meta.table_name}:{'locked' if for_update else 'read'}"
 
         def build() -> pw.Query:
             fields = model._meta.sorted_fields
             query = model.select(*[f.alias(f.name) for f in fields]).where(
-                model._meta.primary_key == _KEY
+                model._meta.primary_key == KEY
             )
             return self.locked(query) if for_update else query
 
+        name = f"{model._meta.table_name}:{'locked' if for_update else 'read'}"
+        return self.one(name, build, key)
+
+    def one(self, name: str, build: Callable[[], pw.Query], key: Any) -> dict[str, Any] | None:
+        """The first row of a prepared query (`build` names its one parameter KEY, as often as
+        it needs), as {column alias: value}."""
         sql, params = self.prepared(name, build)
-        cursor = execute_sql(self.database, sql, [key if p == _KEY else p for p in params])
+        cursor = execute_sql(self.database, sql, [key if p == KEY else p for p in params])
         found = cursor.fetchone()
         if found is None:
             return None
@@ -163,7 +165,7 @@ class SqlUnitOfWork:
         self.entries = SqlEntries(store)
         self.ledger = SqlLedger(store, account_ids)
         self.clawbacks = SqlClawbacks(store)
-        self.requests = SqlRequests()
+        self.requests = SqlRequests(store)
 
     def __enter__(self) -> SqlUnitOfWork:
         try:
