@@ -20,7 +20,9 @@ from server.store.schema import (
     at,
     at_or_none,
     audit,
-    rows,
+    execute_sql,
+    insert_row,
+    insert_rows_sql,
     to_us,
 )
 
@@ -36,27 +38,26 @@ class SqlEntries:
         """Inserts the entry; another OPEN entry of the order (the partial unique index, which
         holds between replicas) makes it EntryConflict. The conflict is the INSERT's own answer
         (ON CONFLICT DO NOTHING): no savepoint, and the transaction stays usable."""
-        inserted = rows(
-            EntryRow.insert(
-                id=entry.entry_id,
-                order=entry.order_id,
-                shop_id=entry.shop_id,
-                state=entry.state.value,
-                opened_at=to_us(entry.opened_at),
-                expires_at=to_us(entry.expires_at),
-                operator_id=entry.operator_id,
-                note=entry.note,
-                policy_version=entry.policy_version,
-                **audit(entry.recorded_by),
-            )
-            .on_conflict(
-                conflict_target=[EntryRow.order],
-                # Said as in the index, a literal: PostgreSQL matches the partial index by it.
-                conflict_where=pw.SQL(f"\"state\" = '{EntryState.OPEN.value}'"),
-                action="IGNORE",
-            )
-            .returning(EntryRow.id)
+        values = {
+            "id": entry.entry_id,
+            "order_id": entry.order_id,
+            "shop_id": entry.shop_id,
+            "state": entry.state.value,
+            "opened_at": to_us(entry.opened_at),
+            "expires_at": to_us(entry.expires_at),
+            "operator_id": entry.operator_id,
+            "note": entry.note,
+            "policy_version": entry.policy_version,
+            **audit(entry.recorded_by),
+        }
+        # The conflict target is said as in the partial index, with a literal: PostgreSQL
+        # matches the index by it.
+        param = self._store.database.param
+        sql = insert_rows_sql("entry", tuple(values), 1, param, ignore_conflicts=False) + (
+            f""" ON CONFLICT ("order_id") WHERE "state" = '{EntryState.OPEN.value}' """
+            'DO NOTHING RETURNING "id"'
         )
+        inserted = execute_sql(self._store.database, sql, list(values.values())).fetchall()
         if not inserted:
             raise EntryConflict(entry.order_id)
 
@@ -67,12 +68,8 @@ class SqlEntries:
         return entry_from_values(values)
 
     def stored_open_entry(self, order_id: str) -> Entry | None:
-        row = (
-            EntryRow.select()
-            .where((EntryRow.order == order_id) & (EntryRow.state == EntryState.OPEN.value))
-            .first()
-        )
-        return None if row is None else entry_from_values(row.__data__)
+        values = self._store.one("stored_open_entry", _stored_open_entry_query, order_id)
+        return None if values is None else entry_from_values(values)
 
     def expire_entries(self, now: datetime, order_id: str | None = None) -> int:
         """Stores as EXPIRED the OPEN entries whose window has passed."""
@@ -85,17 +82,21 @@ class SqlEntries:
 
     def use_entry(self, entry_id: str, application_id: str, now: datetime) -> bool:
         """Marks the entry USED if it is still open now; False if someone else got there first."""
-        return bool(
-            EntryRow.update(
-                state=EntryState.USED.value, used_at=to_us(now), application_id=application_id
-            )
-            .where(
-                (EntryRow.id == entry_id)
-                & (EntryRow.state == EntryState.OPEN.value)
-                & (EntryRow.expires_at > to_us(now))
-            )
-            .execute()
+        p = self._store.database.param
+        cursor = execute_sql(
+            self._store.database,
+            f'UPDATE "entry" SET "state" = {p}, "used_at" = {p}, "application_id" = {p} '
+            f'WHERE "id" = {p} AND "state" = {p} AND "expires_at" > {p}',
+            [
+                EntryState.USED.value,
+                to_us(now),
+                application_id,
+                entry_id,
+                EntryState.OPEN.value,
+                to_us(now),
+            ],
         )
+        return bool(cursor.rowcount)
 
     def list_entries(
         self,
@@ -139,17 +140,21 @@ class SqlEntries:
         return [entry_from_values(row.__data__) for row in query]
 
     def insert_application(self, application: Application) -> None:
-        ApplicationRow.insert(
-            id=application.application_id,
-            order=application.order_id,
-            entry=application.entry_id,
-            buyer_id=application.buyer_id,
-            amount=application.amount,
-            reason=application.reason,
-            state=application.state.value,
-            filed_at=to_us(application.filed_at),
-            **audit(application.recorded_by),
-        ).execute()
+        insert_row(
+            self._store.database,
+            "application",
+            {
+                "id": application.application_id,
+                "order_id": application.order_id,
+                "entry_id": application.entry_id,
+                "buyer_id": application.buyer_id,
+                "amount": application.amount,
+                "reason": application.reason,
+                "state": application.state.value,
+                "filed_at": to_us(application.filed_at),
+                **audit(application.recorded_by),
+            },
+        )
 
     def applied_through(self, application_id: str) -> AppliedThrough:
         """The application, when its entry was opened and what was refunded through it: one
@@ -207,4 +212,10 @@ def _applied_through_query() -> pw.Query:
         )
         .join(EntryRow)
         .where(ApplicationRow.id == KEY)
+    )
+
+
+def _stored_open_entry_query() -> pw.Query:
+    return EntryRow.select(*[f.alias(f.name) for f in EntryRow._meta.sorted_fields]).where(
+        (EntryRow.order == KEY) & (EntryRow.state == EntryState.OPEN.value)
     )

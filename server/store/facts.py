@@ -24,6 +24,7 @@ from server.domain.model import (
 from server.service.unit_of_work import EligibilityRow
 from server.store.entries import entry_from_values
 from server.store.schema import (
+    KEY,
     AccountRow,
     EntryRow,
     OrderRow,
@@ -35,15 +36,12 @@ from server.store.schema import (
     audit,
     execute_sql,
     to_us,
+    upsert_newer,
     us_or_none,
 )
 
 if TYPE_CHECKING:
     from server.store.unit_of_work import SqlStore
-
-
-def _audit_columns(model: Any) -> tuple[Any, Any]:
-    return (model.recorded_by_service, model.recorded_by_person)
 
 
 class SqlFacts:
@@ -55,24 +53,18 @@ class SqlFacts:
 
     def put_shop(self, shop: Shop) -> Shop:
         """Writes the shop unless what is stored is newer; returns what is stored."""
-        ShopRow.insert(
-            id=shop.shop_id,
-            name=shop.name,
-            status=shop.status.value,
-            wallet_opened_at=us_or_none(shop.wallet_opened_at),
-            version=shop.version,
-            **audit(shop.recorded_by),
-        ).on_conflict(
-            conflict_target=[ShopRow.id],
-            preserve=[
-                ShopRow.name,
-                ShopRow.status,
-                ShopRow.wallet_opened_at,
-                ShopRow.version,
-                *_audit_columns(ShopRow),
-            ],
-            where=_not_older(ShopRow),
-        ).execute()
+        upsert_newer(
+            self._store.database,
+            "shop",
+            {
+                "id": shop.shop_id,
+                "name": shop.name,
+                "status": shop.status.value,
+                "wallet_opened_at": us_or_none(shop.wallet_opened_at),
+                "version": shop.version,
+                **audit(shop.recorded_by),
+            },
+        )
         return self.shop(shop.shop_id)
 
     def shop(self, shop_id: str) -> Shop:
@@ -82,28 +74,22 @@ class SqlFacts:
         return shop_from_values(values)
 
     def shop_exists(self, shop_id: str) -> bool:
-        return ShopRow.select(ShopRow.id).where(ShopRow.id == shop_id).exists()
+        return self._store.one("shop_exists", _shop_exists_query, shop_id) is not None
 
     def put_staff(self, staff: Staff) -> Staff:
         """Writes the staff account unless what is stored is newer; returns what is stored."""
-        StaffRow.insert(
-            id=staff.staff_id,
-            shop=staff.shop_id,
-            role=staff.role.value,
-            name=staff.name,
-            version=staff.version,
-            **audit(staff.recorded_by),
-        ).on_conflict(
-            conflict_target=[StaffRow.id],
-            preserve=[
-                StaffRow.shop,
-                StaffRow.role,
-                StaffRow.name,
-                StaffRow.version,
-                *_audit_columns(StaffRow),
-            ],
-            where=_not_older(StaffRow),
-        ).execute()
+        upsert_newer(
+            self._store.database,
+            "staff",
+            {
+                "id": staff.staff_id,
+                "shop_id": staff.shop_id,
+                "role": staff.role.value,
+                "name": staff.name,
+                "version": staff.version,
+                **audit(staff.recorded_by),
+            },
+        )
         return self.staff(staff.staff_id)
 
     def staff(self, staff_id: str) -> Staff:
@@ -115,25 +101,29 @@ class SqlFacts:
     def put_order(self, order: Order) -> Order:
         """Writes the upstream facts unless what is stored is newer, keeping the refunds recorded
         here as they are; returns what is stored."""
-        fields = {
-            OrderRow.shop: order.shop_id,
-            OrderRow.buyer_id: order.buyer_id,
-            OrderRow.kind: order.kind.value,
-            OrderRow.marketing_campaign: order.marketing_campaign,
-            OrderRow.category_id: order.category_id,
-            OrderRow.paid_amount: order.paid_amount,
-            OrderRow.prior_refunded_amount: order.prior_refunded_amount,
-            OrderRow.created_at: to_us(order.created_at),
-            OrderRow.completed_at: us_or_none(order.completed_at),
-            OrderRow.after_sales_ends_at: us_or_none(order.after_sales_ends_at),
-            OrderRow.commission_lines: _lines_json(order.commission_lines),
-            OrderRow.version: order.version,
-            OrderRow.recorded_by_service: order.recorded_by.service,
-            OrderRow.recorded_by_person: order.recorded_by.person,
-        }
-        OrderRow.insert({OrderRow.id: order.order_id, **fields}).on_conflict(
-            conflict_target=[OrderRow.id], preserve=list(fields), where=_not_older(OrderRow)
-        ).execute()
+        # Every column but the refunds recorded here, which only start at zero.
+        upsert_newer(
+            self._store.database,
+            "orders",
+            {
+                "id": order.order_id,
+                "shop_id": order.shop_id,
+                "buyer_id": order.buyer_id,
+                "kind": order.kind.value,
+                "marketing_campaign": order.marketing_campaign,
+                "category_id": order.category_id,
+                "paid_amount": order.paid_amount,
+                "prior_refunded_amount": order.prior_refunded_amount,
+                "created_at": to_us(order.created_at),
+                "completed_at": us_or_none(order.completed_at),
+                "after_sales_ends_at": us_or_none(order.after_sales_ends_at),
+                "commission_lines": _lines_json(order.commission_lines),
+                "version": order.version,
+                "recorded_refunded_amount": 0,
+                **audit(order.recorded_by),
+            },
+            keep=("recorded_refunded_amount",),
+        )
         return self.order(order.order_id)
 
     def order(self, order_id: str, *, for_update: bool = False) -> Order:
@@ -239,13 +229,6 @@ def _layout(names: tuple[str, ...]) -> dict[str, list[tuple[int, str]]]:
     return layout
 
 
-def _not_older(model: Any) -> pw.Expression:
-    """In an upsert: the incoming row is unversioned, or not older than the stored one."""
-    incoming = pw.EXCLUDED.version
-    not_older: pw.Expression = (incoming == 0) | (incoming >= model.version)
-    return not_older
-
-
 def _lines_json(lines: tuple[CommissionLine, ...]) -> str:
     return json.dumps(
         [
@@ -307,3 +290,7 @@ def order_from_values(d: dict[str, Any]) -> Order:
         version=d["version"],
         recorded_by=actor_of(d),
     )
+
+
+def _shop_exists_query() -> pw.Query:
+    return ShopRow.select(ShopRow.id).where(ShopRow.id == KEY)

@@ -27,10 +27,10 @@ from server.store.schema import (
     TransferRow,
     add_by_id,
     at,
-    audit,
     chunked,
     execute_sql,
     in_list,
+    insert_row,
     insert_rows,
     rows,
     to_us,
@@ -86,23 +86,6 @@ class SqlLedger:
         # Ids of accounts met in this unit of work.
         self._account_ids = account_ids
 
-    def _account_id(self, ref: AccountRef) -> int:
-        """The account's id, the account created if need be. The external and platform accounts
-        are made with the schema, and ids met in this transaction are remembered until it ends."""
-        if ref in self._store.fixed_account_ids:
-            return self._store.fixed_account_ids[ref]
-        known = self._account_ids
-        if ref not in known:
-            AccountRow.insert(
-                kind=ref.kind.value, owner_id=ref.owner_id
-            ).on_conflict_ignore().execute()
-            known[ref] = (
-                AccountRow.select(AccountRow.id)
-                .where((AccountRow.kind == ref.kind.value) & (AccountRow.owner_id == ref.owner_id))
-                .scalar()
-            )
-        return known[ref]
-
     def _external_balance(self) -> int:
         """Money outside the system: minus the sum of every other account."""
         total = (
@@ -135,31 +118,36 @@ class SqlLedger:
             raise ValueError("a transfer moves a positive amount")
         # Part of the unit of work's transaction (no savepoint needed: a refused debit wrote
         # nothing).
-        from_id = self._account_id(from_account)
-        to_id = self._account_id(to_account)
+        ids = self._ensure_ids({from_account, to_account})
+        from_id, to_id = ids[from_account], ids[to_account]
+        database = self._store.database
         if from_account.kind is not AccountKind.EXTERNAL:
-            debit = AccountRow.update(balance=AccountRow.balance - amount).where(
-                AccountRow.id == from_id
-            )
-            if guard_from:
-                debit = debit.where(AccountRow.balance >= amount)
-            if not debit.execute():
+            if not add_by_id(database, "account", "balance", {from_id: -amount}, floor=guard_from):
                 raise InsufficientBalance(self.balances([from_account])[from_account])
         if to_account.kind is not AccountKind.EXTERNAL:
-            AccountRow.update(balance=AccountRow.balance + amount).where(
-                AccountRow.id == to_id
-            ).execute()
-        transfer_id = TransferRow.insert(
-            from_account=from_id,
-            to_account=to_id,
-            amount=amount,
-            kind=kind.value,
-            reference=reference,
-            memo=memo,
-            idempotency_key=idempotency_key,
-            posted_at=to_us(now),
-            **audit(recorded_by),
-        ).execute()
+            add_by_id(database, "account", "balance", {to_id: amount}, floor=False)
+        transfer_id = insert_row(
+            database,
+            "transfer",
+            dict(
+                zip(
+                    _TRANSFER_COLUMNS,
+                    (
+                        from_id,
+                        to_id,
+                        amount,
+                        kind.value,
+                        reference,
+                        memo,
+                        idempotency_key,
+                        to_us(now),
+                        recorded_by.service,
+                        recorded_by.person,
+                    ),
+                    strict=True,
+                )
+            ),
+        )
         return Transfer(
             str(transfer_id),
             from_account,

@@ -430,9 +430,38 @@ def insert_rows(
     execute_sql(database, sql, [value for row in values for value in row])
 
 
-def insert_row(database: pw.Database, table: str, values: dict[str, Any]) -> None:
-    """Inserts one row, {column: value}, with SQL made once per shape."""
+def insert_row(database: pw.Database, table: str, values: dict[str, Any]) -> Any:
+    """Inserts one row, {column: value}, with SQL made once per shape; returns its "id"."""
     sql = insert_rows_sql(table, tuple(values), 1, database.param, ignore_conflicts=False)
+    cursor = execute_sql(database, sql + ' RETURNING "id"', list(values.values()))
+    return cursor.fetchone()[0]
+
+
+@functools.lru_cache(maxsize=64)
+def upsert_newer_sql(
+    table: str, columns: tuple[str, ...], param: str, keep: tuple[str, ...] = ()
+) -> str:
+    """INSERT one row, or on a clash of "id" update every other column (but those to `keep`),
+    unless the stored row is newer: the incoming version is 0 (unversioned) or not below the
+    stored one (rules.is_stale, said again in SQL so that it holds between replicas)."""
+    names = ", ".join(_name(c) for c in columns)
+    values = ", ".join([param] * len(columns))
+    updates = ", ".join(
+        f"{_name(c)} = excluded.{_name(c)}" for c in columns if c != "id" and c not in keep
+    )
+    return (
+        f"INSERT INTO {_name(table)} ({names}) VALUES ({values}) "
+        f'ON CONFLICT ("id") DO UPDATE SET {updates} '
+        f'WHERE excluded."version" = 0 OR excluded."version" >= {_name(table)}."version"'
+    )
+
+
+def upsert_newer(
+    database: pw.Database, table: str, values: dict[str, Any], keep: tuple[str, ...] = ()
+) -> None:
+    """Writes one row (values by column) unless the stored one is newer (upsert_newer_sql);
+    the columns to `keep` are written only by an insert."""
+    sql = upsert_newer_sql(table, tuple(values), database.param, keep)
     execute_sql(database, sql, list(values.values()))
 
 
