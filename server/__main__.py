@@ -10,34 +10,42 @@ one line on stderr, without a traceback (it is logged at DEBUG).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import ipaddress
 import json
 import logging
 import os
 import pathlib
-import select
-import signal
+import shutil
+import socket
 import sys
+import tempfile
 from collections.abc import Callable
-from types import FrameType
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 from urllib.parse import urlparse
 
 import grpc
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from prometheus_client import start_http_server
 from pythonjsonlogger.json import JsonFormatter
 
 from server import certs, demo
 from server.domain import access, policy
 from server.domain.model import Policy
-from server.grpc.app import METHOD_NAMES, App
+from server.grpc.methods import METHOD_NAMES
 from server.grpc.tokens import TokenSettings, TokenVerifier
+from server.processes import Signals, Workers
 from server.service import Service
 from server.service.clock import SystemClock
 from server.store import SqlStore, describe, open_database
 from server.store.health import DatabaseProbe, one_line
+
+# prometheus_client, and server.grpc.app which makes its metrics, are imported where they are
+# used: with several processes, PROMETHEUS_MULTIPROC_DIR must be set before the first import.
+if TYPE_CHECKING:
+    from prometheus_client.registry import Collector
+
+    from server.grpc.app import App
 
 DEFAULT_DATABASE = "sqlite:///var/aftersales.db"
 EXIT_ENVIRONMENT = 1
@@ -45,6 +53,7 @@ EXIT_CONFIGURATION = 2
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 # The most RPC worker threads one process may have; more only adds contention for the GIL.
 MAX_WORKERS = 256
+MAX_PROCESSES = 256
 
 log = logging.getLogger("aftersales")
 
@@ -194,6 +203,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help=f"RPC worker threads, 1 to {MAX_WORKERS} (env AFTERSALES_WORKERS)",
     )
     p.add_argument(
+        "--processes",
+        type=_number(int, 1, MAX_PROCESSES),
+        default=env("AFTERSALES_PROCESSES"),
+        help="server processes listening on the address, 1 to "
+        f"{MAX_PROCESSES}; more than 1 needs PostgreSQL (env AFTERSALES_PROCESSES; default: "
+        "the cores this process may use on PostgreSQL, 1 on SQLite)",
+    )
+    p.add_argument(
         "--sweep-interval",
         type=_number(float, 0.1, 86_400, " seconds"),
         default="30",
@@ -297,9 +314,25 @@ def _read(path: str, flag: str) -> bytes:
         raise misconfigured(f"cannot read {flag} {path}: {e.strerror or e}") from None
 
 
-def server_credentials(args: argparse.Namespace) -> grpc.ServerCredentials | None:
-    """The TLS credentials the flags name, each file read and checked first: gRPC would only
-    say that it cannot listen."""
+@dataclasses.dataclass(frozen=True)
+class TlsFiles:
+    """The PEM files of the TLS flags, read and checked."""
+
+    key: bytes
+    chain: bytes
+    client_ca: bytes | None
+
+    def credentials(self) -> grpc.ServerCredentials:
+        return grpc.ssl_server_credentials(
+            [(self.key, self.chain)],
+            root_certificates=self.client_ca,
+            require_client_auth=self.client_ca is not None,
+        )
+
+
+def tls_files(args: argparse.Namespace) -> TlsFiles | None:
+    """The files the TLS flags name, each read and checked first (gRPC would only say that it
+    cannot listen); no gRPC object is made."""
     if not (args.tls_cert or args.tls_key):
         if args.tls_client_ca:
             raise misconfigured("--tls-client-ca needs --tls-cert and --tls-key")
@@ -333,11 +366,7 @@ def server_credentials(args: argparse.Namespace) -> grpc.ServerCredentials | Non
             raise misconfigured(
                 f"--tls-client-ca {args.tls_client_ca} holds no PEM certificate"
             ) from None
-    return grpc.ssl_server_credentials(
-        [(key_pem, chain_pem)],
-        root_certificates=client_ca,
-        require_client_auth=client_ca is not None,
-    )
+    return TlsFiles(key_pem, chain_pem, client_ca)
 
 
 def demo_token_settings(folder: pathlib.Path) -> TokenSettings:
@@ -439,94 +468,162 @@ def prepare_schema(store: SqlStore, url: str, *, migrate: bool) -> int:
         raise StartupFailed(f"cannot use the database {describe(url)}: {one_line(e)}") from None
 
 
-def prepare(args: argparse.Namespace, the_policy: Policy) -> tuple[App, dict[str, object]]:
-    """Everything a start does before serving, in an order that fails before it writes:
-    configuration first, then the address is bound, then the database is migrated and the demo
-    loaded. The server bound, and what its first log line says."""
-    credentials = server_credentials(args)
+def process_count(args: argparse.Namespace) -> int:
+    """How many server processes: --processes, else the cores on PostgreSQL and 1 on SQLite."""
+    on_sqlite = urlparse(args.database).scheme == "sqlite"
+    if args.processes is None:
+        return 1 if on_sqlite else available_cores()
+    if args.processes > 1 and on_sqlite:
+        # SQLite's writers take turns on a lock of one process; several would fight over the
+        # file's own lock (its busy handler's sleeps: the multi-second tails).
+        raise misconfigured(
+            "--processes > 1 needs PostgreSQL: SQLite's writers take turns within one process"
+        )
+    return int(args.processes)
+
+
+def available_cores() -> int:
+    """The cores this process may run on."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+@dataclasses.dataclass(frozen=True)
+class Checked:
+    """The configuration's files read and checked: nothing opened, bound or made of gRPC yet."""
+
+    tls: TlsFiles | None
+    access: access.AccessTable | None
+    tokens: TokenVerifier | None
+    password: str | None
+
+
+def check(args: argparse.Namespace) -> Checked:
+    tls = tls_files(args)
     table, tokens = who_is_checked(args)
-    password = database_password(args)
-    store = open_store(args, password)
-    service = Service(store, SystemClock(), the_policy)
-    probe = DatabaseProbe(args.database, password=password, timeout=args.health_interval)
+    return Checked(tls, table, tokens, database_password(args))
+
+
+def make_app(
+    args: argparse.Namespace,
+    checked: Checked,
+    service: Service,
+    address: str,
+    *,
+    sweeps: bool = True,
+    reuse_port: bool = False,
+) -> App:
+    """The server, bound to `address`; it sweeps unless another process does."""
+    from server.grpc.app import App
+
+    probe = DatabaseProbe(args.database, password=checked.password, timeout=args.health_interval)
     try:
-        app = App(
+        return App(
             service,
-            args.address,
+            address,
             workers=args.workers,
-            credentials=credentials,
-            access=table,
-            tokens=tokens,
-            sweep_interval=args.sweep_interval,
+            credentials=checked.tls.credentials() if checked.tls is not None else None,
+            access=checked.access,
+            tokens=checked.tokens,
+            sweep_interval=args.sweep_interval if sweeps else None,
             health_probe=probe.check,
             health_interval=args.health_interval,
+            reuse_port=reuse_port,
         )
     except OSError as e:
         raise StartupFailed(str(e)) from None
-    if args.metrics_address:
-        host, _, port = args.metrics_address.rpartition(":")
-        try:
-            start_http_server(int(port), addr=host.strip("[]") or "127.0.0.1")
-        except OSError as e:
-            raise StartupFailed(
-                f"cannot serve metrics on {args.metrics_address}: {e.strerror or e}"
-            ) from None
-    version = prepare_schema(store, args.database, migrate=not args.no_migrate)
-    if args.demo:
-        try:
-            loaded = demo.load(service)
-        except Exception as e:
-            raise StartupFailed(f"cannot load the demo data: {one_line(e)}") from None
-        if loaded:
-            log.info("demo data loaded")
-    if table is None:
-        people = (
-            "the people they act for prove who they are with tokens"
-            if tokens is not None
-            else "requests name the people they act for, unverified"
-        )
-        log.warning(
-            f"INSECURE: callers are not authenticated and may call every method; {people}; "
-            "serve with --tls-client-ca in production",
-            extra={"address": args.address},
-        )
-    return app, {
+
+
+def _metrics_host_port(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def serve_metrics(address: str, registry: Collector | None = None) -> None:
+    """Serves Prometheus metrics over HTTP on a thread: this process's own, or `registry`'s."""
+    from prometheus_client import REGISTRY, start_http_server
+
+    host, port = _metrics_host_port(address)
+    try:
+        start_http_server(port, addr=host, registry=registry or REGISTRY)
+    except OSError as e:
+        raise StartupFailed(f"cannot serve metrics on {address}: {e.strerror or e}") from None
+
+
+def check_metrics_address(address: str) -> None:
+    """Fails as serve_metrics would when the address cannot be listened on now, serving
+    nothing: for a process that may start no thread yet."""
+    host, port = _metrics_host_port(address)
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        with socket.socket(family, socket.SOCK_STREAM) as attempt:
+            attempt.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            attempt.bind((host, port))
+    except OSError as e:
+        raise StartupFailed(f"cannot serve metrics on {address}: {e.strerror or e}") from None
+
+
+def load_demo(service: Service) -> None:
+    try:
+        loaded = demo.load(service)
+    except Exception as e:
+        raise StartupFailed(f"cannot load the demo data: {one_line(e)}") from None
+    if loaded:
+        log.info("demo data loaded")
+
+
+def warn_if_insecure(checked: Checked, address: str) -> None:
+    if checked.access is not None:
+        return
+    people = (
+        "the people they act for prove who they are with tokens"
+        if checked.tokens is not None
+        else "requests name the people they act for, unverified"
+    )
+    log.warning(
+        f"INSECURE: callers are not authenticated and may call every method; {people}; "
+        "serve with --tls-client-ca in production",
+        extra={"address": address},
+    )
+
+
+def serving_facts(
+    args: argparse.Namespace, checked: Checked, port: int, version: int, the_policy: Policy
+) -> dict[str, object]:
+    """What the "serving" log line says."""
+    return {
         "address": args.address,
-        "port": app.port,
+        "port": port,
         "database": describe(args.database),
         "schema_version": version,
         "policy_version": the_policy.version,
-        "tls": credentials is not None,
-        "callers_authenticated": table is not None,
-        "people_authenticated": tokens is not None,
-        "access_version": table.version if table else None,
+        "tls": checked.tls is not None,
+        "callers_authenticated": checked.access is not None,
+        "people_authenticated": checked.tokens is not None,
+        "access_version": checked.access.version if checked.access else None,
         "health_interval_seconds": args.health_interval,
     }
 
 
+def prepare(args: argparse.Namespace, the_policy: Policy) -> tuple[App, dict[str, object]]:
+    """Everything a start does before serving, in an order that fails before it writes:
+    configuration first, then the address is bound, then the database is migrated and the demo
+    loaded. The server bound, and what its first log line says."""
+    checked = check(args)
+    store = open_store(args, checked.password)
+    service = Service(store, SystemClock(), the_policy)
+    app = make_app(args, checked, service, args.address)
+    if args.metrics_address:
+        serve_metrics(args.metrics_address)
+    version = prepare_schema(store, args.database, migrate=not args.no_migrate)
+    if args.demo:
+        load_demo(service)
+    warn_if_insecure(checked, args.address)
+    return app, serving_facts(args, checked, app.port, version, the_policy)
+
+
 # --- Running and stopping ---------------------------------------------------------------------
-
-
-class Signals:
-    """SIGTERM and SIGINT, written to a pipe by the handler (no lock is taken in a signal
-    handler), read by the main thread with a timeout."""
-
-    def __init__(self) -> None:
-        self._read, self._write = os.pipe()
-        os.set_blocking(self._write, False)
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(signum, self._on_signal)
-
-    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
-        try:
-            os.write(self._write, bytes([signum]))
-        except BlockingIOError:
-            pass  # a full pipe holds signals enough
-
-    def next(self, timeout: float | None = None) -> signal.Signals | None:
-        """The next signal; None if `timeout` seconds pass first."""
-        ready, _, _ = select.select([self._read], [], [], timeout)
-        return signal.Signals(os.read(self._read, 1)[0]) if ready else None
 
 
 def serve(app: App, signals: Signals, drain_seconds: float, grace_seconds: float) -> None:
@@ -553,6 +650,92 @@ def serve(app: App, signals: Signals, drain_seconds: float, grace_seconds: float
         os._exit(0)  # without joining the threads those calls block
 
 
+def serve_in_processes(args: argparse.Namespace, the_policy: Policy, count: int) -> int:
+    """Serves with `count` processes on one port (server/processes.py). This process checks
+    the configuration, holds the port, migrates the schema and loads the demo, all before
+    forking, then serves the metrics of them all; each worker serves on its own."""
+    metrics_dir = None
+    if args.metrics_address:
+        if "prometheus_client" in sys.modules:  # a bug: each worker would count on its own
+            raise StartupFailed(
+                "cannot add up the metrics of several processes: "
+                "prometheus_client was imported before they could be set up"
+            )
+        # Each worker keeps its metrics in files here, which this process adds up when
+        # scraped: prometheus_client reads the variable when it is first imported.
+        metrics_dir = tempfile.mkdtemp(prefix="aftersales-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    try:
+        return _serve_in_processes(args, the_policy, count)
+    finally:
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _serve_in_processes(args: argparse.Namespace, the_policy: Policy, count: int) -> int:
+    from server.grpc.app import PortReservation
+
+    checked = check(args)
+    try:
+        reserved = PortReservation(args.address)
+    except OSError as e:
+        raise StartupFailed(str(e)) from None
+    if args.metrics_address:
+        check_metrics_address(args.metrics_address)
+    store = open_store(args, checked.password)
+    version = prepare_schema(store, args.database, migrate=not args.no_migrate)
+    if args.demo:
+        load_demo(Service(store, SystemClock(), the_policy))
+    store.close()  # the workers share no connection of this process
+    warn_if_insecure(checked, args.address)
+    facts = {**serving_facts(args, checked, reserved.port, version, the_policy), "processes": count}
+
+    def work(index: int, signals: Signals) -> int:
+        reserved.close()  # the parent's copy holds the port
+        _configure_logging(args.log_level, worker=index)
+        try:
+            store = open_store(args, checked.password)
+            service = Service(store, SystemClock(), the_policy)
+            # One sweeper at a time: worker 0's.
+            app = make_app(
+                args, checked, service, reserved.address, sweeps=index == 0, reuse_port=True
+            )
+            prepare_schema(store, args.database, migrate=False)
+        except StartupFailed as e:
+            log.error(str(e))
+            return e.exit_code
+        except Exception as e:  # a bug: still one line, the traceback at DEBUG
+            log.debug("the start failed", exc_info=True)
+            log.error("cannot start: %s: %s", type(e).__name__, one_line(e))
+            return EXIT_ENVIRONMENT
+        app.start()
+        log.info("serving", extra=facts)
+        serve(app, signals, args.drain_seconds, args.grace_seconds)
+        log.info("stopped")
+        return 0
+
+    workers = Workers(count, work)
+    log.info("workers started", extra={"processes": count, "pids": workers.pids})
+    on_exit: Callable[[int], None] | None = None
+    exit_code = 0
+    if args.metrics_address:
+        from prometheus_client import CollectorRegistry, multiprocess
+
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        on_exit = multiprocess.mark_process_dead
+        try:
+            serve_metrics(args.metrics_address, registry)
+        except StartupFailed as e:
+            log.error(str(e))
+            workers.stop()
+            exit_code = e.exit_code
+    exit_code = workers.supervise(on_exit) or exit_code
+    reserved.close()
+    log.info("stopped")
+    return exit_code
+
+
 def migrate(argv: list[str]) -> int:
     args = parse_migrate_args(argv)
     _configure_logging(args.log_level)
@@ -568,9 +751,13 @@ def migrate(argv: list[str]) -> int:
     return 0
 
 
-def _configure_logging(level: str) -> None:
+def _configure_logging(level: str, *, worker: int | None = None) -> None:
+    """JSON lines on stderr; a worker's carry its index and pid."""
+    fields = {} if worker is None else {"worker": worker, "pid": os.getpid()}
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter("{asctime}{levelname}{name}{message}", style="{"))
+    handler.setFormatter(
+        JsonFormatter("{asctime}{levelname}{name}{message}", style="{", static_fields=fields)
+    )
     logging.basicConfig(level=level, handlers=[handler], force=True)
 
 
@@ -586,6 +773,9 @@ def main(argv: list[str] | None = None) -> int:
         log.error("bad policy: %s", e)
         return EXIT_CONFIGURATION
     try:
+        count = process_count(args)
+        if count > 1:
+            return serve_in_processes(args, the_policy, count)
         app, facts = prepare(args, the_policy)
     except StartupFailed as e:
         log.error(str(e))

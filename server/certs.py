@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from server.domain import access
-from server.grpc.app import METHOD_NAMES
+from server.grpc.methods import METHOD_NAMES
 
 VALID_FOR = timedelta(days=30)
 DEV_ISSUER = "aftersales-development-login"

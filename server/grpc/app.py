@@ -30,6 +30,7 @@ from server.grpc import decoding, status
 from server.grpc.callers import AccessGuard, PersonGuard, current_caller
 from server.grpc.clawbacks import ClawbackServicer
 from server.grpc.entries import AfterSalesEntryServicer
+from server.grpc.methods import METHOD_NAMES as METHOD_NAMES  # also imported from here
 from server.grpc.sync import SyncServicer
 from server.grpc.tokens import TokenVerifier
 from server.service import Service, StoreUnavailable, TransactionAborted
@@ -46,14 +47,6 @@ SERVICE_NAMES = (
 STOP_SECONDS = 2.0
 
 HEALTH_CHECK_METHOD = f"/{health.SERVICE_NAME}/Check"
-
-# Every method of the three services, "package.Service/Method": what an access table may grant.
-METHOD_NAMES = tuple(
-    f"{service.full_name}/{method.name}"
-    for module in (sync_pb2, entry_pb2, clawback_pb2)
-    for service in module.DESCRIPTOR.services_by_name.values()
-    for method in service.methods
-)
 
 RPC_TOTAL = Counter("aftersales_rpc_total", "Finished RPCs.", ["method", "code"])
 RPC_SECONDS = Histogram(
@@ -318,19 +311,23 @@ class App:
         credentials: grpc.ServerCredentials | None = None,
         access: AccessTable | None = None,
         tokens: TokenVerifier | None = None,
-        sweep_interval: float = 30.0,
+        sweep_interval: float | None = 30.0,
         health_probe: Callable[[], None] | None = None,
         health_interval: float = 2.0,
+        reuse_port: bool = False,
     ) -> None:
         """`access`: the table callers are checked against, by the identity their certificate
         proves (credentials must then require client certificates); None checks no caller.
         `tokens` verifies the tokens of the people callers act for; without an access table,
         the methods that name a person need that person's token (PersonGuard).
         `health_probe` raises when the database does not answer; it is called every
-        `health_interval` seconds once started, and health follows it.
+        `health_interval` seconds once started, and health follows it. Without
+        `sweep_interval` this server does not sweep (another process does).
 
         Binds the address at once (OSError with the reason when it cannot), so a caller may
-        bind before touching anything else."""
+        bind before touching anything else. With `reuse_port`, other processes listen on the
+        same port (SO_REUSEPORT) and the kernel spreads the connections among them: the address
+        is then held by a PortReservation, and not probed again."""
         self.service = service
         # Health checks run on threads of their own: a load balancer's Check is answered even
         # when every RPC worker waits on the database.
@@ -342,7 +339,7 @@ class App:
                 _OwnThreads(HEALTH_CHECK_METHOD, self._health_pool),
                 CallInterceptor(guard(access, tokens)),
             ],
-            options=[("grpc.so_reuseport", 0)],
+            options=[("grpc.so_reuseport", int(reuse_port))],
         )
         sync_pb2_grpc.add_SyncServicer_to_server(SyncServicer(service), self.server)
         entry_pb2_grpc.add_AfterSalesEntryServicer_to_server(
@@ -355,8 +352,8 @@ class App:
         reflection.enable_server_reflection(
             (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server
         )
-        self.port = _listen(self.server, address, credentials)
-        self.sweeper = Sweeper(service, sweep_interval)
+        self.port = _listen(self.server, address, credentials, probe=not reuse_port)
+        self.sweeper = Sweeper(service, sweep_interval) if sweep_interval is not None else None
         self.monitor = (
             HealthMonitor(self.health, (*SERVICE_NAMES, ""), health_probe, health_interval)
             if health_probe is not None
@@ -368,7 +365,8 @@ class App:
         self.server.start()
         for name in (*SERVICE_NAMES, ""):
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
-        self.sweeper.start()
+        if self.sweeper is not None:
+            self.sweeper.start()
         if self.monitor is not None:
             self.monitor.start()
         return self
@@ -388,7 +386,8 @@ class App:
             return True
         self._stopped.set()
         self.not_serving()
-        self.sweeper.stop()
+        if self.sweeper is not None:
+            self.sweeper.stop()
         self.server.stop(grace).wait()
         self._health_pool.shutdown(wait=False)
         finished = _within(STOP_SECONDS, self._workers.shutdown)
@@ -406,24 +405,34 @@ def _within(seconds: float, step: Callable[[], object]) -> bool:
     return not thread.is_alive()
 
 
-def _listen(server: grpc.Server, address: str, credentials: grpc.ServerCredentials | None) -> int:
-    """Binds `address`; the port bound. Tries the address with a plain socket first, to fail
-    with the operating system's reason (address in use, unknown host) rather than gRPC's."""
+def _resolve(address: str) -> list[tuple[Any, ...]]:
+    """The socket addresses `host:port` names, for listening."""
     host, _, port = address.rpartition(":")
-    host = host.strip("[]")
     try:
-        found = socket.getaddrinfo(
-            host, int(port), type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        return socket.getaddrinfo(
+            host.strip("[]"), int(port), type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
         )
     except (OSError, ValueError) as e:
         raise OSError(f"cannot listen on {address}: {e}") from None
-    if int(port) != 0:
+
+
+def _listen(
+    server: grpc.Server,
+    address: str,
+    credentials: grpc.ServerCredentials | None,
+    *,
+    probe: bool = True,
+) -> int:
+    """Binds `address`; the port bound. Tries the address with a plain socket first, to fail
+    with the operating system's reason (address in use, unknown host) rather than gRPC's."""
+    found = _resolve(address)
+    if probe and int(address.rpartition(":")[2]) != 0:
         errors = []
         for family, kind, proto, _, where in found:
             try:
-                with socket.socket(family, kind, proto) as probe:
-                    probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                    probe.bind(where)
+                with socket.socket(family, kind, proto) as attempt:
+                    attempt.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                    attempt.bind(where)
             except OSError as e:
                 errors.append(e)
         if len(errors) == len(found):
@@ -438,3 +447,37 @@ def _listen(server: grpc.Server, address: str, credentials: grpc.ServerCredentia
     if bound == 0:
         raise OSError(f"cannot listen on {address}")
     return bound
+
+
+class PortReservation:
+    """`host:port` held for the processes that will each listen on it with `reuse_port`: bound
+    (port 0: a free port chosen) but not listening, so it takes no connection. Raises OSError
+    with the operating system's reason when someone listens there already. No gRPC object is
+    made: processes forked after it may still make their own servers."""
+
+    def __init__(self, address: str) -> None:
+        host, _, port = address.rpartition(":")
+        chosen = int(port)
+        self.sockets: list[socket.socket] = []
+        errors: list[OSError] = []
+        for family, kind, proto, _, where in _resolve(address):
+            held = socket.socket(family, kind, proto)
+            try:
+                held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                held.bind((where[0], chosen, *where[2:]))
+                # Only after the bind, which fails when anyone listens here already.
+                held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            except OSError as e:
+                held.close()
+                errors.append(e)
+                continue
+            chosen = held.getsockname()[1]
+            self.sockets.append(held)
+        if not self.sockets:
+            raise OSError(f"cannot listen on {address}: {errors[0].strerror or errors[0]}")
+        self.port = chosen
+        self.address = f"{host}:{chosen}"
+
+    def close(self) -> None:
+        for held in self.sockets:
+            held.close()

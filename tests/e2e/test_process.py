@@ -32,11 +32,15 @@ ENTRY_SERVICE = "aftersales.v1.AfterSalesEntry"
 
 
 def _environment() -> dict[str, str]:
-    """This environment without settings that would point the processes elsewhere."""
+    """This environment without settings that would point the processes elsewhere; one server
+    process unless a test's --processes says more (tests/e2e/test_processes.py)."""
     return {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("AFTERSALES_") and k != "DATABASE_URL"
+        **{
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith("AFTERSALES_") and k != "DATABASE_URL"
+        },
+        "AFTERSALES_PROCESSES": "1",
     }
 
 
