@@ -15,6 +15,7 @@ from google.protobuf.message import Message
 from server.domain.errors import InvalidArgument
 from server.grpc.callers import current_caller
 from server.service import RequestKey, Service, fingerprint
+from server.service.paging import micros
 
 if TYPE_CHECKING:
     # The generic wrapper of protobuf enums exists in the stubs only (types-protobuf).
@@ -128,9 +129,9 @@ def from_timestamp(ts: timestamp_pb2.Timestamp) -> datetime:
 def timestamp(moment: datetime | None) -> timestamp_pb2.Timestamp | None:
     if moment is None:
         return None
-    ts = timestamp_pb2.Timestamp()
-    ts.FromDatetime(moment)
-    return ts
+    # Whole microseconds, in integers: exact, and cheaper than FromDatetime's time tuples.
+    seconds, us = divmod(micros(moment), 1_000_000)
+    return timestamp_pb2.Timestamp(seconds=seconds, nanos=us * 1000)
 
 
 def enum_value(proto_enum: EnumTypeWrapper[V], prefix: str, member: enum.StrEnum) -> V:

@@ -111,7 +111,7 @@ class SqlEntries:
         """Newest first; `states` as readers see them (an OPEN entry past its window is EXPIRED:
         rules.entry_state, said again in SQL so that the database can filter and page);
         `after` is the (opened_at, id) of the last entry of the previous page."""
-        query = EntryRow.select()
+        query = EntryRow.select(*[f.alias(f.name) for f in EntryRow._meta.sorted_fields])
         if shop_id:
             query = query.where(EntryRow.shop_id == shop_id)
         if order_id:
@@ -137,7 +137,11 @@ class SqlEntries:
                 | ((EntryRow.opened_at == opened_at) & (EntryRow.id < entry_id))
             )
         query = query.order_by(EntryRow.opened_at.desc(), EntryRow.id.desc()).limit(limit)
-        return [entry_from_values(row.__data__) for row in query]
+        # Rows as plain values by field name, not model instances: a page is 500 rows at most.
+        sql, params = query.sql()
+        cursor = execute_sql(self._store.database, sql, params)
+        names = [d[0] for d in cursor.description]
+        return [entry_from_values(dict(zip(names, row, strict=True))) for row in cursor.fetchall()]
 
     def insert_application(self, application: Application) -> None:
         insert_row(
