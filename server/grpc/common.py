@@ -4,6 +4,7 @@ and enums, the request key of a mutation."""
 from __future__ import annotations
 
 import enum
+import functools
 import re
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -134,8 +135,10 @@ def timestamp(moment: datetime | None) -> timestamp_pb2.Timestamp | None:
     return timestamp_pb2.Timestamp(seconds=seconds, nanos=us * 1000)
 
 
+@functools.cache
 def enum_value(proto_enum: EnumTypeWrapper[V], prefix: str, member: enum.StrEnum) -> V:
-    """The proto enum value of a domain member: the same name behind the enum's prefix."""
+    """The proto enum value of a domain member: the same name behind the enum's prefix (a few
+    dozen pairs in all, remembered: every rendered line asks for three)."""
     return proto_enum.Value(prefix + member.value)
 
 

@@ -37,7 +37,6 @@ from server.store.schema import (
     in_list,
     insert_row,
     insert_rows,
-    rows,
     to_us,
     update_by_id,
 )
@@ -247,7 +246,8 @@ class SqlClawbacks:
         )
 
     def _clawbacks(self, where: Any, order: tuple[Any, ...], limit: int) -> list[RefundClawback]:
-        return self._with_lines(rows(_clawback_query(where, order, limit)))
+        sql, params = _clawback_query(where, order, limit).sql()
+        return self._with_lines(execute_sql(self._store.database, sql, params).fetchall())
 
     def _with_lines(self, found: list[tuple[Any, ...]]) -> list[RefundClawback]:
         """The clawbacks of rows of _clawback_query, with all their lines read in one more
