@@ -285,31 +285,16 @@ class FakeLedger:
         memo: str = "",
         recorded_by: Actor = NOBODY,
     ) -> Transfer:
-        if amount <= 0:
-            raise ValueError("a transfer moves a positive amount")
-        self._create(from_account)
-        self._create(to_account)
-        if from_account.kind is not AccountKind.EXTERNAL:
-            balance = self._s.accounts[from_account]
-            if guard_from and balance < amount:
-                raise InsufficientBalance(balance)
-            self._s.accounts[from_account] = balance - amount
-        if to_account.kind is not AccountKind.EXTERNAL:
-            self._s.accounts[to_account] += amount
-        self._s.last_transfer_id += 1
-        transfer = Transfer(
-            str(self._s.last_transfer_id),
-            from_account,
-            to_account,
-            amount,
-            kind,
-            reference,
-            now,
-            memo,
-            recorded_by,
+        movement = Movement(
+            from_account, to_account, amount, kind, reference, idempotency_key, memo
         )
-        self._s.transfers.append(transfer)
-        return transfer
+        guarded = (from_account,) if guard_from else ()
+        (transfer_id,) = self.post_transfers(
+            [movement], now=now, guarded=guarded, recorded_by=recorded_by
+        )
+        return Transfer(
+            transfer_id, from_account, to_account, amount, kind, reference, now, memo, recorded_by
+        )
 
     def post_transfers(
         self,
@@ -318,7 +303,7 @@ class FakeLedger:
         now: datetime,
         guarded: Collection[AccountRef],
         recorded_by: Actor = NOBODY,
-    ) -> None:
+    ) -> list[str]:
         change: dict[AccountRef, int] = {}
         for m in movements:
             if m.amount <= 0:
@@ -334,8 +319,10 @@ class FakeLedger:
         for ref, amount in change.items():
             if ref.kind is not AccountKind.EXTERNAL:
                 self._s.accounts[ref] += amount
+        ids = []
         for m in movements:
             self._s.last_transfer_id += 1
+            ids.append(str(self._s.last_transfer_id))
             self._s.transfers.append(
                 Transfer(
                     str(self._s.last_transfer_id),
@@ -349,6 +336,7 @@ class FakeLedger:
                     recorded_by,
                 )
             )
+        return ids
 
     def lock_accounts(self, refs: set[AccountRef]) -> dict[AccountRef, int]:
         kept = [ref for ref in refs if ref.kind is not AccountKind.EXTERNAL]

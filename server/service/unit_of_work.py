@@ -150,11 +150,12 @@ class Ledger(Protocol):
         now: datetime,
         guarded: Collection[AccountRef],
         recorded_by: Actor = ...,
-    ) -> None:
+    ) -> list[str]:
         """Posts every movement at once: each account's balance changes by its net amount, and a
         `guarded` account may not end below zero (InsufficientBalance; the unit of work must then
         be rolled back). The platform's commission account, which every late refund touches, is
-        changed last, so that its row is held only until the commit."""
+        changed last, so that its row is held only until the commit. Returns the transfers'
+        ids, in the movements' order."""
 
     def balances(self, refs: list[AccountRef]) -> dict[AccountRef, int]: ...
     def accounts_of(self, owner_id: str) -> list[AccountRef]: ...

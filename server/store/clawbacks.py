@@ -211,11 +211,11 @@ class SqlClawbacks:
 
     def _one(self, column: Any, key: str) -> RefundClawback | None:
         """The clawback whose `column` is `key`: SQL made once per column."""
-        sql, params = self._store.prepared(
+        cursor = self._store.run_prepared(
             f"clawback_by:{column.column_name}",
             lambda: _clawback_query(column == KEY, order=(), limit=1),
+            key,
         )
-        cursor = execute_sql(self._store.database, sql, [key if p == KEY else p for p in params])
         found = self._with_lines(cursor.fetchall())
         return found[0] if found else None
 

@@ -50,11 +50,11 @@ def open_database(
         raise ValueError("a timeout cannot be negative")
     parsed = urlparse(url)
     if parsed.scheme == "sqlite":
-        path = parsed.path[1:] if parsed.path.startswith("/") else parsed.path
-        if path and path != ":memory:":
+        path = sqlite_path(url)
+        if path != ":memory:":
             pathlib.Path(path).parent.mkdir(parents=True, exist_ok=True)
         return pw.SqliteDatabase(
-            path or ":memory:",
+            path,
             # Every write transaction takes the write lock up front: no deadlock on upgrade.
             lock_type="IMMEDIATE",
             pragmas={
@@ -111,6 +111,13 @@ def _names_set_in(options: str) -> set[str]:
             continue
         names.add(word.partition("=")[0].replace("-", "_"))
     return names
+
+
+def sqlite_path(url: str) -> str:
+    """The file a `sqlite:///` URL names (relative after three slashes, absolute after four),
+    or ":memory:"."""
+    path = urlparse(url).path
+    return (path[1:] if path.startswith("/") else path) or ":memory:"
 
 
 def describe(url: str) -> str:

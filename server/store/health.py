@@ -17,6 +17,8 @@ from urllib.parse import urlparse
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
+from server.store.database import sqlite_path
+
 
 class ProbeFailed(Exception):
     """The database did not answer the probe; the message says why, on one line."""
@@ -46,9 +48,8 @@ class DatabaseProbe:
         # The SQLite file as a URI opened read-write: the probe never creates a missing file.
         self._sqlite_uri = ":memory:"
         if not self.is_postgres:
-            path = urlparse(url).path
-            path = path[1:] if path.startswith("/") else path
-            if path and path != ":memory:":
+            path = sqlite_path(url)
+            if path != ":memory:":
                 self._sqlite_uri = pathlib.Path(path).absolute().as_uri() + "?mode=rw"
         self._connection: psycopg.Connection[tuple[object, ...]] | None = None
 

@@ -30,7 +30,6 @@ from server.store.schema import (
     chunked,
     execute_sql,
     in_list,
-    insert_row,
     insert_rows,
     rows,
     to_us,
@@ -40,8 +39,9 @@ if TYPE_CHECKING:
     from server.store.unit_of_work import SqlStore
 
 # Accounts are locked in this order (then by id) so that concurrent money movements never wait
-# on each other in a cycle. The external account is not locked up front: every transaction
-# touches it last.
+# on each other in a cycle. Two accounts are not locked up front: the external account (its
+# balance is derived, its row never changes) and, in a refund, the platform's commission account,
+# whose row post_transfers changes last of all, so that whoever holds it waits on nothing more.
 _LOCK_RANK = {
     AccountKind.CASH: 0,
     AccountKind.PLATFORM_COMMISSION: 1,
@@ -114,50 +114,15 @@ class SqlLedger:
 
         The external account's balance is not kept on its row (every movement from outside would
         queue on that one row): it is minus the sum of all others (see _external_balance)."""
-        if amount <= 0:
-            raise ValueError("a transfer moves a positive amount")
-        # Part of the unit of work's transaction (no savepoint needed: a refused debit wrote
-        # nothing).
-        ids = self._ensure_ids({from_account, to_account})
-        from_id, to_id = ids[from_account], ids[to_account]
-        database = self._store.database
-        if from_account.kind is not AccountKind.EXTERNAL:
-            if not add_by_id(database, "account", "balance", {from_id: -amount}, floor=guard_from):
-                raise InsufficientBalance(self.balances([from_account])[from_account])
-        if to_account.kind is not AccountKind.EXTERNAL:
-            add_by_id(database, "account", "balance", {to_id: amount}, floor=False)
-        transfer_id = insert_row(
-            database,
-            "transfer",
-            dict(
-                zip(
-                    _TRANSFER_COLUMNS,
-                    (
-                        from_id,
-                        to_id,
-                        amount,
-                        kind.value,
-                        reference,
-                        memo,
-                        idempotency_key,
-                        to_us(now),
-                        recorded_by.service,
-                        recorded_by.person,
-                    ),
-                    strict=True,
-                )
-            ),
+        movement = Movement(
+            from_account, to_account, amount, kind, reference, idempotency_key, memo
+        )
+        guarded = (from_account,) if guard_from else ()
+        (transfer_id,) = self.post_transfers(
+            [movement], now=now, guarded=guarded, recorded_by=recorded_by
         )
         return Transfer(
-            str(transfer_id),
-            from_account,
-            to_account,
-            amount,
-            kind,
-            reference,
-            now,
-            memo,
-            recorded_by,
+            transfer_id, from_account, to_account, amount, kind, reference, now, memo, recorded_by
         )
 
     def post_transfers(
@@ -167,12 +132,13 @@ class SqlLedger:
         now: datetime,
         guarded: Collection[AccountRef],
         recorded_by: Actor = NOBODY,
-    ) -> None:
+    ) -> list[str]:
         """Posts the movements set-wise: per BATCH accounts one UPDATE of their balances (one
         more for the guarded ones that go down), per BATCH movements one multi-row INSERT, and
-        the platform's commission account last of all."""
+        the platform's commission account last of all. Returns the transfers' ids, in the
+        movements' order."""
         if not movements:
-            return
+            return []
         if any(m.amount <= 0 for m in movements):
             raise ValueError("a transfer moves a positive amount")
         ids = self._ensure_ids(
@@ -199,8 +165,9 @@ class SqlLedger:
             add_by_id(database, "account", "balance", amounts, floor=False)
         posted_at = to_us(now)
         service, person = recorded_by.service, recorded_by.person
+        transfer_ids: dict[str, int] = {}
         for some in chunked(movements, BATCH):
-            insert_rows(
+            returned = insert_rows(
                 database,
                 "transfer",
                 _TRANSFER_COLUMNS,
@@ -219,11 +186,17 @@ class SqlLedger:
                     )
                     for m in some
                 ],
+                returning=("idempotency_key", "id"),
             )
+            transfer_ids.update(returned)
         if last:
             # Every late refund gives back its technical service fee: the one row all of them
             # share is locked by this statement until the commit, and by nothing earlier.
-            add_by_id(database, "account", "balance", {ids[PLATFORM_COMMISSION]: last}, floor=False)
+            platform = ids[PLATFORM_COMMISSION]
+            floor = PLATFORM_COMMISSION in guarded and last < 0
+            if not add_by_id(database, "account", "balance", {platform: last}, floor=floor):
+                raise InsufficientBalance(self.balances([PLATFORM_COMMISSION])[PLATFORM_COMMISSION])
+        return [str(transfer_ids[m.idempotency_key]) for m in movements]
 
     def _ensure_ids(self, refs: set[AccountRef]) -> dict[AccountRef, int]:
         """The ids of `refs`, accounts created if need be; ids already met cost nothing."""
@@ -285,16 +258,10 @@ class SqlLedger:
             kinds = [ref.kind.value for ref in batch]
             owners = [ref.owner_id for ref in batch]
             if self._store.is_postgres:
-                named = (
-                    "WITH named (kind, owner_id) AS (SELECT * FROM unnest(%s::text[], %s::text[]))"
-                )
+                named = f"{_NAMED} (SELECT * FROM unnest(%s::text[], %s::text[]))"
                 params: list[object] = [kinds, owners]
             else:
-                named = (
-                    "WITH named (kind, owner_id) AS (VALUES "
-                    + ", ".join(["(?, ?)"] * len(batch))
-                    + ")"
-                )
+                named = f"{_NAMED} (VALUES " + ", ".join(["(?, ?)"] * len(batch)) + ")"
                 params = [value for pair in zip(kinds, owners, strict=True) for value in pair]
             found += self._rows(
                 named + " ",
@@ -361,13 +328,10 @@ class SqlLedger:
 
     def list_transfers(self, ref: AccountRef, after: int | None, limit: int) -> list[Transfer]:
         """Transfers into or out of the account, newest first, after the given transfer id."""
-        account_id = (
-            AccountRow.select(AccountRow.id)
-            .where((AccountRow.kind == ref.kind.value) & (AccountRow.owner_id == ref.owner_id))
-            .scalar()
-        )
-        if account_id is None:
+        found = self._select([ref])
+        if not found:
             return []
+        ((account_id, _, _),) = found
         source = AccountRow.alias("source")
         target = AccountRow.alias("target")
         query = (

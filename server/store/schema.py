@@ -412,22 +412,32 @@ def insert_rows(
     values: list[tuple[Any, ...]],
     *,
     ignore_conflicts: bool = False,
-) -> None:
+    returning: tuple[str, ...] = (),
+) -> list[tuple[Any, ...]]:
     """Inserts the rows (each a tuple in `columns` order) in one statement; with
-    `ignore_conflicts`, rows whose unique keys exist already are skipped. PostgreSQL gets one
-    array per column."""
+    `ignore_conflicts`, rows whose unique keys exist already are skipped. Returns the
+    `returning` columns of the rows inserted. PostgreSQL gets one array per column."""
     if isinstance(database, pw.PostgresqlDatabase):
-        arrays = ", ".join(f"%s::{_array_type(table, c)}" for c in columns)
-        names = ", ".join(_name(c) for c in columns)
-        sql = f"INSERT INTO {_name(table)} ({names}) SELECT * FROM unnest({arrays})"
-        if ignore_conflicts:
-            sql += " ON CONFLICT DO NOTHING"
-        execute_sql(database, sql, [list(column) for column in zip(*values, strict=True)])
-        return
-    sql = insert_rows_sql(
-        table, columns, len(values), database.param, ignore_conflicts=ignore_conflicts
-    )
-    execute_sql(database, sql, [value for row in values for value in row])
+        sql = _unnest_insert_sql(table, columns, ignore_conflicts=ignore_conflicts)
+        params = [list(column) for column in zip(*values, strict=True)]
+    else:
+        sql = insert_rows_sql(
+            table, columns, len(values), database.param, ignore_conflicts=ignore_conflicts
+        )
+        params = [value for row in values for value in row]
+    if returning:
+        sql += " RETURNING " + ", ".join(_name(c) for c in returning)
+    cursor = execute_sql(database, sql, params)
+    return [tuple(row) for row in cursor.fetchall()] if returning else []
+
+
+@functools.lru_cache(maxsize=64)
+def _unnest_insert_sql(table: str, columns: tuple[str, ...], *, ignore_conflicts: bool) -> str:
+    """PostgreSQL's INSERT of rows sent as one array per column."""
+    arrays = ", ".join(f"%s::{_array_type(table, c)}" for c in columns)
+    names = ", ".join(_name(c) for c in columns)
+    sql = f"INSERT INTO {_name(table)} ({names}) SELECT * FROM unnest({arrays})"
+    return sql + " ON CONFLICT DO NOTHING" if ignore_conflicts else sql
 
 
 def insert_row(database: pw.Database, table: str, values: dict[str, Any]) -> Any:

@@ -109,11 +109,15 @@ class SqlStore:
         name = f"{model._meta.table_name}:{'locked' if for_update else 'read'}"
         return self.one(name, build, key)
 
+    def run_prepared(self, name: str, build: Callable[[], pw.Query], key: Any) -> Any:
+        """Runs a prepared query whose one parameter `build` names KEY; returns its cursor."""
+        sql, params = self.prepared(name, build)
+        return execute_sql(self.database, sql, [key if p == KEY else p for p in params])
+
     def one(self, name: str, build: Callable[[], pw.Query], key: Any) -> dict[str, Any] | None:
         """The first row of a prepared query (`build` names its one parameter KEY, as often as
         it needs), as {column alias: value}."""
-        sql, params = self.prepared(name, build)
-        cursor = execute_sql(self.database, sql, [key if p == KEY else p for p in params])
+        cursor = self.run_prepared(name, build, key)
         found = cursor.fetchone()
         if found is None:
             return None

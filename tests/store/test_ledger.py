@@ -61,6 +61,20 @@ def test_a_withdrawal_beyond_the_balance_is_refused_and_writes_nothing(store, se
     assert transfer_count(store) == 1
 
 
+def test_a_withdrawal_beyond_the_platform_commission_balance_is_refused_too(store, service):
+    # The platform's account is changed last of all in a posting: its guard holds there too.
+    service.post_funds(request_id(), PLATFORM_COMMISSION, 5_000, "fees")
+    before = assert_ledger_balances(store)
+
+    with pytest.raises(RulesRefused) as refused:
+        service.post_funds(request_id(), PLATFORM_COMMISSION, -5_001, "too much")
+
+    assert refused.value.codes == (ReasonCode.INSUFFICIENT_FUNDS,)
+    assert assert_ledger_balances(store) == before
+    posted = service.post_funds(request_id(), PLATFORM_COMMISSION, -5_000, "all of it")
+    assert posted.balance == 0
+
+
 def test_a_withdrawal_from_an_account_never_funded_creates_no_account(store, service):
     a_normal_shop(service, "shop-1", wallet=10_000)
     before = assert_ledger_balances(store)
