@@ -177,6 +177,14 @@ class Clawbacks(Protocol):
         """Each clawback's (due, recovered), summed over its lines."""
 
     def set_states(self, states: dict[str, ClawbackState]) -> None: ...
+    def mark_debts_pending(self, payee_id: str, now: datetime, by: Actor) -> None:
+        """Notes that the payee has debts and money left for the sweeper to pay; `by` posted the
+        funds, and is recorded on the recoveries the sweeper posts."""
+
+    def debts_pending(self, limit: int) -> list[tuple[str, Actor]]:
+        """At most `limit` payees noted by mark_debts_pending, oldest note first."""
+
+    def clear_debts_pending(self, payee_id: str) -> None: ...
     def clawback(
         self, *, clawback_id: str | None = None, refund_id: str | None = None
     ) -> RefundClawback: ...

@@ -37,7 +37,7 @@ from tests.bench import dataset as ds
 from tests.bench import rpcs as calls
 from tests.bench.load import Sample, measure
 from tests.bench.report import Report, label, parse_size
-from tests.bench.server import ROOT, ServerProcess
+from tests.bench.server import ROOT, SWEEP_SECONDS, ServerProcess
 from tests.pg import PostgresServer
 
 # Prepared orders per timed write: enough for this many calls per second over the whole
@@ -208,7 +208,8 @@ async def measure_rpcs(
 
 def pay_debtor(name: str, server: ServerProcess, data: ds.Dataset, shops: int) -> dict[str, object]:
     """One PostFunds into the cash account of an influencer owing a clawback line to each of
-    `shops` shops, enough to pay every debt; how long it took and how many debts it paid."""
+    `shops` shops, enough to pay every debt: how long the call took and how many debts it paid
+    (at most what one call pays), then how long until the server's sweeper had paid the rest."""
     log(f"{name}: an influencer owing {shops} shops")
     debtor = data.load_debtor(shops)
     cash = resources_pb2.AccountRef(kind=resources_pb2.ACCOUNT_KIND_CASH, owner_id=debtor)
@@ -219,7 +220,7 @@ def pay_debtor(name: str, server: ServerProcess, data: ds.Dataset, shops: int) -
         clawbacks = clawback_pb2_grpc.ClawbackStub(channel)
         start = time.perf_counter()
         try:
-            sync.PostFunds(
+            posted = sync.PostFunds(
                 sync_pb2.PostFundsRequest(
                     request_id=f"bench-pay-{debtor}", account=cash, amount=owed, memo="payout"
                 ),
@@ -227,34 +228,55 @@ def pay_debtor(name: str, server: ServerProcess, data: ds.Dataset, shops: int) -
             )
         except grpc.RpcError as e:
             result["error"] = f"{e.code().name}: {e.details()}"
+            log(report_line_debts(result))
+            return result
         result["seconds"] = round(time.perf_counter() - start, 3)
-        recovered = 0
-        token = ""
-        while True:
-            page = clawbacks.ListTransfers(
-                clawback_pb2.ListTransfersRequest(account=cash, page_size=500, page_token=token),
-                timeout=60,
+        result["pending"] = posted.debts_pending
+        result["recovered"] = shops - posted.balance.balance // ds.LINES[0][2]
+        # The rest is the sweeper's: wait until the cash account is spent.
+        deadline = time.monotonic() + 600
+        balance = posted.balance.balance
+        while balance and time.monotonic() < deadline:
+            time.sleep(0.05)
+            balance = (
+                clawbacks.GetBalances(clawback_pb2.GetBalancesRequest(accounts=[cash]), timeout=60)
+                .balances[0]
+                .balance
             )
-            recovered += sum(
-                1 for t in page.transfers if t.kind == resources_pb2.TRANSFER_KIND_DEBT_RECOVERY
-            )
-            token = page.next_page_token
-            if not token:
-                break
-        balances = clawbacks.GetBalances(
-            clawback_pb2.GetBalancesRequest(accounts=[cash]), timeout=60
-        )
-    result["recovered"] = recovered
-    result["balance_after"] = balances.balances[0].balance
+        result["all_paid_seconds"] = round(time.perf_counter() - start, 3) if not balance else None
+        result["recovered_in_all"] = recovered_debts(clawbacks, cash)
     log(report_line_debts(result))
     return result
 
 
+def recovered_debts(
+    clawbacks: clawback_pb2_grpc.ClawbackStub, cash: resources_pb2.AccountRef
+) -> int:
+    """The debt recoveries out of `cash`, counted from its transfers."""
+    recovered = 0
+    token = ""
+    while True:
+        page = clawbacks.ListTransfers(
+            clawback_pb2.ListTransfersRequest(account=cash, page_size=500, page_token=token),
+            timeout=60,
+        )
+        recovered += sum(
+            1 for t in page.transfers if t.kind == resources_pb2.TRANSFER_KIND_DEBT_RECOVERY
+        )
+        token = page.next_page_token
+        if not token:
+            return recovered
+
+
 def report_line_debts(result: dict[str, object]) -> str:
+    if "error" in result:
+        return f"{result['database']}: PostFunds paying {result['debts']} debts: {result['error']}"
     return (
         f"{result['database']}: PostFunds paying {result['debts']} debts took "
-        f"{result['seconds']} s, recovered {result['recovered']}"
-        + (f" ({result['error']})" if "error" in result else "")
+        f"{result['seconds']} s and paid {result['recovered']}"
+        + (" (the rest pending)" if result["pending"] else "")
+        + f"; all {result['recovered_in_all']} paid after {result['all_paid_seconds']} s"
+        + f" (sweeps every {SWEEP_SECONDS} s)"
     )
 
 

@@ -187,10 +187,14 @@ class Report:
             for d in self.debts:
                 if d["database"] == database:
                     out.append(
-                        f"an influencer owing {d['debts']} shops paid by one PostFunds at "
-                        f"{label(d['orders'])} orders: {d['seconds']} s, {d['recovered']} debts "
-                        f"recovered, {d['balance_after']} fen left"
-                        + (f" ({d['error']})" if "error" in d else "")
+                        f"an influencer owing {d['debts']} shops, at {label(d['orders'])} orders: "
+                        + (
+                            f"PostFunds failed ({d['error']})"
+                            if "error" in d
+                            else f"PostFunds took {d['seconds']} s and paid {d['recovered']} "
+                            f"debts; all {d['recovered_in_all']} paid after "
+                            f"{d['all_paid_seconds']} s (the sweeper paid the rest)"
+                        )
                     )
             for load in self.loads:
                 if load["database"] == database:

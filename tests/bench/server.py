@@ -17,6 +17,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tests.pg import free_port
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
+SWEEP_SECONDS = 1
 _TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -27,7 +28,8 @@ class ServerFailed(RuntimeError):
 class ServerProcess:
     """A server on a free loopback port over `database_url`; its log goes to `log`. Callers are
     not authenticated (a loopback address without --tls-client-ca or --demo), as in a
-    deployment behind a trusted gateway, so no token is checked on any call."""
+    deployment behind a trusted gateway, so no token is checked on any call. It sweeps every
+    SWEEP_SECONDS, so that the debts one PostFunds leaves are paid on soon after."""
 
     def __init__(self, database_url: str, log: pathlib.Path) -> None:
         self.port = free_port()
@@ -48,6 +50,8 @@ class ServerProcess:
                     self.address,
                     "--database",
                     database_url,
+                    "--sweep-interval",
+                    str(SWEEP_SECONDS),
                 ],
                 cwd=ROOT,
                 env=env,
