@@ -78,12 +78,13 @@ function createClient(address, { token, ...tls } = {}) {
         }),
     ];
   }
-  const entry = new services.AfterSalesEntry(address, credentialsFor(tls), options);
-  const channelOverride = entry.getChannel();
+  const credentials = credentialsFor(tls);
+  const entry = new services.AfterSalesEntry(address, credentials, options);
+  const shared = { ...options, channelOverride: entry.getChannel() };
   return {
     entry,
-    clawback: new services.Clawback(address, credentialsFor(tls), { ...options, channelOverride }),
-    sync: new services.Sync(address, credentialsFor(tls), { ...options, channelOverride }),
+    clawback: new services.Clawback(address, credentials, shared),
+    sync: new services.Sync(address, credentials, shared),
     close: () => entry.close(),
   };
 }

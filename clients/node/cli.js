@@ -6,9 +6,12 @@
 //   node cli.js [--address HOST:PORT] [--token TOKEN] check ORDER_ID [OPERATOR_ID]
 //   node cli.js [--address HOST:PORT] [--token TOKEN] open ORDER_ID [OPERATOR_ID] [--note TEXT]
 //                                                         [--request-id ID]
+//
+// With --tls-ca (and the caller's --tls-cert and --tls-key) the channel is TLS (the secure mode).
 'use strict';
 
 const crypto = require('node:crypto');
+const fs = require('node:fs');
 const { parseArgs } = require('node:util');
 const { createClient, richError } = require('./aftersales');
 
@@ -31,6 +34,9 @@ async function main(argv) {
       note: { type: 'string', default: '' },
       'request-id': { type: 'string' },
       timeout: { type: 'string', default: '10' },
+      'tls-ca': { type: 'string' },
+      'tls-cert': { type: 'string' },
+      'tls-key': { type: 'string' },
     },
   });
   const [command, orderId, operatorId = ''] = positionals;
@@ -38,22 +44,27 @@ async function main(argv) {
     console.error(USAGE);
     return 2;
   }
-  const client = createClient(values.address, { token: values.token });
+  const read = (file) => (file ? fs.readFileSync(file) : undefined);
+  const client = createClient(values.address, {
+    token: values.token,
+    rootCerts: read(values['tls-ca']),
+    certChain: read(values['tls-cert']),
+    privateKey: read(values['tls-key']),
+  });
+  const [method, request] =
+    command === 'check'
+      ? ['CheckEligibility', { order_id: orderId, operator_id: operatorId }]
+      : [
+          'OpenEntry',
+          {
+            order_id: orderId,
+            operator_id: operatorId,
+            note: values.note,
+            request_id: values['request-id'] || crypto.randomUUID(),
+          },
+        ];
   try {
-    const response =
-      command === 'check'
-        ? await call(client.entry, 'CheckEligibility', { order_id: orderId, operator_id: operatorId }, Number(values.timeout))
-        : await call(
-            client.entry,
-            'OpenEntry',
-            {
-              order_id: orderId,
-              operator_id: operatorId,
-              note: values.note,
-              request_id: values['request-id'] || crypto.randomUUID(),
-            },
-            Number(values.timeout),
-          );
+    const response = await call(client.entry, method, request, Number(values.timeout));
     console.log(JSON.stringify(response, null, 2));
     return 0;
   } catch (err) {

@@ -22,6 +22,7 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 
 from client import AfterSalesError, Client
+from tests.e2e.test_callers import a_secured_server
 from tests.e2e.test_process import ROOT, ServerProcess, _environment, _wait_until_serving
 from tests.pg import free_port
 
@@ -104,11 +105,44 @@ class Answer:
     body: dict[str, Any]
 
 
-def node(folder: pathlib.Path, server: ServerProcess, person: str, *args: str) -> Answer:
-    """`node cli.js ARGS` as the demo's staff member `person`, with that person's token."""
+@dataclasses.dataclass(frozen=True)
+class Caller:
+    """Who calls, the same for both clients: the server's address, the token of the person the
+    caller acts for, and in the secure mode the CA and the caller's certificate and key files."""
+
+    address: str
+    token: str | None = None
+    tls: tuple[pathlib.Path, pathlib.Path, pathlib.Path] | None = None  # CA, certificate, key
+
+    def flags(self) -> list[str]:
+        flags = ["--address", self.address] + (["--token", self.token] if self.token else [])
+        if self.tls:
+            ca, cert, key = self.tls
+            flags += ["--tls-ca", str(ca), "--tls-cert", str(cert), "--tls-key", str(key)]
+        return flags
+
+    def client(self) -> Client:
+        if not self.tls:
+            return Client(self.address, token=self.token)
+        ca, cert, key = (path.read_bytes() for path in self.tls)
+        return Client(
+            self.address,
+            token=self.token,
+            root_certificates=ca,
+            certificate_chain=cert,
+            private_key=key,
+        )
+
+
+def staff(server: ServerProcess, person: str) -> Caller:
+    """The demo's staff member `person`, with that person's token."""
+    return Caller(server.address, token=server.token("staff", person))
+
+
+def node(folder: pathlib.Path, caller: Caller, *args: str) -> Answer:
+    """`node cli.js ARGS` as `caller`."""
     done = subprocess.run(
-        ["node", "cli.js", "--address", server.address, "--token", server.token("staff", person)]
-        + list(args),
+        ["node", "cli.js", *caller.flags(), *args],
         cwd=folder,
         capture_output=True,
         text=True,
@@ -121,9 +155,9 @@ def node(folder: pathlib.Path, server: ServerProcess, person: str, *args: str) -
     return Answer(False, json.loads(done.stderr))
 
 
-def python(server: ServerProcess, person: str, command: str, order_id: str) -> Answer:
+def python(caller: Caller, command: str, order_id: str) -> Answer:
     """`check` or `open` through the Python client, the refusal in the Node client's shape."""
-    with Client(server.address, token=server.token("staff", person)) as client:
+    with caller.client() as client:
         try:
             if command == "check":
                 response: Message = client.check_eligibility(order_id, "")
@@ -154,8 +188,9 @@ def without_times(facts: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_the_node_client_checks_an_eligible_order_as_the_python_client_does(node_client, server):
-    by_node = node(node_client, server, "staff-owner", "check", "order-eligible")
-    by_python = python(server, "staff-owner", "check", "order-eligible")
+    owner = staff(server, "staff-owner")
+    by_node = node(node_client, owner, "check", "order-eligible")
+    by_python = python(owner, "check", "order-eligible")
 
     assert by_node.ok and by_python.ok
     assert by_node.body["eligible"] is True
@@ -165,7 +200,8 @@ def test_the_node_client_checks_an_eligible_order_as_the_python_client_does(node
 
 
 def test_the_node_client_opens_an_entry_that_the_python_client_then_reads(node_client, server):
-    opened = node(node_client, server, "staff-owner", "open", "order-campaign", "--note", "agreed")
+    owner = staff(server, "staff-owner")
+    opened = node(node_client, owner, "open", "order-campaign", "--note", "agreed")
 
     assert opened.ok, opened.body
     assert opened.body["state"] == "ENTRY_STATE_OPEN"
@@ -178,16 +214,17 @@ def test_the_node_client_opens_an_entry_that_the_python_client_then_reads(node_c
         "agreed",
     )
 
-    again = node(node_client, server, "staff-owner", "open", "order-campaign")
+    again = node(node_client, owner, "open", "order-campaign")
     assert not again.ok
     assert again.body["code"] == "ALREADY_EXISTS"
     assert details_of(again, ERROR_INFO)["metadata"]["entry_id"] == opened.body["entry_id"]
-    assert again.body == python(server, "staff-owner", "open", "order-campaign").body
+    assert again.body == python(owner, "open", "order-campaign").body
 
 
 def test_a_refused_open_entry_decodes_to_every_broken_rule_as_in_python(node_client, server):
-    by_node = node(node_client, server, "pine-owner", "open", "order-troubled")
-    by_python = python(server, "pine-owner", "open", "order-troubled")
+    pine_owner = staff(server, "pine-owner")
+    by_node = node(node_client, pine_owner, "open", "order-troubled")
+    by_python = python(pine_owner, "open", "order-troubled")
 
     assert not by_node.ok and not by_python.ok
     assert by_node.body["code"] == "FAILED_PRECONDITION"
@@ -198,7 +235,7 @@ def test_a_refused_open_entry_decodes_to_every_broken_rule_as_in_python(node_cli
     info = details_of(by_node, ERROR_INFO)
     assert info["reason"] == violations[0]["type"]
     assert info["domain"]
-    decision = node(node_client, server, "pine-owner", "check", "order-troubled")
+    decision = node(node_client, pine_owner, "check", "order-troubled")
     assert [v["type"] for v in violations] == [v["code"] for v in decision.body["violations"]]
 
 
@@ -214,10 +251,46 @@ def test_a_refused_open_entry_decodes_to_every_broken_rule_as_in_python(node_cli
 def test_a_refused_call_gives_the_node_client_the_python_client_s_details(
     node_client, server, person, command, order_id, code
 ):
-    by_node = node(node_client, server, person, command, order_id)
-    by_python = python(server, person, command, order_id)
+    caller = staff(server, person)
+    by_node = node(node_client, caller, command, order_id)
+    by_python = python(caller, command, order_id)
 
     assert not by_node.ok and not by_python.ok
     assert by_node.body["code"] == code
     assert by_node.body["details"], by_node.body
     assert by_node.body == by_python.body
+
+
+@pytest.fixture(scope="module")
+def secured(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("node-secured")
+    with a_secured_server(folder, f"sqlite:///{folder / 'aftersales.db'}") as running:
+        yield running
+
+
+def test_the_node_client_calls_in_the_secure_mode_with_its_certificate(
+    node_client, secured, tmp_path
+):
+    (tmp_path / "ca.pem").write_bytes(secured.ca)
+    for name in ("merchant-backoffice", "operator-console"):
+        secured.clients[f"spiffe://platform/{name}"].write(tmp_path, name)
+
+    def as_service(name: str, token: str | None = None) -> Caller:
+        files = (tmp_path / "ca.pem", tmp_path / f"{name}.pem", tmp_path / f"{name}.key")
+        # By name: Node.js warns when TLS is given an IP address for a server name (RFC 6066).
+        address = secured.address.replace("127.0.0.1", "localhost")
+        return Caller(address, token=token, tls=files)
+
+    back_office = as_service("merchant-backoffice", secured.login.mint("staff-owner", "staff"))
+    checked = node(node_client, back_office, "check", "order-eligible")
+    assert checked.ok, checked.body
+    assert checked.body["eligible"] is True
+
+    console = as_service("operator-console")
+    by_node = node(node_client, console, "open", "order-eligible")
+    assert not by_node.ok
+    assert by_node.body["code"] == "PERMISSION_DENIED"
+    assert details_of(by_node, ERROR_INFO)["metadata"]["identity"] == (
+        "spiffe://platform/operator-console"
+    )
+    assert by_node.body == python(console, "open", "order-eligible").body
