@@ -45,7 +45,7 @@ def node_client() -> pathlib.Path:
     """clients/node with its locked dependencies in node_modules."""
     for tool in ("node", "npm"):
         if shutil.which(tool) is None:
-            pytest.fail(f"`{tool}` is not on the PATH: the Node.js client test needs Node.js 18+")
+            pytest.fail(f"`{tool}` is not on the PATH: the Node.js client test needs Node.js 18.3+")
     wanted = _package_hash()
     if INSTALLED.exists() and INSTALLED.read_text(encoding="utf-8") == wanted:
         return NODE_CLIENT
