@@ -65,6 +65,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("order_id")
     c.add_argument("operator_id")
 
+    c = sub.add_parser(
+        "check-batch", help="check up to 500 ORDERs at once: one JSON line per order, in order"
+    )
+    c.add_argument("order_ids", nargs="+", metavar="order_id")
+    c.add_argument("--operator", default="", help="the staff account (default: the token's)")
+
     c = sub.add_parser("open", help="open the entry of ORDER")
     c.add_argument("order_id")
     c.add_argument("operator_id")
@@ -146,6 +152,10 @@ def _time(text: str) -> datetime:
 def run(args: argparse.Namespace, client: Client) -> None:
     if args.command == "check":
         _print(client.check_eligibility(args.order_id, args.operator_id))
+    elif args.command == "check-batch":
+        batch = client.batch_check_eligibility(args.order_ids, args.operator)
+        for result in batch.results:
+            print(json_format.MessageToJson(result, indent=None, preserving_proto_field_name=True))
     elif args.command == "open":
         _print(
             client.open_entry(

@@ -230,6 +230,19 @@ class Client:
         )
 
     @_typed_errors
+    def batch_check_eligibility(
+        self, order_ids: Iterable[str], operator_id: str = ""
+    ) -> entry_pb2.BatchCheckEligibilityResponse:
+        """check_eligibility of up to 500 orders in one call: one result per order id, in
+        order; an order nobody has or of another shop is a result whose `error` is NOT_FOUND."""
+        return self.entries.BatchCheckEligibility(
+            entry_pb2.BatchCheckEligibilityRequest(
+                order_ids=list(order_ids), operator_id=operator_id
+            ),
+            timeout=self.timeout,
+        )
+
+    @_typed_errors
     def open_entry(
         self, order_id: str, operator_id: str, *, note: str = "", request_id: str | None = None
     ) -> resources_pb2.Entry:

@@ -179,6 +179,16 @@ class FakeFacts:
             stored_open_entry=_stored_open(self._s, order_id),
         )
 
+    def eligibilities(
+        self, order_ids: Collection[str], operator_id: str
+    ) -> tuple[Staff, dict[str, EligibilityRow]]:
+        operator = self.staff(operator_id)
+        return operator, {
+            order_id: self.eligibility(order_id, operator_id)[1]
+            for order_id in order_ids
+            if order_id in self._s.orders
+        }
+
 
 class FakeEntries:
     def __init__(self, state: State) -> None:

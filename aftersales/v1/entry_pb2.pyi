@@ -326,3 +326,115 @@ class ApplyAfterSalesRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ApplyAfterSalesRequest: _TypeAlias = ApplyAfterSalesRequest  # noqa: Y015
+
+@_typing.final
+class BatchCheckEligibilityRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORDER_IDS_FIELD_NUMBER: _builtins.int
+    OPERATOR_ID_FIELD_NUMBER: _builtins.int
+    operator_id: _builtins.str
+    """The staff account that would open the entries, as CheckEligibilityRequest.operator_id."""
+    @_builtins.property
+    def order_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The orders, at least one and at most 500 (else INVALID_ARGUMENT naming the bound), each as
+        CheckEligibilityRequest.order_id. An id named twice gets its result twice.
+        """
+
+    def __init__(
+        self,
+        *,
+        order_ids: _abc.Iterable[_builtins.str] | None = ...,
+        operator_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["operator_id", b"operator_id", "order_ids", b"order_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BatchCheckEligibilityRequest: _TypeAlias = BatchCheckEligibilityRequest  # noqa: Y015
+
+@_typing.final
+class BatchCheckEligibilityResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESULTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___OrderEligibility]:
+        """One result per order id of the request, in its order."""
+
+    def __init__(
+        self,
+        *,
+        results: _abc.Iterable[Global___OrderEligibility] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["results", b"results"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BatchCheckEligibilityResponse: _TypeAlias = BatchCheckEligibilityResponse  # noqa: Y015
+
+@_typing.final
+class OrderEligibility(_message.Message):
+    """What CheckEligibility answers for one order of a batch."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORDER_ID_FIELD_NUMBER: _builtins.int
+    ELIGIBILITY_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    order_id: _builtins.str
+    """The order, as the request named it."""
+    @_builtins.property
+    def eligibility(self) -> Global___CheckEligibilityResponse:
+        """The decision, every unmet condition and the facts, as CheckEligibility gives them."""
+
+    @_builtins.property
+    def error(self) -> Global___ItemError:
+        """Why there is no decision: what CheckEligibility would have failed with for this order."""
+
+    def __init__(
+        self,
+        *,
+        order_id: _builtins.str = ...,
+        eligibility: Global___CheckEligibilityResponse | None = ...,
+        error: Global___ItemError | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["eligibility", b"eligibility", "error", b"error", "result", b"result"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["eligibility", b"eligibility", "error", b"error", "order_id", b"order_id", "result", b"result"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_result: _TypeAlias = _typing.Literal["eligibility", "error"]  # noqa: Y015
+    _WhichOneofArgType_result: _TypeAlias = _typing.Literal["result", b"result"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_result) -> _WhichOneofReturnType_result | None: ...
+
+Global___OrderEligibility: _TypeAlias = OrderEligibility  # noqa: Y015
+
+@_typing.final
+class ItemError(_message.Message):
+    """The failure of one item of a batch, as a google.rpc.Status says it (the same field numbers)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CODE_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    code: _builtins.int
+    """The google.rpc.Code: NOT_FOUND (5) for an order nobody has or another shop's."""
+    message: _builtins.str
+    """The reason, in English."""
+    def __init__(
+        self,
+        *,
+        code: _builtins.int = ...,
+        message: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "message", b"message"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ItemError: _TypeAlias = ItemError  # noqa: Y015

@@ -67,6 +67,14 @@ class AfterSalesEntryStub:
     """The buyer files an after-sales request through the open entry, which becomes USED. Idempotent
     on request_id.
     """
+    BatchCheckEligibility: _grpc.UnaryUnaryMultiCallable[_entry_pb2.BatchCheckEligibilityRequest, _entry_pb2.BatchCheckEligibilityResponse]
+    """CheckEligibility for up to 500 orders of the operator's shop at once (AIP-231), for a list of
+    orders with an "open after-sales entry" button on each row: one result per order id, in the
+    request's order, each what CheckEligibility answers for that order alone. An order nobody has,
+    or another shop's, is a NOT_FOUND result of its own (the same for both), not a failure of the
+    call; an unknown operator, a bad request or more than 500 ids fail the whole call as they
+    fail CheckEligibility. Writes nothing; reads the batch in one SQL statement per 500 orders.
+    """
 
 @_typing.type_check_only
 class AfterSalesEntryAsyncStub(AfterSalesEntryStub):
@@ -103,6 +111,14 @@ class AfterSalesEntryAsyncStub(AfterSalesEntryStub):
     ApplyAfterSales: _aio.UnaryUnaryMultiCallable[_entry_pb2.ApplyAfterSalesRequest, _resources_pb2.Application]  # type: ignore[assignment]
     """The buyer files an after-sales request through the open entry, which becomes USED. Idempotent
     on request_id.
+    """
+    BatchCheckEligibility: _aio.UnaryUnaryMultiCallable[_entry_pb2.BatchCheckEligibilityRequest, _entry_pb2.BatchCheckEligibilityResponse]  # type: ignore[assignment]
+    """CheckEligibility for up to 500 orders of the operator's shop at once (AIP-231), for a list of
+    orders with an "open after-sales entry" button on each row: one result per order id, in the
+    request's order, each what CheckEligibility answers for that order alone. An order nobody has,
+    or another shop's, is a NOT_FOUND result of its own (the same for both), not a failure of the
+    call; an unknown operator, a bad request or more than 500 ids fail the whole call as they
+    fail CheckEligibility. Writes nothing; reads the batch in one SQL statement per 500 orders.
     """
 
 class AfterSalesEntryServicer(metaclass=_abc_1.ABCMeta):
@@ -167,6 +183,20 @@ class AfterSalesEntryServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_resources_pb2.Application, _abc.Awaitable[_resources_pb2.Application]]:
         """The buyer files an after-sales request through the open entry, which becomes USED. Idempotent
         on request_id.
+        """
+
+    @_abc_1.abstractmethod
+    def BatchCheckEligibility(
+        self,
+        request: _entry_pb2.BatchCheckEligibilityRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_entry_pb2.BatchCheckEligibilityResponse, _abc.Awaitable[_entry_pb2.BatchCheckEligibilityResponse]]:
+        """CheckEligibility for up to 500 orders of the operator's shop at once (AIP-231), for a list of
+        orders with an "open after-sales entry" button on each row: one result per order id, in the
+        request's order, each what CheckEligibility answers for that order alone. An order nobody has,
+        or another shop's, is a NOT_FOUND result of its own (the same for both), not a failure of the
+        call; an unknown operator, a bad request or more than 500 ids fail the whole call as they
+        fail CheckEligibility. Writes nothing; reads the batch in one SQL statement per 500 orders.
         """
 
 def add_AfterSalesEntryServicer_to_server(servicer: AfterSalesEntryServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -8,6 +8,7 @@ import pytest
 
 from aftersales.v1 import resources_pb2 as pb
 from tests.e2e.seed import PAID, deposit, wallet
+from tests.e2e.test_batch_eligibility import a_mixed_batch
 from tests.store.factories import counted_statements
 
 # Statements per call, at most. A late refund with a 4-line clawback (influencer, group leader,
@@ -16,6 +17,8 @@ from tests.store.factories import counted_statements
 # are exclusive).
 BUDGET = {
     "CheckEligibility": 1,
+    # 500 orders (the most one call names), ids nobody has and another shop's among them.
+    "BatchCheckEligibility": 1,
     "OpenEntry": 6,
     "ApplyAfterSales": 8,
     "GetEntry": 1,
@@ -93,3 +96,13 @@ def test_every_rpc_keeps_to_its_statement_budget(client, seed, clock, counted):
         "GetBalances", lambda: client.get_balances([wallet(case.shop_id), deposit(case.shop_id)])
     )
     counted("PostFunds", lambda: client.post_funds(wallet(case.shop_id), 1_000))
+
+
+def test_a_batch_check_of_500_orders_reads_them_in_one_statement(client, seed, counted):
+    _, ids = a_mixed_batch(seed, client)
+
+    batch = counted(
+        "BatchCheckEligibility", lambda: client.batch_check_eligibility(ids, "owner-batch")
+    )
+
+    assert len(batch.results) == 500
