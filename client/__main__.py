@@ -95,6 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--reason", default="")
     c.add_argument("--request-id", default=None)
 
+    c = sub.add_parser("order-entry", help="the buyer's view of ORDER's entry (a buyer's --token)")
+    c.add_argument("order_id")
+
     c = sub.add_parser("funds", help="money into (positive) or out of (negative) an account")
     c.add_argument(
         "kind",
@@ -173,6 +176,8 @@ def run(args: argparse.Namespace, client: Client) -> None:
         entries = client.iter_entries(shop_id=args.shop, order_id=args.order, state=entry_state)
         for entry in entries:
             print(json_format.MessageToJson(entry, indent=None, preserving_proto_field_name=True))
+    elif args.command == "order-entry":
+        _print(client.get_buyer_order_entry(args.order_id))
     elif args.command == "apply":
         _print(
             client.apply_after_sales(

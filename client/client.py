@@ -290,6 +290,14 @@ class Client:
         )
 
     @_typed_errors
+    def get_buyer_order_entry(self, order_id: str) -> entry_pb2.BuyerOrderEntry:
+        """The buyer's order page: the order's newest entry, for the buyer of this client's
+        token (`entry` unset when none was ever opened)."""
+        return self.entries.GetBuyerOrderEntry(
+            entry_pb2.GetBuyerOrderEntryRequest(order_id=order_id), timeout=self.timeout
+        )
+
+    @_typed_errors
     def apply_after_sales(
         self,
         order_id: str,

@@ -75,6 +75,15 @@ class AfterSalesEntryStub:
     call; an unknown operator, a bad request or more than 500 ids fail the whole call as they
     fail CheckEligibility. Writes nothing; reads the batch in one SQL statement per 500 orders.
     """
+    GetBuyerOrderEntry: _grpc.UnaryUnaryMultiCallable[_entry_pb2.GetBuyerOrderEntryRequest, _entry_pb2.BuyerOrderEntry]
+    """The buyer's order page: the order's current entry (its state and until when the buyer may
+    file), and nothing of the shop's money, staff or notes. Only for the order's buyer, known by
+    the buyer's token (`authorization` metadata), never by a request field: without one,
+    UNAUTHENTICATED; with a staff member's, PERMISSION_DENIED; for another buyer's order, NOT_FOUND
+    word for word as for an order nobody has (as every read scoped to a person answers: the
+    answer must not tell whether the order exists, and the order's own buyer asking before the
+    order is synced learns the truth).
+    """
 
 @_typing.type_check_only
 class AfterSalesEntryAsyncStub(AfterSalesEntryStub):
@@ -119,6 +128,15 @@ class AfterSalesEntryAsyncStub(AfterSalesEntryStub):
     or another shop's, is a NOT_FOUND result of its own (the same for both), not a failure of the
     call; an unknown operator, a bad request or more than 500 ids fail the whole call as they
     fail CheckEligibility. Writes nothing; reads the batch in one SQL statement per 500 orders.
+    """
+    GetBuyerOrderEntry: _aio.UnaryUnaryMultiCallable[_entry_pb2.GetBuyerOrderEntryRequest, _entry_pb2.BuyerOrderEntry]  # type: ignore[assignment]
+    """The buyer's order page: the order's current entry (its state and until when the buyer may
+    file), and nothing of the shop's money, staff or notes. Only for the order's buyer, known by
+    the buyer's token (`authorization` metadata), never by a request field: without one,
+    UNAUTHENTICATED; with a staff member's, PERMISSION_DENIED; for another buyer's order, NOT_FOUND
+    word for word as for an order nobody has (as every read scoped to a person answers: the
+    answer must not tell whether the order exists, and the order's own buyer asking before the
+    order is synced learns the truth).
     """
 
 class AfterSalesEntryServicer(metaclass=_abc_1.ABCMeta):
@@ -197,6 +215,21 @@ class AfterSalesEntryServicer(metaclass=_abc_1.ABCMeta):
         or another shop's, is a NOT_FOUND result of its own (the same for both), not a failure of the
         call; an unknown operator, a bad request or more than 500 ids fail the whole call as they
         fail CheckEligibility. Writes nothing; reads the batch in one SQL statement per 500 orders.
+        """
+
+    @_abc_1.abstractmethod
+    def GetBuyerOrderEntry(
+        self,
+        request: _entry_pb2.GetBuyerOrderEntryRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_entry_pb2.BuyerOrderEntry, _abc.Awaitable[_entry_pb2.BuyerOrderEntry]]:
+        """The buyer's order page: the order's current entry (its state and until when the buyer may
+        file), and nothing of the shop's money, staff or notes. Only for the order's buyer, known by
+        the buyer's token (`authorization` metadata), never by a request field: without one,
+        UNAUTHENTICATED; with a staff member's, PERMISSION_DENIED; for another buyer's order, NOT_FOUND
+        word for word as for an order nobody has (as every read scoped to a person answers: the
+        answer must not tell whether the order exists, and the order's own buyer asking before the
+        order is synced learns the truth).
         """
 
 def add_AfterSalesEntryServicer_to_server(servicer: AfterSalesEntryServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

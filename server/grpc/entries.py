@@ -8,7 +8,7 @@ from google.rpc import code_pb2
 
 from aftersales.v1 import entry_pb2, entry_pb2_grpc, resources_pb2
 from server.domain import model
-from server.domain.access import PersonKind, acting_person
+from server.domain.access import PersonKind, acting_person, authenticated_person
 from server.domain.errors import NotFound
 from server.grpc.callers import actor, current_caller, viewer
 from server.grpc.common import (
@@ -21,6 +21,8 @@ from server.grpc.common import (
 )
 from server.grpc.resources import application_pb, entry_pb, violation_pb
 from server.service import Eligibility
+
+GET_BUYER_ORDER_ENTRY = "aftersales.v1.AfterSalesEntry/GetBuyerOrderEntry"
 
 
 class AfterSalesEntryServicer(entry_pb2_grpc.AfterSalesEntryServicer, Servicer):
@@ -91,6 +93,18 @@ class AfterSalesEntryServicer(entry_pb2_grpc.AfterSalesEntryServicer, Servicer):
             ]
         )
 
+    def GetBuyerOrderEntry(
+        self, request: entry_pb2.GetBuyerOrderEntryRequest, context: Any
+    ) -> entry_pb2.BuyerOrderEntry:
+        buyer_id = authenticated_person(
+            current_caller.get(), PersonKind.BUYER, GET_BUYER_ORDER_ENTRY
+        )
+        order_id = get_buyer_order_entry(request)
+        entry = self.service.buyer_order_entry(order_id, buyer_id)
+        return entry_pb2.BuyerOrderEntry(
+            order_id=order_id, entry=None if entry is None else buyer_entry_pb(entry)
+        )
+
 
 # --- Requests -------------------------------------------------------------------------------------
 
@@ -124,6 +138,13 @@ def batch_check_eligibility(
     operator_id = f.id("operator_id", request.operator_id if operator is None else operator)
     f.raise_if_any()
     return order_ids, operator_id
+
+
+def get_buyer_order_entry(request: entry_pb2.GetBuyerOrderEntryRequest) -> str:
+    f = Fields()
+    order_id = f.id("order_id", request.order_id)
+    f.raise_if_any()
+    return order_id
 
 
 def open_entry(
@@ -209,3 +230,14 @@ def order_eligibility_pb(
             error=entry_pb2.ItemError(code=code_pb2.NOT_FOUND, message=str(found)),
         )
     return entry_pb2.OrderEligibility(order_id=order_id, eligibility=eligibility_pb(found))
+
+
+def buyer_entry_pb(entry: model.Entry) -> entry_pb2.BuyerEntry:
+    """What the buyer's order page shows of an entry: its state and deadline; not who opened it,
+    the merchant's note or anything of the shop's money."""
+    return entry_pb2.BuyerEntry(
+        state=enum_value(resources_pb2.EntryState, "ENTRY_STATE_", entry.state),
+        opened_at=timestamp(entry.opened_at),
+        expires_at=timestamp(entry.expires_at),
+        used_at=timestamp(entry.used_at),
+    )

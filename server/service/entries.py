@@ -116,6 +116,19 @@ class EntryUseCases(UseCases):
                     raise NotFound("entry", entry_id)
             return rules.entry_as_seen(entry, self.clock.now())
 
+    def buyer_order_entry(self, order_id: str, buyer_id: str) -> Entry | None:
+        """The newest entry of the buyer's own order, as it reads now (None: never opened). An
+        order of another buyer answers as if it did not exist."""
+        now = self.clock.now()
+        with self.unit_of_work(read_only=True) as uow:
+            order = uow.facts.order_or_none(order_id)
+            if order is None or not rules.buyer_owns_order(order, buyer_id):
+                raise NotFound("order", order_id)
+            newest = uow.entries.list_entries(
+                shop_id=None, order_id=order_id, states=None, now=now, after=None, limit=1
+            )
+        return rules.entry_as_seen(newest[0], now) if newest else None
+
     def list_entries(
         self,
         *,
