@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -31,7 +32,8 @@ class ServerProcess:
     deployment behind a trusted gateway, so no token is checked on any call. It sweeps every
     SWEEP_SECONDS, so that the debts one PostFunds leaves are paid on soon after."""
 
-    def __init__(self, database_url: str, log: pathlib.Path) -> None:
+    def __init__(self, database_url: str, log: pathlib.Path, options: Sequence[str] = ()) -> None:
+        """`options`: more of `python -m server`'s options (--jwks, to check people's tokens)."""
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.log = log
@@ -52,6 +54,7 @@ class ServerProcess:
                     database_url,
                     "--sweep-interval",
                     str(SWEEP_SECONDS),
+                    *options,
                 ],
                 cwd=ROOT,
                 env=env,
