@@ -188,8 +188,7 @@ class SqlFacts:
 # Stand-ins for the parameters of prepared queries, replaced when they run.
 _ORDER_ID = "\x00order_id"
 _OPERATOR_ID = "\x00operator_id"
-
-
+# Not a parameter: where a batch's IN list goes in the SQL text (its length varies).
 _ORDER_IDS = "\x00order_ids"
 # The orders' table under a name of its own in the eligibility queries, for the batch's IN list.
 _ORDER = OrderRow.alias("o")
