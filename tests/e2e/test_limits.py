@@ -11,7 +11,7 @@ import pytest
 from aftersales.v1 import resources_pb2 as pb
 from client import Client, InvalidArgument
 from server.grpc.app import App
-from server.grpc.common import MAX_BALANCE_ACCOUNTS, MAX_COMMISSION_LINES
+from server.grpc.common import MAX_BALANCE_ACCOUNTS, MAX_BATCH_ORDERS, MAX_COMMISSION_LINES
 from server.service.sync import DEBTS_PER_TRANSACTION
 from tests.e2e.seed import PAID, wallet
 from tests.store.factories import OWED, a_payee_owing
@@ -119,3 +119,18 @@ def test_debts_past_what_one_post_funds_pays_are_paid_by_the_servers_sweeper(ser
             assert (last.recovered, last.state) == (OWED, pb.CLAWBACK_STATE_RECOVERED)
     finally:
         app.stop(grace=1)
+
+
+def test_a_batch_check_names_at_most_the_bound(client, seed):
+    case = seed.case("batch-bound")
+    ids = [case.order_id] + [f"order-nobody-{i:03d}" for i in range(MAX_BATCH_ORDERS - 1)]
+
+    batch = client.batch_check_eligibility(ids, case.owner_id)
+    assert [r.order_id for r in batch.results] == ids
+    assert batch.results[0].eligibility.eligible
+
+    with pytest.raises(InvalidArgument) as refused:
+        client.batch_check_eligibility(ids + ["one-more"], case.owner_id)
+    (violation,) = refused.value.field_violations
+    assert violation.field == "order_ids"
+    assert str(MAX_BATCH_ORDERS) in violation.description
