@@ -405,7 +405,15 @@ class FakeClawbacks:
         # A line's seq is its place among every line stored, as a row id would be.
         lines = ((c, line) for c in self._s.clawbacks.values() for line in c.lines)
         debts = [
-            Debt(c.clawback_id, line.line_no, c.shop_id, line.due, line.recovered, seq)
+            Debt(
+                c.clawback_id,
+                line.line_no,
+                c.shop_id,
+                line.due,
+                line.recovered,
+                line.payee_kind,
+                seq,
+            )
             for seq, (c, line) in enumerate(lines, start=1)
             if line.payee_id == payee_id and line.recovered < line.due
         ]

@@ -31,6 +31,7 @@ from server.service.base import (
     order_subject,
     wallet_of,
 )
+from server.service.outcomes import ClawbackRecorded
 from server.service.paging import Page, PageTokens, micros
 
 
@@ -123,6 +124,7 @@ class ClawbackUseCases(UseCases):
                 },
                 recorded_by=by,
             )
+            self.happened(ClawbackRecorded(clawback))
             return clawback
 
     def preview_clawback(

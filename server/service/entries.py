@@ -23,6 +23,7 @@ from server.domain.model import (
     Violation,
 )
 from server.service.base import UseCases, order_subject
+from server.service.outcomes import EntriesExpired, EntryOpened, EntryUsed
 from server.service.paging import Page, PageTokens, micros
 from server.service.unit_of_work import EligibilityRow, EntryConflict, UnitOfWork
 
@@ -92,7 +93,9 @@ class EntryUseCases(UseCases):
                 raise _refusal(order_id, decision)
             if facts.stored_open_entry is not None:
                 # Stored as OPEN but its window has passed: it closed by itself.
-                uow.entries.expire_entries(facts.now, order_id=order_id)
+                expired = uow.entries.expire_entries(facts.now, order_id=order_id)
+                if expired:
+                    self.happened(EntriesExpired(expired))
             entry = rules.new_entry(self.new_id(), facts, note, self.policy, by)
             try:
                 uow.entries.insert_entry(entry)
@@ -102,6 +105,7 @@ class EntryUseCases(UseCases):
                 if decision.eligible:  # ... and it has been used or has expired since
                     decision = dataclasses.replace(decision, violations=(rules.OPENED_MEANWHILE,))
                 raise _refusal(order_id, decision) from None
+            self.happened(EntryOpened(entry.entry_id))
             return entry
 
     def get_entry(self, entry_id: str, viewer: Person | None = None) -> Entry:
@@ -219,12 +223,16 @@ class EntryUseCases(UseCases):
                     {"order_id": order_id},
                 )
             uow.entries.insert_application(application)
+            self.happened(EntryUsed(entry.entry_id))
             return application
 
     def expire_entries(self) -> int:
         """Persists what readers already see: open entries past their window are EXPIRED."""
         with self.unit_of_work() as uow:
-            return uow.entries.expire_entries(self.clock.now())
+            expired = uow.entries.expire_entries(self.clock.now())
+            if expired:
+                self.happened(EntriesExpired(expired))
+            return expired
 
 
 def _entry_position(entry: Entry) -> tuple[int, str]:
