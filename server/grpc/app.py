@@ -14,7 +14,6 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from prometheus_client import Counter, Histogram
 
 from aftersales.v1 import (
     clawback_pb2,
@@ -26,7 +25,7 @@ from aftersales.v1 import (
 )
 from server.domain.access import AccessTable, Caller
 from server.domain.errors import Refused
-from server.grpc import decoding, status
+from server.grpc import decoding, metrics, status
 from server.grpc.callers import AccessGuard, PersonGuard, current_caller
 from server.grpc.clawbacks import ClawbackServicer
 from server.grpc.entries import AfterSalesEntryServicer
@@ -48,17 +47,10 @@ STOP_SECONDS = 2.0
 
 HEALTH_CHECK_METHOD = f"/{health.SERVICE_NAME}/Check"
 
-RPC_TOTAL = Counter("aftersales_rpc_total", "Finished RPCs.", ["method", "code"])
-RPC_SECONDS = Histogram(
-    "aftersales_rpc_duration_seconds",
-    "RPC latency in seconds, by method.",
-    ["method"],
-    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
-)
-
 
 class CallInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]  # grpc-stubs
-    """One log line and one metric sample per unary call. The caller is checked first (with a
+    """One log line and the standard gRPC server metrics per unary call (metrics.py; streaming
+    calls are counted there too). The caller is checked first (with a
     guard: its certificate's identity against the access table). Refusals become rich statuses;
     a database that is down, busy or gave up waiting UNAVAILABLE and a transaction it aborted
     ABORTED, both retryable (status.py); any other exception is a bug, answered INTERNAL and
@@ -81,11 +73,15 @@ class CallInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]  # grpc
             return None
         method = handler_call_details.method
         if handler.unary_unary is None:
-            return decoding.streaming(handler, method, self.undecodable_peers)
+            checked = decoding.streaming(handler, method, self.undecodable_peers)
+            return metrics.streaming(checked, method)
         inner = handler.unary_unary
+        counted = metrics.of(method)
 
         def behavior(request: Any, context: grpc.ServicerContext) -> Any:
             start = time.perf_counter()
+            counted.started.inc()
+            counted.received.inc()
             code = grpc.StatusCode.OK
             caller: Caller | None = None
             token = None
@@ -95,7 +91,10 @@ class CallInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]  # grpc
                 token = current_caller.set(caller)
                 if isinstance(request, decoding.Undecodable):
                     decoding.refuse(request, context, method, self.undecodable_peers)
-                return inner(request, context)
+                response = inner(request, context)
+                # A method may answer an error without raising (health Check, an unknown service).
+                code = context.code() or code  # type: ignore[attr-defined]  # grpc-stubs lag
+                return response
             except Refused as refusal:
                 rich = status.to_status(refusal)
                 code = rich.code
@@ -122,8 +121,10 @@ class CallInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]  # grpc
                 if token is not None:
                     current_caller.reset(token)
                 seconds = time.perf_counter() - start
-                RPC_TOTAL.labels(method, code.name).inc()
-                RPC_SECONDS.labels(method).observe(seconds)
+                counted.handled(code)
+                counted.seconds.observe(seconds)
+                if code is grpc.StatusCode.OK:
+                    counted.sent.inc()
                 if log.isEnabledFor(logging.INFO):
                     log.info(
                         "rpc",
@@ -344,16 +345,20 @@ class App:
         same port (SO_REUSEPORT) and the kernel spreads the connections among them: the address
         is then held by a PortReservation, and not probed again."""
         self.service = service
+        service.observe(metrics.record)
         # Health checks run on threads of their own: a load balancer's Check is answered even
         # when every RPC worker waits on the database.
         self._health_pool = futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="health")
         self._workers = futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rpc")
+        # The first interceptor's handler is the one grpc runs: the health Check's own threads
+        # are given there.
+        interceptors: list[grpc.ServerInterceptor] = [  # type: ignore[type-arg]  # grpc-stubs
+            _OwnThreads(HEALTH_CHECK_METHOD, self._health_pool)
+        ]
+        interceptors.append(CallInterceptor(guard(access, tokens)))
         self.server = grpc.server(
             self._workers,
-            interceptors=[
-                _OwnThreads(HEALTH_CHECK_METHOD, self._health_pool),
-                CallInterceptor(guard(access, tokens)),
-            ],
+            interceptors=interceptors,
             options=[("grpc.so_reuseport", int(reuse_port))],
         )
         sync_pb2_grpc.add_SyncServicer_to_server(SyncServicer(service), self.server)

@@ -149,12 +149,16 @@ def test_calls_of_separate_connections_land_on_both_processes_and_a_scrape_adds_
     assert set(served_by) == set(pids.values())  # each process served some
     assert served_by.total() == calls
     samples = {
-        (sample.name, sample.labels.get("method"), sample.labels.get("code")): sample.value
+        (
+            sample.name,
+            sample.labels.get("grpc_method"),
+            sample.labels.get("grpc_code"),
+        ): sample.value
         for family in text_string_to_metric_families(scrape)
         for sample in family.samples
     }
-    assert samples["aftersales_rpc_total", CHECK_ELIGIBILITY, "OK"] == calls
-    assert samples["aftersales_rpc_duration_seconds_count", CHECK_ELIGIBILITY, None] == calls
+    assert samples["grpc_server_handled_total", "CheckEligibility", "OK"] == calls
+    assert samples["grpc_server_handling_seconds_count", "CheckEligibility", None] == calls
 
 
 class Load:
