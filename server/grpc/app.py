@@ -23,9 +23,10 @@ from aftersales.v1 import (
     sync_pb2,
     sync_pb2_grpc,
 )
+from server import logs, tracing
 from server.domain.access import AccessTable, Caller
 from server.domain.errors import Refused
-from server.grpc import decoding, metrics, status
+from server.grpc import answers, decoding, metrics, status
 from server.grpc.callers import AccessGuard, PersonGuard, current_caller
 from server.grpc.clawbacks import ClawbackServicer
 from server.grpc.entries import AfterSalesEntryServicer
@@ -85,6 +86,11 @@ class CallInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]  # grpc
             code = grpc.StatusCode.OK
             caller: Caller | None = None
             token = None
+            rid = getattr(request, "request_id", None)
+            rid_token = None
+            if rid:
+                rid_token = logs.request_id.set(rid)
+                tracing.tag_request(rid)
             try:
                 if self.guard is not None:
                     caller = self.guard.check(method, context)
@@ -98,16 +104,16 @@ class CallInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]  # grpc
             except Refused as refusal:
                 rich = status.to_status(refusal)
                 code = rich.code
-                context.abort_with_status(rich)
+                answers.abort(context, rich)
             except StoreUnavailable as e:
                 # No traceback: the cause is the database's, and an outage fails every call.
                 code = grpc.StatusCode.UNAVAILABLE
                 log.warning("database unavailable while serving %s: %s", method, e)
-                context.abort_with_status(status.unavailable())
+                answers.abort(context, status.unavailable())
             except TransactionAborted as e:
                 code = grpc.StatusCode.ABORTED
                 log.info("transaction aborted while serving %s: %s", method, e)
-                context.abort_with_status(status.aborted())
+                answers.abort(context, status.aborted())
             except Exception:
                 aborted = context.code()  # type: ignore[attr-defined]  # grpc-stubs lag grpcio
                 if aborted not in (None, grpc.StatusCode.OK):
@@ -116,7 +122,7 @@ class CallInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]  # grpc
                 code = grpc.StatusCode.INTERNAL
                 incident = uuid.uuid4().hex[:12]
                 log.exception("bug while serving %s", method, extra={"incident": incident})
-                context.abort_with_status(status.internal(incident))
+                answers.abort(context, status.internal(incident))
             finally:
                 if token is not None:
                     current_caller.reset(token)
@@ -137,6 +143,8 @@ class CallInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]  # grpc
                             "person": caller.person.person_id if caller and caller.person else None,
                         },
                     )
+                if rid_token is not None:
+                    logs.request_id.reset(rid_token)
 
         return grpc.unary_unary_rpc_method_handler(
             behavior,
@@ -303,6 +311,21 @@ class _OwnThreads(grpc.ServerInterceptor):  # type: ignore[type-arg]  # grpc-stu
         )
 
 
+def _traced() -> grpc.ServerInterceptor | None:  # type: ignore[type-arg]  # grpc-stubs
+    """OpenTelemetry's server interceptor, when tracing is on (server/tracing.py): a span per
+    call, health's excepted (load balancers call it every few seconds; and its Watch would
+    lose its non-blocking way)."""
+    provider = tracing.provider()
+    if provider is None:
+        return None
+    from opentelemetry.instrumentation.grpc import filters, server_interceptor
+
+    interceptor: grpc.ServerInterceptor = server_interceptor(  # type: ignore[type-arg,no-untyped-call]
+        tracer_provider=provider, filter_=filters.negate(filters.health_check())
+    )
+    return interceptor
+
+
 def guard(
     access: AccessTable | None, tokens: TokenVerifier | None
 ) -> AccessGuard | PersonGuard | None:
@@ -351,10 +374,13 @@ class App:
         self._health_pool = futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="health")
         self._workers = futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rpc")
         # The first interceptor's handler is the one grpc runs: the health Check's own threads
-        # are given there.
+        # are given there. The RPC's span, when tracing, encloses everything else.
         interceptors: list[grpc.ServerInterceptor] = [  # type: ignore[type-arg]  # grpc-stubs
             _OwnThreads(HEALTH_CHECK_METHOD, self._health_pool)
         ]
+        traced = _traced()
+        if traced is not None:
+            interceptors.append(traced)
         interceptors.append(CallInterceptor(guard(access, tokens)))
         self.server = grpc.server(
             self._workers,

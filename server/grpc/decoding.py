@@ -19,7 +19,7 @@ from typing import Any, NoReturn
 import grpc
 from google.protobuf.message import DecodeError
 
-from server.grpc import status
+from server.grpc import answers, status
 
 log = logging.getLogger("aftersales")
 
@@ -118,7 +118,7 @@ def refuse(
             skipped,
             peers.interval,
         )
-    context.abort_with_status(status.undecodable(request.message_type))
+    answers.abort(context, status.undecodable(request.message_type))
 
 
 def streaming(
