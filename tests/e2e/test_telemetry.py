@@ -1,7 +1,8 @@
 """Black box: what dashboards and log searches see of `python -m server` (SQLite, the demo data,
 tracing on through OTEL_TRACES_EXPORTER=console): the standard gRPC server metrics with the
 status code each caller got, the business counters counted once per outcome, and log lines
-with a UTC ISO 8601 time, the request id and the trace id of their call."""
+with a UTC ISO 8601 time, the request id and the trace id of their call; and with an OTLP
+endpoint in the environment, the spans reach it."""
 
 from __future__ import annotations
 
@@ -14,9 +15,12 @@ import subprocess
 import sys
 import threading
 import urllib.request
+from concurrent import futures
 from datetime import UTC, datetime
 
+import grpc
 import pytest
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
 from aftersales.v1 import resources_pb2 as pb
@@ -185,3 +189,65 @@ def test_log_lines_carry_a_utc_iso_time_the_request_id_and_the_trace_id_of_their
     # Outside any call, a line has no trace id.
     serving = [r for r in records if r["message"] == "serving"]
     assert serving and "trace_id" not in serving[0]
+
+
+class Collector(trace_service_pb2_grpc.TraceServiceServicer):
+    """An OpenTelemetry collector's trace service, keeping what it is sent."""
+
+    def __init__(self) -> None:
+        self.requests: list[trace_service_pb2.ExportTraceServiceRequest] = []
+
+    def Export(self, request, context):  # noqa: N802  # the proto's name
+        self.requests.append(request)
+        return trace_service_pb2.ExportTraceServiceResponse()
+
+
+def test_an_otlp_endpoint_in_the_environment_sends_the_spans_there(tmp_path):
+    collector = Collector()
+    receiver = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(collector, receiver)
+    port = receiver.add_insecure_port("127.0.0.1:0")
+    receiver.start()
+    address = f"127.0.0.1:{free_port()}"
+    stderr = tmp_path / "server.stderr"
+    env = {
+        **_environment(),
+        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}",
+        "OTEL_SERVICE_NAME": "aftersales-test",
+    }
+    command = [
+        sys.executable, "-m", "server",
+        "--address", address,
+        "--database", f"sqlite:///{tmp_path / 'aftersales.db'}",
+        "--drain-seconds", "0",
+        "--demo",
+        "--demo-keys", str(tmp_path / "demo"),
+    ]  # fmt: skip
+    try:
+        with stderr.open("wb") as errors:
+            process = subprocess.Popen(command, cwd=ROOT, env=env, stderr=errors)
+        server = ServerProcess(process, address, stderr, tmp_path / "demo")
+        try:
+            _wait_until_serving(server)
+            with Client(address, token=server.token("staff", "tiny-owner")) as tiny:
+                with pytest.raises(FailedPrecondition):
+                    tiny.open_entry("order-tiny", "tiny-owner")
+        finally:
+            assert server.terminate() == 0  # the batch of spans is sent at the stop
+    finally:
+        receiver.stop(0)
+
+    sent = [
+        (resource.resource, span)
+        for request in collector.requests
+        for resource in request.resource_spans
+        for scope in resource.scope_spans
+        for span in scope.spans
+    ]
+    [(resource, span)] = [(r, s) for r, s in sent if s.name.endswith("/OpenEntry")]
+    attributes = {a.key: a.value for a in span.attributes}
+    assert attributes["rpc.grpc.status_code"].int_value == 9
+    names = {a.key: a.value.string_value for a in resource.attributes}
+    assert names["service.name"] == "aftersales-test"
+    children = [s.name for _, s in sent if s.parent_span_id == span.span_id]
+    assert children == ["db.transaction"]
