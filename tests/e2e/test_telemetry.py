@@ -163,6 +163,28 @@ def test_a_scrape_under_load_counts_each_call_by_its_code_and_each_outcome_once(
     assert metric(samples, outstanding, payee_kind="INFLUENCER") == 0
     changes = "aftersales_clawback_state_changes_total"
     assert metric(samples, changes, from_state="PARTIAL", to_state="RECOVERED") == 1
+    assert_the_dashboard_reads_only_what_is_exported(samples)
+
+
+def assert_the_dashboard_reads_only_what_is_exported(samples: dict) -> None:
+    """Every metric the Grafana dashboard's queries name is in the scrape, with the labels they
+    select or group by (the `job` label is Prometheus's)."""
+    labels: dict[str, set[str]] = {}
+    for name, pairs in samples:
+        labels.setdefault(name, set()).update(key for key, _ in pairs)
+    dashboard = json.loads((ROOT / "docs" / "grafana" / "aftersales.json").read_text())
+    queries = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+    assert len(queries) > 10
+    for query in queries:
+        named = re.findall(r"([a-z_]+)\{([^}]*)\}", query)
+        assert named, query
+        known: set[str] = {"job"}
+        for name, selector in named:
+            assert name in labels, f"{name} is not exported ({query})"
+            known |= labels[name]
+            assert {m.split("=")[0].rstrip("!~") for m in selector.split(",")} <= known, query
+        for grouped in re.findall(r"by \(([^)]*)\)", query):
+            assert {label.strip() for label in grouped.split(",")} <= known, query
 
 
 def test_log_lines_carry_a_utc_iso_time_the_request_id_and_the_trace_id_of_their_call(observed):
