@@ -50,12 +50,13 @@ HEALTH_CHECK_METHOD = f"/{health.SERVICE_NAME}/Check"
 
 
 class CallInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]  # grpc-stubs
-    """One log line and the standard gRPC server metrics per unary call (metrics.py; streaming
-    calls are counted there too). The caller is checked first (with a
-    guard: its certificate's identity against the access table). Refusals become rich statuses;
-    a database that is down, busy or gave up waiting UNAVAILABLE and a transaction it aborted
+    """One log line and the standard gRPC server metrics per unary call (metrics.py, which
+    counts the streaming ones too). The caller is checked first (with a guard: its
+    certificate's identity against the access table). Refusals become rich statuses; a
+    database that is down, busy or gave up waiting UNAVAILABLE and a transaction it aborted
     ABORTED, both retryable (status.py); any other exception is a bug, answered INTERNAL and
-    logged with its traceback under an incident id.
+    logged with its traceback under an incident id. Each is answered through answers.abort, so
+    that the tracing interceptor outside records the code the caller gets.
 
     A request whose bytes are not its message is refused INVALID_ARGUMENT without reaching the
     servicer, on every method, streaming ones too (decoding.py)."""
