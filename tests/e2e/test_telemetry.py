@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 import urllib.request
 from concurrent import futures
 from datetime import UTC, datetime
@@ -273,3 +274,52 @@ def test_an_otlp_endpoint_in_the_environment_sends_the_spans_there(tmp_path):
     assert names["service.name"] == "aftersales-test"
     children = [s.name for _, s in sent if s.parent_span_id == span.span_id]
     assert children == ["db.transaction"]
+
+
+def test_a_health_watch_is_counted_started_each_status_sent_and_cancelled_when_left(tmp_path):
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    from prometheus_client import REGISTRY
+
+    from server.domain import policy
+    from server.grpc.app import App
+    from server.service import Service
+    from server.service.clock import SystemClock
+    from server.store import SqlStore, open_database
+
+    labels = {"grpc_type": "SERVER_STREAMING", "grpc_service": "grpc.health.v1.Health"}
+    labels["grpc_method"] = "Watch"
+    cancelled = {**labels, "grpc_code": "CANCELLED"}
+
+    def sample(name: str, where: dict[str, str]) -> float:
+        return REGISTRY.get_sample_value(name, where) or 0.0
+
+    before = {
+        "started": sample("grpc_server_started_total", labels),
+        "sent": sample("grpc_server_msg_sent_total", labels),
+        "cancelled": sample("grpc_server_handled_total", cancelled),
+    }
+    store = SqlStore(open_database(f"sqlite:///{tmp_path / 'watch.db'}"))
+    store.migrate()
+    app = App(Service(store, SystemClock(), policy.load()), "127.0.0.1:0", sweep_interval=None)
+    app.start()
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{app.port}") as channel:
+            watch = health_pb2_grpc.HealthStub(channel).Watch(
+                health_pb2.HealthCheckRequest(), timeout=60
+            )
+            next(watch)
+            app.not_serving()
+            next(watch)
+            watch.cancel()
+            deadline = time.monotonic() + 60
+            while sample("grpc_server_handled_total", cancelled) == before["cancelled"]:
+                assert time.monotonic() < deadline, "the Watch's end was not counted"
+                time.sleep(0.05)
+    finally:
+        app.stop(grace=1)
+
+    assert sample("grpc_server_started_total", labels) == before["started"] + 1
+    assert (
+        sample("grpc_server_msg_sent_total", labels) == before["sent"] + 2
+    )  # SERVING, then NOT_SERVING
+    assert sample("grpc_server_handled_total", cancelled) == before["cancelled"] + 1
