@@ -8,6 +8,8 @@ this script writes them; tests/test_protos.py fails when the committed stubs are
 The .pyi files come from mypy-protobuf (`protoc-gen-mypy` for the messages, `protoc-gen-mypy_grpc`
 for the services), found next to the running interpreter: run this with the project's venv.
 `aftersales/py.typed` marks the package as typed (PEP 561).
+
+The vendored google/ protos are not generated: googleapis-common-protos ships their stubs.
 """
 
 import pathlib
@@ -32,7 +34,7 @@ def _plugin(name: str) -> pathlib.Path:
 
 
 def generate(out: pathlib.Path) -> None:
-    sources = sorted(str(p.relative_to(PROTOS)) for p in PROTOS.rglob("*.proto"))
+    sources = sorted(str(p.relative_to(PROTOS)) for p in (PROTOS / "aftersales").rglob("*.proto"))
     args = [
         "protoc",
         *(f"--plugin={name}={_plugin(name)}" for name in PLUGINS),
