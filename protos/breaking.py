@@ -3,8 +3,9 @@
 Usage: python protos/breaking.py [REF]
 
 The baseline is REF if given, else the newest release tag (`v*`) reachable from HEAD, else (until
-the first release) the previous commit, HEAD~1: the first parent, so on a merge commit the whole
-merged branch is checked. Its protos/ is read with `git archive`, so a worktree, a tag far back
+the first release) the commit before the change: HEAD while protos/ has uncommitted changes (a
+change being made), HEAD~1 otherwise (the change just committed; its first parent, so on a merge
+commit the whole merged branch is checked). Its protos/ is read with `git archive`, so a worktree, a tag far back
 and a partial history all work, and its imports resolve from the files vendored in that commit.
 
 A baseline without protos/buf.yaml predates the guard (its imports may not resolve, and its
@@ -27,10 +28,13 @@ def _git(*args: str) -> subprocess.CompletedProcess[bytes]:
 
 
 def baseline() -> str | None:
-    """The newest release tag reachable from HEAD, else HEAD~1 (None if there is no such commit)."""
+    """The newest release tag reachable from HEAD, else the commit before the change (None if
+    there is no such commit)."""
     tag = _git("describe", "--tags", "--abbrev=0", "--match", "v*", "HEAD")
     if tag.returncode == 0:
         return tag.stdout.decode().strip()
+    if _git("status", "--porcelain", "--", "protos").stdout.strip():
+        return "HEAD"
     if _git("rev-parse", "--verify", "--quiet", "HEAD~1^{commit}").returncode == 0:
         return "HEAD~1"
     return None

@@ -9,7 +9,8 @@ The .pyi files come from mypy-protobuf (`protoc-gen-mypy` for the messages, `pro
 for the services), found next to the running interpreter: run this with the project's venv.
 `aftersales/py.typed` marks the package as typed (PEP 561).
 
-The vendored google/ protos are not generated: googleapis-common-protos ships their stubs.
+The vendored google/ protos are not generated: googleapis-common-protos ships their stubs. The
+vendored buf/validate/validate.proto is, into the `buf` package.
 """
 
 import pathlib
@@ -24,6 +25,10 @@ WELL_KNOWN = pathlib.Path(grpc_tools.__file__).parent / "_proto"
 # Not resolved: in a venv, sys.executable is a symlink and the plugins sit next to the link.
 BIN = pathlib.Path(sys.executable).parent
 PLUGINS = ("protoc-gen-mypy", "protoc-gen-mypy_grpc")
+# The contract, and the protovalidate rules it imports: no package on PyPI ships
+# buf.validate.validate_pb2 for google.protobuf (protovalidate 2.x carries its own, for another
+# runtime), so it is generated here like the stubs, as protovalidate's documentation does.
+GENERATED = ("aftersales", "buf")
 
 
 def _plugin(name: str) -> pathlib.Path:
@@ -34,7 +39,9 @@ def _plugin(name: str) -> pathlib.Path:
 
 
 def generate(out: pathlib.Path) -> None:
-    sources = sorted(str(p.relative_to(PROTOS)) for p in (PROTOS / "aftersales").rglob("*.proto"))
+    sources = sorted(
+        str(p.relative_to(PROTOS)) for top in GENERATED for p in (PROTOS / top).rglob("*.proto")
+    )
     args = [
         "protoc",
         *(f"--plugin={name}={_plugin(name)}" for name in PLUGINS),
