@@ -5,8 +5,9 @@ Usage: python protos/breaking.py [REF]
 The baseline is REF if given, else the newest release tag (`v*`) reachable from HEAD, else (until
 the first release) the commit before the change: HEAD while protos/ has uncommitted changes (a
 change being made), HEAD~1 otherwise (the change just committed; its first parent, so on a merge
-commit the whole merged branch is checked). Its protos/ is read with `git archive`, so a worktree, a tag far back
-and a partial history all work, and its imports resolve from the files vendored in that commit.
+commit the whole merged branch is checked). Its protos/ is read with `git archive`, so a worktree,
+a tag far back and a partial history all work, and its imports resolve from the files vendored in
+that commit.
 
 A baseline without protos/buf.yaml predates the guard (its imports may not resolve, and its
 placeholders were never a contract): the check says so and passes. So does a clone without the
