@@ -2,8 +2,9 @@
 
 Usage: python protos/generate.py [OUTPUT_DIR]   (default: the repository root)
 
-The stubs land in the `aftersales` package, imported by both the server and the client. Only
-this script writes them; tests/test_protos.py fails when the committed stubs are stale.
+The stubs land in the `aftersales` package, imported by both the server and the client, with a
+copy of each .proto beside them (package data: the wheel carries the contract). Only this script
+writes them; tests/test_protos.py fails when the committed stubs or copies are stale.
 
 The .pyi files come from mypy-protobuf (`protoc-gen-mypy` for the messages, `protoc-gen-mypy_grpc`
 for the services), found next to the running interpreter: run this with the project's venv.
@@ -14,6 +15,7 @@ vendored buf/validate/validate.proto is, into the `buf` package.
 """
 
 import pathlib
+import shutil
 import sys
 
 import grpc_tools
@@ -55,6 +57,10 @@ def generate(out: pathlib.Path) -> None:
     ]
     if protoc.main(args) != 0:
         raise SystemExit("protoc failed")
+    # The contract ships with the package, each .proto beside its stubs (as googleapis-common-protos
+    # ships google/api and google/rpc): a consumer gets the exact protos of the version it installs.
+    for source in sources:
+        shutil.copyfile(PROTOS / source, out / source)
     packages = {pathlib.Path(s).parent for s in sources}
     for package in packages:
         for level in [package, *package.parents][:-1]:
