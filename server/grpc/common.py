@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import enum
 import functools
-import re
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
@@ -14,6 +13,7 @@ from google.protobuf import timestamp_pb2
 from google.protobuf.message import Message
 
 from server.domain.errors import InvalidArgument
+from server.grpc import validation
 from server.grpc.callers import current_caller
 from server.service import RequestKey, Service, fingerprint
 from server.service.paging import micros
@@ -22,15 +22,13 @@ if TYPE_CHECKING:
     # The generic wrapper of protobuf enums exists in the stubs only (types-protobuf).
     from google.protobuf.internal.enum_type_wrapper import _EnumTypeWrapper as EnumTypeWrapper
 
+# Bounds of the protos' rules, for the one request read by hand (PutOrder, sync.py): ids, and one
+# amount of money (10 billion yuan: far above any order, far below where sums of int64 overflow).
 MAX_ID = 128
-MAX_TEXT = 500
-# One movement of money is at most 10 billion yuan: far above any order, far below where sums of
-# int64 could overflow.
 MAX_AMOUNT = 10**12
 # Timestamps from 1970 to 9999: what the store and every language's date type can hold.
 MIN_SECONDS = 0
 MAX_SECONDS = 253_402_300_799
-REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{8,128}")
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
@@ -46,50 +44,49 @@ T = TypeVar("T")
 
 
 class Fields:
-    """Collects field violations while a request is read; raises them all at the end."""
+    """Collects field violations while a request is read; raises them all at the end. Made from
+    the request, it starts with the violations of the rules the protos state (validation.py);
+    what is read here adds only what those rules cannot say, one violation per field at most."""
 
-    def __init__(self) -> None:
-        self.violations: list[tuple[str, str]] = []
+    def __init__(self, request: Message | None = None) -> None:
+        self.violations: list[tuple[str, str]] = (
+            [] if request is None else validation.violations(request)
+        )
+        self._named = {field for field, _ in self.violations}
 
     def bad(self, field: str, description: str) -> None:
-        self.violations.append((field, description))
+        if field not in self._named:
+            self._named.add(field)
+            self.violations.append((field, description))
 
     def raise_if_any(self) -> None:
         if self.violations:
             raise InvalidArgument(self.violations)
 
     def id(self, field: str, value: str, *, required: bool = True) -> str:
+        """An id: its length is the protos' rule; required here where that depends on more than
+        the field (an operator named by a token), and printable."""
         if not value:
             if required:
                 self.bad(field, "is required")
-        elif len(value) > MAX_ID:
-            self.bad(field, f"is longer than {MAX_ID} characters")
         elif not value.isprintable() or value != value.strip():
             self.bad(field, "has control characters or surrounding spaces")
         return value
 
-    def request_id(self, field: str, value: str) -> str:
-        if not REQUEST_ID.fullmatch(value):
-            self.bad(field, "must be a UUID or a token of 8 to 128 characters from [A-Za-z0-9._:-]")
-        return value
-
-    def text(self, field: str, value: str, limit: int = MAX_TEXT) -> str:
+    def longest(self, field: str, value: str, limit: int = MAX_ID) -> None:
+        """A length the protos bound, where a request is read by hand."""
         if len(value) > limit:
             self.bad(field, f"is longer than {limit} characters")
-        elif "\x00" in value:
+
+    def amount(self, field: str, value: int) -> None:
+        """An amount of money the protos bound (above zero, at most MAX_AMOUNT fen), by hand."""
+        if not 0 < value <= MAX_AMOUNT:
+            self.bad(field, f"must be above zero and at most {MAX_AMOUNT} fen, not {value}")
+
+    def text(self, field: str, value: str) -> str:
+        """Free text: its length is the protos' rule; no NUL (which no database column holds)."""
+        if "\x00" in value:
             self.bad(field, "has a NUL character")
-        return value
-
-    def positive(self, field: str, value: int) -> int:
-        if value <= 0:
-            self.bad(field, f"must be above zero, not {value}")
-        elif value > MAX_AMOUNT:
-            self.bad(field, f"must be at most {MAX_AMOUNT} fen, not {value}")
-        return value
-
-    def version(self, field: str, value: int) -> int:
-        if value < 0:
-            self.bad(field, f"must not be negative, not {value}")
         return value
 
     def enum(
@@ -148,9 +145,8 @@ def present(value: T | None) -> T:
     return value
 
 
-def page_size(f: Fields, value: int) -> int:
-    if value < 0:
-        f.bad("page_size", "must not be negative")
+def page_size(value: int) -> int:
+    """The page size asked for (never negative: the protos' rule), defaulted and capped."""
     return min(value or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
 
 
