@@ -22,8 +22,9 @@ if TYPE_CHECKING:
     # The generic wrapper of protobuf enums exists in the stubs only (types-protobuf).
     from google.protobuf.internal.enum_type_wrapper import _EnumTypeWrapper as EnumTypeWrapper
 
-# Bounds of the protos' rules, for the one request read by hand (PutOrder, sync.py): ids, and one
-# amount of money (10 billion yuan: far above any order, far below where sums of int64 overflow).
+# Bounds of the protos' rules, also checked here: ids (which a token may name too), and one amount
+# of money where a request is read by hand (10 billion yuan: far above any order, far below where
+# sums of int64 overflow).
 MAX_ID = 128
 MAX_AMOUNT = 10**12
 # Timestamps from 1970 to 9999: what the store and every language's date type can hold.
@@ -64,19 +65,16 @@ class Fields:
             raise InvalidArgument(self.violations)
 
     def id(self, field: str, value: str, *, required: bool = True) -> str:
-        """An id: its length is the protos' rule; required here where that depends on more than
-        the field (an operator named by a token), and printable."""
+        """An id: required (the protos say so of a request's own fields; here also of the person
+        a token names), at most MAX_ID characters (also for ids a token names), printable."""
         if not value:
             if required:
                 self.bad(field, "is required")
+        elif len(value) > MAX_ID:
+            self.bad(field, f"is longer than {MAX_ID} characters")
         elif not value.isprintable() or value != value.strip():
             self.bad(field, "has control characters or surrounding spaces")
         return value
-
-    def longest(self, field: str, value: str, limit: int = MAX_ID) -> None:
-        """A length the protos bound, where a request is read by hand."""
-        if len(value) > limit:
-            self.bad(field, f"is longer than {limit} characters")
 
     def amount(self, field: str, value: int) -> None:
         """An amount of money the protos bound (above zero, at most MAX_AMOUNT fen), by hand."""

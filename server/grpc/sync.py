@@ -93,9 +93,8 @@ def order(request: sync_pb2.PutOrderRequest) -> model.Order:
             model.PayeeKind,
             "PAYEE_KIND_",
         )
-        f.longest(f"{path}.payee_id", line.payee_id)
-        if kind is not model.PayeeKind.TECHNICAL_SERVICE_FEE:
-            f.id(f"{path}.payee_id", line.payee_id)
+        fee = kind is model.PayeeKind.TECHNICAL_SERVICE_FEE
+        f.id(f"{path}.payee_id", line.payee_id, required=not fee)
         f.amount(f"{path}.amount", line.amount)
         lines.append(model.CommissionLine(kind, line.payee_id, line.amount))  # type: ignore[arg-type]
     paid = o.paid_amount
@@ -113,8 +112,6 @@ def order(request: sync_pb2.PutOrderRequest) -> model.Order:
     created_at = f.time("order.created_at", o, "created_at", required=True)
     if created_at is not None and completed_at is not None and completed_at < created_at:
         f.bad("order.completed_at", "may not be before created_at")
-    for field in ("order_id", "shop_id", "buyer_id", "category_id"):
-        f.longest(f"order.{field}", getattr(o, field))
     order_id = f.id("order.order_id", o.order_id)
     shop_id = f.id("order.shop_id", o.shop_id)
     buyer_id = f.id("order.buyer_id", o.buyer_id)
