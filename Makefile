@@ -55,5 +55,5 @@ lint: $(STAMP)
 	$(PY) protos/breaking.py
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .hypothesis .ruff_cache .mypy_cache *.egg-info
+	rm -rf $(VENV) var .pytest_cache .hypothesis .ruff_cache .mypy_cache *.egg-info clients/node/node_modules
 	find . -name __pycache__ -prune -exec rm -rf {} +

@@ -13,13 +13,14 @@ from server.store.schema import (
     AUDITED,
     MODELS,
     AccountRow,
+    PendingDebtsRow,
     SchemaVersionRow,
     SettingRow,
     execute_sql,
     to_us,
 )
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # The namespace of the migration's PostgreSQL advisory lock (the first key of the two-key form).
 MIGRATION_LOCK_SPACE = 726_0431
@@ -50,8 +51,14 @@ def _migrate_to_2(database: pw.Database) -> None:
                 )
 
 
+def _migrate_to_3(database: pw.Database) -> None:
+    """The payees whose debt recovery the sweeper goes on with (a new table, nothing rewritten;
+    a database made by step 1 of this code has it already)."""
+    database.create_tables([PendingDebtsRow], safe=True)
+
+
 # Index i brings the schema from version i to i + 1. Append; never edit a released step.
-MIGRATIONS: list[Callable[[pw.Database], None]] = [_migrate_to_1, _migrate_to_2]
+MIGRATIONS: list[Callable[[pw.Database], None]] = [_migrate_to_1, _migrate_to_2, _migrate_to_3]
 assert len(MIGRATIONS) == SCHEMA_VERSION
 
 
