@@ -47,15 +47,15 @@ T = TypeVar("T")
 
 
 class Fields:
-    """Collects field violations while a request is read; raises them all at the end. Made from
-    the request, it starts with the violations of the rules the protos state (validation.py);
-    what is read here adds only what those rules cannot say, one violation per field at most."""
+    """Collects field violations while a request is read; raises them all at the end, one per
+    field at most. Made from the request, it holds the violations of the rules the protos state
+    (validation.py) too; what is read here checks only what those rules cannot say, and the ids it
+    reads, whose descriptions ("is required") it gives instead of protovalidate's."""
 
     def __init__(self, request: Message | None = None) -> None:
-        self.violations: list[tuple[str, str]] = (
-            [] if request is None else validation.violations(request)
-        )
-        self._named = {field for field, _ in self.violations}
+        self.violations: list[tuple[str, str]] = []
+        self._named: set[str] = set()
+        self._stated = [] if request is None else validation.violations(request)
 
     def bad(self, field: str, description: str) -> None:
         if field not in self._named:
@@ -63,6 +63,9 @@ class Fields:
             self.violations.append((field, description))
 
     def raise_if_any(self) -> None:
+        for field, description in self._stated:
+            self.bad(field, description)
+        self._stated = []
         if self.violations:
             raise InvalidArgument(self.violations)
 

@@ -126,13 +126,8 @@ def check_eligibility(
 def batch_check_eligibility(
     request: entry_pb2.BatchCheckEligibilityRequest, operator: str | None = None
 ) -> tuple[list[str], str]:
-    f = Fields()
-    order_ids = list(request.order_ids)
-    if len(order_ids) > MAX_BATCH_ORDERS:
-        f.bad("order_ids", f"names {len(order_ids)} orders; at most {MAX_BATCH_ORDERS}")
-        f.raise_if_any()
-    if not order_ids:
-        f.bad("order_ids", "is required: name at least one order")
+    f = Fields(request)
+    order_ids = list(request.order_ids[:MAX_BATCH_ORDERS])
     for i, order_id in enumerate(order_ids):
         f.id(f"order_ids[{i}]", order_id)
     operator_id = f.id("operator_id", request.operator_id if operator is None else operator)
@@ -141,7 +136,7 @@ def batch_check_eligibility(
 
 
 def get_buyer_order_entry(request: entry_pb2.GetBuyerOrderEntryRequest) -> str:
-    f = Fields()
+    f = Fields(request)
     order_id = f.id("order_id", request.order_id)
     f.raise_if_any()
     return order_id

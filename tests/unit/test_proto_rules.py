@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from google.api import field_behavior_pb2
 from google.protobuf import timestamp_pb2
 from google.protobuf.descriptor import Descriptor
 
@@ -16,7 +17,7 @@ from buf.validate import validate_pb2
 from server.domain.errors import InvalidArgument
 from server.grpc import sync as sync_api
 from server.grpc import validation
-from server.grpc.common import MAX_BALANCE_ACCOUNTS, MAX_COMMISSION_LINES
+from server.grpc.common import MAX_BALANCE_ACCOUNTS, MAX_BATCH_ORDERS, MAX_COMMISSION_LINES
 
 FILES = [entry_pb2, clawback_pb2, sync_pb2, resources_pb2]
 
@@ -53,6 +54,21 @@ def test_the_item_bounds_the_server_reads_up_to_are_the_protos():
     assert max_items(clawback_pb2.GetBalancesRequest.DESCRIPTOR, "accounts") == (
         MAX_BALANCE_ACCOUNTS
     )
+    assert max_items(entry_pb2.BatchCheckEligibilityRequest.DESCRIPTOR, "order_ids") == (
+        MAX_BATCH_ORDERS
+    )
+
+
+def test_every_field_of_a_request_says_its_behavior():
+    """REQUIRED, OPTIONAL...: what `grpcurl describe` and generated code show callers."""
+    unsaid = [
+        field.full_name
+        for message in messages()
+        if message.name.endswith("Request")
+        for field in message.fields
+        if not field.GetOptions().Extensions[field_behavior_pb2.field_behavior]
+    ]
+    assert unsaid == []
 
 
 def test_a_request_breaking_the_protos_rules_names_each_field_as_the_bad_request_does():
