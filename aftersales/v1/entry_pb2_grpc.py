@@ -40,10 +40,10 @@ class AfterSalesEntryStub:
     the person it acts for sent no valid token (PERSON_NOT_AUTHENTICATED); metadata method.
     - PERMISSION_DENIED: the access table does not grant the method (CALLER_NOT_ALLOWED, metadata
     identity and method); the request names another person than its token
-    (NOT_THE_AUTHENTICATED_PERSON); the operator may not act on this order (another shop's
-    account, or a role other than main account, administrator and customer-service
-    administrator: OPERATOR_NOT_ALLOWED), or the buyer is not the order's buyer
-    (BUYER_NOT_ORDER_OWNER).
+    (NOT_THE_AUTHENTICATED_PERSON); the operator's role is not main account, administrator or
+    customer-service administrator (OPERATOR_NOT_ALLOWED), or the buyer is not the order's buyer
+    (BUYER_NOT_ORDER_OWNER). An operator of another shop gets NOT_FOUND, worded as for an order
+    that does not exist: it learns nothing of other shops' orders.
     - FAILED_PRECONDITION: business rules unmet, with a google.rpc.PreconditionFailure listing every
     unmet rule (type = reason code, subject = "orders/{order_id}", description in English); the
     ErrorInfo's reason is the first code, its metadata the ids.
@@ -114,10 +114,10 @@ class AfterSalesEntryServicer:
     the person it acts for sent no valid token (PERSON_NOT_AUTHENTICATED); metadata method.
     - PERMISSION_DENIED: the access table does not grant the method (CALLER_NOT_ALLOWED, metadata
     identity and method); the request names another person than its token
-    (NOT_THE_AUTHENTICATED_PERSON); the operator may not act on this order (another shop's
-    account, or a role other than main account, administrator and customer-service
-    administrator: OPERATOR_NOT_ALLOWED), or the buyer is not the order's buyer
-    (BUYER_NOT_ORDER_OWNER).
+    (NOT_THE_AUTHENTICATED_PERSON); the operator's role is not main account, administrator or
+    customer-service administrator (OPERATOR_NOT_ALLOWED), or the buyer is not the order's buyer
+    (BUYER_NOT_ORDER_OWNER). An operator of another shop gets NOT_FOUND, worded as for an order
+    that does not exist: it learns nothing of other shops' orders.
     - FAILED_PRECONDITION: business rules unmet, with a google.rpc.PreconditionFailure listing every
     unmet rule (type = reason code, subject = "orders/{order_id}", description in English); the
     ErrorInfo's reason is the first code, its metadata the ids.
@@ -134,8 +134,8 @@ class AfterSalesEntryServicer:
     def CheckEligibility(self, request, context):
         """A dry run of OpenEntry: whether the operator could open the entry of the order now, with every
         unmet condition at once and the facts the decision was made on. Writes nothing. An operator of
-        another shop gets PERMISSION_DENIED; a staff account of the shop whose role may not open the
-        entry gets a decision listing OPERATOR_NOT_ALLOWED.
+        another shop gets NOT_FOUND, as for an order that does not exist; a staff account of the shop
+        whose role may not open the entry gets a decision listing OPERATOR_NOT_ALLOWED.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -256,10 +256,10 @@ class AfterSalesEntry:
     the person it acts for sent no valid token (PERSON_NOT_AUTHENTICATED); metadata method.
     - PERMISSION_DENIED: the access table does not grant the method (CALLER_NOT_ALLOWED, metadata
     identity and method); the request names another person than its token
-    (NOT_THE_AUTHENTICATED_PERSON); the operator may not act on this order (another shop's
-    account, or a role other than main account, administrator and customer-service
-    administrator: OPERATOR_NOT_ALLOWED), or the buyer is not the order's buyer
-    (BUYER_NOT_ORDER_OWNER).
+    (NOT_THE_AUTHENTICATED_PERSON); the operator's role is not main account, administrator or
+    customer-service administrator (OPERATOR_NOT_ALLOWED), or the buyer is not the order's buyer
+    (BUYER_NOT_ORDER_OWNER). An operator of another shop gets NOT_FOUND, worded as for an order
+    that does not exist: it learns nothing of other shops' orders.
     - FAILED_PRECONDITION: business rules unmet, with a google.rpc.PreconditionFailure listing every
     unmet rule (type = reason code, subject = "orders/{order_id}", description in English); the
     ErrorInfo's reason is the first code, its metadata the ids.

@@ -43,10 +43,10 @@ class AfterSalesEntryStub:
       the person it acts for sent no valid token (PERSON_NOT_AUTHENTICATED); metadata method.
     - PERMISSION_DENIED: the access table does not grant the method (CALLER_NOT_ALLOWED, metadata
       identity and method); the request names another person than its token
-      (NOT_THE_AUTHENTICATED_PERSON); the operator may not act on this order (another shop's
-      account, or a role other than main account, administrator and customer-service
-      administrator: OPERATOR_NOT_ALLOWED), or the buyer is not the order's buyer
-      (BUYER_NOT_ORDER_OWNER).
+      (NOT_THE_AUTHENTICATED_PERSON); the operator's role is not main account, administrator or
+      customer-service administrator (OPERATOR_NOT_ALLOWED), or the buyer is not the order's buyer
+      (BUYER_NOT_ORDER_OWNER). An operator of another shop gets NOT_FOUND, worded as for an order
+      that does not exist: it learns nothing of other shops' orders.
     - FAILED_PRECONDITION: business rules unmet, with a google.rpc.PreconditionFailure listing every
       unmet rule (type = reason code, subject = "orders/{order_id}", description in English); the
       ErrorInfo's reason is the first code, its metadata the ids.
@@ -67,8 +67,8 @@ class AfterSalesEntryStub:
     CheckEligibility: _grpc.UnaryUnaryMultiCallable[_entry_pb2.CheckEligibilityRequest, _entry_pb2.CheckEligibilityResponse]
     """A dry run of OpenEntry: whether the operator could open the entry of the order now, with every
     unmet condition at once and the facts the decision was made on. Writes nothing. An operator of
-    another shop gets PERMISSION_DENIED; a staff account of the shop whose role may not open the
-    entry gets a decision listing OPERATOR_NOT_ALLOWED.
+    another shop gets NOT_FOUND, as for an order that does not exist; a staff account of the shop
+    whose role may not open the entry gets a decision listing OPERATOR_NOT_ALLOWED.
     """
     OpenEntry: _grpc.UnaryUnaryMultiCallable[_entry_pb2.OpenEntryRequest, _resources_pb2.Entry]
     """Opens the entry for the policy's window (72 hours by default). Idempotent on request_id."""
@@ -115,10 +115,10 @@ class AfterSalesEntryAsyncStub(AfterSalesEntryStub):
       the person it acts for sent no valid token (PERSON_NOT_AUTHENTICATED); metadata method.
     - PERMISSION_DENIED: the access table does not grant the method (CALLER_NOT_ALLOWED, metadata
       identity and method); the request names another person than its token
-      (NOT_THE_AUTHENTICATED_PERSON); the operator may not act on this order (another shop's
-      account, or a role other than main account, administrator and customer-service
-      administrator: OPERATOR_NOT_ALLOWED), or the buyer is not the order's buyer
-      (BUYER_NOT_ORDER_OWNER).
+      (NOT_THE_AUTHENTICATED_PERSON); the operator's role is not main account, administrator or
+      customer-service administrator (OPERATOR_NOT_ALLOWED), or the buyer is not the order's buyer
+      (BUYER_NOT_ORDER_OWNER). An operator of another shop gets NOT_FOUND, worded as for an order
+      that does not exist: it learns nothing of other shops' orders.
     - FAILED_PRECONDITION: business rules unmet, with a google.rpc.PreconditionFailure listing every
       unmet rule (type = reason code, subject = "orders/{order_id}", description in English); the
       ErrorInfo's reason is the first code, its metadata the ids.
@@ -136,8 +136,8 @@ class AfterSalesEntryAsyncStub(AfterSalesEntryStub):
     CheckEligibility: _aio.UnaryUnaryMultiCallable[_entry_pb2.CheckEligibilityRequest, _entry_pb2.CheckEligibilityResponse]  # type: ignore[assignment]
     """A dry run of OpenEntry: whether the operator could open the entry of the order now, with every
     unmet condition at once and the facts the decision was made on. Writes nothing. An operator of
-    another shop gets PERMISSION_DENIED; a staff account of the shop whose role may not open the
-    entry gets a decision listing OPERATOR_NOT_ALLOWED.
+    another shop gets NOT_FOUND, as for an order that does not exist; a staff account of the shop
+    whose role may not open the entry gets a decision listing OPERATOR_NOT_ALLOWED.
     """
     OpenEntry: _aio.UnaryUnaryMultiCallable[_entry_pb2.OpenEntryRequest, _resources_pb2.Entry]  # type: ignore[assignment]
     """Opens the entry for the policy's window (72 hours by default). Idempotent on request_id."""
@@ -183,10 +183,10 @@ class AfterSalesEntryServicer(metaclass=_abc_1.ABCMeta):
       the person it acts for sent no valid token (PERSON_NOT_AUTHENTICATED); metadata method.
     - PERMISSION_DENIED: the access table does not grant the method (CALLER_NOT_ALLOWED, metadata
       identity and method); the request names another person than its token
-      (NOT_THE_AUTHENTICATED_PERSON); the operator may not act on this order (another shop's
-      account, or a role other than main account, administrator and customer-service
-      administrator: OPERATOR_NOT_ALLOWED), or the buyer is not the order's buyer
-      (BUYER_NOT_ORDER_OWNER).
+      (NOT_THE_AUTHENTICATED_PERSON); the operator's role is not main account, administrator or
+      customer-service administrator (OPERATOR_NOT_ALLOWED), or the buyer is not the order's buyer
+      (BUYER_NOT_ORDER_OWNER). An operator of another shop gets NOT_FOUND, worded as for an order
+      that does not exist: it learns nothing of other shops' orders.
     - FAILED_PRECONDITION: business rules unmet, with a google.rpc.PreconditionFailure listing every
       unmet rule (type = reason code, subject = "orders/{order_id}", description in English); the
       ErrorInfo's reason is the first code, its metadata the ids.
@@ -208,8 +208,8 @@ class AfterSalesEntryServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_entry_pb2.CheckEligibilityResponse, _abc.Awaitable[_entry_pb2.CheckEligibilityResponse]]:
         """A dry run of OpenEntry: whether the operator could open the entry of the order now, with every
         unmet condition at once and the facts the decision was made on. Writes nothing. An operator of
-        another shop gets PERMISSION_DENIED; a staff account of the shop whose role may not open the
-        entry gets a decision listing OPERATOR_NOT_ALLOWED.
+        another shop gets NOT_FOUND, as for an order that does not exist; a staff account of the shop
+        whose role may not open the entry gets a decision listing OPERATOR_NOT_ALLOWED.
         """
 
     @_abc_1.abstractmethod

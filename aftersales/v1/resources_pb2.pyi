@@ -61,7 +61,7 @@ class _ReasonCodeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ReasonCode
     """An entry of this order is open already; only one may be open at a time."""
     OPERATOR_NOT_ALLOWED: _ReasonCode.ValueType  # 9
     """The operator is not the shop's main account, an administrator or a customer-service
-    administrator, or belongs to another shop.
+    administrator. (An operator of another shop gets NOT_FOUND, as for an unknown order.)
     """
     MARKETING_CAMPAIGN_NOT_ALLOWED: _ReasonCode.ValueType  # 10
     """Orders of marketing campaigns (营销活动订单) are not allowed by the policy in force."""
@@ -173,7 +173,7 @@ ENTRY_ALREADY_OPEN: ReasonCode.ValueType  # 8
 """An entry of this order is open already; only one may be open at a time."""
 OPERATOR_NOT_ALLOWED: ReasonCode.ValueType  # 9
 """The operator is not the shop's main account, an administrator or a customer-service
-administrator, or belongs to another shop.
+administrator. (An operator of another shop gets NOT_FOUND, as for an unknown order.)
 """
 MARKETING_CAMPAIGN_NOT_ALLOWED: ReasonCode.ValueType  # 10
 """Orders of marketing campaigns (营销活动订单) are not allowed by the policy in force."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import socket
 import threading
 import time
@@ -45,6 +46,9 @@ SERVICE_NAMES = (
 
 # How long stopping waits, after the grace, for the workers to end and the connections to close.
 STOP_SECONDS = 2.0
+
+# The request_id rule of the protos (8 to 128 characters from [A-Za-z0-9._:-]).
+LOGGED_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{8,128}")
 
 HEALTH_CHECK_METHOD = f"/{health.SERVICE_NAME}/Check"
 
@@ -89,7 +93,9 @@ class CallInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]  # grpc
             token = None
             rid = getattr(request, "request_id", None)
             rid_token = None
-            if rid:
+            # Only an id of the form the protos allow reaches logs and spans: the request is
+            # not validated yet, and a refused one must not write megabytes into either.
+            if rid and LOGGED_REQUEST_ID.fullmatch(rid):
                 rid_token = logs.request_id.set(rid)
                 tracing.tag_request(rid)
             try:

@@ -47,24 +47,28 @@ T = TypeVar("T")
 
 
 class Fields:
-    """Collects field violations while a request is read; raises them all at the end, one per
-    field at most. Made from the request, it holds the violations of the rules the protos state
-    (validation.py) too; what is read here checks only what those rules cannot say, and the ids it
-    reads, whose descriptions ("is required") it gives instead of protovalidate's."""
+    """Collects field violations while a request is read; raises them all at the end. Made from
+    the request, it holds the violations of the rules the protos state (validation.py) too; what
+    is read here checks only what those rules cannot say, or says it better: a field found bad
+    here gets the server's own descriptions ("is required") instead of protovalidate's for the
+    same rules, unless the rule checked here is one protovalidate cannot state (`extra`), in
+    which case both are given: every broken rule is named."""
 
     def __init__(self, request: Message | None = None) -> None:
         self.violations: list[tuple[str, str]] = []
-        self._named: set[str] = set()
+        self._worded: set[str] = set()  # fields whose protovalidate violations are not added
         self._stated = [] if request is None else validation.violations(request)
 
-    def bad(self, field: str, description: str) -> None:
-        if field not in self._named:
-            self._named.add(field)
+    def bad(self, field: str, description: str, *, extra: bool = False) -> None:
+        if not extra:
+            self._worded.add(field)
+        if (field, description) not in self.violations:
             self.violations.append((field, description))
 
     def raise_if_any(self) -> None:
         for field, description in self._stated:
-            self.bad(field, description)
+            if field not in self._worded:
+                self.bad(field, description, extra=True)
         self._stated = []
         if self.violations:
             raise InvalidArgument(self.violations)
@@ -89,7 +93,7 @@ class Fields:
     def text(self, field: str, value: str) -> str:
         """Free text: its length is the protos' rule; no NUL (which no database column holds)."""
         if "\x00" in value:
-            self.bad(field, "has a NUL character")
+            self.bad(field, "has a NUL character", extra=True)
         return value
 
     def enum(

@@ -25,7 +25,7 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_serv
 from prometheus_client.parser import text_string_to_metric_families
 
 from aftersales.v1 import resources_pb2 as pb
-from client import Client, FailedPrecondition
+from client import Client, FailedPrecondition, InvalidArgument
 from tests.e2e.test_process import ROOT, ServerProcess, _environment, _wait_until_serving
 from tests.pg import free_port
 
@@ -192,6 +192,9 @@ def test_log_lines_carry_a_utc_iso_time_the_request_id_and_the_trace_id_of_their
     with observed.client("staff", "tiny-owner") as tiny:
         with pytest.raises(FailedPrecondition):
             tiny.open_entry("order-tiny", "tiny-owner", request_id="log-line-request")
+        # A request id the protos refuse is not copied into the log line (nor its span).
+        with pytest.raises(InvalidArgument):
+            tiny.open_entry("order-tiny", "tiny-owner", request_id="x" * 100_000)
     assert observed.terminate() == 0  # the spans waiting in the batch are written at the stop
 
     records = observed.log_records()
@@ -204,11 +207,15 @@ def test_log_lines_carry_a_utc_iso_time_the_request_id_and_the_trace_id_of_their
     assert observed.spans_file is not None
     text = observed.spans_file.read_text(encoding="utf-8")
     spans = [json.loads(s) for s in re.split(r"(?<=\n})\n(?={)", text.strip()) if s]
-    [span] = [s for s in spans if s["name"] == "/aftersales.v1.AfterSalesEntry/OpenEntry"]
-    assert span["context"]["trace_id"] == f"0x{call['trace_id']}"
+    calls = [s for s in spans if s["name"] == "/aftersales.v1.AfterSalesEntry/OpenEntry"]
+    [span] = [s for s in calls if s["context"]["trace_id"] == f"0x{call['trace_id']}"]
     assert span["attributes"]["rpc.grpc.status_code"] == 9
     transactions = [s for s in spans if s["parent_id"] == span["context"]["span_id"]]
     assert [s["name"] for s in transactions] == ["db.transaction"]
+    [refused] = [r for r in records if r.get("code") == "INVALID_ARGUMENT"]
+    assert "request_id" not in refused and len(json.dumps(refused)) < 2_000
+    [refused_span] = [s for s in calls if s["context"]["trace_id"] == f"0x{refused['trace_id']}"]
+    assert "aftersales.request_id" not in refused_span["attributes"]
     # Outside any call, a line has no trace id.
     serving = [r for r in records if r["message"] == "serving"]
     assert serving and "trace_id" not in serving[0]

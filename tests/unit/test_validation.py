@@ -631,6 +631,15 @@ def test_a_note_over_500_characters_is_refused():
     assert bad_fields(entry_api.open_entry, open_entry(note="n" * 501)) == {"note"}
 
 
+def test_a_note_breaking_two_rules_is_refused_for_both():
+    with pytest.raises(InvalidArgument) as refused:
+        entry_api.open_entry(open_entry(note="\x00" + "n" * 500))
+
+    descriptions = [d for field, d in refused.value.violations if field == "note"]
+    assert len(descriptions) == 2, descriptions
+    assert any("NUL" in d for d in descriptions) and any("500" in d for d in descriptions)
+
+
 def test_an_open_entry_request_with_several_bad_fields_names_them_all():
     request = open_entry(order_id="", operator_id="o" * 129, request_id="x y", note="n" * 501)
 
