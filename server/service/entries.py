@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from server.domain import rules
+from server.domain import events, rules
 from server.domain.access import Person
 from server.domain.errors import NotFound, PermissionDenied, RulesRefused
 from server.domain.model import (
@@ -22,6 +22,10 @@ from server.domain.model import (
 from server.service.base import UseCases, order_subject
 from server.service.paging import Page, PageTokens, micros
 from server.service.unit_of_work import EntryConflict, UnitOfWork
+
+# Entries a sweep expires per transaction, and transactions per sweep at most.
+EXPIRY_BATCH = 500
+EXPIRY_BATCHES = 20
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,7 +72,8 @@ class EntryUseCases(UseCases):
                 raise _refusal(order_id, decision)
             if facts.stored_open_entry is not None:
                 # Stored as OPEN but its window has passed: it closed by itself.
-                uow.entries.expire_entries(facts.now, order_id=order_id)
+                for expired in uow.entries.expire_entries(facts.now, order_id=order_id):
+                    uow.events.add(events.entry_expired(expired, facts.now, by))
             entry = rules.new_entry(self.new_id(), facts, note, self.policy, by)
             try:
                 uow.entries.insert_entry(entry)
@@ -78,6 +83,7 @@ class EntryUseCases(UseCases):
                 if decision.eligible:  # ... and it has been used or has expired since
                     decision = dataclasses.replace(decision, violations=(rules.OPENED_MEANWHILE,))
                 raise _refusal(order_id, decision) from None
+            uow.events.add(events.entry_opened(entry))
             return entry
 
     def get_entry(self, entry_id: str, viewer: Person | None = None) -> Entry:
@@ -182,12 +188,23 @@ class EntryUseCases(UseCases):
                     {"order_id": order_id},
                 )
             uow.entries.insert_application(application)
+            uow.events.add(events.entry_used(entry, application))
             return application
 
-    def expire_entries(self) -> int:
-        """Persists what readers already see: open entries past their window are EXPIRED."""
-        with self.unit_of_work() as uow:
-            return uow.entries.expire_entries(self.clock.now())
+    def expire_entries(self, batch: int = EXPIRY_BATCH, batches: int = EXPIRY_BATCHES) -> int:
+        """Persists what readers already see: open entries past their window are EXPIRED, each
+        with its event, in transactions of at most `batch` entries, `batches` of them at most
+        (the next sweep goes on). Returns how many expired."""
+        expired = 0
+        for _ in range(batches):
+            with self.unit_of_work() as uow:
+                now = self.clock.now()
+                found = uow.entries.expire_entries(now, limit=batch)
+                uow.events.add(*(events.entry_expired(entry, now) for entry in found))
+            expired += len(found)
+            if len(found) < batch:
+                break
+        return expired
 
 
 def _entry_position(entry: Entry) -> tuple[int, str]:

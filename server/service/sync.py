@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from datetime import datetime
 
-from server.domain import rules
+from server.domain import events, rules
 from server.domain.errors import NotFound, RulesRefused
 from server.domain.model import (
     EXTERNAL,
@@ -39,8 +39,16 @@ class SyncUseCases(UseCases):
     # Each put returns what is stored: the record sent, or a newer version already there.
 
     def put_shop(self, shop: Shop) -> Shop:
+        """A change of the shop's status is an event (a shop suspended, closed, reopened)."""
         with self.unit_of_work() as uow:
-            return uow.facts.put_shop(shop)
+            # Two puts of one shop at once must not both tell the same change.
+            uow.serialize_on(f"shop:{shop.shop_id}")
+            previous = uow.facts.shop(shop.shop_id) if uow.facts.shop_exists(shop.shop_id) else None
+            stored = uow.facts.put_shop(shop)
+            changed = events.shop_status_changed(previous, stored, self.clock.now())
+            if changed is not None:
+                uow.events.add(changed)
+            return stored
 
     def shop_exists(self, shop_id: str) -> bool:
         with self.unit_of_work(read_only=True) as uow:
@@ -103,13 +111,20 @@ class SyncUseCases(UseCases):
                 raise RulesRefused(
                     account_subject(account), rules.check_withdrawal(short.balance, -amount)
                 ) from None
+            recovered = []
             if incoming and account.kind is AccountKind.CASH:
-                self._settle_debts(uow, account, now, by)
-            return Posted(transfer, uow.ledger.balances([account])[account])
+                recovered = self._settle_debts(uow, account, now, by)
+            balance = uow.ledger.balances([account])[account]
+            # The funds first, then the debts they paid: the order the money moved in.
+            uow.events.add(events.funds_posted(transfer, account, balance), *recovered)
+            return Posted(transfer, balance)
 
-    def _settle_debts(self, uow: UnitOfWork, cash: AccountRef, now: datetime, by: Actor) -> None:
+    def _settle_debts(
+        self, uow: UnitOfWork, cash: AccountRef, now: datetime, by: Actor
+    ) -> list[events.Event]:
         """Pays the payee's debts, oldest first, from what its cash account holds now, set-wise:
-        however many shops it owes, a bounded number of statements per DEBT_PAGE debts."""
+        however many shops it owes, a bounded number of statements per DEBT_PAGE debts. Returns
+        the events of the debts paid."""
         balance = uow.ledger.balances([cash])[cash]
         paying: list[tuple[Debt, int]] = []
         after = None
@@ -122,9 +137,9 @@ class SyncUseCases(UseCases):
                 break
             after = page[-1].seq
         if not paying:
-            return
+            return []
         uow.ledger.lock_accounts({wallet_of(debt.shop_id) for debt, _ in paying})
-        uow.ledger.post_transfers(
+        transfer_ids = uow.ledger.post_transfers(
             [
                 Movement(
                     from_account=cash,
@@ -148,3 +163,7 @@ class SyncUseCases(UseCases):
                 for clawback_id, (due, recovered) in totals.items()
             }
         )
+        return [
+            events.debt_recovered(debt, paid, cash, wallet_of(debt.shop_id), transfer_id, now, by)
+            for (debt, paid), transfer_id in zip(paying, transfer_ids, strict=True)
+        ]

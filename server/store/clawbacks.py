@@ -136,7 +136,8 @@ class SqlClawbacks:
         which `seq` is), after the line `after`: one range read of the debt index."""
         p = self._store.database.param
         sql = (
-            'SELECT l."clawback_id", l."line_no", c."shop_id", l."due", l."recovered", l."id" '
+            'SELECT l."clawback_id", l."line_no", c."shop_id", l."due", l."recovered", l."id", '
+            'c."order_id" '
             'FROM "clawback_line" AS l JOIN "clawback" AS c ON c."id" = l."clawback_id" '
             f'WHERE l."payee_id" = {p} AND l."recovered" < l."due" AND l."id" > {p} '
             f'ORDER BY l."id" LIMIT {p}'

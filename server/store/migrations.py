@@ -11,15 +11,17 @@ import peewee as pw
 from server.domain.model import AccountKind
 from server.store.schema import (
     AUDITED,
+    EVENTS_PRUNED_THROUGH,
     MODELS,
     AccountRow,
+    EventRow,
     SchemaVersionRow,
     SettingRow,
     execute_sql,
     to_us,
 )
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # The namespace of the migration's PostgreSQL advisory lock (the first key of the two-key form).
 MIGRATION_LOCK_SPACE = 726_0431
@@ -50,8 +52,14 @@ def _migrate_to_2(database: pw.Database) -> None:
                 )
 
 
+def _migrate_to_3(database: pw.Database) -> None:
+    """The outbox of events, and the highest position pruned from it (none yet)."""
+    database.create_tables([EventRow], safe=True)
+    SettingRow.insert(name=EVENTS_PRUNED_THROUGH, value="0").on_conflict_ignore().execute()
+
+
 # Index i brings the schema from version i to i + 1. Append; never edit a released step.
-MIGRATIONS: list[Callable[[pw.Database], None]] = [_migrate_to_1, _migrate_to_2]
+MIGRATIONS: list[Callable[[pw.Database], None]] = [_migrate_to_1, _migrate_to_2, _migrate_to_3]
 assert len(MIGRATIONS) == SCHEMA_VERSION
 
 

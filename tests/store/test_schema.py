@@ -99,10 +99,12 @@ def test_a_database_of_schema_1_gains_the_audit_columns_and_keeps_its_data(empty
         for table in AUDITED:
             for column in ("recorded_by_service", "recorded_by_person"):
                 database.execute_sql(f'ALTER TABLE "{table}" DROP COLUMN "{column}"')
+        database.execute_sql('DROP TABLE "event"')
+        database.execute_sql("DELETE FROM setting WHERE name = 'events_pruned_through'")
         SchemaVersionRow.delete().where(SchemaVersionRow.version > 1).execute()
     assert empty_store.schema_version() == 1
 
-    assert empty_store.migrate() == SCHEMA_VERSION == 2
+    assert empty_store.migrate() == SCHEMA_VERSION == 3
 
     with empty_store.session():
         for table in AUDITED:
@@ -116,3 +118,5 @@ def test_a_database_of_schema_1_gains_the_audit_columns_and_keeps_its_data(empty
         assert uow.facts.shop("shop-sunny").name == "Sunny Appliances"
         assert uow.facts.staff("staff-owner").shop_id == "shop-sunny"
         assert uow.facts.shop("shop-old").recorded_by.service == ""
+        # Schema 3: the outbox, empty, nothing pruned.
+        assert uow.events.held() == (0, 0)
