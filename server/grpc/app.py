@@ -21,6 +21,8 @@ from aftersales.v1 import (
     clawback_pb2_grpc,
     entry_pb2,
     entry_pb2_grpc,
+    events_pb2,
+    events_pb2_grpc,
     sync_pb2,
     sync_pb2_grpc,
 )
@@ -30,6 +32,7 @@ from server.grpc import decoding, status
 from server.grpc.callers import AccessGuard, PersonGuard, current_caller
 from server.grpc.clawbacks import ClawbackServicer
 from server.grpc.entries import AfterSalesEntryServicer
+from server.grpc.events import EventsServicer, ServerStopping, TooManyStreams
 from server.grpc.methods import METHOD_NAMES as METHOD_NAMES  # also imported from here
 from server.grpc.sync import SyncServicer
 from server.grpc.tokens import TokenVerifier
@@ -41,6 +44,7 @@ SERVICE_NAMES = (
     sync_pb2.DESCRIPTOR.services_by_name["Sync"].full_name,
     entry_pb2.DESCRIPTOR.services_by_name["AfterSalesEntry"].full_name,
     clawback_pb2.DESCRIPTOR.services_by_name["Clawback"].full_name,
+    events_pb2.DESCRIPTOR.services_by_name["Events"].full_name,
 )
 
 # How long stopping waits, after the grace, for the workers to end and the connections to close.
@@ -80,6 +84,8 @@ class CallInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]  # grpc
         if handler is None:
             return None
         method = handler_call_details.method
+        if handler.unary_stream is not None:
+            return self._server_streaming(handler, method)
         if handler.unary_unary is None:
             return decoding.streaming(handler, method, self.undecodable_peers)
         inner = handler.unary_unary
@@ -143,10 +149,76 @@ class CallInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]  # grpc
             response_serializer=handler.response_serializer,
         )
 
+    def _server_streaming(
+        self, handler: grpc.RpcMethodHandler[Any, Any], method: str
+    ) -> grpc.RpcMethodHandler[Any, Any]:
+        """A server-streaming call gets what a unary one does: the caller checked, refusals and
+        failures as rich statuses (raised while the stream runs, too), one log line at its end."""
+        inner = handler.unary_stream
+        assert inner is not None
+
+        def behavior(request: Any, context: grpc.ServicerContext) -> Any:
+            start = time.perf_counter()
+            code = grpc.StatusCode.OK
+            caller: Caller | None = None
+            try:
+                if self.guard is not None:
+                    caller = self.guard.check(method, context)
+                # The stream runs on this thread from its first message to its last.
+                current_caller.set(caller)
+                if isinstance(request, decoding.Undecodable):
+                    decoding.refuse(request, context, method, self.undecodable_peers)
+                yield from inner(request, context)
+            except Refused as refusal:
+                rich = status.to_status(refusal)
+                code = rich.code
+                context.abort_with_status(rich)
+            except TooManyStreams as e:
+                code = grpc.StatusCode.RESOURCE_EXHAUSTED
+                context.abort_with_status(status.too_many_streams(str(e)))
+            except ServerStopping as e:
+                code = grpc.StatusCode.UNAVAILABLE
+                context.abort_with_status(status.stopping(str(e)))
+            except StoreUnavailable as e:
+                code = grpc.StatusCode.UNAVAILABLE
+                log.warning("database unavailable while serving %s: %s", method, e)
+                context.abort_with_status(status.unavailable())
+            except Exception:
+                aborted = context.code()  # type: ignore[attr-defined]  # grpc-stubs lag grpcio
+                if aborted not in (None, grpc.StatusCode.OK):
+                    code = aborted
+                    raise
+                code = grpc.StatusCode.INTERNAL
+                incident = uuid.uuid4().hex[:12]
+                log.exception("bug while serving %s", method, extra={"incident": incident})
+                context.abort_with_status(status.internal(incident))
+            finally:
+                current_caller.set(None)
+                seconds = time.perf_counter() - start
+                RPC_TOTAL.labels(method, code.name).inc()
+                RPC_SECONDS.labels(method).observe(seconds)
+                log.info(
+                    "rpc",
+                    extra={
+                        "method": method,
+                        "code": code.name,
+                        "duration_ms": round(seconds * 1000, 3),
+                        "peer": context.peer(),
+                        "caller": caller.identity if caller else None,
+                    },
+                )
+
+        return grpc.unary_stream_rpc_method_handler(
+            behavior,
+            request_deserializer=decoding.tolerant(handler.request_deserializer),
+            response_serializer=handler.response_serializer,
+        )
+
 
 class Sweeper(threading.Thread):
-    """Stores as EXPIRED the entries whose window passed; readers see them EXPIRED already. A
-    failing sweep is logged when sweeps start failing and when they work again, not each time."""
+    """Stores as EXPIRED the entries whose window passed (readers see them EXPIRED already), each
+    with its event, and prunes the events older than the retention. A failing sweep is logged
+    when sweeps start failing and when they work again, not each time."""
 
     def __init__(self, service: Service, interval: float) -> None:
         super().__init__(name="entry-sweeper", daemon=True)
@@ -159,6 +231,7 @@ class Sweeper(threading.Thread):
         while not self.stopped.wait(self.interval):
             try:
                 expired = self.service.expire_entries()
+                pruned = self.service.prune_events()
             except StoreUnavailable as e:
                 if not self.failing:
                     log.warning("sweeps fail: the database is unavailable; will retry: %s", e)
@@ -174,6 +247,8 @@ class Sweeper(threading.Thread):
                 self.failing = False
             if expired:
                 log.info("entries expired", extra={"count": expired})
+            if pruned:
+                log.info("events pruned", extra={"count": pruned})
 
     def stop(self) -> None:
         self.stopped.set()
@@ -315,6 +390,7 @@ class App:
         health_probe: Callable[[], None] | None = None,
         health_interval: float = 2.0,
         reuse_port: bool = False,
+        max_streams: int | None = None,
     ) -> None:
         """`access`: the table callers are checked against, by the identity their certificate
         proves (credentials must then require client certificates); None checks no caller.
@@ -327,7 +403,9 @@ class App:
         Binds the address at once (OSError with the reason when it cannot), so a caller may
         bind before touching anything else. With `reuse_port`, other processes listen on the
         same port (SO_REUSEPORT) and the kernel spreads the connections among them: the address
-        is then held by a PortReservation, and not probed again."""
+        is then held by a PortReservation, and not probed again. `max_streams`: event streams
+        served at once (each holds a worker thread while it lasts); half the workers by
+        default."""
         self.service = service
         # Health checks run on threads of their own: a load balancer's Check is answered even
         # when every RPC worker waits on the database.
@@ -348,6 +426,10 @@ class App:
         # Watch answers from the servicer's own callbacks and holds no thread (non-blocking).
         self.health = health.HealthServicer()
         clawback_pb2_grpc.add_ClawbackServicer_to_server(ClawbackServicer(service), self.server)
+        self.events = EventsServicer(
+            service, max_streams=max_streams if max_streams is not None else max(1, workers // 2)
+        )
+        events_pb2_grpc.add_EventsServicer_to_server(self.events, self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
             (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server
@@ -377,6 +459,9 @@ class App:
         if self.monitor is not None:
             self.monitor.stop()
         self.health.enter_graceful_shutdown()
+        # Event streams would hold their workers to the end of the grace: their consumers
+        # resume on another server at once instead.
+        self.events.feed.close()
 
     def stop(self, grace: float = 10.0) -> bool:
         """Health goes NOT_SERVING, new calls are refused, and calls in flight get up to `grace`

@@ -14,6 +14,7 @@ from grpc_status import rpc_status
 
 from server.domain.errors import (
     CallerNotAllowed,
+    EventsPruned,
     InvalidArgument,
     NotFound,
     NotTheAuthenticatedPerson,
@@ -32,6 +33,9 @@ DATABASE_UNAVAILABLE = "DATABASE_UNAVAILABLE"
 TRANSACTION_ABORTED = "TRANSACTION_ABORTED"
 INTERNAL_ERROR = "INTERNAL_ERROR"
 UNDECODABLE_REQUEST = "UNDECODABLE_REQUEST"
+EVENTS_PRUNED = "EVENTS_PRUNED"
+TOO_MANY_STREAMS = "TOO_MANY_STREAMS"
+SERVER_STOPPING = "SERVER_STOPPING"
 
 # How long a caller should wait before it retries: a database that is down or busy needs a while;
 # a transaction aborted by a concurrent one may run again at once.
@@ -75,6 +79,18 @@ def aborted() -> grpc.Status:
         TRANSACTION_ABORTED,
         ABORTED_RETRY_DELAY,
     )
+
+
+def too_many_streams(message: str) -> grpc.Status:
+    """Every stream this server may serve is open: retry later (or on another server)."""
+    return _retryable(
+        code_pb2.RESOURCE_EXHAUSTED, message, TOO_MANY_STREAMS, UNAVAILABLE_RETRY_DELAY
+    )
+
+
+def stopping(message: str) -> grpc.Status:
+    """The server is stopping: a stream ends so that its consumer resumes elsewhere at once."""
+    return _retryable(code_pb2.UNAVAILABLE, message, SERVER_STOPPING, timedelta(0))
 
 
 def internal(incident: str) -> grpc.Status:
@@ -200,6 +216,17 @@ def _code_and_details(error: Refused) -> tuple[int, list[Message]]:
                 reason=ReasonCode.NOT_THE_AUTHENTICATED_PERSON.value,
                 domain=DOMAIN,
                 metadata={"person_id": error.person_id},
+            )
+        ]
+    if isinstance(error, EventsPruned):
+        return code_pb2.OUT_OF_RANGE, [
+            error_details_pb2.ErrorInfo(
+                reason=EVENTS_PRUNED,
+                domain=DOMAIN,
+                metadata={
+                    "after_position": str(error.after),
+                    "oldest_position": str(error.oldest),
+                },
             )
         ]
     raise TypeError(f"no status for {type(error).__name__}")

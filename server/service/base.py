@@ -32,6 +32,8 @@ class UseCases:
         self.policy = policy
         self.new_id = new_id
         self._current = threading.local()
+        # Called after each write unit of work commits (the Events service wakes its streams).
+        self.committed: list[Callable[[], None]] = []
 
     @contextlib.contextmanager
     def unit_of_work(self, *, read_only: bool = False) -> Iterator[UnitOfWork]:
@@ -55,6 +57,9 @@ class UseCases:
                     uow.commit()
             finally:
                 self._current.uow = None
+        if not read_only:
+            for listener in self.committed:
+                listener()
 
     def scope(self, uow: UnitOfWork, viewer: Person | None) -> Scope | None:
         """What `viewer` may see (None: everything, for a service acting for no one)."""
