@@ -160,3 +160,25 @@ def test_the_sweep_never_prunes_the_newest_event(client, seed, service, clock):
     assert newest.funds_posted.account == pb.AccountRef(
         kind=pb.ACCOUNT_KIND_ANXIN_WALLET, owner_id="shop-lonely"
     )
+
+
+def test_the_command_line_prints_one_json_line_per_event_from_a_position(
+    client, seed, server, capsys
+):
+    import json
+
+    from client.__main__ import main
+
+    seed.case("cli-1")
+    seed.case("cli-2")
+    everything = listed(client)
+    address = ["--address", f"127.0.0.1:{server.port}"]
+
+    assert main([*address, "events", "--from", str(everything[0].position)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [int(json.loads(line)["position"]) for line in lines] == [
+        e.position for e in everything[1:]
+    ]
+    assert main([*address, "events", "--shop", "shop-cli-2", "--type", "FUNDS_POSTED"]) == 0
+    (line,) = capsys.readouterr().out.splitlines()
+    assert json.loads(line)["funds_posted"]["account"]["owner_id"] == "shop-cli-2"
