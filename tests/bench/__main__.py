@@ -6,6 +6,7 @@ called with a fixed number of calls in flight for a few seconds. For each it rep
 second, that rate as a ratio to the health Check no-op measured on the same server in the same
 run (so that the machine's speed and load largely cancel out), and the median and 99th
 percentile latency.
+Meanwhile a consumer follows WatchEvents: the events' latency from commit to consumer.
 Then it times one PostFunds that pays an influencer owing a clawback to each of many shops, and
 reads the server's memory. It prints a table per database and writes everything as JSON.
 
@@ -34,6 +35,7 @@ from aftersales.v1 import clawback_pb2, clawback_pb2_grpc, resources_pb2, sync_p
 from server.domain import policy
 from server.store import SqlStore, open_database
 from tests.bench import dataset as ds
+from tests.bench import events as event_latency
 from tests.bench import rpcs as calls
 from tests.bench.load import Sample, measure
 from tests.bench.report import Report, label, parse_size
@@ -133,7 +135,10 @@ def run_database(
             server = ServerProcess(url, folder / f"server-{name}-{size}.log")
             try:
                 server.wait_serving()
+                consumer = event_latency.EventLatency(server.address, name, size).begin()
                 asyncio.run(measure_rpcs(name, server, data, args, report))
+                report.events.append(consumer.finish())
+                log(f"{name}: {event_latency.line(report.events[-1])}")
                 memory = server.memory_kib()
                 if args.debts:
                     report.debts.append(pay_debtor(name, server, data, args.debts))
