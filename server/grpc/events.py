@@ -93,6 +93,10 @@ class StreamSlots:
         with self._lock:
             self._open -= 1
 
+    def busy(self) -> int:
+        with self._lock:
+            return self._open
+
 
 class EventsServicer(events_pb2_grpc.EventsServicer, Servicer):
     def __init__(self, service: Service, *, max_streams: int, poll: float = POLL_SECONDS) -> None:

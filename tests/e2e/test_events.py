@@ -4,13 +4,16 @@ events a consumer reads, paged or streamed, filtered, resumed, and pruned."""
 from __future__ import annotations
 
 import threading
+import time
 from datetime import timedelta
 
+import grpc
 import pytest
 
 from aftersales.v1 import events_pb2
 from aftersales.v1 import resources_pb2 as pb
 from client import InvalidArgument, OutOfRange
+from client.errors import from_rpc_error
 from tests.e2e.seed import PAID, error_info
 
 
@@ -182,3 +185,39 @@ def test_the_command_line_prints_one_json_line_per_event_from_a_position(
     assert main([*address, "events", "--shop", "shop-cli-2", "--type", "FUNDS_POSTED"]) == 0
     (line,) = capsys.readouterr().out.splitlines()
     assert json.loads(line)["funds_posted"]["account"]["owner_id"] == "shop-cli-2"
+
+
+def open_stream(client):
+    stream = client.events.WatchEvents(events_pb2.WatchEventsRequest(heartbeat_seconds=1))
+    next(stream)  # a heartbeat at the latest: the stream is served
+    return stream
+
+
+def test_a_server_serves_half_its_workers_in_streams_and_refuses_more_for_a_while(client, server):
+    held = [open_stream(client) for _ in range(server.events.slots.limit)]
+    try:
+        with pytest.raises(grpc.RpcError) as refused:
+            open_stream(client)
+        assert refused.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert error_info(from_rpc_error(refused.value)).reason == "TOO_MANY_STREAMS"
+    finally:
+        for stream in held:
+            stream.cancel()
+    deadline = time.monotonic() + 10
+    while server.events.slots.busy() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    open_stream(client).cancel()
+
+
+def test_a_draining_server_ends_its_streams_unavailable_for_consumers_to_resume_elsewhere(
+    client, server
+):
+    stream = open_stream(client)
+
+    server.not_serving()
+
+    with pytest.raises(grpc.RpcError) as ended:
+        for _ in stream:
+            pass
+    assert ended.value.code() is grpc.StatusCode.UNAVAILABLE
+    assert error_info(from_rpc_error(ended.value)).reason == "SERVER_STOPPING"
