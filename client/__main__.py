@@ -65,6 +65,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("order_id")
     c.add_argument("operator_id")
 
+    c = sub.add_parser(
+        "check-batch", help="check up to 500 ORDERs at once: one JSON line per order, in order"
+    )
+    c.add_argument("order_ids", nargs="+", metavar="order_id")
+    c.add_argument("--operator", default="", help="the staff account (default: the token's)")
+
     c = sub.add_parser("open", help="open the entry of ORDER")
     c.add_argument("order_id")
     c.add_argument("operator_id")
@@ -88,6 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("amount", type=int, help="in fen")
     c.add_argument("--reason", default="")
     c.add_argument("--request-id", default=None)
+
+    c = sub.add_parser("order-entry", help="the buyer's view of ORDER's entry (a buyer's --token)")
+    c.add_argument("order_id")
 
     c = sub.add_parser("funds", help="money into (positive) or out of (negative) an account")
     c.add_argument(
@@ -198,6 +207,10 @@ def run(args: argparse.Namespace, client: Client) -> None:
         _events(args, client)
     elif args.command == "check":
         _print(client.check_eligibility(args.order_id, args.operator_id))
+    elif args.command == "check-batch":
+        batch = client.batch_check_eligibility(args.order_ids, args.operator)
+        for result in batch.results:
+            print(json_format.MessageToJson(result, indent=None, preserving_proto_field_name=True))
     elif args.command == "open":
         _print(
             client.open_entry(
@@ -215,6 +228,8 @@ def run(args: argparse.Namespace, client: Client) -> None:
         entries = client.iter_entries(shop_id=args.shop, order_id=args.order, state=entry_state)
         for entry in entries:
             print(json_format.MessageToJson(entry, indent=None, preserving_proto_field_name=True))
+    elif args.command == "order-entry":
+        _print(client.get_buyer_order_entry(args.order_id))
     elif args.command == "apply":
         _print(
             client.apply_after_sales(

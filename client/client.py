@@ -246,6 +246,19 @@ class Client:
         )
 
     @_typed_errors
+    def batch_check_eligibility(
+        self, order_ids: Iterable[str], operator_id: str = ""
+    ) -> entry_pb2.BatchCheckEligibilityResponse:
+        """check_eligibility of up to 500 orders in one call: one result per order id, in
+        order; an order nobody has or of another shop is a result whose `error` is NOT_FOUND."""
+        return self.entries.BatchCheckEligibility(
+            entry_pb2.BatchCheckEligibilityRequest(
+                order_ids=list(order_ids), operator_id=operator_id
+            ),
+            timeout=self.timeout,
+        )
+
+    @_typed_errors
     def open_entry(
         self, order_id: str, operator_id: str, *, note: str = "", request_id: str | None = None
     ) -> resources_pb2.Entry:
@@ -290,6 +303,14 @@ class Client:
         """Every entry matching the filters of list_entries, across pages."""
         return _pages(
             lambda token: self.list_entries(page_token=token, **filters), lambda page: page.entries
+        )
+
+    @_typed_errors
+    def get_buyer_order_entry(self, order_id: str) -> entry_pb2.BuyerOrderEntry:
+        """The buyer's order page: the order's newest entry, for the buyer of this client's
+        token (`entry` unset when none was ever opened)."""
+        return self.entries.GetBuyerOrderEntry(
+            entry_pb2.GetBuyerOrderEntryRequest(order_id=order_id), timeout=self.timeout
         )
 
     @_typed_errors

@@ -85,6 +85,8 @@ class State:
     clawbacks: dict[str, RefundClawback] = dataclasses.field(default_factory=dict)
     clawback_states: dict[str, str] = dataclasses.field(default_factory=dict)
     requests: dict[str, StoredResponse] = dataclasses.field(default_factory=dict)
+    # Payees whose debts the sweeper still pays, oldest first, with who posted their funds.
+    debts_pending: dict[str, Actor] = dataclasses.field(default_factory=dict)
     last_transfer_id: int = 0
     events: list[Event] = dataclasses.field(default_factory=list)
     last_position: int = 0
@@ -102,6 +104,7 @@ class State:
             clawbacks=dict(self.clawbacks),
             clawback_states=dict(self.clawback_states),
             requests=dict(self.requests),
+            debts_pending=dict(self.debts_pending),
             last_transfer_id=self.last_transfer_id,
             events=list(self.events),
             last_position=self.last_position,
@@ -183,6 +186,16 @@ class FakeFacts:
             deposit_balance=self._s.accounts.get(AccountRef(AccountKind.DEPOSIT, order.shop_id), 0),
             stored_open_entry=_stored_open(self._s, order_id),
         )
+
+    def eligibilities(
+        self, order_ids: Collection[str], operator_id: str
+    ) -> tuple[Staff, dict[str, EligibilityRow]]:
+        operator = self.staff(operator_id)
+        return operator, {
+            order_id: self.eligibility(order_id, operator_id)[1]
+            for order_id in order_ids
+            if order_id in self._s.orders
+        }
 
 
 class FakeEntries:
@@ -438,6 +451,15 @@ class FakeClawbacks:
         for clawback_id, state in states.items():
             if clawback_id in self._s.clawback_states:
                 self._s.clawback_states[clawback_id] = state.value
+
+    def mark_debts_pending(self, payee_id: str, now: datetime, by: Actor) -> None:
+        self._s.debts_pending.setdefault(payee_id, by)
+
+    def debts_pending(self, limit: int) -> list[tuple[str, Actor]]:
+        return list(self._s.debts_pending.items())[:limit]
+
+    def clear_debts_pending(self, payee_id: str) -> None:
+        self._s.debts_pending.pop(payee_id, None)
 
     def clawback(
         self, *, clawback_id: str | None = None, refund_id: str | None = None

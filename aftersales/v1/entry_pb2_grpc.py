@@ -73,6 +73,16 @@ class AfterSalesEntryStub:
                 request_serializer=aftersales_dot_v1_dot_entry__pb2.ApplyAfterSalesRequest.SerializeToString,
                 response_deserializer=aftersales_dot_v1_dot_resources__pb2.Application.FromString,
                 _registered_method=True)
+        self.BatchCheckEligibility = channel.unary_unary(
+                '/aftersales.v1.AfterSalesEntry/BatchCheckEligibility',
+                request_serializer=aftersales_dot_v1_dot_entry__pb2.BatchCheckEligibilityRequest.SerializeToString,
+                response_deserializer=aftersales_dot_v1_dot_entry__pb2.BatchCheckEligibilityResponse.FromString,
+                _registered_method=True)
+        self.GetBuyerOrderEntry = channel.unary_unary(
+                '/aftersales.v1.AfterSalesEntry/GetBuyerOrderEntry',
+                request_serializer=aftersales_dot_v1_dot_entry__pb2.GetBuyerOrderEntryRequest.SerializeToString,
+                response_deserializer=aftersales_dot_v1_dot_entry__pb2.BuyerOrderEntry.FromString,
+                _registered_method=True)
 
 
 class AfterSalesEntryServicer:
@@ -131,6 +141,31 @@ class AfterSalesEntryServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def BatchCheckEligibility(self, request, context):
+        """CheckEligibility for up to 500 orders of the operator's shop at once (AIP-231), for a list of
+        orders with an "open after-sales entry" button on each row: one result per order id, in the
+        request's order, each what CheckEligibility answers for that order alone. An order nobody has,
+        or another shop's, is a NOT_FOUND result of its own (the same for both), not a failure of the
+        call; an unknown operator, a bad request or more than 500 ids fail the whole call as they
+        fail CheckEligibility. Writes nothing; reads the batch in one SQL statement per 500 orders.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetBuyerOrderEntry(self, request, context):
+        """The buyer's order page: the order's current entry (its state and until when the buyer may
+        file), and nothing of the shop's money, staff or notes. Only for the order's buyer, known by
+        the buyer's token (`authorization` metadata), never by a request field: without one,
+        UNAUTHENTICATED; with a staff member's, PERMISSION_DENIED; for another buyer's order, NOT_FOUND
+        word for word as for an order nobody has (as every read scoped to a person answers: the
+        answer must not tell whether the order exists, and the order's own buyer asking before the
+        order is synced learns the truth).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AfterSalesEntryServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -158,6 +193,16 @@ def add_AfterSalesEntryServicer_to_server(servicer, server):
                     servicer.ApplyAfterSales,
                     request_deserializer=aftersales_dot_v1_dot_entry__pb2.ApplyAfterSalesRequest.FromString,
                     response_serializer=aftersales_dot_v1_dot_resources__pb2.Application.SerializeToString,
+            ),
+            'BatchCheckEligibility': grpc.unary_unary_rpc_method_handler(
+                    servicer.BatchCheckEligibility,
+                    request_deserializer=aftersales_dot_v1_dot_entry__pb2.BatchCheckEligibilityRequest.FromString,
+                    response_serializer=aftersales_dot_v1_dot_entry__pb2.BatchCheckEligibilityResponse.SerializeToString,
+            ),
+            'GetBuyerOrderEntry': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetBuyerOrderEntry,
+                    request_deserializer=aftersales_dot_v1_dot_entry__pb2.GetBuyerOrderEntryRequest.FromString,
+                    response_serializer=aftersales_dot_v1_dot_entry__pb2.BuyerOrderEntry.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -308,6 +353,60 @@ class AfterSalesEntry:
             '/aftersales.v1.AfterSalesEntry/ApplyAfterSales',
             aftersales_dot_v1_dot_entry__pb2.ApplyAfterSalesRequest.SerializeToString,
             aftersales_dot_v1_dot_resources__pb2.Application.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BatchCheckEligibility(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/aftersales.v1.AfterSalesEntry/BatchCheckEligibility',
+            aftersales_dot_v1_dot_entry__pb2.BatchCheckEligibilityRequest.SerializeToString,
+            aftersales_dot_v1_dot_entry__pb2.BatchCheckEligibilityResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetBuyerOrderEntry(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/aftersales.v1.AfterSalesEntry/GetBuyerOrderEntry',
+            aftersales_dot_v1_dot_entry__pb2.GetBuyerOrderEntryRequest.SerializeToString,
+            aftersales_dot_v1_dot_entry__pb2.BuyerOrderEntry.FromString,
             options,
             channel_credentials,
             insecure,

@@ -67,6 +67,23 @@ class AfterSalesEntryStub:
     """The buyer files an after-sales request through the open entry, which becomes USED. Idempotent
     on request_id.
     """
+    BatchCheckEligibility: _grpc.UnaryUnaryMultiCallable[_entry_pb2.BatchCheckEligibilityRequest, _entry_pb2.BatchCheckEligibilityResponse]
+    """CheckEligibility for up to 500 orders of the operator's shop at once (AIP-231), for a list of
+    orders with an "open after-sales entry" button on each row: one result per order id, in the
+    request's order, each what CheckEligibility answers for that order alone. An order nobody has,
+    or another shop's, is a NOT_FOUND result of its own (the same for both), not a failure of the
+    call; an unknown operator, a bad request or more than 500 ids fail the whole call as they
+    fail CheckEligibility. Writes nothing; reads the batch in one SQL statement per 500 orders.
+    """
+    GetBuyerOrderEntry: _grpc.UnaryUnaryMultiCallable[_entry_pb2.GetBuyerOrderEntryRequest, _entry_pb2.BuyerOrderEntry]
+    """The buyer's order page: the order's current entry (its state and until when the buyer may
+    file), and nothing of the shop's money, staff or notes. Only for the order's buyer, known by
+    the buyer's token (`authorization` metadata), never by a request field: without one,
+    UNAUTHENTICATED; with a staff member's, PERMISSION_DENIED; for another buyer's order, NOT_FOUND
+    word for word as for an order nobody has (as every read scoped to a person answers: the
+    answer must not tell whether the order exists, and the order's own buyer asking before the
+    order is synced learns the truth).
+    """
 
 @_typing.type_check_only
 class AfterSalesEntryAsyncStub(AfterSalesEntryStub):
@@ -103,6 +120,23 @@ class AfterSalesEntryAsyncStub(AfterSalesEntryStub):
     ApplyAfterSales: _aio.UnaryUnaryMultiCallable[_entry_pb2.ApplyAfterSalesRequest, _resources_pb2.Application]  # type: ignore[assignment]
     """The buyer files an after-sales request through the open entry, which becomes USED. Idempotent
     on request_id.
+    """
+    BatchCheckEligibility: _aio.UnaryUnaryMultiCallable[_entry_pb2.BatchCheckEligibilityRequest, _entry_pb2.BatchCheckEligibilityResponse]  # type: ignore[assignment]
+    """CheckEligibility for up to 500 orders of the operator's shop at once (AIP-231), for a list of
+    orders with an "open after-sales entry" button on each row: one result per order id, in the
+    request's order, each what CheckEligibility answers for that order alone. An order nobody has,
+    or another shop's, is a NOT_FOUND result of its own (the same for both), not a failure of the
+    call; an unknown operator, a bad request or more than 500 ids fail the whole call as they
+    fail CheckEligibility. Writes nothing; reads the batch in one SQL statement per 500 orders.
+    """
+    GetBuyerOrderEntry: _aio.UnaryUnaryMultiCallable[_entry_pb2.GetBuyerOrderEntryRequest, _entry_pb2.BuyerOrderEntry]  # type: ignore[assignment]
+    """The buyer's order page: the order's current entry (its state and until when the buyer may
+    file), and nothing of the shop's money, staff or notes. Only for the order's buyer, known by
+    the buyer's token (`authorization` metadata), never by a request field: without one,
+    UNAUTHENTICATED; with a staff member's, PERMISSION_DENIED; for another buyer's order, NOT_FOUND
+    word for word as for an order nobody has (as every read scoped to a person answers: the
+    answer must not tell whether the order exists, and the order's own buyer asking before the
+    order is synced learns the truth).
     """
 
 class AfterSalesEntryServicer(metaclass=_abc_1.ABCMeta):
@@ -167,6 +201,35 @@ class AfterSalesEntryServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_resources_pb2.Application, _abc.Awaitable[_resources_pb2.Application]]:
         """The buyer files an after-sales request through the open entry, which becomes USED. Idempotent
         on request_id.
+        """
+
+    @_abc_1.abstractmethod
+    def BatchCheckEligibility(
+        self,
+        request: _entry_pb2.BatchCheckEligibilityRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_entry_pb2.BatchCheckEligibilityResponse, _abc.Awaitable[_entry_pb2.BatchCheckEligibilityResponse]]:
+        """CheckEligibility for up to 500 orders of the operator's shop at once (AIP-231), for a list of
+        orders with an "open after-sales entry" button on each row: one result per order id, in the
+        request's order, each what CheckEligibility answers for that order alone. An order nobody has,
+        or another shop's, is a NOT_FOUND result of its own (the same for both), not a failure of the
+        call; an unknown operator, a bad request or more than 500 ids fail the whole call as they
+        fail CheckEligibility. Writes nothing; reads the batch in one SQL statement per 500 orders.
+        """
+
+    @_abc_1.abstractmethod
+    def GetBuyerOrderEntry(
+        self,
+        request: _entry_pb2.GetBuyerOrderEntryRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_entry_pb2.BuyerOrderEntry, _abc.Awaitable[_entry_pb2.BuyerOrderEntry]]:
+        """The buyer's order page: the order's current entry (its state and until when the buyer may
+        file), and nothing of the shop's money, staff or notes. Only for the order's buyer, known by
+        the buyer's token (`authorization` metadata), never by a request field: without one,
+        UNAUTHENTICATED; with a staff member's, PERMISSION_DENIED; for another buyer's order, NOT_FOUND
+        word for word as for an order nobody has (as every read scoped to a person answers: the
+        answer must not tell whether the order exists, and the order's own buyer asking before the
+        order is synced learns the truth).
         """
 
 def add_AfterSalesEntryServicer_to_server(servicer: AfterSalesEntryServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

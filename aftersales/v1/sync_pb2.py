@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from aftersales.v1 import resources_pb2 as aftersales_dot_v1_dot_resources__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x61\x66tersales/v1/sync.proto\x12\raftersales.v1\x1a\x1d\x61\x66tersales/v1/resources.proto\"3\n\x0ePutShopRequest\x12!\n\x04shop\x18\x01 \x01(\x0b\x32\x13.aftersales.v1.Shop\"6\n\x0fPutStaffRequest\x12#\n\x05staff\x18\x01 \x01(\x0b\x32\x14.aftersales.v1.Staff\"6\n\x0fPutOrderRequest\x12#\n\x05order\x18\x01 \x01(\x0b\x32\x14.aftersales.v1.Order\"p\n\x10PostFundsRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12*\n\x07\x61\x63\x63ount\x18\x02 \x01(\x0b\x32\x19.aftersales.v1.AccountRef\x12\x0e\n\x06\x61mount\x18\x03 \x01(\x03\x12\x0c\n\x04memo\x18\x04 \x01(\t\"g\n\x11PostFundsResponse\x12)\n\x08transfer\x18\x01 \x01(\x0b\x32\x17.aftersales.v1.Transfer\x12\'\n\x07\x62\x61lance\x18\x02 \x01(\x0b\x32\x16.aftersales.v1.Balance2\x99\x02\n\x04Sync\x12=\n\x07PutShop\x12\x1d.aftersales.v1.PutShopRequest\x1a\x13.aftersales.v1.Shop\x12@\n\x08PutStaff\x12\x1e.aftersales.v1.PutStaffRequest\x1a\x14.aftersales.v1.Staff\x12@\n\x08PutOrder\x12\x1e.aftersales.v1.PutOrderRequest\x1a\x14.aftersales.v1.Order\x12N\n\tPostFunds\x12\x1f.aftersales.v1.PostFundsRequest\x1a .aftersales.v1.PostFundsResponseBW\n\x19\x63om.example.aftersales.v1P\x01Z8example.com/aftersales/gen/go/aftersales/v1;aftersalesv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x61\x66tersales/v1/sync.proto\x12\raftersales.v1\x1a\x1d\x61\x66tersales/v1/resources.proto\"3\n\x0ePutShopRequest\x12!\n\x04shop\x18\x01 \x01(\x0b\x32\x13.aftersales.v1.Shop\"6\n\x0fPutStaffRequest\x12#\n\x05staff\x18\x01 \x01(\x0b\x32\x14.aftersales.v1.Staff\"6\n\x0fPutOrderRequest\x12#\n\x05order\x18\x01 \x01(\x0b\x32\x14.aftersales.v1.Order\"p\n\x10PostFundsRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12*\n\x07\x61\x63\x63ount\x18\x02 \x01(\x0b\x32\x19.aftersales.v1.AccountRef\x12\x0e\n\x06\x61mount\x18\x03 \x01(\x03\x12\x0c\n\x04memo\x18\x04 \x01(\t\"~\n\x11PostFundsResponse\x12)\n\x08transfer\x18\x01 \x01(\x0b\x32\x17.aftersales.v1.Transfer\x12\'\n\x07\x62\x61lance\x18\x02 \x01(\x0b\x32\x16.aftersales.v1.Balance\x12\x15\n\rdebts_pending\x18\x03 \x01(\x08\x32\x99\x02\n\x04Sync\x12=\n\x07PutShop\x12\x1d.aftersales.v1.PutShopRequest\x1a\x13.aftersales.v1.Shop\x12@\n\x08PutStaff\x12\x1e.aftersales.v1.PutStaffRequest\x1a\x14.aftersales.v1.Staff\x12@\n\x08PutOrder\x12\x1e.aftersales.v1.PutOrderRequest\x1a\x14.aftersales.v1.Order\x12N\n\tPostFunds\x12\x1f.aftersales.v1.PostFundsRequest\x1a .aftersales.v1.PostFundsResponseBW\n\x19\x63om.example.aftersales.v1P\x01Z8example.com/aftersales/gen/go/aftersales/v1;aftersalesv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -42,7 +42,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_POSTFUNDSREQUEST']._serialized_start=239
   _globals['_POSTFUNDSREQUEST']._serialized_end=351
   _globals['_POSTFUNDSRESPONSE']._serialized_start=353
-  _globals['_POSTFUNDSRESPONSE']._serialized_end=456
-  _globals['_SYNC']._serialized_start=459
-  _globals['_SYNC']._serialized_end=740
+  _globals['_POSTFUNDSRESPONSE']._serialized_end=479
+  _globals['_SYNC']._serialized_start=482
+  _globals['_SYNC']._serialized_end=763
 # @@protoc_insertion_point(module_scope)

@@ -128,6 +128,14 @@ class PostFundsResponse(_message.Message):
 
     TRANSFER_FIELD_NUMBER: _builtins.int
     BALANCE_FIELD_NUMBER: _builtins.int
+    DEBTS_PENDING_FIELD_NUMBER: _builtins.int
+    debts_pending: _builtins.bool
+    """Money reaching a payee's CASH account first pays the payee's outstanding clawback debts,
+    oldest first, in the same transaction, but at most 1,000 of them per call, so that the call
+    stays fast however many shops the payee owes. True when more debts are owed and money is
+    left: the server's sweeper goes on paying them, 1,000 at a time, within its sweep interval
+    (30 seconds by default); `balance` is what was left after this call's part.
+    """
     @_builtins.property
     def transfer(self) -> _resources_pb2.Transfer:
         """The transfer posted."""
@@ -141,10 +149,11 @@ class PostFundsResponse(_message.Message):
         *,
         transfer: _resources_pb2.Transfer | None = ...,
         balance: _resources_pb2.Balance | None = ...,
+        debts_pending: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["balance", b"balance", "transfer", b"transfer"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["balance", b"balance", "transfer", b"transfer"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["balance", b"balance", "debts_pending", b"debts_pending", "transfer", b"transfer"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

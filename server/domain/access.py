@@ -20,7 +20,7 @@ import tomllib
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from server.domain.errors import NotTheAuthenticatedPerson
+from server.domain.errors import NotTheAuthenticatedPerson, Unauthenticated
 from server.domain.model import AccountKind, AccountRef
 
 DEFAULT_PATH = pathlib.Path(__file__).parent.parent / "access.toml"
@@ -170,4 +170,17 @@ def acting_person(
         raise NotTheAuthenticatedPerson(
             person.person_id, f"the request names {named}, the token {person.person_id}"
         )
+    return person.person_id
+
+
+def authenticated_person(caller: Caller | None, kind: PersonKind, method: str) -> str:
+    """The person of the caller's token, in a call that answers a person about their own
+    records only (the buyer's order page): without a token nobody is answered, whoever calls
+    (deny by default), and a token of the other kind of person is refused."""
+    person = caller.person if caller is not None else None
+    if person is None:
+        why = f"no token: send the {kind.value}'s `authorization: Bearer <token>`"
+        raise Unauthenticated(method, why, person=True)
+    if person.kind is not kind:
+        raise NotTheAuthenticatedPerson(person.person_id, f"a {kind.value} is needed here")
     return person.person_id

@@ -215,10 +215,17 @@ class CallInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]  # grpc
         )
 
 
+# The debts PostFunds leaves (past what one call pays) are paid on by each sweep in rounds of at
+# most SWEEP_PAYEES payees, a transaction each, until none is left or SWEEP_ROUNDS rounds ran.
+SWEEP_PAYEES = 20
+SWEEP_ROUNDS = 100
+
+
 class Sweeper(threading.Thread):
     """Stores as EXPIRED the entries whose window passed (readers see them EXPIRED already), each
-    with its event, and prunes the events older than the retention. A failing sweep is logged
-    when sweeps start failing and when they work again, not each time."""
+    with its event, pays on the debts PostFunds left to it, and prunes the events older than the
+    retention. A failing sweep is logged when sweeps start failing and when they work again, not
+    each time."""
 
     def __init__(self, service: Service, interval: float) -> None:
         super().__init__(name="entry-sweeper", daemon=True)
@@ -231,6 +238,12 @@ class Sweeper(threading.Thread):
         while not self.stopped.wait(self.interval):
             try:
                 expired = self.service.expire_entries()
+                payees = 0
+                for _ in range(SWEEP_ROUNDS):
+                    handled = self.service.settle_pending_debts(SWEEP_PAYEES)
+                    if not handled or self.stopped.is_set():
+                        break
+                    payees += handled
                 pruned = self.service.prune_events()
             except StoreUnavailable as e:
                 if not self.failing:
@@ -247,6 +260,8 @@ class Sweeper(threading.Thread):
                 self.failing = False
             if expired:
                 log.info("entries expired", extra={"count": expired})
+            if payees:
+                log.info("pending debts paid on", extra={"payee_transactions": payees})
             if pruned:
                 log.info("events pruned", extra={"count": pruned})
 

@@ -74,6 +74,7 @@ def _identity_in(pem: bytes) -> str | None:
 PERSON_METHODS = frozenset(
     {
         "aftersales.v1.AfterSalesEntry/CheckEligibility",
+        "aftersales.v1.AfterSalesEntry/BatchCheckEligibility",
         "aftersales.v1.AfterSalesEntry/OpenEntry",
         "aftersales.v1.AfterSalesEntry/ApplyAfterSales",
     }

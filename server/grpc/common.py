@@ -40,6 +40,8 @@ MAX_PAGE_SIZE = 500
 MAX_COMMISSION_LINES = 100
 # Accounts one GetBalances names.
 MAX_BALANCE_ACCOUNTS = 100
+# Orders one BatchCheckEligibility names: a back office's page of orders, read in one statement.
+MAX_BATCH_ORDERS = 500
 
 E = TypeVar("E", bound=enum.Enum)
 T = TypeVar("T")

@@ -4,13 +4,25 @@ from __future__ import annotations
 
 from typing import Any
 
+from google.rpc import code_pb2
+
 from aftersales.v1 import entry_pb2, entry_pb2_grpc, resources_pb2
 from server.domain import model
-from server.domain.access import PersonKind, acting_person
+from server.domain.access import PersonKind, acting_person, authenticated_person
+from server.domain.errors import NotFound
 from server.grpc.callers import actor, current_caller, viewer
-from server.grpc.common import Fields, Servicer, enum_value, page_size, timestamp
+from server.grpc.common import (
+    MAX_BATCH_ORDERS,
+    Fields,
+    Servicer,
+    enum_value,
+    page_size,
+    timestamp,
+)
 from server.grpc.resources import application_pb, entry_pb, violation_pb
 from server.service import Eligibility
+
+GET_BUYER_ORDER_ENTRY = "aftersales.v1.AfterSalesEntry/GetBuyerOrderEntry"
 
 
 class AfterSalesEntryServicer(entry_pb2_grpc.AfterSalesEntryServicer, Servicer):
@@ -68,6 +80,31 @@ class AfterSalesEntryServicer(entry_pb2_grpc.AfterSalesEntryServicer, Servicer):
             ),
         )
 
+    def BatchCheckEligibility(
+        self, request: entry_pb2.BatchCheckEligibilityRequest, context: Any
+    ) -> entry_pb2.BatchCheckEligibilityResponse:
+        operator = acting_person(current_caller.get(), PersonKind.STAFF, request.operator_id)
+        order_ids, operator_id = batch_check_eligibility(request, operator)
+        found = self.service.check_eligibilities(order_ids, operator_id)
+        return entry_pb2.BatchCheckEligibilityResponse(
+            results=[
+                order_eligibility_pb(order_id, item)
+                for order_id, item in zip(order_ids, found, strict=True)
+            ]
+        )
+
+    def GetBuyerOrderEntry(
+        self, request: entry_pb2.GetBuyerOrderEntryRequest, context: Any
+    ) -> entry_pb2.BuyerOrderEntry:
+        buyer_id = authenticated_person(
+            current_caller.get(), PersonKind.BUYER, GET_BUYER_ORDER_ENTRY
+        )
+        order_id = get_buyer_order_entry(request)
+        entry = self.service.buyer_order_entry(order_id, buyer_id)
+        return entry_pb2.BuyerOrderEntry(
+            order_id=order_id, entry=None if entry is None else buyer_entry_pb(entry)
+        )
+
 
 # --- Requests -------------------------------------------------------------------------------------
 
@@ -84,6 +121,30 @@ def check_eligibility(
     operator_id = f.id("operator_id", request.operator_id if operator is None else operator)
     f.raise_if_any()
     return order_id, operator_id
+
+
+def batch_check_eligibility(
+    request: entry_pb2.BatchCheckEligibilityRequest, operator: str | None = None
+) -> tuple[list[str], str]:
+    f = Fields()
+    order_ids = list(request.order_ids)
+    if len(order_ids) > MAX_BATCH_ORDERS:
+        f.bad("order_ids", f"names {len(order_ids)} orders; at most {MAX_BATCH_ORDERS}")
+        f.raise_if_any()
+    if not order_ids:
+        f.bad("order_ids", "is required: name at least one order")
+    for i, order_id in enumerate(order_ids):
+        f.id(f"order_ids[{i}]", order_id)
+    operator_id = f.id("operator_id", request.operator_id if operator is None else operator)
+    f.raise_if_any()
+    return order_ids, operator_id
+
+
+def get_buyer_order_entry(request: entry_pb2.GetBuyerOrderEntryRequest) -> str:
+    f = Fields()
+    order_id = f.id("order_id", request.order_id)
+    f.raise_if_any()
+    return order_id
 
 
 def open_entry(
@@ -157,4 +218,26 @@ def eligibility_pb(eligibility: Eligibility) -> entry_pb2.CheckEligibilityRespon
             checked_at=timestamp(facts.now),
         ),
         policy_version=eligibility.policy_version,
+    )
+
+
+def order_eligibility_pb(
+    order_id: str, found: Eligibility | NotFound
+) -> entry_pb2.OrderEligibility:
+    if isinstance(found, NotFound):
+        return entry_pb2.OrderEligibility(
+            order_id=order_id,
+            error=entry_pb2.ItemError(code=code_pb2.NOT_FOUND, message=str(found)),
+        )
+    return entry_pb2.OrderEligibility(order_id=order_id, eligibility=eligibility_pb(found))
+
+
+def buyer_entry_pb(entry: model.Entry) -> entry_pb2.BuyerEntry:
+    """What the buyer's order page shows of an entry: its state and deadline; not who opened it,
+    the merchant's note or anything of the shop's money."""
+    return entry_pb2.BuyerEntry(
+        state=enum_value(resources_pb2.EntryState, "ENTRY_STATE_", entry.state),
+        opened_at=timestamp(entry.opened_at),
+        expires_at=timestamp(entry.expires_at),
+        used_at=timestamp(entry.used_at),
     )

@@ -32,6 +32,7 @@ class SyncServicer(sync_pb2_grpc.SyncServicer, Servicer):
             return sync_pb2.PostFundsResponse(
                 transfer=transfer_pb(posted.transfer),
                 balance=resources_pb2.Balance(account=account_pb(account), balance=posted.balance),
+                debts_pending=posted.debts_pending,
             )
 
         return self.once("PostFunds", request, sync_pb2.PostFundsResponse, run)

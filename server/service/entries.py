@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
+from datetime import datetime
 
 from server.domain import events, rules
 from server.domain.access import Person
@@ -17,11 +19,12 @@ from server.domain.model import (
     Entry,
     EntryState,
     ReasonCode,
+    Staff,
     Violation,
 )
 from server.service.base import UseCases, order_subject
 from server.service.paging import Page, PageTokens, micros
-from server.service.unit_of_work import EntryConflict, UnitOfWork
+from server.service.unit_of_work import EligibilityRow, EntryConflict, UnitOfWork
 
 # Entries a sweep expires per transaction, and transactions per sweep at most.
 EXPIRY_BATCH = 500
@@ -44,12 +47,33 @@ class EntryUseCases(UseCases):
         with self.unit_of_work(read_only=True) as uow:
             return self._eligibility(uow, order_id, operator_id)
 
+    def check_eligibilities(
+        self, order_ids: Sequence[str], operator_id: str
+    ) -> list[Eligibility | NotFound]:
+        """check_eligibility of each order, in the same order, read together: the decision, or
+        the NotFound check_eligibility would raise for that order alone (an order nobody has or
+        another shop's). An unknown operator raises, as for a single order."""
+        with self.unit_of_work(read_only=True) as uow:
+            operator, rows = uow.facts.eligibilities(order_ids, operator_id)
+        now = self.clock.now()
+        found: list[Eligibility | NotFound] = []
+        for order_id in order_ids:
+            row = rows.get(order_id)
+            if row is None or not rules.operator_belongs_to_shop(operator, row.order):
+                found.append(NotFound("order", order_id))
+            else:
+                found.append(self._decide(operator, row, now))
+        return found
+
     def _eligibility(self, uow: UnitOfWork, order_id: str, operator_id: str) -> Eligibility:
         operator, row = uow.facts.eligibility(order_id, operator_id)
         if not rules.operator_belongs_to_shop(operator, row.order):
             raise NotFound("order", order_id)
+        return self._decide(operator, row, self.clock.now())
+
+    def _decide(self, operator: Staff, row: EligibilityRow, now: datetime) -> Eligibility:
         facts = EligibilityFacts(
-            now=self.clock.now(),
+            now=now,
             order=row.order,
             shop=row.shop,
             operator=operator,
@@ -97,6 +121,19 @@ class EntryUseCases(UseCases):
                 if not scope.sees_order(order.shop_id, order.buyer_id):
                     raise NotFound("entry", entry_id)
             return rules.entry_as_seen(entry, self.clock.now())
+
+    def buyer_order_entry(self, order_id: str, buyer_id: str) -> Entry | None:
+        """The newest entry of the buyer's own order, as it reads now (None: never opened). An
+        order of another buyer answers as if it did not exist."""
+        now = self.clock.now()
+        with self.unit_of_work(read_only=True) as uow:
+            order = uow.facts.order_or_none(order_id)
+            if order is None or not rules.buyer_owns_order(order, buyer_id):
+                raise NotFound("order", order_id)
+            newest = uow.entries.list_entries(
+                shop_id=None, order_id=order_id, states=None, now=now, after=None, limit=1
+            )
+        return rules.entry_as_seen(newest[0], now) if newest else None
 
     def list_entries(
         self,

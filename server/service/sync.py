@@ -27,12 +27,18 @@ from server.service.unit_of_work import InsufficientBalance, UnitOfWork
 
 # Debts read per statement while paying a payee's debts.
 DEBT_PAGE = 500
+# Debts one transaction pays at most (PostFunds, or one sweep of a payee): the work a call does
+# stays bounded however many shops a payee owes. What is left is paid by the sweeper
+# (settle_pending_debts); the proto documents the figure (PostFundsResponse.debts_pending).
+DEBTS_PER_TRANSACTION = 1_000
 
 
 @dataclasses.dataclass(frozen=True)
 class Posted:
     transfer: Transfer
     balance: int
+    # More debts are owed than one call pays and money is left: the sweeper pays the rest.
+    debts_pending: bool = False
 
 
 class SyncUseCases(UseCases):
@@ -111,33 +117,64 @@ class SyncUseCases(UseCases):
                 raise RulesRefused(
                     account_subject(account), rules.check_withdrawal(short.balance, -amount)
                 ) from None
-            recovered = []
+            pending = False
+            recovered: list[events.Event] = []
             if incoming and account.kind is AccountKind.CASH:
-                recovered = self._settle_debts(uow, account, now, by)
+                pending = self._settle_debts(uow, account, now, by, recovered)
+                if pending:
+                    uow.clawbacks.mark_debts_pending(account.owner_id, now, by)
             balance = uow.ledger.balances([account])[account]
             # The funds first, then the debts they paid: the order the money moved in.
             uow.events.add(events.funds_posted(transfer, account, balance), *recovered)
-            return Posted(transfer, balance)
+            return Posted(transfer, balance, pending)
+
+    def settle_pending_debts(self, payees: int) -> int:
+        """The sweeper's part of debt recovery: pays the debts PostFunds left (more than
+        DEBTS_PER_TRANSACTION), oldest payee first, one transaction per payee and at most
+        DEBTS_PER_TRANSACTION debts each; at most `payees` payees. Returns how many it handled."""
+        with self.unit_of_work(read_only=True) as uow:
+            waiting = uow.clawbacks.debts_pending(payees)
+        for payee_id, by in waiting:
+            now = self.clock.now()
+            with self.unit_of_work() as uow:
+                cash = AccountRef(AccountKind.CASH, payee_id)
+                uow.ledger.lock_accounts({cash})
+                recovered: list[events.Event] = []
+                if not self._settle_debts(uow, cash, now, by, recovered):
+                    uow.clawbacks.clear_debts_pending(payee_id)
+                uow.events.add(*recovered)
+        return len(waiting)
 
     def _settle_debts(
-        self, uow: UnitOfWork, cash: AccountRef, now: datetime, by: Actor
-    ) -> list[events.Event]:
+        self,
+        uow: UnitOfWork,
+        cash: AccountRef,
+        now: datetime,
+        by: Actor,
+        told: list[events.Event],
+    ) -> bool:
         """Pays the payee's debts, oldest first, from what its cash account holds now, set-wise:
-        however many shops it owes, a bounded number of statements per DEBT_PAGE debts. Returns
-        the events of the debts paid."""
+        a bounded number of statements per DEBT_PAGE debts, at most DEBTS_PER_TRANSACTION debts.
+        Adds the event of each debt paid to `told`. True when it stopped there with money and
+        debts left, for the sweeper to go on."""
         balance = uow.ledger.balances([cash])[cash]
         paying: list[tuple[Debt, int]] = []
         after = None
+        pending = False
         while balance > 0:
-            page = uow.clawbacks.debts_of(cash.owner_id, after=after, limit=DEBT_PAGE)
+            if len(paying) >= DEBTS_PER_TRANSACTION:
+                pending = bool(uow.clawbacks.debts_of(cash.owner_id, after=after, limit=1))
+                break
+            limit = min(DEBT_PAGE, DEBTS_PER_TRANSACTION - len(paying))
+            page = uow.clawbacks.debts_of(cash.owner_id, after=after, limit=limit)
             amounts = rules.settle_debts(balance, [d.outstanding for d in page])
             paying += [(debt, paid) for debt, paid in zip(page, amounts, strict=True) if paid]
             balance -= sum(amounts)
-            if len(page) < DEBT_PAGE:
+            if len(page) < limit:
                 break
             after = page[-1].seq
         if not paying:
-            return []
+            return False
         uow.ledger.lock_accounts({wallet_of(debt.shop_id) for debt, _ in paying})
         transfer_ids = uow.ledger.post_transfers(
             [
@@ -163,7 +200,8 @@ class SyncUseCases(UseCases):
                 for clawback_id, (due, recovered) in totals.items()
             }
         )
-        return [
+        told += [
             events.debt_recovered(debt, paid, cash, wallet_of(debt.shop_id), transfer_id, now, by)
             for (debt, paid), transfer_id in zip(paying, transfer_ids, strict=True)
         ]
+        return pending

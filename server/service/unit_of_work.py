@@ -102,6 +102,12 @@ class Facts(Protocol):
     def order(self, order_id: str, *, for_update: bool = False) -> Order: ...
     def order_or_none(self, order_id: str, *, for_update: bool = False) -> Order | None: ...
     def eligibility(self, order_id: str, operator_id: str) -> tuple[Staff, EligibilityRow]: ...
+    def eligibilities(
+        self, order_ids: Collection[str], operator_id: str
+    ) -> tuple[Staff, dict[str, EligibilityRow]]:
+        """The operator, and the eligibility row of each order that exists by its id, in a
+        bounded number of statements (not one per order); NotFound for an unknown operator."""
+        ...
 
 
 class Entries(Protocol):
@@ -185,6 +191,14 @@ class Clawbacks(Protocol):
         """Each clawback's (due, recovered), summed over its lines."""
 
     def set_states(self, states: dict[str, ClawbackState]) -> None: ...
+    def mark_debts_pending(self, payee_id: str, now: datetime, by: Actor) -> None:
+        """Notes that the payee has debts and money left for the sweeper to pay; `by` posted the
+        funds, and is recorded on the recoveries the sweeper posts."""
+
+    def debts_pending(self, limit: int) -> list[tuple[str, Actor]]:
+        """At most `limit` payees noted by mark_debts_pending, oldest note first."""
+
+    def clear_debts_pending(self, payee_id: str) -> None: ...
     def clawback(
         self, *, clawback_id: str | None = None, refund_id: str | None = None
     ) -> RefundClawback: ...

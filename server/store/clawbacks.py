@@ -28,6 +28,7 @@ from server.store.schema import (
     BATCH,
     KEY,
     ClawbackRow,
+    PendingDebtsRow,
     RefundRow,
     add_by_id,
     at,
@@ -194,6 +195,23 @@ class SqlClawbacks:
                     f'UPDATE "clawback" SET "state" = {database.param} WHERE {where}',
                     [state.value, *params],
                 )
+
+    def mark_debts_pending(self, payee_id: str, now: datetime, by: Actor) -> None:
+        PendingDebtsRow.insert(payee_id=payee_id, noted_at=to_us(now), **audit(by)).on_conflict(
+            conflict_target=[PendingDebtsRow.payee_id], action="IGNORE"
+        ).execute()
+
+    def debts_pending(self, limit: int) -> list[tuple[str, Actor]]:
+        cursor = execute_sql(
+            self._store.database,
+            'SELECT "payee_id", "recorded_by_service", "recorded_by_person" FROM "pending_debts" '
+            f'ORDER BY "noted_at", "payee_id" LIMIT {self._store.database.param}',
+            [limit],
+        )
+        return [(payee, Actor(service, person)) for payee, service, person in cursor.fetchall()]
+
+    def clear_debts_pending(self, payee_id: str) -> None:
+        PendingDebtsRow.delete().where(PendingDebtsRow.payee_id == payee_id).execute()
 
     def clawback(
         self, *, clawback_id: str | None = None, refund_id: str | None = None

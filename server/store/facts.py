@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Collection, Sequence
 from typing import TYPE_CHECKING, Any
 
 import peewee as pw
@@ -24,6 +25,7 @@ from server.domain.model import (
 from server.service.unit_of_work import EligibilityRow
 from server.store.entries import entry_from_values
 from server.store.schema import (
+    BATCH,
     KEY,
     AccountRow,
     EntryRow,
@@ -34,7 +36,9 @@ from server.store.schema import (
     at,
     at_or_none,
     audit,
+    chunked,
     execute_sql,
+    in_list,
     to_us,
     upsert_newer,
     us_or_none,
@@ -146,32 +150,63 @@ class SqlFacts:
         if found is None:
             self.staff(operator_id)  # an unknown operator is named first
             raise NotFound("order", order_id)
-        layout = _layout(tuple(d[0] for d in cursor.description))
-
-        def part(prefix: str) -> dict[str, Any]:
-            return {name: found[i] for i, name in layout[prefix]}
-
-        operator = part("operator")
-        if operator["id"] is None:
+        operator, row = _eligibility_row(_layout(_names(cursor)), found)
+        if operator is None:
             raise NotFound("staff", operator_id)
-        shop = part("shop")
-        entry = part("entry")
-        balances = part("")
-        return staff_from_values(operator), EligibilityRow(
-            order=order_from_values(part("order")),
-            shop=shop_from_values(shop),
-            wallet_balance=balances["wallet_balance"] or 0,
-            deposit_balance=balances["deposit_balance"] or 0,
-            stored_open_entry=None if entry["id"] is None else entry_from_values(entry),
-        )
+        return operator, row
+
+    def eligibilities(
+        self, order_ids: Collection[str], operator_id: str
+    ) -> tuple[Staff, dict[str, EligibilityRow]]:
+        """The operator and, by order id, the eligibility row of each order that exists (others
+        are left out): the single read of `eligibility` for BATCH orders per statement."""
+        database = self._store.database
+        sql, params = self._store.prepared("eligibilities", _eligibilities_query)
+        rows: dict[str, EligibilityRow] = {}
+        operator: Staff | None = None
+        for batch in chunked(sorted(set(order_ids)), BATCH):
+            where, ids = in_list(database, _ORDER_ID_COLUMN, batch)
+            cursor = execute_sql(
+                database,
+                sql.replace(_ORDER_IDS, where, 1),
+                [operator_id if p == _OPERATOR_ID else p for p in params] + ids,
+            )
+            found = cursor.fetchall()
+            if not found:
+                continue
+            layout = _layout(_names(cursor))
+            for values in found:
+                operator, row = _eligibility_row(layout, values)
+                if operator is None:
+                    raise NotFound("staff", operator_id)
+                rows[row.order.order_id] = row
+        if operator is None:
+            operator = self.staff(operator_id)  # no order found: the operator read alone
+        return operator, rows
 
 
 # Stand-ins for the parameters of prepared queries, replaced when they run.
 _ORDER_ID = "\x00order_id"
 _OPERATOR_ID = "\x00operator_id"
+# Not a parameter: where a batch's IN list goes in the SQL text (its length varies).
+_ORDER_IDS = "\x00order_ids"
+# The orders' table under a name of its own in the eligibility queries, for the batch's IN list.
+_ORDER = OrderRow.alias("o")
+_ORDER_ID_COLUMN = '"o"."id"'
 
 
 def _eligibility_query() -> pw.Query:
+    return _eligibility_select().where(_ORDER.id == _ORDER_ID)
+
+
+def _eligibilities_query() -> pw.Query:
+    """The eligibility query of a batch: its WHERE, a stand-in replaced by the orders' IN list
+    (whose length varies) when it runs."""
+    return _eligibility_select().where(pw.SQL(_ORDER_IDS))
+
+
+def _eligibility_select() -> pw.Select:
+    order = _ORDER
     wallet = AccountRow.alias("wallet")
     deposit = AccountRow.alias("deposit")
     open_entry = EntryRow.alias("open_entry")
@@ -186,35 +221,59 @@ def _eligibility_query() -> pw.Query:
         ]
 
     return (
-        OrderRow.select(
-            *columns(OrderRow, OrderRow, "order__"),
+        order.select(
+            *columns(OrderRow, order, "order__"),
             *columns(ShopRow, ShopRow, "shop__"),
             *columns(EntryRow, open_entry, "entry__"),
             *columns(StaffRow, operator, "operator__"),
             wallet.balance.alias("wallet_balance"),
             deposit.balance.alias("deposit_balance"),
         )
-        .join(ShopRow, on=(OrderRow.shop == ShopRow.id))
+        .join(ShopRow, on=(order.shop == ShopRow.id))
         .join_from(
-            OrderRow,
+            order,
             wallet,
             pw.JOIN.LEFT_OUTER,
-            on=(wallet.kind == AccountKind.ANXIN_WALLET.value) & (wallet.owner_id == OrderRow.shop),
+            on=(wallet.kind == AccountKind.ANXIN_WALLET.value) & (wallet.owner_id == order.shop),
         )
         .join_from(
-            OrderRow,
+            order,
             deposit,
             pw.JOIN.LEFT_OUTER,
-            on=(deposit.kind == AccountKind.DEPOSIT.value) & (deposit.owner_id == OrderRow.shop),
+            on=(deposit.kind == AccountKind.DEPOSIT.value) & (deposit.owner_id == order.shop),
         )
         .join_from(
-            OrderRow,
+            order,
             open_entry,
             pw.JOIN.LEFT_OUTER,
-            on=(open_entry.order == OrderRow.id) & (open_entry.state == EntryState.OPEN.value),
+            on=(open_entry.order == order.id) & (open_entry.state == EntryState.OPEN.value),
         )
-        .join_from(OrderRow, operator, pw.JOIN.LEFT_OUTER, on=(operator.id == _OPERATOR_ID))
-        .where(OrderRow.id == _ORDER_ID)
+        .join_from(order, operator, pw.JOIN.LEFT_OUTER, on=(operator.id == _OPERATOR_ID))
+    )
+
+
+def _names(cursor: Any) -> tuple[str, ...]:
+    return tuple(d[0] for d in cursor.description)
+
+
+def _eligibility_row(
+    layout: dict[str, list[tuple[int, str]]], found: Sequence[Any]
+) -> tuple[Staff | None, EligibilityRow]:
+    """One row of an eligibility query, split into its parts: the operator (None when no staff
+    account has its id) and the rest."""
+
+    def part(prefix: str) -> dict[str, Any]:
+        return {name: found[i] for i, name in layout[prefix]}
+
+    operator = part("operator")
+    entry = part("entry")
+    balances = part("")
+    return None if operator["id"] is None else staff_from_values(operator), EligibilityRow(
+        order=order_from_values(part("order")),
+        shop=shop_from_values(part("shop")),
+        wallet_balance=balances["wallet_balance"] or 0,
+        deposit_balance=balances["deposit_balance"] or 0,
+        stored_open_entry=None if entry["id"] is None else entry_from_values(entry),
     )
 
 

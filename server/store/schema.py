@@ -255,6 +255,20 @@ TransferRow.add_index(
 )
 
 
+class PendingDebtsRow(_Base):
+    """A payee whose debts outnumber what one transaction pays while money is left on its cash
+    account: the sweeper pays on (SyncUseCases.settle_pending_debts). `recorded_by` posted the
+    funds; the recoveries the sweeper posts are recorded in its name."""
+
+    payee_id = pw.CharField(primary_key=True, max_length=128)
+    noted_at = pw.BigIntegerField(index=True)
+    recorded_by_service = audit_column(256)
+    recorded_by_person = audit_column(192)
+
+    class Meta:
+        table_name = "pending_debts"
+
+
 class EventRow(_Base):
     """The outbox: one row per event, written in the transaction of the change it tells. The
     position is the order consumers read in (see SqlEvents for why it is also commit order)."""
@@ -319,6 +333,7 @@ MODELS = [
     ClawbackLineRow,
     AccountRow,
     TransferRow,
+    PendingDebtsRow,
     EventRow,
     RequestRow,
     SettingRow,

@@ -7,8 +7,11 @@ second, that rate as a ratio to the health Check no-op measured on the same serv
 run (so that the machine's speed and load largely cancel out), and the median and 99th
 percentile latency.
 Meanwhile a consumer follows WatchEvents: the events' latency from commit to consumer.
-Then it times one PostFunds that pays an influencer owing a clawback to each of many shops, and
-reads the server's memory. It prints a table per database and writes everything as JSON.
+Then it times one BatchCheckEligibility of 500 orders next to 500 single CheckEligibility calls
+of the same orders, and one PostFunds that pays an influencer owing a clawback to each of many
+shops, and reads the server's memory. The buyer's order page (GetBuyerOrderEntry), which answers
+only a buyer's token, is measured on a second server that checks the people's tokens. It prints a
+table per database and writes everything as JSON.
 
 Figures, not assertions: nothing here fails because the service is slow.
 
@@ -22,24 +25,35 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import pathlib
+import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 
 import grpc
 
-from aftersales.v1 import clawback_pb2, clawback_pb2_grpc, resources_pb2, sync_pb2, sync_pb2_grpc
+from aftersales.v1 import (
+    clawback_pb2,
+    clawback_pb2_grpc,
+    entry_pb2,
+    entry_pb2_grpc,
+    resources_pb2,
+    sync_pb2,
+    sync_pb2_grpc,
+)
+from server.certs import DEV_ISSUER, TokenKey
 from server.domain import policy
 from server.store import SqlStore, open_database
 from tests.bench import dataset as ds
 from tests.bench import events as event_latency
 from tests.bench import rpcs as calls
 from tests.bench.load import Sample, measure
-from tests.bench.report import Report, label, parse_size
-from tests.bench.server import ROOT, ServerProcess
+from tests.bench.report import Report, batch_line, label, parse_size
+from tests.bench.server import ROOT, SWEEP_SECONDS, ServerProcess
 from tests.pg import PostgresServer
 
 # Prepared orders per timed write: enough for this many calls per second over the whole
@@ -51,6 +65,9 @@ PREPARED_PER_SECOND = 1000
 CONNECTIONS = 4
 
 QUICK = {"sizes": "1k", "in_flight": "8", "seconds": 0.2, "debts": 100}
+
+# Times each side of the batch comparison is measured (its median is reported); 1 in --quick.
+BATCH_REPEATS = 5
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -140,6 +157,8 @@ def run_database(
                 report.events.append(consumer.finish())
                 log(f"{name}: {event_latency.line(report.events[-1])}")
                 memory = server.memory_kib()
+                repeats = 1 if args.quick else BATCH_REPEATS
+                report.batch_checks.append(batch_versus_single(name, server, data, repeats))
                 if args.debts:
                     report.debts.append(pay_debtor(name, server, data, args.debts))
                 peak = server.memory_kib()
@@ -153,8 +172,46 @@ def run_database(
                 )
             finally:
                 server.stop()
+            measure_buyer_page(name, url, folder, data, args, report)
     finally:
         db.close()
+
+
+def measure_buyer_page(
+    name: str,
+    url: str,
+    folder: pathlib.Path,
+    data: ds.Dataset,
+    args: argparse.Namespace,
+    report: Report,
+) -> None:
+    """GetBuyerOrderEntry on a server that checks the tokens of the people calls act for (a
+    login key of the benchmark's own), each call with its buyer's token."""
+    login = TokenKey()
+    jwks = folder / "jwks.json"
+    jwks.write_text(json.dumps(login.jwks()), encoding="utf-8")
+    server = ServerProcess(
+        url,
+        folder / f"server-{name}-{data.orders}-tokens.log",
+        ["--jwks", str(jwks), "--token-issuer", DEV_ISSUER],
+    )
+    try:
+        server.wait_serving()
+        asyncio.run(
+            measure_rpcs(
+                name,
+                server,
+                data,
+                args,
+                report,
+                lambda channels, data: calls.buyer_rpcs(
+                    channels, data, lambda buyer: login.mint(buyer, "buyer")
+                ),
+                calls.NO_OP_TOKENS,
+            )
+        )
+    finally:
+        server.stop()
 
 
 async def measure_rpcs(
@@ -163,6 +220,8 @@ async def measure_rpcs(
     data: ds.Dataset,
     args: argparse.Namespace,
     report: Report,
+    make_rpcs: Callable[[list[grpc.aio.Channel], ds.Dataset], list[calls.Rpc]] = calls.rpcs,
+    noop_name: str = calls.NO_OP,
 ) -> None:
     # Connections of their own (not one shared by the channels), as separate clients have.
     channels = [
@@ -171,7 +230,7 @@ async def measure_rpcs(
     ]
     try:
         noop = calls.no_op(channels)
-        rpcs = calls.rpcs(channels, data)
+        rpcs = make_rpcs(channels, data)
         prepared = [rpc for rpc in rpcs if rpc.prepared]
         widest = max(args.in_flight)
         # Warm up: connections, prepared statements, caches, a few prepared orders each.
@@ -185,7 +244,7 @@ async def measure_rpcs(
             )
         per_pool = min(
             int(PREPARED_PER_SECOND * args.seconds),
-            data.fresh_left() // (len(prepared) * len(args.in_flight)),
+            data.fresh_left() // (max(len(prepared), 1) * len(args.in_flight)),
         )
         for in_flight in args.in_flight:
 
@@ -205,15 +264,69 @@ async def measure_rpcs(
                 )
                 log(report.progress(rows[-1]))
             after = await timed(noop)
-            log(report.progress(report.add_noop(before, after, rows)))
+            log(report.progress(report.add_noop(before, after, rows, noop_name)))
     finally:
         for channel in channels:
             await channel.close(grace=None)
 
 
+def batch_versus_single(
+    name: str, server: ServerProcess, data: ds.Dataset, repeats: int
+) -> dict[str, object]:
+    """One BatchCheckEligibility of 500 orders of a shop, next to 500 CheckEligibility calls of
+    the same orders by the same operator, one after another and all at once: the medians of
+    `repeats` rounds, after a round to warm up."""
+    shop = 0
+    order_ids = calls.shop_orders(data, shop, calls.BATCH)
+    operator = ds.owner_id(shop)
+    result: dict[str, object] = {
+        "database": name,
+        "orders": data.orders,
+        "batch": len(order_ids),
+        "distinct_orders": calls.distinct_orders(data, shop, calls.BATCH),
+        "repeats": repeats,
+    }
+    log(f"{name}: BatchCheckEligibility of {len(order_ids)} orders next to single calls")
+    batch = entry_pb2.BatchCheckEligibilityRequest(order_ids=order_ids, operator_id=operator)
+    singles = [
+        entry_pb2.CheckEligibilityRequest(order_id=order_id, operator_id=operator)
+        for order_id in order_ids
+    ]
+    timings: dict[str, list[float]] = {"batch": [], "singles": [], "singles_at_once": []}
+    with grpc.insecure_channel(server.address) as channel:
+        entries = entry_pb2_grpc.AfterSalesEntryStub(channel)
+
+        def timed(kind: str, run: Callable[[], object]) -> None:
+            start = time.perf_counter()
+            run()
+            timings[kind].append(time.perf_counter() - start)
+
+        def one_after_another() -> None:
+            for request in singles:
+                entries.CheckEligibility(request, timeout=60)
+
+        def all_at_once() -> None:
+            for future in [entries.CheckEligibility.future(r, timeout=60) for r in singles]:
+                future.result()
+
+        try:
+            for _ in range(repeats + 1):
+                timed("batch", lambda: entries.BatchCheckEligibility(batch, timeout=60))
+                timed("singles", one_after_another)
+                timed("singles_at_once", all_at_once)
+        except grpc.RpcError as e:
+            result["error"] = f"{e.code().name}: {e.details()}"
+            return result
+    for kind, seconds in timings.items():
+        result[f"{kind}_ms"] = round(statistics.median(seconds[1:]) * 1000, 1)
+    log(batch_line(result))
+    return result
+
+
 def pay_debtor(name: str, server: ServerProcess, data: ds.Dataset, shops: int) -> dict[str, object]:
     """One PostFunds into the cash account of an influencer owing a clawback line to each of
-    `shops` shops, enough to pay every debt; how long it took and how many debts it paid."""
+    `shops` shops, enough to pay every debt: how long the call took and how many debts it paid
+    (at most what one call pays), then how long until the server's sweeper had paid the rest."""
     log(f"{name}: an influencer owing {shops} shops")
     debtor = data.load_debtor(shops)
     cash = resources_pb2.AccountRef(kind=resources_pb2.ACCOUNT_KIND_CASH, owner_id=debtor)
@@ -224,7 +337,7 @@ def pay_debtor(name: str, server: ServerProcess, data: ds.Dataset, shops: int) -
         clawbacks = clawback_pb2_grpc.ClawbackStub(channel)
         start = time.perf_counter()
         try:
-            sync.PostFunds(
+            posted = sync.PostFunds(
                 sync_pb2.PostFundsRequest(
                     request_id=f"bench-pay-{debtor}", account=cash, amount=owed, memo="payout"
                 ),
@@ -232,34 +345,55 @@ def pay_debtor(name: str, server: ServerProcess, data: ds.Dataset, shops: int) -
             )
         except grpc.RpcError as e:
             result["error"] = f"{e.code().name}: {e.details()}"
+            log(report_line_debts(result))
+            return result
         result["seconds"] = round(time.perf_counter() - start, 3)
-        recovered = 0
-        token = ""
-        while True:
-            page = clawbacks.ListTransfers(
-                clawback_pb2.ListTransfersRequest(account=cash, page_size=500, page_token=token),
-                timeout=60,
+        result["pending"] = posted.debts_pending
+        result["recovered"] = shops - posted.balance.balance // ds.LINES[0][2]
+        # The rest is the sweeper's: wait until the cash account is spent.
+        deadline = time.monotonic() + 600
+        balance = posted.balance.balance
+        while balance and time.monotonic() < deadline:
+            time.sleep(0.05)
+            balance = (
+                clawbacks.GetBalances(clawback_pb2.GetBalancesRequest(accounts=[cash]), timeout=60)
+                .balances[0]
+                .balance
             )
-            recovered += sum(
-                1 for t in page.transfers if t.kind == resources_pb2.TRANSFER_KIND_DEBT_RECOVERY
-            )
-            token = page.next_page_token
-            if not token:
-                break
-        balances = clawbacks.GetBalances(
-            clawback_pb2.GetBalancesRequest(accounts=[cash]), timeout=60
-        )
-    result["recovered"] = recovered
-    result["balance_after"] = balances.balances[0].balance
+        result["all_paid_seconds"] = round(time.perf_counter() - start, 3) if not balance else None
+        result["recovered_in_all"] = recovered_debts(clawbacks, cash)
     log(report_line_debts(result))
     return result
 
 
+def recovered_debts(
+    clawbacks: clawback_pb2_grpc.ClawbackStub, cash: resources_pb2.AccountRef
+) -> int:
+    """The debt recoveries out of `cash`, counted from its transfers."""
+    recovered = 0
+    token = ""
+    while True:
+        page = clawbacks.ListTransfers(
+            clawback_pb2.ListTransfersRequest(account=cash, page_size=500, page_token=token),
+            timeout=60,
+        )
+        recovered += sum(
+            1 for t in page.transfers if t.kind == resources_pb2.TRANSFER_KIND_DEBT_RECOVERY
+        )
+        token = page.next_page_token
+        if not token:
+            return recovered
+
+
 def report_line_debts(result: dict[str, object]) -> str:
+    if "error" in result:
+        return f"{result['database']}: PostFunds paying {result['debts']} debts: {result['error']}"
     return (
         f"{result['database']}: PostFunds paying {result['debts']} debts took "
-        f"{result['seconds']} s, recovered {result['recovered']}"
-        + (f" ({result['error']})" if "error" in result else "")
+        f"{result['seconds']} s and paid {result['recovered']}"
+        + (" (the rest pending)" if result["pending"] else "")
+        + f"; all {result['recovered_in_all']} paid after {result['all_paid_seconds']} s"
+        + f" (sweeps every {SWEEP_SECONDS} s)"
     )
 
 

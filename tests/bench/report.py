@@ -84,6 +84,7 @@ class Report:
         self.loads: list[dict[str, Any]] = []
         self.servers: list[dict[str, Any]] = []
         self.debts: list[dict[str, Any]] = []
+        self.batch_checks: list[dict[str, Any]] = []
         self.events: list[dict[str, Any]] = []
 
     def add(
@@ -116,7 +117,9 @@ class Report:
         self.rows.append(row)
         return row
 
-    def add_noop(self, before: Sample, after: Sample, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    def add_noop(
+        self, before: Sample, after: Sample, rows: list[dict[str, Any]], name: str = NO_OP
+    ) -> dict[str, Any]:
         """The no-op, measured before and after `rows` (same database, orders and calls in
         flight): its rate over both is what their ratios compare with."""
         both = Sample(
@@ -130,7 +133,7 @@ class Report:
             client_cpu=(before.client_cpu + after.client_cpu) / 2,
         )
         first = rows[0]
-        noop = self.add(first["database"], first["orders"], first["in_flight"], NO_OP, both)
+        noop = self.add(first["database"], first["orders"], first["in_flight"], name, both)
         self.rows.insert(self.rows.index(first), self.rows.pop())
         noop["noop_before_calls_per_s"] = round(before.rate, 1)
         noop["noop_after_calls_per_s"] = round(after.rate, 1)
@@ -154,7 +157,7 @@ class Report:
     def progress(self, row: dict[str, Any]) -> str:
         return (
             f"{row['database']:<8} {label(row['orders']):>4} {row['in_flight']:>3}  "
-            f"{row['rpc']:<24} {row['calls_per_s']:>8.0f}/s {_ratio(row):>5}  "
+            f"{row['rpc']:<28} {row['calls_per_s']:>8.0f}/s {_ratio(row):>5}  "
             f"p50 {row['p50_ms']:>7.1f} ms  p99 {row['p99_ms']:>7.1f} ms  "
             f"server CPU {row['server_cpu']:.0%}  {self._notes(row)}"
         ).rstrip()
@@ -163,7 +166,7 @@ class Report:
         """A table per database, each RPC's rows together (sizes, then calls in flight)."""
         out = []
         header = (
-            f"{'RPC':<24} {'in flight':>9} {'orders':>6} {'calls/s':>8} {'/ no-op':>7} "
+            f"{'RPC':<28} {'in flight':>9} {'orders':>6} {'calls/s':>8} {'/ no-op':>7} "
             f"{'p50 ms':>8} {'p99 ms':>8}  notes"
         )
         for database in dict.fromkeys(r["database"] for r in self.rows):
@@ -176,7 +179,7 @@ class Report:
                     key=lambda r: (r["orders"], r["in_flight"]),
                 ):
                     out.append(
-                        f"{name:<24} {r['in_flight']:>9} {label(r['orders']):>6} "
+                        f"{name:<28} {r['in_flight']:>9} {label(r['orders']):>6} "
                         f"{r['calls_per_s']:>8.0f} {_ratio(r):>7} "
                         f"{r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f}  {self._notes(r)}".rstrip()
                     )
@@ -192,11 +195,18 @@ class Report:
             for d in self.debts:
                 if d["database"] == database:
                     out.append(
-                        f"an influencer owing {d['debts']} shops paid by one PostFunds at "
-                        f"{label(d['orders'])} orders: {d['seconds']} s, {d['recovered']} debts "
-                        f"recovered, {d['balance_after']} fen left"
-                        + (f" ({d['error']})" if "error" in d else "")
+                        f"an influencer owing {d['debts']} shops, at {label(d['orders'])} orders: "
+                        + (
+                            f"PostFunds failed ({d['error']})"
+                            if "error" in d
+                            else f"PostFunds took {d['seconds']} s and paid {d['recovered']} "
+                            f"debts; all {d['recovered_in_all']} paid after "
+                            f"{d['all_paid_seconds']} s (the sweeper paid the rest)"
+                        )
                     )
+            for b in self.batch_checks:
+                if b["database"] == database:
+                    out.append(batch_line(b))
             for load in self.loads:
                 if load["database"] == database:
                     out.append(
@@ -212,7 +222,21 @@ class Report:
             "rows": self.rows,
             "servers": self.servers,
             "debts": self.debts,
+            "batch_checks": self.batch_checks,
             "events": self.events,
             "loads": self.loads,
         }
         path.write_text(json.dumps(document, indent=1) + "\n", encoding="utf-8")
+
+
+def batch_line(b: dict[str, Any]) -> str:
+    """BatchCheckEligibility next to as many single CheckEligibility calls, in one line."""
+    if "error" in b:
+        return f"{b['batch']} orders checked at {label(b['orders'])} orders: {b['error']}"
+    return (
+        f"{b['batch']} orders checked at {label(b['orders'])} orders ({b['distinct_orders']} "
+        f"distinct, one shop): one BatchCheckEligibility {b['batch_ms']} ms; {b['batch']} "
+        f"CheckEligibility {b['singles_ms']} ms one after another "
+        f"({b['singles_ms'] / b['batch_ms']:.0f}x), {b['singles_at_once_ms']} ms all at once "
+        f"(median of {b['repeats']})"
+    )

@@ -32,7 +32,11 @@ from aftersales.v1 import (
 from tests.bench import dataset as ds
 
 NO_OP = "no-op (health Check)"
+# The no-op of the server that checks the people's tokens, which GetBuyerOrderEntry's ratio is to.
+NO_OP_TOKENS = "no-op (tokens checked)"
 PAGE = 50
+# Orders one BatchCheckEligibility names: the most it may (a back office's page of orders).
+BATCH = 500
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,6 +75,55 @@ def no_op(channels: Sequence[grpc.aio.Channel]) -> Rpc:
     return Rpc(NO_OP, _on(channels, health_pb2_grpc.HealthStub)("Check"), _forever(lambda: request))
 
 
+def shop_orders(data: ds.Dataset, shop: int, count: int, start: int = 0) -> list[str]:
+    """`count` order ids of the shop, from its `start`-th order on; its orders repeat when it has
+    fewer (the first `distinct_orders` of them are distinct)."""
+    have = distinct_orders(data, shop, count)
+    return [ds.order_id(shop + ((start + k) % have) * ds.SHOPS) for k in range(count)]
+
+
+def distinct_orders(data: ds.Dataset, shop: int, count: int) -> int:
+    """How many distinct orders of the shop `shop_orders` names, at most `count`."""
+    return min(count, len(range(shop, data.orders, ds.SHOPS)))
+
+
+def with_metadata(methods: tuple[Callable[..., Any], ...]) -> tuple[Callable[..., Any], ...]:
+    """Methods called with (request, metadata) pairs: a person's token goes with each call."""
+
+    def calling(method: Callable[..., Any]) -> Callable[..., Any]:
+        return lambda call, timeout: method(call[0], timeout=timeout, metadata=call[1])
+
+    return tuple(calling(m) for m in methods)
+
+
+def buyer_rpcs(
+    channels: Sequence[grpc.aio.Channel],
+    data: ds.Dataset,
+    mint: Callable[[str], str],
+    seed: int = 1,
+) -> list[Rpc]:
+    """The reads a buyer's token goes with, on a server that checks the people's tokens: the
+    buyer's order page of a random order, by its buyer. Each of POOL buyers' tokens is minted
+    before the clock and verified by the server once, as a buyer app's calls repeat them."""
+    entries = _on(channels, entry_pb2_grpc.AfterSalesEntryStub)
+    rng = random.Random(seed)
+    pool = []
+    for i in rng.sample(range(data.orders), min(BUYERS, data.orders)):
+        metadata = (("authorization", f"Bearer {mint(ds.buyer_id(i))}"),)
+        pool.append((entry_pb2.GetBuyerOrderEntryRequest(order_id=ds.order_id(i)), metadata))
+    return [
+        Rpc(
+            "GetBuyerOrderEntry",
+            with_metadata(entries("GetBuyerOrderEntry")),
+            _forever(lambda: rng.choice(pool)),
+        )
+    ]
+
+
+# Buyers whose order pages are read, each with a token of their own.
+BUYERS = 1000
+
+
 def rpcs(channels: Sequence[grpc.aio.Channel], data: ds.Dataset, seed: int = 1) -> list[Rpc]:
     """The RPCs in the order they are measured: reads, then writes."""
     sync = _on(channels, sync_pb2_grpc.SyncStub)
@@ -88,6 +141,13 @@ def rpcs(channels: Sequence[grpc.aio.Channel], data: ds.Dataset, seed: int = 1) 
         i = order()
         return entry_pb2.CheckEligibilityRequest(
             order_id=ds.order_id(i), operator_id=ds.owner_id(i % ds.SHOPS)
+        )
+
+    def batch_check_eligibility() -> entry_pb2.BatchCheckEligibilityRequest:
+        s = rng.randrange(ds.SHOPS)
+        return entry_pb2.BatchCheckEligibilityRequest(
+            order_ids=shop_orders(data, s, BATCH, start=rng.randrange(data.orders)),
+            operator_id=ds.owner_id(s),
         )
 
     def get_entry() -> entry_pb2.GetEntryRequest:
@@ -196,6 +256,11 @@ def rpcs(channels: Sequence[grpc.aio.Channel], data: ds.Dataset, seed: int = 1) 
 
     return [
         Rpc("CheckEligibility", entries("CheckEligibility"), _forever(check_eligibility)),
+        Rpc(
+            f"BatchCheckEligibility ({BATCH})",
+            entries("BatchCheckEligibility"),
+            _forever(batch_check_eligibility),
+        ),
         Rpc("GetEntry", entries("GetEntry"), _forever(get_entry)),
         Rpc(
             f"ListEntries ({PAGE})",

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -17,6 +18,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tests.pg import free_port
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
+SWEEP_SECONDS = 1
 _TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -27,9 +29,11 @@ class ServerFailed(RuntimeError):
 class ServerProcess:
     """A server on a free loopback port over `database_url`; its log goes to `log`. Callers are
     not authenticated (a loopback address without --tls-client-ca or --demo), as in a
-    deployment behind a trusted gateway, so no token is checked on any call."""
+    deployment behind a trusted gateway, so no token is checked on any call. It sweeps every
+    SWEEP_SECONDS, so that the debts one PostFunds leaves are paid on soon after."""
 
-    def __init__(self, database_url: str, log: pathlib.Path) -> None:
+    def __init__(self, database_url: str, log: pathlib.Path, options: Sequence[str] = ()) -> None:
+        """`options`: more of `python -m server`'s options (--jwks, to check people's tokens)."""
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.log = log
@@ -48,6 +52,9 @@ class ServerProcess:
                     self.address,
                     "--database",
                     database_url,
+                    "--sweep-interval",
+                    str(SWEEP_SECONDS),
+                    *options,
                 ],
                 cwd=ROOT,
                 env=env,

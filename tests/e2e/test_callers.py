@@ -598,6 +598,28 @@ def test_a_buyer_sees_only_its_own_orders_entries(secured, other_shop):
     assert own is None
 
 
+def test_the_buyer_app_shows_a_buyer_its_own_order_s_entry_and_no_one_else(secured, other_shop):
+    from client import NotFound
+
+    cert = secured.clients[BUYER_APP]
+
+    def buyer_app(buyer_id: str) -> Client:
+        return Client(
+            secured.address,
+            root_certificates=secured.ca,
+            certificate_chain=cert.cert,
+            private_key=cert.key,
+            token=secured.login.mint(buyer_id, "buyer"),
+        )
+
+    with buyer_app("buyer-other") as own:
+        page = own.get_buyer_order_entry("order-other")
+    with buyer_app("buyer-eligible") as other, pytest.raises(NotFound):
+        other.get_buyer_order_entry("order-other")
+
+    assert page.entry.HasField("opened_at") and page.entry.HasField("expires_at")
+
+
 def test_a_staff_member_sees_its_own_shop(secured, other_shop):
     with channel(secured, BACKOFFICE) as ch:
         error = call(

@@ -1,15 +1,20 @@
 """Every list a request carries has a bound the proto names: at the bound the call works, one
 past it the call is refused with INVALID_ARGUMENT naming the field and the bound, and writes
-nothing."""
+nothing. The work a call does on the data is bounded too (PostFunds' debts)."""
 
 from __future__ import annotations
+
+import time
 
 import pytest
 
 from aftersales.v1 import resources_pb2 as pb
-from client import InvalidArgument
-from server.grpc.common import MAX_BALANCE_ACCOUNTS, MAX_COMMISSION_LINES
+from client import Client, InvalidArgument
+from server.grpc.app import App
+from server.grpc.common import MAX_BALANCE_ACCOUNTS, MAX_BATCH_ORDERS, MAX_COMMISSION_LINES
+from server.service.sync import DEBTS_PER_TRANSACTION
 from tests.e2e.seed import PAID, wallet
+from tests.store.factories import OWED, a_payee_owing
 
 COMMISSION = 10  # fen per line
 
@@ -92,3 +97,40 @@ def test_an_order_at_the_commission_line_bound_has_its_late_refund_recovered_in_
         (pb.ACCOUNT_KIND_ANXIN_WALLET, case.shop_id)
     ]
     assert wallet_after == wallet_before - PAID + MAX_COMMISSION_LINES * COMMISSION
+
+
+def test_debts_past_what_one_post_funds_pays_are_paid_by_the_servers_sweeper(service, store):
+    """The work of one PostFunds is bounded however many shops the payee owes; the response
+    says when debts are left, and the server's own sweeper pays them."""
+    owed = DEBTS_PER_TRANSACTION + 20
+    a_payee_owing(service, store, "kol-sweep", owed)
+    app = App(service, "127.0.0.1:0", workers=2, sweep_interval=0.05).start()
+    try:
+        with Client(f"127.0.0.1:{app.port}") as client:
+            posted = client.post_funds(cash("kol-sweep"), owed * OWED)
+            assert posted.debts_pending
+            assert posted.balance.balance == 20 * OWED
+
+            deadline = time.monotonic() + 60
+            while client.get_balances([cash("kol-sweep")])[(pb.ACCOUNT_KIND_CASH, "kol-sweep")]:
+                assert time.monotonic() < deadline, "the sweeper did not pay the debts left"
+                time.sleep(0.05)
+            last = client.get_clawback(clawback_id=f"clawback-{owed - 1:04d}")
+            assert (last.recovered, last.state) == (OWED, pb.CLAWBACK_STATE_RECOVERED)
+    finally:
+        app.stop(grace=1)
+
+
+def test_a_batch_check_names_at_most_the_bound(client, seed):
+    case = seed.case("batch-bound")
+    ids = [case.order_id] + [f"order-nobody-{i:03d}" for i in range(MAX_BATCH_ORDERS - 1)]
+
+    batch = client.batch_check_eligibility(ids, case.owner_id)
+    assert [r.order_id for r in batch.results] == ids
+    assert batch.results[0].eligibility.eligible
+
+    with pytest.raises(InvalidArgument) as refused:
+        client.batch_check_eligibility(ids + ["one-more"], case.owner_id)
+    (violation,) = refused.value.field_violations
+    assert violation.field == "order_ids"
+    assert str(MAX_BATCH_ORDERS) in violation.description

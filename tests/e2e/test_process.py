@@ -317,6 +317,31 @@ def test_the_cli_opens_an_eligible_order_and_prints_the_entry(server):
     assert entry["policy_version"] == POLICY_VERSION
 
 
+def test_the_cli_checks_a_batch_and_reads_the_buyer_s_order_page(server):
+    staff = ["--token", server.token("staff", "staff-owner")]
+    batch = cli(server, *staff, "check-batch", "order-presale", "order-pine")
+    opened = cli(server, "open", "order-eligible", "staff-owner")
+    page = cli(
+        server, "--token", server.token("buyer", "buyer-eligible"), "order-entry", "order-eligible"
+    )
+    nosy = cli(
+        server, "--token", server.token("buyer", "buyer-campaign"), "order-entry", "order-eligible"
+    )
+
+    assert batch.returncode == 0, batch.stderr
+    presale, pine = [json.loads(line) for line in batch.stdout.splitlines()]
+    assert [v["code"] for v in presale["eligibility"]["violations"]] == ["ORDER_KIND_NOT_SUPPORTED"]
+    assert pine == {
+        "order_id": "order-pine",
+        "error": {"code": 5, "message": "order 'order-pine' not found"},
+    }
+    assert opened.returncode == 0, opened.stderr
+    assert page.returncode == 0, page.stderr
+    entry, seen = json.loads(opened.stdout), json.loads(page.stdout)["entry"]
+    assert (seen["opened_at"], seen["expires_at"]) == (entry["opened_at"], entry["expires_at"])
+    assert nosy.returncode == 3 and nosy.stdout == ""
+
+
 def test_the_demo_s_people_prove_who_they_are_with_the_demo_s_tokens(server):
     from client import PermissionDenied, Unauthenticated
 

@@ -4,10 +4,17 @@ statement to a hot path fails here, on SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from aftersales.v1 import resources_pb2 as pb
-from tests.e2e.seed import PAID, deposit, wallet
+from client import Client
+from server.certs import DEV_AUDIENCE, DEV_ISSUER, TokenKey
+from server.grpc.app import App
+from server.grpc.tokens import TokenSettings, TokenVerifier
+from tests.e2e.seed import PAID, Seed, deposit, wallet
+from tests.e2e.test_batch_eligibility import a_mixed_batch
 from tests.store.factories import counted_statements
 
 # Statements per call, at most. A late refund with a 4-line clawback (influencer, group leader,
@@ -16,9 +23,12 @@ from tests.store.factories import counted_statements
 # are exclusive). A mutation that tells something writes its events with one more statement.
 BUDGET = {
     "CheckEligibility": 1,
+    # 500 orders (the most one call names), ids nobody has and another shop's among them.
+    "BatchCheckEligibility": 1,
     "OpenEntry": 7,
     "ApplyAfterSales": 9,
     "GetEntry": 1,
+    "GetBuyerOrderEntry": 2,
     "ListEntries": 1,
     "PutOrder": 6,
     "PostFunds": 11,
@@ -93,3 +103,32 @@ def test_every_rpc_keeps_to_its_statement_budget(client, seed, clock, counted):
         "GetBalances", lambda: client.get_balances([wallet(case.shop_id), deposit(case.shop_id)])
     )
     counted("PostFunds", lambda: client.post_funds(wallet(case.shop_id), 1_000))
+
+
+def test_a_batch_check_of_500_orders_reads_them_in_one_statement(client, seed, counted):
+    _, ids = a_mixed_batch(seed, client)
+
+    batch = counted(
+        "BatchCheckEligibility", lambda: client.batch_check_eligibility(ids, "owner-batch")
+    )
+
+    assert len(batch.results) == 500
+
+
+def test_the_buyer_s_order_page_keeps_to_its_budget(service, clock, counted, tmp_path):
+    login = TokenKey()
+    (tmp_path / "jwks.json").write_text(json.dumps(login.jwks()), encoding="utf-8")
+    tokens = TokenVerifier(TokenSettings(tmp_path / "jwks.json", DEV_ISSUER, DEV_AUDIENCE))
+    app = App(service, "127.0.0.1:0", workers=2, tokens=tokens, sweep_interval=3600).start()
+    address = f"127.0.0.1:{app.port}"
+    try:
+        with Client(address) as feeder:
+            case = Seed(feeder, clock).case("page-budget")
+        with Client(address, token=login.mint(case.owner_id, "staff")) as staff:
+            staff.open_entry(case.order_id, "")
+        with Client(address, token=login.mint(case.buyer_id, "buyer")) as buyer:
+            page = counted("GetBuyerOrderEntry", lambda: buyer.get_buyer_order_entry(case.order_id))
+    finally:
+        app.stop(grace=1)
+
+    assert page.entry.state == pb.ENTRY_STATE_OPEN

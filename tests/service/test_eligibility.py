@@ -184,3 +184,36 @@ def test_the_balances_are_shown_only_to_those_who_may_open(service):
     (agent_hears,) = [v.description for v in agent.decision.violations if v.code is short]
     assert "10000.00" in owner_says and "12.34" in owner_says
     assert not any(figure in agent_hears for figure in ("10000.00", "12.34", "50000.00"))
+
+
+def test_a_batch_decides_each_order_as_a_single_check_does_in_the_request_s_order(service):
+    setup = an_eligible_setup(service)
+    an_order(service, setup.shop_id, order_id="order-presale", kind=OrderKind.PRESALE)
+    an_eligible_setup(service, "shop-2", "order-theirs")
+    ids = ["order-presale", "no-such-order", setup.order_id, "order-theirs", "order-presale"]
+
+    batch = service.check_eligibilities(ids, setup.owner_id)
+
+    for order_id, found in zip(ids, batch, strict=True):
+        try:
+            alone = service.check_eligibility(order_id, setup.owner_id)
+        except NotFound as e:
+            assert isinstance(found, NotFound) and str(found) == str(e)
+        else:
+            assert found == alone
+    assert [type(f).__name__ for f in batch] == [
+        "Eligibility",
+        "NotFound",
+        "Eligibility",
+        "NotFound",
+        "Eligibility",
+    ]
+
+
+def test_a_batch_of_an_unknown_operator_is_refused_as_a_whole(service):
+    setup = an_eligible_setup(service)
+
+    with pytest.raises(NotFound) as unknown:
+        service.check_eligibilities([setup.order_id], "no-such-staff")
+
+    assert (unknown.value.resource_type, unknown.value.name) == ("staff", "no-such-staff")

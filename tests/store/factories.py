@@ -13,10 +13,15 @@ from datetime import timedelta
 from server.domain.model import (
     AccountKind,
     AccountRef,
+    ClawbackLine,
+    CommissionLine,
     Entry,
     EntryState,
     Order,
     OrderKind,
+    PayeeKind,
+    Refund,
+    RefundClawback,
     Shop,
     ShopStatus,
     Staff,
@@ -171,3 +176,44 @@ def counted_statements(store: SqlStore) -> Iterator[list[str]]:
     finally:
         for name in wrapped:
             delattr(database, name)
+
+
+OWED = 100  # fen per shop
+
+
+def a_payee_owing(service, store, payee: str, shops: int) -> list[str]:
+    """`shops` shops, each owed OWED by `payee` on a clawback line nothing was recovered of."""
+    now = service.now()
+    shop_ids = [f"shop-{i:04d}" for i in range(shops)]
+    with store.unit_of_work() as uow:
+        for i, shop_id in enumerate(shop_ids):
+            uow.facts.put_shop(Shop(shop_id, shop_id, ShopStatus.NORMAL, now - timedelta(days=99)))
+            order = Order(
+                order_id=f"order-{i:04d}",
+                shop_id=shop_id,
+                buyer_id="buyer",
+                kind=OrderKind.ORDINARY,
+                marketing_campaign=False,
+                category_id="furniture",
+                paid_amount=10_000,
+                created_at=now - timedelta(days=40),
+                completed_at=now - timedelta(days=30),
+                after_sales_ends_at=now - timedelta(days=23),
+                commission_lines=(CommissionLine(PayeeKind.INFLUENCER, payee, 1_000),),
+            )
+            uow.facts.put_order(order)
+            uow.clawbacks.record_refund(
+                RefundClawback(
+                    clawback_id=f"clawback-{i:04d}",
+                    refund=Refund(f"refund-{i:04d}", order.order_id, "", 1_000, now, now),
+                    shop_id=shop_id,
+                    reasons=(),
+                    lines=(ClawbackLine(0, PayeeKind.INFLUENCER, payee, 1_000, OWED, 0),),
+                    refunded_before=0,
+                    refunded_after=1_000,
+                    policy_version="test",
+                    created_at=now + timedelta(microseconds=i),
+                )
+            )
+        uow.commit()
+    return shop_ids

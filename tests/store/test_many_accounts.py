@@ -1,71 +1,25 @@
 """A payee who owes a thousand shops is paid, and every debt recovered, in one PostFunds, in a
-bounded number of statements; and balances of hundreds of accounts are read at once (statements
-name accounts in bounded batches)."""
+bounded number of statements; a payee who owes more is paid a thousand debts by PostFunds and the
+rest by the sweeper; and balances of hundreds of accounts are read at once (statements name
+accounts in bounded batches)."""
 
 from __future__ import annotations
 
-from datetime import timedelta
-
+from server.domain.events import EventType
 from server.domain.model import (
     AccountKind,
     AccountRef,
-    ClawbackLine,
+    Actor,
     ClawbackState,
-    CommissionLine,
-    Order,
-    OrderKind,
-    PayeeKind,
-    Refund,
-    RefundClawback,
-    Shop,
-    ShopStatus,
 )
+from server.service.sync import DEBTS_PER_TRANSACTION
 from server.store.schema import BATCH
-from tests.store.factories import counted_statements, request_id
+from tests.store.factories import OWED, a_payee_owing, counted_statements, request_id
 
 SHOPS = 2 * BATCH  # past one batch: the statements split
 # PostFunds paying SHOPS debts: a dozen statements, and a handful more per BATCH debts (their
 # events too, on SQLite; one statement on PostgreSQL).
 STATEMENTS_MAX = 13 + 9 * (SHOPS // BATCH)
-OWED = 100  # fen per shop
-
-
-def a_payee_owing(service, store, payee: str, shops: int) -> list[str]:
-    """`shops` shops, each owed OWED by `payee` on a clawback line nothing was recovered of."""
-    now = service.now()
-    shop_ids = [f"shop-{i:04d}" for i in range(shops)]
-    with store.unit_of_work() as uow:
-        for i, shop_id in enumerate(shop_ids):
-            uow.facts.put_shop(Shop(shop_id, shop_id, ShopStatus.NORMAL, now - timedelta(days=99)))
-            order = Order(
-                order_id=f"order-{i:04d}",
-                shop_id=shop_id,
-                buyer_id="buyer",
-                kind=OrderKind.ORDINARY,
-                marketing_campaign=False,
-                category_id="furniture",
-                paid_amount=10_000,
-                created_at=now - timedelta(days=40),
-                completed_at=now - timedelta(days=30),
-                after_sales_ends_at=now - timedelta(days=23),
-                commission_lines=(CommissionLine(PayeeKind.INFLUENCER, payee, 1_000),),
-            )
-            uow.facts.put_order(order)
-            uow.clawbacks.record_refund(
-                RefundClawback(
-                    clawback_id=f"clawback-{i:04d}",
-                    refund=Refund(f"refund-{i:04d}", order.order_id, "", 1_000, now, now),
-                    shop_id=shop_id,
-                    reasons=(),
-                    lines=(ClawbackLine(0, PayeeKind.INFLUENCER, payee, 1_000, OWED, 0),),
-                    refunded_before=0,
-                    refunded_after=1_000,
-                    policy_version="test",
-                    created_at=now + timedelta(microseconds=i),
-                )
-            )
-        uow.commit()
-    return shop_ids
 
 
 def test_a_payee_owing_a_thousand_shops_pays_them_all_with_one_posting(service, store):
@@ -75,15 +29,58 @@ def test_a_payee_owing_a_thousand_shops_pays_them_all_with_one_posting(service, 
     with counted_statements(store) as statements:
         posted = service.post_funds(request_id(), cash, SHOPS * OWED + 7, "commission payout")
 
-    assert posted.balance == 7
+    assert (posted.balance, posted.debts_pending) == (7, False)  # all paid, none pending
+    assert SHOPS == DEBTS_PER_TRANSACTION
     wallets = [AccountRef(AccountKind.ANXIN_WALLET, s) for s in shop_ids]
     assert set(service.balances(wallets, None).values()) == {OWED}
     for i in (0, SHOPS - 1):
         clawback = service.get_clawback(clawback_id=f"clawback-{i:04d}")
         assert (clawback.recovered, clawback.state) == (OWED, ClawbackState.RECOVERED)
     assert len(statements) <= STATEMENTS_MAX, statements
+    assert service.settle_pending_debts(payees=10) == 0
     transfers = service.list_transfers(cash, page_size=1).items
     assert transfers[0].reference == f"clawbacks/clawback-{SHOPS - 1:04d}/lines/0"
+
+
+def test_debts_past_what_one_posting_pays_are_paid_on_by_the_sweeper(service, store):
+    owed = DEBTS_PER_TRANSACTION + 30
+    a_payee_owing(service, store, "kol-huge", owed)
+    cash = AccountRef(AccountKind.CASH, "kol-huge")
+    payroll = Actor("spiffe://platform/payroll", "")
+
+    posted = service.post_funds(request_id(), cash, owed * OWED + 7, "payout", payroll)
+
+    # The call paid the oldest DEBTS_PER_TRANSACTION debts and says the rest is pending.
+    assert posted.debts_pending
+    assert posted.balance == 30 * OWED + 7
+    last_paid = service.get_clawback(clawback_id=f"clawback-{DEBTS_PER_TRANSACTION - 1:04d}")
+    first_left = service.get_clawback(clawback_id=f"clawback-{DEBTS_PER_TRANSACTION:04d}")
+    assert (last_paid.state, first_left.state) == (
+        ClawbackState.RECOVERED,
+        ClawbackState.OUTSTANDING,
+    )
+
+    # A sweep pays the rest, in the name of who posted the funds, and then has nothing left.
+    assert service.settle_pending_debts(payees=10) == 1
+    assert service.balances([cash], None)[cash] == 7
+    for i in (DEBTS_PER_TRANSACTION, owed - 1):
+        clawback = service.get_clawback(clawback_id=f"clawback-{i:04d}")
+        assert (clawback.recovered, clawback.state) == (OWED, ClawbackState.RECOVERED)
+    newest = service.list_transfers(cash, page_size=1).items[0]
+    assert (newest.reference, newest.recorded_by) == (
+        f"clawbacks/clawback-{owed - 1:04d}/lines/0",
+        payroll,
+    )
+    assert service.settle_pending_debts(payees=10) == 0
+    # Every debt paid is told once, by PostFunds or by the sweep, in the name of who paid.
+    with store.unit_of_work(read_only=True) as uow:
+        page = uow.events.read(
+            after=0, shop_id=None, types=(EventType.DEBT_RECOVERED,), limit=10 * owed
+        )
+    assert sorted(e.payload.clawback_id for e in page.events) == [
+        f"clawback-{i:04d}" for i in range(owed)
+    ]
+    assert {e.actor for e in page.events} == {payroll}
 
 
 def test_money_short_of_every_debt_pays_the_oldest_first_and_part_of_the_next(service, store):

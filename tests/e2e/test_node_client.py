@@ -1,0 +1,296 @@
+"""A client in another language can use the protos as shipped: the Node.js client of clients/node
+(@grpc/grpc-js, the protos loaded at run time) against `python -m server` with the demo data. Its
+answers, and the rich details it decodes from a refusal, are the Python client's on the same call.
+
+Its dependencies are installed here, with `npm ci` from the committed package-lock.json, once per
+lock file; without Node.js or the npm registry the test fails and says so."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import pathlib
+import shutil
+import signal
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+from google.protobuf import json_format
+from google.protobuf.message import Message
+
+from client import AfterSalesError, Client
+from tests.e2e.test_callers import a_secured_server
+from tests.e2e.test_process import ROOT, ServerProcess, _environment, _wait_until_serving
+from tests.pg import free_port
+
+NODE_CLIENT = ROOT / "clients" / "node"
+# What `npm ci` last installed node_modules from: the hash of the package files.
+INSTALLED = NODE_CLIENT / "node_modules" / ".installed-from"
+ERROR_INFO = "type.googleapis.com/google.rpc.ErrorInfo"
+PRECONDITION_FAILURE = "type.googleapis.com/google.rpc.PreconditionFailure"
+
+
+def _package_hash() -> str:
+    digest = hashlib.sha256()
+    for name in ("package.json", "package-lock.json"):
+        digest.update((NODE_CLIENT / name).read_bytes())
+    return digest.hexdigest()
+
+
+@pytest.fixture(scope="session")
+def node_client() -> pathlib.Path:
+    """clients/node with its locked dependencies in node_modules."""
+    for tool in ("node", "npm"):
+        if shutil.which(tool) is None:
+            pytest.fail(f"`{tool}` is not on the PATH: the Node.js client test needs Node.js 18.3+")
+    wanted = _package_hash()
+    if INSTALLED.exists() and INSTALLED.read_text(encoding="utf-8") == wanted:
+        return NODE_CLIENT
+    command = ["npm", "ci", "--no-audit", "--no-fund", "--prefer-offline", "--ignore-scripts"]
+    try:
+        done = subprocess.run(command, cwd=NODE_CLIENT, capture_output=True, text=True, timeout=900)
+    except subprocess.TimeoutExpired:
+        pytest.fail(
+            f"`{' '.join(command)}` in clients/node did not finish: is the npm registry reachable?"
+        )
+    if done.returncode != 0:
+        pytest.fail(
+            f"`{' '.join(command)}` in clients/node failed (exit {done.returncode}); is the npm "
+            f"registry reachable?\n{done.stderr[-3000:]}"
+        )
+    INSTALLED.write_text(wanted, encoding="utf-8")
+    return NODE_CLIENT
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """`python -m server` with the demo data on SQLite and the shipped policy, shared by the tests
+    of this module: only the opening test writes, on an order of its own."""
+    tmp_path = tmp_path_factory.mktemp("node-client")
+    address = f"127.0.0.1:{free_port()}"
+    stderr = tmp_path / "server.stderr"
+    command = [
+        sys.executable, "-m", "server",
+        "--address", address,
+        "--database", f"sqlite:///{tmp_path / 'aftersales.db'}",
+        "--drain-seconds", "0",
+        "--demo",
+        "--demo-keys", str(tmp_path / "demo"),
+    ]  # fmt: skip
+    with stderr.open("wb") as sink:
+        process = subprocess.Popen(
+            command, cwd=ROOT, env=_environment(), stdout=subprocess.DEVNULL, stderr=sink
+        )
+    running = ServerProcess(process, address, stderr, tmp_path / "demo")
+    try:
+        _wait_until_serving(running)
+        yield running
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@dataclasses.dataclass(frozen=True)
+class Answer:
+    """What a call gave: the response, or the refusal's {code, message, details}."""
+
+    ok: bool
+    body: dict[str, Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class Caller:
+    """Who calls, the same for both clients: the server's address, the token of the person the
+    caller acts for, and in the secure mode the CA and the caller's certificate and key files."""
+
+    address: str
+    token: str | None = None
+    tls: tuple[pathlib.Path, pathlib.Path, pathlib.Path] | None = None  # CA, certificate, key
+
+    def flags(self) -> list[str]:
+        flags = ["--address", self.address] + (["--token", self.token] if self.token else [])
+        if self.tls:
+            ca, cert, key = self.tls
+            flags += ["--tls-ca", str(ca), "--tls-cert", str(cert), "--tls-key", str(key)]
+        return flags
+
+    def client(self) -> Client:
+        if not self.tls:
+            return Client(self.address, token=self.token)
+        ca, cert, key = (path.read_bytes() for path in self.tls)
+        return Client(
+            self.address,
+            token=self.token,
+            root_certificates=ca,
+            certificate_chain=cert,
+            private_key=key,
+        )
+
+
+def staff(server: ServerProcess, person: str) -> Caller:
+    """The demo's staff member `person`, with that person's token."""
+    return Caller(server.address, token=server.token("staff", person))
+
+
+def node(folder: pathlib.Path, caller: Caller, *args: str) -> Answer:
+    """`node cli.js ARGS` as `caller`."""
+    done = subprocess.run(
+        ["node", "cli.js", *caller.flags(), *args],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode in (0, 1), f"exit {done.returncode}:\n{done.stderr}"
+    if done.returncode == 0:
+        return Answer(True, json.loads(done.stdout))
+    assert done.stdout == ""
+    return Answer(False, json.loads(done.stderr))
+
+
+def python(caller: Caller, command: str, order_id: str) -> Answer:
+    """`check` or `open` through the Python client, the refusal in the Node client's shape."""
+    with caller.client() as client:
+        try:
+            if command == "check":
+                response: Message = client.check_eligibility(order_id, "")
+            else:
+                response = client.open_entry(order_id, "")
+        except AfterSalesError as e:
+            details = [
+                {
+                    "@type": f"type.googleapis.com/{d.DESCRIPTOR.full_name}",
+                    **json_format.MessageToDict(d, preserving_proto_field_name=True),
+                }
+                for d in e.details
+            ]
+            return Answer(False, {"code": e.code.name, "message": e.message, "details": details})
+    return Answer(True, json_format.MessageToDict(response, preserving_proto_field_name=True))
+
+
+def details_of(answer: Answer, type_url: str) -> dict[str, Any]:
+    found = [d for d in answer.body["details"] if d["@type"] == type_url]
+    assert len(found) == 1, answer.body
+    return found[0]
+
+
+def without_times(facts: dict[str, Any]) -> dict[str, Any]:
+    """The facts but their timestamps (JSON renders those differently in each language, and
+    checked_at differs from call to call)."""
+    return {k: v for k, v in facts.items() if not k.endswith("_at")}
+
+
+def test_the_node_client_checks_an_eligible_order_as_the_python_client_does(node_client, server):
+    owner = staff(server, "staff-owner")
+    by_node = node(node_client, owner, "check", "order-eligible")
+    by_python = python(owner, "check", "order-eligible")
+
+    assert by_node.ok and by_python.ok
+    assert by_node.body["eligible"] is True
+    assert "violations" not in by_node.body
+    assert by_node.body["policy_version"] == by_python.body["policy_version"]
+    assert without_times(by_node.body["facts"]) == without_times(by_python.body["facts"])
+
+
+def test_the_node_client_opens_an_entry_that_the_python_client_then_reads(node_client, server):
+    owner = staff(server, "staff-owner")
+    opened = node(node_client, owner, "open", "order-campaign", "--note", "agreed")
+
+    assert opened.ok, opened.body
+    assert opened.body["state"] == "ENTRY_STATE_OPEN"
+    assert (opened.body["order_id"], opened.body["note"]) == ("order-campaign", "agreed")
+    with Client(server.address) as reader:
+        stored = reader.get_entry(opened.body["entry_id"])
+    assert (stored.order_id, stored.operator_id, stored.note) == (
+        "order-campaign",
+        "staff-owner",
+        "agreed",
+    )
+
+    again = node(node_client, owner, "open", "order-campaign")
+    assert not again.ok
+    assert again.body["code"] == "ALREADY_EXISTS"
+    assert details_of(again, ERROR_INFO)["metadata"]["entry_id"] == opened.body["entry_id"]
+    assert again.body == python(owner, "open", "order-campaign").body
+
+
+def test_a_refused_open_entry_decodes_to_every_broken_rule_as_in_python(node_client, server):
+    pine_owner = staff(server, "pine-owner")
+    by_node = node(node_client, pine_owner, "open", "order-troubled")
+    by_python = python(pine_owner, "open", "order-troubled")
+
+    assert not by_node.ok and not by_python.ok
+    assert by_node.body["code"] == "FAILED_PRECONDITION"
+    assert by_node.body == by_python.body
+    violations = details_of(by_node, PRECONDITION_FAILURE)["violations"]
+    assert len(violations) > 1, "the demo's troubled order should break several rules"
+    assert all(v["subject"] == "orders/order-troubled" and v["description"] for v in violations)
+    info = details_of(by_node, ERROR_INFO)
+    assert info["reason"] == violations[0]["type"]
+    assert info["domain"]
+    decision = node(node_client, pine_owner, "check", "order-troubled")
+    assert [v["type"] for v in violations] == [v["code"] for v in decision.body["violations"]]
+
+
+@pytest.mark.parametrize(
+    ("person", "command", "order_id", "code"),
+    [
+        ("staff-owner", "check", "", "INVALID_ARGUMENT"),
+        ("staff-owner", "open", "", "INVALID_ARGUMENT"),
+        ("staff-owner", "check", "order-pine", "NOT_FOUND"),
+        ("staff-agent", "open", "order-eligible", "PERMISSION_DENIED"),
+    ],
+)
+def test_a_refused_call_gives_the_node_client_the_python_client_s_details(
+    node_client, server, person, command, order_id, code
+):
+    caller = staff(server, person)
+    by_node = node(node_client, caller, command, order_id)
+    by_python = python(caller, command, order_id)
+
+    assert not by_node.ok and not by_python.ok
+    assert by_node.body["code"] == code
+    assert by_node.body["details"], by_node.body
+    assert by_node.body == by_python.body
+
+
+@pytest.fixture(scope="module")
+def secured(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("node-secured")
+    with a_secured_server(folder, f"sqlite:///{folder / 'aftersales.db'}") as running:
+        yield running
+
+
+def test_the_node_client_calls_in_the_secure_mode_with_its_certificate(
+    node_client, secured, tmp_path
+):
+    (tmp_path / "ca.pem").write_bytes(secured.ca)
+    for name in ("merchant-backoffice", "operator-console"):
+        secured.clients[f"spiffe://platform/{name}"].write(tmp_path, name)
+
+    def as_service(name: str, token: str | None = None) -> Caller:
+        files = (tmp_path / "ca.pem", tmp_path / f"{name}.pem", tmp_path / f"{name}.key")
+        # By name: Node.js warns when TLS is given an IP address for a server name (RFC 6066).
+        address = secured.address.replace("127.0.0.1", "localhost")
+        return Caller(address, token=token, tls=files)
+
+    back_office = as_service("merchant-backoffice", secured.login.mint("staff-owner", "staff"))
+    checked = node(node_client, back_office, "check", "order-eligible")
+    assert checked.ok, checked.body
+    assert checked.body["eligible"] is True
+
+    console = as_service("operator-console")
+    by_node = node(node_client, console, "open", "order-eligible")
+    assert not by_node.ok
+    assert by_node.body["code"] == "PERMISSION_DENIED"
+    assert details_of(by_node, ERROR_INFO)["metadata"]["identity"] == (
+        "spiffe://platform/operator-console"
+    )
+    assert by_node.body == python(console, "open", "order-eligible").body
