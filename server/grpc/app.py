@@ -491,6 +491,11 @@ class App:
         self.server.stop(grace).wait()
         self._health_pool.shutdown(wait=False)
         finished = _within(STOP_SECONDS, self._workers.shutdown)
+        # The threads that read the database on their own end their statements before the
+        # connections close under them (closing one in use can crash the driver).
+        for thread in (self.sweeper, self.events.feed.thread):
+            if thread is not None and thread.is_alive():
+                thread.join(STOP_SECONDS)
         return _within(STOP_SECONDS, self.service.close) and finished
 
     def wait(self) -> None:

@@ -35,15 +35,15 @@ class Feed:
         self.closed = threading.Event()
         self._waiters: set[threading.Event] = set()
         self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
+        self.thread: threading.Thread | None = None
         service.committed.append(self.wake_all)
 
     def subscribe(self, waiter: threading.Event) -> None:
         with self._lock:
             self._waiters.add(waiter)
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="event-feed", daemon=True)
-                self._thread.start()
+            if self.thread is None:
+                self.thread = threading.Thread(target=self._run, name="event-feed", daemon=True)
+                self.thread.start()
 
     def unsubscribe(self, waiter: threading.Event) -> None:
         with self._lock:
