@@ -42,12 +42,17 @@ BENCH_ARGS ?=
 bench: $(STAMP) $(STUBS)
 	$(PY) -m tests.bench $(BENCH_ARGS)
 
-# Style, types (mypy --strict, [tool.mypy]) and the layers' arrows ([tool.importlinter]).
+# Style, types (mypy --strict, [tool.mypy]), the layers' arrows ([tool.importlinter]) and the
+# contract: buf lint and format (protos/buf.yaml), buf breaking against the last release, or the
+# previous commit until there is one (protos/breaking.py).
 lint: $(STAMP)
 	$(PY) -m ruff check server client tests protos
 	$(PY) -m ruff format --check server client tests protos
 	$(PY) -m mypy
 	$(VENV)/bin/lint-imports
+	$(VENV)/bin/buf lint protos
+	$(VENV)/bin/buf format --diff --exit-code protos
+	$(PY) protos/breaking.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .hypothesis .ruff_cache .mypy_cache *.egg-info clients/node/node_modules

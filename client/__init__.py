@@ -10,6 +10,7 @@ typed exceptions with the rich error details.
 
 from client.client import Client
 from client.errors import (
+    DOMAIN,
     Aborted,
     AfterSalesError,
     AlreadyExists,
@@ -28,6 +29,7 @@ from client.errors import (
 )
 
 __all__ = [
+    "DOMAIN",
     "Aborted",
     "AfterSalesError",
     "AlreadyExists",

@@ -11,6 +11,9 @@ from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
+# ErrorInfo.domain of the errors the service sends (AIP-193); their reasons: the proto's ReasonCode.
+DOMAIN = "aftersales.livecommerce.io"
+
 
 @dataclasses.dataclass(frozen=True)
 class FieldViolation:
@@ -29,8 +32,9 @@ class Violation:
 
 class AfterSalesError(Exception):
     """A refused or failed call. `code` is the gRPC status code; the details are unpacked into
-    `field_violations`, `violations`, `reason`, `metadata`, `resource` and `retry_delay` (how long
-    the server asks a retry to wait, when it sent one)."""
+    `field_violations`, `violations`, `reason` and `domain` (the ErrorInfo's: DOMAIN on every
+    error the service sends, empty when the call failed before reaching it), `metadata`,
+    `resource` and `retry_delay` (how long the server asks a retry to wait, when it sent one)."""
 
     def __init__(self, code: grpc.StatusCode, message: str, details: list[Message]) -> None:
         super().__init__(f"{code.name}: {message}")
@@ -40,6 +44,7 @@ class AfterSalesError(Exception):
         self.field_violations: list[FieldViolation] = []
         self.violations: list[Violation] = []
         self.reason = ""
+        self.domain = ""
         self.metadata: dict[str, str] = {}
         self.resource: tuple[str, str] | None = None
         self.retry_delay: timedelta | None = None
@@ -54,6 +59,7 @@ class AfterSalesError(Exception):
                 ]
             elif isinstance(detail, error_details_pb2.ErrorInfo):
                 self.reason = detail.reason
+                self.domain = detail.domain
                 self.metadata = dict(detail.metadata)
             elif isinstance(detail, error_details_pb2.ResourceInfo):
                 self.resource = (detail.resource_type, detail.resource_name)
@@ -68,7 +74,7 @@ class AfterSalesError(Exception):
 
     @property
     def reasons(self) -> list[str]:
-        """Every unmet rule's reason code, in the server's order."""
+        """Every unmet rule's reason code, in the server's order; else the ErrorInfo's reason."""
         return [v.type for v in self.violations] or ([self.reason] if self.reason else [])
 
 

@@ -2,15 +2,20 @@
 
 Usage: python protos/generate.py [OUTPUT_DIR]   (default: the repository root)
 
-The stubs land in the `aftersales` package, imported by both the server and the client. Only
-this script writes them; tests/test_protos.py fails when the committed stubs are stale.
+The stubs land in the `aftersales` package, imported by both the server and the client, with a
+copy of each .proto beside them (package data: the wheel carries the contract). Only this script
+writes them; tests/test_protos.py fails when the committed stubs or copies are stale.
 
 The .pyi files come from mypy-protobuf (`protoc-gen-mypy` for the messages, `protoc-gen-mypy_grpc`
 for the services), found next to the running interpreter: run this with the project's venv.
 `aftersales/py.typed` marks the package as typed (PEP 561).
+
+The vendored google/ protos are not generated: googleapis-common-protos ships their stubs. The
+vendored buf/validate/validate.proto is, into the `buf` package.
 """
 
 import pathlib
+import shutil
 import sys
 
 import grpc_tools
@@ -22,6 +27,10 @@ WELL_KNOWN = pathlib.Path(grpc_tools.__file__).parent / "_proto"
 # Not resolved: in a venv, sys.executable is a symlink and the plugins sit next to the link.
 BIN = pathlib.Path(sys.executable).parent
 PLUGINS = ("protoc-gen-mypy", "protoc-gen-mypy_grpc")
+# The contract, and the protovalidate rules it imports: no package on PyPI ships
+# buf.validate.validate_pb2 for google.protobuf (protovalidate 2.x carries its own, for another
+# runtime), so it is generated here like the stubs, as protovalidate's documentation does.
+GENERATED = ("aftersales", "buf")
 
 
 def _plugin(name: str) -> pathlib.Path:
@@ -32,7 +41,9 @@ def _plugin(name: str) -> pathlib.Path:
 
 
 def generate(out: pathlib.Path) -> None:
-    sources = sorted(str(p.relative_to(PROTOS)) for p in PROTOS.rglob("*.proto"))
+    sources = sorted(
+        str(p.relative_to(PROTOS)) for top in GENERATED for p in (PROTOS / top).rglob("*.proto")
+    )
     args = [
         "protoc",
         *(f"--plugin={name}={_plugin(name)}" for name in PLUGINS),
@@ -46,6 +57,10 @@ def generate(out: pathlib.Path) -> None:
     ]
     if protoc.main(args) != 0:
         raise SystemExit("protoc failed")
+    # The contract ships with the package, each .proto beside its stubs (as googleapis-common-protos
+    # ships google/api and google/rpc): a consumer gets the exact protos of the version it installs.
+    for source in sources:
+        shutil.copyfile(PROTOS / source, out / source)
     packages = {pathlib.Path(s).parent for s in sources}
     for package in packages:
         for level in [package, *package.parents][:-1]:

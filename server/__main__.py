@@ -27,9 +27,8 @@ from urllib.parse import urlparse
 import grpc
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from pythonjsonlogger.json import JsonFormatter
 
-from server import certs, demo
+from server import certs, demo, logs, tracing
 from server.domain import access, policy
 from server.domain.model import Policy
 from server.grpc.methods import METHOD_NAMES
@@ -502,6 +501,10 @@ class Checked:
 def check(args: argparse.Namespace) -> Checked:
     tls = tls_files(args)
     table, tokens = who_is_checked(args)
+    try:
+        tracing.exporters()
+    except tracing.TracingMisconfigured as e:
+        raise misconfigured(f"bad OTEL_* tracing settings: {e}") from None
     return Checked(tls, table, tokens, database_password(args))
 
 
@@ -611,6 +614,7 @@ def prepare(args: argparse.Namespace, the_policy: Policy) -> tuple[App, dict[str
     configuration first, then the address is bound, then the database is migrated and the demo
     loaded. The server bound, and what its first log line says."""
     checked = check(args)
+    tracing.configure()
     store = open_store(args, checked.password)
     service = Service(store, SystemClock(), the_policy)
     app = make_app(args, checked, service, args.address)
@@ -694,6 +698,7 @@ def _serve_in_processes(args: argparse.Namespace, the_policy: Policy, count: int
         reserved.close()  # the parent's copy holds the port
         _configure_logging(args.log_level, worker=index)
         try:
+            tracing.configure()
             store = open_store(args, checked.password)
             service = Service(store, SystemClock(), the_policy)
             # One sweeper at a time: worker 0's.
@@ -711,6 +716,7 @@ def _serve_in_processes(args: argparse.Namespace, the_policy: Policy, count: int
         app.start()
         log.info("serving", extra=facts)
         serve(app, signals, args.drain_seconds, args.grace_seconds)
+        tracing.shutdown()
         log.info("stopped")
         return 0
 
@@ -752,13 +758,8 @@ def migrate(argv: list[str]) -> int:
 
 
 def _configure_logging(level: str, *, worker: int | None = None) -> None:
-    """JSON lines on stderr; a worker's carry its index and pid."""
-    fields = {} if worker is None else {"worker": worker, "pid": os.getpid()}
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(
-        JsonFormatter("{asctime}{levelname}{name}{message}", style="{", static_fields=fields)
-    )
-    logging.basicConfig(level=level, handlers=[handler], force=True)
+    """JSON lines on stderr (server/logs.py); a worker's carry its index and pid."""
+    logs.configure(level, {} if worker is None else {"worker": worker, "pid": os.getpid()})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -791,6 +792,7 @@ def main(argv: list[str] | None = None) -> int:
     app.start()
     log.info("serving", extra=facts)
     serve(app, signals, args.drain_seconds, args.grace_seconds)
+    tracing.shutdown()
     log.info("stopped")
     return 0
 

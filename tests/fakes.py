@@ -425,6 +425,7 @@ class FakeClawbacks:
                 c.shop_id,
                 line.due,
                 line.recovered,
+                line.payee_kind,
                 seq,
                 c.refund.order_id,
             )

@@ -23,35 +23,91 @@ _sym_db = _symbol_database.Default()
 
 
 from aftersales.v1 import resources_pb2 as aftersales_dot_v1_dot_resources__pb2
+from buf.validate import validate_pb2 as buf_dot_validate_dot_validate__pb2
+from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x61\x66tersales/v1/clawback.proto\x12\raftersales.v1\x1a\x1d\x61\x66tersales/v1/resources.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd3\x01\n\x13RecordRefundRequest\x12\x11\n\trefund_id\x18\x01 \x01(\t\x12\x10\n\x08order_id\x18\x02 \x01(\t\x12\x16\n\x0e\x61pplication_id\x18\x03 \x01(\t\x12\x0e\n\x06\x61mount\x18\x04 \x01(\x03\x12.\n\nstarted_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x07paid_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nrequest_id\x18\x07 \x01(\t\"j\n\x16PreviewClawbackRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x0e\n\x06\x61mount\x18\x02 \x01(\x03\x12.\n\nstarted_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"G\n\x12GetClawbackRequest\x12\x15\n\x0b\x63lawback_id\x18\x01 \x01(\tH\x00\x12\x13\n\trefund_id\x18\x02 \x01(\tH\x00\x42\x05\n\x03key\"\xd9\x01\n\x14ListClawbacksRequest\x12\x0f\n\x07shop_id\x18\x01 \x01(\t\x12+\n\x05state\x18\x02 \x01(\x0e\x32\x1c.aftersales.v1.ClawbackState\x12.\n\nstart_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tpage_size\x18\x05 \x01(\x05\x12\x12\n\npage_token\x18\x06 \x01(\t\"b\n\x15ListClawbacksResponse\x12\x30\n\tclawbacks\x18\x01 \x03(\x0b\x32\x1d.aftersales.v1.RefundClawback\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"S\n\x12GetBalancesRequest\x12+\n\x08\x61\x63\x63ounts\x18\x01 \x03(\x0b\x32\x19.aftersales.v1.AccountRef\x12\x10\n\x08owner_id\x18\x02 \x01(\t\"?\n\x13GetBalancesResponse\x12(\n\x08\x62\x61lances\x18\x01 \x03(\x0b\x32\x16.aftersales.v1.Balance\"i\n\x14ListTransfersRequest\x12*\n\x07\x61\x63\x63ount\x18\x01 \x01(\x0b\x32\x19.aftersales.v1.AccountRef\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"\\\n\x15ListTransfersResponse\x12*\n\ttransfers\x18\x01 \x03(\x0b\x32\x17.aftersales.v1.Transfer\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\x95\x04\n\x08\x43lawback\x12Q\n\x0cRecordRefund\x12\".aftersales.v1.RecordRefundRequest\x1a\x1d.aftersales.v1.RefundClawback\x12W\n\x0fPreviewClawback\x12%.aftersales.v1.PreviewClawbackRequest\x1a\x1d.aftersales.v1.RefundClawback\x12O\n\x0bGetClawback\x12!.aftersales.v1.GetClawbackRequest\x1a\x1d.aftersales.v1.RefundClawback\x12Z\n\rListClawbacks\x12#.aftersales.v1.ListClawbacksRequest\x1a$.aftersales.v1.ListClawbacksResponse\x12T\n\x0bGetBalances\x12!.aftersales.v1.GetBalancesRequest\x1a\".aftersales.v1.GetBalancesResponse\x12Z\n\rListTransfers\x12#.aftersales.v1.ListTransfersRequest\x1a$.aftersales.v1.ListTransfersResponseBW\n\x19\x63om.example.aftersales.v1P\x01Z8example.com/aftersales/gen/go/aftersales/v1;aftersalesv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x61\x66tersales/v1/clawback.proto\x12\raftersales.v1\x1a\x1d\x61\x66tersales/v1/resources.proto\x1a\x1b\x62uf/validate/validate.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9b\x04\n\x13RecordRefundRequest\x12\"\n\trefund_id\x18\x01 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\x18\x80\x01\xc8\x01\x01\x12!\n\x08order_id\x18\x02 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\x18\x80\x01\xc8\x01\x01\x12$\n\x0e\x61pplication_id\x18\x03 \x01(\tB\x0c\xe2\x41\x01\x01\xbaH\x05r\x03\x18\x80\x01\x12\"\n\x06\x61mount\x18\x04 \x01(\x03\x42\x12\xe2\x41\x01\x02\xbaH\x0b\"\t\x18\x80\xa0\x94\xa5\x8d\x1d \x00\x12N\n\nstarted_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x1e\xe2\x41\x01\x02\xbaH\x17\xb2\x01\x11\"\r\x08\xff\x82\xd1\xff\xaf\x07\x10\xff\x93\xeb\xdc\x03\x32\x00\xc8\x01\x01\x12K\n\x07paid_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x1e\xe2\x41\x01\x02\xbaH\x17\xb2\x01\x11\"\r\x08\xff\x82\xd1\xff\xaf\x07\x10\xff\x93\xeb\xdc\x03\x32\x00\xc8\x01\x01\x12\x37\n\nrequest_id\x18\x07 \x01(\tB#\xe2\x41\x01\x02\xbaH\x1cr\x1a\x32\x18^[A-Za-z0-9._:-]{8,128}$:\x9c\x01\xbaH\x98\x01\x1a\x95\x01\n\x1dpaid_at_not_before_started_at\x12$paid_at may not be before started_at\x1aN!has(this.started_at) || !has(this.paid_at) || this.paid_at >= this.started_at\"\xac\x01\n\x16PreviewClawbackRequest\x12!\n\x08order_id\x18\x01 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\x18\x80\x01\xc8\x01\x01\x12\"\n\x06\x61mount\x18\x02 \x01(\x03\x42\x12\xe2\x41\x01\x02\xbaH\x0b\"\t\x18\x80\xa0\x94\xa5\x8d\x1d \x00\x12K\n\nstarted_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x1b\xe2\x41\x01\x01\xbaH\x14\xb2\x01\x11\"\r\x08\xff\x82\xd1\xff\xaf\x07\x10\xff\x93\xeb\xdc\x03\x32\x00\"n\n\x12GetClawbackRequest\x12%\n\x0b\x63lawback_id\x18\x01 \x01(\tB\x0e\xe2\x41\x01\x01\xbaH\x07r\x05\x10\x01\x18\x80\x01H\x00\x12#\n\trefund_id\x18\x02 \x01(\tB\x0e\xe2\x41\x01\x01\xbaH\x07r\x05\x10\x01\x18\x80\x01H\x00\x42\x0c\n\x03key\x12\x05\xbaH\x02\x08\x01\"\xe8\x03\n\x14ListClawbacksRequest\x12 \n\x07shop_id\x18\x01 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\x18\x80\x01\xc8\x01\x01\x12\x39\n\x05state\x18\x02 \x01(\x0e\x32\x1c.aftersales.v1.ClawbackStateB\x0c\xe2\x41\x01\x01\xbaH\x05\x82\x01\x02\x10\x01\x12K\n\nstart_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x1b\xe2\x41\x01\x01\xbaH\x14\xb2\x01\x11\"\r\x08\xff\x82\xd1\xff\xaf\x07\x10\xff\x93\xeb\xdc\x03\x32\x00\x12I\n\x08\x65nd_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x1b\xe2\x41\x01\x01\xbaH\x14\xb2\x01\x11\"\r\x08\xff\x82\xd1\xff\xaf\x07\x10\xff\x93\xeb\xdc\x03\x32\x00\x12\x1e\n\tpage_size\x18\x05 \x01(\x05\x42\x0b\xe2\x41\x01\x01\xbaH\x04\x1a\x02(\x00\x12\x18\n\npage_token\x18\x06 \x01(\tB\x04\xe2\x41\x01\x01:\xa0\x01\xbaH\x9c\x01\x1a\x99\x01\n\x1e\x65nd_time_not_before_start_time\x12%end_time may not be before start_time\x1aP!has(this.start_time) || !has(this.end_time) || this.end_time >= this.start_time\"b\n\x15ListClawbacksResponse\x12\x30\n\tclawbacks\x18\x01 \x03(\x0b\x32\x1d.aftersales.v1.RefundClawback\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xda\x01\n\x12GetBalancesRequest\x12\x39\n\x08\x61\x63\x63ounts\x18\x01 \x03(\x0b\x32\x19.aftersales.v1.AccountRefB\x0c\xe2\x41\x01\x01\xbaH\x05\x92\x01\x02\x10\x64\x12\x1e\n\x08owner_id\x18\x02 \x01(\tB\x0c\xe2\x41\x01\x01\xbaH\x05r\x03\x18\x80\x01:i\xbaHf\x1a\x64\n\x14\x61\x63\x63ounts_or_owner_id\x12\x1cname accounts or an owner_id\x1a.size(this.accounts) > 0 || this.owner_id != \'\'\"?\n\x13GetBalancesResponse\x12(\n\x08\x62\x61lances\x18\x01 \x03(\x0b\x32\x16.aftersales.v1.Balance\"\x88\x01\n\x14ListTransfersRequest\x12\x36\n\x07\x61\x63\x63ount\x18\x01 \x01(\x0b\x32\x19.aftersales.v1.AccountRefB\n\xe2\x41\x01\x02\xbaH\x03\xc8\x01\x01\x12\x1e\n\tpage_size\x18\x02 \x01(\x05\x42\x0b\xe2\x41\x01\x01\xbaH\x04\x1a\x02(\x00\x12\x18\n\npage_token\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\"\\\n\x15ListTransfersResponse\x12*\n\ttransfers\x18\x01 \x03(\x0b\x32\x17.aftersales.v1.Transfer\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\x95\x04\n\x08\x43lawback\x12Q\n\x0cRecordRefund\x12\".aftersales.v1.RecordRefundRequest\x1a\x1d.aftersales.v1.RefundClawback\x12W\n\x0fPreviewClawback\x12%.aftersales.v1.PreviewClawbackRequest\x1a\x1d.aftersales.v1.RefundClawback\x12O\n\x0bGetClawback\x12!.aftersales.v1.GetClawbackRequest\x1a\x1d.aftersales.v1.RefundClawback\x12Z\n\rListClawbacks\x12#.aftersales.v1.ListClawbacksRequest\x1a$.aftersales.v1.ListClawbacksResponse\x12T\n\x0bGetBalances\x12!.aftersales.v1.GetBalancesRequest\x1a\".aftersales.v1.GetBalancesResponse\x12Z\n\rListTransfers\x12#.aftersales.v1.ListTransfersRequest\x1a$.aftersales.v1.ListTransfersResponseB|\n\x1dio.livecommerce.aftersales.v1P\x01Z<livecommerce.io/aftersales/gen/go/aftersales/v1;aftersalesv1\xaa\x02\x1aLiveCommerce.AfterSales.V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'aftersales.v1.clawback_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
-  _globals['DESCRIPTOR']._serialized_options = b'\n\031com.example.aftersales.v1P\001Z8example.com/aftersales/gen/go/aftersales/v1;aftersalesv1'
-  _globals['_RECORDREFUNDREQUEST']._serialized_start=112
-  _globals['_RECORDREFUNDREQUEST']._serialized_end=323
-  _globals['_PREVIEWCLAWBACKREQUEST']._serialized_start=325
-  _globals['_PREVIEWCLAWBACKREQUEST']._serialized_end=431
-  _globals['_GETCLAWBACKREQUEST']._serialized_start=433
-  _globals['_GETCLAWBACKREQUEST']._serialized_end=504
-  _globals['_LISTCLAWBACKSREQUEST']._serialized_start=507
-  _globals['_LISTCLAWBACKSREQUEST']._serialized_end=724
-  _globals['_LISTCLAWBACKSRESPONSE']._serialized_start=726
-  _globals['_LISTCLAWBACKSRESPONSE']._serialized_end=824
-  _globals['_GETBALANCESREQUEST']._serialized_start=826
-  _globals['_GETBALANCESREQUEST']._serialized_end=909
-  _globals['_GETBALANCESRESPONSE']._serialized_start=911
-  _globals['_GETBALANCESRESPONSE']._serialized_end=974
-  _globals['_LISTTRANSFERSREQUEST']._serialized_start=976
-  _globals['_LISTTRANSFERSREQUEST']._serialized_end=1081
-  _globals['_LISTTRANSFERSRESPONSE']._serialized_start=1083
-  _globals['_LISTTRANSFERSRESPONSE']._serialized_end=1175
-  _globals['_CLAWBACK']._serialized_start=1178
-  _globals['_CLAWBACK']._serialized_end=1711
+  _globals['DESCRIPTOR']._serialized_options = b'\n\035io.livecommerce.aftersales.v1P\001Z<livecommerce.io/aftersales/gen/go/aftersales/v1;aftersalesv1\252\002\032LiveCommerce.AfterSales.V1'
+  _globals['_RECORDREFUNDREQUEST'].fields_by_name['refund_id']._loaded_options = None
+  _globals['_RECORDREFUNDREQUEST'].fields_by_name['refund_id']._serialized_options = b'\342A\001\002\272H\010r\003\030\200\001\310\001\001'
+  _globals['_RECORDREFUNDREQUEST'].fields_by_name['order_id']._loaded_options = None
+  _globals['_RECORDREFUNDREQUEST'].fields_by_name['order_id']._serialized_options = b'\342A\001\002\272H\010r\003\030\200\001\310\001\001'
+  _globals['_RECORDREFUNDREQUEST'].fields_by_name['application_id']._loaded_options = None
+  _globals['_RECORDREFUNDREQUEST'].fields_by_name['application_id']._serialized_options = b'\342A\001\001\272H\005r\003\030\200\001'
+  _globals['_RECORDREFUNDREQUEST'].fields_by_name['amount']._loaded_options = None
+  _globals['_RECORDREFUNDREQUEST'].fields_by_name['amount']._serialized_options = b'\342A\001\002\272H\013\"\t\030\200\240\224\245\215\035 \000'
+  _globals['_RECORDREFUNDREQUEST'].fields_by_name['started_at']._loaded_options = None
+  _globals['_RECORDREFUNDREQUEST'].fields_by_name['started_at']._serialized_options = b'\342A\001\002\272H\027\262\001\021\"\r\010\377\202\321\377\257\007\020\377\223\353\334\0032\000\310\001\001'
+  _globals['_RECORDREFUNDREQUEST'].fields_by_name['paid_at']._loaded_options = None
+  _globals['_RECORDREFUNDREQUEST'].fields_by_name['paid_at']._serialized_options = b'\342A\001\002\272H\027\262\001\021\"\r\010\377\202\321\377\257\007\020\377\223\353\334\0032\000\310\001\001'
+  _globals['_RECORDREFUNDREQUEST'].fields_by_name['request_id']._loaded_options = None
+  _globals['_RECORDREFUNDREQUEST'].fields_by_name['request_id']._serialized_options = b'\342A\001\002\272H\034r\0322\030^[A-Za-z0-9._:-]{8,128}$'
+  _globals['_RECORDREFUNDREQUEST']._loaded_options = None
+  _globals['_RECORDREFUNDREQUEST']._serialized_options = b'\272H\230\001\032\225\001\n\035paid_at_not_before_started_at\022$paid_at may not be before started_at\032N!has(this.started_at) || !has(this.paid_at) || this.paid_at >= this.started_at'
+  _globals['_PREVIEWCLAWBACKREQUEST'].fields_by_name['order_id']._loaded_options = None
+  _globals['_PREVIEWCLAWBACKREQUEST'].fields_by_name['order_id']._serialized_options = b'\342A\001\002\272H\010r\003\030\200\001\310\001\001'
+  _globals['_PREVIEWCLAWBACKREQUEST'].fields_by_name['amount']._loaded_options = None
+  _globals['_PREVIEWCLAWBACKREQUEST'].fields_by_name['amount']._serialized_options = b'\342A\001\002\272H\013\"\t\030\200\240\224\245\215\035 \000'
+  _globals['_PREVIEWCLAWBACKREQUEST'].fields_by_name['started_at']._loaded_options = None
+  _globals['_PREVIEWCLAWBACKREQUEST'].fields_by_name['started_at']._serialized_options = b'\342A\001\001\272H\024\262\001\021\"\r\010\377\202\321\377\257\007\020\377\223\353\334\0032\000'
+  _globals['_GETCLAWBACKREQUEST'].oneofs_by_name['key']._loaded_options = None
+  _globals['_GETCLAWBACKREQUEST'].oneofs_by_name['key']._serialized_options = b'\272H\002\010\001'
+  _globals['_GETCLAWBACKREQUEST'].fields_by_name['clawback_id']._loaded_options = None
+  _globals['_GETCLAWBACKREQUEST'].fields_by_name['clawback_id']._serialized_options = b'\342A\001\001\272H\007r\005\020\001\030\200\001'
+  _globals['_GETCLAWBACKREQUEST'].fields_by_name['refund_id']._loaded_options = None
+  _globals['_GETCLAWBACKREQUEST'].fields_by_name['refund_id']._serialized_options = b'\342A\001\001\272H\007r\005\020\001\030\200\001'
+  _globals['_LISTCLAWBACKSREQUEST'].fields_by_name['shop_id']._loaded_options = None
+  _globals['_LISTCLAWBACKSREQUEST'].fields_by_name['shop_id']._serialized_options = b'\342A\001\002\272H\010r\003\030\200\001\310\001\001'
+  _globals['_LISTCLAWBACKSREQUEST'].fields_by_name['state']._loaded_options = None
+  _globals['_LISTCLAWBACKSREQUEST'].fields_by_name['state']._serialized_options = b'\342A\001\001\272H\005\202\001\002\020\001'
+  _globals['_LISTCLAWBACKSREQUEST'].fields_by_name['start_time']._loaded_options = None
+  _globals['_LISTCLAWBACKSREQUEST'].fields_by_name['start_time']._serialized_options = b'\342A\001\001\272H\024\262\001\021\"\r\010\377\202\321\377\257\007\020\377\223\353\334\0032\000'
+  _globals['_LISTCLAWBACKSREQUEST'].fields_by_name['end_time']._loaded_options = None
+  _globals['_LISTCLAWBACKSREQUEST'].fields_by_name['end_time']._serialized_options = b'\342A\001\001\272H\024\262\001\021\"\r\010\377\202\321\377\257\007\020\377\223\353\334\0032\000'
+  _globals['_LISTCLAWBACKSREQUEST'].fields_by_name['page_size']._loaded_options = None
+  _globals['_LISTCLAWBACKSREQUEST'].fields_by_name['page_size']._serialized_options = b'\342A\001\001\272H\004\032\002(\000'
+  _globals['_LISTCLAWBACKSREQUEST'].fields_by_name['page_token']._loaded_options = None
+  _globals['_LISTCLAWBACKSREQUEST'].fields_by_name['page_token']._serialized_options = b'\342A\001\001'
+  _globals['_LISTCLAWBACKSREQUEST']._loaded_options = None
+  _globals['_LISTCLAWBACKSREQUEST']._serialized_options = b'\272H\234\001\032\231\001\n\036end_time_not_before_start_time\022%end_time may not be before start_time\032P!has(this.start_time) || !has(this.end_time) || this.end_time >= this.start_time'
+  _globals['_GETBALANCESREQUEST'].fields_by_name['accounts']._loaded_options = None
+  _globals['_GETBALANCESREQUEST'].fields_by_name['accounts']._serialized_options = b'\342A\001\001\272H\005\222\001\002\020d'
+  _globals['_GETBALANCESREQUEST'].fields_by_name['owner_id']._loaded_options = None
+  _globals['_GETBALANCESREQUEST'].fields_by_name['owner_id']._serialized_options = b'\342A\001\001\272H\005r\003\030\200\001'
+  _globals['_GETBALANCESREQUEST']._loaded_options = None
+  _globals['_GETBALANCESREQUEST']._serialized_options = b'\272Hf\032d\n\024accounts_or_owner_id\022\034name accounts or an owner_id\032.size(this.accounts) > 0 || this.owner_id != \'\''
+  _globals['_LISTTRANSFERSREQUEST'].fields_by_name['account']._loaded_options = None
+  _globals['_LISTTRANSFERSREQUEST'].fields_by_name['account']._serialized_options = b'\342A\001\002\272H\003\310\001\001'
+  _globals['_LISTTRANSFERSREQUEST'].fields_by_name['page_size']._loaded_options = None
+  _globals['_LISTTRANSFERSREQUEST'].fields_by_name['page_size']._serialized_options = b'\342A\001\001\272H\004\032\002(\000'
+  _globals['_LISTTRANSFERSREQUEST'].fields_by_name['page_token']._loaded_options = None
+  _globals['_LISTTRANSFERSREQUEST'].fields_by_name['page_token']._serialized_options = b'\342A\001\001'
+  _globals['_RECORDREFUNDREQUEST']._serialized_start=174
+  _globals['_RECORDREFUNDREQUEST']._serialized_end=713
+  _globals['_PREVIEWCLAWBACKREQUEST']._serialized_start=716
+  _globals['_PREVIEWCLAWBACKREQUEST']._serialized_end=888
+  _globals['_GETCLAWBACKREQUEST']._serialized_start=890
+  _globals['_GETCLAWBACKREQUEST']._serialized_end=1000
+  _globals['_LISTCLAWBACKSREQUEST']._serialized_start=1003
+  _globals['_LISTCLAWBACKSREQUEST']._serialized_end=1491
+  _globals['_LISTCLAWBACKSRESPONSE']._serialized_start=1493
+  _globals['_LISTCLAWBACKSRESPONSE']._serialized_end=1591
+  _globals['_GETBALANCESREQUEST']._serialized_start=1594
+  _globals['_GETBALANCESREQUEST']._serialized_end=1812
+  _globals['_GETBALANCESRESPONSE']._serialized_start=1814
+  _globals['_GETBALANCESRESPONSE']._serialized_end=1877
+  _globals['_LISTTRANSFERSREQUEST']._serialized_start=1880
+  _globals['_LISTTRANSFERSREQUEST']._serialized_end=2016
+  _globals['_LISTTRANSFERSRESPONSE']._serialized_start=2018
+  _globals['_LISTTRANSFERSRESPONSE']._serialized_end=2110
+  _globals['_CLAWBACK']._serialized_start=2113
+  _globals['_CLAWBACK']._serialized_end=2646
 # @@protoc_insertion_point(module_scope)

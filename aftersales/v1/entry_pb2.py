@@ -23,47 +23,91 @@ _sym_db = _symbol_database.Default()
 
 
 from aftersales.v1 import resources_pb2 as aftersales_dot_v1_dot_resources__pb2
+from buf.validate import validate_pb2 as buf_dot_validate_dot_validate__pb2
+from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x61\x66tersales/v1/entry.proto\x12\raftersales.v1\x1a\x1d\x61\x66tersales/v1/resources.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"@\n\x17\x43heckEligibilityRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x13\n\x0boperator_id\x18\x02 \x01(\t\"\x8b\x04\n\x10\x45ligibilityFacts\x12\x19\n\x11refundable_amount\x18\x01 \x01(\x03\x12\x1b\n\x0ewallet_balance\x18\x02 \x01(\x03H\x00\x88\x01\x01\x12\x1c\n\x0f\x64\x65posit_balance\x18\x03 \x01(\x03H\x01\x88\x01\x01\x12\x1d\n\x15\x64\x61ys_since_completion\x18\x04 \x01(\x03\x12\x30\n\x0c\x63ompleted_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x37\n\x13\x61\x66ter_sales_ends_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\x0bshop_status\x18\x07 \x01(\x0e\x32\x19.aftersales.v1.ShopStatus\x12,\n\norder_kind\x18\x08 \x01(\x0e\x32\x18.aftersales.v1.OrderKind\x12\x1a\n\x12marketing_campaign\x18\t \x01(\x08\x12/\n\roperator_role\x18\n \x01(\x0e\x32\x18.aftersales.v1.StaffRole\x12\x15\n\ropen_entry_id\x18\x0b \x01(\t\x12.\n\nchecked_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x11\n\x0f_wallet_balanceB\x12\n\x10_deposit_balance\"\xa2\x01\n\x18\x43heckEligibilityResponse\x12\x10\n\x08\x65ligible\x18\x01 \x01(\x08\x12,\n\nviolations\x18\x02 \x03(\x0b\x32\x18.aftersales.v1.Violation\x12.\n\x05\x66\x61\x63ts\x18\x03 \x01(\x0b\x32\x1f.aftersales.v1.EligibilityFacts\x12\x16\n\x0epolicy_version\x18\x04 \x01(\t\"[\n\x10OpenEntryRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x13\n\x0boperator_id\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12\x0c\n\x04note\x18\x04 \x01(\t\"#\n\x0fGetEntryRequest\x12\x10\n\x08\x65ntry_id\x18\x01 \x01(\t\"\x88\x01\n\x12ListEntriesRequest\x12\x0f\n\x07shop_id\x18\x01 \x01(\t\x12\x10\n\x08order_id\x18\x02 \x01(\t\x12(\n\x05state\x18\x03 \x01(\x0e\x32\x19.aftersales.v1.EntryState\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\"U\n\x13ListEntriesResponse\x12%\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x14.aftersales.v1.Entry\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"p\n\x16\x41pplyAfterSalesRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x10\n\x08\x62uyer_id\x18\x02 \x01(\t\x12\x0e\n\x06\x61mount\x18\x03 \x01(\x03\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x12\n\nrequest_id\x18\x05 \x01(\t\"F\n\x1c\x42\x61tchCheckEligibilityRequest\x12\x11\n\torder_ids\x18\x01 \x03(\t\x12\x13\n\x0boperator_id\x18\x02 \x01(\t\"Q\n\x1d\x42\x61tchCheckEligibilityResponse\x12\x30\n\x07results\x18\x01 \x03(\x0b\x32\x1f.aftersales.v1.OrderEligibility\"\x99\x01\n\x10OrderEligibility\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12>\n\x0b\x65ligibility\x18\x02 \x01(\x0b\x32\'.aftersales.v1.CheckEligibilityResponseH\x00\x12)\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x18.aftersales.v1.ItemErrorH\x00\x42\x08\n\x06result\"*\n\tItemError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\"-\n\x19GetBuyerOrderEntryRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\"M\n\x0f\x42uyerOrderEntry\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12(\n\x05\x65ntry\x18\x02 \x01(\x0b\x32\x19.aftersales.v1.BuyerEntry\"\xc2\x01\n\nBuyerEntry\x12(\n\x05state\x18\x01 \x01(\x0e\x32\x19.aftersales.v1.EntryState\x12-\n\topened_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x07used_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp2\xfc\x04\n\x0f\x41\x66terSalesEntry\x12\x63\n\x10\x43heckEligibility\x12&.aftersales.v1.CheckEligibilityRequest\x1a\'.aftersales.v1.CheckEligibilityResponse\x12\x42\n\tOpenEntry\x12\x1f.aftersales.v1.OpenEntryRequest\x1a\x14.aftersales.v1.Entry\x12@\n\x08GetEntry\x12\x1e.aftersales.v1.GetEntryRequest\x1a\x14.aftersales.v1.Entry\x12T\n\x0bListEntries\x12!.aftersales.v1.ListEntriesRequest\x1a\".aftersales.v1.ListEntriesResponse\x12T\n\x0f\x41pplyAfterSales\x12%.aftersales.v1.ApplyAfterSalesRequest\x1a\x1a.aftersales.v1.Application\x12r\n\x15\x42\x61tchCheckEligibility\x12+.aftersales.v1.BatchCheckEligibilityRequest\x1a,.aftersales.v1.BatchCheckEligibilityResponse\x12^\n\x12GetBuyerOrderEntry\x12(.aftersales.v1.GetBuyerOrderEntryRequest\x1a\x1e.aftersales.v1.BuyerOrderEntryBW\n\x19\x63om.example.aftersales.v1P\x01Z8example.com/aftersales/gen/go/aftersales/v1;aftersalesv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x61\x66tersales/v1/entry.proto\x12\raftersales.v1\x1a\x1d\x61\x66tersales/v1/resources.proto\x1a\x1b\x62uf/validate/validate.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"_\n\x17\x43heckEligibilityRequest\x12!\n\x08order_id\x18\x01 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\x18\x80\x01\xc8\x01\x01\x12!\n\x0boperator_id\x18\x02 \x01(\tB\x0c\xe2\x41\x01\x01\xbaH\x05r\x03\x18\x80\x01\"\x8b\x04\n\x10\x45ligibilityFacts\x12\x19\n\x11refundable_amount\x18\x01 \x01(\x03\x12\x1b\n\x0ewallet_balance\x18\x02 \x01(\x03H\x00\x88\x01\x01\x12\x1c\n\x0f\x64\x65posit_balance\x18\x03 \x01(\x03H\x01\x88\x01\x01\x12\x1d\n\x15\x64\x61ys_since_completion\x18\x04 \x01(\x03\x12\x30\n\x0c\x63ompleted_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x37\n\x13\x61\x66ter_sales_ends_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\x0bshop_status\x18\x07 \x01(\x0e\x32\x19.aftersales.v1.ShopStatus\x12,\n\norder_kind\x18\x08 \x01(\x0e\x32\x18.aftersales.v1.OrderKind\x12\x1a\n\x12marketing_campaign\x18\t \x01(\x08\x12/\n\roperator_role\x18\n \x01(\x0e\x32\x18.aftersales.v1.StaffRole\x12\x15\n\ropen_entry_id\x18\x0b \x01(\t\x12.\n\nchecked_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x11\n\x0f_wallet_balanceB\x12\n\x10_deposit_balance\"\xa2\x01\n\x18\x43heckEligibilityResponse\x12\x10\n\x08\x65ligible\x18\x01 \x01(\x08\x12,\n\nviolations\x18\x02 \x03(\x0b\x32\x18.aftersales.v1.Violation\x12.\n\x05\x66\x61\x63ts\x18\x03 \x01(\x0b\x32\x1f.aftersales.v1.EligibilityFacts\x12\x16\n\x0epolicy_version\x18\x04 \x01(\t\"\xad\x01\n\x10OpenEntryRequest\x12!\n\x08order_id\x18\x01 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\x18\x80\x01\xc8\x01\x01\x12!\n\x0boperator_id\x18\x02 \x01(\tB\x0c\xe2\x41\x01\x01\xbaH\x05r\x03\x18\x80\x01\x12\x37\n\nrequest_id\x18\x03 \x01(\tB#\xe2\x41\x01\x02\xbaH\x1cr\x1a\x32\x18^[A-Za-z0-9._:-]{8,128}$\x12\x1a\n\x04note\x18\x04 \x01(\tB\x0c\xe2\x41\x01\x01\xbaH\x05r\x03\x18\xf4\x03\"4\n\x0fGetEntryRequest\x12!\n\x08\x65ntry_id\x18\x01 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\x18\x80\x01\xc8\x01\x01\"\xad\x02\n\x12ListEntriesRequest\x12\x1d\n\x07shop_id\x18\x01 \x01(\tB\x0c\xe2\x41\x01\x01\xbaH\x05r\x03\x18\x80\x01\x12\x1e\n\x08order_id\x18\x02 \x01(\tB\x0c\xe2\x41\x01\x01\xbaH\x05r\x03\x18\x80\x01\x12\x36\n\x05state\x18\x03 \x01(\x0e\x32\x19.aftersales.v1.EntryStateB\x0c\xe2\x41\x01\x01\xbaH\x05\x82\x01\x02\x10\x01\x12\x1e\n\tpage_size\x18\x04 \x01(\x05\x42\x0b\xe2\x41\x01\x01\xbaH\x04\x1a\x02(\x00\x12\x18\n\npage_token\x18\x05 \x01(\tB\x04\xe2\x41\x01\x01:f\xbaHc\x1a\x61\n\x13shop_id_or_order_id\x12\x1fshop_id or order_id is required\x1a)this.shop_id != \'\' || this.order_id != \'\'\"U\n\x13ListEntriesResponse\x12%\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x14.aftersales.v1.Entry\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xd6\x01\n\x16\x41pplyAfterSalesRequest\x12!\n\x08order_id\x18\x01 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\x18\x80\x01\xc8\x01\x01\x12\x1e\n\x08\x62uyer_id\x18\x02 \x01(\tB\x0c\xe2\x41\x01\x01\xbaH\x05r\x03\x18\x80\x01\x12\"\n\x06\x61mount\x18\x03 \x01(\x03\x42\x12\xe2\x41\x01\x02\xbaH\x0b\"\t\x18\x80\xa0\x94\xa5\x8d\x1d \x00\x12\x1c\n\x06reason\x18\x04 \x01(\tB\x0c\xe2\x41\x01\x01\xbaH\x05r\x03\x18\xf4\x03\x12\x37\n\nrequest_id\x18\x05 \x01(\tB#\xe2\x41\x01\x02\xbaH\x1cr\x1a\x32\x18^[A-Za-z0-9._:-]{8,128}$\"n\n\x1c\x42\x61tchCheckEligibilityRequest\x12+\n\torder_ids\x18\x01 \x03(\tB\x18\xe2\x41\x01\x02\xbaH\x11\x92\x01\x0e\x08\x01\x10\xf4\x03\"\x07r\x05\x10\x01\x18\x80\x01\x12!\n\x0boperator_id\x18\x02 \x01(\tB\x0c\xe2\x41\x01\x01\xbaH\x05r\x03\x18\x80\x01\"Q\n\x1d\x42\x61tchCheckEligibilityResponse\x12\x30\n\x07results\x18\x01 \x03(\x0b\x32\x1f.aftersales.v1.OrderEligibility\"\x99\x01\n\x10OrderEligibility\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12>\n\x0b\x65ligibility\x18\x02 \x01(\x0b\x32\'.aftersales.v1.CheckEligibilityResponseH\x00\x12)\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x18.aftersales.v1.ItemErrorH\x00\x42\x08\n\x06result\"*\n\tItemError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\">\n\x19GetBuyerOrderEntryRequest\x12!\n\x08order_id\x18\x01 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\x18\x80\x01\xc8\x01\x01\"M\n\x0f\x42uyerOrderEntry\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12(\n\x05\x65ntry\x18\x02 \x01(\x0b\x32\x19.aftersales.v1.BuyerEntry\"\xc2\x01\n\nBuyerEntry\x12(\n\x05state\x18\x01 \x01(\x0e\x32\x19.aftersales.v1.EntryState\x12-\n\topened_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x07used_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp2\xfc\x04\n\x0f\x41\x66terSalesEntry\x12\x63\n\x10\x43heckEligibility\x12&.aftersales.v1.CheckEligibilityRequest\x1a\'.aftersales.v1.CheckEligibilityResponse\x12\x42\n\tOpenEntry\x12\x1f.aftersales.v1.OpenEntryRequest\x1a\x14.aftersales.v1.Entry\x12@\n\x08GetEntry\x12\x1e.aftersales.v1.GetEntryRequest\x1a\x14.aftersales.v1.Entry\x12T\n\x0bListEntries\x12!.aftersales.v1.ListEntriesRequest\x1a\".aftersales.v1.ListEntriesResponse\x12T\n\x0f\x41pplyAfterSales\x12%.aftersales.v1.ApplyAfterSalesRequest\x1a\x1a.aftersales.v1.Application\x12r\n\x15\x42\x61tchCheckEligibility\x12+.aftersales.v1.BatchCheckEligibilityRequest\x1a,.aftersales.v1.BatchCheckEligibilityResponse\x12^\n\x12GetBuyerOrderEntry\x12(.aftersales.v1.GetBuyerOrderEntryRequest\x1a\x1e.aftersales.v1.BuyerOrderEntryB|\n\x1dio.livecommerce.aftersales.v1P\x01Z<livecommerce.io/aftersales/gen/go/aftersales/v1;aftersalesv1\xaa\x02\x1aLiveCommerce.AfterSales.V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'aftersales.v1.entry_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
-  _globals['DESCRIPTOR']._serialized_options = b'\n\031com.example.aftersales.v1P\001Z8example.com/aftersales/gen/go/aftersales/v1;aftersalesv1'
-  _globals['_CHECKELIGIBILITYREQUEST']._serialized_start=108
-  _globals['_CHECKELIGIBILITYREQUEST']._serialized_end=172
-  _globals['_ELIGIBILITYFACTS']._serialized_start=175
-  _globals['_ELIGIBILITYFACTS']._serialized_end=698
-  _globals['_CHECKELIGIBILITYRESPONSE']._serialized_start=701
-  _globals['_CHECKELIGIBILITYRESPONSE']._serialized_end=863
-  _globals['_OPENENTRYREQUEST']._serialized_start=865
-  _globals['_OPENENTRYREQUEST']._serialized_end=956
-  _globals['_GETENTRYREQUEST']._serialized_start=958
-  _globals['_GETENTRYREQUEST']._serialized_end=993
-  _globals['_LISTENTRIESREQUEST']._serialized_start=996
-  _globals['_LISTENTRIESREQUEST']._serialized_end=1132
-  _globals['_LISTENTRIESRESPONSE']._serialized_start=1134
-  _globals['_LISTENTRIESRESPONSE']._serialized_end=1219
-  _globals['_APPLYAFTERSALESREQUEST']._serialized_start=1221
-  _globals['_APPLYAFTERSALESREQUEST']._serialized_end=1333
-  _globals['_BATCHCHECKELIGIBILITYREQUEST']._serialized_start=1335
-  _globals['_BATCHCHECKELIGIBILITYREQUEST']._serialized_end=1405
-  _globals['_BATCHCHECKELIGIBILITYRESPONSE']._serialized_start=1407
-  _globals['_BATCHCHECKELIGIBILITYRESPONSE']._serialized_end=1488
-  _globals['_ORDERELIGIBILITY']._serialized_start=1491
-  _globals['_ORDERELIGIBILITY']._serialized_end=1644
-  _globals['_ITEMERROR']._serialized_start=1646
-  _globals['_ITEMERROR']._serialized_end=1688
-  _globals['_GETBUYERORDERENTRYREQUEST']._serialized_start=1690
-  _globals['_GETBUYERORDERENTRYREQUEST']._serialized_end=1735
-  _globals['_BUYERORDERENTRY']._serialized_start=1737
-  _globals['_BUYERORDERENTRY']._serialized_end=1814
-  _globals['_BUYERENTRY']._serialized_start=1817
-  _globals['_BUYERENTRY']._serialized_end=2011
-  _globals['_AFTERSALESENTRY']._serialized_start=2014
-  _globals['_AFTERSALESENTRY']._serialized_end=2650
+  _globals['DESCRIPTOR']._serialized_options = b'\n\035io.livecommerce.aftersales.v1P\001Z<livecommerce.io/aftersales/gen/go/aftersales/v1;aftersalesv1\252\002\032LiveCommerce.AfterSales.V1'
+  _globals['_CHECKELIGIBILITYREQUEST'].fields_by_name['order_id']._loaded_options = None
+  _globals['_CHECKELIGIBILITYREQUEST'].fields_by_name['order_id']._serialized_options = b'\342A\001\002\272H\010r\003\030\200\001\310\001\001'
+  _globals['_CHECKELIGIBILITYREQUEST'].fields_by_name['operator_id']._loaded_options = None
+  _globals['_CHECKELIGIBILITYREQUEST'].fields_by_name['operator_id']._serialized_options = b'\342A\001\001\272H\005r\003\030\200\001'
+  _globals['_OPENENTRYREQUEST'].fields_by_name['order_id']._loaded_options = None
+  _globals['_OPENENTRYREQUEST'].fields_by_name['order_id']._serialized_options = b'\342A\001\002\272H\010r\003\030\200\001\310\001\001'
+  _globals['_OPENENTRYREQUEST'].fields_by_name['operator_id']._loaded_options = None
+  _globals['_OPENENTRYREQUEST'].fields_by_name['operator_id']._serialized_options = b'\342A\001\001\272H\005r\003\030\200\001'
+  _globals['_OPENENTRYREQUEST'].fields_by_name['request_id']._loaded_options = None
+  _globals['_OPENENTRYREQUEST'].fields_by_name['request_id']._serialized_options = b'\342A\001\002\272H\034r\0322\030^[A-Za-z0-9._:-]{8,128}$'
+  _globals['_OPENENTRYREQUEST'].fields_by_name['note']._loaded_options = None
+  _globals['_OPENENTRYREQUEST'].fields_by_name['note']._serialized_options = b'\342A\001\001\272H\005r\003\030\364\003'
+  _globals['_GETENTRYREQUEST'].fields_by_name['entry_id']._loaded_options = None
+  _globals['_GETENTRYREQUEST'].fields_by_name['entry_id']._serialized_options = b'\342A\001\002\272H\010r\003\030\200\001\310\001\001'
+  _globals['_LISTENTRIESREQUEST'].fields_by_name['shop_id']._loaded_options = None
+  _globals['_LISTENTRIESREQUEST'].fields_by_name['shop_id']._serialized_options = b'\342A\001\001\272H\005r\003\030\200\001'
+  _globals['_LISTENTRIESREQUEST'].fields_by_name['order_id']._loaded_options = None
+  _globals['_LISTENTRIESREQUEST'].fields_by_name['order_id']._serialized_options = b'\342A\001\001\272H\005r\003\030\200\001'
+  _globals['_LISTENTRIESREQUEST'].fields_by_name['state']._loaded_options = None
+  _globals['_LISTENTRIESREQUEST'].fields_by_name['state']._serialized_options = b'\342A\001\001\272H\005\202\001\002\020\001'
+  _globals['_LISTENTRIESREQUEST'].fields_by_name['page_size']._loaded_options = None
+  _globals['_LISTENTRIESREQUEST'].fields_by_name['page_size']._serialized_options = b'\342A\001\001\272H\004\032\002(\000'
+  _globals['_LISTENTRIESREQUEST'].fields_by_name['page_token']._loaded_options = None
+  _globals['_LISTENTRIESREQUEST'].fields_by_name['page_token']._serialized_options = b'\342A\001\001'
+  _globals['_LISTENTRIESREQUEST']._loaded_options = None
+  _globals['_LISTENTRIESREQUEST']._serialized_options = b'\272Hc\032a\n\023shop_id_or_order_id\022\037shop_id or order_id is required\032)this.shop_id != \'\' || this.order_id != \'\''
+  _globals['_APPLYAFTERSALESREQUEST'].fields_by_name['order_id']._loaded_options = None
+  _globals['_APPLYAFTERSALESREQUEST'].fields_by_name['order_id']._serialized_options = b'\342A\001\002\272H\010r\003\030\200\001\310\001\001'
+  _globals['_APPLYAFTERSALESREQUEST'].fields_by_name['buyer_id']._loaded_options = None
+  _globals['_APPLYAFTERSALESREQUEST'].fields_by_name['buyer_id']._serialized_options = b'\342A\001\001\272H\005r\003\030\200\001'
+  _globals['_APPLYAFTERSALESREQUEST'].fields_by_name['amount']._loaded_options = None
+  _globals['_APPLYAFTERSALESREQUEST'].fields_by_name['amount']._serialized_options = b'\342A\001\002\272H\013\"\t\030\200\240\224\245\215\035 \000'
+  _globals['_APPLYAFTERSALESREQUEST'].fields_by_name['reason']._loaded_options = None
+  _globals['_APPLYAFTERSALESREQUEST'].fields_by_name['reason']._serialized_options = b'\342A\001\001\272H\005r\003\030\364\003'
+  _globals['_APPLYAFTERSALESREQUEST'].fields_by_name['request_id']._loaded_options = None
+  _globals['_APPLYAFTERSALESREQUEST'].fields_by_name['request_id']._serialized_options = b'\342A\001\002\272H\034r\0322\030^[A-Za-z0-9._:-]{8,128}$'
+  _globals['_BATCHCHECKELIGIBILITYREQUEST'].fields_by_name['order_ids']._loaded_options = None
+  _globals['_BATCHCHECKELIGIBILITYREQUEST'].fields_by_name['order_ids']._serialized_options = b'\342A\001\002\272H\021\222\001\016\010\001\020\364\003\"\007r\005\020\001\030\200\001'
+  _globals['_BATCHCHECKELIGIBILITYREQUEST'].fields_by_name['operator_id']._loaded_options = None
+  _globals['_BATCHCHECKELIGIBILITYREQUEST'].fields_by_name['operator_id']._serialized_options = b'\342A\001\001\272H\005r\003\030\200\001'
+  _globals['_GETBUYERORDERENTRYREQUEST'].fields_by_name['order_id']._loaded_options = None
+  _globals['_GETBUYERORDERENTRYREQUEST'].fields_by_name['order_id']._serialized_options = b'\342A\001\002\272H\010r\003\030\200\001\310\001\001'
+  _globals['_CHECKELIGIBILITYREQUEST']._serialized_start=170
+  _globals['_CHECKELIGIBILITYREQUEST']._serialized_end=265
+  _globals['_ELIGIBILITYFACTS']._serialized_start=268
+  _globals['_ELIGIBILITYFACTS']._serialized_end=791
+  _globals['_CHECKELIGIBILITYRESPONSE']._serialized_start=794
+  _globals['_CHECKELIGIBILITYRESPONSE']._serialized_end=956
+  _globals['_OPENENTRYREQUEST']._serialized_start=959
+  _globals['_OPENENTRYREQUEST']._serialized_end=1132
+  _globals['_GETENTRYREQUEST']._serialized_start=1134
+  _globals['_GETENTRYREQUEST']._serialized_end=1186
+  _globals['_LISTENTRIESREQUEST']._serialized_start=1189
+  _globals['_LISTENTRIESREQUEST']._serialized_end=1490
+  _globals['_LISTENTRIESRESPONSE']._serialized_start=1492
+  _globals['_LISTENTRIESRESPONSE']._serialized_end=1577
+  _globals['_APPLYAFTERSALESREQUEST']._serialized_start=1580
+  _globals['_APPLYAFTERSALESREQUEST']._serialized_end=1794
+  _globals['_BATCHCHECKELIGIBILITYREQUEST']._serialized_start=1796
+  _globals['_BATCHCHECKELIGIBILITYREQUEST']._serialized_end=1906
+  _globals['_BATCHCHECKELIGIBILITYRESPONSE']._serialized_start=1908
+  _globals['_BATCHCHECKELIGIBILITYRESPONSE']._serialized_end=1989
+  _globals['_ORDERELIGIBILITY']._serialized_start=1992
+  _globals['_ORDERELIGIBILITY']._serialized_end=2145
+  _globals['_ITEMERROR']._serialized_start=2147
+  _globals['_ITEMERROR']._serialized_end=2189
+  _globals['_GETBUYERORDERENTRYREQUEST']._serialized_start=2191
+  _globals['_GETBUYERORDERENTRYREQUEST']._serialized_end=2253
+  _globals['_BUYERORDERENTRY']._serialized_start=2255
+  _globals['_BUYERORDERENTRY']._serialized_end=2332
+  _globals['_BUYERENTRY']._serialized_start=2335
+  _globals['_BUYERENTRY']._serialized_end=2529
+  _globals['_AFTERSALESENTRY']._serialized_start=2532
+  _globals['_AFTERSALESENTRY']._serialized_end=3168
 # @@protoc_insertion_point(module_scope)

@@ -28,18 +28,33 @@ if _version_not_supported:
 
 class AfterSalesEntryStub:
     """Errors, for every method (google.rpc.Status with details, see grpcio-status and its
-    equivalents in other languages):
-    - INVALID_ARGUMENT: malformed input, with a google.rpc.BadRequest naming each bad field; or a
-    request_id reused for a different request. Nothing is written.
-    - NOT_FOUND: an unknown order, staff account, shop or entry, with a google.rpc.ResourceInfo.
-    - PERMISSION_DENIED: the operator may not act on this order (another shop's account, or a role
-    other than main account, administrator and customer-service administrator), or the buyer is
-    not the order's buyer; with a google.rpc.ErrorInfo whose reason is the reason code.
+    equivalents in other languages). Every error carries a google.rpc.ErrorInfo (AIP-193) with
+    domain = "aftersales.livecommerce.io" and a reason from ReasonCode:
+    - INVALID_ARGUMENT: malformed input, with a google.rpc.BadRequest naming each bad field (reason
+    INVALID_FIELDS); a request_id reused for a different request (REQUEST_ID_REUSED, metadata
+    request_id and method); a refund_id recorded with other facts (REFUND_ID_REUSED); bytes that
+    are not the request message (UNDECODABLE_REQUEST, metadata message_type). Nothing is written.
+    - NOT_FOUND: an unknown order, staff account, shop or entry, with a google.rpc.ResourceInfo
+    (reason RESOURCE_NOT_FOUND, metadata resource_type and resource_name).
+    - UNAUTHENTICATED: the caller's certificate names no identity (CALLER_NOT_AUTHENTICATED), or
+    the person it acts for sent no valid token (PERSON_NOT_AUTHENTICATED); metadata method.
+    - PERMISSION_DENIED: the access table does not grant the method (CALLER_NOT_ALLOWED, metadata
+    identity and method); the request names another person than its token
+    (NOT_THE_AUTHENTICATED_PERSON); the operator may not act on this order (another shop's
+    account, or a role other than main account, administrator and customer-service
+    administrator: OPERATOR_NOT_ALLOWED), or the buyer is not the order's buyer
+    (BUYER_NOT_ORDER_OWNER).
     - FAILED_PRECONDITION: business rules unmet, with a google.rpc.PreconditionFailure listing every
-    unmet rule (type = reason code, subject = "orders/{order_id}", description in English) and a
-    google.rpc.ErrorInfo (reason = the first code, domain = "aftersales", metadata with the ids).
-    - ALREADY_EXISTS: an entry of the order is open; ErrorInfo.metadata["entry_id"] names it, and the
-    PreconditionFailure lists every unmet rule as above.
+    unmet rule (type = reason code, subject = "orders/{order_id}", description in English); the
+    ErrorInfo's reason is the first code, its metadata the ids.
+    - ALREADY_EXISTS: an entry of the order is open (ENTRY_ALREADY_OPEN); ErrorInfo.metadata
+    ["entry_id"] names it, and the PreconditionFailure lists every unmet rule as above.
+    - UNAVAILABLE: the database is down or busy (DATABASE_UNAVAILABLE), with a google.rpc.RetryInfo:
+    retry the same request, with the same request_id, after its retry_delay, doubling the wait
+    after each further failure.
+    - ABORTED: a concurrent transaction won (TRANSACTION_ABORTED), with a RetryInfo: retry as for
+    UNAVAILABLE.
+    - INTERNAL: a bug (INTERNAL_ERROR, metadata incident); a retry will not help.
     """
 
     def __init__(self, channel):
@@ -87,18 +102,33 @@ class AfterSalesEntryStub:
 
 class AfterSalesEntryServicer:
     """Errors, for every method (google.rpc.Status with details, see grpcio-status and its
-    equivalents in other languages):
-    - INVALID_ARGUMENT: malformed input, with a google.rpc.BadRequest naming each bad field; or a
-    request_id reused for a different request. Nothing is written.
-    - NOT_FOUND: an unknown order, staff account, shop or entry, with a google.rpc.ResourceInfo.
-    - PERMISSION_DENIED: the operator may not act on this order (another shop's account, or a role
-    other than main account, administrator and customer-service administrator), or the buyer is
-    not the order's buyer; with a google.rpc.ErrorInfo whose reason is the reason code.
+    equivalents in other languages). Every error carries a google.rpc.ErrorInfo (AIP-193) with
+    domain = "aftersales.livecommerce.io" and a reason from ReasonCode:
+    - INVALID_ARGUMENT: malformed input, with a google.rpc.BadRequest naming each bad field (reason
+    INVALID_FIELDS); a request_id reused for a different request (REQUEST_ID_REUSED, metadata
+    request_id and method); a refund_id recorded with other facts (REFUND_ID_REUSED); bytes that
+    are not the request message (UNDECODABLE_REQUEST, metadata message_type). Nothing is written.
+    - NOT_FOUND: an unknown order, staff account, shop or entry, with a google.rpc.ResourceInfo
+    (reason RESOURCE_NOT_FOUND, metadata resource_type and resource_name).
+    - UNAUTHENTICATED: the caller's certificate names no identity (CALLER_NOT_AUTHENTICATED), or
+    the person it acts for sent no valid token (PERSON_NOT_AUTHENTICATED); metadata method.
+    - PERMISSION_DENIED: the access table does not grant the method (CALLER_NOT_ALLOWED, metadata
+    identity and method); the request names another person than its token
+    (NOT_THE_AUTHENTICATED_PERSON); the operator may not act on this order (another shop's
+    account, or a role other than main account, administrator and customer-service
+    administrator: OPERATOR_NOT_ALLOWED), or the buyer is not the order's buyer
+    (BUYER_NOT_ORDER_OWNER).
     - FAILED_PRECONDITION: business rules unmet, with a google.rpc.PreconditionFailure listing every
-    unmet rule (type = reason code, subject = "orders/{order_id}", description in English) and a
-    google.rpc.ErrorInfo (reason = the first code, domain = "aftersales", metadata with the ids).
-    - ALREADY_EXISTS: an entry of the order is open; ErrorInfo.metadata["entry_id"] names it, and the
-    PreconditionFailure lists every unmet rule as above.
+    unmet rule (type = reason code, subject = "orders/{order_id}", description in English); the
+    ErrorInfo's reason is the first code, its metadata the ids.
+    - ALREADY_EXISTS: an entry of the order is open (ENTRY_ALREADY_OPEN); ErrorInfo.metadata
+    ["entry_id"] names it, and the PreconditionFailure lists every unmet rule as above.
+    - UNAVAILABLE: the database is down or busy (DATABASE_UNAVAILABLE), with a google.rpc.RetryInfo:
+    retry the same request, with the same request_id, after its retry_delay, doubling the wait
+    after each further failure.
+    - ABORTED: a concurrent transaction won (TRANSACTION_ABORTED), with a RetryInfo: retry as for
+    UNAVAILABLE.
+    - INTERNAL: a bug (INTERNAL_ERROR, metadata incident); a retry will not help.
     """
 
     def CheckEligibility(self, request, context):
@@ -214,18 +244,33 @@ def add_AfterSalesEntryServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class AfterSalesEntry:
     """Errors, for every method (google.rpc.Status with details, see grpcio-status and its
-    equivalents in other languages):
-    - INVALID_ARGUMENT: malformed input, with a google.rpc.BadRequest naming each bad field; or a
-    request_id reused for a different request. Nothing is written.
-    - NOT_FOUND: an unknown order, staff account, shop or entry, with a google.rpc.ResourceInfo.
-    - PERMISSION_DENIED: the operator may not act on this order (another shop's account, or a role
-    other than main account, administrator and customer-service administrator), or the buyer is
-    not the order's buyer; with a google.rpc.ErrorInfo whose reason is the reason code.
+    equivalents in other languages). Every error carries a google.rpc.ErrorInfo (AIP-193) with
+    domain = "aftersales.livecommerce.io" and a reason from ReasonCode:
+    - INVALID_ARGUMENT: malformed input, with a google.rpc.BadRequest naming each bad field (reason
+    INVALID_FIELDS); a request_id reused for a different request (REQUEST_ID_REUSED, metadata
+    request_id and method); a refund_id recorded with other facts (REFUND_ID_REUSED); bytes that
+    are not the request message (UNDECODABLE_REQUEST, metadata message_type). Nothing is written.
+    - NOT_FOUND: an unknown order, staff account, shop or entry, with a google.rpc.ResourceInfo
+    (reason RESOURCE_NOT_FOUND, metadata resource_type and resource_name).
+    - UNAUTHENTICATED: the caller's certificate names no identity (CALLER_NOT_AUTHENTICATED), or
+    the person it acts for sent no valid token (PERSON_NOT_AUTHENTICATED); metadata method.
+    - PERMISSION_DENIED: the access table does not grant the method (CALLER_NOT_ALLOWED, metadata
+    identity and method); the request names another person than its token
+    (NOT_THE_AUTHENTICATED_PERSON); the operator may not act on this order (another shop's
+    account, or a role other than main account, administrator and customer-service
+    administrator: OPERATOR_NOT_ALLOWED), or the buyer is not the order's buyer
+    (BUYER_NOT_ORDER_OWNER).
     - FAILED_PRECONDITION: business rules unmet, with a google.rpc.PreconditionFailure listing every
-    unmet rule (type = reason code, subject = "orders/{order_id}", description in English) and a
-    google.rpc.ErrorInfo (reason = the first code, domain = "aftersales", metadata with the ids).
-    - ALREADY_EXISTS: an entry of the order is open; ErrorInfo.metadata["entry_id"] names it, and the
-    PreconditionFailure lists every unmet rule as above.
+    unmet rule (type = reason code, subject = "orders/{order_id}", description in English); the
+    ErrorInfo's reason is the first code, its metadata the ids.
+    - ALREADY_EXISTS: an entry of the order is open (ENTRY_ALREADY_OPEN); ErrorInfo.metadata
+    ["entry_id"] names it, and the PreconditionFailure lists every unmet rule as above.
+    - UNAVAILABLE: the database is down or busy (DATABASE_UNAVAILABLE), with a google.rpc.RetryInfo:
+    retry the same request, with the same request_id, after its retry_delay, doubling the wait
+    after each further failure.
+    - ABORTED: a concurrent transaction won (TRANSACTION_ABORTED), with a RetryInfo: retry as for
+    UNAVAILABLE.
+    - INTERNAL: a bug (INTERNAL_ERROR, metadata incident); a retry will not help.
     """
 
     @staticmethod

@@ -23,47 +23,69 @@ _sym_db = _symbol_database.Default()
 
 
 from aftersales.v1 import resources_pb2 as aftersales_dot_v1_dot_resources__pb2
+from buf.validate import validate_pb2 as buf_dot_validate_dot_validate__pb2
+from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x61\x66tersales/v1/events.proto\x12\raftersales.v1\x1a\x1d\x61\x66tersales/v1/resources.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xde\x04\n\x05\x45vent\x12\x10\n\x08position\x18\x01 \x01(\x03\x12&\n\x04type\x18\x02 \x01(\x0e\x32\x18.aftersales.v1.EventType\x12/\n\x0boccurred_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07shop_id\x18\x04 \x01(\t\x12\x10\n\x08order_id\x18\x05 \x01(\t\x12#\n\x05\x61\x63tor\x18\x06 \x01(\x0b\x32\x14.aftersales.v1.Actor\x12\x16\n\x0epolicy_version\x18\x07 \x01(\t\x12\x32\n\x0c\x65ntry_opened\x18\n \x01(\x0b\x32\x1a.aftersales.v1.EntryOpenedH\x00\x12.\n\nentry_used\x18\x0b \x01(\x0b\x32\x18.aftersales.v1.EntryUsedH\x00\x12\x34\n\rentry_expired\x18\x0c \x01(\x0b\x32\x1b.aftersales.v1.EntryExpiredH\x00\x12\x38\n\x0frefund_recorded\x18\r \x01(\x0b\x32\x1d.aftersales.v1.RefundRecordedH\x00\x12\x36\n\x0e\x64\x65\x62t_recovered\x18\x0e \x01(\x0b\x32\x1c.aftersales.v1.DebtRecoveredH\x00\x12\x32\n\x0c\x66unds_posted\x18\x0f \x01(\x0b\x32\x1a.aftersales.v1.FundsPostedH\x00\x12?\n\x13shop_status_changed\x18\x10 \x01(\x0b\x32 .aftersales.v1.ShopStatusChangedH\x00\x42\t\n\x07payload\"\xa1\x01\n\x0b\x45ntryOpened\x12\x10\n\x08\x65ntry_id\x18\x01 \x01(\t\x12-\n\topened_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0boperator_id\x18\x04 \x01(\t\x12\x0c\n\x04note\x18\x05 \x01(\t\"\x85\x01\n\tEntryUsed\x12\x10\n\x08\x65ntry_id\x18\x01 \x01(\t\x12\x16\n\x0e\x61pplication_id\x18\x02 \x01(\t\x12\x10\n\x08\x62uyer_id\x18\x03 \x01(\t\x12\x0e\n\x06\x61mount\x18\x04 \x01(\x03\x12,\n\x08\x66iled_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x7f\n\x0c\x45ntryExpired\x12\x10\n\x08\x65ntry_id\x18\x01 \x01(\t\x12-\n\topened_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xc1\x01\n\rRecoveredLine\x12\x0f\n\x07line_no\x18\x01 \x01(\x05\x12,\n\npayee_kind\x18\x02 \x01(\x0e\x32\x18.aftersales.v1.PayeeKind\x12\x10\n\x08payee_id\x18\x03 \x01(\t\x12*\n\x07\x61\x63\x63ount\x18\x04 \x01(\x0b\x32\x19.aftersales.v1.AccountRef\x12\x0b\n\x03\x64ue\x18\x05 \x01(\x03\x12\x11\n\trecovered\x18\x06 \x01(\x03\x12\x13\n\x0boutstanding\x18\x07 \x01(\x03\"\x9b\x02\n\x0eRefundRecorded\x12\x11\n\trefund_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63lawback_id\x18\x02 \x01(\t\x12\x16\n\x0e\x61pplication_id\x18\x03 \x01(\t\x12\x0e\n\x06\x61mount\x18\x04 \x01(\x03\x12\x18\n\x10paid_from_wallet\x18\x05 \x01(\x03\x12\x19\n\x11paid_from_deposit\x18\x06 \x01(\x03\x12+\n\x05state\x18\x07 \x01(\x0e\x32\x1c.aftersales.v1.ClawbackState\x12*\n\x07reasons\x18\x08 \x03(\x0e\x32\x19.aftersales.v1.ReasonCode\x12+\n\x05lines\x18\t \x03(\x0b\x32\x1c.aftersales.v1.RecoveredLine\"\xe1\x01\n\rDebtRecovered\x12\x13\n\x0b\x63lawback_id\x18\x01 \x01(\t\x12\x0f\n\x07line_no\x18\x02 \x01(\x05\x12\x10\n\x08payee_id\x18\x03 \x01(\t\x12/\n\x0c\x66rom_account\x18\x04 \x01(\x0b\x32\x19.aftersales.v1.AccountRef\x12-\n\nto_account\x18\x05 \x01(\x0b\x32\x19.aftersales.v1.AccountRef\x12\x0e\n\x06\x61mount\x18\x06 \x01(\x03\x12\x13\n\x0boutstanding\x18\x07 \x01(\x03\x12\x13\n\x0btransfer_id\x18\x08 \x01(\t\"}\n\x0b\x46undsPosted\x12\x13\n\x0btransfer_id\x18\x01 \x01(\t\x12*\n\x07\x61\x63\x63ount\x18\x02 \x01(\x0b\x32\x19.aftersales.v1.AccountRef\x12\x0e\n\x06\x61mount\x18\x03 \x01(\x03\x12\x0c\n\x04memo\x18\x04 \x01(\t\x12\x0f\n\x07\x62\x61lance\x18\x05 \x01(\x03\"k\n\x11ShopStatusChanged\x12+\n\x08previous\x18\x01 \x01(\x0e\x32\x19.aftersales.v1.ShopStatus\x12)\n\x06status\x18\x02 \x01(\x0e\x32\x19.aftersales.v1.ShopStatus\"\x96\x01\n\x12WatchEventsRequest\x12\x16\n\x0e\x61\x66ter_position\x18\x01 \x01(\x03\x12\x13\n\x0b\x66rom_oldest\x18\x02 \x01(\x08\x12\x0f\n\x07shop_id\x18\x03 \x01(\t\x12\'\n\x05types\x18\x04 \x03(\x0e\x32\x18.aftersales.v1.EventType\x12\x19\n\x11heartbeat_seconds\x18\x05 \x01(\x05\"J\n\tHeartbeat\x12\x10\n\x08position\x18\x01 \x01(\x03\x12+\n\x07sent_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"s\n\x13WatchEventsResponse\x12%\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x14.aftersales.v1.EventH\x00\x12-\n\theartbeat\x18\x02 \x01(\x0b\x32\x18.aftersales.v1.HeartbeatH\x00\x42\x06\n\x04item\"\x8d\x01\n\x11ListEventsRequest\x12\x16\n\x0e\x61\x66ter_position\x18\x01 \x01(\x03\x12\x13\n\x0b\x66rom_oldest\x18\x02 \x01(\x08\x12\x0f\n\x07shop_id\x18\x03 \x01(\t\x12\'\n\x05types\x18\x04 \x03(\x0e\x32\x18.aftersales.v1.EventType\x12\x11\n\tpage_size\x18\x05 \x01(\x05\"W\n\x12ListEventsResponse\x12$\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x14.aftersales.v1.Event\x12\x1b\n\x13next_after_position\x18\x02 \x01(\x03*\xfd\x01\n\tEventType\x12\x1a\n\x16\x45VENT_TYPE_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x45VENT_TYPE_ENTRY_OPENED\x10\x01\x12\x19\n\x15\x45VENT_TYPE_ENTRY_USED\x10\x02\x12\x1c\n\x18\x45VENT_TYPE_ENTRY_EXPIRED\x10\x03\x12\x1e\n\x1a\x45VENT_TYPE_REFUND_RECORDED\x10\x04\x12\x1d\n\x19\x45VENT_TYPE_DEBT_RECOVERED\x10\x05\x12\x1b\n\x17\x45VENT_TYPE_FUNDS_POSTED\x10\x06\x12\"\n\x1e\x45VENT_TYPE_SHOP_STATUS_CHANGED\x10\x07\x32\xb3\x01\n\x06\x45vents\x12V\n\x0bWatchEvents\x12!.aftersales.v1.WatchEventsRequest\x1a\".aftersales.v1.WatchEventsResponse0\x01\x12Q\n\nListEvents\x12 .aftersales.v1.ListEventsRequest\x1a!.aftersales.v1.ListEventsResponseBW\n\x19\x63om.example.aftersales.v1P\x01Z8example.com/aftersales/gen/go/aftersales/v1;aftersalesv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x61\x66tersales/v1/events.proto\x12\raftersales.v1\x1a\x1d\x61\x66tersales/v1/resources.proto\x1a\x1b\x62uf/validate/validate.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xde\x04\n\x05\x45vent\x12\x10\n\x08position\x18\x01 \x01(\x03\x12&\n\x04type\x18\x02 \x01(\x0e\x32\x18.aftersales.v1.EventType\x12/\n\x0boccurred_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07shop_id\x18\x04 \x01(\t\x12\x10\n\x08order_id\x18\x05 \x01(\t\x12#\n\x05\x61\x63tor\x18\x06 \x01(\x0b\x32\x14.aftersales.v1.Actor\x12\x16\n\x0epolicy_version\x18\x07 \x01(\t\x12\x32\n\x0c\x65ntry_opened\x18\n \x01(\x0b\x32\x1a.aftersales.v1.EntryOpenedH\x00\x12.\n\nentry_used\x18\x0b \x01(\x0b\x32\x18.aftersales.v1.EntryUsedH\x00\x12\x34\n\rentry_expired\x18\x0c \x01(\x0b\x32\x1b.aftersales.v1.EntryExpiredH\x00\x12\x38\n\x0frefund_recorded\x18\r \x01(\x0b\x32\x1d.aftersales.v1.RefundRecordedH\x00\x12\x36\n\x0e\x64\x65\x62t_recovered\x18\x0e \x01(\x0b\x32\x1c.aftersales.v1.DebtRecoveredH\x00\x12\x32\n\x0c\x66unds_posted\x18\x0f \x01(\x0b\x32\x1a.aftersales.v1.FundsPostedH\x00\x12?\n\x13shop_status_changed\x18\x10 \x01(\x0b\x32 .aftersales.v1.ShopStatusChangedH\x00\x42\t\n\x07payload\"\xa1\x01\n\x0b\x45ntryOpened\x12\x10\n\x08\x65ntry_id\x18\x01 \x01(\t\x12-\n\topened_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0boperator_id\x18\x04 \x01(\t\x12\x0c\n\x04note\x18\x05 \x01(\t\"\x85\x01\n\tEntryUsed\x12\x10\n\x08\x65ntry_id\x18\x01 \x01(\t\x12\x16\n\x0e\x61pplication_id\x18\x02 \x01(\t\x12\x10\n\x08\x62uyer_id\x18\x03 \x01(\t\x12\x0e\n\x06\x61mount\x18\x04 \x01(\x03\x12,\n\x08\x66iled_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x7f\n\x0c\x45ntryExpired\x12\x10\n\x08\x65ntry_id\x18\x01 \x01(\t\x12-\n\topened_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xc1\x01\n\rRecoveredLine\x12\x0f\n\x07line_no\x18\x01 \x01(\x05\x12,\n\npayee_kind\x18\x02 \x01(\x0e\x32\x18.aftersales.v1.PayeeKind\x12\x10\n\x08payee_id\x18\x03 \x01(\t\x12*\n\x07\x61\x63\x63ount\x18\x04 \x01(\x0b\x32\x19.aftersales.v1.AccountRef\x12\x0b\n\x03\x64ue\x18\x05 \x01(\x03\x12\x11\n\trecovered\x18\x06 \x01(\x03\x12\x13\n\x0boutstanding\x18\x07 \x01(\x03\"\x9b\x02\n\x0eRefundRecorded\x12\x11\n\trefund_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63lawback_id\x18\x02 \x01(\t\x12\x16\n\x0e\x61pplication_id\x18\x03 \x01(\t\x12\x0e\n\x06\x61mount\x18\x04 \x01(\x03\x12\x18\n\x10paid_from_wallet\x18\x05 \x01(\x03\x12\x19\n\x11paid_from_deposit\x18\x06 \x01(\x03\x12+\n\x05state\x18\x07 \x01(\x0e\x32\x1c.aftersales.v1.ClawbackState\x12*\n\x07reasons\x18\x08 \x03(\x0e\x32\x19.aftersales.v1.ReasonCode\x12+\n\x05lines\x18\t \x03(\x0b\x32\x1c.aftersales.v1.RecoveredLine\"\xe1\x01\n\rDebtRecovered\x12\x13\n\x0b\x63lawback_id\x18\x01 \x01(\t\x12\x0f\n\x07line_no\x18\x02 \x01(\x05\x12\x10\n\x08payee_id\x18\x03 \x01(\t\x12/\n\x0c\x66rom_account\x18\x04 \x01(\x0b\x32\x19.aftersales.v1.AccountRef\x12-\n\nto_account\x18\x05 \x01(\x0b\x32\x19.aftersales.v1.AccountRef\x12\x0e\n\x06\x61mount\x18\x06 \x01(\x03\x12\x13\n\x0boutstanding\x18\x07 \x01(\x03\x12\x13\n\x0btransfer_id\x18\x08 \x01(\t\"}\n\x0b\x46undsPosted\x12\x13\n\x0btransfer_id\x18\x01 \x01(\t\x12*\n\x07\x61\x63\x63ount\x18\x02 \x01(\x0b\x32\x19.aftersales.v1.AccountRef\x12\x0e\n\x06\x61mount\x18\x03 \x01(\x03\x12\x0c\n\x04memo\x18\x04 \x01(\t\x12\x0f\n\x07\x62\x61lance\x18\x05 \x01(\x03\"k\n\x11ShopStatusChanged\x12+\n\x08previous\x18\x01 \x01(\x0e\x32\x19.aftersales.v1.ShopStatus\x12)\n\x06status\x18\x02 \x01(\x0e\x32\x19.aftersales.v1.ShopStatus\"\xdc\x01\n\x12WatchEventsRequest\x12#\n\x0e\x61\x66ter_position\x18\x01 \x01(\x03\x42\x0b\xe2\x41\x01\x01\xbaH\x04\"\x02(\x00\x12\x19\n\x0b\x66rom_oldest\x18\x02 \x01(\x08\x42\x04\xe2\x41\x01\x01\x12\x1d\n\x07shop_id\x18\x03 \x01(\tB\x0c\xe2\x41\x01\x01\xbaH\x05r\x03\x18\x80\x01\x12<\n\x05types\x18\x04 \x03(\x0e\x32\x18.aftersales.v1.EventTypeB\x13\xe2\x41\x01\x01\xbaH\x0c\x92\x01\t\"\x07\x82\x01\x04\x10\x01 \x00\x12)\n\x11heartbeat_seconds\x18\x05 \x01(\x05\x42\x0e\xe2\x41\x01\x01\xbaH\x07\x1a\x05\x18\xac\x02(\x00\"J\n\tHeartbeat\x12\x10\n\x08position\x18\x01 \x01(\x03\x12+\n\x07sent_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"s\n\x13WatchEventsResponse\x12%\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x14.aftersales.v1.EventH\x00\x12-\n\theartbeat\x18\x02 \x01(\x0b\x32\x18.aftersales.v1.HeartbeatH\x00\x42\x06\n\x04item\"\xd0\x01\n\x11ListEventsRequest\x12#\n\x0e\x61\x66ter_position\x18\x01 \x01(\x03\x42\x0b\xe2\x41\x01\x01\xbaH\x04\"\x02(\x00\x12\x19\n\x0b\x66rom_oldest\x18\x02 \x01(\x08\x42\x04\xe2\x41\x01\x01\x12\x1d\n\x07shop_id\x18\x03 \x01(\tB\x0c\xe2\x41\x01\x01\xbaH\x05r\x03\x18\x80\x01\x12<\n\x05types\x18\x04 \x03(\x0e\x32\x18.aftersales.v1.EventTypeB\x13\xe2\x41\x01\x01\xbaH\x0c\x92\x01\t\"\x07\x82\x01\x04\x10\x01 \x00\x12\x1e\n\tpage_size\x18\x05 \x01(\x05\x42\x0b\xe2\x41\x01\x01\xbaH\x04\x1a\x02(\x00\"W\n\x12ListEventsResponse\x12$\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x14.aftersales.v1.Event\x12\x1b\n\x13next_after_position\x18\x02 \x01(\x03*\xfd\x01\n\tEventType\x12\x1a\n\x16\x45VENT_TYPE_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x45VENT_TYPE_ENTRY_OPENED\x10\x01\x12\x19\n\x15\x45VENT_TYPE_ENTRY_USED\x10\x02\x12\x1c\n\x18\x45VENT_TYPE_ENTRY_EXPIRED\x10\x03\x12\x1e\n\x1a\x45VENT_TYPE_REFUND_RECORDED\x10\x04\x12\x1d\n\x19\x45VENT_TYPE_DEBT_RECOVERED\x10\x05\x12\x1b\n\x17\x45VENT_TYPE_FUNDS_POSTED\x10\x06\x12\"\n\x1e\x45VENT_TYPE_SHOP_STATUS_CHANGED\x10\x07\x32\xb3\x01\n\x06\x45vents\x12V\n\x0bWatchEvents\x12!.aftersales.v1.WatchEventsRequest\x1a\".aftersales.v1.WatchEventsResponse0\x01\x12Q\n\nListEvents\x12 .aftersales.v1.ListEventsRequest\x1a!.aftersales.v1.ListEventsResponseB|\n\x1dio.livecommerce.aftersales.v1P\x01Z<livecommerce.io/aftersales/gen/go/aftersales/v1;aftersalesv1\xaa\x02\x1aLiveCommerce.AfterSales.V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'aftersales.v1.events_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
-  _globals['DESCRIPTOR']._serialized_options = b'\n\031com.example.aftersales.v1P\001Z8example.com/aftersales/gen/go/aftersales/v1;aftersalesv1'
-  _globals['_EVENTTYPE']._serialized_start=2673
-  _globals['_EVENTTYPE']._serialized_end=2926
-  _globals['_EVENT']._serialized_start=110
-  _globals['_EVENT']._serialized_end=716
-  _globals['_ENTRYOPENED']._serialized_start=719
-  _globals['_ENTRYOPENED']._serialized_end=880
-  _globals['_ENTRYUSED']._serialized_start=883
-  _globals['_ENTRYUSED']._serialized_end=1016
-  _globals['_ENTRYEXPIRED']._serialized_start=1018
-  _globals['_ENTRYEXPIRED']._serialized_end=1145
-  _globals['_RECOVEREDLINE']._serialized_start=1148
-  _globals['_RECOVEREDLINE']._serialized_end=1341
-  _globals['_REFUNDRECORDED']._serialized_start=1344
-  _globals['_REFUNDRECORDED']._serialized_end=1627
-  _globals['_DEBTRECOVERED']._serialized_start=1630
-  _globals['_DEBTRECOVERED']._serialized_end=1855
-  _globals['_FUNDSPOSTED']._serialized_start=1857
-  _globals['_FUNDSPOSTED']._serialized_end=1982
-  _globals['_SHOPSTATUSCHANGED']._serialized_start=1984
-  _globals['_SHOPSTATUSCHANGED']._serialized_end=2091
-  _globals['_WATCHEVENTSREQUEST']._serialized_start=2094
-  _globals['_WATCHEVENTSREQUEST']._serialized_end=2244
-  _globals['_HEARTBEAT']._serialized_start=2246
-  _globals['_HEARTBEAT']._serialized_end=2320
-  _globals['_WATCHEVENTSRESPONSE']._serialized_start=2322
-  _globals['_WATCHEVENTSRESPONSE']._serialized_end=2437
-  _globals['_LISTEVENTSREQUEST']._serialized_start=2440
-  _globals['_LISTEVENTSREQUEST']._serialized_end=2581
-  _globals['_LISTEVENTSRESPONSE']._serialized_start=2583
-  _globals['_LISTEVENTSRESPONSE']._serialized_end=2670
-  _globals['_EVENTS']._serialized_start=2929
-  _globals['_EVENTS']._serialized_end=3108
+  _globals['DESCRIPTOR']._serialized_options = b'\n\035io.livecommerce.aftersales.v1P\001Z<livecommerce.io/aftersales/gen/go/aftersales/v1;aftersalesv1\252\002\032LiveCommerce.AfterSales.V1'
+  _globals['_WATCHEVENTSREQUEST'].fields_by_name['after_position']._loaded_options = None
+  _globals['_WATCHEVENTSREQUEST'].fields_by_name['after_position']._serialized_options = b'\342A\001\001\272H\004\"\002(\000'
+  _globals['_WATCHEVENTSREQUEST'].fields_by_name['from_oldest']._loaded_options = None
+  _globals['_WATCHEVENTSREQUEST'].fields_by_name['from_oldest']._serialized_options = b'\342A\001\001'
+  _globals['_WATCHEVENTSREQUEST'].fields_by_name['shop_id']._loaded_options = None
+  _globals['_WATCHEVENTSREQUEST'].fields_by_name['shop_id']._serialized_options = b'\342A\001\001\272H\005r\003\030\200\001'
+  _globals['_WATCHEVENTSREQUEST'].fields_by_name['types']._loaded_options = None
+  _globals['_WATCHEVENTSREQUEST'].fields_by_name['types']._serialized_options = b'\342A\001\001\272H\014\222\001\t\"\007\202\001\004\020\001 \000'
+  _globals['_WATCHEVENTSREQUEST'].fields_by_name['heartbeat_seconds']._loaded_options = None
+  _globals['_WATCHEVENTSREQUEST'].fields_by_name['heartbeat_seconds']._serialized_options = b'\342A\001\001\272H\007\032\005\030\254\002(\000'
+  _globals['_LISTEVENTSREQUEST'].fields_by_name['after_position']._loaded_options = None
+  _globals['_LISTEVENTSREQUEST'].fields_by_name['after_position']._serialized_options = b'\342A\001\001\272H\004\"\002(\000'
+  _globals['_LISTEVENTSREQUEST'].fields_by_name['from_oldest']._loaded_options = None
+  _globals['_LISTEVENTSREQUEST'].fields_by_name['from_oldest']._serialized_options = b'\342A\001\001'
+  _globals['_LISTEVENTSREQUEST'].fields_by_name['shop_id']._loaded_options = None
+  _globals['_LISTEVENTSREQUEST'].fields_by_name['shop_id']._serialized_options = b'\342A\001\001\272H\005r\003\030\200\001'
+  _globals['_LISTEVENTSREQUEST'].fields_by_name['types']._loaded_options = None
+  _globals['_LISTEVENTSREQUEST'].fields_by_name['types']._serialized_options = b'\342A\001\001\272H\014\222\001\t\"\007\202\001\004\020\001 \000'
+  _globals['_LISTEVENTSREQUEST'].fields_by_name['page_size']._loaded_options = None
+  _globals['_LISTEVENTSREQUEST'].fields_by_name['page_size']._serialized_options = b'\342A\001\001\272H\004\032\002(\000'
+  _globals['_EVENTTYPE']._serialized_start=2872
+  _globals['_EVENTTYPE']._serialized_end=3125
+  _globals['_EVENT']._serialized_start=172
+  _globals['_EVENT']._serialized_end=778
+  _globals['_ENTRYOPENED']._serialized_start=781
+  _globals['_ENTRYOPENED']._serialized_end=942
+  _globals['_ENTRYUSED']._serialized_start=945
+  _globals['_ENTRYUSED']._serialized_end=1078
+  _globals['_ENTRYEXPIRED']._serialized_start=1080
+  _globals['_ENTRYEXPIRED']._serialized_end=1207
+  _globals['_RECOVEREDLINE']._serialized_start=1210
+  _globals['_RECOVEREDLINE']._serialized_end=1403
+  _globals['_REFUNDRECORDED']._serialized_start=1406
+  _globals['_REFUNDRECORDED']._serialized_end=1689
+  _globals['_DEBTRECOVERED']._serialized_start=1692
+  _globals['_DEBTRECOVERED']._serialized_end=1917
+  _globals['_FUNDSPOSTED']._serialized_start=1919
+  _globals['_FUNDSPOSTED']._serialized_end=2044
+  _globals['_SHOPSTATUSCHANGED']._serialized_start=2046
+  _globals['_SHOPSTATUSCHANGED']._serialized_end=2153
+  _globals['_WATCHEVENTSREQUEST']._serialized_start=2156
+  _globals['_WATCHEVENTSREQUEST']._serialized_end=2376
+  _globals['_HEARTBEAT']._serialized_start=2378
+  _globals['_HEARTBEAT']._serialized_end=2452
+  _globals['_WATCHEVENTSRESPONSE']._serialized_start=2454
+  _globals['_WATCHEVENTSRESPONSE']._serialized_end=2569
+  _globals['_LISTEVENTSREQUEST']._serialized_start=2572
+  _globals['_LISTEVENTSREQUEST']._serialized_end=2780
+  _globals['_LISTEVENTSRESPONSE']._serialized_start=2782
+  _globals['_LISTEVENTSRESPONSE']._serialized_end=2869
+  _globals['_EVENTS']._serialized_start=3128
+  _globals['_EVENTS']._serialized_end=3307
 # @@protoc_insertion_point(module_scope)

@@ -117,11 +117,37 @@ class _ReasonCodeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ReasonCode
     """The request names a staff member or buyer other than the token's subject, or the token is
     of the wrong kind of person for the method (sent with PERMISSION_DENIED).
     """
+    INVALID_FIELDS: _ReasonCode.ValueType  # 70
+    """Not a rule's: the ErrorInfo.reason of the other errors every method may send.
+    INVALID_ARGUMENT: fields of the request are malformed; the BadRequest names each.
+    """
+    UNDECODABLE_REQUEST: _ReasonCode.ValueType  # 71
+    """INVALID_ARGUMENT: the request's bytes are not the method's request message;
+    metadata["message_type"] names the message expected.
+    """
+    RESOURCE_NOT_FOUND: _ReasonCode.ValueType  # 72
+    """NOT_FOUND: the order, shop, staff account, entry, application, clawback or account does not
+    exist (or belongs to another shop than the caller's); metadata["resource_type"] and
+    metadata["resource_name"] name it, as the ResourceInfo does.
+    """
+    DATABASE_UNAVAILABLE: _ReasonCode.ValueType  # 73
+    """UNAVAILABLE: the database is down, busy or gave up waiting. metadata["retryable"] = "true":
+    retry the same request (same request_id) after the RetryInfo's retry_delay, doubling the
+    wait after each further failure.
+    """
+    TRANSACTION_ABORTED: _ReasonCode.ValueType  # 74
+    """ABORTED: the database aborted the transaction for a concurrent one. metadata["retryable"] =
+    "true": retry the same request after the RetryInfo's retry_delay.
+    """
+    INTERNAL_ERROR: _ReasonCode.ValueType  # 75
+    """INTERNAL: a bug; metadata["incident"] names the server's log line. A retry will not help."""
 
 class ReasonCode(_ReasonCode, metaclass=_ReasonCodeEnumTypeWrapper):
-    """Why a request was refused or an entry is not eligible. The names are the reason codes of the
-    product brief; they appear verbatim as `PreconditionFailure.Violation.type` and
-    `ErrorInfo.reason` in error details, so callers can branch on them in any language.
+    """Why a request was refused or an entry is not eligible, and every other ErrorInfo.reason the
+    service sends (AIP-193; ErrorInfo.domain is "aftersales.livecommerce.io" on every error). The
+    names of the rules' codes are the reason codes of the product brief; they appear verbatim as
+    `PreconditionFailure.Violation.type` and `ErrorInfo.reason` in error details, so callers can
+    branch on them in any language.
     """
 
 REASON_CODE_UNSPECIFIED: ReasonCode.ValueType  # 0
@@ -203,6 +229,30 @@ NOT_THE_AUTHENTICATED_PERSON: ReasonCode.ValueType  # 63
 """The request names a staff member or buyer other than the token's subject, or the token is
 of the wrong kind of person for the method (sent with PERMISSION_DENIED).
 """
+INVALID_FIELDS: ReasonCode.ValueType  # 70
+"""Not a rule's: the ErrorInfo.reason of the other errors every method may send.
+INVALID_ARGUMENT: fields of the request are malformed; the BadRequest names each.
+"""
+UNDECODABLE_REQUEST: ReasonCode.ValueType  # 71
+"""INVALID_ARGUMENT: the request's bytes are not the method's request message;
+metadata["message_type"] names the message expected.
+"""
+RESOURCE_NOT_FOUND: ReasonCode.ValueType  # 72
+"""NOT_FOUND: the order, shop, staff account, entry, application, clawback or account does not
+exist (or belongs to another shop than the caller's); metadata["resource_type"] and
+metadata["resource_name"] name it, as the ResourceInfo does.
+"""
+DATABASE_UNAVAILABLE: ReasonCode.ValueType  # 73
+"""UNAVAILABLE: the database is down, busy or gave up waiting. metadata["retryable"] = "true":
+retry the same request (same request_id) after the RetryInfo's retry_delay, doubling the
+wait after each further failure.
+"""
+TRANSACTION_ABORTED: ReasonCode.ValueType  # 74
+"""ABORTED: the database aborted the transaction for a concurrent one. metadata["retryable"] =
+"true": retry the same request after the RetryInfo's retry_delay.
+"""
+INTERNAL_ERROR: ReasonCode.ValueType  # 75
+"""INTERNAL: a bug; metadata["incident"] names the server's log line. A retry will not help."""
 Global___ReasonCode: _TypeAlias = ReasonCode  # noqa: Y015
 
 class _TransferKind:

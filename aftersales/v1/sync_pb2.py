@@ -23,26 +23,44 @@ _sym_db = _symbol_database.Default()
 
 
 from aftersales.v1 import resources_pb2 as aftersales_dot_v1_dot_resources__pb2
+from buf.validate import validate_pb2 as buf_dot_validate_dot_validate__pb2
+from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x61\x66tersales/v1/sync.proto\x12\raftersales.v1\x1a\x1d\x61\x66tersales/v1/resources.proto\"3\n\x0ePutShopRequest\x12!\n\x04shop\x18\x01 \x01(\x0b\x32\x13.aftersales.v1.Shop\"6\n\x0fPutStaffRequest\x12#\n\x05staff\x18\x01 \x01(\x0b\x32\x14.aftersales.v1.Staff\"6\n\x0fPutOrderRequest\x12#\n\x05order\x18\x01 \x01(\x0b\x32\x14.aftersales.v1.Order\"p\n\x10PostFundsRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12*\n\x07\x61\x63\x63ount\x18\x02 \x01(\x0b\x32\x19.aftersales.v1.AccountRef\x12\x0e\n\x06\x61mount\x18\x03 \x01(\x03\x12\x0c\n\x04memo\x18\x04 \x01(\t\"~\n\x11PostFundsResponse\x12)\n\x08transfer\x18\x01 \x01(\x0b\x32\x17.aftersales.v1.Transfer\x12\'\n\x07\x62\x61lance\x18\x02 \x01(\x0b\x32\x16.aftersales.v1.Balance\x12\x15\n\rdebts_pending\x18\x03 \x01(\x08\x32\x99\x02\n\x04Sync\x12=\n\x07PutShop\x12\x1d.aftersales.v1.PutShopRequest\x1a\x13.aftersales.v1.Shop\x12@\n\x08PutStaff\x12\x1e.aftersales.v1.PutStaffRequest\x1a\x14.aftersales.v1.Staff\x12@\n\x08PutOrder\x12\x1e.aftersales.v1.PutOrderRequest\x1a\x14.aftersales.v1.Order\x12N\n\tPostFunds\x12\x1f.aftersales.v1.PostFundsRequest\x1a .aftersales.v1.PostFundsResponseBW\n\x19\x63om.example.aftersales.v1P\x01Z8example.com/aftersales/gen/go/aftersales/v1;aftersalesv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x61\x66tersales/v1/sync.proto\x12\raftersales.v1\x1a\x1d\x61\x66tersales/v1/resources.proto\x1a\x1b\x62uf/validate/validate.proto\x1a\x1fgoogle/api/field_behavior.proto\"?\n\x0ePutShopRequest\x12-\n\x04shop\x18\x01 \x01(\x0b\x32\x13.aftersales.v1.ShopB\n\xe2\x41\x01\x02\xbaH\x03\xc8\x01\x01\"B\n\x0fPutStaffRequest\x12/\n\x05staff\x18\x01 \x01(\x0b\x32\x14.aftersales.v1.StaffB\n\xe2\x41\x01\x02\xbaH\x03\xc8\x01\x01\"B\n\x0fPutOrderRequest\x12/\n\x05order\x18\x01 \x01(\x0b\x32\x14.aftersales.v1.OrderB\n\xe2\x41\x01\x02\xbaH\x03\xc8\x01\x01\"\xff\x02\n\x10PostFundsRequest\x12\x37\n\nrequest_id\x18\x01 \x01(\tB#\xe2\x41\x01\x02\xbaH\x1cr\x1a\x32\x18^[A-Za-z0-9._:-]{8,128}$\x12\x36\n\x07\x61\x63\x63ount\x18\x02 \x01(\x0b\x32\x19.aftersales.v1.AccountRefB\n\xe2\x41\x01\x02\xbaH\x03\xc8\x01\x01\x12-\n\x06\x61mount\x18\x03 \x01(\x03\x42\x1d\xe2\x41\x01\x02\xbaH\x16\"\x14\x18\x80\xa0\x94\xa5\x8d\x1d(\x80\xe0\xeb\xda\xf2\xe2\xff\xff\xff\x01\x38\x00\x12\x1a\n\x04memo\x18\x04 \x01(\tB\x0c\xe2\x41\x01\x01\xbaH\x05r\x03\x18\x80\x02:\xae\x01\xbaH\xaa\x01\x1a\xa7\x01\n\x14\x61\x63\x63ount_not_external\x12\x61\x66unds move between an account and the outside, not the outside itself (ACCOUNT_KIND_EXTERNAL = 5)\x1a,!has(this.account) || this.account.kind != 5\"~\n\x11PostFundsResponse\x12)\n\x08transfer\x18\x01 \x01(\x0b\x32\x17.aftersales.v1.Transfer\x12\'\n\x07\x62\x61lance\x18\x02 \x01(\x0b\x32\x16.aftersales.v1.Balance\x12\x15\n\rdebts_pending\x18\x03 \x01(\x08\x32\x99\x02\n\x04Sync\x12=\n\x07PutShop\x12\x1d.aftersales.v1.PutShopRequest\x1a\x13.aftersales.v1.Shop\x12@\n\x08PutStaff\x12\x1e.aftersales.v1.PutStaffRequest\x1a\x14.aftersales.v1.Staff\x12@\n\x08PutOrder\x12\x1e.aftersales.v1.PutOrderRequest\x1a\x14.aftersales.v1.Order\x12N\n\tPostFunds\x12\x1f.aftersales.v1.PostFundsRequest\x1a .aftersales.v1.PostFundsResponseB|\n\x1dio.livecommerce.aftersales.v1P\x01Z<livecommerce.io/aftersales/gen/go/aftersales/v1;aftersalesv1\xaa\x02\x1aLiveCommerce.AfterSales.V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'aftersales.v1.sync_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
-  _globals['DESCRIPTOR']._serialized_options = b'\n\031com.example.aftersales.v1P\001Z8example.com/aftersales/gen/go/aftersales/v1;aftersalesv1'
-  _globals['_PUTSHOPREQUEST']._serialized_start=74
-  _globals['_PUTSHOPREQUEST']._serialized_end=125
-  _globals['_PUTSTAFFREQUEST']._serialized_start=127
-  _globals['_PUTSTAFFREQUEST']._serialized_end=181
-  _globals['_PUTORDERREQUEST']._serialized_start=183
-  _globals['_PUTORDERREQUEST']._serialized_end=237
-  _globals['_POSTFUNDSREQUEST']._serialized_start=239
-  _globals['_POSTFUNDSREQUEST']._serialized_end=351
-  _globals['_POSTFUNDSRESPONSE']._serialized_start=353
-  _globals['_POSTFUNDSRESPONSE']._serialized_end=479
-  _globals['_SYNC']._serialized_start=482
-  _globals['_SYNC']._serialized_end=763
+  _globals['DESCRIPTOR']._serialized_options = b'\n\035io.livecommerce.aftersales.v1P\001Z<livecommerce.io/aftersales/gen/go/aftersales/v1;aftersalesv1\252\002\032LiveCommerce.AfterSales.V1'
+  _globals['_PUTSHOPREQUEST'].fields_by_name['shop']._loaded_options = None
+  _globals['_PUTSHOPREQUEST'].fields_by_name['shop']._serialized_options = b'\342A\001\002\272H\003\310\001\001'
+  _globals['_PUTSTAFFREQUEST'].fields_by_name['staff']._loaded_options = None
+  _globals['_PUTSTAFFREQUEST'].fields_by_name['staff']._serialized_options = b'\342A\001\002\272H\003\310\001\001'
+  _globals['_PUTORDERREQUEST'].fields_by_name['order']._loaded_options = None
+  _globals['_PUTORDERREQUEST'].fields_by_name['order']._serialized_options = b'\342A\001\002\272H\003\310\001\001'
+  _globals['_POSTFUNDSREQUEST'].fields_by_name['request_id']._loaded_options = None
+  _globals['_POSTFUNDSREQUEST'].fields_by_name['request_id']._serialized_options = b'\342A\001\002\272H\034r\0322\030^[A-Za-z0-9._:-]{8,128}$'
+  _globals['_POSTFUNDSREQUEST'].fields_by_name['account']._loaded_options = None
+  _globals['_POSTFUNDSREQUEST'].fields_by_name['account']._serialized_options = b'\342A\001\002\272H\003\310\001\001'
+  _globals['_POSTFUNDSREQUEST'].fields_by_name['amount']._loaded_options = None
+  _globals['_POSTFUNDSREQUEST'].fields_by_name['amount']._serialized_options = b'\342A\001\002\272H\026\"\024\030\200\240\224\245\215\035(\200\340\353\332\362\342\377\377\377\0018\000'
+  _globals['_POSTFUNDSREQUEST'].fields_by_name['memo']._loaded_options = None
+  _globals['_POSTFUNDSREQUEST'].fields_by_name['memo']._serialized_options = b'\342A\001\001\272H\005r\003\030\200\002'
+  _globals['_POSTFUNDSREQUEST']._loaded_options = None
+  _globals['_POSTFUNDSREQUEST']._serialized_options = b'\272H\252\001\032\247\001\n\024account_not_external\022afunds move between an account and the outside, not the outside itself (ACCOUNT_KIND_EXTERNAL = 5)\032,!has(this.account) || this.account.kind != 5'
+  _globals['_PUTSHOPREQUEST']._serialized_start=136
+  _globals['_PUTSHOPREQUEST']._serialized_end=199
+  _globals['_PUTSTAFFREQUEST']._serialized_start=201
+  _globals['_PUTSTAFFREQUEST']._serialized_end=267
+  _globals['_PUTORDERREQUEST']._serialized_start=269
+  _globals['_PUTORDERREQUEST']._serialized_end=335
+  _globals['_POSTFUNDSREQUEST']._serialized_start=338
+  _globals['_POSTFUNDSREQUEST']._serialized_end=721
+  _globals['_POSTFUNDSRESPONSE']._serialized_start=723
+  _globals['_POSTFUNDSRESPONSE']._serialized_end=849
+  _globals['_SYNC']._serialized_start=852
+  _globals['_SYNC']._serialized_end=1133
 # @@protoc_insertion_point(module_scope)

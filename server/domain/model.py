@@ -395,6 +395,7 @@ class Debt:
     shop_id: str
     due: int
     recovered: int
+    payee_kind: PayeeKind
     # The debt's place among all debts, oldest first: debts are paid in this order.
     seq: int = 0
     # The order whose refund the clawback is of.

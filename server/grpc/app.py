@@ -14,7 +14,6 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from prometheus_client import Counter, Histogram
 
 from aftersales.v1 import (
     clawback_pb2,
@@ -26,9 +25,10 @@ from aftersales.v1 import (
     sync_pb2,
     sync_pb2_grpc,
 )
+from server import logs, tracing
 from server.domain.access import AccessTable, Caller
 from server.domain.errors import Refused
-from server.grpc import decoding, status
+from server.grpc import answers, decoding, metrics, status
 from server.grpc.callers import AccessGuard, PersonGuard, current_caller
 from server.grpc.clawbacks import ClawbackServicer
 from server.grpc.entries import AfterSalesEntryServicer
@@ -47,26 +47,22 @@ SERVICE_NAMES = (
     events_pb2.DESCRIPTOR.services_by_name["Events"].full_name,
 )
 
+SERVICE_PACKAGE = "aftersales.v1"
+
 # How long stopping waits, after the grace, for the workers to end and the connections to close.
 STOP_SECONDS = 2.0
 
 HEALTH_CHECK_METHOD = f"/{health.SERVICE_NAME}/Check"
 
-RPC_TOTAL = Counter("aftersales_rpc_total", "Finished RPCs.", ["method", "code"])
-RPC_SECONDS = Histogram(
-    "aftersales_rpc_duration_seconds",
-    "RPC latency in seconds, by method.",
-    ["method"],
-    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
-)
-
 
 class CallInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]  # grpc-stubs
-    """One log line and one metric sample per unary call. The caller is checked first (with a
-    guard: its certificate's identity against the access table). Refusals become rich statuses;
-    a database that is down, busy or gave up waiting UNAVAILABLE and a transaction it aborted
+    """One log line and the standard gRPC server metrics per unary call (metrics.py, which
+    counts the streaming ones too). The caller is checked first (with a guard: its
+    certificate's identity against the access table). Refusals become rich statuses; a
+    database that is down, busy or gave up waiting UNAVAILABLE and a transaction it aborted
     ABORTED, both retryable (status.py); any other exception is a bug, answered INTERNAL and
-    logged with its traceback under an incident id.
+    logged with its traceback under an incident id. Each is answered through answers.abort, so
+    that the tracing interceptor outside records the code the caller gets.
 
     A request whose bytes are not its message is refused INVALID_ARGUMENT without reaching the
     servicer, on every method, streaming ones too (decoding.py)."""
@@ -84,37 +80,50 @@ class CallInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]  # grpc
         if handler is None:
             return None
         method = handler_call_details.method
-        if handler.unary_stream is not None:
+        if handler.unary_stream is not None and method.startswith(f"/{SERVICE_PACKAGE}."):
+            # This service's own streams (WatchEvents); health Watch stays non-blocking below.
             return self._server_streaming(handler, method)
         if handler.unary_unary is None:
-            return decoding.streaming(handler, method, self.undecodable_peers)
+            checked = decoding.streaming(handler, method, self.undecodable_peers)
+            return metrics.streaming(checked, method)
         inner = handler.unary_unary
+        counted = metrics.of(method)
 
         def behavior(request: Any, context: grpc.ServicerContext) -> Any:
             start = time.perf_counter()
+            counted.started.inc()
+            counted.received.inc()
             code = grpc.StatusCode.OK
             caller: Caller | None = None
             token = None
+            rid = getattr(request, "request_id", None)
+            rid_token = None
+            if rid:
+                rid_token = logs.request_id.set(rid)
+                tracing.tag_request(rid)
             try:
                 if self.guard is not None:
                     caller = self.guard.check(method, context)
                 token = current_caller.set(caller)
                 if isinstance(request, decoding.Undecodable):
                     decoding.refuse(request, context, method, self.undecodable_peers)
-                return inner(request, context)
+                response = inner(request, context)
+                # A method may answer an error without raising (health Check, an unknown service).
+                code = context.code() or code  # type: ignore[attr-defined]  # grpc-stubs lag
+                return response
             except Refused as refusal:
                 rich = status.to_status(refusal)
                 code = rich.code
-                context.abort_with_status(rich)
+                answers.abort(context, rich)
             except StoreUnavailable as e:
                 # No traceback: the cause is the database's, and an outage fails every call.
                 code = grpc.StatusCode.UNAVAILABLE
                 log.warning("database unavailable while serving %s: %s", method, e)
-                context.abort_with_status(status.unavailable())
+                answers.abort(context, status.unavailable())
             except TransactionAborted as e:
                 code = grpc.StatusCode.ABORTED
                 log.info("transaction aborted while serving %s: %s", method, e)
-                context.abort_with_status(status.aborted())
+                answers.abort(context, status.aborted())
             except Exception:
                 aborted = context.code()  # type: ignore[attr-defined]  # grpc-stubs lag grpcio
                 if aborted not in (None, grpc.StatusCode.OK):
@@ -123,13 +132,15 @@ class CallInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]  # grpc
                 code = grpc.StatusCode.INTERNAL
                 incident = uuid.uuid4().hex[:12]
                 log.exception("bug while serving %s", method, extra={"incident": incident})
-                context.abort_with_status(status.internal(incident))
+                answers.abort(context, status.internal(incident))
             finally:
                 if token is not None:
                     current_caller.reset(token)
                 seconds = time.perf_counter() - start
-                RPC_TOTAL.labels(method, code.name).inc()
-                RPC_SECONDS.labels(method).observe(seconds)
+                counted.handled(code)
+                counted.seconds.observe(seconds)
+                if code is grpc.StatusCode.OK:
+                    counted.sent.inc()
                 if log.isEnabledFor(logging.INFO):
                     log.info(
                         "rpc",
@@ -142,6 +153,8 @@ class CallInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]  # grpc
                             "person": caller.person.person_id if caller and caller.person else None,
                         },
                     )
+                if rid_token is not None:
+                    logs.request_id.reset(rid_token)
 
         return grpc.unary_unary_rpc_method_handler(
             behavior,
@@ -156,9 +169,12 @@ class CallInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]  # grpc
         failures as rich statuses (raised while the stream runs, too), one log line at its end."""
         inner = handler.unary_stream
         assert inner is not None
+        counted = metrics.of(method, metrics.grpc_type(handler))
 
         def behavior(request: Any, context: grpc.ServicerContext) -> Any:
             start = time.perf_counter()
+            counted.started.inc()
+            counted.received.inc()
             code = grpc.StatusCode.OK
             caller: Caller | None = None
             try:
@@ -168,21 +184,26 @@ class CallInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]  # grpc
                 current_caller.set(caller)
                 if isinstance(request, decoding.Undecodable):
                     decoding.refuse(request, context, method, self.undecodable_peers)
-                yield from inner(request, context)
+                for response in inner(request, context):
+                    counted.sent.inc()
+                    yield response
+            except GeneratorExit:  # the caller cancelled
+                code = grpc.StatusCode.CANCELLED
+                raise
             except Refused as refusal:
                 rich = status.to_status(refusal)
                 code = rich.code
-                context.abort_with_status(rich)
+                answers.abort(context, rich)
             except TooManyStreams as e:
                 code = grpc.StatusCode.RESOURCE_EXHAUSTED
-                context.abort_with_status(status.too_many_streams(str(e)))
+                answers.abort(context, status.too_many_streams(str(e)))
             except ServerStopping as e:
                 code = grpc.StatusCode.UNAVAILABLE
-                context.abort_with_status(status.stopping(str(e)))
+                answers.abort(context, status.stopping(str(e)))
             except StoreUnavailable as e:
                 code = grpc.StatusCode.UNAVAILABLE
                 log.warning("database unavailable while serving %s: %s", method, e)
-                context.abort_with_status(status.unavailable())
+                answers.abort(context, status.unavailable())
             except Exception:
                 aborted = context.code()  # type: ignore[attr-defined]  # grpc-stubs lag grpcio
                 if aborted not in (None, grpc.StatusCode.OK):
@@ -191,12 +212,12 @@ class CallInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]  # grpc
                 code = grpc.StatusCode.INTERNAL
                 incident = uuid.uuid4().hex[:12]
                 log.exception("bug while serving %s", method, extra={"incident": incident})
-                context.abort_with_status(status.internal(incident))
+                answers.abort(context, status.internal(incident))
             finally:
                 current_caller.set(None)
                 seconds = time.perf_counter() - start
-                RPC_TOTAL.labels(method, code.name).inc()
-                RPC_SECONDS.labels(method).observe(seconds)
+                counted.handled(code)
+                counted.seconds.observe(seconds)
                 log.info(
                     "rpc",
                     extra={
@@ -377,6 +398,21 @@ class _OwnThreads(grpc.ServerInterceptor):  # type: ignore[type-arg]  # grpc-stu
         )
 
 
+def _traced() -> grpc.ServerInterceptor | None:  # type: ignore[type-arg]  # grpc-stubs
+    """OpenTelemetry's server interceptor, when tracing is on (server/tracing.py): a span per
+    call, health's excepted (load balancers call it every few seconds; and its Watch would
+    lose its non-blocking way)."""
+    provider = tracing.provider()
+    if provider is None:
+        return None
+    from opentelemetry.instrumentation.grpc import filters, server_interceptor
+
+    interceptor: grpc.ServerInterceptor = server_interceptor(  # type: ignore[type-arg,no-untyped-call]
+        tracer_provider=provider, filter_=filters.negate(filters.health_check())
+    )
+    return interceptor
+
+
 def guard(
     access: AccessTable | None, tokens: TokenVerifier | None
 ) -> AccessGuard | PersonGuard | None:
@@ -422,16 +458,23 @@ class App:
         served at once (each holds a worker thread while it lasts); half the workers by
         default."""
         self.service = service
+        service.observe(metrics.record)
         # Health checks run on threads of their own: a load balancer's Check is answered even
         # when every RPC worker waits on the database.
         self._health_pool = futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="health")
         self._workers = futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rpc")
+        # The first interceptor's handler is the one grpc runs: the health Check's own threads
+        # are given there. The RPC's span, when tracing, encloses everything else.
+        interceptors: list[grpc.ServerInterceptor] = [  # type: ignore[type-arg]  # grpc-stubs
+            _OwnThreads(HEALTH_CHECK_METHOD, self._health_pool)
+        ]
+        traced = _traced()
+        if traced is not None:
+            interceptors.append(traced)
+        interceptors.append(CallInterceptor(guard(access, tokens)))
         self.server = grpc.server(
             self._workers,
-            interceptors=[
-                _OwnThreads(HEALTH_CHECK_METHOD, self._health_pool),
-                CallInterceptor(guard(access, tokens)),
-            ],
+            interceptors=interceptors,
             options=[("grpc.so_reuseport", int(reuse_port))],
         )
         sync_pb2_grpc.add_SyncServicer_to_server(SyncServicer(service), self.server)

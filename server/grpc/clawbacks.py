@@ -80,39 +80,32 @@ class ClawbackServicer(clawback_pb2_grpc.ClawbackServicer, Servicer):
 
 
 def record_refund(request: clawback_pb2.RecordRefundRequest) -> model.Refund:
-    f = Fields()
-    f.request_id("request_id", request.request_id)
+    f = Fields(request)
     started_at = f.time("started_at", request, "started_at", required=True)
     paid_at = f.time("paid_at", request, "paid_at", required=True)
-    if started_at and paid_at and paid_at < started_at:
-        f.bad("paid_at", "may not be before started_at")
     refund_id = f.id("refund_id", request.refund_id)
     order_id = f.id("order_id", request.order_id)
     application_id = f.id("application_id", request.application_id, required=False)
-    amount = f.positive("amount", request.amount)
     f.raise_if_any()
     return model.Refund(
-        refund_id, order_id, application_id, amount, present(started_at), present(paid_at)
+        refund_id, order_id, application_id, request.amount, present(started_at), present(paid_at)
     )
 
 
 def preview_clawback(
     request: clawback_pb2.PreviewClawbackRequest,
 ) -> tuple[str, int, datetime | None]:
-    f = Fields()
+    f = Fields(request)
     order_id = f.id("order_id", request.order_id)
-    amount = f.positive("amount", request.amount)
     started_at = f.time("started_at", request, "started_at", required=False)
     f.raise_if_any()
-    return order_id, amount, started_at
+    return order_id, request.amount, started_at
 
 
 def get_clawback(request: clawback_pb2.GetClawbackRequest) -> dict[str, str]:
-    f = Fields()
+    f = Fields(request)
     key = request.WhichOneof("key")
-    if key is None:
-        f.bad("clawback_id", "clawback_id or refund_id is required")
-    else:
+    if key is not None:
         f.id(key, getattr(request, key))
     f.raise_if_any()
     name = present(key)
@@ -122,7 +115,7 @@ def get_clawback(request: clawback_pb2.GetClawbackRequest) -> dict[str, str]:
 def list_clawbacks(
     request: clawback_pb2.ListClawbacksRequest,
 ) -> tuple[str, model.ClawbackState | None, datetime | None, datetime | None, int]:
-    f = Fields()
+    f = Fields(request)
     shop_id = f.id("shop_id", request.shop_id)
     state = None
     if request.state != 0:
@@ -135,24 +128,17 @@ def list_clawbacks(
         )
     start = f.time("start_time", request, "start_time", required=False)
     end = f.time("end_time", request, "end_time", required=False)
-    if start and end and end < start:
-        f.bad("end_time", "may not be before start_time")
-    size = page_size(f, request.page_size)
     f.raise_if_any()
-    return shop_id, state, start, end, size
+    return shop_id, state, start, end, page_size(request.page_size)
 
 
 def get_balances(
     request: clawback_pb2.GetBalancesRequest,
 ) -> tuple[list[model.AccountRef], str | None]:
-    f = Fields()
-    if len(request.accounts) > MAX_BALANCE_ACCOUNTS:
-        f.bad("accounts", f"names {len(request.accounts)} accounts; at most {MAX_BALANCE_ACCOUNTS}")
-        f.raise_if_any()
-    refs = [account_ref(f, f"accounts[{i}]", a) for i, a in enumerate(request.accounts)]
+    f = Fields(request)
+    accounts = request.accounts[:MAX_BALANCE_ACCOUNTS]
+    refs = [account_ref(f, f"accounts[{i}]", a) for i, a in enumerate(accounts)]
     owner_id = f.id("owner_id", request.owner_id, required=False)
-    if not refs and not owner_id:
-        f.bad("accounts", "name accounts or an owner_id")
     f.raise_if_any()
     return [present(ref) for ref in refs], owner_id or None
 
@@ -160,12 +146,7 @@ def get_balances(
 def list_transfers(
     request: clawback_pb2.ListTransfersRequest,
 ) -> tuple[model.AccountRef, int]:
-    f = Fields()
-    ref = None
-    if not request.HasField("account"):
-        f.bad("account", "is required")
-    else:
-        ref = account_ref(f, "account", request.account)
-    size = page_size(f, request.page_size)
+    f = Fields(request)
+    ref = account_ref(f, "account", request.account) if request.HasField("account") else None
     f.raise_if_any()
-    return present(ref), size
+    return present(ref), page_size(request.page_size)

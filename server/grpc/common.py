@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import enum
 import functools
-import re
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
@@ -14,6 +13,7 @@ from google.protobuf import timestamp_pb2
 from google.protobuf.message import Message
 
 from server.domain.errors import InvalidArgument
+from server.grpc import validation
 from server.grpc.callers import current_caller
 from server.service import RequestKey, Service, fingerprint
 from server.service.paging import micros
@@ -22,15 +22,14 @@ if TYPE_CHECKING:
     # The generic wrapper of protobuf enums exists in the stubs only (types-protobuf).
     from google.protobuf.internal.enum_type_wrapper import _EnumTypeWrapper as EnumTypeWrapper
 
+# Bounds of the protos' rules, also checked here: ids (which a token may name too), and one amount
+# of money where a request is read by hand (10 billion yuan: far above any order, far below where
+# sums of int64 overflow).
 MAX_ID = 128
-MAX_TEXT = 500
-# One movement of money is at most 10 billion yuan: far above any order, far below where sums of
-# int64 could overflow.
 MAX_AMOUNT = 10**12
 # Timestamps from 1970 to 9999: what the store and every language's date type can hold.
 MIN_SECONDS = 0
 MAX_SECONDS = 253_402_300_799
-REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{8,128}")
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
@@ -48,19 +47,31 @@ T = TypeVar("T")
 
 
 class Fields:
-    """Collects field violations while a request is read; raises them all at the end."""
+    """Collects field violations while a request is read; raises them all at the end, one per
+    field at most. Made from the request, it holds the violations of the rules the protos state
+    (validation.py) too; what is read here checks only what those rules cannot say, and the ids it
+    reads, whose descriptions ("is required") it gives instead of protovalidate's."""
 
-    def __init__(self) -> None:
+    def __init__(self, request: Message | None = None) -> None:
         self.violations: list[tuple[str, str]] = []
+        self._named: set[str] = set()
+        self._stated = [] if request is None else validation.violations(request)
 
     def bad(self, field: str, description: str) -> None:
-        self.violations.append((field, description))
+        if field not in self._named:
+            self._named.add(field)
+            self.violations.append((field, description))
 
     def raise_if_any(self) -> None:
+        for field, description in self._stated:
+            self.bad(field, description)
+        self._stated = []
         if self.violations:
             raise InvalidArgument(self.violations)
 
     def id(self, field: str, value: str, *, required: bool = True) -> str:
+        """An id: required (the protos say so of a request's own fields; here also of the person
+        a token names), at most MAX_ID characters (also for ids a token names), printable."""
         if not value:
             if required:
                 self.bad(field, "is required")
@@ -70,28 +81,15 @@ class Fields:
             self.bad(field, "has control characters or surrounding spaces")
         return value
 
-    def request_id(self, field: str, value: str) -> str:
-        if not REQUEST_ID.fullmatch(value):
-            self.bad(field, "must be a UUID or a token of 8 to 128 characters from [A-Za-z0-9._:-]")
-        return value
+    def amount(self, field: str, value: int) -> None:
+        """An amount of money the protos bound (above zero, at most MAX_AMOUNT fen), by hand."""
+        if not 0 < value <= MAX_AMOUNT:
+            self.bad(field, f"must be above zero and at most {MAX_AMOUNT} fen, not {value}")
 
-    def text(self, field: str, value: str, limit: int = MAX_TEXT) -> str:
-        if len(value) > limit:
-            self.bad(field, f"is longer than {limit} characters")
-        elif "\x00" in value:
+    def text(self, field: str, value: str) -> str:
+        """Free text: its length is the protos' rule; no NUL (which no database column holds)."""
+        if "\x00" in value:
             self.bad(field, "has a NUL character")
-        return value
-
-    def positive(self, field: str, value: int) -> int:
-        if value <= 0:
-            self.bad(field, f"must be above zero, not {value}")
-        elif value > MAX_AMOUNT:
-            self.bad(field, f"must be at most {MAX_AMOUNT} fen, not {value}")
-        return value
-
-    def version(self, field: str, value: int) -> int:
-        if value < 0:
-            self.bad(field, f"must not be negative, not {value}")
         return value
 
     def enum(
@@ -150,9 +148,8 @@ def present(value: T | None) -> T:
     return value
 
 
-def page_size(f: Fields, value: int) -> int:
-    if value < 0:
-        f.bad("page_size", "must not be negative")
+def page_size(value: int) -> int:
+    """The page size asked for (never negative: the protos' rule), defaulted and capped."""
     return min(value or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
 
 

@@ -19,7 +19,7 @@ from typing import Any, NoReturn
 import grpc
 from google.protobuf.message import DecodeError
 
-from server.grpc import status
+from server.grpc import answers, status
 
 log = logging.getLogger("aftersales")
 
@@ -118,7 +118,7 @@ def refuse(
             skipped,
             peers.interval,
         )
-    context.abort_with_status(status.undecodable(request.message_type))
+    answers.abort(context, status.undecodable(request.message_type))
 
 
 def streaming(
@@ -130,11 +130,12 @@ def streaming(
     if handler.unary_stream is not None:
         unary_stream = handler.unary_stream
 
-        def one_in(request: Any, context: grpc.ServicerContext) -> Any:
+        def one_in(request: Any, context: grpc.ServicerContext, *callback: Any) -> Any:
             if isinstance(request, Undecodable):
                 refuse(request, context, method, peers)
-            return unary_stream(request, context)
+            return unary_stream(request, context, *callback)
 
+        keep_threading(one_in, unary_stream)
         return grpc.unary_stream_rpc_method_handler(
             one_in, request_deserializer=deserializer, response_serializer=serializer
         )
@@ -164,3 +165,17 @@ def streaming(
             many_in, request_deserializer=deserializer, response_serializer=serializer
         )
     return handler
+
+
+# What grpc reads from a method's behaviour to run it: a non-blocking one (health Watch) answers
+# through a `send_response_callback` it is given and holds no thread while it waits.
+THREADING_ATTRIBUTES = ("experimental_non_blocking", "experimental_thread_pool")
+
+
+def keep_threading(wrapper: Callable[..., Any], behavior: Callable[..., Any]) -> None:
+    """Gives `wrapper` the threading attributes of the `behavior` it calls: without them grpc
+    would run a non-blocking method as a blocking one, holding an RPC worker per open Watch.
+    The wrapper must pass the `send_response_callback` grpc gives it (a third argument) on."""
+    for name in THREADING_ATTRIBUTES:
+        if hasattr(behavior, name):
+            setattr(wrapper, name, getattr(behavior, name))

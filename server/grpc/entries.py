@@ -116,7 +116,7 @@ class AfterSalesEntryServicer(entry_pb2_grpc.AfterSalesEntryServicer, Servicer):
 def check_eligibility(
     request: entry_pb2.CheckEligibilityRequest, operator: str | None = None
 ) -> tuple[str, str]:
-    f = Fields()
+    f = Fields(request)
     order_id = f.id("order_id", request.order_id)
     operator_id = f.id("operator_id", request.operator_id if operator is None else operator)
     f.raise_if_any()
@@ -126,13 +126,8 @@ def check_eligibility(
 def batch_check_eligibility(
     request: entry_pb2.BatchCheckEligibilityRequest, operator: str | None = None
 ) -> tuple[list[str], str]:
-    f = Fields()
-    order_ids = list(request.order_ids)
-    if len(order_ids) > MAX_BATCH_ORDERS:
-        f.bad("order_ids", f"names {len(order_ids)} orders; at most {MAX_BATCH_ORDERS}")
-        f.raise_if_any()
-    if not order_ids:
-        f.bad("order_ids", "is required: name at least one order")
+    f = Fields(request)
+    order_ids = list(request.order_ids[:MAX_BATCH_ORDERS])
     for i, order_id in enumerate(order_ids):
         f.id(f"order_ids[{i}]", order_id)
     operator_id = f.id("operator_id", request.operator_id if operator is None else operator)
@@ -141,7 +136,7 @@ def batch_check_eligibility(
 
 
 def get_buyer_order_entry(request: entry_pb2.GetBuyerOrderEntryRequest) -> str:
-    f = Fields()
+    f = Fields(request)
     order_id = f.id("order_id", request.order_id)
     f.raise_if_any()
     return order_id
@@ -150,17 +145,16 @@ def get_buyer_order_entry(request: entry_pb2.GetBuyerOrderEntryRequest) -> str:
 def open_entry(
     request: entry_pb2.OpenEntryRequest, operator: str | None = None
 ) -> tuple[str, str, str]:
-    f = Fields()
+    f = Fields(request)
     order_id = f.id("order_id", request.order_id)
     operator_id = f.id("operator_id", request.operator_id if operator is None else operator)
-    f.request_id("request_id", request.request_id)
     note = f.text("note", request.note)
     f.raise_if_any()
     return order_id, operator_id, note
 
 
 def get_entry(request: entry_pb2.GetEntryRequest) -> str:
-    f = Fields()
+    f = Fields(request)
     entry_id = f.id("entry_id", request.entry_id)
     f.raise_if_any()
     return entry_id
@@ -169,32 +163,27 @@ def get_entry(request: entry_pb2.GetEntryRequest) -> str:
 def list_entries(
     request: entry_pb2.ListEntriesRequest,
 ) -> tuple[str | None, str | None, model.EntryState | None, int]:
-    f = Fields()
+    f = Fields(request)
     shop_id = f.id("shop_id", request.shop_id, required=False) or None
     order_id = f.id("order_id", request.order_id, required=False) or None
-    if shop_id is None and order_id is None:
-        f.bad("shop_id", "shop_id or order_id is required")
     state = None
     if request.state != 0:
         state = f.enum(
             "state", resources_pb2.EntryState, request.state, model.EntryState, "ENTRY_STATE_"
         )
-    size = page_size(f, request.page_size)
     f.raise_if_any()
-    return shop_id, order_id, state, size
+    return shop_id, order_id, state, page_size(request.page_size)
 
 
 def apply_after_sales(
     request: entry_pb2.ApplyAfterSalesRequest, buyer: str | None = None
 ) -> tuple[str, str, int, str]:
-    f = Fields()
+    f = Fields(request)
     order_id = f.id("order_id", request.order_id)
     buyer_id = f.id("buyer_id", request.buyer_id if buyer is None else buyer)
-    amount = f.positive("amount", request.amount)
     reason = f.text("reason", request.reason)
-    f.request_id("request_id", request.request_id)
     f.raise_if_any()
-    return order_id, buyer_id, amount, reason
+    return order_id, buyer_id, request.amount, reason
 
 
 def eligibility_pb(eligibility: Eligibility) -> entry_pb2.CheckEligibilityResponse:

@@ -107,10 +107,12 @@ class EventsServicer(events_pb2_grpc.EventsServicer, Servicer):
     def ListEvents(
         self, request: events_pb2.ListEventsRequest, context: Any
     ) -> events_pb2.ListEventsResponse:
-        f = Fields()
+        f = Fields(request)
         after, from_oldest, shop_id, types = _filters(f, request)
-        size = page_size(f, request.page_size)
+        if request.page_size < 0:
+            f.bad("page_size", "must not be negative")
         f.raise_if_any()
+        size = page_size(request.page_size)
         page = self.service.read_events(
             after=after,
             from_oldest=from_oldest,
@@ -126,7 +128,7 @@ class EventsServicer(events_pb2_grpc.EventsServicer, Servicer):
     def WatchEvents(
         self, request: events_pb2.WatchEventsRequest, context: Any
     ) -> Iterator[events_pb2.WatchEventsResponse]:
-        f = Fields()
+        f = Fields(request)
         after, from_oldest, shop_id, types = _filters(f, request)
         heartbeat = request.heartbeat_seconds or DEFAULT_HEARTBEAT_SECONDS
         if not 1 <= heartbeat <= MAX_HEARTBEAT_SECONDS:

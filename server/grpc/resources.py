@@ -16,10 +16,8 @@ def account_ref(
     )
     if kind is None:
         return None
-    if kind.has_owner:
-        f.id(f"{field}.owner_id", message.owner_id)
-    elif message.owner_id:
-        f.bad(f"{field}.owner_id", f"must be empty for {kind.value}")
+    # Whether the kind has an owner is the protos' rule (AccountRef's owner_id_by_kind).
+    f.id(f"{field}.owner_id", message.owner_id, required=False)
     return model.AccountRef(kind, message.owner_id)
 
 

@@ -1,6 +1,10 @@
 """Domain refusals -> gRPC status codes with google.rpc error details (grpcio-status); and the
 statuses of calls that failed for another reason than a rule: a retryable failure (AIP-193:
-`ErrorInfo.metadata["retryable"]` and a `RetryInfo`), a bug, an undecodable request."""
+`ErrorInfo.metadata["retryable"]` and a `RetryInfo`), a bug, an undecodable request.
+
+Every status the service sends carries an ErrorInfo (AIP-193) whose domain is DOMAIN and whose
+reason is a value of the proto's ReasonCode: a rule's code for a refusal, one of REASONS below
+for the rest."""
 
 from __future__ import annotations
 
@@ -26,9 +30,13 @@ from server.domain.errors import (
 )
 from server.domain.model import ReasonCode
 
-DOMAIN = "aftersales"
+# The service's name: ErrorInfo.domain of every error, the namespace of its reasons.
+DOMAIN = "aftersales.livecommerce.io"
 
-# ErrorInfo reasons of the statuses that are not refusals (the domain's ReasonCode lists those).
+# ErrorInfo reasons that are not a rule's (the domain's ReasonCode lists those); the proto's
+# ReasonCode lists both.
+INVALID_FIELDS = "INVALID_FIELDS"
+RESOURCE_NOT_FOUND = "RESOURCE_NOT_FOUND"
 DATABASE_UNAVAILABLE = "DATABASE_UNAVAILABLE"
 TRANSACTION_ABORTED = "TRANSACTION_ABORTED"
 INTERNAL_ERROR = "INTERNAL_ERROR"
@@ -36,6 +44,16 @@ UNDECODABLE_REQUEST = "UNDECODABLE_REQUEST"
 EVENTS_PRUNED = "EVENTS_PRUNED"
 TOO_MANY_STREAMS = "TOO_MANY_STREAMS"
 SERVER_STOPPING = "SERVER_STOPPING"
+REASONS = frozenset(
+    {
+        INVALID_FIELDS,
+        RESOURCE_NOT_FOUND,
+        DATABASE_UNAVAILABLE,
+        TRANSACTION_ABORTED,
+        INTERNAL_ERROR,
+        UNDECODABLE_REQUEST,
+    }
+)
 
 # How long a caller should wait before it retries: a database that is down or busy needs a while;
 # a transaction aborted by a concurrent one may run again at once.
@@ -65,7 +83,8 @@ def unavailable() -> grpc.Status:
     """The database is down, busy or gave up waiting: retry later."""
     return _retryable(
         code_pb2.UNAVAILABLE,
-        "the database is unavailable; retry with the same request id",
+        "the database is unavailable; retry the same request (same request_id) after the "
+        "RetryInfo delay, doubling the wait on each further failure",
         DATABASE_UNAVAILABLE,
         UNAVAILABLE_RETRY_DELAY,
     )
@@ -156,18 +175,24 @@ def _code_and_details(error: Refused) -> tuple[int, list[Message]]:
                 ]
             )
         ]
-        if error.reason is not None:
-            details.append(
-                error_details_pb2.ErrorInfo(
-                    reason=error.reason.value, domain=DOMAIN, metadata=_metadata(error)
-                )
+        details.append(
+            error_details_pb2.ErrorInfo(
+                reason=INVALID_FIELDS if error.reason is None else error.reason.value,
+                domain=DOMAIN,
+                metadata=_metadata(error),
             )
+        )
         return code_pb2.INVALID_ARGUMENT, details
     if isinstance(error, NotFound):
         return code_pb2.NOT_FOUND, [
             error_details_pb2.ResourceInfo(
                 resource_type=error.resource_type, resource_name=error.name, description=str(error)
-            )
+            ),
+            error_details_pb2.ErrorInfo(
+                reason=RESOURCE_NOT_FOUND,
+                domain=DOMAIN,
+                metadata={"resource_type": error.resource_type, "resource_name": error.name},
+            ),
         ]
     if isinstance(error, RulesRefused):
         if isinstance(error, PermissionDenied):

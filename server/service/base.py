@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 
 from server.domain import rules
 from server.domain.access import Person, PersonKind, Scope
 from server.domain.model import AccountKind, AccountRef, Policy
 from server.service.clock import Clock
+from server.service.outcomes import Outcome
 from server.service.unit_of_work import Store, UnitOfWork
+
+log = logging.getLogger("aftersales")
+
+# Told the outcomes of each unit of work that committed.
+Observer = Callable[[Sequence[Outcome]], None]
 
 
 def new_uuid() -> str:
@@ -31,9 +38,23 @@ class UseCases:
         self.clock = clock
         self.policy = policy
         self.new_id = new_id
+        self.observers: list[Observer] = []
         self._current = threading.local()
         # Called after each write unit of work commits (the Events service wakes its streams).
         self.committed: list[Callable[[], None]] = []
+
+    def observe(self, observer: Observer) -> None:
+        """From now on, `observer` is told the outcomes of every unit of work that commits
+        (once, however often it is added)."""
+        if observer not in self.observers:
+            self.observers.append(observer)
+
+    def happened(self, outcome: Outcome) -> None:
+        """Records what the use case achieved, for the observers once its unit of work has
+        committed; forgotten if it rolls back."""
+        pending: list[Outcome] | None = getattr(self._current, "outcomes", None)
+        if pending is not None:
+            pending.append(outcome)
 
     @contextlib.contextmanager
     def unit_of_work(self, *, read_only: bool = False) -> Iterator[UnitOfWork]:
@@ -49,17 +70,32 @@ class UseCases:
                 raise RuntimeError("a use case that writes was called inside a read-only one")
             yield current
             return
+        outcomes: list[Outcome] = []
         with self.store.unit_of_work(read_only=read_only) as uow:
             self._current.uow, self._current.read_only = uow, read_only
+            self._current.outcomes = outcomes if self.observers else None
             try:
                 yield uow
                 if not read_only:
                     uow.commit()
             finally:
-                self._current.uow = None
+                self._current.uow = self._current.outcomes = None
+        if outcomes:
+            self._tell(outcomes)
         if not read_only:
             for listener in self.committed:
                 listener()
+
+    def _tell(self, outcomes: Sequence[Outcome]) -> None:
+        """Tells the observers what committed. Their failure is logged, never the caller's: the
+        change is made, and its response must say so."""
+        for observer in self.observers:
+            try:
+                observer(outcomes)
+            except Exception:
+                log.exception(
+                    "an observer of the use cases failed", extra={"outcomes": len(outcomes)}
+                )
 
     def scope(self, uow: UnitOfWork, viewer: Person | None) -> Scope | None:
         """What `viewer` may see (None: everything, for a service acting for no one)."""

@@ -31,6 +31,7 @@ from server.service.base import (
     order_subject,
     wallet_of,
 )
+from server.service.outcomes import ClawbackRecorded
 from server.service.paging import Page, PageTokens, micros
 
 
@@ -124,6 +125,7 @@ class ClawbackUseCases(UseCases):
                 recorded_by=by,
             )
             uow.events.add(events.refund_recorded(clawback))
+            self.happened(ClawbackRecorded(clawback))
             return clawback
 
     def preview_clawback(

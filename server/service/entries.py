@@ -23,6 +23,7 @@ from server.domain.model import (
     Violation,
 )
 from server.service.base import UseCases, order_subject
+from server.service.outcomes import EntriesExpired, EntryOpened, EntryUsed
 from server.service.paging import Page, PageTokens, micros
 from server.service.unit_of_work import EligibilityRow, EntryConflict, UnitOfWork
 
@@ -96,8 +97,10 @@ class EntryUseCases(UseCases):
                 raise _refusal(order_id, decision)
             if facts.stored_open_entry is not None:
                 # Stored as OPEN but its window has passed: it closed by itself.
-                for expired in uow.entries.expire_entries(facts.now, order_id=order_id):
-                    uow.events.add(events.entry_expired(expired, facts.now, by))
+                expired = uow.entries.expire_entries(facts.now, order_id=order_id)
+                if expired:
+                    uow.events.add(*(events.entry_expired(e, facts.now, by) for e in expired))
+                    self.happened(EntriesExpired(len(expired)))
             entry = rules.new_entry(self.new_id(), facts, note, self.policy, by)
             try:
                 uow.entries.insert_entry(entry)
@@ -108,6 +111,7 @@ class EntryUseCases(UseCases):
                     decision = dataclasses.replace(decision, violations=(rules.OPENED_MEANWHILE,))
                 raise _refusal(order_id, decision) from None
             uow.events.add(events.entry_opened(entry))
+            self.happened(EntryOpened(entry.entry_id))
             return entry
 
     def get_entry(self, entry_id: str, viewer: Person | None = None) -> Entry:
@@ -226,6 +230,7 @@ class EntryUseCases(UseCases):
                 )
             uow.entries.insert_application(application)
             uow.events.add(events.entry_used(entry, application))
+            self.happened(EntryUsed(entry.entry_id))
             return application
 
     def expire_entries(self, batch: int = EXPIRY_BATCH, batches: int = EXPIRY_BATCHES) -> int:
@@ -238,6 +243,8 @@ class EntryUseCases(UseCases):
                 now = self.clock.now()
                 found = uow.entries.expire_entries(now, limit=batch)
                 uow.events.add(*(events.entry_expired(entry, now) for entry in found))
+                if found:
+                    self.happened(EntriesExpired(len(found)))
             expired += len(found)
             if len(found) < batch:
                 break

@@ -23,6 +23,7 @@ from server.domain.model import (
     TransferKind,
 )
 from server.service.base import UseCases, account_subject, order_subject, wallet_of
+from server.service.outcomes import DebtsRecovered
 from server.service.unit_of_work import InsufficientBalance, UnitOfWork
 
 # Debts read per statement while paying a payee's debts.
@@ -194,11 +195,23 @@ class SyncUseCases(UseCases):
         )
         uow.clawbacks.add_recovered(paying)
         totals = uow.clawbacks.totals({debt.clawback_id for debt, _ in paying})
-        uow.clawbacks.set_states(
-            {
-                clawback_id: ClawbackState.of(due, recovered)
-                for clawback_id, (due, recovered) in totals.items()
-            }
+        states = {
+            clawback_id: ClawbackState.of(due, recovered)
+            for clawback_id, (due, recovered) in totals.items()
+        }
+        uow.clawbacks.set_states(states)
+        paid_now: dict[str, int] = {}
+        for debt, paid in paying:
+            paid_now[debt.clawback_id] = paid_now.get(debt.clawback_id, 0) + paid
+        changes = (
+            (ClawbackState.of(due, recovered - paid_now[clawback_id]), states[clawback_id])
+            for clawback_id, (due, recovered) in totals.items()
+        )
+        self.happened(
+            DebtsRecovered(
+                paid=tuple((debt.payee_kind, paid) for debt, paid in paying),
+                state_changes=tuple((old, new) for old, new in changes if old is not new),
+            )
         )
         told += [
             events.debt_recovered(debt, paid, cash, wallet_of(debt.shop_id), transfer_id, now, by)

@@ -137,14 +137,18 @@ class SqlClawbacks:
         which `seq` is), after the line `after`: one range read of the debt index."""
         p = self._store.database.param
         sql = (
-            'SELECT l."clawback_id", l."line_no", c."shop_id", l."due", l."recovered", l."id", '
-            'c."order_id" '
+            'SELECT l."clawback_id", l."line_no", c."shop_id", l."due", l."recovered", '
+            'l."payee_kind", l."id", c."order_id" '
             'FROM "clawback_line" AS l JOIN "clawback" AS c ON c."id" = l."clawback_id" '
             f'WHERE l."payee_id" = {p} AND l."recovered" < l."due" AND l."id" > {p} '
             f'ORDER BY l."id" LIMIT {p}'
         )
         cursor = execute_sql(self._store.database, sql, [payee_id, after or 0, limit])
-        return [Debt(*row) for row in cursor.fetchall()]
+        rows = cursor.fetchall()
+        return [
+            Debt(clawback_id, line_no, shop_id, due, recovered, PayeeKind(kind), seq, order_id)
+            for clawback_id, line_no, shop_id, due, recovered, kind, seq, order_id in rows
+        ]
 
     def add_recovered(self, paid: Sequence[tuple[Debt, int]]) -> None:
         """Debts paid in full in one UPDATE per batch (recovered = due); the others (at most

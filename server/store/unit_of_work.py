@@ -18,7 +18,9 @@ from typing import Any, NoReturn, cast
 
 import peewee as pw
 import psycopg
+from opentelemetry.trace import Span
 
+from server import tracing
 from server.domain.model import EXTERNAL, PLATFORM_COMMISSION, AccountRef
 from server.service.unit_of_work import StoreUnavailable
 from server.store import faults, migrations
@@ -163,6 +165,8 @@ class SqlUnitOfWork:
         self._session: contextlib.AbstractContextManager[None] | None = None
         self._transaction: Any = None
         self._writer_turn = False
+        self._committed = False
+        self._span: Span | None = None
         # Ids of accounts met in this transaction; they must not outlive it (a rolled-back
         # transaction may have made them).
         account_ids: dict[AccountRef, int] = {}
@@ -174,6 +178,9 @@ class SqlUnitOfWork:
         self.events = SqlEvents(store)
 
     def __enter__(self) -> SqlUnitOfWork:
+        self._span = tracing.start_transaction(
+            "postgresql" if self._store.is_postgres else "sqlite", read_only=self._read_only
+        )
         try:
             self._session = self._store.session()
             self._session.__enter__()
@@ -200,6 +207,7 @@ class SqlUnitOfWork:
                 transaction.__exit__(None, None, None)
             except Exception as e:
                 _raise_translated(e)
+            self._committed = True
 
     def __exit__(
         self,
@@ -239,6 +247,12 @@ class SqlUnitOfWork:
                 if self._writer_turn and self._store.writer is not None:
                     self._writer_turn = False
                     self._store.writer.release()
+                if self._span is not None:
+                    span, self._span = self._span, None
+                    failed = isinstance(exc, (*_ENDING_FAILURES, StoreUnavailable))
+                    tracing.end_transaction(
+                        span, committed=self._committed, error=exc if failed else None
+                    )
 
     def _take_writer_turn(self) -> None:
         """On SQLite, writers of this process take turns on a lock before BEGIN: they queue

@@ -15,6 +15,8 @@ from server.service.clock import FakeClock
 
 DAY = timedelta(days=1)
 PAID = 100_000
+# ErrorInfo.domain of every error the service sends: its name, as callers match it.
+DOMAIN = "aftersales.livecommerce.io"
 
 
 def ts(moment: datetime) -> timestamp_pb2.Timestamp:

@@ -177,11 +177,13 @@ def call(
 
 
 def error_info(error: grpc.RpcError) -> error_details_pb2.ErrorInfo:
+    """The error's ErrorInfo, which names the service as its domain."""
     status = rpc_status.from_call(error)
     assert status is not None
     for detail in status.details:
         info = error_details_pb2.ErrorInfo()
         if detail.Unpack(info):
+            assert info.domain == "aftersales.livecommerce.io"
             return info
     raise AssertionError("no ErrorInfo")
 

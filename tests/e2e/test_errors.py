@@ -7,7 +7,7 @@ import pytest
 
 from aftersales.v1 import resources_pb2 as pb
 from client import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
-from tests.e2e.seed import DAY, PAID, error_info, ts, wallet
+from tests.e2e.seed import DAY, DOMAIN, PAID, error_info, ts, wallet
 
 
 def fields(refused) -> list[str]:
@@ -232,7 +232,7 @@ def test_a_staff_account_of_the_shop_in_another_role_may_not_open(client, seed, 
 
     assert refused.value.reason == "OPERATOR_NOT_ALLOWED"
     assert refused.value.reasons == ["OPERATOR_NOT_ALLOWED"]
-    assert error_info(refused.value).domain == "aftersales"
+    assert error_info(refused.value).domain == DOMAIN
     assert entries_of(client, case.order_id) == []
     check = client.check_eligibility(case.order_id, agent)
     assert not check.eligible
@@ -261,7 +261,7 @@ def test_someone_other_than_the_buyer_may_not_file(client, seed):
 
     assert refused.value.reason == "BUYER_NOT_ORDER_OWNER"
     assert refused.value.reasons == ["BUYER_NOT_ORDER_OWNER"]
-    assert error_info(refused.value).domain == "aftersales"
+    assert error_info(refused.value).domain == DOMAIN
     assert client.get_entry(entry.entry_id).state == pb.ENTRY_STATE_OPEN
 
 
@@ -287,7 +287,7 @@ def test_every_unmet_condition_is_listed_at_once(client, seed, clock):
     assert {v.subject for v in error.violations} == {"orders/order-old-presale"}
     assert all(v.description for v in error.violations)
     info = error_info(error)
-    assert info.domain == "aftersales"
+    assert info.domain == DOMAIN
     assert info.reason == "COMPLETION_WINDOW_EXCEEDED"
     assert info.metadata["order_id"] == "order-old-presale"
     assert entries_of(client, order.order_id) == []
@@ -400,7 +400,7 @@ def test_filing_without_an_open_entry_and_above_the_refundable_amount_lists_both
     with pytest.raises(FailedPrecondition) as refused:
         client.apply_after_sales(case.order_id, case.buyer_id, 101)
     assert refused.value.reasons == ["ENTRY_NOT_OPEN", "AMOUNT_EXCEEDS_REFUNDABLE"]
-    assert error_info(refused.value).domain == "aftersales"
+    assert error_info(refused.value).domain == DOMAIN
 
     entry = client.open_entry(case.order_id, case.owner_id)
     with pytest.raises(FailedPrecondition) as refused:
@@ -421,7 +421,7 @@ def test_already_open_also_lists_the_other_unmet_conditions(client, seed):
     assert refused.value.entry_id == entry.entry_id
     assert refused.value.reasons[0] == "ENTRY_ALREADY_OPEN"
     assert set(refused.value.reasons) == {"ENTRY_ALREADY_OPEN", "SHOP_NOT_OPERATING"}
-    assert error_info(refused.value).domain == "aftersales"
+    assert error_info(refused.value).domain == DOMAIN
 
 
 def test_a_withdrawal_above_the_balance_is_insufficient_funds_and_moves_nothing(client, seed):
@@ -431,7 +431,7 @@ def test_a_withdrawal_above_the_balance_is_insufficient_funds_and_moves_nothing(
         client.post_funds(wallet(case.shop_id), -70_001)
 
     assert refused.value.reasons == ["INSUFFICIENT_FUNDS"]
-    assert error_info(refused.value).domain == "aftersales"
+    assert error_info(refused.value).domain == DOMAIN
     assert client.check_eligibility(case.order_id, case.owner_id).facts.wallet_balance == 70_000
     assert client.post_funds(wallet(case.shop_id), -70_000).balance.balance == 0
 

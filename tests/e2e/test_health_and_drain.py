@@ -312,3 +312,37 @@ def _wait_for_a_query_waiting_on_the_lock(blocker: psycopg.Connection, url: str)
                 return
             assert time.monotonic() < deadline, "the call never reached the database"
             time.sleep(0.05)
+
+
+def test_open_health_watches_hold_no_rpc_worker(tmp_path):
+    """Load balancers keep Watch open for as long as they balance: each must not take one of
+    the server's RPC workers, or a few of them would leave none for the calls."""
+    from server.domain import policy
+    from server.grpc.app import App
+    from server.service import Service
+    from server.service.clock import SystemClock
+    from server.store import SqlStore, open_database
+
+    store = SqlStore(open_database(f"sqlite:///{tmp_path / 'watch.db'}"))
+    store.migrate()
+    service = Service(store, SystemClock(), policy.load())
+    app = App(service, "127.0.0.1:0", workers=1, sweep_interval=None).start()
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{app.port}") as channel:
+            watches = [
+                health_pb2_grpc.HealthStub(channel).Watch(
+                    health_pb2.HealthCheckRequest(), timeout=DEADLINE_SECONDS
+                )
+                for _ in range(3)
+            ]
+            assert [next(watch).status for watch in watches] == [SERVING] * 3
+            entries = entry_pb2_grpc.AfterSalesEntryStub(channel)
+            with pytest.raises(grpc.RpcError) as answered:
+                entries.GetEntry(entry_pb2.GetEntryRequest(entry_id="nobody"), timeout=10)
+            assert answered.value.code() == grpc.StatusCode.NOT_FOUND
+            app.not_serving()
+            assert [next(watch).status for watch in watches] == [NOT_SERVING] * 3
+            for watch in watches:
+                watch.cancel()
+    finally:
+        app.stop(grace=1)

@@ -12,7 +12,7 @@ import pytest
 
 from aftersales.v1 import resources_pb2 as pb
 from client import AfterSalesError, FailedPrecondition, InvalidArgument
-from tests.e2e.seed import PAID, error_info, wallet
+from tests.e2e.seed import DOMAIN, PAID, error_info, wallet
 
 
 def request_id() -> str:
@@ -25,7 +25,7 @@ def wallet_balance(client, case) -> int:
 
 def assert_request_id_reused(refused) -> None:
     assert [v.field for v in refused.value.field_violations] == ["request_id"]
-    assert error_info(refused.value).domain == "aftersales"
+    assert error_info(refused.value).domain == DOMAIN
 
 
 def test_opening_twice_with_one_request_id_gives_the_same_entry_and_opens_one(client, seed, clock):

@@ -140,15 +140,15 @@ def test_metrics_count_calls_by_method_and_status_code(tls_server):
 
     text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read()
     lines = text.decode().splitlines()
+    entry = 'grpc_service="aftersales.v1.AfterSalesEntry",grpc_type="UNARY"'
     assert (
-        'aftersales_rpc_total{code="OK",method="/aftersales.v1.AfterSalesEntry/CheckEligibility"}'
-        " 1.0" in lines
+        f'grpc_server_handled_total{{grpc_code="OK",grpc_method="CheckEligibility",{entry}}} 1.0'
+        in lines
     )
     assert (
-        'aftersales_rpc_total{code="FAILED_PRECONDITION",'
-        'method="/aftersales.v1.AfterSalesEntry/OpenEntry"} 1.0' in lines
+        f'grpc_server_handled_total{{grpc_code="FAILED_PRECONDITION",grpc_method="OpenEntry",'
+        f"{entry}}} 1.0" in lines
     )
-    assert any(
-        line.startswith("aftersales_rpc_duration_seconds_count{") and "CheckEligibility" in line
-        for line in lines
+    assert f'grpc_server_handling_seconds_count{{grpc_method="CheckEligibility",{entry}}} 1.0' in (
+        lines
     )

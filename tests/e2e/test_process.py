@@ -304,7 +304,8 @@ def test_the_cli_open_of_a_refused_order_exits_1_with_the_status_as_json_on_stde
     assert [(v["type"], v["subject"]) for v in violations] == [
         ("INSUFFICIENT_GUARANTEE", "orders/order-tiny")
     ]
-    assert [d["domain"] for d in report["details"] if "domain" in d] == ["aftersales"]
+    domains = [d["domain"] for d in report["details"] if "domain" in d]
+    assert domains == ["aftersales.livecommerce.io"]
 
 
 def test_the_cli_opens_an_eligible_order_and_prints_the_entry(server):

@@ -25,7 +25,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
 from aftersales.v1 import entry_pb2, entry_pb2_grpc
+from client import Client
+from client.client import new_request_id
 from server.__main__ import parse_args, process_count
+from server.service.clock import SystemClock
+from tests.e2e.seed import Seed
 from tests.e2e.test_process import ROOT, ServerProcess, _environment, _wait_until_serving
 from tests.e2e.test_startup import assert_refused, run_server
 from tests.pg import free_port
@@ -133,10 +137,27 @@ def test_calls_of_separate_connections_land_on_both_processes_and_a_scrape_adds_
         server
     ):
         checks = Checks(server)
-        for _ in range(connections):
+        with Client(server.address) as sync:
+            seed = Seed(sync, SystemClock())  # type: ignore[arg-type]  # any clock with now()
+            orders = [seed.order(f"order-spread-{i}", "shop-sunny") for i in range(connections)]
+        owner = (("authorization", f"Bearer {server.token('staff', 'staff-owner')}"),)
+        tiny = (("authorization", f"Bearer {server.token('staff', 'tiny-owner')}"),)
+        for order in orders:
             with connection(server.address) as channel:
                 for _ in range(calls_each):
                     checks.call(channel)
+                # Each connection opens an entry, and is refused one.
+                entries = entry_pb2_grpc.AfterSalesEntryStub(channel)
+                opening = entry_pb2.OpenEntryRequest(
+                    order_id=order.order_id, operator_id="staff-owner", request_id=new_request_id()
+                )
+                entries.OpenEntry(opening, metadata=owner, timeout=30)
+                refused = entry_pb2.OpenEntryRequest(
+                    order_id="order-tiny", operator_id="tiny-owner", request_id=new_request_id()
+                )
+                with pytest.raises(grpc.RpcError) as refusal:
+                    entries.OpenEntry(refused, metadata=tiny, timeout=30)
+                assert refusal.value.code() == grpc.StatusCode.FAILED_PRECONDITION
         with urllib.request.urlopen(f"http://{metrics}/metrics", timeout=10) as answer:
             scrape = answer.read().decode()
         pids = worker_pids(server)
@@ -149,12 +170,23 @@ def test_calls_of_separate_connections_land_on_both_processes_and_a_scrape_adds_
     assert set(served_by) == set(pids.values())  # each process served some
     assert served_by.total() == calls
     samples = {
-        (sample.name, sample.labels.get("method"), sample.labels.get("code")): sample.value
+        (
+            sample.name,
+            sample.labels.get("grpc_method"),
+            sample.labels.get("grpc_code"),
+        ): sample.value
         for family in text_string_to_metric_families(scrape)
         for sample in family.samples
     }
-    assert samples["aftersales_rpc_total", CHECK_ELIGIBILITY, "OK"] == calls
-    assert samples["aftersales_rpc_duration_seconds_count", CHECK_ELIGIBILITY, None] == calls
+    assert samples["grpc_server_handled_total", "CheckEligibility", "OK"] == calls
+    assert samples["grpc_server_handling_seconds_count", "CheckEligibility", None] == calls
+    opened = collections.Counter(
+        r["pid"] for r in server.log_records() if r.get("method", "").endswith("/OpenEntry")
+    )
+    assert set(opened) == set(pids.values())  # each process opened some, and refused some
+    assert samples["grpc_server_handled_total", "OpenEntry", "OK"] == connections
+    assert samples["grpc_server_handled_total", "OpenEntry", "FAILED_PRECONDITION"] == connections
+    assert samples["aftersales_entries_opened_total", None, None] == connections
 
 
 class Load:

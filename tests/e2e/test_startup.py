@@ -422,3 +422,25 @@ def test_migrate_of_a_database_that_does_not_answer_exits_1_with_one_line():
 
     assert_refused(refusal, ENVIRONMENT, "cannot use the database", "Connection refused")
     assert refusal.stdout == ""
+
+
+@pytest.mark.parametrize(
+    ("env", "words"),
+    [
+        ({"OTEL_TRACES_EXPORTER": "jaeger-thrift"}, "unknown OTEL_TRACES_EXPORTER jaeger-thrift"),
+        (
+            {
+                "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4317",
+                "OTEL_EXPORTER_OTLP_PROTOCOL": "carrier-pigeon",
+            },
+            "unsupported OTLP protocol 'carrier-pigeon'",
+        ),
+    ],
+    ids=["unknown-exporter", "unknown-protocol"],
+)
+def test_bad_tracing_settings_exit_2_with_one_line_before_anything_is_written(env, words, tmp_path):
+    database = tmp_path / "never.db"
+    refusal = run_server("--database", f"sqlite:///{database}", "--address", "127.0.0.1:0", env=env)
+
+    assert_refused(refusal, 2, "bad OTEL_* tracing settings", words)
+    assert not database.exists()
