@@ -6,7 +6,7 @@ with a code that says what kind of failure it was:
     0  done
     1  refused: the request or the rules (INVALID_ARGUMENT, FAILED_PRECONDITION, ALREADY_EXISTS)
     2  bad command line
-    3  not found (NOT_FOUND)
+    3  not found (NOT_FOUND), or events pruned past the position asked for (OUT_OF_RANGE)
     4  the caller is not authenticated or not allowed (UNAUTHENTICATED, PERMISSION_DENIED)
     5  the server could not be reached or did not answer in time (UNAVAILABLE,
        DEADLINE_EXCEEDED); retrying is safe
@@ -26,7 +26,7 @@ import grpc
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
-from aftersales.v1 import clawback_pb2, resources_pb2
+from aftersales.v1 import clawback_pb2, events_pb2, resources_pb2
 from client import AfterSalesError, Client
 from client.errors import from_rpc_error
 
@@ -144,6 +144,31 @@ def build_parser() -> argparse.ArgumentParser:
         choices=[k.removeprefix("ACCOUNT_KIND_") for k in resources_pb2.AccountKind.keys()[1:]],
     )
     c.add_argument("owner_id", nargs="?", default="")
+
+    c = sub.add_parser(
+        "events", help="the events, one JSON line each, in position order (service Events)"
+    )
+    c.add_argument(
+        "--follow", action="store_true", help="then each event as it commits, until Ctrl-C"
+    )
+    c.add_argument(
+        "--from",
+        dest="after",
+        type=int,
+        default=None,
+        metavar="POSITION",
+        help="the events after POSITION (the last one handled); default: the oldest held",
+    )
+    c.add_argument("--shop", default="", help="only this shop's events")
+    c.add_argument(
+        "--type",
+        dest="types",
+        action="append",
+        default=[],
+        type=str.upper,
+        choices=[t.removeprefix("EVENT_TYPE_") for t in events_pb2.EventType.keys()[1:]],
+        help="only events of this type (repeat for more)",
+    )
     return p
 
 
@@ -152,8 +177,35 @@ def _time(text: str) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
+def _events(args: argparse.Namespace, client: Client) -> None:
+    """Every event held after --from, then with --follow each one as it commits."""
+    types = [events_pb2.EventType.Value("EVENT_TYPE_" + t) for t in args.types]
+    after, from_oldest = args.after or 0, args.after is None
+    if args.follow:
+        for event in client.watch_events(
+            after, from_oldest=from_oldest, shop_id=args.shop, types=types
+        ):
+            print(_line(event), flush=True)
+        return
+    while True:
+        page = client.list_events(
+            after, from_oldest=from_oldest, shop_id=args.shop, types=types, page_size=500
+        )
+        for event in page.events:
+            print(_line(event))
+        if len(page.events) < 500:
+            return
+        after, from_oldest = page.next_after_position, False
+
+
+def _line(message: Message) -> str:
+    return json_format.MessageToJson(message, indent=None, preserving_proto_field_name=True)
+
+
 def run(args: argparse.Namespace, client: Client) -> None:
-    if args.command == "check":
+    if args.command == "events":
+        _events(args, client)
+    elif args.command == "check":
         _print(client.check_eligibility(args.order_id, args.operator_id))
     elif args.command == "check-batch":
         batch = client.batch_check_eligibility(args.order_ids, args.operator)
@@ -242,6 +294,7 @@ EXIT_CODES = {
     grpc.StatusCode.FAILED_PRECONDITION: 1,
     grpc.StatusCode.ALREADY_EXISTS: 1,
     grpc.StatusCode.NOT_FOUND: 3,
+    grpc.StatusCode.OUT_OF_RANGE: 3,
     grpc.StatusCode.UNAUTHENTICATED: 4,
     grpc.StatusCode.PERMISSION_DENIED: 4,
     grpc.StatusCode.UNAVAILABLE: 5,
@@ -268,6 +321,8 @@ def main(argv: list[str] | None = None) -> int:
     ) as client:
         try:
             run(args, client)
+        except KeyboardInterrupt:
+            return 0
         except (AfterSalesError, grpc.RpcError) as error:
             e = error if isinstance(error, AfterSalesError) else from_rpc_error(error)
             report = {

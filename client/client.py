@@ -5,8 +5,9 @@ from __future__ import annotations
 import collections
 import functools
 import json
+import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Any, ParamSpec, Protocol, TypedDict, TypeVar, Unpack
 
@@ -18,6 +19,8 @@ from aftersales.v1 import (
     clawback_pb2_grpc,
     entry_pb2,
     entry_pb2_grpc,
+    events_pb2,
+    events_pb2_grpc,
     resources_pb2,
     sync_pb2,
     sync_pb2_grpc,
@@ -35,6 +38,7 @@ _SERVICE_CONFIG = json.dumps(
                     {"service": "aftersales.v1.Sync"},
                     {"service": "aftersales.v1.AfterSalesEntry"},
                     {"service": "aftersales.v1.Clawback"},
+                    {"service": "aftersales.v1.Events", "method": "ListEvents"},
                 ],
                 "retryPolicy": {
                     "maxAttempts": 4,
@@ -100,11 +104,22 @@ class TransferFilters(TypedDict, total=False):
     page_size: int
 
 
-class _Bearer(grpc.UnaryUnaryClientInterceptor):  # type: ignore[type-arg]  # grpc-stubs
+class _Bearer(
+    grpc.UnaryUnaryClientInterceptor,  # type: ignore[type-arg]  # grpc-stubs
+    grpc.UnaryStreamClientInterceptor,  # type: ignore[type-arg]
+):
     """Adds `authorization: Bearer <token>` to every call of a plaintext channel."""
 
     def __init__(self, token: str) -> None:
         self._metadata = ("authorization", f"Bearer {token}")
+
+    def intercept_unary_stream(
+        self,
+        continuation: Callable[[grpc.ClientCallDetails, Any], Any],
+        details: grpc.ClientCallDetails,
+        request: Any,
+    ) -> Any:
+        return self.intercept_unary_unary(continuation, details, request)
 
     def intercept_unary_unary(
         self,
@@ -177,6 +192,7 @@ class Client:
         self.sync = sync_pb2_grpc.SyncStub(self.channel)
         self.entries = entry_pb2_grpc.AfterSalesEntryStub(self.channel)
         self.clawbacks = clawback_pb2_grpc.ClawbackStub(self.channel)
+        self.events = events_pb2_grpc.EventsStub(self.channel)
 
     def close(self) -> None:
         if self._own_channel:
@@ -429,6 +445,82 @@ class Client:
             lambda token: self.list_transfers(account, page_token=token, **filters),
             lambda page: page.transfers,
         )
+
+    # --- Events -------------------------------------------------------------------------------
+
+    @_typed_errors
+    def list_events(
+        self,
+        after_position: int = 0,
+        *,
+        from_oldest: bool = False,
+        shop_id: str = "",
+        types: Sequence[events_pb2.EventType.ValueType] = (),
+        page_size: int = 0,
+    ) -> events_pb2.ListEventsResponse:
+        """A page of the events after `after_position`, in position order; the next page is
+        after `next_after_position`."""
+        return self.events.ListEvents(
+            events_pb2.ListEventsRequest(
+                after_position=after_position,
+                from_oldest=from_oldest,
+                shop_id=shop_id,
+                types=types,
+                page_size=page_size,
+            ),
+            timeout=self.timeout,
+        )
+
+    def watch_events(
+        self,
+        after_position: int = 0,
+        *,
+        from_oldest: bool = False,
+        shop_id: str = "",
+        types: Sequence[events_pb2.EventType.ValueType] = (),
+        heartbeat_seconds: int = 0,
+        heartbeats: bool = False,
+        reconnect_delay: float = 1.0,
+    ) -> Iterator[events_pb2.Event | events_pb2.Heartbeat]:
+        """Every event after `after_position` (or from the oldest held), in position order:
+        first the backlog, then each event as it commits, for as long as the caller iterates.
+        With `heartbeats`, the heartbeats too (their `position` may be stored as an event's).
+
+        Resumes by itself: when the stream breaks (UNAVAILABLE: the server stops, the network
+        fails) or the server has no room for it (RESOURCE_EXHAUSTED), it reconnects after
+        `reconnect_delay` seconds from the last position it yielded, so that the caller sees
+        each event once. Any other failure raises its typed exception (OutOfRange: the
+        position asked for was pruned)."""
+        after = after_position
+        while True:
+            request = events_pb2.WatchEventsRequest(
+                after_position=after,
+                from_oldest=from_oldest and after == 0,
+                shop_id=shop_id,
+                types=types,
+                heartbeat_seconds=heartbeat_seconds,
+            )
+            stream = self.events.WatchEvents(request)
+            try:
+                for item in stream:
+                    if item.HasField("event"):
+                        after = item.event.position
+                        yield item.event
+                    else:
+                        after = max(after, item.heartbeat.position)
+                        if heartbeats:
+                            yield item.heartbeat
+            except grpc.RpcError as e:
+                error = from_rpc_error(e)
+                if error.code not in _RESUMED:
+                    raise error from None
+                time.sleep(reconnect_delay)
+            finally:
+                stream.cancel()  # type: ignore[no-untyped-call]  # grpc-stubs
+
+
+# A stream that breaks with these is resumed by Client.watch_events.
+_RESUMED = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED)
 
 
 class _Page(Protocol):

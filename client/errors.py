@@ -130,6 +130,19 @@ class DeadlineExceeded(AfterSalesError):
     with the request_id it was sent with (pass your own to mutations you may retry)."""
 
 
+class OutOfRange(AfterSalesError):
+    """Events after the position asked for were pruned (reason EVENTS_PRUNED): what was missed is
+    gone from the service; `oldest_position` is the oldest still held."""
+
+    @property
+    def oldest_position(self) -> int:
+        return int(self.metadata.get("oldest_position", "0"))
+
+
+class ResourceExhausted(AfterSalesError):
+    """The server serves as many event streams as it may; retry later (it is retryable)."""
+
+
 _BY_CODE = {
     grpc.StatusCode.INVALID_ARGUMENT: InvalidArgument,
     grpc.StatusCode.NOT_FOUND: NotFound,
@@ -141,6 +154,8 @@ _BY_CODE = {
     grpc.StatusCode.ABORTED: Aborted,
     grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceeded,
     grpc.StatusCode.INTERNAL: Internal,
+    grpc.StatusCode.OUT_OF_RANGE: OutOfRange,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: ResourceExhausted,
 }
 
 # Retryable whatever the details say (the channel's own UNAVAILABLE carries none).

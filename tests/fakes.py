@@ -21,6 +21,7 @@ from datetime import datetime
 from types import TracebackType
 
 from server.domain.errors import NotFound
+from server.domain.events import Event, EventPage, EventType
 from server.domain.model import (
     EXTERNAL,
     NOBODY,
@@ -49,6 +50,7 @@ from server.service.unit_of_work import (
     EligibilityRow,
     Entries,
     EntryConflict,
+    Events,
     Facts,
     InsufficientBalance,
     Ledger,
@@ -86,6 +88,9 @@ class State:
     # Payees whose debts the sweeper still pays, oldest first, with who posted their funds.
     debts_pending: dict[str, Actor] = dataclasses.field(default_factory=dict)
     last_transfer_id: int = 0
+    events: list[Event] = dataclasses.field(default_factory=list)
+    last_position: int = 0
+    pruned_through: int = 0
 
     def copy(self) -> State:
         return State(
@@ -101,6 +106,9 @@ class State:
             requests=dict(self.requests),
             debts_pending=dict(self.debts_pending),
             last_transfer_id=self.last_transfer_id,
+            events=list(self.events),
+            last_position=self.last_position,
+            pruned_through=self.pruned_through,
         )
 
 
@@ -207,17 +215,23 @@ class FakeEntries:
     def stored_open_entry(self, order_id: str) -> Entry | None:
         return _stored_open(self._s, order_id)
 
-    def expire_entries(self, now: datetime, order_id: str | None = None) -> int:
-        expired = [
-            e
-            for e in self._s.entries.values()
-            if e.state is EntryState.OPEN
-            and e.expires_at <= now
-            and (order_id is None or e.order_id == order_id)
-        ]
-        for e in expired:
-            self._s.entries[e.entry_id] = dataclasses.replace(e, state=EntryState.EXPIRED)
-        return len(expired)
+    def expire_entries(
+        self, now: datetime, *, order_id: str | None = None, limit: int | None = None
+    ) -> list[Entry]:
+        expired = sorted(
+            (
+                e
+                for e in self._s.entries.values()
+                if e.state is EntryState.OPEN
+                and e.expires_at <= now
+                and (order_id is None or e.order_id == order_id)
+            ),
+            key=lambda e: e.expires_at,
+        )[:limit]
+        stored = [dataclasses.replace(e, state=EntryState.EXPIRED) for e in expired]
+        for e in stored:
+            self._s.entries[e.entry_id] = e
+        return stored
 
     def use_entry(self, entry_id: str, application_id: str, now: datetime) -> bool:
         entry = self._s.entries.get(entry_id)
@@ -413,6 +427,7 @@ class FakeClawbacks:
                 line.recovered,
                 line.payee_kind,
                 seq,
+                c.refund.order_id,
             )
             for seq, (c, line) in enumerate(lines, start=1)
             if line.payee_id == payee_id and line.recovered < line.due
@@ -509,6 +524,44 @@ class FakeRequests:
         self._s.requests[request_id] = StoredResponse(claimed.method, claimed.fingerprint, response)
 
 
+class FakeEvents:
+    def __init__(self, state: State) -> None:
+        self._s = state
+
+    def add(self, *events: Event) -> None:
+        for event in events:
+            self._s.last_position += 1
+            self._s.events.append(dataclasses.replace(event, position=self._s.last_position))
+
+    def read(
+        self, *, after: int, shop_id: str | None, types: Collection[EventType], limit: int
+    ) -> EventPage:
+        found = [
+            e
+            for e in self._s.events
+            if e.position > after
+            and (shop_id is None or e.shop_id == shop_id)
+            and (not types or e.type in types)
+        ][:limit]
+        top = self._s.events[-1].position if self._s.events else 0
+        through = found[-1].position if len(found) >= limit else max(after, top)
+        return EventPage(found, through, self._s.pruned_through)
+
+    def held(self) -> tuple[int, int]:
+        return self._s.pruned_through, self._s.last_position
+
+    def prune(self, before: datetime, limit: int) -> int:
+        old = []
+        for e in self._s.events[:-1][:limit]:
+            if e.occurred_at >= before:
+                break
+            old.append(e)
+        if old:
+            self._s.events = self._s.events[len(old) :]
+            self._s.pruned_through = old[-1].position
+        return len(old)
+
+
 class FakeUnitOfWork:
     def __init__(self, store: FakeStore, *, read_only: bool) -> None:
         self._store = store
@@ -523,6 +576,7 @@ class FakeUnitOfWork:
         self.ledger: Ledger = FakeLedger(state)
         self.clawbacks: Clawbacks = FakeClawbacks(state)
         self.requests: Requests = FakeRequests(state)
+        self.events: Events = FakeEvents(state)
 
     def __enter__(self) -> FakeUnitOfWork:
         if not self._read_only:

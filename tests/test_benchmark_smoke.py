@@ -49,6 +49,9 @@ def test_a_quick_bench_measures_every_rpc_of_the_three_services(tmp_path):
         assert row["p99_ms"] >= row["p50_ms"] > 0
     [server] = document["servers"]
     assert server["rss_mib"] > 0
+    [events] = document["events"]
+    assert "error" not in events and events["events"] > 0
+    assert events["p99_ms"] >= events["p50_ms"] > 0
     [debts] = document["debts"]
     assert "error" not in debts
     assert debts["recovered"] > 0

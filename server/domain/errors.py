@@ -92,3 +92,15 @@ class NotTheAuthenticatedPerson(Refused):
     def __init__(self, person_id: str, why: str) -> None:
         self.person_id = person_id
         super().__init__(why)
+
+
+class EventsPruned(Refused):
+    """The events after the position asked for are no longer all held: some were pruned
+    (retention). `oldest` is the oldest position still held."""
+
+    def __init__(self, after: int, oldest: int) -> None:
+        self.after = after
+        self.oldest = oldest
+        super().__init__(
+            f"events after position {after} were pruned; the oldest position held is {oldest}"
+        )

@@ -131,6 +131,8 @@ class Policy:
     clawback_window: timedelta = timedelta(days=120)
     # The designated categories (指定类目) whose late refunds get their commissions recovered.
     designated_categories: frozenset[str] = frozenset()
+    # How long events are kept for their consumers before they are pruned.
+    event_retention: timedelta = timedelta(days=7)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -396,6 +398,8 @@ class Debt:
     payee_kind: PayeeKind
     # The debt's place among all debts, oldest first: debts are paid in this order.
     seq: int = 0
+    # The order whose refund the clawback is of.
+    order_id: str = ""
 
     @property
     def outstanding(self) -> int:

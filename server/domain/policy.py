@@ -49,6 +49,7 @@ def parse(raw: dict[str, Any], source: str = "<policy>") -> Policy:
     try:
         entry = _table(raw.pop("entry", {}), "entry")
         clawback = _table(raw.pop("clawback", {}), "clawback")
+        events = _table(raw.pop("events", {}), "events")
         version = _version(raw.pop("version", None))
         defaults = Policy(version=version)
         policy = Policy(
@@ -85,10 +86,20 @@ def parse(raw: dict[str, Any], source: str = "<policy>") -> Policy:
                 clawback.pop("designated_categories", None),
                 defaults.designated_categories,
             ),
+            event_retention=_seconds(
+                "events.retention_seconds",
+                events.pop("retention_seconds", None),
+                defaults.event_retention,
+            ),
         )
     except _Bad as e:
         raise PolicyError(f"{source}: {e}") from None
-    unknown = [*raw, *(f"entry.{k}" for k in entry), *(f"clawback.{k}" for k in clawback)]
+    unknown = [
+        *raw,
+        *(f"entry.{k}" for k in entry),
+        *(f"clawback.{k}" for k in clawback),
+        *(f"events.{k}" for k in events),
+    ]
     if unknown:
         raise PolicyError(f"{source}: unknown settings {', '.join(sorted(unknown))}")
     return policy

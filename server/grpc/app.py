@@ -21,6 +21,8 @@ from aftersales.v1 import (
     clawback_pb2_grpc,
     entry_pb2,
     entry_pb2_grpc,
+    events_pb2,
+    events_pb2_grpc,
     sync_pb2,
     sync_pb2_grpc,
 )
@@ -31,6 +33,7 @@ from server.grpc import answers, decoding, metrics, status
 from server.grpc.callers import AccessGuard, PersonGuard, current_caller
 from server.grpc.clawbacks import ClawbackServicer
 from server.grpc.entries import AfterSalesEntryServicer
+from server.grpc.events import EventsServicer, ServerStopping, TooManyStreams
 from server.grpc.methods import METHOD_NAMES as METHOD_NAMES  # also imported from here
 from server.grpc.sync import SyncServicer
 from server.grpc.tokens import TokenVerifier
@@ -42,7 +45,10 @@ SERVICE_NAMES = (
     sync_pb2.DESCRIPTOR.services_by_name["Sync"].full_name,
     entry_pb2.DESCRIPTOR.services_by_name["AfterSalesEntry"].full_name,
     clawback_pb2.DESCRIPTOR.services_by_name["Clawback"].full_name,
+    events_pb2.DESCRIPTOR.services_by_name["Events"].full_name,
 )
+
+SERVICE_PACKAGE = "aftersales.v1"
 
 # How long stopping waits, after the grace, for the workers to end and the connections to close.
 STOP_SECONDS = 2.0
@@ -78,6 +84,9 @@ class CallInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]  # grpc
         if handler is None:
             return None
         method = handler_call_details.method
+        if handler.unary_stream is not None and method.startswith(f"/{SERVICE_PACKAGE}."):
+            # This service's own streams (WatchEvents); health Watch stays non-blocking below.
+            return self._server_streaming(handler, method)
         if handler.unary_unary is None:
             checked = decoding.streaming(handler, method, self.undecodable_peers)
             return metrics.streaming(checked, method)
@@ -159,6 +168,79 @@ class CallInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]  # grpc
             response_serializer=handler.response_serializer,
         )
 
+    def _server_streaming(
+        self, handler: grpc.RpcMethodHandler[Any, Any], method: str
+    ) -> grpc.RpcMethodHandler[Any, Any]:
+        """A server-streaming call gets what a unary one does: the caller checked, refusals and
+        failures as rich statuses (raised while the stream runs, too), one log line at its end."""
+        inner = handler.unary_stream
+        assert inner is not None
+        counted = metrics.of(method, metrics.grpc_type(handler))
+
+        def behavior(request: Any, context: grpc.ServicerContext) -> Any:
+            start = time.perf_counter()
+            counted.started.inc()
+            counted.received.inc()
+            code = grpc.StatusCode.OK
+            caller: Caller | None = None
+            try:
+                if self.guard is not None:
+                    caller = self.guard.check(method, context)
+                # The stream runs on this thread from its first message to its last.
+                current_caller.set(caller)
+                if isinstance(request, decoding.Undecodable):
+                    decoding.refuse(request, context, method, self.undecodable_peers)
+                for response in inner(request, context):
+                    counted.sent.inc()
+                    yield response
+            except GeneratorExit:  # the caller cancelled
+                code = grpc.StatusCode.CANCELLED
+                raise
+            except Refused as refusal:
+                rich = status.to_status(refusal)
+                code = rich.code
+                answers.abort(context, rich)
+            except TooManyStreams as e:
+                code = grpc.StatusCode.RESOURCE_EXHAUSTED
+                answers.abort(context, status.too_many_streams(str(e)))
+            except ServerStopping as e:
+                code = grpc.StatusCode.UNAVAILABLE
+                answers.abort(context, status.stopping(str(e)))
+            except StoreUnavailable as e:
+                code = grpc.StatusCode.UNAVAILABLE
+                log.warning("database unavailable while serving %s: %s", method, e)
+                answers.abort(context, status.unavailable())
+            except Exception:
+                aborted = context.code()  # type: ignore[attr-defined]  # grpc-stubs lag grpcio
+                if aborted not in (None, grpc.StatusCode.OK):
+                    code = aborted
+                    raise
+                code = grpc.StatusCode.INTERNAL
+                incident = uuid.uuid4().hex[:12]
+                log.exception("bug while serving %s", method, extra={"incident": incident})
+                answers.abort(context, status.internal(incident))
+            finally:
+                current_caller.set(None)
+                seconds = time.perf_counter() - start
+                counted.handled(code)
+                counted.seconds.observe(seconds)
+                log.info(
+                    "rpc",
+                    extra={
+                        "method": method,
+                        "code": code.name,
+                        "duration_ms": round(seconds * 1000, 3),
+                        "peer": context.peer(),
+                        "caller": caller.identity if caller else None,
+                    },
+                )
+
+        return grpc.unary_stream_rpc_method_handler(
+            behavior,
+            request_deserializer=decoding.tolerant(handler.request_deserializer),
+            response_serializer=handler.response_serializer,
+        )
+
 
 # The debts PostFunds leaves (past what one call pays) are paid on by each sweep in rounds of at
 # most SWEEP_PAYEES payees, a transaction each, until none is left or SWEEP_ROUNDS rounds ran.
@@ -167,9 +249,10 @@ SWEEP_ROUNDS = 100
 
 
 class Sweeper(threading.Thread):
-    """Stores as EXPIRED the entries whose window passed (readers see them EXPIRED already), and
-    pays on the debts PostFunds left to it. A failing sweep is logged when sweeps start failing
-    and when they work again, not each time."""
+    """Stores as EXPIRED the entries whose window passed (readers see them EXPIRED already), each
+    with its event, pays on the debts PostFunds left to it, and prunes the events older than the
+    retention. A failing sweep is logged when sweeps start failing and when they work again, not
+    each time."""
 
     def __init__(self, service: Service, interval: float) -> None:
         super().__init__(name="entry-sweeper", daemon=True)
@@ -188,6 +271,7 @@ class Sweeper(threading.Thread):
                     if not handled or self.stopped.is_set():
                         break
                     payees += handled
+                pruned = self.service.prune_events()
             except StoreUnavailable as e:
                 if not self.failing:
                     log.warning("sweeps fail: the database is unavailable; will retry: %s", e)
@@ -205,6 +289,8 @@ class Sweeper(threading.Thread):
                 log.info("entries expired", extra={"count": expired})
             if payees:
                 log.info("pending debts paid on", extra={"payee_transactions": payees})
+            if pruned:
+                log.info("events pruned", extra={"count": pruned})
 
     def stop(self) -> None:
         self.stopped.set()
@@ -361,6 +447,7 @@ class App:
         health_probe: Callable[[], None] | None = None,
         health_interval: float = 2.0,
         reuse_port: bool = False,
+        max_streams: int | None = None,
     ) -> None:
         """`access`: the table callers are checked against, by the identity their certificate
         proves (credentials must then require client certificates); None checks no caller.
@@ -373,7 +460,9 @@ class App:
         Binds the address at once (OSError with the reason when it cannot), so a caller may
         bind before touching anything else. With `reuse_port`, other processes listen on the
         same port (SO_REUSEPORT) and the kernel spreads the connections among them: the address
-        is then held by a PortReservation, and not probed again."""
+        is then held by a PortReservation, and not probed again. `max_streams`: event streams
+        served at once (each holds a worker thread while it lasts); half the workers by
+        default."""
         self.service = service
         service.observe(metrics.record)
         # Health checks run on threads of their own: a load balancer's Check is answered even
@@ -401,6 +490,10 @@ class App:
         # Watch answers from the servicer's own callbacks and holds no thread (non-blocking).
         self.health = health.HealthServicer()
         clawback_pb2_grpc.add_ClawbackServicer_to_server(ClawbackServicer(service), self.server)
+        self.events = EventsServicer(
+            service, max_streams=max_streams if max_streams is not None else max(1, workers // 2)
+        )
+        events_pb2_grpc.add_EventsServicer_to_server(self.events, self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
             (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server
@@ -430,6 +523,9 @@ class App:
         if self.monitor is not None:
             self.monitor.stop()
         self.health.enter_graceful_shutdown()
+        # Event streams would hold their workers to the end of the grace: their consumers
+        # resume on another server at once instead.
+        self.events.feed.close()
 
     def stop(self, grace: float = 10.0) -> bool:
         """Health goes NOT_SERVING, new calls are refused, and calls in flight get up to `grace`
@@ -444,6 +540,11 @@ class App:
         self.server.stop(grace).wait()
         self._health_pool.shutdown(wait=False)
         finished = _within(STOP_SECONDS, self._workers.shutdown)
+        # The threads that read the database on their own end their statements before the
+        # connections close under them (closing one in use can crash the driver).
+        for thread in (self.sweeper, self.events.feed.thread):
+            if thread is not None and thread.is_alive():
+                thread.join(STOP_SECONDS)
         return _within(STOP_SECONDS, self.service.close) and finished
 
     def wait(self) -> None:

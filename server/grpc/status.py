@@ -18,6 +18,7 @@ from grpc_status import rpc_status
 
 from server.domain.errors import (
     CallerNotAllowed,
+    EventsPruned,
     InvalidArgument,
     NotFound,
     NotTheAuthenticatedPerson,
@@ -40,6 +41,9 @@ DATABASE_UNAVAILABLE = "DATABASE_UNAVAILABLE"
 TRANSACTION_ABORTED = "TRANSACTION_ABORTED"
 INTERNAL_ERROR = "INTERNAL_ERROR"
 UNDECODABLE_REQUEST = "UNDECODABLE_REQUEST"
+EVENTS_PRUNED = "EVENTS_PRUNED"
+TOO_MANY_STREAMS = "TOO_MANY_STREAMS"
+SERVER_STOPPING = "SERVER_STOPPING"
 REASONS = frozenset(
     {
         INVALID_FIELDS,
@@ -94,6 +98,18 @@ def aborted() -> grpc.Status:
         TRANSACTION_ABORTED,
         ABORTED_RETRY_DELAY,
     )
+
+
+def too_many_streams(message: str) -> grpc.Status:
+    """Every stream this server may serve is open: retry later (or on another server)."""
+    return _retryable(
+        code_pb2.RESOURCE_EXHAUSTED, message, TOO_MANY_STREAMS, UNAVAILABLE_RETRY_DELAY
+    )
+
+
+def stopping(message: str) -> grpc.Status:
+    """The server is stopping: a stream ends so that its consumer resumes elsewhere at once."""
+    return _retryable(code_pb2.UNAVAILABLE, message, SERVER_STOPPING, timedelta(0))
 
 
 def internal(incident: str) -> grpc.Status:
@@ -225,6 +241,17 @@ def _code_and_details(error: Refused) -> tuple[int, list[Message]]:
                 reason=ReasonCode.NOT_THE_AUTHENTICATED_PERSON.value,
                 domain=DOMAIN,
                 metadata={"person_id": error.person_id},
+            )
+        ]
+    if isinstance(error, EventsPruned):
+        return code_pb2.OUT_OF_RANGE, [
+            error_details_pb2.ErrorInfo(
+                reason=EVENTS_PRUNED,
+                domain=DOMAIN,
+                metadata={
+                    "after_position": str(error.after),
+                    "oldest_position": str(error.oldest),
+                },
             )
         ]
     raise TypeError(f"no status for {type(error).__name__}")

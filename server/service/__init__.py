@@ -11,13 +11,14 @@ from __future__ import annotations
 
 from server.service.clawbacks import ClawbackUseCases
 from server.service.entries import Eligibility, EntryUseCases
+from server.service.events import EventUseCases
 from server.service.idempotency import IdempotencyUseCases, RequestKey, fingerprint
 from server.service.paging import Page
 from server.service.sync import Posted, SyncUseCases
 from server.service.unit_of_work import Store, StoreUnavailable, TransactionAborted, UnitOfWork
 
 
-class Service(SyncUseCases, EntryUseCases, ClawbackUseCases, IdempotencyUseCases):
+class Service(SyncUseCases, EntryUseCases, ClawbackUseCases, EventUseCases, IdempotencyUseCases):
     """Every use case of the service."""
 
 

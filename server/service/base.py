@@ -40,6 +40,8 @@ class UseCases:
         self.new_id = new_id
         self.observers: list[Observer] = []
         self._current = threading.local()
+        # Called after each write unit of work commits (the Events service wakes its streams).
+        self.committed: list[Callable[[], None]] = []
 
     def observe(self, observer: Observer) -> None:
         """From now on, `observer` is told the outcomes of every unit of work that commits
@@ -80,6 +82,9 @@ class UseCases:
                 self._current.uow = self._current.outcomes = None
         if outcomes:
             self._tell(outcomes)
+        if not read_only:
+            for listener in self.committed:
+                listener()
 
     def _tell(self, outcomes: Sequence[Outcome]) -> None:
         """Tells the observers what committed. Their failure is logged, never the caller's: the

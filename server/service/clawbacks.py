@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 from datetime import datetime
 
-from server.domain import rules
+from server.domain import events, rules
 from server.domain.access import Person
 from server.domain.errors import InvalidArgument, NotFound, RulesRefused
 from server.domain.model import (
@@ -124,6 +124,7 @@ class ClawbackUseCases(UseCases):
                 },
                 recorded_by=by,
             )
+            uow.events.add(events.refund_recorded(clawback))
             self.happened(ClawbackRecorded(clawback))
             return clawback
 

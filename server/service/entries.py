@@ -6,7 +6,7 @@ import dataclasses
 from collections.abc import Sequence
 from datetime import datetime
 
-from server.domain import rules
+from server.domain import events, rules
 from server.domain.access import Person
 from server.domain.errors import NotFound, PermissionDenied, RulesRefused
 from server.domain.model import (
@@ -26,6 +26,10 @@ from server.service.base import UseCases, order_subject
 from server.service.outcomes import EntriesExpired, EntryOpened, EntryUsed
 from server.service.paging import Page, PageTokens, micros
 from server.service.unit_of_work import EligibilityRow, EntryConflict, UnitOfWork
+
+# Entries a sweep expires per transaction, and transactions per sweep at most.
+EXPIRY_BATCH = 500
+EXPIRY_BATCHES = 20
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,7 +99,8 @@ class EntryUseCases(UseCases):
                 # Stored as OPEN but its window has passed: it closed by itself.
                 expired = uow.entries.expire_entries(facts.now, order_id=order_id)
                 if expired:
-                    self.happened(EntriesExpired(expired))
+                    uow.events.add(*(events.entry_expired(e, facts.now, by) for e in expired))
+                    self.happened(EntriesExpired(len(expired)))
             entry = rules.new_entry(self.new_id(), facts, note, self.policy, by)
             try:
                 uow.entries.insert_entry(entry)
@@ -105,6 +110,7 @@ class EntryUseCases(UseCases):
                 if decision.eligible:  # ... and it has been used or has expired since
                     decision = dataclasses.replace(decision, violations=(rules.OPENED_MEANWHILE,))
                 raise _refusal(order_id, decision) from None
+            uow.events.add(events.entry_opened(entry))
             self.happened(EntryOpened(entry.entry_id))
             return entry
 
@@ -223,16 +229,26 @@ class EntryUseCases(UseCases):
                     {"order_id": order_id},
                 )
             uow.entries.insert_application(application)
+            uow.events.add(events.entry_used(entry, application))
             self.happened(EntryUsed(entry.entry_id))
             return application
 
-    def expire_entries(self) -> int:
-        """Persists what readers already see: open entries past their window are EXPIRED."""
-        with self.unit_of_work() as uow:
-            expired = uow.entries.expire_entries(self.clock.now())
-            if expired:
-                self.happened(EntriesExpired(expired))
-            return expired
+    def expire_entries(self, batch: int = EXPIRY_BATCH, batches: int = EXPIRY_BATCHES) -> int:
+        """Persists what readers already see: open entries past their window are EXPIRED, each
+        with its event, in transactions of at most `batch` entries, `batches` of them at most
+        (the next sweep goes on). Returns how many expired."""
+        expired = 0
+        for _ in range(batches):
+            with self.unit_of_work() as uow:
+                now = self.clock.now()
+                found = uow.entries.expire_entries(now, limit=batch)
+                uow.events.add(*(events.entry_expired(entry, now) for entry in found))
+                if found:
+                    self.happened(EntriesExpired(len(found)))
+            expired += len(found)
+            if len(found) < batch:
+                break
+        return expired
 
 
 def _entry_position(entry: Entry) -> tuple[int, str]:

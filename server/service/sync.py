@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from datetime import datetime
 
-from server.domain import rules
+from server.domain import events, rules
 from server.domain.errors import NotFound, RulesRefused
 from server.domain.model import (
     EXTERNAL,
@@ -46,8 +46,16 @@ class SyncUseCases(UseCases):
     # Each put returns what is stored: the record sent, or a newer version already there.
 
     def put_shop(self, shop: Shop) -> Shop:
+        """A change of the shop's status is an event (a shop suspended, closed, reopened)."""
         with self.unit_of_work() as uow:
-            return uow.facts.put_shop(shop)
+            # Two puts of one shop at once must not both tell the same change.
+            uow.serialize_on(f"shop:{shop.shop_id}")
+            previous = uow.facts.shop(shop.shop_id) if uow.facts.shop_exists(shop.shop_id) else None
+            stored = uow.facts.put_shop(shop)
+            changed = events.shop_status_changed(previous, stored, self.clock.now())
+            if changed is not None:
+                uow.events.add(changed)
+            return stored
 
     def shop_exists(self, shop_id: str) -> bool:
         with self.unit_of_work(read_only=True) as uow:
@@ -111,11 +119,15 @@ class SyncUseCases(UseCases):
                     account_subject(account), rules.check_withdrawal(short.balance, -amount)
                 ) from None
             pending = False
+            recovered: list[events.Event] = []
             if incoming and account.kind is AccountKind.CASH:
-                pending = self._settle_debts(uow, account, now, by)
+                pending = self._settle_debts(uow, account, now, by, recovered)
                 if pending:
                     uow.clawbacks.mark_debts_pending(account.owner_id, now, by)
-            return Posted(transfer, uow.ledger.balances([account])[account], pending)
+            balance = uow.ledger.balances([account])[account]
+            # The funds first, then the debts they paid: the order the money moved in.
+            uow.events.add(events.funds_posted(transfer, account, balance), *recovered)
+            return Posted(transfer, balance, pending)
 
     def settle_pending_debts(self, payees: int) -> int:
         """The sweeper's part of debt recovery: pays the debts PostFunds left (more than
@@ -128,14 +140,24 @@ class SyncUseCases(UseCases):
             with self.unit_of_work() as uow:
                 cash = AccountRef(AccountKind.CASH, payee_id)
                 uow.ledger.lock_accounts({cash})
-                if not self._settle_debts(uow, cash, now, by):
+                recovered: list[events.Event] = []
+                if not self._settle_debts(uow, cash, now, by, recovered):
                     uow.clawbacks.clear_debts_pending(payee_id)
+                uow.events.add(*recovered)
         return len(waiting)
 
-    def _settle_debts(self, uow: UnitOfWork, cash: AccountRef, now: datetime, by: Actor) -> bool:
+    def _settle_debts(
+        self,
+        uow: UnitOfWork,
+        cash: AccountRef,
+        now: datetime,
+        by: Actor,
+        told: list[events.Event],
+    ) -> bool:
         """Pays the payee's debts, oldest first, from what its cash account holds now, set-wise:
         a bounded number of statements per DEBT_PAGE debts, at most DEBTS_PER_TRANSACTION debts.
-        True when it stopped there with money and debts left, for the sweeper to go on."""
+        Adds the event of each debt paid to `told`. True when it stopped there with money and
+        debts left, for the sweeper to go on."""
         balance = uow.ledger.balances([cash])[cash]
         paying: list[tuple[Debt, int]] = []
         after = None
@@ -155,7 +177,7 @@ class SyncUseCases(UseCases):
         if not paying:
             return False
         uow.ledger.lock_accounts({wallet_of(debt.shop_id) for debt, _ in paying})
-        uow.ledger.post_transfers(
+        transfer_ids = uow.ledger.post_transfers(
             [
                 Movement(
                     from_account=cash,
@@ -191,4 +213,8 @@ class SyncUseCases(UseCases):
                 state_changes=tuple((old, new) for old, new in changes if old is not new),
             )
         )
+        told += [
+            events.debt_recovered(debt, paid, cash, wallet_of(debt.shop_id), transfer_id, now, by)
+            for (debt, paid), transfer_id in zip(paying, transfer_ids, strict=True)
+        ]
         return pending

@@ -20,6 +20,7 @@ from datetime import datetime
 from types import TracebackType
 from typing import Protocol, Self
 
+from server.domain.events import Event, EventPage, EventType
 from server.domain.model import (
     AccountRef,
     Actor,
@@ -115,7 +116,14 @@ class Entries(Protocol):
     def insert_entry(self, entry: Entry) -> None: ...
     def entry(self, entry_id: str) -> Entry: ...
     def stored_open_entry(self, order_id: str) -> Entry | None: ...
-    def expire_entries(self, now: datetime, order_id: str | None = None) -> int: ...
+    def expire_entries(
+        self, now: datetime, *, order_id: str | None = None, limit: int | None = None
+    ) -> list[Entry]:
+        """Stores as EXPIRED the OPEN entries whose window has passed (at most `limit`, those
+        that expired first) and returns them as they were. Each entry is changed by one
+        transaction only, however many run at once: the change is conditional on the entry
+        still being OPEN, and on PostgreSQL entries another transaction holds are skipped."""
+
     def use_entry(self, entry_id: str, application_id: str, now: datetime) -> bool: ...
     def list_entries(
         self,
@@ -207,6 +215,34 @@ class Clawbacks(Protocol):
     ) -> list[RefundClawback]: ...
 
 
+class Events(Protocol):
+    """The outbox: events written in the transaction of the change they tell."""
+
+    def add(self, *events: Event) -> None:
+        """Events to write when the unit of work commits, in this order (one statement for all
+        of them, at the end of the transaction)."""
+
+    def read(
+        self,
+        *,
+        after: int,
+        shop_id: str | None,
+        types: Collection[EventType],
+        limit: int,
+    ) -> EventPage:
+        """At most `limit` events after position `after`, in position order, of `shop_id` and
+        of `types` (each when given). Only committed events are read, and never one whose
+        position could still be overtaken by a lower one committing later."""
+
+    def held(self) -> tuple[int, int]:
+        """(the highest position pruned, 0 when none; the highest position written, 0 when
+        none)."""
+
+    def prune(self, before: datetime, limit: int) -> int:
+        """Deletes at most `limit` of the oldest events that occurred before `before` (never the
+        newest event, whose position the next one follows); returns how many."""
+
+
 class Requests(Protocol):
     """The responses of mutations, by request id."""
 
@@ -238,6 +274,8 @@ class UnitOfWork(Protocol):
     def clawbacks(self) -> Clawbacks: ...
     @property
     def requests(self) -> Requests: ...
+    @property
+    def events(self) -> Events: ...
 
     def serialize_on(self, key: str) -> None:
         """Until the transaction ends, other transactions serialising on `key` wait."""

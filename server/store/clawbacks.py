@@ -138,15 +138,16 @@ class SqlClawbacks:
         p = self._store.database.param
         sql = (
             'SELECT l."clawback_id", l."line_no", c."shop_id", l."due", l."recovered", '
-            'l."payee_kind", l."id" '
+            'l."payee_kind", l."id", c."order_id" '
             'FROM "clawback_line" AS l JOIN "clawback" AS c ON c."id" = l."clawback_id" '
             f'WHERE l."payee_id" = {p} AND l."recovered" < l."due" AND l."id" > {p} '
             f'ORDER BY l."id" LIMIT {p}'
         )
         cursor = execute_sql(self._store.database, sql, [payee_id, after or 0, limit])
+        rows = cursor.fetchall()
         return [
-            Debt(clawback_id, line_no, shop_id, due, recovered, PayeeKind(kind), seq)
-            for clawback_id, line_no, shop_id, due, recovered, kind, seq in cursor.fetchall()
+            Debt(clawback_id, line_no, shop_id, due, recovered, PayeeKind(kind), seq, order_id)
+            for clawback_id, line_no, shop_id, due, recovered, kind, seq, order_id in rows
         ]
 
     def add_recovered(self, paid: Sequence[tuple[Debt, int]]) -> None:

@@ -71,14 +71,36 @@ class SqlEntries:
         values = self._store.one("stored_open_entry", _stored_open_entry_query, order_id)
         return None if values is None else entry_from_values(values)
 
-    def expire_entries(self, now: datetime, order_id: str | None = None) -> int:
-        """Stores as EXPIRED the OPEN entries whose window has passed."""
-        query = EntryRow.update(state=EntryState.EXPIRED.value).where(
-            (EntryRow.state == EntryState.OPEN.value) & (EntryRow.expires_at <= to_us(now))
-        )
+    def expire_entries(
+        self, now: datetime, *, order_id: str | None = None, limit: int | None = None
+    ) -> list[Entry]:
+        """Stores as EXPIRED the OPEN entries whose window has passed, those that expired first,
+        and returns them. Exactly once per entry however many replicas sweep: the UPDATE is
+        conditional on the entry being OPEN still (a concurrent one that got there first makes
+        it change nothing), and on PostgreSQL the entries another sweep holds are skipped."""
+        p = self._store.database.param
+        where = f'"state" = {p} AND "expires_at" <= {p}'
+        params: list[Any] = [EntryState.OPEN.value, to_us(now)]
         if order_id is not None:
-            query = query.where(EntryRow.order == order_id)
-        return int(query.execute())
+            where += f' AND "order_id" = {p}'
+            params.append(order_id)
+        skip = " FOR UPDATE SKIP LOCKED" if self._store.is_postgres else ""
+        returned = ", ".join(
+            f'"{f.column_name}" AS "{f.name}"' for f in EntryRow._meta.sorted_fields
+        )
+        # The entries picked once, in a CTE (a subquery of the UPDATE may be run again).
+        sql = (
+            f'WITH picked AS (SELECT "id" FROM "entry" WHERE {where} ORDER BY "expires_at" '
+            f'LIMIT {p}{skip}) UPDATE "entry" SET "state" = {p} WHERE "id" IN (SELECT "id" '
+            f'FROM picked) AND "state" = {p} RETURNING {returned}'
+        )
+        cursor = execute_sql(
+            self._store.database,
+            sql,
+            [*params, limit or 1_000_000, EntryState.EXPIRED.value, EntryState.OPEN.value],
+        )
+        names = [d[0] for d in cursor.description]
+        return [entry_from_values(dict(zip(names, row, strict=True))) for row in cursor.fetchall()]
 
     def use_entry(self, entry_id: str, application_id: str, now: datetime) -> bool:
         """Marks the entry USED if it is still open now; False if someone else got there first."""

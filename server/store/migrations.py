@@ -11,8 +11,10 @@ import peewee as pw
 from server.domain.model import AccountKind
 from server.store.schema import (
     AUDITED,
+    EVENTS_PRUNED_THROUGH,
     MODELS,
     AccountRow,
+    EventRow,
     PendingDebtsRow,
     SchemaVersionRow,
     SettingRow,
@@ -20,7 +22,7 @@ from server.store.schema import (
     to_us,
 )
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 # The namespace of the migration's PostgreSQL advisory lock (the first key of the two-key form).
 MIGRATION_LOCK_SPACE = 726_0431
@@ -57,8 +59,19 @@ def _migrate_to_3(database: pw.Database) -> None:
     database.create_tables([PendingDebtsRow], safe=True)
 
 
+def _migrate_to_4(database: pw.Database) -> None:
+    """The outbox of events, and the highest position pruned from it (none yet)."""
+    database.create_tables([EventRow], safe=True)
+    SettingRow.insert(name=EVENTS_PRUNED_THROUGH, value="0").on_conflict_ignore().execute()
+
+
 # Index i brings the schema from version i to i + 1. Append; never edit a released step.
-MIGRATIONS: list[Callable[[pw.Database], None]] = [_migrate_to_1, _migrate_to_2, _migrate_to_3]
+MIGRATIONS: list[Callable[[pw.Database], None]] = [
+    _migrate_to_1,
+    _migrate_to_2,
+    _migrate_to_3,
+    _migrate_to_4,
+]
 assert len(MIGRATIONS) == SCHEMA_VERSION
 
 

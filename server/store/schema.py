@@ -269,6 +269,26 @@ class PendingDebtsRow(_Base):
         table_name = "pending_debts"
 
 
+class EventRow(_Base):
+    """The outbox: one row per event, written in the transaction of the change it tells. The
+    position is the order consumers read in (see SqlEvents for why it is also commit order)."""
+
+    position = pw.BigAutoField()
+    type = pw.CharField(max_length=32)
+    occurred_at = pw.BigIntegerField(index=True)
+    shop_id = pw.CharField(max_length=128, default="")
+    order_id = pw.CharField(max_length=128, default="")
+    actor_service = pw.CharField(max_length=256, default="")
+    actor_person = pw.CharField(max_length=192, default="")
+    policy_version = pw.CharField(max_length=64, default="")
+    # The typed payload as JSON (server/domain/events.py, payload_values).
+    payload = pw.TextField()
+
+    class Meta:
+        table_name = "event"
+        indexes = ((("shop_id", "position"), False),)
+
+
 class RequestRow(_Base):
     request_id = pw.CharField(primary_key=True, max_length=128)
     method = pw.CharField(max_length=64)
@@ -278,6 +298,10 @@ class RequestRow(_Base):
 
     class Meta:
         table_name = "request"
+
+
+# The setting that holds the highest event position pruned (retention), "0" when none.
+EVENTS_PRUNED_THROUGH = "events_pruned_through"
 
 
 class SettingRow(_Base):
@@ -310,6 +334,7 @@ MODELS = [
     AccountRow,
     TransferRow,
     PendingDebtsRow,
+    EventRow,
     RequestRow,
     SettingRow,
     SchemaVersionRow,

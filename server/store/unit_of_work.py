@@ -26,6 +26,7 @@ from server.service.unit_of_work import StoreUnavailable
 from server.store import faults, migrations
 from server.store.clawbacks import SqlClawbacks
 from server.store.entries import SqlEntries
+from server.store.events import SqlEvents
 from server.store.facts import SqlFacts
 from server.store.ledger import SqlLedger
 from server.store.requests import SqlRequests
@@ -174,6 +175,7 @@ class SqlUnitOfWork:
         self.ledger = SqlLedger(store, account_ids)
         self.clawbacks = SqlClawbacks(store)
         self.requests = SqlRequests(store)
+        self.events = SqlEvents(store)
 
     def __enter__(self) -> SqlUnitOfWork:
         self._span = tracing.start_transaction(
@@ -195,6 +197,11 @@ class SqlUnitOfWork:
 
     def commit(self) -> None:
         if self._transaction is not None:
+            try:
+                # The events last: their positions follow the commit order (store/events.py).
+                self.events.flush()
+            except Exception as e:
+                _raise_translated(e)
             transaction, self._transaction = self._transaction, None
             try:
                 transaction.__exit__(None, None, None)

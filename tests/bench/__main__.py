@@ -6,6 +6,7 @@ called with a fixed number of calls in flight for a few seconds. For each it rep
 second, that rate as a ratio to the health Check no-op measured on the same server in the same
 run (so that the machine's speed and load largely cancel out), and the median and 99th
 percentile latency.
+Meanwhile a consumer follows WatchEvents: the events' latency from commit to consumer.
 Then it times one BatchCheckEligibility of 500 orders next to 500 single CheckEligibility calls
 of the same orders, and one PostFunds that pays an influencer owing a clawback to each of many
 shops, and reads the server's memory. The buyer's order page (GetBuyerOrderEntry), which answers
@@ -48,6 +49,7 @@ from server.certs import DEV_ISSUER, TokenKey
 from server.domain import policy
 from server.store import SqlStore, open_database
 from tests.bench import dataset as ds
+from tests.bench import events as event_latency
 from tests.bench import rpcs as calls
 from tests.bench.load import Sample, measure
 from tests.bench.report import Report, batch_line, label, parse_size
@@ -150,7 +152,10 @@ def run_database(
             server = ServerProcess(url, folder / f"server-{name}-{size}.log")
             try:
                 server.wait_serving()
+                consumer = event_latency.EventLatency(server.address, name, size).begin()
                 asyncio.run(measure_rpcs(name, server, data, args, report))
+                report.events.append(consumer.finish())
+                log(f"{name}: {event_latency.line(report.events[-1])}")
                 memory = server.memory_kib()
                 repeats = 1 if args.quick else BATCH_REPEATS
                 report.batch_checks.append(batch_versus_single(name, server, data, repeats))

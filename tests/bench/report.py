@@ -13,6 +13,7 @@ from typing import Any
 
 import grpc
 
+from tests.bench.events import line as event_line
 from tests.bench.load import Sample
 from tests.bench.rpcs import NO_OP
 
@@ -84,6 +85,7 @@ class Report:
         self.servers: list[dict[str, Any]] = []
         self.debts: list[dict[str, Any]] = []
         self.batch_checks: list[dict[str, Any]] = []
+        self.events: list[dict[str, Any]] = []
 
     def add(
         self,
@@ -187,6 +189,9 @@ class Report:
                         f"server memory at {label(s['orders'])} orders: RSS {s['rss_mib']} MiB "
                         f"after the RPCs, peak {s['peak_rss_mib']} MiB"
                     )
+            for e in self.events:
+                if e["database"] == database:
+                    out.append(event_line(e))
             for d in self.debts:
                 if d["database"] == database:
                     out.append(
@@ -218,6 +223,7 @@ class Report:
             "servers": self.servers,
             "debts": self.debts,
             "batch_checks": self.batch_checks,
+            "events": self.events,
             "loads": self.loads,
         }
         path.write_text(json.dumps(document, indent=1) + "\n", encoding="utf-8")

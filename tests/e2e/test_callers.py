@@ -23,7 +23,7 @@ from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 
-from aftersales.v1 import clawback_pb2, entry_pb2, sync_pb2
+from aftersales.v1 import clawback_pb2, entry_pb2, events_pb2, sync_pb2
 from client import Client, Unavailable
 from server.certs import DEV_ISSUER, Authority, Issued, TokenKey
 from server.domain import access
@@ -142,19 +142,33 @@ def call(
     """Calls `method` ("package.Service/Method") with a request of `fields` (empty by default)
     and the person's `token`; the error, if any."""
     service, name = method.split("/")
-    for module in (sync_pb2, entry_pb2, clawback_pb2):
+    for module in (sync_pb2, entry_pb2, clawback_pb2, events_pb2):
         descriptor = module.DESCRIPTOR.services_by_name.get(service.rpartition(".")[2])
         if descriptor is not None and descriptor.full_name == service:
             rpc = descriptor.methods_by_name[name]
             break
+    if rpc.server_streaming:
+        fields.setdefault("heartbeat_seconds", 1)
     request = message_factory.GetMessageClass(rpc.input_type)(**fields)
     response = message_factory.GetMessageClass(rpc.output_type)
+    metadata = [("authorization", f"Bearer {token}")] if token else None
+    if rpc.server_streaming:
+        stream = ch.unary_stream(
+            f"/{method}",
+            request_serializer=lambda m: m.SerializeToString(),
+            response_deserializer=response.FromString,
+        )(request, timeout=10, metadata=metadata)
+        try:
+            next(stream, None)  # the first event or heartbeat: past the guard
+        except grpc.RpcError as error:
+            return error
+        stream.cancel()
+        return None
     stub = ch.unary_unary(
         f"/{method}",
         request_serializer=lambda m: m.SerializeToString(),
         response_deserializer=response.FromString,
     )
-    metadata = [("authorization", f"Bearer {token}")] if token else None
     try:
         stub(request, timeout=10, metadata=metadata)
     except grpc.RpcError as error:

@@ -77,7 +77,7 @@ def test_once_the_open_entry_is_stored_expired_a_new_one_may_be_opened(store, se
     setup = an_eligible_setup(service)
     insert(store, an_entry(setup, service, opened_ago=timedelta(days=4)))
     with store.unit_of_work() as uow:
-        assert uow.entries.expire_entries(service.now(), order_id=setup.order_id) == 1
+        assert len(uow.entries.expire_entries(service.now(), order_id=setup.order_id)) == 1
         uow.commit()
 
     insert(store, an_entry(setup, service))

@@ -93,13 +93,15 @@ def test_a_database_of_schema_1_gains_what_came_after_and_keeps_its_data(empty_s
 
     empty_store.migrate()
     demo.load(Service(empty_store, clock, policy_module.load()))  # rows in every audited table
-    # Back to schema 1: no audit columns, no pending debts, version 1 recorded.
+    # Back to schema 1: no audit columns, no pending debts, no events, version 1 recorded.
     database = empty_store.database
     with empty_store.session(), database.atomic():
         database.execute_sql('DROP TABLE "pending_debts"')
         for table in AUDITED:
             for column in ("recorded_by_service", "recorded_by_person"):
                 database.execute_sql(f'ALTER TABLE "{table}" DROP COLUMN "{column}"')
+        database.execute_sql('DROP TABLE "event"')
+        database.execute_sql("DELETE FROM setting WHERE name = 'events_pruned_through'")
         SchemaVersionRow.delete().where(SchemaVersionRow.version > 1).execute()
     assert empty_store.schema_version() == 1
 
@@ -107,6 +109,7 @@ def test_a_database_of_schema_1_gains_what_came_after_and_keeps_its_data(empty_s
 
     with empty_store.session():
         assert database.table_exists("pending_debts")
+        assert database.table_exists("event")
         for table in AUDITED:
             columns = {c.name for c in database.get_columns(table)}
             assert {"recorded_by_service", "recorded_by_person"} <= columns, table
@@ -118,3 +121,5 @@ def test_a_database_of_schema_1_gains_what_came_after_and_keeps_its_data(empty_s
         assert uow.facts.shop("shop-sunny").name == "Sunny Appliances"
         assert uow.facts.staff("staff-owner").shop_id == "shop-sunny"
         assert uow.facts.shop("shop-old").recorded_by.service == ""
+        # Schema 3: the outbox, empty, nothing pruned.
+        assert uow.events.held() == (0, 0)

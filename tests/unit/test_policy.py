@@ -36,6 +36,7 @@ def test_the_shipped_policy_has_the_product_defaults():
     assert policy.opener_roles == DEFAULT_ROLES
     assert policy.order_kinds == DEFAULT_KINDS
     assert policy.marketing_campaign_orders_allowed is True
+    assert policy.event_retention == timedelta(days=7)
     assert isinstance(policy.version, str) and policy.version
 
 
@@ -165,6 +166,11 @@ def test_a_missing_policy_file_is_an_error(tmp_path):
         pytest.param(
             'version = "v"\n[entry]\norder_kinds = ["ORDINARY", "LAYAWAY"]\n', id="unknown-kind"
         ),
+        pytest.param('version = "v"\n[events]\nretention_seconds = 0\n', id="zero-retention"),
+        pytest.param(
+            'version = "v"\n[events]\nretention_seconds = 315360001\n', id="retention-too-long"
+        ),
+        pytest.param('version = "v"\nevents = 5\n', id="events-not-a-table"),
         pytest.param('version = "v"\nentry = 5\n', id="entry-not-a-table"),
         pytest.param('version = "v"\n[entry\n', id="not-toml"),
     ],
@@ -184,6 +190,9 @@ def test_a_malformed_policy_file_is_refused(tmp_path, text):
             'version = "v"\n[entry]\nwindow_hours = 72\n', "window_hours", id="unknown-entry-key"
         ),
         pytest.param('version = "v"\n[refunds]\nlimit = 1\n', "refunds", id="unknown-table"),
+        pytest.param(
+            'version = "v"\n[events]\nkeep_days = 7\n', "events.keep_days", id="unknown-events-key"
+        ),
     ],
 )
 def test_an_unknown_setting_is_refused_by_name(tmp_path, text, named):

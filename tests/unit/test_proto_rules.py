@@ -12,14 +12,14 @@ from google.api import field_behavior_pb2
 from google.protobuf import timestamp_pb2
 from google.protobuf.descriptor import Descriptor
 
-from aftersales.v1 import clawback_pb2, entry_pb2, resources_pb2, sync_pb2
+from aftersales.v1 import clawback_pb2, entry_pb2, events_pb2, resources_pb2, sync_pb2
 from buf.validate import validate_pb2
 from server.domain.errors import InvalidArgument
 from server.grpc import sync as sync_api
 from server.grpc import validation
 from server.grpc.common import MAX_BALANCE_ACCOUNTS, MAX_BATCH_ORDERS, MAX_COMMISSION_LINES
 
-FILES = [entry_pb2, clawback_pb2, sync_pb2, resources_pb2]
+FILES = [entry_pb2, clawback_pb2, sync_pb2, resources_pb2, events_pb2]
 
 
 def messages() -> Iterator[Descriptor]:

@@ -1,0 +1,63 @@
+"""Use cases of the Events service: read the outbox in position order; prune what the retention
+no longer keeps."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+
+from server.domain.access import Person, PersonKind
+from server.domain.errors import EventsPruned, NotFound
+from server.domain.events import EventPage, EventType
+from server.service.base import UseCases
+
+# Events a sweep prunes per transaction, and transactions per sweep at most.
+PRUNE_BATCH = 1_000
+PRUNE_BATCHES = 20
+
+
+class EventUseCases(UseCases):
+    def read_events(
+        self,
+        *,
+        after: int,
+        from_oldest: bool,
+        shop_id: str | None,
+        types: Collection[EventType],
+        limit: int,
+        viewer: Person | None = None,
+    ) -> EventPage:
+        """At most `limit` events after position `after` (or from the oldest held), in position
+        order. A staff member sees only its own shop's events, and only if it may see the shop's
+        money (the events tell of it); a buyer sees none. EventsPruned when events after `after`
+        are gone."""
+        with self.unit_of_work(read_only=True) as uow:
+            scope = self.scope(uow, viewer)
+            if scope is not None:
+                if viewer is not None and viewer.kind is PersonKind.BUYER:
+                    raise NotFound("shop", shop_id or "")
+                shop_id = shop_id or scope.shop_id
+                if shop_id is None or not (scope.sees_shop(shop_id) and scope.sees_money):
+                    raise NotFound("shop", shop_id or "")
+            page = uow.events.read(
+                after=0 if from_oldest else after, shop_id=shop_id, types=types, limit=limit
+            )
+        if not from_oldest and after < page.pruned_through:
+            raise EventsPruned(after, page.pruned_through + 1)
+        return page
+
+    def prune_events(self, batch: int = PRUNE_BATCH, batches: int = PRUNE_BATCHES) -> int:
+        """Deletes the events older than the policy's retention, in transactions of at most
+        `batch` events, `batches` of them at most (the next sweep goes on)."""
+        pruned = 0
+        for _ in range(batches):
+            with self.unit_of_work() as uow:
+                found = uow.events.prune(self.clock.now() - self.policy.event_retention, batch)
+            pruned += found
+            if found < batch:
+                break
+        return pruned
+
+    def last_event_position(self) -> int:
+        """The highest position written (0 when none)."""
+        with self.unit_of_work(read_only=True) as uow:
+            return uow.events.held()[1]

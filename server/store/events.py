@@ -1,0 +1,199 @@
+"""The outbox: events written at the end of the transaction of the change they tell, read in
+position order.
+
+Why a consumer resuming from the last position it handled never misses an event, although
+transactions commit out of order across replicas: a position taken from a sequence early in a
+transaction could become visible after a higher one committed meanwhile, and a consumer that had
+read the higher one would skip it. So positions are handed out in commit order. On PostgreSQL the
+outbox INSERT first takes a transaction-level advisory lock (EVENT_LOCK) and only then draws the
+positions; the lock is held until the transaction has committed (PostgreSQL releases locks after
+the commit is visible), so a transaction that draws position N + 1 does so only after the one
+holding N has committed or rolled back. Whoever sees N + 1 therefore sees N, and the highest
+position visible is a safe point to resume from. The lock is the last thing the transaction takes
+(nothing else is waited for while holding it), so it adds no deadlock; what it costs is that the
+commits of transactions writing events follow one another (not their work before it). On SQLite
+the single writer commits in order already.
+
+The alternative, storing each event's transaction id and reading only those below the oldest
+transaction still running (pg_snapshot_xmin), orders by transaction start rather than commit and
+still needs the consumers to resume by transaction id; the lock keeps the position itself safe.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Collection
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from server.domain.events import (
+    Event,
+    EventPage,
+    EventType,
+    payload_from_values,
+    payload_values,
+)
+from server.domain.model import Actor
+from server.store.schema import (
+    BATCH,
+    EVENTS_PRUNED_THROUGH,
+    at,
+    chunked,
+    execute_sql,
+    insert_rows,
+    to_us,
+)
+
+if TYPE_CHECKING:
+    from server.store.unit_of_work import SqlStore
+
+# The PostgreSQL advisory lock (two-key form) that orders the events' positions by commit.
+EVENT_LOCK = (726_0433, 0)
+
+_COLUMNS = (
+    "type",
+    "occurred_at",
+    "shop_id",
+    "order_id",
+    "actor_service",
+    "actor_person",
+    "policy_version",
+    "payload",
+)
+_SELECTED = ", ".join(f'e."{c}"' for c in ("position", *_COLUMNS))
+
+
+class SqlEvents:
+    def __init__(self, store: SqlStore) -> None:
+        self._store = store
+        self.pending: list[Event] = []
+
+    def add(self, *events: Event) -> None:
+        self.pending.extend(events)
+
+    def flush(self) -> None:
+        """Writes the pending events, in one statement: called just before the commit."""
+        if not self.pending:
+            return
+        pending, self.pending = self.pending, []
+        rows = [
+            (
+                e.type.value,
+                to_us(e.occurred_at),
+                e.shop_id,
+                e.order_id,
+                e.actor.service,
+                e.actor.person,
+                e.policy_version,
+                json.dumps(payload_values(e.payload), separators=(",", ":")),
+            )
+            for e in pending
+        ]
+        database = self._store.database
+        if not self._store.is_postgres:
+            # SQLite bounds the parameters of a statement: BATCH rows at a time.
+            for batch in chunked(rows, BATCH):
+                insert_rows(database, "event", _COLUMNS, list(batch))
+            return
+        arrays = ", ".join(
+            f"%s::{kind}[]"
+            for kind in ("text", "bigint", "text", "text", "text", "text", "text", "text")
+        )
+        names = ", ".join(f'"{c}"' for c in _COLUMNS)
+        # The lock before the positions: the CTE is evaluated before any row (and its position,
+        # the column's default) is made.
+        sql = (
+            "WITH turn AS MATERIALIZED (SELECT pg_advisory_xact_lock(%s, %s)) "
+            f'INSERT INTO "event" ({names}) SELECT u.* FROM turn, unnest({arrays}) AS u'
+        )
+        execute_sql(database, sql, [*EVENT_LOCK, *(list(c) for c in zip(*rows, strict=True))])
+
+    def read(
+        self,
+        *,
+        after: int,
+        shop_id: str | None,
+        types: Collection[EventType],
+        limit: int,
+    ) -> EventPage:
+        """One statement, so that the page, the highest position and the highest pruned one are
+        of one snapshot."""
+        p = self._store.database.param
+        where = [f'"position" > {p}']
+        params: list[Any] = [after]
+        if shop_id is not None:
+            where.append(f'"shop_id" = {p}')
+            params.append(shop_id)
+        if types:
+            where.append('"type" IN (' + ", ".join([p] * len(types)) + ")")
+            params += [t.value for t in types]
+        names = ", ".join(f'"{c}"' for c in ("position", *_COLUMNS))
+        sql = (
+            f'SELECT h.top, h.pruned, {_SELECTED} FROM (SELECT (SELECT MAX("position") FROM '
+            '"event") AS top, (SELECT CAST("value" AS BIGINT) FROM "setting" WHERE "name" = '
+            f"'{EVENTS_PRUNED_THROUGH}') AS pruned) AS h LEFT JOIN (SELECT {names} FROM "
+            f'"event" WHERE {" AND ".join(where)} ORDER BY "position" LIMIT {p}) AS e ON 1 = 1 '
+            'ORDER BY e."position"'
+        )
+        cursor = execute_sql(self._store.database, sql, [*params, limit])
+        found = cursor.fetchall()
+        top, pruned = (found[0][0] or 0, found[0][1] or 0) if found else (0, 0)
+        events = [_event(row[2:]) for row in found if row[2] is not None]
+        if len(events) >= limit:
+            through = events[-1].position
+        else:
+            through = max(after, int(top))
+        return EventPage(events, through, int(pruned))
+
+    def held(self) -> tuple[int, int]:
+        cursor = execute_sql(
+            self._store.database,
+            f'SELECT (SELECT CAST("value" AS BIGINT) FROM "setting" WHERE "name" = '
+            f'\'{EVENTS_PRUNED_THROUGH}\'), (SELECT MAX("position") FROM "event")',
+        )
+        pruned, top = cursor.fetchone()
+        return int(pruned or 0), int(top or 0)
+
+    def prune(self, before: datetime, limit: int) -> int:
+        """Prunes a prefix of the positions: every event up to the last of the oldest `limit`
+        that occurred before `before`, so that everything at or below the highest position
+        pruned is gone and everything above it is held."""
+        database, p = self._store.database, self._store.database.param
+        cursor = execute_sql(
+            database,
+            f'SELECT "position", "occurred_at" FROM "event" WHERE "position" < (SELECT '
+            f'MAX("position") FROM "event") ORDER BY "position" LIMIT {p}',
+            [limit],
+        )
+        cutoff, last = to_us(before), None
+        for position, occurred_at in cursor.fetchall():
+            if occurred_at >= cutoff:
+                break
+            last = position
+        if last is None:
+            return 0
+        deleted = execute_sql(
+            database, f'DELETE FROM "event" WHERE "position" <= {p}', [last]
+        ).rowcount
+        execute_sql(
+            database,
+            f'UPDATE "setting" SET "value" = {p} WHERE "name" = {p} AND '
+            f'CAST("value" AS BIGINT) < {p}',
+            [str(last), EVENTS_PRUNED_THROUGH, last],
+        )
+        return int(deleted)
+
+
+def _event(row: tuple[Any, ...]) -> Event:
+    position, kind, occurred_at, shop_id, order_id, service, person, policy, payload = row
+    event_type = EventType(kind)
+    return Event(
+        event_type,
+        at(occurred_at),
+        shop_id,
+        order_id,
+        Actor(service, person),
+        policy,
+        payload_from_values(event_type, json.loads(payload)),
+        position=int(position),
+    )

@@ -1,0 +1,77 @@
+"""The events' end-to-end latency under load: a consumer follows WatchEvents while the RPCs are
+measured, and for each event takes the time from the change (the server's timestamp of it, taken
+in the change's transaction just before its commit) to the consumer receiving it."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import grpc
+
+from aftersales.v1 import events_pb2, events_pb2_grpc
+
+
+class EventLatency(threading.Thread):
+    def __init__(self, address: str, database: str, orders: int) -> None:
+        super().__init__(name="event-consumer", daemon=True)
+        self.channel = grpc.insecure_channel(address)
+        self.result: dict[str, Any] = {"database": database, "orders": orders}
+        self.latencies: list[float] = []
+        self.watching = threading.Event()
+        self.stream: Any = None
+        self.started = time.time()
+
+    def run(self) -> None:
+        stub = events_pb2_grpc.EventsStub(self.channel)
+        self.stream = stub.WatchEvents(events_pb2.WatchEventsRequest(heartbeat_seconds=1))
+        self.watching.set()
+        try:
+            for item in self.stream:
+                if item.HasField("event"):
+                    received = time.time()
+                    occurred = item.event.occurred_at.ToNanoseconds() / 1e9
+                    if occurred >= self.started:  # not the backlog
+                        self.latencies.append(received - occurred)
+        except grpc.RpcError as e:
+            if e.code() is not grpc.StatusCode.CANCELLED:
+                self.result["error"] = f"{e.code().name}: {e.details()}"
+
+    def begin(self) -> EventLatency:
+        self.start()
+        self.watching.wait(30)
+        return self
+
+    def finish(self) -> dict[str, Any]:
+        """Stops following; the figures."""
+        time.sleep(0.5)  # the last commits' events on their way
+        if self.stream is not None:
+            self.stream.cancel()
+        self.join(10)
+        self.channel.close()
+        ordered = sorted(self.latencies)
+        self.result["events"] = len(ordered)
+        if ordered:
+            self.result["p50_ms"] = round(_percentile(ordered, 50) * 1000, 2)
+            self.result["p99_ms"] = round(_percentile(ordered, 99) * 1000, 2)
+        return self.result
+
+
+def _percentile(ordered: list[float], p: float) -> float:
+    return ordered[min(len(ordered) - 1, int(len(ordered) * p / 100))]
+
+
+def line(result: dict[str, Any]) -> str:
+    from tests.bench.report import label  # the report prints these lines
+
+    figures = (
+        f"p50 {result['p50_ms']} ms, p99 {result['p99_ms']} ms"
+        if result.get("events")
+        else "none received"
+    )
+    return (
+        f"events commit -> consumer (WatchEvents) during the RPCs at "
+        f"{label(result['orders'])} orders: {result['events']} events, {figures}"
+        + (f" ({result['error']})" if "error" in result else "")
+    )

@@ -1,0 +1,224 @@
+"""Service Events through a real server and the Python client, on SQLite and PostgreSQL: the
+events a consumer reads, paged or streamed, filtered, resumed, and pruned."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import timedelta
+
+import grpc
+import pytest
+
+from aftersales.v1 import events_pb2
+from aftersales.v1 import resources_pb2 as pb
+from client import InvalidArgument, OutOfRange
+from client.errors import from_rpc_error
+from tests.e2e.seed import PAID, error_info
+
+
+def listed(client, after=0, **filters) -> list[events_pb2.Event]:
+    return list(client.list_events(after, page_size=500, **filters).events)
+
+
+def types(events) -> list[str]:
+    return [events_pb2.EventType.Name(e.type).removeprefix("EVENT_TYPE_") for e in events]
+
+
+def test_a_late_refund_tells_opened_used_and_recorded_once_each_even_when_retried(
+    client, seed, clock
+):
+    case = seed.case("told")
+    start = client.list_events(page_size=500).next_after_position
+
+    opened = client.open_entry(case.order_id, case.owner_id, request_id="open-told-1")
+    assert client.open_entry(case.order_id, case.owner_id, request_id="open-told-1") == opened
+    application = client.apply_after_sales(
+        case.order_id, case.buyer_id, PAID, request_id="apply-told-1"
+    )
+    client.apply_after_sales(case.order_id, case.buyer_id, PAID, request_id="apply-told-1")
+    for _ in range(2):  # the same refund reported twice is one refund
+        clawback = client.record_refund(
+            "refund-told",
+            case.order_id,
+            PAID,
+            application_id=application.application_id,
+            started_at=clock.now(),
+            paid_at=clock.now(),
+        )
+
+    told = listed(client, start)
+    assert types(told) == ["ENTRY_OPENED", "ENTRY_USED", "REFUND_RECORDED"]
+    assert [e.order_id for e in told] == [case.order_id] * 3
+    assert told[0].entry_opened.entry_id == opened.entry_id
+    assert told[0].entry_opened.expires_at == opened.expires_at
+    assert told[0].policy_version == opened.policy_version
+    assert told[1].entry_used.application_id == application.application_id
+    assert told[2].refund_recorded.clawback_id == clawback.clawback_id
+    assert told[2].refund_recorded.state == clawback.state
+    assert told[0].position < told[1].position < told[2].position
+
+
+def test_filters_by_shop_and_type_and_a_page_resumes_past_what_it_skipped(client, seed):
+    one, two = seed.case("filter-1"), seed.case("filter-2")
+    start = client.list_events(page_size=500).next_after_position
+    client.open_entry(one.order_id, one.owner_id)
+    client.open_entry(two.order_id, two.owner_id)
+
+    page = client.list_events(start, shop_id=two.shop_id, page_size=10)
+    assert [e.order_id for e in page.events] == [two.order_id]
+    assert page.next_after_position == listed(client, start)[-1].position
+    funds = client.list_events(types=[events_pb2.EVENT_TYPE_FUNDS_POSTED], page_size=500)
+    assert set(types(funds.events)) == {"FUNDS_POSTED"}
+    assert {e.funds_posted.account.owner_id for e in funds.events} >= {one.shop_id, two.shop_id}
+    assert client.list_events(page.next_after_position, page_size=10).events == []
+
+
+def test_a_bad_request_names_each_bad_field(client):
+    with pytest.raises(InvalidArgument) as refused:
+        client.list_events(-1, from_oldest=True, types=[99], page_size=-1)
+    fields = {v.field for v in refused.value.field_violations}
+    assert fields == {"after_position", "from_oldest", "types[0]", "page_size"}
+
+
+def test_a_watch_gives_the_backlog_then_each_commit_then_heartbeats(client, seed):
+    case = seed.case("watch")
+    backlog = listed(client)
+    received: list = []
+    got_live = threading.Event()
+
+    def watch():
+        for item in client.watch_events(heartbeat_seconds=1, heartbeats=True):
+            received.append(item)
+            if (
+                isinstance(item, events_pb2.Event)
+                and item.type == events_pb2.EVENT_TYPE_ENTRY_OPENED
+            ):
+                got_live.set()
+            if got_live.is_set() and isinstance(item, events_pb2.Heartbeat):
+                return
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    client.open_entry(case.order_id, case.owner_id)
+    watcher.join(30)
+    assert not watcher.is_alive()
+
+    events = [i for i in received if isinstance(i, events_pb2.Event)]
+    assert events[: len(backlog)] == backlog
+    assert types(events[len(backlog) :]) == ["ENTRY_OPENED"]
+    heartbeat = received[-1]
+    assert heartbeat.position == events[-1].position
+
+
+def test_a_consumer_killed_mid_stream_resumes_from_its_position_without_gap_or_duplicate(
+    client, seed
+):
+    for i in range(12):
+        seed.case(f"resume-{i}")
+    everything = listed(client)
+    assert len(everything) > 10
+
+    handled: list[int] = []
+    for event in client.watch_events():
+        handled.append(event.position)
+        if len(handled) == 7:
+            break  # the consumer dies; its stored position is handled[-1]
+    for event in client.watch_events(handled[-1], heartbeat_seconds=1, heartbeats=True):
+        if isinstance(event, events_pb2.Heartbeat):
+            break
+        handled.append(event.position)
+
+    assert handled == [e.position for e in everything]
+
+
+def test_a_consumer_behind_the_retention_gets_out_of_range_with_the_oldest_position_held(
+    client, seed, service, clock
+):
+    seed.case("old-1")
+    seed.case("old-2")
+    old = listed(client)
+    clock.advance(service.policy.event_retention + timedelta(seconds=1))
+    seed.case("new-1")
+    recent = listed(client, old[-1].position)
+
+    assert service.prune_events() == len(old)
+
+    with pytest.raises(OutOfRange) as behind:
+        client.list_events(old[0].position)
+    assert behind.value.oldest_position == recent[0].position
+    assert error_info(behind.value).reason == "EVENTS_PRUNED"
+    with pytest.raises(OutOfRange):
+        next(client.watch_events(0))
+    assert listed(client, old[-1].position) == recent
+    assert list(client.list_events(from_oldest=True, page_size=500).events) == recent
+
+
+def test_the_sweep_never_prunes_the_newest_event(client, seed, service, clock):
+    seed.shop("shop-lonely", wallet_balance=100)
+    clock.advance(service.policy.event_retention * 2)
+
+    service.prune_events()
+
+    (newest,) = client.list_events(from_oldest=True, page_size=500).events
+    assert newest.funds_posted.account == pb.AccountRef(
+        kind=pb.ACCOUNT_KIND_ANXIN_WALLET, owner_id="shop-lonely"
+    )
+
+
+def test_the_command_line_prints_one_json_line_per_event_from_a_position(
+    client, seed, server, capsys
+):
+    import json
+
+    from client.__main__ import main
+
+    seed.case("cli-1")
+    seed.case("cli-2")
+    everything = listed(client)
+    address = ["--address", f"127.0.0.1:{server.port}"]
+
+    assert main([*address, "events", "--from", str(everything[0].position)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [int(json.loads(line)["position"]) for line in lines] == [
+        e.position for e in everything[1:]
+    ]
+    assert main([*address, "events", "--shop", "shop-cli-2", "--type", "FUNDS_POSTED"]) == 0
+    (line,) = capsys.readouterr().out.splitlines()
+    assert json.loads(line)["funds_posted"]["account"]["owner_id"] == "shop-cli-2"
+
+
+def open_stream(client):
+    stream = client.events.WatchEvents(events_pb2.WatchEventsRequest(heartbeat_seconds=1))
+    next(stream)  # a heartbeat at the latest: the stream is served
+    return stream
+
+
+def test_a_server_serves_half_its_workers_in_streams_and_refuses_more_for_a_while(client, server):
+    held = [open_stream(client) for _ in range(server.events.slots.limit)]
+    try:
+        with pytest.raises(grpc.RpcError) as refused:
+            open_stream(client)
+        assert refused.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert error_info(from_rpc_error(refused.value)).reason == "TOO_MANY_STREAMS"
+    finally:
+        for stream in held:
+            stream.cancel()
+    deadline = time.monotonic() + 10
+    while server.events.slots.busy() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    open_stream(client).cancel()
+
+
+def test_a_draining_server_ends_its_streams_unavailable_for_consumers_to_resume_elsewhere(
+    client, server
+):
+    stream = open_stream(client)
+
+    server.not_serving()
+
+    with pytest.raises(grpc.RpcError) as ended:
+        for _ in stream:
+            pass
+    assert ended.value.code() is grpc.StatusCode.UNAVAILABLE
+    assert error_info(from_rpc_error(ended.value)).reason == "SERVER_STOPPING"

@@ -1,0 +1,124 @@
+"""Positions follow the commit order, on two PostgreSQL connections at once: a transaction that
+began first and commits last gets the higher position, so a consumer that resumed from the
+position of the one that committed first still receives it; and while one holds its position
+uncommitted, no reader is handed anything past it."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from datetime import UTC, datetime
+
+import pytest
+
+from server.domain.events import Event, EventType, ShopStatusChanged
+from server.domain.model import Actor
+from server.store import SqlStore, open_database
+
+pytestmark = pytest.mark.postgres
+
+T = datetime(2026, 6, 1, tzinfo=UTC)
+
+
+def told(shop_id: str) -> Event:
+    return Event(
+        EventType.SHOP_STATUS_CHANGED,
+        T,
+        shop_id,
+        "",
+        Actor(),
+        "",
+        ShopStatusChanged("NORMAL", "SUSPENDED"),
+    )
+
+
+def read(store, after: int):
+    """A reader on a connection of its own (peewee keeps one per thread)."""
+    return on_a_thread(lambda: _read(store, after))
+
+
+def _read(store, after):
+    with store.unit_of_work(read_only=True) as uow:
+        return uow.events.read(after=after, shop_id=None, types=(), limit=100)
+
+
+def on_a_thread(work):
+    result = []
+    thread = threading.Thread(target=lambda: result.append(work()))
+    thread.start()
+    thread.join(10)
+    return result[0]
+
+
+def commit_one(store, shop_id: str) -> None:
+    with store.unit_of_work() as uow:
+        uow.events.add(told(shop_id))
+        uow.commit()
+
+
+class Held:
+    """A transaction on a thread of its own that writes its event (and with `drawn`, takes its
+    position) and then waits to be told to commit."""
+
+    def __init__(self, store, shop_id: str, *, drawn: bool) -> None:
+        self.ready, self.go = threading.Event(), threading.Event()
+
+        def run():
+            with store.unit_of_work() as uow:
+                uow.events.add(told(shop_id))
+                if drawn:
+                    uow.events.flush()
+                self.ready.set()
+                self.go.wait(10)
+                uow.commit()
+
+        self.thread = threading.Thread(target=run)
+        self.thread.start()
+        assert self.ready.wait(10)
+
+    def commit(self) -> None:
+        self.go.set()
+        self.thread.join(10)
+
+
+@pytest.fixture
+def pg_store(postgres_server):
+    """PostgreSQL only: SQLite's one writer commits in the order it writes."""
+    store = SqlStore(open_database(postgres_server.create_database(f"order_{uuid.uuid4().hex}")))
+    store.migrate()
+    yield store
+    store.close()
+
+
+def test_the_transaction_that_began_first_and_commits_last_is_handed_out_after(pg_store):
+    store = pg_store
+    first = Held(store, "shop-first", drawn=False)  # began first; its change is uncommitted
+
+    on_a_thread(lambda: commit_one(store, "shop-second"))
+    consumer = read(store, 0)
+    assert [e.shop_id for e in consumer.events] == ["shop-second"]
+    resume_from = consumer.events[-1].position
+
+    first.commit()
+
+    late = read(store, resume_from).events
+    assert [e.shop_id for e in late] == ["shop-first"]
+    assert late[0].position > resume_from
+
+
+def test_a_reader_is_handed_nothing_past_a_position_drawn_but_not_committed(pg_store):
+    store = pg_store
+    start = read(store, 0).through
+    holder = Held(store, "shop-holder", drawn=True)  # its position drawn, the lock held
+
+    other = threading.Thread(target=commit_one, args=(store, "shop-other"))
+    other.start()
+    other.join(0.5)
+    assert other.is_alive()  # it waits for the holder to commit ...
+    page = read(store, start)
+    assert (page.events, page.through) == ([], start)  # ... and nothing is handed out
+
+    holder.commit()
+    other.join(10)
+    assert not other.is_alive()
+    assert [e.shop_id for e in read(store, start).events] == ["shop-holder", "shop-other"]
