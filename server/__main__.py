@@ -213,7 +213,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--sweep-interval",
         type=_number(float, 0.1, 86_400, " seconds"),
         default="30",
-        help="seconds between sweeps that store expired entries as EXPIRED (0.1 to 86400)",
+        help="seconds between sweeps, which store expired entries as EXPIRED, pay on the debts "
+        "PostFunds left and prune old events (0.1 to 86400)",
     )
     p.add_argument(
         "--health-interval",

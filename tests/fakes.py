@@ -459,6 +459,13 @@ class FakeClawbacks:
     def debts_pending(self, limit: int) -> list[tuple[str, Actor]]:
         return list(self._s.debts_pending.items())[:limit]
 
+    def has_debts_pending(self, payee_id: str) -> bool:
+        return payee_id in self._s.debts_pending
+
+    def postpone_debts_pending(self, payee_id: str, now: datetime) -> None:
+        if payee_id in self._s.debts_pending:
+            self._s.debts_pending[payee_id] = self._s.debts_pending.pop(payee_id)
+
     def clear_debts_pending(self, payee_id: str) -> None:
         self._s.debts_pending.pop(payee_id, None)
 

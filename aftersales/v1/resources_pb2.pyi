@@ -81,6 +81,11 @@ class _ReasonCodeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ReasonCode
     """The facts of an order that money has moved on (shop, paid amount, commission lines) cannot
     change any more.
     """
+    DEBTS_BEING_RECOVERED: _ReasonCode.ValueType  # 32
+    """A withdrawal from a payee's cash account while its clawback debts are still being paid from
+    it (PostFundsResponse.debts_pending): the balance pays the debts first. Retry after the
+    server's next sweep.
+    """
     CATEGORY_NOT_DESIGNATED: _ReasonCode.ValueType  # 40
     """Commission clawback (TR/佣金退回).
     The order's product is not in a designated category (指定类目).
@@ -192,6 +197,11 @@ A withdrawal is larger than the account's balance.
 ORDER_FACTS_FROZEN: ReasonCode.ValueType  # 31
 """The facts of an order that money has moved on (shop, paid amount, commission lines) cannot
 change any more.
+"""
+DEBTS_BEING_RECOVERED: ReasonCode.ValueType  # 32
+"""A withdrawal from a payee's cash account while its clawback debts are still being paid from
+it (PostFundsResponse.debts_pending): the balance pays the debts first. Retry after the
+server's next sweep.
 """
 CATEGORY_NOT_DESIGNATED: ReasonCode.ValueType  # 40
 """Commission clawback (TR/佣金退回).

@@ -133,8 +133,9 @@ class PostFundsResponse(_message.Message):
     """Money reaching a payee's CASH account first pays the payee's outstanding clawback debts,
     oldest first, in the same transaction, but at most 1,000 of them per call, so that the call
     stays fast however many shops the payee owes. True when more debts are owed and money is
-    left: the server's sweeper goes on paying them, 1,000 at a time, within its sweep interval
-    (30 seconds by default); `balance` is what was left after this call's part.
+    left: the server's sweeper goes on paying them, 1,000 at a time, at its next sweeps (every 30
+    seconds by default); `balance` is what was left after this call's part. Until they are paid,
+    a withdrawal from the account is FAILED_PRECONDITION with reason DEBTS_BEING_RECOVERED.
     """
     @_builtins.property
     def transfer(self) -> _resources_pb2.Transfer:

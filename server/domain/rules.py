@@ -264,16 +264,29 @@ def check_application(
 # --- Moving money ------------------------------------------------------------------------------
 
 
-def check_withdrawal(balance: int, amount: int) -> tuple[Violation, ...]:
-    """Money leaving an account to the outside may not take it below zero."""
+def check_withdrawal(
+    balance: int, amount: int, *, debts_pending: bool = False
+) -> tuple[Violation, ...]:
+    """Money leaving an account to the outside may not take it below zero, nor leave a payee's
+    cash account while the clawback debts it owes are still being paid from it (more debts than
+    one posting pays: the sweeper is paying on, and the balance is theirs first)."""
+    violations = []
     if amount > balance:
-        return (
+        violations.append(
             Violation(
                 ReasonCode.INSUFFICIENT_FUNDS,
                 f"{_yuan(amount)} asked, the balance is {_yuan(balance)}",
-            ),
+            )
         )
-    return ()
+    if debts_pending:
+        violations.append(
+            Violation(
+                ReasonCode.DEBTS_BEING_RECOVERED,
+                "the payee's clawback debts are being paid from this balance; retry after the "
+                "server's next sweep",
+            )
+        )
+    return tuple(violations)
 
 
 def is_stale(stored_version: int, incoming_version: int) -> bool:

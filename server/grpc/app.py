@@ -251,46 +251,54 @@ SWEEP_ROUNDS = 100
 class Sweeper(threading.Thread):
     """Stores as EXPIRED the entries whose window passed (readers see them EXPIRED already), each
     with its event, pays on the debts PostFunds left to it, and prunes the events older than the
-    retention. A failing sweep is logged when sweeps start failing and when they work again, not
-    each time."""
+    retention: three tasks, each on its own, so that one failing holds up neither of the others.
+    A failing task is logged when it starts failing and when it works again, not each time."""
 
     def __init__(self, service: Service, interval: float) -> None:
-        super().__init__(name="entry-sweeper", daemon=True)
+        super().__init__(name="sweeper", daemon=True)
         self.service = service
         self.interval = interval
         self.stopped = threading.Event()
-        self.failing = False
+        self.failing: set[str] = set()
 
     def run(self) -> None:
         while not self.stopped.wait(self.interval):
-            try:
-                expired = self.service.expire_entries()
-                payees = 0
-                for _ in range(SWEEP_ROUNDS):
-                    handled = self.service.settle_pending_debts(SWEEP_PAYEES)
-                    if not handled or self.stopped.is_set():
-                        break
-                    payees += handled
-                pruned = self.service.prune_events()
-            except StoreUnavailable as e:
-                if not self.failing:
-                    log.warning("sweeps fail: the database is unavailable; will retry: %s", e)
-                self.failing = True
-                continue
-            except Exception:
-                if not self.failing:
-                    log.exception("sweep failed; will retry")
-                self.failing = True
-                continue
-            if self.failing:
-                log.info("sweeps work again")
-                self.failing = False
+            expired = self._task("expiring entries", self.service.expire_entries)
             if expired:
                 log.info("entries expired", extra={"count": expired})
+            payees = self._task("paying pending debts", self._settle_debts)
             if payees:
                 log.info("pending debts paid on", extra={"payee_transactions": payees})
+            pruned = self._task("pruning events", self.service.prune_events)
             if pruned:
                 log.info("events pruned", extra={"count": pruned})
+
+    def _settle_debts(self) -> int:
+        payees = 0
+        for _ in range(SWEEP_ROUNDS):
+            handled = self.service.settle_pending_debts(SWEEP_PAYEES)
+            if not handled or self.stopped.is_set():
+                break
+            payees += handled
+        return payees
+
+    def _task(self, name: str, task: Callable[[], int]) -> int:
+        try:
+            done = task()
+        except StoreUnavailable as e:
+            if name not in self.failing:
+                log.warning("sweep: %s fails, the database is unavailable; will retry: %s", name, e)
+            self.failing.add(name)
+            return 0
+        except Exception:
+            if name not in self.failing:
+                log.exception("sweep: %s failed; will retry", name)
+            self.failing.add(name)
+            return 0
+        if name in self.failing:
+            log.info("sweep: %s works again", name)
+            self.failing.discard(name)
+        return done
 
     def stop(self) -> None:
         self.stopped.set()

@@ -24,7 +24,12 @@ from server.domain.model import (
 )
 from server.service.base import UseCases, account_subject, order_subject, wallet_of
 from server.service.outcomes import DebtsRecovered
-from server.service.unit_of_work import InsufficientBalance, UnitOfWork
+from server.service.unit_of_work import (
+    InsufficientBalance,
+    StoreUnavailable,
+    TransactionAborted,
+    UnitOfWork,
+)
 
 # Debts read per statement while paying a payee's debts.
 DEBT_PAGE = 500
@@ -90,7 +95,8 @@ class SyncUseCases(UseCases):
     ) -> Posted:
         """Money from outside into `account` (amount > 0) or out of it (amount < 0). Money
         reaching a payee's cash account first pays its outstanding clawback debts, oldest first,
-        in the same transaction."""
+        in the same transaction, up to DEBTS_PER_TRANSACTION of them; the sweeper pays the rest,
+        and until it has, no money leaves that account."""
         now = self.clock.now()
         with self.unit_of_work() as uow:
             if account.kind in (AccountKind.ANXIN_WALLET, AccountKind.DEPOSIT):
@@ -100,6 +106,13 @@ class SyncUseCases(UseCases):
             # locked (in the store's global order) once it is known which debts are paid.
             uow.ledger.lock_accounts({account})
             incoming = amount > 0
+            if not incoming and account.kind is AccountKind.CASH:
+                if uow.clawbacks.has_debts_pending(account.owner_id):
+                    balance = uow.ledger.balances([account])[account]
+                    raise RulesRefused(
+                        account_subject(account),
+                        rules.check_withdrawal(balance, -amount, debts_pending=True),
+                    )
             try:
                 transfer = uow.ledger.post_transfer(
                     from_account=EXTERNAL if incoming else account,
@@ -137,13 +150,23 @@ class SyncUseCases(UseCases):
             waiting = uow.clawbacks.debts_pending(payees)
         for payee_id, by in waiting:
             now = self.clock.now()
-            with self.unit_of_work() as uow:
-                cash = AccountRef(AccountKind.CASH, payee_id)
-                uow.ledger.lock_accounts({cash})
-                recovered: list[events.Event] = []
-                if not self._settle_debts(uow, cash, now, by, recovered):
-                    uow.clawbacks.clear_debts_pending(payee_id)
-                uow.events.add(*recovered)
+            try:
+                with self.unit_of_work() as uow:
+                    cash = AccountRef(AccountKind.CASH, payee_id)
+                    uow.ledger.lock_accounts({cash})
+                    recovered: list[events.Event] = []
+                    if not self._settle_debts(uow, cash, now, by, recovered):
+                        uow.clawbacks.clear_debts_pending(payee_id)
+                    uow.events.add(*recovered)
+            except TransactionAborted:
+                continue  # a concurrent transaction won; this payee is paid on next time
+            except StoreUnavailable:
+                raise
+            except Exception:
+                # Whatever fails for this payee must not hold up the others: it goes last.
+                with self.unit_of_work() as uow:
+                    uow.clawbacks.postpone_debts_pending(payee_id, now)
+                raise
         return len(waiting)
 
     def _settle_debts(

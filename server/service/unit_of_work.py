@@ -198,6 +198,10 @@ class Clawbacks(Protocol):
     def debts_pending(self, limit: int) -> list[tuple[str, Actor]]:
         """At most `limit` payees noted by mark_debts_pending, oldest note first."""
 
+    def has_debts_pending(self, payee_id: str) -> bool: ...
+    def postpone_debts_pending(self, payee_id: str, now: datetime) -> None:
+        """Puts the payee last among those debts_pending gives."""
+
     def clear_debts_pending(self, payee_id: str) -> None: ...
     def clawback(
         self, *, clawback_id: str | None = None, refund_id: str | None = None

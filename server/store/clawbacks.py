@@ -214,6 +214,20 @@ class SqlClawbacks:
         )
         return [(payee, Actor(service, person)) for payee, service, person in cursor.fetchall()]
 
+    def has_debts_pending(self, payee_id: str) -> bool:
+        p = self._store.database.param
+        cursor = execute_sql(
+            self._store.database,
+            f'SELECT 1 FROM "pending_debts" WHERE "payee_id" = {p}',
+            [payee_id],
+        )
+        return cursor.fetchone() is not None
+
+    def postpone_debts_pending(self, payee_id: str, now: datetime) -> None:
+        PendingDebtsRow.update(noted_at=to_us(now)).where(
+            PendingDebtsRow.payee_id == payee_id
+        ).execute()
+
     def clear_debts_pending(self, payee_id: str) -> None:
         PendingDebtsRow.delete().where(PendingDebtsRow.payee_id == payee_id).execute()
 

@@ -9,9 +9,10 @@ import time
 import pytest
 
 from aftersales.v1 import resources_pb2 as pb
-from client import Client, InvalidArgument
+from client import Client, FailedPrecondition, InvalidArgument
 from server.grpc.app import App
 from server.grpc.common import MAX_BALANCE_ACCOUNTS, MAX_BATCH_ORDERS, MAX_COMMISSION_LINES
+from server.service import sync
 from server.service.sync import DEBTS_PER_TRANSACTION
 from tests.e2e.seed import PAID, wallet
 from tests.store.factories import OWED, a_payee_owing
@@ -134,3 +135,18 @@ def test_a_batch_check_names_at_most_the_bound(client, seed):
     (violation,) = refused.value.field_violations
     assert violation.field == "order_ids"
     assert str(MAX_BATCH_ORDERS) in violation.description
+
+
+def test_a_withdrawal_while_debts_are_being_paid_is_refused_naming_why(
+    client, service, store, monkeypatch
+):
+    monkeypatch.setattr(sync, "DEBTS_PER_TRANSACTION", 2)
+    a_payee_owing(service, store, "kol-wait", 3)
+    posted = client.post_funds(cash("kol-wait"), 3 * OWED + 50)
+    assert posted.debts_pending
+
+    with pytest.raises(FailedPrecondition) as refused:
+        client.post_funds(cash("kol-wait"), -50)
+    assert refused.value.reasons == ["DEBTS_BEING_RECOVERED"]
+    [violation] = refused.value.violations
+    assert violation.subject == "accounts/cash/kol-wait"

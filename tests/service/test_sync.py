@@ -9,6 +9,8 @@ import pytest
 from server.domain.errors import NotFound, RulesRefused
 from server.domain.model import (
     EXTERNAL,
+    AccountKind,
+    AccountRef,
     ReasonCode,
     Shop,
     ShopStatus,
@@ -16,7 +18,7 @@ from server.domain.model import (
     StaffRole,
     TransferKind,
 )
-from server.service import Service
+from server.service import Service, sync
 from tests.service.scenarios import (
     a_clawback_setup,
     a_commissioned_order,
@@ -24,7 +26,14 @@ from tests.service.scenarios import (
     an_application,
     balance,
 )
-from tests.store.factories import a_normal_shop, an_eligible_setup, request_id, wallet_of
+from tests.store.factories import (
+    OWED,
+    a_normal_shop,
+    a_payee_owing,
+    an_eligible_setup,
+    request_id,
+    wallet_of,
+)
 
 
 def stored_order(service: Service, order_id: str, owner_id: str):
@@ -141,3 +150,55 @@ def test_transfers_page_newest_first_through_every_one(service):
     assert seen == [5, 4, 3, 2, 1]
     assert balance(service, wallet) == 15
     assert service.balances([], shop_id) == {wallet: 15}
+
+
+@pytest.fixture
+def two_debts_a_call(monkeypatch):
+    """PostFunds pays at most 2 debts a call, so that a few debts are past it."""
+    monkeypatch.setattr(sync, "DEBTS_PER_TRANSACTION", 2)
+
+
+def test_no_money_leaves_a_cash_account_while_its_debts_are_being_paid(
+    service, store, two_debts_a_call
+):
+    a_payee_owing(service, store, "kol-1", 5)
+    cash = AccountRef(AccountKind.CASH, "kol-1")
+    posted = service.post_funds(request_id(), cash, 5 * OWED + 1_000, "payout")
+    assert (posted.debts_pending, posted.balance) == (True, 3 * OWED + 1_000)
+
+    with pytest.raises(RulesRefused) as refused:
+        service.post_funds(request_id(), cash, -(3 * OWED + 1_001), "withdrawal")
+    # Every broken rule: the balance is short, and it is the debts' first.
+    assert [v.code for v in refused.value.violations] == [
+        ReasonCode.INSUFFICIENT_FUNDS,
+        ReasonCode.DEBTS_BEING_RECOVERED,
+    ]
+
+    while service.settle_pending_debts(payees=10):
+        pass
+    assert service.balances([cash], None)[cash] == 1_000
+    service.post_funds(request_id(), cash, -1_000, "withdrawal")
+    assert service.balances([cash], None)[cash] == 0
+
+
+def test_a_payee_whose_debts_fail_to_be_paid_does_not_hold_up_the_others(
+    service, store, two_debts_a_call, monkeypatch
+):
+    for payee in ("kol-bad", "kol-good"):
+        a_payee_owing(service, store, payee, 3, tag=payee)
+        posted = service.post_funds(request_id(), AccountRef(AccountKind.CASH, payee), 300, "")
+        assert posted.debts_pending
+    settle = service._settle_debts
+
+    def failing_for_one(uow, cash, *args):
+        if cash.owner_id == "kol-bad":
+            raise RuntimeError("a bug tied to one payee")
+        return settle(uow, cash, *args)
+
+    monkeypatch.setattr(service, "_settle_debts", failing_for_one)
+
+    with pytest.raises(RuntimeError):
+        service.settle_pending_debts(payees=1)  # kol-bad, first noted
+    assert service.settle_pending_debts(payees=1) == 1  # kol-good goes first now
+    good = AccountRef(AccountKind.CASH, "kol-good")
+    assert service.balances([good], None)[good] == 0

@@ -181,15 +181,16 @@ def counted_statements(store: SqlStore) -> Iterator[list[str]]:
 OWED = 100  # fen per shop
 
 
-def a_payee_owing(service, store, payee: str, shops: int) -> list[str]:
-    """`shops` shops, each owed OWED by `payee` on a clawback line nothing was recovered of."""
+def a_payee_owing(service, store, payee: str, shops: int, *, tag: str = "") -> list[str]:
+    """`shops` shops, each owed OWED by `payee` on a clawback line nothing was recovered of; the
+    ids are "shop-0000", "order-0000", "clawback-0000"..., after `tag` if given."""
     now = service.now()
-    shop_ids = [f"shop-{i:04d}" for i in range(shops)]
+    shop_ids = [f"{tag}shop-{i:04d}" for i in range(shops)]
     with store.unit_of_work() as uow:
         for i, shop_id in enumerate(shop_ids):
             uow.facts.put_shop(Shop(shop_id, shop_id, ShopStatus.NORMAL, now - timedelta(days=99)))
             order = Order(
-                order_id=f"order-{i:04d}",
+                order_id=f"{tag}order-{i:04d}",
                 shop_id=shop_id,
                 buyer_id="buyer",
                 kind=OrderKind.ORDINARY,
@@ -204,8 +205,8 @@ def a_payee_owing(service, store, payee: str, shops: int) -> list[str]:
             uow.facts.put_order(order)
             uow.clawbacks.record_refund(
                 RefundClawback(
-                    clawback_id=f"clawback-{i:04d}",
-                    refund=Refund(f"refund-{i:04d}", order.order_id, "", 1_000, now, now),
+                    clawback_id=f"{tag}clawback-{i:04d}",
+                    refund=Refund(f"{tag}refund-{i:04d}", order.order_id, "", 1_000, now, now),
                     shop_id=shop_id,
                     reasons=(),
                     lines=(ClawbackLine(0, PayeeKind.INFLUENCER, payee, 1_000, OWED, 0),),

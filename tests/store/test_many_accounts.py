@@ -5,12 +5,16 @@ accounts in bounded batches)."""
 
 from __future__ import annotations
 
+import pytest
+
+from server.domain.errors import RulesRefused
 from server.domain.events import EventType
 from server.domain.model import (
     AccountKind,
     AccountRef,
     Actor,
     ClawbackState,
+    ReasonCode,
 )
 from server.service.sync import DEBTS_PER_TRANSACTION
 from server.store.schema import BATCH
@@ -60,6 +64,11 @@ def test_debts_past_what_one_posting_pays_are_paid_on_by_the_sweeper(service, st
         ClawbackState.OUTSTANDING,
     )
 
+    # Until then no money leaves the account: it is the debts' first.
+    with pytest.raises(RulesRefused) as refused:
+        service.post_funds(request_id(), cash, -7, "withdrawal")
+    assert [v.code for v in refused.value.violations] == [ReasonCode.DEBTS_BEING_RECOVERED]
+
     # A sweep pays the rest, in the name of who posted the funds, and then has nothing left.
     assert service.settle_pending_debts(payees=10) == 1
     assert service.balances([cash], None)[cash] == 7
@@ -81,6 +90,9 @@ def test_debts_past_what_one_posting_pays_are_paid_on_by_the_sweeper(service, st
         f"clawback-{i:04d}" for i in range(owed)
     ]
     assert {e.actor for e in page.events} == {payroll}
+    # Now the payee's money may leave.
+    service.post_funds(request_id(), cash, -7, "withdrawal")
+    assert service.balances([cash], None)[cash] == 0
 
 
 def test_money_short_of_every_debt_pays_the_oldest_first_and_part_of_the_next(service, store):
