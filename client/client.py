@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import functools
 import json
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -487,11 +488,13 @@ class Client:
         With `heartbeats`, the heartbeats too (their `position` may be stored as an event's).
 
         Resumes by itself: when the stream breaks (UNAVAILABLE: the server stops, the network
-        fails) or the server has no room for it (RESOURCE_EXHAUSTED), it reconnects after
-        `reconnect_delay` seconds from the last position it yielded, so that the caller sees
-        each event once. Any other failure raises its typed exception (OutOfRange: the
-        position asked for was pruned)."""
+        fails; ABORTED), the server has no room for it (RESOURCE_EXHAUSTED) or falls silent
+        (nothing, not even a heartbeat, for three heartbeat intervals: a dead host or a dropped
+        connection), it reconnects after `reconnect_delay` seconds from the last position it
+        yielded, so that the caller sees each event once. Any other failure raises its typed
+        exception (OutOfRange: the position asked for was pruned)."""
         after = after_position
+        silence = 3 * (heartbeat_seconds or DEFAULT_HEARTBEAT_SECONDS)
         while True:
             request = events_pb2.WatchEventsRequest(
                 after_position=after,
@@ -501,8 +504,10 @@ class Client:
                 heartbeat_seconds=heartbeat_seconds,
             )
             stream = self.events.WatchEvents(request)
+            watchdog = _Watchdog(silence, stream.cancel)
             try:
                 for item in stream:
+                    watchdog.heard()
                     if item.HasField("event"):
                         after = item.event.position
                         yield item.event
@@ -512,15 +517,49 @@ class Client:
                             yield item.heartbeat
             except grpc.RpcError as e:
                 error = from_rpc_error(e)
-                if error.code not in _RESUMED:
+                if error.code not in _RESUMED and not watchdog.fired:
                     raise error from None
                 time.sleep(reconnect_delay)
             finally:
+                watchdog.stop()
                 stream.cancel()  # type: ignore[no-untyped-call]  # grpc-stubs
 
 
+# The heartbeat interval of a stream that asks for none (the server's default; events.proto).
+DEFAULT_HEARTBEAT_SECONDS = 10
+
+
+class _Watchdog:
+    """Calls `cancel` once nothing was heard for `silence` seconds; one thread per stream."""
+
+    def __init__(self, silence: float, cancel: Callable[[], object]) -> None:
+        self.silence = silence
+        self.cancel = cancel
+        self.last = time.monotonic()
+        self.fired = False
+        self.stopped = threading.Event()
+        threading.Thread(target=self._watch, name="watch-events-watchdog", daemon=True).start()
+
+    def heard(self) -> None:
+        self.last = time.monotonic()
+
+    def stop(self) -> None:
+        self.stopped.set()
+
+    def _watch(self) -> None:
+        while not self.stopped.wait(min(1.0, self.silence / 4)):
+            if time.monotonic() - self.last >= self.silence:
+                self.fired = True
+                self.cancel()
+                return
+
+
 # A stream that breaks with these is resumed by Client.watch_events.
-_RESUMED = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED)
+_RESUMED = (
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.RESOURCE_EXHAUSTED,
+    grpc.StatusCode.ABORTED,
+)
 
 
 class _Page(Protocol):

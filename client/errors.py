@@ -132,7 +132,13 @@ class DeadlineExceeded(AfterSalesError):
 
 class OutOfRange(AfterSalesError):
     """Events after the position asked for were pruned (reason EVENTS_PRUNED): what was missed is
-    gone from the service; `oldest_position` is the oldest still held."""
+    gone from the service; catch it up from its source, then resume after `pruned_through`. Or
+    the position is past every one handed out (reason EVENTS_AHEAD): it is not of this event log.
+    """
+
+    @property
+    def pruned_through(self) -> int:
+        return int(self.metadata.get("pruned_through", "0"))
 
     @property
     def oldest_position(self) -> int:

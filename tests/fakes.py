@@ -552,7 +552,7 @@ class FakeEvents:
         ][:limit]
         top = self._s.events[-1].position if self._s.events else 0
         through = found[-1].position if len(found) >= limit else max(after, top)
-        return EventPage(found, through, self._s.pruned_through)
+        return EventPage(found, through, self._s.pruned_through, top=top)
 
     def held(self) -> tuple[int, int]:
         return self._s.pruned_through, self._s.last_position

@@ -106,8 +106,9 @@ class Event(_message.Message):
 
     @_builtins.property
     def actor(self) -> _resources_pb2.Actor:
-        """Who caused it: the calling service and the person it acted for. Empty for the server's own
-        sweep (an entry expired).
+        """Who caused it: the calling service and the person it acted for. Empty for an entry the
+        server's sweep expired (an expiry found by an OpenEntry names its caller); a debt the sweep
+        recovered names who posted the funds that paid it.
         """
 
     @_builtins.property
@@ -584,10 +585,15 @@ class ListEventsResponse(_message.Message):
 
     EVENTS_FIELD_NUMBER: _builtins.int
     NEXT_AFTER_POSITION_FIELD_NUMBER: _builtins.int
+    CAUGHT_UP_FIELD_NUMBER: _builtins.int
     next_after_position: _builtins.int
     """Pass as after_position for the next page: the last event's position, or past the events
-    that did not match the filters. Fewer than page_size events: nothing more for now.
+    that did not match the filters. One call looks at most 10,000 positions past after_position,
+    so a page may hold fewer than page_size events, or none, while more are held: read on until
+    caught_up.
     """
+    caught_up: _builtins.bool
+    """Nothing more is held past next_after_position now."""
     @_builtins.property
     def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___Event]:
         """In position order."""
@@ -597,10 +603,11 @@ class ListEventsResponse(_message.Message):
         *,
         events: _abc.Iterable[Global___Event] | None = ...,
         next_after_position: _builtins.int = ...,
+        caught_up: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events", "next_after_position", b"next_after_position"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["caught_up", b"caught_up", "events", b"events", "next_after_position", b"next_after_position"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -33,9 +33,11 @@ class EventsStub:
 
     Events are kept for the policy's retention (`[events] retention_seconds`) and then pruned. A
     consumer resuming from a position already pruned gets OUT_OF_RANGE with a google.rpc.ErrorInfo
-    (reason EVENTS_PRUNED) whose metadata["oldest_position"] is the oldest position still held:
-    what it missed is gone from here, and it must catch up from the source of truth (the lists and
-    reads of the other services) before resuming from there.
+    (reason EVENTS_PRUNED) whose metadata["pruned_through"] is the highest position pruned: what it
+    missed is gone from here, and it must catch up from the source of truth (the lists and reads of
+    the other services) before resuming with after_position = pruned_through. A position past every
+    position handed out (another event log's, or a restored backup's) is OUT_OF_RANGE too (reason
+    EVENTS_AHEAD, metadata["top"] the highest position held), never silently waited on.
 
     A caller that acts for a staff member (the merchant back office) sees only its own shop's
     events, and only if the staff member may see the shop's money; buyers see none.
@@ -67,9 +69,11 @@ class EventsServicer:
 
     Events are kept for the policy's retention (`[events] retention_seconds`) and then pruned. A
     consumer resuming from a position already pruned gets OUT_OF_RANGE with a google.rpc.ErrorInfo
-    (reason EVENTS_PRUNED) whose metadata["oldest_position"] is the oldest position still held:
-    what it missed is gone from here, and it must catch up from the source of truth (the lists and
-    reads of the other services) before resuming from there.
+    (reason EVENTS_PRUNED) whose metadata["pruned_through"] is the highest position pruned: what it
+    missed is gone from here, and it must catch up from the source of truth (the lists and reads of
+    the other services) before resuming with after_position = pruned_through. A position past every
+    position handed out (another event log's, or a restored backup's) is OUT_OF_RANGE too (reason
+    EVENTS_AHEAD, metadata["top"] the highest position held), never silently waited on.
 
     A caller that acts for a staff member (the merchant back office) sees only its own shop's
     events, and only if the staff member may see the shop's money; buyers see none.
@@ -121,9 +125,11 @@ class Events:
 
     Events are kept for the policy's retention (`[events] retention_seconds`) and then pruned. A
     consumer resuming from a position already pruned gets OUT_OF_RANGE with a google.rpc.ErrorInfo
-    (reason EVENTS_PRUNED) whose metadata["oldest_position"] is the oldest position still held:
-    what it missed is gone from here, and it must catch up from the source of truth (the lists and
-    reads of the other services) before resuming from there.
+    (reason EVENTS_PRUNED) whose metadata["pruned_through"] is the highest position pruned: what it
+    missed is gone from here, and it must catch up from the source of truth (the lists and reads of
+    the other services) before resuming with after_position = pruned_through. A position past every
+    position handed out (another event log's, or a restored backup's) is OUT_OF_RANGE too (reason
+    EVENTS_AHEAD, metadata["top"] the highest position held), never silently waited on.
 
     A caller that acts for a staff member (the merchant back office) sees only its own shop's
     events, and only if the staff member may see the shop's money; buyers see none.

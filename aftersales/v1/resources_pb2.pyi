@@ -146,6 +146,26 @@ class _ReasonCodeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ReasonCode
     """
     INTERNAL_ERROR: _ReasonCode.ValueType  # 75
     """INTERNAL: a bug; metadata["incident"] names the server's log line. A retry will not help."""
+    EVENTS_PRUNED: _ReasonCode.ValueType  # 76
+    """Events (service Events).
+    OUT_OF_RANGE: events after the position asked for were pruned (retention).
+    metadata["pruned_through"]: every event at or below it is gone, every one above it held;
+    catch up what was missed from its source, then resume with after_position = pruned_through.
+    metadata["oldest_position"] is pruned_through + 1 (positions may have gaps: it need not be
+    an event's).
+    """
+    EVENTS_AHEAD: _ReasonCode.ValueType  # 77
+    """OUT_OF_RANGE: the position asked for is past every position handed out (metadata["top"]):
+    it is of another event log, or of this one restored from an older backup.
+    """
+    TOO_MANY_STREAMS: _ReasonCode.ValueType  # 78
+    """RESOURCE_EXHAUSTED: the server serves as many event streams as it may; retry after the
+    RetryInfo's retry_delay, or on another replica.
+    """
+    SERVER_STOPPING: _ReasonCode.ValueType  # 79
+    """UNAVAILABLE: the server is stopping; resume the stream (on another replica) after the last
+    position handled.
+    """
 
 class ReasonCode(_ReasonCode, metaclass=_ReasonCodeEnumTypeWrapper):
     """Why a request was refused or an entry is not eligible, and every other ErrorInfo.reason the
@@ -263,6 +283,26 @@ TRANSACTION_ABORTED: ReasonCode.ValueType  # 74
 """
 INTERNAL_ERROR: ReasonCode.ValueType  # 75
 """INTERNAL: a bug; metadata["incident"] names the server's log line. A retry will not help."""
+EVENTS_PRUNED: ReasonCode.ValueType  # 76
+"""Events (service Events).
+OUT_OF_RANGE: events after the position asked for were pruned (retention).
+metadata["pruned_through"]: every event at or below it is gone, every one above it held;
+catch up what was missed from its source, then resume with after_position = pruned_through.
+metadata["oldest_position"] is pruned_through + 1 (positions may have gaps: it need not be
+an event's).
+"""
+EVENTS_AHEAD: ReasonCode.ValueType  # 77
+"""OUT_OF_RANGE: the position asked for is past every position handed out (metadata["top"]):
+it is of another event log, or of this one restored from an older backup.
+"""
+TOO_MANY_STREAMS: ReasonCode.ValueType  # 78
+"""RESOURCE_EXHAUSTED: the server serves as many event streams as it may; retry after the
+RetryInfo's retry_delay, or on another replica.
+"""
+SERVER_STOPPING: ReasonCode.ValueType  # 79
+"""UNAVAILABLE: the server is stopping; resume the stream (on another replica) after the last
+position handled.
+"""
 Global___ReasonCode: _TypeAlias = ReasonCode  # noqa: Y015
 
 class _TransferKind:

@@ -96,11 +96,25 @@ class NotTheAuthenticatedPerson(Refused):
 
 class EventsPruned(Refused):
     """The events after the position asked for are no longer all held: some were pruned
-    (retention). `oldest` is the oldest position still held."""
+    (retention). Every event at or below `pruned_through` is gone, every one above it held."""
 
-    def __init__(self, after: int, oldest: int) -> None:
+    def __init__(self, after: int, pruned_through: int) -> None:
         self.after = after
-        self.oldest = oldest
+        self.pruned_through = pruned_through
         super().__init__(
-            f"events after position {after} were pruned; the oldest position held is {oldest}"
+            f"events after position {after} were pruned up to position {pruned_through}; resume "
+            f"after {pruned_through} once what was missed is caught up from its source"
+        )
+
+
+class EventsAhead(Refused):
+    """The position asked for is past every position ever handed out (`top`): it is not of this
+    database, or of one restored from an older backup."""
+
+    def __init__(self, after: int, top: int) -> None:
+        self.after = after
+        self.top = top
+        super().__init__(
+            f"position {after} is past the highest position held, {top}: it is not of this "
+            "event log"
         )

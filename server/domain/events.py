@@ -172,6 +172,13 @@ class EventPage:
     through: int
     # The highest position pruned when it was read: events at or below it are gone.
     pruned_through: int = 0
+    # The highest position held when it was read.
+    top: int = 0
+
+    @property
+    def caught_up(self) -> bool:
+        """Nothing more is held past `through` (for now)."""
+        return self.through >= self.top
 
 
 # --- What each change tells ---------------------------------------------------------------

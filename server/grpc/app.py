@@ -56,6 +56,10 @@ STOP_SECONDS = 2.0
 # The request_id rule of the protos (8 to 128 characters from [A-Za-z0-9._:-]).
 LOGGED_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{8,128}")
 
+# Pings on a connection idle this long, closed unless answered within the timeout.
+KEEPALIVE_SECONDS = 60
+KEEPALIVE_TIMEOUT_SECONDS = 20
+
 HEALTH_CHECK_METHOD = f"/{health.SERVICE_NAME}/Check"
 
 
@@ -210,6 +214,10 @@ class CallInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]  # grpc
                 code = grpc.StatusCode.UNAVAILABLE
                 log.warning("database unavailable while serving %s: %s", method, e)
                 answers.abort(context, status.unavailable())
+            except TransactionAborted as e:
+                code = grpc.StatusCode.ABORTED
+                log.info("transaction aborted while serving %s: %s", method, e)
+                answers.abort(context, status.aborted())
             except Exception:
                 aborted = context.code()  # type: ignore[attr-defined]  # grpc-stubs lag grpcio
                 if aborted not in (None, grpc.StatusCode.OK):
@@ -489,7 +497,14 @@ class App:
         self.server = grpc.server(
             self._workers,
             interceptors=interceptors,
-            options=[("grpc.so_reuseport", int(reuse_port))],
+            options=[
+                ("grpc.so_reuseport", int(reuse_port)),
+                # A consumer whose host died or whose connection a middlebox dropped would hold
+                # its event stream (a worker) until TCP gave up: ping idle connections, and close
+                # those that do not answer.
+                ("grpc.keepalive_time_ms", KEEPALIVE_SECONDS * 1000),
+                ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_SECONDS * 1000),
+            ],
         )
         sync_pb2_grpc.add_SyncServicer_to_server(SyncServicer(service), self.server)
         entry_pb2_grpc.add_AfterSalesEntryServicer_to_server(

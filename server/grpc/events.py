@@ -122,7 +122,9 @@ class EventsServicer(events_pb2_grpc.EventsServicer, Servicer):
             viewer=viewer(),
         )
         return events_pb2.ListEventsResponse(
-            events=[event_pb(e) for e in page.events], next_after_position=page.through
+            events=[event_pb(e) for e in page.events],
+            next_after_position=page.through,
+            caught_up=page.caught_up,
         )
 
     def WatchEvents(
@@ -158,16 +160,16 @@ class EventsServicer(events_pb2_grpc.EventsServicer, Servicer):
                 after = page.through
                 if page.events:
                     last_sent = time.monotonic()
-                if len(page.events) >= STREAM_BATCH:
-                    continue
                 idle = time.monotonic() - last_sent
-                if idle >= heartbeat:
+                if idle >= heartbeat:  # also while a filtered backlog is read on, span by span
                     yield events_pb2.WatchEventsResponse(
                         heartbeat=events_pb2.Heartbeat(
                             position=after, sent_at=timestamp(self.service.now())
                         )
                     )
                     last_sent = time.monotonic()
+                    idle = 0.0
+                if len(page.events) >= STREAM_BATCH or not page.caught_up:
                     continue
                 wake.wait(heartbeat - idle)
         finally:

@@ -18,6 +18,7 @@ from grpc_status import rpc_status
 
 from server.domain.errors import (
     CallerNotAllowed,
+    EventsAhead,
     EventsPruned,
     InvalidArgument,
     NotFound,
@@ -44,6 +45,7 @@ UNDECODABLE_REQUEST = "UNDECODABLE_REQUEST"
 EVENTS_PRUNED = "EVENTS_PRUNED"
 TOO_MANY_STREAMS = "TOO_MANY_STREAMS"
 SERVER_STOPPING = "SERVER_STOPPING"
+EVENTS_AHEAD = "EVENTS_AHEAD"
 REASONS = frozenset(
     {
         INVALID_FIELDS,
@@ -52,6 +54,10 @@ REASONS = frozenset(
         TRANSACTION_ABORTED,
         INTERNAL_ERROR,
         UNDECODABLE_REQUEST,
+        EVENTS_PRUNED,
+        EVENTS_AHEAD,
+        TOO_MANY_STREAMS,
+        SERVER_STOPPING,
     }
 )
 
@@ -250,8 +256,17 @@ def _code_and_details(error: Refused) -> tuple[int, list[Message]]:
                 domain=DOMAIN,
                 metadata={
                     "after_position": str(error.after),
-                    "oldest_position": str(error.oldest),
+                    "pruned_through": str(error.pruned_through),
+                    "oldest_position": str(error.pruned_through + 1),
                 },
+            )
+        ]
+    if isinstance(error, EventsAhead):
+        return code_pb2.OUT_OF_RANGE, [
+            error_details_pb2.ErrorInfo(
+                reason=EVENTS_AHEAD,
+                domain=DOMAIN,
+                metadata={"after_position": str(error.after), "top": str(error.top)},
             )
         ]
     raise TypeError(f"no status for {type(error).__name__}")

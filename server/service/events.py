@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Collection
 
 from server.domain.access import Person, PersonKind
-from server.domain.errors import EventsPruned, NotFound
+from server.domain.errors import EventsAhead, EventsPruned, NotFound
 from server.domain.events import EventPage, EventType
 from server.service.base import UseCases
 
@@ -42,7 +42,12 @@ class EventUseCases(UseCases):
                 after=0 if from_oldest else after, shop_id=shop_id, types=types, limit=limit
             )
         if not from_oldest and after < page.pruned_through:
-            raise EventsPruned(after, page.pruned_through + 1)
+            raise EventsPruned(after, page.pruned_through)
+        if after > page.top:
+            # No position past the highest held was ever handed out (they follow the commit
+            # order): the consumer's position is of another database, or of one restored from a
+            # backup. Silence would skip every event until the positions pass it.
+            raise EventsAhead(after, page.top)
         return page
 
     def prune_events(self, batch: int = PRUNE_BATCH, batches: int = PRUNE_BATCHES) -> int:

@@ -49,6 +49,8 @@ if TYPE_CHECKING:
 
 # The PostgreSQL advisory lock (two-key form) that orders the events' positions by commit.
 EVENT_LOCK = (726_0433, 0)
+# Positions one read ranges over at most (EventsStore.read).
+SCAN_SPAN = 10_000
 
 _COLUMNS = (
     "type",
@@ -119,8 +121,10 @@ class SqlEvents:
         """One statement, so that the page, the highest position and the highest pruned one are
         of one snapshot."""
         p = self._store.database.param
-        where = [f'"position" > {p}']
-        params: list[Any] = [after]
+        # A range of at most SCAN_SPAN positions per statement: a filter that matches few events
+        # of a long backlog reads on span by span instead of in one statement of any length.
+        where = [f'"position" > {p}', f'"position" <= {p}']
+        params: list[Any] = [after, after + SCAN_SPAN]
         if shop_id is not None:
             where.append(f'"shop_id" = {p}')
             params.append(shop_id)
@@ -139,11 +143,14 @@ class SqlEvents:
         found = cursor.fetchall()
         top, pruned = (found[0][0] or 0, found[0][1] or 0) if found else (0, 0)
         events = [_event(row[2:]) for row in found if row[2] is not None]
+        top = int(top)
         if len(events) >= limit:
             through = events[-1].position
         else:
-            through = max(after, int(top))
-        return EventPage(events, through, int(pruned))
+            # Everything at or below the highest position seen has committed (positions follow
+            # the commit order), so a consumer may resume from here without missing anything.
+            through = max(after, min(after + SCAN_SPAN, top))
+        return EventPage(events, through, int(pruned), top=top)
 
     def held(self) -> tuple[int, int]:
         cursor = execute_sql(

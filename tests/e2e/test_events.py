@@ -14,6 +14,7 @@ from aftersales.v1 import events_pb2
 from aftersales.v1 import resources_pb2 as pb
 from client import InvalidArgument, OutOfRange
 from client.errors import from_rpc_error
+from server.store import events as events_store
 from tests.e2e.seed import PAID, error_info
 
 
@@ -148,6 +149,8 @@ def test_a_consumer_behind_the_retention_gets_out_of_range_with_the_oldest_posit
         client.list_events(old[0].position)
     assert behind.value.oldest_position == recent[0].position
     assert error_info(behind.value).reason == "EVENTS_PRUNED"
+    # Resuming after pruned_through gives every event held, the first one included.
+    assert listed(client, behind.value.pruned_through) == recent
     with pytest.raises(OutOfRange):
         next(client.watch_events(0))
     assert listed(client, old[-1].position) == recent
@@ -222,3 +225,39 @@ def test_a_draining_server_ends_its_streams_unavailable_for_consumers_to_resume_
             pass
     assert ended.value.code() is grpc.StatusCode.UNAVAILABLE
     assert error_info(from_rpc_error(ended.value)).reason == "SERVER_STOPPING"
+
+
+def test_a_position_past_every_one_handed_out_is_out_of_range_not_a_silent_wait(client, seed):
+    seed.case("ahead")
+    top = listed(client)[-1].position
+
+    with pytest.raises(OutOfRange) as ahead:
+        client.list_events(top + 1_000)
+    assert error_info(ahead.value).reason == "EVENTS_AHEAD"
+    assert ahead.value.metadata["top"] == str(top)
+    with pytest.raises(OutOfRange):
+        next(client.watch_events(top + 1_000))
+    assert list(client.list_events(top).events) == []  # the highest position is no error
+
+
+def test_a_filter_matching_little_of_a_long_log_is_read_on_span_by_span(client, seed, monkeypatch):
+    seed.case("span-1")
+    seed.case("span-2")
+    case = seed.case("span-3")
+    client.open_entry(case.order_id, case.owner_id)
+    everything = listed(client)
+    opened = [e for e in everything if e.type == events_pb2.EVENT_TYPE_ENTRY_OPENED]
+    assert opened and len(everything) >= 3
+    monkeypatch.setattr(events_store, "SCAN_SPAN", 1)
+
+    found: list[events_pb2.Event] = []
+    after, calls = 0, 0
+    while True:
+        page = client.list_events(after, types=[events_pb2.EVENT_TYPE_ENTRY_OPENED], page_size=500)
+        found += page.events
+        after, calls = page.next_after_position, calls + 1
+        if page.caught_up:
+            break
+    assert found == opened
+    assert calls >= everything[-1].position  # at most one span of positions a call
+    assert after == everything[-1].position

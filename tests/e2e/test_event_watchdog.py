@@ -1,0 +1,53 @@
+"""A consumer whose server falls silent (a dead host, a dropped connection: not even heartbeats
+come) is not left waiting forever: the client's watch_events gives up on the stream after three
+heartbeat intervals and resumes from the last position it yielded."""
+
+from __future__ import annotations
+
+import threading
+from concurrent import futures
+
+import grpc
+
+from aftersales.v1 import events_pb2, events_pb2_grpc
+from client import Client
+
+
+class SilentOnce(events_pb2_grpc.EventsServicer):
+    """The first stream sends one event and then nothing; the next ones send the event after the
+    position asked for."""
+
+    def __init__(self) -> None:
+        self.requests: list[events_pb2.WatchEventsRequest] = []
+        self.released = threading.Event()
+
+    def WatchEvents(self, request, context):  # noqa: N802  # the proto's name
+        self.requests.append(request)
+        position = request.after_position + 1
+        yield events_pb2.WatchEventsResponse(event=events_pb2.Event(position=position))
+        if len(self.requests) == 1:
+            self.released.wait(60)  # a server that hangs: no heartbeat, no end
+
+
+def test_a_silent_stream_is_given_up_and_resumed_after_the_last_position():
+    servicer = SilentOnce()
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    events_pb2_grpc.add_EventsServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        received: list[int] = []
+        with Client(f"127.0.0.1:{port}") as client:
+            stream = client.watch_events(41, heartbeat_seconds=1, reconnect_delay=0)
+            consumer = threading.Thread(
+                target=lambda: received.extend(next(stream).position for _ in range(2)),
+                daemon=True,
+            )
+            consumer.start()
+            consumer.join(30)
+        assert not consumer.is_alive(), "the consumer still waits on the silent stream"
+        assert received == [42, 43]
+        assert [r.after_position for r in servicer.requests] == [41, 42]
+    finally:
+        servicer.released.set()
+        server.stop(grace=None)
