@@ -534,8 +534,10 @@ class FakeRequests:
 class FakeEvents:
     def __init__(self, state: State) -> None:
         self._s = state
+        self.added_any = False
 
     def add(self, *events: Event) -> None:
+        self.added_any = self.added_any or bool(events)
         for event in events:
             self._s.last_position += 1
             self._s.events.append(dataclasses.replace(event, position=self._s.last_position))
@@ -604,7 +606,9 @@ class FakeUnitOfWork:
             return
         self._store.committed = self._state
         self._state = self._state.copy()
+        added_any = self.events.added_any
         self._bind(self._state)
+        self.events.added_any = added_any
 
     def __exit__(
         self,

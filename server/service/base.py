@@ -40,7 +40,8 @@ class UseCases:
         self.new_id = new_id
         self.observers: list[Observer] = []
         self._current = threading.local()
-        # Called after each write unit of work commits (the Events service wakes its streams).
+        # Called after each write unit of work that wrote events commits (the Events service
+        # wakes its streams).
         self.committed: list[Callable[[], None]] = []
 
     def observe(self, observer: Observer) -> None:
@@ -82,7 +83,7 @@ class UseCases:
                 self._current.uow = self._current.outcomes = None
         if outcomes:
             self._tell(outcomes)
-        if not read_only:
+        if not read_only and uow.events.added_any:
             for listener in self.committed:
                 listener()
 

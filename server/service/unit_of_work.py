@@ -222,6 +222,9 @@ class Clawbacks(Protocol):
 class Events(Protocol):
     """The outbox: events written in the transaction of the change they tell."""
 
+    # Whether events were added in this unit of work (what streams are woken for).
+    added_any: bool
+
     def add(self, *events: Event) -> None:
         """Events to write when the unit of work commits, in this order (one statement for all
         of them, at the end of the transaction)."""

@@ -69,9 +69,11 @@ class SqlEvents:
     def __init__(self, store: SqlStore) -> None:
         self._store = store
         self.pending: list[Event] = []
+        self.added_any = False
 
     def add(self, *events: Event) -> None:
         self.pending.extend(events)
+        self.added_any = self.added_any or bool(events)
 
     def flush(self) -> None:
         """Writes the pending events, in one statement: called just before the commit."""

@@ -33,3 +33,14 @@ def test_a_staff_member_reads_its_own_shop_s_events_only_and_a_buyer_none(servic
         read(service, Person(PersonKind.STAFF, "agent-1"))
     with pytest.raises(NotFound):
         read(service, Person(PersonKind.BUYER, "buyer-1"))
+
+
+def test_streams_are_woken_by_commits_that_wrote_events_only(service):
+    setup = an_eligible_setup(service, "shop-1", "order-1")
+    woken: list[int] = []
+    service.committed.append(lambda: woken.append(1))
+
+    service.put_staff(Staff("agent-2", "shop-1", StaffRole.CS_AGENT, "tells nothing"))
+    assert woken == []
+    service.open_entry(setup.order_id, setup.owner_id, "")
+    assert woken == [1]
