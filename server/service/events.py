@@ -10,9 +10,11 @@ from server.domain.errors import EventsAhead, EventsPruned, NotFound
 from server.domain.events import EventPage, EventType
 from server.service.base import UseCases
 
-# Events a sweep prunes per transaction, and transactions per sweep at most.
+# Events a sweep prunes per transaction, and transactions per sweep at most: up to 200,000 events
+# a sweep (every 30 s by default), well above what the platform writes, so that the retention
+# holds; a sweep that finds fewer stops at the first short batch.
 PRUNE_BATCH = 1_000
-PRUNE_BATCHES = 20
+PRUNE_BATCHES = 200
 
 
 class EventUseCases(UseCases):

@@ -25,7 +25,19 @@ class EventLatency(threading.Thread):
 
     def run(self) -> None:
         stub = events_pb2_grpc.EventsStub(self.channel)
-        self.stream = stub.WatchEvents(events_pb2.WatchEventsRequest(heartbeat_seconds=1))
+        # From the newest position: the backlog of the runs before would delay the live events
+        # by however long reading it takes, which is not what a consumer that keeps up sees.
+        newest = 0
+        while True:
+            page = stub.ListEvents(
+                events_pb2.ListEventsRequest(after_position=newest, page_size=500), timeout=60
+            )
+            newest = page.next_after_position
+            if page.caught_up:
+                break
+        self.stream = stub.WatchEvents(
+            events_pb2.WatchEventsRequest(after_position=newest, heartbeat_seconds=1)
+        )
         self.watching.set()
         try:
             for item in self.stream:
