@@ -26,6 +26,7 @@ from aftersales.v1 import (
     sync_pb2,
     sync_pb2_grpc,
 )
+from buf.validate import validate_pb2
 from server import logs, tracing
 from server.domain.access import AccessTable, Caller
 from server.domain.errors import Refused
@@ -53,8 +54,13 @@ SERVICE_PACKAGE = "aftersales.v1"
 # How long stopping waits, after the grace, for the workers to end and the connections to close.
 STOP_SECONDS = 2.0
 
-# The request_id rule of the protos (8 to 128 characters from [A-Za-z0-9._:-]).
-LOGGED_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{8,128}")
+# The request_id rule of the protos, read from them (8 to 128 characters from [A-Za-z0-9._:-]).
+LOGGED_REQUEST_ID = re.compile(
+    entry_pb2.OpenEntryRequest.DESCRIPTOR.fields_by_name["request_id"]
+    .GetOptions()
+    .Extensions[validate_pb2.field]
+    .string.pattern
+)
 
 # Pings on a connection idle this long, closed unless answered within the timeout.
 KEEPALIVE_SECONDS = 60
