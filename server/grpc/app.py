@@ -127,28 +127,11 @@ class CallInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]  # grpc
                 # A method may answer an error without raising (health Check, an unknown service).
                 code = context.code() or code  # type: ignore[attr-defined]  # grpc-stubs lag
                 return response
-            except Refused as refusal:
-                rich = status.to_status(refusal)
-                code = rich.code
+            except Exception as error:
+                code, rich = _failure(error, context, method)
+                if rich is None:
+                    raise  # the handler aborted by itself
                 answers.abort(context, rich)
-            except StoreUnavailable as e:
-                # No traceback: the cause is the database's, and an outage fails every call.
-                code = grpc.StatusCode.UNAVAILABLE
-                log.warning("database unavailable while serving %s: %s", method, e)
-                answers.abort(context, status.unavailable())
-            except TransactionAborted as e:
-                code = grpc.StatusCode.ABORTED
-                log.info("transaction aborted while serving %s: %s", method, e)
-                answers.abort(context, status.aborted())
-            except Exception:
-                aborted = context.code()  # type: ignore[attr-defined]  # grpc-stubs lag grpcio
-                if aborted not in (None, grpc.StatusCode.OK):
-                    code = aborted  # the handler aborted by itself
-                    raise
-                code = grpc.StatusCode.INTERNAL
-                incident = uuid.uuid4().hex[:12]
-                log.exception("bug while serving %s", method, extra={"incident": incident})
-                answers.abort(context, status.internal(incident))
             finally:
                 if token is not None:
                     current_caller.reset(token)
@@ -206,33 +189,11 @@ class CallInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]  # grpc
             except GeneratorExit:  # the caller cancelled
                 code = grpc.StatusCode.CANCELLED
                 raise
-            except Refused as refusal:
-                rich = status.to_status(refusal)
-                code = rich.code
+            except Exception as error:
+                code, rich = _failure(error, context, method)
+                if rich is None:
+                    raise  # the handler aborted by itself
                 answers.abort(context, rich)
-            except TooManyStreams as e:
-                code = grpc.StatusCode.RESOURCE_EXHAUSTED
-                answers.abort(context, status.too_many_streams(str(e)))
-            except ServerStopping as e:
-                code = grpc.StatusCode.UNAVAILABLE
-                answers.abort(context, status.stopping(str(e)))
-            except StoreUnavailable as e:
-                code = grpc.StatusCode.UNAVAILABLE
-                log.warning("database unavailable while serving %s: %s", method, e)
-                answers.abort(context, status.unavailable())
-            except TransactionAborted as e:
-                code = grpc.StatusCode.ABORTED
-                log.info("transaction aborted while serving %s: %s", method, e)
-                answers.abort(context, status.aborted())
-            except Exception:
-                aborted = context.code()  # type: ignore[attr-defined]  # grpc-stubs lag grpcio
-                if aborted not in (None, grpc.StatusCode.OK):
-                    code = aborted
-                    raise
-                code = grpc.StatusCode.INTERNAL
-                incident = uuid.uuid4().hex[:12]
-                log.exception("bug while serving %s", method, extra={"incident": incident})
-                answers.abort(context, status.internal(incident))
             finally:
                 current_caller.set(None)
                 seconds = time.perf_counter() - start
@@ -254,6 +215,34 @@ class CallInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]  # grpc
             request_deserializer=decoding.tolerant(handler.request_deserializer),
             response_serializer=handler.response_serializer,
         )
+
+
+def _failure(
+    error: Exception, context: grpc.ServicerContext, method: str
+) -> tuple[grpc.StatusCode, Any]:
+    """The code and rich status a call that raised `error` is answered with, logged as it
+    deserves; no status when the handler aborted by itself (the error is raised on). Refusals
+    are the caller's; a database that is down or aborted a transaction is retryable (no
+    traceback: an outage fails every call); anything else is a bug, INTERNAL with an incident."""
+    if isinstance(error, Refused):
+        rich = status.to_status(error)
+        return rich.code, rich
+    if isinstance(error, TooManyStreams):
+        return grpc.StatusCode.RESOURCE_EXHAUSTED, status.too_many_streams(str(error))
+    if isinstance(error, ServerStopping):
+        return grpc.StatusCode.UNAVAILABLE, status.stopping(str(error))
+    if isinstance(error, StoreUnavailable):
+        log.warning("database unavailable while serving %s: %s", method, error)
+        return grpc.StatusCode.UNAVAILABLE, status.unavailable()
+    if isinstance(error, TransactionAborted):
+        log.info("transaction aborted while serving %s: %s", method, error)
+        return grpc.StatusCode.ABORTED, status.aborted()
+    aborted = context.code()  # type: ignore[attr-defined]  # grpc-stubs lag grpcio
+    if aborted not in (None, grpc.StatusCode.OK):
+        return aborted, None
+    incident = uuid.uuid4().hex[:12]
+    log.exception("bug while serving %s", method, extra={"incident": incident})
+    return grpc.StatusCode.INTERNAL, status.internal(incident)
 
 
 # The debts PostFunds leaves (past what one call pays) are paid on by each sweep in rounds of at
