@@ -2,17 +2,20 @@
 position order.
 
 Why a consumer resuming from the last position it handled never misses an event, although
-transactions commit out of order across replicas: a position taken from a sequence early in a
-transaction could become visible after a higher one committed meanwhile, and a consumer that had
-read the higher one would skip it. So positions are handed out in commit order. On PostgreSQL the
-outbox INSERT first takes a transaction-level advisory lock (EVENT_LOCK) and only then draws the
-positions; the lock is held until the transaction has committed (PostgreSQL releases locks after
-the commit is visible), so a transaction that draws position N + 1 does so only after the one
-holding N has committed or rolled back. Whoever sees N + 1 therefore sees N, and the highest
-position visible is a safe point to resume from. The lock is the last thing the transaction takes
-(nothing else is waited for while holding it), so it adds no deadlock; what it costs is that the
-commits of transactions writing events follow one another (not their work before it). On SQLite
-the single writer commits in order already.
+transactions commit out of order across replicas: a position drawn before the commit could become
+visible after a higher one committed meanwhile, and a consumer that had read the higher one would
+skip it. So positions are handed out in commit order. On PostgreSQL the database draws them at
+the commit itself: the events are inserted with a provisional position below zero, and a
+deferred trigger (schema step 5, migrations.py) that runs as the transaction commits takes a
+transaction-level advisory lock (EVENT_LOCK) and only then gives each event its position. The
+lock is held until the transaction has ended (PostgreSQL releases locks after the commit is
+visible), so a transaction that draws position N + 1 does so only after the one holding N has
+committed. Whoever sees N + 1 therefore sees N, and the highest position visible is a safe point
+to resume from. The lock is the last thing a transaction takes (nothing else is waited for while
+holding it), so it adds no deadlock; and as it is taken inside the COMMIT, it is held for the
+commit's own work, not across the client's round trips, so the commits of the transactions that
+write events follow one another only for that short while. On SQLite the single writer commits
+in order already.
 
 The alternative, storing each event's transaction id and reading only those below the oldest
 transaction still running (pg_snapshot_xmin), orders by transaction start rather than commit and
@@ -47,7 +50,7 @@ from server.store.schema import (
 if TYPE_CHECKING:
     from server.store.unit_of_work import SqlStore
 
-# The PostgreSQL advisory lock (two-key form) that orders the events' positions by commit.
+# The PostgreSQL advisory lock (two-key form) under which the commit draws the events' positions.
 EVENT_LOCK = (726_0433, 0)
 # Positions one read ranges over at most (EventsStore.read).
 SCAN_SPAN = 10_000
@@ -63,6 +66,19 @@ _COLUMNS = (
     "payload",
 )
 _SELECTED = ", ".join(f'e."{c}"' for c in ("position", *_COLUMNS))
+# PostgreSQL's INSERT of any number of events, one array per column, each with a provisional
+# position below zero (unique among the transactions still open, never seen by a reader) for the
+# commit to replace: so the positions handed out follow one another without gaps.
+_INSERT_UNNEST = (
+    'INSERT INTO "event" ("position", {names}) '
+    "SELECT -nextval('event_provisional_position'), u.* FROM unnest({arrays}) AS u".format(
+        names=", ".join(f'"{c}"' for c in _COLUMNS),
+        arrays=", ".join(
+            f"%s::{kind}[]"
+            for kind in ("text", "bigint", "text", "text", "text", "text", "text", "text")
+        ),
+    )
+)
 
 
 class SqlEvents:
@@ -99,18 +115,8 @@ class SqlEvents:
             for batch in chunked(rows, BATCH):
                 insert_rows(database, "event", _COLUMNS, list(batch))
             return
-        arrays = ", ".join(
-            f"%s::{kind}[]"
-            for kind in ("text", "bigint", "text", "text", "text", "text", "text", "text")
-        )
-        names = ", ".join(f'"{c}"' for c in _COLUMNS)
-        # The lock before the positions: the CTE is evaluated before any row (and its position,
-        # the column's default) is made.
-        sql = (
-            "WITH turn AS MATERIALIZED (SELECT pg_advisory_xact_lock(%s, %s)) "
-            f'INSERT INTO "event" ({names}) SELECT u.* FROM turn, unnest({arrays}) AS u'
-        )
-        execute_sql(database, sql, [*EVENT_LOCK, *(list(c) for c in zip(*rows, strict=True))])
+        # Their positions are provisional until the commit draws the real ones (see above).
+        execute_sql(database, _INSERT_UNNEST, [list(c) for c in zip(*rows, strict=True)])
 
     def read(
         self,

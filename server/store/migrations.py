@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 import peewee as pw
 
 from server.domain.model import AccountKind
+from server.store.events import EVENT_LOCK
 from server.store.schema import (
     AUDITED,
     EVENTS_PRUNED_THROUGH,
@@ -22,7 +23,7 @@ from server.store.schema import (
     to_us,
 )
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 # The namespace of the migration's PostgreSQL advisory lock (the first key of the two-key form).
 MIGRATION_LOCK_SPACE = 726_0431
@@ -65,12 +66,49 @@ def _migrate_to_4(database: pw.Database) -> None:
     SettingRow.insert(name=EVENTS_PRUNED_THROUGH, value="0").on_conflict_ignore().execute()
 
 
+def _migrate_to_5(database: pw.Database) -> None:
+    """On PostgreSQL, the events' positions are drawn at commit, by the database (a deferred
+    trigger), instead of under a lock the client takes before its last round trips: see
+    store/events.py. Replicas still at step 4 keep working: they draw under the same lock,
+    earlier."""
+    if not isinstance(database, pw.PostgresqlDatabase):
+        return
+    lock_space, lock_key = EVENT_LOCK
+    # The provisional positions the events are inserted with (their negatives).
+    execute_sql(database, "CREATE SEQUENCE IF NOT EXISTS event_provisional_position")
+    execute_sql(
+        database,
+        f"""
+        CREATE OR REPLACE FUNCTION event_position_at_commit() RETURNS trigger
+        LANGUAGE plpgsql AS $$
+        BEGIN
+            -- A provisional position (below zero). A replica still at step 4 inserts its own,
+            -- drawn under the same lock: left as it is.
+            IF NEW."position" < 0 THEN
+                -- Held until this transaction has ended: the next one draws after its commit.
+                PERFORM pg_advisory_xact_lock({lock_space}, {lock_key});
+                UPDATE "event" SET "position" = nextval(pg_get_serial_sequence('event', 'position'))
+                WHERE "position" = NEW."position";
+            END IF;
+            RETURN NULL;
+        END
+        $$""",
+    )
+    execute_sql(
+        database,
+        'CREATE CONSTRAINT TRIGGER "event_position_at_commit" AFTER INSERT ON "event" '
+        "DEFERRABLE INITIALLY DEFERRED FOR EACH ROW "
+        "EXECUTE FUNCTION event_position_at_commit()",
+    )
+
+
 # Index i brings the schema from version i to i + 1. Append; never edit a released step.
 MIGRATIONS: list[Callable[[pw.Database], None]] = [
     _migrate_to_1,
     _migrate_to_2,
     _migrate_to_3,
     _migrate_to_4,
+    _migrate_to_5,
 ]
 assert len(MIGRATIONS) == SCHEMA_VERSION
 

@@ -198,7 +198,7 @@ class SqlUnitOfWork:
     def commit(self) -> None:
         if self._transaction is not None:
             try:
-                # The events last: their positions follow the commit order (store/events.py).
+                # The events last, in one statement; the commit draws their positions (events.py).
                 self.events.flush()
             except Exception as e:
                 _raise_translated(e)

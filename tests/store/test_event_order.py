@@ -1,7 +1,8 @@
 """Positions follow the commit order, on two PostgreSQL connections at once: a transaction that
-began first and commits last gets the higher position, so a consumer that resumed from the
-position of the one that committed first still receives it; and while one holds its position
-uncommitted, no reader is handed anything past it."""
+began first (or wrote its events first) and commits last gets the higher position, so a consumer
+that resumed from the position of the one that committed first still receives it; and the
+positions are drawn at the commit, by the database, so a transaction whose events are written
+but not committed holds back no other's commit."""
 
 from __future__ import annotations
 
@@ -57,16 +58,16 @@ def commit_one(store, shop_id: str) -> None:
 
 
 class Held:
-    """A transaction on a thread of its own that writes its event (and with `drawn`, takes its
-    position) and then waits to be told to commit."""
+    """A transaction on a thread of its own that adds its event (with `written`, also writes it
+    to the table) and then waits to be told to commit."""
 
-    def __init__(self, store, shop_id: str, *, drawn: bool) -> None:
+    def __init__(self, store, shop_id: str, *, written: bool) -> None:
         self.ready, self.go = threading.Event(), threading.Event()
 
         def run():
             with store.unit_of_work() as uow:
                 uow.events.add(told(shop_id))
-                if drawn:
+                if written:
                     uow.events.flush()
                 self.ready.set()
                 self.go.wait(10)
@@ -90,9 +91,10 @@ def pg_store(postgres_server):
     store.close()
 
 
-def test_the_transaction_that_began_first_and_commits_last_is_handed_out_after(pg_store):
+@pytest.mark.parametrize("written", [False, True], ids=["began-first", "wrote-first"])
+def test_the_transaction_that_commits_last_is_handed_out_after(pg_store, written):
     store = pg_store
-    first = Held(store, "shop-first", drawn=False)  # began first; its change is uncommitted
+    first = Held(store, "shop-first", written=written)  # began first; its change is uncommitted
 
     on_a_thread(lambda: commit_one(store, "shop-second"))
     consumer = read(store, 0)
@@ -106,19 +108,18 @@ def test_the_transaction_that_began_first_and_commits_last_is_handed_out_after(p
     assert late[0].position > resume_from
 
 
-def test_a_reader_is_handed_nothing_past_a_position_drawn_but_not_committed(pg_store):
+def test_written_but_uncommitted_events_hold_back_no_other_commit(pg_store):
     store = pg_store
     start = read(store, 0).through
-    holder = Held(store, "shop-holder", drawn=True)  # its position drawn, the lock held
+    holder = Held(store, "shop-holder", written=True)  # its events written, not committed
 
     other = threading.Thread(target=commit_one, args=(store, "shop-other"))
     other.start()
-    other.join(0.5)
-    assert other.is_alive()  # it waits for the holder to commit ...
+    other.join(10)
+    assert not other.is_alive()  # it committed without waiting for the holder
     page = read(store, start)
-    assert (page.events, page.through) == ([], start)  # ... and nothing is handed out
+    assert [e.shop_id for e in page.events] == ["shop-other"]
+    assert page.through == page.events[-1].position
 
     holder.commit()
-    other.join(10)
-    assert not other.is_alive()
-    assert [e.shop_id for e in read(store, start).events] == ["shop-holder", "shop-other"]
+    assert [e.shop_id for e in read(store, start).events] == ["shop-other", "shop-holder"]
