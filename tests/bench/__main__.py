@@ -6,7 +6,7 @@ called with a fixed number of calls in flight for a few seconds. For each it rep
 second, that rate as a ratio to the health Check no-op measured on the same server in the same
 run (so that the machine's speed and load largely cancel out), and the median and 99th
 percentile latency.
-Meanwhile a consumer follows WatchEvents: the events' latency from commit to consumer.
+Meanwhile a consumer follows WatchEvents: the events' latency from change to consumer.
 Then it times one BatchCheckEligibility of 500 orders next to 500 single CheckEligibility calls
 of the same orders, and one PostFunds that pays an influencer owing a clawback to each of many
 shops, and reads the server's memory. The buyer's order page (GetBuyerOrderEntry), which answers

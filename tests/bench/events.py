@@ -1,6 +1,8 @@
 """The events' end-to-end latency under load: a consumer follows WatchEvents while the RPCs are
-measured, and for each event takes the time from the change (the server's timestamp of it, taken
-in the change's transaction just before its commit) to the consumer receiving it."""
+measured, and for each event takes the time from the change (the server's timestamp of it: the
+clock as the call making the change read it, before its writes and its commit) to the consumer
+receiving it. Under load that includes the rest of the call's transaction, most of it on
+PostgreSQL."""
 
 from __future__ import annotations
 
@@ -83,7 +85,7 @@ def line(result: dict[str, Any]) -> str:
         else "none received"
     )
     return (
-        f"events commit -> consumer (WatchEvents) during the RPCs at "
+        f"events change -> consumer (WatchEvents) during the RPCs at "
         f"{label(result['orders'])} orders: {result['events']} events, {figures}"
         + (f" ({result['error']})" if "error" in result else "")
     )
