@@ -1,6 +1,6 @@
 """OpenTelemetry tracing: a span per RPC (the gRPC server interceptor of
-opentelemetry-instrumentation-grpc, added by server/grpc/app.py) and, as its child, a span per
-unit of work of the database (server/store/unit_of_work.py).
+opentelemetry-instrumentation-grpc, added by server/grpc/interceptors.py) and, as its child, a
+span per unit of work of the database (server/store/unit_of_work.py).
 
 Off unless the standard OTEL_* variables name an exporter: OTEL_TRACES_EXPORTER (`otlp`,
 `console`, or any exporter installed under the `opentelemetry_traces_exporter` entry points;

@@ -1,13 +1,11 @@
-"""Assembles the gRPC server: services, health, reflection, call logs and metrics, the sweeper."""
+"""Assembles the gRPC server: services, health, reflection, the interceptors (interceptors.py)
+and the background threads (background.py); binds its address and stops it in order."""
 
 from __future__ import annotations
 
 import logging
-import re
 import socket
 import threading
-import time
-import uuid
 from collections.abc import Callable
 from concurrent import futures
 from typing import Any
@@ -26,19 +24,18 @@ from aftersales.v1 import (
     sync_pb2,
     sync_pb2_grpc,
 )
-from buf.validate import validate_pb2
-from server import logs, tracing
-from server.domain.access import AccessTable, Caller
-from server.domain.errors import Refused
-from server.grpc import answers, decoding, metrics, status
-from server.grpc.callers import AccessGuard, PersonGuard, current_caller
+from server.domain.access import AccessTable
+from server.grpc import metrics
+from server.grpc.background import HealthMonitor, Sweeper
+from server.grpc.callers import AccessGuard, PersonGuard
 from server.grpc.clawbacks import ClawbackServicer
 from server.grpc.entries import AfterSalesEntryServicer
-from server.grpc.events import EventsServicer, ServerStopping, TooManyStreams
+from server.grpc.events import EventsServicer
+from server.grpc.interceptors import CallInterceptor, OwnThreads, traced
 from server.grpc.methods import METHOD_NAMES as METHOD_NAMES  # also imported from here
 from server.grpc.sync import SyncServicer
 from server.grpc.tokens import TokenVerifier
-from server.service import Service, StoreUnavailable, TransactionAborted
+from server.service import Service
 
 log = logging.getLogger("aftersales")
 
@@ -49,385 +46,14 @@ SERVICE_NAMES = (
     events_pb2.DESCRIPTOR.services_by_name["Events"].full_name,
 )
 
-SERVICE_PACKAGE = "aftersales.v1"
-
 # How long stopping waits, after the grace, for the workers to end and the connections to close.
 STOP_SECONDS = 2.0
-
-# The request_id rule of the protos, read from them (8 to 128 characters from [A-Za-z0-9._:-]).
-LOGGED_REQUEST_ID = re.compile(
-    entry_pb2.OpenEntryRequest.DESCRIPTOR.fields_by_name["request_id"]
-    .GetOptions()
-    .Extensions[validate_pb2.field]
-    .string.pattern
-)
 
 # Pings on a connection idle this long, closed unless answered within the timeout.
 KEEPALIVE_SECONDS = 60
 KEEPALIVE_TIMEOUT_SECONDS = 20
 
 HEALTH_CHECK_METHOD = f"/{health.SERVICE_NAME}/Check"
-
-
-class CallInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]  # grpc-stubs
-    """One log line and the standard gRPC server metrics per unary call (metrics.py, which
-    counts the streaming ones too). The caller is checked first (with a guard: its
-    certificate's identity against the access table). Refusals become rich statuses; a
-    database that is down, busy or gave up waiting UNAVAILABLE and a transaction it aborted
-    ABORTED, both retryable (status.py); any other exception is a bug, answered INTERNAL and
-    logged with its traceback under an incident id. Each is answered through answers.abort, so
-    that the tracing interceptor outside records the code the caller gets.
-
-    A request whose bytes are not its message is refused INVALID_ARGUMENT without reaching the
-    servicer, on every method, streaming ones too (decoding.py)."""
-
-    def __init__(self, guard: AccessGuard | PersonGuard | None) -> None:
-        self.guard = guard
-        self.undecodable_peers = decoding.PeerLog()
-
-    def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler[Any, Any] | None],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any] | None:
-        handler = continuation(handler_call_details)
-        if handler is None:
-            return None
-        method = handler_call_details.method
-        if handler.unary_stream is not None and method.startswith(f"/{SERVICE_PACKAGE}."):
-            # This service's own streams (WatchEvents); health Watch stays non-blocking below.
-            return self._server_streaming(handler, method)
-        if handler.unary_unary is None:
-            checked = decoding.streaming(handler, method, self.undecodable_peers)
-            return metrics.streaming(checked, method)
-        inner = handler.unary_unary
-        counted = metrics.of(method)
-
-        def behavior(request: Any, context: grpc.ServicerContext) -> Any:
-            start = time.perf_counter()
-            counted.started.inc()
-            counted.received.inc()
-            code = grpc.StatusCode.OK
-            caller: Caller | None = None
-            token = None
-            rid = getattr(request, "request_id", None)
-            rid_token = None
-            # Only an id of the form the protos allow reaches logs and spans: the request is
-            # not validated yet, and a refused one must not write megabytes into either.
-            if rid and LOGGED_REQUEST_ID.fullmatch(rid):
-                rid_token = logs.request_id.set(rid)
-                tracing.tag_request(rid)
-            try:
-                if self.guard is not None:
-                    caller = self.guard.check(method, context)
-                token = current_caller.set(caller)
-                if isinstance(request, decoding.Undecodable):
-                    decoding.refuse(request, context, method, self.undecodable_peers)
-                response = inner(request, context)
-                # A method may answer an error without raising (health Check, an unknown service).
-                code = context.code() or code  # type: ignore[attr-defined]  # grpc-stubs lag
-                return response
-            except Exception as error:
-                code, rich = _failure(error, context, method)
-                if rich is None:
-                    raise  # the handler aborted by itself
-                answers.abort(context, rich)
-            finally:
-                if token is not None:
-                    current_caller.reset(token)
-                seconds = time.perf_counter() - start
-                counted.handled(code)
-                counted.seconds.observe(seconds)
-                if code is grpc.StatusCode.OK:
-                    counted.sent.inc()
-                if log.isEnabledFor(logging.INFO):
-                    log.info(
-                        "rpc",
-                        extra={
-                            "method": method,
-                            "code": code.name,
-                            "duration_ms": round(seconds * 1000, 3),
-                            "peer": context.peer(),
-                            "caller": caller.identity if caller else None,
-                            "person": caller.person.person_id if caller and caller.person else None,
-                        },
-                    )
-                if rid_token is not None:
-                    logs.request_id.reset(rid_token)
-
-        return grpc.unary_unary_rpc_method_handler(
-            behavior,
-            request_deserializer=decoding.tolerant(handler.request_deserializer),
-            response_serializer=handler.response_serializer,
-        )
-
-    def _server_streaming(
-        self, handler: grpc.RpcMethodHandler[Any, Any], method: str
-    ) -> grpc.RpcMethodHandler[Any, Any]:
-        """A server-streaming call gets what a unary one does: the caller checked, refusals and
-        failures as rich statuses (raised while the stream runs, too), one log line at its end."""
-        inner = handler.unary_stream
-        assert inner is not None
-        counted = metrics.of(method, metrics.grpc_type(handler))
-
-        def behavior(request: Any, context: grpc.ServicerContext) -> Any:
-            start = time.perf_counter()
-            counted.started.inc()
-            counted.received.inc()
-            code = grpc.StatusCode.OK
-            caller: Caller | None = None
-            try:
-                if self.guard is not None:
-                    caller = self.guard.check(method, context)
-                # The stream runs on this thread from its first message to its last.
-                current_caller.set(caller)
-                if isinstance(request, decoding.Undecodable):
-                    decoding.refuse(request, context, method, self.undecodable_peers)
-                for response in inner(request, context):
-                    counted.sent.inc()
-                    yield response
-            except GeneratorExit:  # the caller cancelled
-                code = grpc.StatusCode.CANCELLED
-                raise
-            except Exception as error:
-                code, rich = _failure(error, context, method)
-                if rich is None:
-                    raise  # the handler aborted by itself
-                answers.abort(context, rich)
-            finally:
-                current_caller.set(None)
-                seconds = time.perf_counter() - start
-                counted.handled(code)
-                counted.seconds.observe(seconds)
-                log.info(
-                    "rpc",
-                    extra={
-                        "method": method,
-                        "code": code.name,
-                        "duration_ms": round(seconds * 1000, 3),
-                        "peer": context.peer(),
-                        "caller": caller.identity if caller else None,
-                    },
-                )
-
-        return grpc.unary_stream_rpc_method_handler(
-            behavior,
-            request_deserializer=decoding.tolerant(handler.request_deserializer),
-            response_serializer=handler.response_serializer,
-        )
-
-
-def _failure(
-    error: Exception, context: grpc.ServicerContext, method: str
-) -> tuple[grpc.StatusCode, Any]:
-    """The code and rich status a call that raised `error` is answered with, logged as it
-    deserves; no status when the handler aborted by itself (the error is raised on). Refusals
-    are the caller's; a database that is down or aborted a transaction is retryable (no
-    traceback: an outage fails every call); anything else is a bug, INTERNAL with an incident."""
-    if isinstance(error, Refused):
-        rich = status.to_status(error)
-        return rich.code, rich
-    if isinstance(error, TooManyStreams):
-        return grpc.StatusCode.RESOURCE_EXHAUSTED, status.too_many_streams(str(error))
-    if isinstance(error, ServerStopping):
-        return grpc.StatusCode.UNAVAILABLE, status.stopping(str(error))
-    if isinstance(error, StoreUnavailable):
-        log.warning("database unavailable while serving %s: %s", method, error)
-        return grpc.StatusCode.UNAVAILABLE, status.unavailable()
-    if isinstance(error, TransactionAborted):
-        log.info("transaction aborted while serving %s: %s", method, error)
-        return grpc.StatusCode.ABORTED, status.aborted()
-    aborted = context.code()  # type: ignore[attr-defined]  # grpc-stubs lag grpcio
-    if aborted not in (None, grpc.StatusCode.OK):
-        return aborted, None
-    incident = uuid.uuid4().hex[:12]
-    log.exception("bug while serving %s", method, extra={"incident": incident})
-    return grpc.StatusCode.INTERNAL, status.internal(incident)
-
-
-# The debts PostFunds leaves (past what one call pays) are paid on by each sweep in rounds of at
-# most SWEEP_PAYEES payees, a transaction each, until none is left or SWEEP_ROUNDS rounds ran.
-SWEEP_PAYEES = 20
-SWEEP_ROUNDS = 100
-
-
-class Sweeper(threading.Thread):
-    """Stores as EXPIRED the entries whose window passed (readers see them EXPIRED already), each
-    with its event, pays on the debts PostFunds left to it, and prunes the events older than the
-    retention: three tasks, each on its own, so that one failing holds up neither of the others.
-    A failing task is logged when it starts failing and when it works again, not each time."""
-
-    def __init__(self, service: Service, interval: float) -> None:
-        super().__init__(name="sweeper", daemon=True)
-        self.service = service
-        self.interval = interval
-        self.stopped = threading.Event()
-        self.failing: set[str] = set()
-
-    def run(self) -> None:
-        while not self.stopped.wait(self.interval):
-            expired = self._task("expiring entries", self.service.expire_entries)
-            if expired:
-                log.info("entries expired", extra={"count": expired})
-            payees = self._task("paying pending debts", self._settle_debts)
-            if payees:
-                log.info("pending debts paid on", extra={"payee_transactions": payees})
-            pruned = self._task("pruning events", self.service.prune_events)
-            if pruned:
-                log.info("events pruned", extra={"count": pruned})
-
-    def _settle_debts(self) -> int:
-        payees = 0
-        for _ in range(SWEEP_ROUNDS):
-            handled = self.service.settle_pending_debts(SWEEP_PAYEES)
-            if not handled or self.stopped.is_set():
-                break
-            payees += handled
-        return payees
-
-    def _task(self, name: str, task: Callable[[], int]) -> int:
-        try:
-            done = task()
-        except StoreUnavailable as e:
-            if name not in self.failing:
-                log.warning("sweep: %s fails, the database is unavailable; will retry: %s", name, e)
-            self.failing.add(name)
-            return 0
-        except Exception:
-            if name not in self.failing:
-                log.exception("sweep: %s failed; will retry", name)
-            self.failing.add(name)
-            return 0
-        if name in self.failing:
-            log.info("sweep: %s works again", name)
-            self.failing.discard(name)
-        return done
-
-    def stop(self) -> None:
-        self.stopped.set()
-
-
-class _Attempt:
-    """One probe, run on a daemon thread of its own so that a hung database blocks only it
-    (and never the exit of the process)."""
-
-    def __init__(self, probe: Callable[[], None]) -> None:
-        self.done = threading.Event()
-        self.error: Exception | None = None
-        threading.Thread(target=self._run, args=(probe,), name="health-probe", daemon=True).start()
-
-    def _run(self, probe: Callable[[], None]) -> None:
-        try:
-            probe()
-        except Exception as e:
-            self.error = e
-        finally:
-            self.done.set()
-
-
-class HealthMonitor(threading.Thread):
-    """Health follows the database: every `interval` seconds `probe` must return within
-    `timeout` seconds, else the server and each service are NOT_SERVING until it does again.
-    Each change is logged once. A probe still hung from the round before is waited for again,
-    not started twice."""
-
-    def __init__(
-        self,
-        health: Any,
-        services: tuple[str, ...],
-        probe: Callable[[], None],
-        interval: float,
-        timeout: float | None = None,
-    ) -> None:
-        super().__init__(name="health-monitor", daemon=True)
-        self.health = health
-        self.services = services
-        self.probe = probe
-        self.interval = interval
-        self.timeout = interval if timeout is None else timeout
-        self.stopped = threading.Event()
-        self.serving = True
-
-    def run(self) -> None:
-        attempt: _Attempt | None = None
-        while not self.stopped.is_set():
-            if attempt is None or attempt.done.is_set():
-                attempt = _Attempt(self.probe)
-            if not attempt.done.wait(self.timeout):
-                self._record(f"the database did not answer within {self.timeout:g} s")
-            elif attempt.error is not None:
-                self._record(str(attempt.error) or type(attempt.error).__name__)
-            else:
-                self._record(None)
-            self.stopped.wait(self.interval)
-
-    def _record(self, failure: str | None) -> None:
-        serving = failure is None
-        if serving == self.serving or self.stopped.is_set():
-            return
-        self.serving = serving
-        status = (
-            health_pb2.HealthCheckResponse.SERVING
-            if serving
-            else health_pb2.HealthCheckResponse.NOT_SERVING
-        )
-        for name in self.services:
-            self.health.set(name, status)
-        if serving:
-            log.warning("the database answers again: SERVING")
-        else:
-            log.error("the database does not answer: NOT_SERVING", extra={"reason": failure})
-
-    def stop(self) -> None:
-        self.stopped.set()
-
-
-class _OwnThreads(grpc.ServerInterceptor):  # type: ignore[type-arg]  # grpc-stubs
-    """Runs one method on a thread pool of its own (grpc's per-method `experimental_thread_pool`):
-    the health Check answers even when every RPC worker is blocked."""
-
-    def __init__(self, method: str, pool: futures.ThreadPoolExecutor) -> None:
-        self.method = method
-        self.pool = pool
-
-    def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler[Any, Any] | None],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any] | None:
-        handler = continuation(handler_call_details)
-        if (
-            handler is None
-            or handler.unary_unary is None
-            or handler_call_details.method != self.method
-        ):
-            return handler
-        inner = handler.unary_unary
-
-        def on_own_threads(request: Any, context: grpc.ServicerContext) -> Any:
-            return inner(request, context)
-
-        setattr(on_own_threads, "experimental_thread_pool", self.pool)  # noqa: B010  # for grpc
-        return grpc.unary_unary_rpc_method_handler(
-            on_own_threads,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
-
-
-def _traced() -> grpc.ServerInterceptor | None:  # type: ignore[type-arg]  # grpc-stubs
-    """OpenTelemetry's server interceptor, when tracing is on (server/tracing.py): a span per
-    call, health's excepted (load balancers call it every few seconds; and its Watch would
-    lose its non-blocking way)."""
-    provider = tracing.provider()
-    if provider is None:
-        return None
-    from opentelemetry.instrumentation.grpc import filters, server_interceptor
-
-    interceptor: grpc.ServerInterceptor = server_interceptor(  # type: ignore[type-arg,no-untyped-call]
-        tracer_provider=provider, filter_=filters.negate(filters.health_check())
-    )
-    return interceptor
 
 
 def guard(
@@ -483,11 +109,11 @@ class App:
         # The first interceptor's handler is the one grpc runs: the health Check's own threads
         # are given there. The RPC's span, when tracing, encloses everything else.
         interceptors: list[grpc.ServerInterceptor] = [  # type: ignore[type-arg]  # grpc-stubs
-            _OwnThreads(HEALTH_CHECK_METHOD, self._health_pool)
+            OwnThreads(HEALTH_CHECK_METHOD, self._health_pool)
         ]
-        traced = _traced()
-        if traced is not None:
-            interceptors.append(traced)
+        tracer = traced()
+        if tracer is not None:
+            interceptors.append(tracer)
         interceptors.append(CallInterceptor(guard(access, tokens)))
         self.server = grpc.server(
             self._workers,

@@ -4,7 +4,7 @@ calls use, so that it answers (or fails) whatever the calls are doing.
 `DatabaseProbe(url).check()` returns when the database answered a trivial query and raises
 `ProbeFailed` with a one-line reason otherwise. A probe may block while the database is hung (a
 paused server accepts connections and queries but never answers): whoever calls it bounds the
-wait (server/grpc/app.py runs it on a thread of its own).
+wait (server/grpc/background.py runs it on a thread of its own).
 """
 
 from __future__ import annotations

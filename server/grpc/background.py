@@ -1,0 +1,150 @@
+"""The server's background threads: the sweeper and the health monitor."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from grpc_health.v1 import health_pb2
+
+from server.service import Service, StoreUnavailable
+
+log = logging.getLogger("aftersales")
+
+# The debts PostFunds leaves (past what one call pays) are paid on by each sweep in rounds of at
+# most SWEEP_PAYEES payees, a transaction each, until none is left or SWEEP_ROUNDS rounds ran.
+SWEEP_PAYEES = 20
+SWEEP_ROUNDS = 100
+
+
+class Sweeper(threading.Thread):
+    """Stores as EXPIRED the entries whose window passed (readers see them EXPIRED already), each
+    with its event, pays on the debts PostFunds left to it, and prunes the events older than the
+    retention: three tasks, each on its own, so that one failing holds up neither of the others.
+    A failing task is logged when it starts failing and when it works again, not each time."""
+
+    def __init__(self, service: Service, interval: float) -> None:
+        super().__init__(name="sweeper", daemon=True)
+        self.service = service
+        self.interval = interval
+        self.stopped = threading.Event()
+        self.failing: set[str] = set()
+
+    def run(self) -> None:
+        while not self.stopped.wait(self.interval):
+            expired = self._task("expiring entries", self.service.expire_entries)
+            if expired:
+                log.info("entries expired", extra={"count": expired})
+            payees = self._task("paying pending debts", self._settle_debts)
+            if payees:
+                log.info("pending debts paid on", extra={"payee_transactions": payees})
+            pruned = self._task("pruning events", self.service.prune_events)
+            if pruned:
+                log.info("events pruned", extra={"count": pruned})
+
+    def _settle_debts(self) -> int:
+        payees = 0
+        for _ in range(SWEEP_ROUNDS):
+            handled = self.service.settle_pending_debts(SWEEP_PAYEES)
+            if not handled or self.stopped.is_set():
+                break
+            payees += handled
+        return payees
+
+    def _task(self, name: str, task: Callable[[], int]) -> int:
+        try:
+            done = task()
+        except StoreUnavailable as e:
+            if name not in self.failing:
+                log.warning("sweep: %s fails, the database is unavailable; will retry: %s", name, e)
+            self.failing.add(name)
+            return 0
+        except Exception:
+            if name not in self.failing:
+                log.exception("sweep: %s failed; will retry", name)
+            self.failing.add(name)
+            return 0
+        if name in self.failing:
+            log.info("sweep: %s works again", name)
+            self.failing.discard(name)
+        return done
+
+    def stop(self) -> None:
+        self.stopped.set()
+
+
+class _Attempt:
+    """One probe, run on a daemon thread of its own so that a hung database blocks only it
+    (and never the exit of the process)."""
+
+    def __init__(self, probe: Callable[[], None]) -> None:
+        self.done = threading.Event()
+        self.error: Exception | None = None
+        threading.Thread(target=self._run, args=(probe,), name="health-probe", daemon=True).start()
+
+    def _run(self, probe: Callable[[], None]) -> None:
+        try:
+            probe()
+        except Exception as e:
+            self.error = e
+        finally:
+            self.done.set()
+
+
+class HealthMonitor(threading.Thread):
+    """Health follows the database: every `interval` seconds `probe` must return within
+    `timeout` seconds, else the server and each service are NOT_SERVING until it does again.
+    Each change is logged once. A probe still hung from the round before is waited for again,
+    not started twice."""
+
+    def __init__(
+        self,
+        health: Any,
+        services: tuple[str, ...],
+        probe: Callable[[], None],
+        interval: float,
+        timeout: float | None = None,
+    ) -> None:
+        super().__init__(name="health-monitor", daemon=True)
+        self.health = health
+        self.services = services
+        self.probe = probe
+        self.interval = interval
+        self.timeout = interval if timeout is None else timeout
+        self.stopped = threading.Event()
+        self.serving = True
+
+    def run(self) -> None:
+        attempt: _Attempt | None = None
+        while not self.stopped.is_set():
+            if attempt is None or attempt.done.is_set():
+                attempt = _Attempt(self.probe)
+            if not attempt.done.wait(self.timeout):
+                self._record(f"the database did not answer within {self.timeout:g} s")
+            elif attempt.error is not None:
+                self._record(str(attempt.error) or type(attempt.error).__name__)
+            else:
+                self._record(None)
+            self.stopped.wait(self.interval)
+
+    def _record(self, failure: str | None) -> None:
+        serving = failure is None
+        if serving == self.serving or self.stopped.is_set():
+            return
+        self.serving = serving
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if serving
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for name in self.services:
+            self.health.set(name, status)
+        if serving:
+            log.warning("the database answers again: SERVING")
+        else:
+            log.error("the database does not answer: NOT_SERVING", extra={"reason": failure})
+
+    def stop(self) -> None:
+        self.stopped.set()

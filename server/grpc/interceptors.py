@@ -1,0 +1,261 @@
+"""The server's interceptors: the one every call goes through (the caller checked, refusals and
+failures as rich statuses, a log line and the standard metrics), the health Check on threads of
+its own, and OpenTelemetry's when tracing is on."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from collections.abc import Callable
+from concurrent import futures
+from typing import Any
+
+import grpc
+
+from aftersales.v1 import entry_pb2
+from buf.validate import validate_pb2
+from server import logs, tracing
+from server.domain.access import Caller
+from server.domain.errors import Refused
+from server.grpc import answers, decoding, metrics, status
+from server.grpc.callers import AccessGuard, PersonGuard, current_caller
+from server.grpc.events import ServerStopping, TooManyStreams
+from server.service import StoreUnavailable, TransactionAborted
+
+log = logging.getLogger("aftersales")
+
+SERVICE_PACKAGE = "aftersales.v1"
+
+# The request_id rule of the protos, read from them (8 to 128 characters from [A-Za-z0-9._:-]).
+LOGGED_REQUEST_ID = re.compile(
+    entry_pb2.OpenEntryRequest.DESCRIPTOR.fields_by_name["request_id"]
+    .GetOptions()
+    .Extensions[validate_pb2.field]
+    .string.pattern
+)
+
+
+class CallInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]  # grpc-stubs
+    """One log line and the standard gRPC server metrics per unary call (metrics.py, which
+    counts the streaming ones too). The caller is checked first (with a guard: its
+    certificate's identity against the access table). Refusals become rich statuses; a
+    database that is down, busy or gave up waiting UNAVAILABLE and a transaction it aborted
+    ABORTED, both retryable (status.py); any other exception is a bug, answered INTERNAL and
+    logged with its traceback under an incident id. Each is answered through answers.abort, so
+    that the tracing interceptor outside records the code the caller gets.
+
+    A request whose bytes are not its message is refused INVALID_ARGUMENT without reaching the
+    servicer, on every method, streaming ones too (decoding.py)."""
+
+    def __init__(self, guard: AccessGuard | PersonGuard | None) -> None:
+        self.guard = guard
+        self.undecodable_peers = decoding.PeerLog()
+
+    def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler[Any, Any] | None],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        handler = continuation(handler_call_details)
+        if handler is None:
+            return None
+        method = handler_call_details.method
+        if handler.unary_stream is not None and method.startswith(f"/{SERVICE_PACKAGE}."):
+            # This service's own streams (WatchEvents); health Watch stays non-blocking below.
+            return self._server_streaming(handler, method)
+        if handler.unary_unary is None:
+            checked = decoding.streaming(handler, method, self.undecodable_peers)
+            return metrics.streaming(checked, method)
+        inner = handler.unary_unary
+        counted = metrics.of(method)
+
+        def behavior(request: Any, context: grpc.ServicerContext) -> Any:
+            start = time.perf_counter()
+            counted.started.inc()
+            counted.received.inc()
+            code = grpc.StatusCode.OK
+            caller: Caller | None = None
+            token = None
+            rid = getattr(request, "request_id", None)
+            rid_token = None
+            # Only an id of the form the protos allow reaches logs and spans: the request is
+            # not validated yet, and a refused one must not write megabytes into either.
+            if rid and LOGGED_REQUEST_ID.fullmatch(rid):
+                rid_token = logs.request_id.set(rid)
+                tracing.tag_request(rid)
+            try:
+                if self.guard is not None:
+                    caller = self.guard.check(method, context)
+                token = current_caller.set(caller)
+                if isinstance(request, decoding.Undecodable):
+                    decoding.refuse(request, context, method, self.undecodable_peers)
+                response = inner(request, context)
+                # A method may answer an error without raising (health Check, an unknown service).
+                code = context.code() or code  # type: ignore[attr-defined]  # grpc-stubs lag
+                return response
+            except Exception as error:
+                code, rich = _failure(error, context, method)
+                if rich is None:
+                    raise  # the handler aborted by itself
+                answers.abort(context, rich)
+            finally:
+                if token is not None:
+                    current_caller.reset(token)
+                seconds = time.perf_counter() - start
+                counted.handled(code)
+                counted.seconds.observe(seconds)
+                if code is grpc.StatusCode.OK:
+                    counted.sent.inc()
+                if log.isEnabledFor(logging.INFO):
+                    log.info(
+                        "rpc",
+                        extra={
+                            "method": method,
+                            "code": code.name,
+                            "duration_ms": round(seconds * 1000, 3),
+                            "peer": context.peer(),
+                            "caller": caller.identity if caller else None,
+                            "person": caller.person.person_id if caller and caller.person else None,
+                        },
+                    )
+                if rid_token is not None:
+                    logs.request_id.reset(rid_token)
+
+        return grpc.unary_unary_rpc_method_handler(
+            behavior,
+            request_deserializer=decoding.tolerant(handler.request_deserializer),
+            response_serializer=handler.response_serializer,
+        )
+
+    def _server_streaming(
+        self, handler: grpc.RpcMethodHandler[Any, Any], method: str
+    ) -> grpc.RpcMethodHandler[Any, Any]:
+        """A server-streaming call gets what a unary one does: the caller checked, refusals and
+        failures as rich statuses (raised while the stream runs, too), one log line at its end."""
+        inner = handler.unary_stream
+        assert inner is not None
+        counted = metrics.of(method, metrics.grpc_type(handler))
+
+        def behavior(request: Any, context: grpc.ServicerContext) -> Any:
+            start = time.perf_counter()
+            counted.started.inc()
+            counted.received.inc()
+            code = grpc.StatusCode.OK
+            caller: Caller | None = None
+            try:
+                if self.guard is not None:
+                    caller = self.guard.check(method, context)
+                # The stream runs on this thread from its first message to its last.
+                current_caller.set(caller)
+                if isinstance(request, decoding.Undecodable):
+                    decoding.refuse(request, context, method, self.undecodable_peers)
+                for response in inner(request, context):
+                    counted.sent.inc()
+                    yield response
+            except GeneratorExit:  # the caller cancelled
+                code = grpc.StatusCode.CANCELLED
+                raise
+            except Exception as error:
+                code, rich = _failure(error, context, method)
+                if rich is None:
+                    raise  # the handler aborted by itself
+                answers.abort(context, rich)
+            finally:
+                current_caller.set(None)
+                seconds = time.perf_counter() - start
+                counted.handled(code)
+                counted.seconds.observe(seconds)
+                log.info(
+                    "rpc",
+                    extra={
+                        "method": method,
+                        "code": code.name,
+                        "duration_ms": round(seconds * 1000, 3),
+                        "peer": context.peer(),
+                        "caller": caller.identity if caller else None,
+                    },
+                )
+
+        return grpc.unary_stream_rpc_method_handler(
+            behavior,
+            request_deserializer=decoding.tolerant(handler.request_deserializer),
+            response_serializer=handler.response_serializer,
+        )
+
+
+def _failure(
+    error: Exception, context: grpc.ServicerContext, method: str
+) -> tuple[grpc.StatusCode, Any]:
+    """The code and rich status a call that raised `error` is answered with, logged as it
+    deserves; no status when the handler aborted by itself (the error is raised on). Refusals
+    are the caller's; a database that is down or aborted a transaction is retryable (no
+    traceback: an outage fails every call); anything else is a bug, INTERNAL with an incident."""
+    if isinstance(error, Refused):
+        rich = status.to_status(error)
+        return rich.code, rich
+    if isinstance(error, TooManyStreams):
+        return grpc.StatusCode.RESOURCE_EXHAUSTED, status.too_many_streams(str(error))
+    if isinstance(error, ServerStopping):
+        return grpc.StatusCode.UNAVAILABLE, status.stopping(str(error))
+    if isinstance(error, StoreUnavailable):
+        log.warning("database unavailable while serving %s: %s", method, error)
+        return grpc.StatusCode.UNAVAILABLE, status.unavailable()
+    if isinstance(error, TransactionAborted):
+        log.info("transaction aborted while serving %s: %s", method, error)
+        return grpc.StatusCode.ABORTED, status.aborted()
+    aborted = context.code()  # type: ignore[attr-defined]  # grpc-stubs lag grpcio
+    if aborted not in (None, grpc.StatusCode.OK):
+        return aborted, None
+    incident = uuid.uuid4().hex[:12]
+    log.exception("bug while serving %s", method, extra={"incident": incident})
+    return grpc.StatusCode.INTERNAL, status.internal(incident)
+
+
+class OwnThreads(grpc.ServerInterceptor):  # type: ignore[type-arg]  # grpc-stubs
+    """Runs one method on a thread pool of its own (grpc's per-method `experimental_thread_pool`):
+    the health Check answers even when every RPC worker is blocked."""
+
+    def __init__(self, method: str, pool: futures.ThreadPoolExecutor) -> None:
+        self.method = method
+        self.pool = pool
+
+    def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler[Any, Any] | None],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        handler = continuation(handler_call_details)
+        if (
+            handler is None
+            or handler.unary_unary is None
+            or handler_call_details.method != self.method
+        ):
+            return handler
+        inner = handler.unary_unary
+
+        def on_own_threads(request: Any, context: grpc.ServicerContext) -> Any:
+            return inner(request, context)
+
+        setattr(on_own_threads, "experimental_thread_pool", self.pool)  # noqa: B010  # for grpc
+        return grpc.unary_unary_rpc_method_handler(
+            on_own_threads,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+
+def traced() -> grpc.ServerInterceptor | None:  # type: ignore[type-arg]  # grpc-stubs
+    """OpenTelemetry's server interceptor, when tracing is on (server/tracing.py): a span per
+    call, health's excepted (load balancers call it every few seconds; and its Watch would
+    lose its non-blocking way)."""
+    provider = tracing.provider()
+    if provider is None:
+        return None
+    from opentelemetry.instrumentation.grpc import filters, server_interceptor
+
+    interceptor: grpc.ServerInterceptor = server_interceptor(  # type: ignore[type-arg,no-untyped-call]
+        tracer_provider=provider, filter_=filters.negate(filters.health_check())
+    )
+    return interceptor
