@@ -6,15 +6,17 @@ but not committed holds back no other's commit."""
 
 from __future__ import annotations
 
+import json
 import threading
 import uuid
 from datetime import UTC, datetime
 
 import pytest
 
-from server.domain.events import Event, EventType, ShopStatusChanged
+from server.domain.events import Event, EventType, ShopStatusChanged, payload_values
 from server.domain.model import Actor
 from server.store import SqlStore, open_database
+from server.store.events import EVENT_LOCK
 
 pytestmark = pytest.mark.postgres
 
@@ -123,3 +125,34 @@ def test_written_but_uncommitted_events_hold_back_no_other_commit(pg_store):
 
     holder.commit()
     assert [e.shop_id for e in read(store, start).events] == ["shop-other", "shop-holder"]
+
+
+def test_a_replica_still_at_step_4_keeps_the_position_it_drew_under_the_lock(pg_store):
+    """During a rolling upgrade a replica of schema step 4 takes the lock itself and draws its
+    positions as it inserts (the sequence's own values): the commit leaves them as they are, and
+    the positions go on from them without a gap."""
+    store = pg_store
+    before = read(store, 0).through
+    with store.unit_of_work() as uow:
+        # Step 4's statement (store/events.py at that step), with one event.
+        cursor = store.database.execute_sql(
+            "WITH turn AS MATERIALIZED (SELECT pg_advisory_xact_lock(%s, %s)) "
+            'INSERT INTO "event" ("type", "occurred_at", "shop_id", "order_id", "actor_service", '
+            '"actor_person", "policy_version", "payload") '
+            "SELECT %s, 0, 'shop-old-replica', '', '', '', '', %s FROM turn "
+            'RETURNING "position"',
+            [
+                *EVENT_LOCK,
+                EventType.SHOP_STATUS_CHANGED.value,
+                json.dumps(payload_values(ShopStatusChanged("NORMAL", "SUSPENDED"))),
+            ],
+        )
+        drawn = cursor.fetchone()[0]
+        uow.commit()
+    on_a_thread(lambda: commit_one(store, "shop-new-replica"))
+
+    page = read(store, before)
+    assert [(e.shop_id, e.position) for e in page.events] == [
+        ("shop-old-replica", drawn),
+        ("shop-new-replica", drawn + 1),
+    ]
