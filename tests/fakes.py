@@ -635,6 +635,9 @@ class FakeStore:
     def unit_of_work(self, *, read_only: bool = False) -> FakeUnitOfWork:
         return FakeUnitOfWork(self, read_only=read_only)
 
+    def upkeep(self) -> int:
+        return 0
+
     def close(self) -> None:
         self.closed = True
 

@@ -26,7 +26,7 @@ from aftersales.v1 import (
 )
 from server.domain.access import AccessTable
 from server.grpc import metrics
-from server.grpc.background import HealthMonitor, Sweeper
+from server.grpc.background import HealthMonitor, StoreUpkeep, Sweeper
 from server.grpc.callers import AccessGuard, PersonGuard
 from server.grpc.clawbacks import ClawbackServicer
 from server.grpc.entries import AfterSalesEntryServicer
@@ -144,6 +144,7 @@ class App:
         )
         self.port = _listen(self.server, address, credentials, probe=not reuse_port)
         self.sweeper = Sweeper(service, sweep_interval) if sweep_interval is not None else None
+        self.upkeep = StoreUpkeep(service)
         self.monitor = (
             HealthMonitor(self.health, (*SERVICE_NAMES, ""), health_probe, health_interval)
             if health_probe is not None
@@ -157,6 +158,7 @@ class App:
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         if self.sweeper is not None:
             self.sweeper.start()
+        self.upkeep.start()
         if self.monitor is not None:
             self.monitor.start()
         return self
@@ -181,12 +183,13 @@ class App:
         self.not_serving()
         if self.sweeper is not None:
             self.sweeper.stop()
+        self.upkeep.stop()
         self.server.stop(grace).wait()
         self._health_pool.shutdown(wait=False)
         finished = _within(STOP_SECONDS, self._workers.shutdown)
         # The threads that read the database on their own end their statements before the
         # connections close under them (closing one in use can crash the driver).
-        for thread in (self.sweeper, self.events.feed.thread):
+        for thread in (self.sweeper, self.upkeep, self.events.feed.thread):
             if thread is not None and thread.is_alive():
                 thread.join(STOP_SECONDS)
         return _within(STOP_SECONDS, self.service.close) and finished

@@ -1,4 +1,4 @@
-"""The server's background threads: the sweeper and the health monitor."""
+"""The server's background threads: the sweeper, the store's upkeep and the health monitor."""
 
 from __future__ import annotations
 
@@ -9,9 +9,43 @@ from typing import Any
 
 from grpc_health.v1 import health_pb2
 
-from server.service import Service, StoreUnavailable
+from server.service import UPKEEP_SECONDS, Service, StoreUnavailable
 
 log = logging.getLogger("aftersales")
+
+
+class _Failures:
+    """Runs the tasks of a thread that repeats them, each on its own: a failing task is logged
+    when it starts failing and when it works again, not each time."""
+
+    def __init__(self, thread: str) -> None:
+        self.thread = thread
+        self.failing: set[str] = set()
+
+    def run(self, name: str, task: Callable[[], int]) -> int:
+        """What `task` returns; 0 when it failed."""
+        try:
+            done = task()
+        except StoreUnavailable as e:
+            if name not in self.failing:
+                log.warning(
+                    "%s: %s fails, the database is unavailable; will retry: %s",
+                    self.thread,
+                    name,
+                    e,
+                )
+            self.failing.add(name)
+            return 0
+        except Exception:
+            if name not in self.failing:
+                log.exception("%s: %s failed; will retry", self.thread, name)
+            self.failing.add(name)
+            return 0
+        if name in self.failing:
+            log.info("%s: %s works again", self.thread, name)
+            self.failing.discard(name)
+        return done
+
 
 # The debts PostFunds leaves (past what one call pays) are paid on by each sweep in rounds of at
 # most SWEEP_PAYEES payees, a transaction each, until none is left or SWEEP_ROUNDS rounds ran.
@@ -30,7 +64,7 @@ class Sweeper(threading.Thread):
         self.service = service
         self.interval = interval
         self.stopped = threading.Event()
-        self.failing: set[str] = set()
+        self._task = _Failures("sweep").run
 
     def run(self) -> None:
         while not self.stopped.wait(self.interval):
@@ -53,23 +87,24 @@ class Sweeper(threading.Thread):
             payees += handled
         return payees
 
-    def _task(self, name: str, task: Callable[[], int]) -> int:
-        try:
-            done = task()
-        except StoreUnavailable as e:
-            if name not in self.failing:
-                log.warning("sweep: %s fails, the database is unavailable; will retry: %s", name, e)
-            self.failing.add(name)
-            return 0
-        except Exception:
-            if name not in self.failing:
-                log.exception("sweep: %s failed; will retry", name)
-            self.failing.add(name)
-            return 0
-        if name in self.failing:
-            log.info("sweep: %s works again", name)
-            self.failing.discard(name)
-        return done
+    def stop(self) -> None:
+        self.stopped.set()
+
+
+class StoreUpkeep(threading.Thread):
+    """Runs the store's upkeep (Store.upkeep: on SQLite, copying the write-ahead log into the
+    database file) every `interval` seconds, off the threads that serve calls."""
+
+    def __init__(self, service: Service, interval: float = UPKEEP_SECONDS) -> None:
+        super().__init__(name="store-upkeep", daemon=True)
+        self.service = service
+        self.interval = interval
+        self.stopped = threading.Event()
+        self._task = _Failures("store upkeep").run
+
+    def run(self) -> None:
+        while not self.stopped.wait(self.interval):
+            self._task("upkeep", self.service.store_upkeep)
 
     def stop(self) -> None:
         self.stopped.set()

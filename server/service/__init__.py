@@ -15,7 +15,13 @@ from server.service.events import EventUseCases
 from server.service.idempotency import IdempotencyUseCases, RequestKey, fingerprint
 from server.service.paging import Page
 from server.service.sync import Posted, SyncUseCases
-from server.service.unit_of_work import Store, StoreUnavailable, TransactionAborted, UnitOfWork
+from server.service.unit_of_work import (
+    UPKEEP_SECONDS,
+    Store,
+    StoreUnavailable,
+    TransactionAborted,
+    UnitOfWork,
+)
 
 
 class Service(SyncUseCases, EntryUseCases, ClawbackUseCases, EventUseCases, IdempotencyUseCases):
@@ -23,6 +29,7 @@ class Service(SyncUseCases, EntryUseCases, ClawbackUseCases, EventUseCases, Idem
 
 
 __all__ = [
+    "UPKEEP_SECONDS",
     "Eligibility",
     "Page",
     "Posted",

@@ -110,6 +110,10 @@ class UseCases:
     def now(self) -> datetime:
         return self.clock.now()
 
+    def store_upkeep(self) -> int:
+        """The store's upkeep between calls (Store.upkeep)."""
+        return self.store.upkeep()
+
     def close(self) -> None:
         self.store.close()
 

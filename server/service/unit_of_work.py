@@ -299,6 +299,10 @@ class UnitOfWork(Protocol):
     ) -> None: ...
 
 
+# How often the server runs the store's upkeep (seconds).
+UPKEEP_SECONDS = 1.0
+
+
 class Store(Protocol):
     """Where units of work come from."""
 
@@ -307,5 +311,10 @@ class Store(Protocol):
         """A secret all replicas share, made once with the schema: it signs page tokens."""
 
     def unit_of_work(self, *, read_only: bool = False) -> UnitOfWork: ...
+
+    def upkeep(self) -> int:
+        """The store's own upkeep, run between calls by a thread of the server every
+        UPKEEP_SECONDS rather than inside them; how much it did (what it is depends on the
+        store)."""
 
     def close(self) -> None: ...

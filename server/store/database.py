@@ -24,6 +24,13 @@ STATEMENT_TIMEOUT_SECONDS = 10.0
 LOCK_TIMEOUT_SECONDS = 5.0
 BUSY_TIMEOUT_SECONDS = 10.0
 
+# SQLite copies its write-ahead log into the database file (a checkpoint, which syncs the file)
+# in a background thread of the server (SqlStore.upkeep, every UPKEEP_SECONDS), not in the
+# commit of whichever call crosses the log's threshold, where it cost OpenEntry a third of its
+# time. The threshold stays as the bound of the log, should that thread fall behind or not run
+# (a migration, a command): this many pages (4 KiB each).
+WAL_AUTOCHECKPOINT_PAGES = 10_000
+
 
 def open_database(
     url: str,
@@ -62,6 +69,7 @@ def open_database(
                 "synchronous": "normal",
                 "foreign_keys": 1,
                 "busy_timeout": _milliseconds(busy_timeout),
+                "wal_autocheckpoint": WAL_AUTOCHECKPOINT_PAGES,
             },
             check_same_thread=False,
         )

@@ -133,6 +133,31 @@ class SqlStore:
     def unit_of_work(self, *, read_only: bool = False) -> SqlUnitOfWork:
         return SqlUnitOfWork(self, read_only=read_only)
 
+    def upkeep(self) -> int:
+        """On SQLite, copies the write-ahead log into the database file (a checkpoint); the
+        log's frames copied in all. First alongside the writers (readers and writers go on),
+        then the few frames written meanwhile between two writes, so that the log is copied
+        whole and the next writer starts it over instead of making it longer. PostgreSQL needs
+        nothing."""
+        if self.writer is None:
+            return 0
+        try:
+            self._checkpoint()
+            if not self.writer.acquire(timeout=self.writer_wait):
+                return 0
+            try:
+                return self._checkpoint()
+            finally:
+                self.writer.release()
+        except Exception as e:
+            _raise_translated(e)
+
+    def _checkpoint(self) -> int:
+        # PASSIVE: waits for no reader or writer; copies what no reader still needs.
+        # Read to the end: a statement left unfinished would hold a snapshot, and the log with it.
+        ((_, _, copied),) = execute_sql(self.database, "PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        return max(int(copied), 0)  # -1: not in WAL mode (an in-memory database)
+
     def close(self) -> None:
         if self.is_postgres:
             cast(Any, self.database).close_all()  # a pool's: every connection

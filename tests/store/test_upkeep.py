@@ -1,0 +1,98 @@
+"""The store's upkeep: on SQLite the write-ahead log is copied into the database file by the
+server's upkeep thread, not by the commit of whichever call crosses SQLite's default threshold;
+the threshold stays, higher, as the bound of the log."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import pytest
+
+from server.domain.model import Shop, ShopStatus
+from server.grpc.background import StoreUpkeep
+from server.store import SqlStore, open_database
+from server.store.database import WAL_AUTOCHECKPOINT_PAGES
+from server.store.schema import execute_sql
+
+
+def sqlite_store(tmp_path) -> SqlStore:
+    store = SqlStore(open_database(f"sqlite:///{tmp_path / 'upkeep.db'}"))
+    store.migrate()
+    return store
+
+
+def put_shops(service_of, count: int, prefix: str) -> None:
+    for i in range(count):
+        service_of.put_shop(Shop(f"{prefix}-{i}", f"Shop {i}", ShopStatus.NORMAL, None))
+
+
+def test_calls_leave_the_log_to_the_upkeep_up_to_its_bound(tmp_path):
+    store = sqlite_store(tmp_path)
+    with store.session():
+        (pages,) = execute_sql(store.database, "PRAGMA wal_autocheckpoint").fetchone()
+    assert pages == WAL_AUTOCHECKPOINT_PAGES
+    store.close()
+
+
+def test_the_upkeep_copies_the_log_and_the_next_write_starts_it_over(tmp_path, clock, policy):
+    from server.service import Service
+
+    store = sqlite_store(tmp_path)
+    service = Service(store, clock, policy)
+    put_shops(service, 200, "many")
+
+    copied = store.upkeep()
+    assert copied > 200  # each commit wrote a frame or more, none copied before
+
+    put_shops(service, 1, "one-more")
+    # Had the log gone on growing, it would hold every frame copied before and the new ones.
+    assert 0 < store.upkeep() < copied
+    store.close()
+
+
+@pytest.mark.postgres
+def test_postgresql_has_no_upkeep(postgres_server):
+    store = SqlStore(open_database(postgres_server.create_database("upkeep")))
+    store.migrate()
+    assert store.upkeep() == 0
+    store.close()
+
+
+class CountingService:
+    def __init__(self, fail_first: int = 0) -> None:
+        self.calls = 0
+        self.fail_first = fail_first
+        self.called = threading.Event()
+
+    def store_upkeep(self) -> int:
+        self.calls += 1
+        if self.calls <= self.fail_first:
+            raise RuntimeError("the disk is full")
+        if self.calls > self.fail_first + 1:
+            self.called.set()
+        return 1
+
+
+def test_the_upkeep_thread_runs_again_after_a_failure_and_logs_it_once(caplog):
+    caplog.set_level(logging.INFO, logger="aftersales")
+    service = CountingService(fail_first=3)
+    upkeep = StoreUpkeep(service, interval=0.01)  # type: ignore[arg-type]
+    upkeep.start()
+    assert service.called.wait(10)
+    upkeep.stop()
+    upkeep.join(10)
+    failed = [r for r in caplog.records if "failed; will retry" in r.getMessage()]
+    again = [r for r in caplog.records if "works again" in r.getMessage()]
+    assert (len(failed), len(again)) == (1, 1)
+
+
+def test_a_server_runs_the_upkeep_from_its_start_to_its_stop(service):
+    from server.grpc.app import App
+
+    app = App(service, "127.0.0.1:0", workers=2, sweep_interval=None)
+    assert not app.upkeep.is_alive()
+    app.start()
+    assert app.upkeep.is_alive()
+    app.stop(grace=0)
+    assert not app.upkeep.is_alive()
