@@ -123,3 +123,44 @@ def test_a_database_of_schema_1_gains_what_came_after_and_keeps_its_data(empty_s
         assert uow.facts.shop("shop-old").recorded_by.service == ""
         # Schema 3: the outbox, empty, nothing pruned.
         assert uow.events.held() == (0, 0)
+
+
+REDUNDANT = {
+    "entry_order_id": ("entry", "order_id"),
+    "clawback_line_clawback_id": ("clawback_line", "clawback_id"),
+    "transfer_from_account_id": ("transfer", "from_account_id"),
+    "transfer_to_account_id": ("transfer", "to_account_id"),
+    "event_occurred_at": ("event", "occurred_at"),
+}
+
+
+def index_names(store) -> set[str]:
+    with store.session():
+        return {
+            index.name
+            for table in ("entry", "clawback_line", "transfer", "event")
+            for index in store.database.get_indexes(table)
+        }
+
+
+def test_schema_6_drops_the_indexes_every_write_paid_for_and_no_query_needs(empty_store):
+    empty_store.migrate()
+    assert not set(REDUNDANT) & index_names(empty_store)  # not made for a new database
+    # Back to schema 5, with the indexes its code made.
+    database = empty_store.database
+    with empty_store.session(), database.atomic():
+        for name, (table, column) in REDUNDANT.items():
+            database.execute_sql(f'CREATE INDEX "{name}" ON "{table}" ("{column}")')
+        SchemaVersionRow.delete().where(SchemaVersionRow.version > 5).execute()
+    assert set(REDUNDANT) <= index_names(empty_store)
+
+    assert empty_store.migrate() == SCHEMA_VERSION
+
+    assert not set(REDUNDANT) & index_names(empty_store)
+    # What served the queries is still there.
+    assert {
+        "entry_order_id_opened_at",
+        "clawback_line_clawback_id_line_no",
+        "transfer_from_newest",
+        "transfer_to_newest",
+    } <= index_names(empty_store)
