@@ -342,10 +342,7 @@ def shop_status_changed(previous: Shop | None, stored: Shop, now: datetime) -> E
 
 def payload_values(payload: Payload) -> dict[str, Any]:
     """The payload as plain values (times as microseconds since the epoch), for storing as JSON."""
-    return {
-        name: _plain(value)
-        for name, value in ((f.name, getattr(payload, f.name)) for f in dataclasses.fields(payload))
-    }
+    return {name: _plain(getattr(payload, name)) for name in _field_names(type(payload))}
 
 
 def payload_from_values(event_type: EventType, values: dict[str, Any]) -> Payload:
@@ -367,21 +364,40 @@ def _plain(value: Any) -> Any:
     return value
 
 
+# Read once per payload class (a few dozen), not once per event stored or read.
+_FIELD_NAMES: dict[type[Any], tuple[str, ...]] = {}
+_HINTS: dict[type[Any], tuple[tuple[str, Any], ...]] = {}
+
+
+def _field_names(cls: type[Any]) -> tuple[str, ...]:
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        names = _FIELD_NAMES[cls] = tuple(f.name for f in dataclasses.fields(cls))
+    return names
+
+
+def _hints(cls: type[Any]) -> tuple[tuple[str, Any], ...]:
+    hints = _HINTS.get(cls)
+    if hints is None:
+        every = typing.get_type_hints(cls)
+        hints = _HINTS[cls] = tuple((name, every[name]) for name in _field_names(cls))
+    return hints
+
+
 def _micros(moment: datetime) -> int:
     delta = moment - _EPOCH
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
 def _typed(cls: type[Any], values: dict[str, Any]) -> Any:
-    hints = typing.get_type_hints(cls)
     kwargs = {}
-    for field in dataclasses.fields(cls):
-        hint, value = hints[field.name], values[field.name]
+    for name, hint in _hints(cls):
+        value = values[name]
         if hint is datetime:
             value = _EPOCH + timedelta(microseconds=value)
         elif typing.get_origin(hint) is tuple:
             (item,) = {a for a in typing.get_args(hint) if a is not Ellipsis}
             nested = dataclasses.is_dataclass(item) and isinstance(item, type)
             value = tuple(_typed(item, v) if nested else v for v in value)
-        kwargs[field.name] = value
+        kwargs[name] = value
     return cls(**kwargs)
