@@ -1,7 +1,7 @@
 """`make bench`: what callers of the service feel, per RPC, on SQLite and PostgreSQL.
 
 For each database and each size of data set (orders bulk-loaded into the store's tables), a
-server is started as its own process (`python -m server`) and every RPC of the three services is
+server is started as its own process (`python -m server`) and every RPC of the four services is
 called with a fixed number of calls in flight for a few seconds. For each it reports calls per
 second, that rate as a ratio to the health Check no-op measured on the same server in the same
 run (so that the machine's speed and load largely cancel out), and the median and 99th

@@ -1,4 +1,4 @@
-"""Every RPC of the three services, as a stream of requests over the benchmark's data set.
+"""Every RPC of the four services, as a stream of requests over the benchmark's data set.
 
 Reads pick orders, shops and accounts at random across the whole data set. Writes that change
 an order each take orders of their own, prepared before the clock starts: OpenEntry an eligible
@@ -25,6 +25,8 @@ from aftersales.v1 import (
     clawback_pb2_grpc,
     entry_pb2,
     entry_pb2_grpc,
+    events_pb2,
+    events_pb2_grpc,
     resources_pb2,
     sync_pb2,
     sync_pb2_grpc,
@@ -129,6 +131,7 @@ def rpcs(channels: Sequence[grpc.aio.Channel], data: ds.Dataset, seed: int = 1) 
     sync = _on(channels, sync_pb2_grpc.SyncStub)
     entries = _on(channels, entry_pb2_grpc.AfterSalesEntryStub)
     clawbacks = _on(channels, clawback_pb2_grpc.ClawbackStub)
+    events = _on(channels, events_pb2_grpc.EventsStub)
     rng = random.Random(seed)
 
     def order() -> int:
@@ -293,6 +296,12 @@ def rpcs(channels: Sequence[grpc.aio.Channel], data: ds.Dataset, seed: int = 1) 
             _forever(
                 lambda: clawback_pb2.ListTransfersRequest(account=wallet(shop()), page_size=PAGE)
             ),
+        ),
+        # A consumer catching up: the oldest page of the events the warm-up's writes told.
+        Rpc(
+            f"ListEvents ({PAGE})",
+            events("ListEvents"),
+            _forever(lambda: events_pb2.ListEventsRequest(after_position=0, page_size=PAGE)),
         ),
         Rpc("PutShop", sync("PutShop"), _forever(put_shop)),
         Rpc("PutStaff", sync("PutStaff"), _forever(put_staff)),
