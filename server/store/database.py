@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import pathlib
+import time
+from typing import Any
 from urllib.parse import urlparse
 
 import peewee as pw
@@ -15,6 +17,8 @@ from psycopg.conninfo import conninfo_to_dict
 POOL_SIZE = 64
 POOL_STALE_SECONDS = 300
 POOL_WAIT_SECONDS = 10
+# A connection handed out again within this long of its return is not pinged first (see _Pool).
+PING_AFTER_IDLE_SECONDS = 1.0
 
 # How long a PostgreSQL connection may take to open, a statement to run, and a statement to wait
 # for a lock; how long a SQLite write waits for another one to finish (seconds). A failure to
@@ -84,7 +88,7 @@ def open_database(
             statement_timeout=_milliseconds(statement_timeout),
             lock_timeout=_milliseconds(lock_timeout),
         )
-        pooled: pw.Database = PooledPostgresqlDatabase(
+        pooled: pw.Database = _Pool(
             dbname,
             max_connections=POOL_SIZE,
             stale_timeout=POOL_STALE_SECONDS,
@@ -136,3 +140,29 @@ def describe(url: str) -> str:
         where = f"{params.get('host', '')}:{params.get('port', '')}".rstrip(":")
         return f"{parsed.scheme}://{where}/{params.get('dbname', '')}"
     return url
+
+
+class _Pool(PooledPostgresqlDatabase):  # type: ignore[misc]  # playhouse is untyped
+    """peewee's pool, but a connection it hands out is pinged first (a `SELECT 1`, a round trip)
+    only when it has been idle for PING_AFTER_IDLE_SECONDS, as HikariCP does: under load each
+    call paid a round trip of its own for the ping. A connection lost meanwhile fails its call
+    UNAVAILABLE, which is retryable, and is then closed instead of pooled again (its transaction
+    status is unknown)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._returned_at: dict[int, float] = {}
+
+    def _close(self, conn: Any, close_conn: bool = False) -> None:
+        self._returned_at[self.conn_key(conn)] = time.monotonic()
+        super()._close(conn, close_conn)
+
+    def _close_raw(self, conn: Any) -> None:
+        self._returned_at.pop(self.conn_key(conn), None)
+        super()._close_raw(conn)
+
+    def _is_closed(self, conn: Any) -> bool:
+        returned = self._returned_at.get(self.conn_key(conn))
+        if returned is not None and time.monotonic() - returned < PING_AFTER_IDLE_SECONDS:
+            return bool(conn.closed)
+        return bool(super()._is_closed(conn))

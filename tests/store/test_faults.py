@@ -8,6 +8,7 @@ from __future__ import annotations
 import socket
 import sqlite3
 import threading
+import time
 import uuid
 from urllib.parse import quote
 
@@ -17,7 +18,7 @@ import pytest
 
 from server.domain.model import Shop, ShopStatus
 from server.service.unit_of_work import StoreUnavailable, TransactionAborted
-from server.store import SqlStore, open_database
+from server.store import SqlStore, database, open_database
 from server.store.schema import execute_sql
 from tests.conftest import T0
 from tests.pg import free_port
@@ -251,6 +252,57 @@ def test_a_connection_cut_under_a_transaction_is_unavailable(pg_store, pg_url):
     # The broken connection is not handed out again.
     with pg_store.unit_of_work(read_only=True):
         assert execute_sql(pg_store.database, "SELECT 1").fetchone() == (1,)
+
+
+def pid_of_the_pooled_connection(store: SqlStore) -> int:
+    with store.unit_of_work(read_only=True):
+        return int(execute_sql(store.database, "SELECT pg_backend_pid()").fetchone()[0])
+
+
+def terminate(url: str, pid: int) -> None:
+    with psycopg.connect(url, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        # Until the backend is gone (the client's socket learns it then).
+        for _ in range(100):
+            gone = admin.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,))
+            if gone.fetchone() is None:
+                return
+            time.sleep(0.05)
+
+
+@postgres
+def test_a_connection_back_in_the_pool_for_a_moment_is_handed_out_unpinged(pg_store):
+    pings = []
+    adapter = pg_store.database._adapter
+    checked = adapter.is_connection_closed
+    adapter.is_connection_closed = lambda conn: pings.append(1) or checked(conn)
+    first = pid_of_the_pooled_connection(pg_store)
+    assert pid_of_the_pooled_connection(pg_store) == first
+    assert pings == []  # a round trip each call would have cost
+
+
+@postgres
+def test_a_connection_idle_in_the_pool_is_pinged_and_replaced_if_the_server_dropped_it(
+    pg_store, pg_url, monkeypatch
+):
+    monkeypatch.setattr(database, "PING_AFTER_IDLE_SECONDS", 0.0)
+    dropped = pid_of_the_pooled_connection(pg_store)
+    terminate(pg_url, dropped)
+    # The ping finds it gone: the call gets a new connection and succeeds.
+    assert pid_of_the_pooled_connection(pg_store) != dropped
+
+
+@postgres
+def test_a_connection_the_server_dropped_within_the_moment_fails_one_call_retryably(
+    pg_store, pg_url, monkeypatch
+):
+    monkeypatch.setattr(database, "PING_AFTER_IDLE_SECONDS", 60.0)
+    dropped = pid_of_the_pooled_connection(pg_store)
+    terminate(pg_url, dropped)
+    with pytest.raises(StoreUnavailable):
+        pid_of_the_pooled_connection(pg_store)
+    # Not pooled again: the next call has a connection that works.
+    assert pid_of_the_pooled_connection(pg_store) != dropped
 
 
 @postgres
