@@ -150,7 +150,7 @@ class SqlFacts:
         if found is None:
             self.staff(operator_id)  # an unknown operator is named first
             raise NotFound("order", order_id)
-        operator, row = _eligibility_row(_layout(_names(cursor)), found)
+        operator, row = _eligibility_row(_layout(self._store.columns("eligibility", cursor)), found)
         if operator is None:
             raise NotFound("staff", operator_id)
         return operator, row
@@ -174,7 +174,7 @@ class SqlFacts:
             found = cursor.fetchall()
             if not found:
                 continue
-            layout = _layout(_names(cursor))
+            layout = _layout(self._store.columns("eligibilities", cursor))
             for values in found:
                 operator, row = _eligibility_row(layout, values)
                 if operator is None:
@@ -250,10 +250,6 @@ def _eligibility_select() -> pw.Select:
         )
         .join_from(order, operator, pw.JOIN.LEFT_OUTER, on=(operator.id == _OPERATOR_ID))
     )
-
-
-def _names(cursor: Any) -> tuple[str, ...]:
-    return tuple(d[0] for d in cursor.description)
 
 
 def _eligibility_row(

@@ -56,6 +56,7 @@ class SqlStore:
         # Accounts made with the schema, by id; SQL built once per hot query (facts.py).
         self.fixed_account_ids: dict[AccountRef, int] = {}
         self.statements: dict[str, tuple[str, list[Any]]] = {}
+        self._columns: dict[str, tuple[str, ...]] = {}
         self._sessions = threading.local()
 
     def migrate(self) -> int:
@@ -112,6 +113,14 @@ class SqlStore:
         name = f"{model._meta.table_name}:{'locked' if for_update else 'read'}"
         return self.one(name, build, key)
 
+    def columns(self, name: str, cursor: Any) -> tuple[str, ...]:
+        """The column names of the rows of prepared query `name`, read from its first cursor
+        only: psycopg makes an object per column each time a cursor is asked for them."""
+        names = self._columns.get(name)
+        if names is None:
+            names = self._columns[name] = tuple(d[0] for d in cursor.description)
+        return names
+
     def run_prepared(self, name: str, build: Callable[[], pw.Query], key: Any) -> Any:
         """Runs a prepared query whose one parameter `build` names KEY; returns its cursor."""
         sql, params = self.prepared(name, build)
@@ -124,7 +133,7 @@ class SqlStore:
         found = cursor.fetchone()
         if found is None:
             return None
-        return dict(zip((d[0] for d in cursor.description), found, strict=True))
+        return dict(zip(self.columns(name, cursor), found, strict=True))
 
     def schema_version(self) -> int:
         with self.session():
