@@ -152,7 +152,7 @@ def run_database(
             server = ServerProcess(url, folder / f"server-{name}-{size}.log")
             try:
                 server.wait_serving()
-                consumer = event_latency.EventLatency(server.address, name, size).begin()
+                consumer = event_latency.EventLatencyProcess(server.address, name, size).begin()
                 asyncio.run(measure_rpcs(name, server, data, args, report))
                 report.events.append(consumer.finish())
                 log(f"{name}: {event_latency.line(report.events[-1])}")

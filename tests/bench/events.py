@@ -2,10 +2,12 @@
 measured, and for each event takes the time from the change (the server's timestamp of it: the
 clock as the call making the change read it, before its writes and its commit) to the consumer
 receiving it. Under load that includes the rest of the call's transaction, most of it on
-PostgreSQL."""
+PostgreSQL. The consumer runs in a process of its own (EventLatencyProcess), as a consumer
+service would: in the load generator's, it would wait on that process's GIL."""
 
 from __future__ import annotations
 
+import multiprocessing
 import threading
 import time
 from typing import Any
@@ -70,6 +72,43 @@ class EventLatency(threading.Thread):
             self.result["p50_ms"] = round(_percentile(ordered, 50) * 1000, 2)
             self.result["p99_ms"] = round(_percentile(ordered, 99) * 1000, 2)
         return self.result
+
+
+class EventLatencyProcess:
+    """An EventLatency in a process of its own (spawned: the load generator's gRPC does not
+    survive a fork)."""
+
+    def __init__(self, address: str, database: str, orders: int) -> None:
+        context = multiprocessing.get_context("spawn")
+        self.connection, child = context.Pipe()
+        self.result: dict[str, Any] = {"database": database, "orders": orders}
+        self.process = context.Process(
+            target=_follow, args=(address, database, orders, child), daemon=True
+        )
+
+    def begin(self) -> EventLatencyProcess:
+        self.process.start()
+        if self.connection.poll(60):
+            self.connection.recv()  # watching
+        return self
+
+    def finish(self) -> dict[str, Any]:
+        """Stops following; the figures."""
+        self.connection.send("finish")
+        result = (
+            self.connection.recv()
+            if self.connection.poll(60)
+            else {**self.result, "events": 0, "error": "the consumer did not answer"}
+        )
+        self.process.join(10)
+        return result
+
+
+def _follow(address: str, database: str, orders: int, connection: Any) -> None:
+    consumer = EventLatency(address, database, orders).begin()
+    connection.send("watching")
+    connection.recv()  # finish
+    connection.send(consumer.finish())
 
 
 def _percentile(ordered: list[float], p: float) -> float:
