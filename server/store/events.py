@@ -66,6 +66,8 @@ _COLUMNS = (
     "payload",
 )
 _SELECTED = ", ".join(f'e."{c}"' for c in ("position", *_COLUMNS))
+# Written by the statement that inserts the events: the response of the transaction's request.
+_ANSWERED = 'WITH answered AS (UPDATE "request" SET "response" = %s WHERE "request_id" = %s) '
 # PostgreSQL's INSERT of any number of events, one array per column, each with a provisional
 # position below zero (unique among the transactions still open, never seen by a reader) for the
 # commit to replace: so the positions handed out follow one another without gaps.
@@ -91,8 +93,10 @@ class SqlEvents:
         self.pending.extend(events)
         self.added_any = self.added_any or bool(events)
 
-    def flush(self) -> None:
-        """Writes the pending events, in one statement: called just before the commit."""
+    def flush(self, answering: tuple[str, bytes] | None = None) -> None:
+        """Writes the pending events, in one statement: called just before the commit. On
+        PostgreSQL, `answering` (a request id and its response) is written by that statement
+        too (SqlUnitOfWork.commit)."""
         if not self.pending:
             return
         pending, self.pending = self.pending, []
@@ -116,7 +120,12 @@ class SqlEvents:
                 insert_rows(database, "event", _COLUMNS, list(batch))
             return
         # Their positions are provisional until the commit draws the real ones (see above).
-        execute_sql(database, _INSERT_UNNEST, [list(c) for c in zip(*rows, strict=True)])
+        arrays = [list(c) for c in zip(*rows, strict=True)]
+        if answering is None:
+            execute_sql(database, _INSERT_UNNEST, arrays)
+        else:
+            request_id, response = answering
+            execute_sql(database, _ANSWERED + _INSERT_UNNEST, [response, request_id, *arrays])
 
     def read(
         self,

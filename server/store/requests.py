@@ -15,6 +15,9 @@ if TYPE_CHECKING:
 class SqlRequests:
     def __init__(self, store: SqlStore) -> None:
         self._store = store
+        # The response `complete` was given, written with the transaction's last statement
+        # (SqlUnitOfWork.commit).
+        self.completed: tuple[str, bytes] | None = None
 
     def get(self, request_id: str) -> StoredResponse | None:
         row = self._store.row_by_id(RequestRow, request_id)
@@ -45,6 +48,9 @@ class SqlRequests:
         return stored
 
     def complete(self, request_id: str, response: bytes) -> None:
+        self.completed = (request_id, response)
+
+    def write(self, request_id: str, response: bytes) -> None:
         p = self._store.database.param
         execute_sql(
             self._store.database,
