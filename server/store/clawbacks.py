@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from collections import defaultdict
 from collections.abc import Collection, Sequence
@@ -38,7 +39,9 @@ from server.store.schema import (
     in_list,
     insert_row,
     insert_rows,
+    insert_rows_sql,
     to_us,
+    unnest_insert_sql,
     update_by_id,
 )
 
@@ -62,28 +65,65 @@ class SqlClawbacks:
         self._store = store
 
     def record_refund(self, clawback: RefundClawback) -> None:
-        """Stores the refund, its clawback and lines, and adds the refund to the order."""
+        """Stores the refund, its clawback and lines, adds the refund to the order and marks its
+        application refunded: on PostgreSQL in one statement (_record_refund_sql), on SQLite in
+        one statement each."""
         refund = clawback.refund
         database = self._store.database
         p = database.param
-        insert_row(
-            database,
-            "refund",
-            {
-                "id": refund.refund_id,
-                "order_id": refund.order_id,
-                "application_id": refund.application_id,
-                "amount": refund.amount,
-                "started_at": to_us(refund.started_at),
-                "paid_at": to_us(refund.paid_at),
-                "refunded_before": clawback.refunded_before,
-                "refunded_after": clawback.refunded_after,
-                "paid_from_wallet": clawback.payment.from_wallet,
-                "paid_from_deposit": clawback.payment.from_deposit,
-                "recorded_at": to_us(clawback.created_at),
-                **audit(clawback.recorded_by),
-            },
-        )
+        refund_row = {
+            "id": refund.refund_id,
+            "order_id": refund.order_id,
+            "application_id": refund.application_id,
+            "amount": refund.amount,
+            "started_at": to_us(refund.started_at),
+            "paid_at": to_us(refund.paid_at),
+            "refunded_before": clawback.refunded_before,
+            "refunded_after": clawback.refunded_after,
+            "paid_from_wallet": clawback.payment.from_wallet,
+            "paid_from_deposit": clawback.payment.from_deposit,
+            "recorded_at": to_us(clawback.created_at),
+            **audit(clawback.recorded_by),
+        }
+        clawback_row = {
+            "id": clawback.clawback_id,
+            "refund_id": refund.refund_id,
+            "order_id": refund.order_id,
+            "shop_id": clawback.shop_id,
+            "state": clawback.state.value,
+            "reasons": json.dumps([[v.code.value, v.description] for v in clawback.reasons]),
+            "policy_version": clawback.policy_version,
+            "created_at": to_us(clawback.created_at),
+        }
+        lines = [
+            (
+                clawback.clawback_id,
+                line.line_no,
+                line.payee_kind.value,
+                line.payee_id,
+                line.commission,
+                line.due,
+                line.recovered,
+            )
+            for line in clawback.lines
+        ]
+        refunded = ApplicationState.REFUNDED.value
+        if self._store.is_postgres:
+            execute_sql(
+                database,
+                _record_refund_sql(tuple(refund_row), tuple(clawback_row)),
+                [
+                    *refund_row.values(),
+                    refund.amount,
+                    refund.order_id,
+                    refunded,
+                    refund.application_id,
+                    *clawback_row.values(),
+                    *([list(c) for c in zip(*lines, strict=True)] or [[]] * len(_LINE_COLUMNS)),
+                ],
+            )
+            return
+        insert_row(database, "refund", refund_row)
         update_by_id(
             database,
             "orders",
@@ -93,44 +133,11 @@ class SqlClawbacks:
         )
         if refund.application_id:
             update_by_id(
-                database,
-                "application",
-                refund.application_id,
-                f'"state" = {p}',
-                [ApplicationState.REFUNDED.value],
+                database, "application", refund.application_id, f'"state" = {p}', [refunded]
             )
-        insert_row(
-            database,
-            "clawback",
-            {
-                "id": clawback.clawback_id,
-                "refund_id": refund.refund_id,
-                "order_id": refund.order_id,
-                "shop_id": clawback.shop_id,
-                "state": clawback.state.value,
-                "reasons": json.dumps([[v.code.value, v.description] for v in clawback.reasons]),
-                "policy_version": clawback.policy_version,
-                "created_at": to_us(clawback.created_at),
-            },
-        )
-        if clawback.lines:
-            insert_rows(
-                database,
-                "clawback_line",
-                _LINE_COLUMNS,
-                [
-                    (
-                        clawback.clawback_id,
-                        line.line_no,
-                        line.payee_kind.value,
-                        line.payee_id,
-                        line.commission,
-                        line.due,
-                        line.recovered,
-                    )
-                    for line in clawback.lines
-                ],
-            )
+        insert_row(database, "clawback", clawback_row)
+        if lines:
+            insert_rows(database, "clawback_line", _LINE_COLUMNS, lines)
 
     def debts_of(self, payee_id: str, *, after: int | None, limit: int) -> list[Debt]:
         """At most `limit` of the payee's outstanding clawback lines, oldest first (by line id,
@@ -376,4 +383,21 @@ def _clawback(row: tuple[Any, ...], lines: tuple[ClawbackLine, ...]) -> RefundCl
         created_at=at(created_at),
         payment=RefundPayment(from_wallet, from_deposit),
         recorded_by=Actor(service or "", person or ""),
+    )
+
+
+@functools.cache
+def _record_refund_sql(refund_columns: tuple[str, ...], clawback_columns: tuple[str, ...]) -> str:
+    """PostgreSQL's one statement for a refund recorded: the refund, the order's refunded
+    amount, the application (none when its id is empty), the clawback and its lines, in
+    data-modifying CTEs (foreign keys are checked at the statement's end, when all are in)."""
+    refund = insert_rows_sql("refund", refund_columns, 1, "%s", ignore_conflicts=False)
+    clawback = insert_rows_sql("clawback", clawback_columns, 1, "%s", ignore_conflicts=False)
+    return (
+        f"WITH r AS ({refund}), "
+        'o AS (UPDATE "orders" SET "recorded_refunded_amount" = "recorded_refunded_amount" + %s '
+        'WHERE "id" = %s), '
+        'a AS (UPDATE "application" SET "state" = %s WHERE "id" = %s), '
+        f"c AS ({clawback}) "
+        + unnest_insert_sql("clawback_line", _LINE_COLUMNS, ignore_conflicts=False)
     )

@@ -463,7 +463,7 @@ def insert_rows(
     `ignore_conflicts`, rows whose unique keys exist already are skipped. Returns the
     `returning` columns of the rows inserted. PostgreSQL gets one array per column."""
     if isinstance(database, pw.PostgresqlDatabase):
-        sql = _unnest_insert_sql(table, columns, ignore_conflicts=ignore_conflicts)
+        sql = unnest_insert_sql(table, columns, ignore_conflicts=ignore_conflicts)
         params = [list(column) for column in zip(*values, strict=True)]
     else:
         sql = insert_rows_sql(
@@ -477,7 +477,7 @@ def insert_rows(
 
 
 @functools.lru_cache(maxsize=64)
-def _unnest_insert_sql(table: str, columns: tuple[str, ...], *, ignore_conflicts: bool) -> str:
+def unnest_insert_sql(table: str, columns: tuple[str, ...], *, ignore_conflicts: bool) -> str:
     """PostgreSQL's INSERT of rows sent as one array per column."""
     arrays = ", ".join(f"%s::{_array_type(table, c)}" for c in columns)
     names = ", ".join(_name(c) for c in columns)
