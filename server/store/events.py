@@ -97,6 +97,8 @@ class SqlEvents:
         """Writes the pending events, in one statement: called just before the commit. On
         PostgreSQL, `answering` (a request id and its response) is written by that statement
         too (SqlUnitOfWork.commit)."""
+        if answering is not None and not (self._store.is_postgres and self.pending):
+            raise ValueError("a response is written with events, on PostgreSQL only")
         if not self.pending:
             return
         pending, self.pending = self.pending, []
