@@ -162,7 +162,9 @@ class _Pool(PooledPostgresqlDatabase):  # type: ignore[misc]  # playhouse is unt
         super()._close_raw(conn)
 
     def _is_closed(self, conn: Any) -> bool:
-        returned = self._returned_at.get(self.conn_key(conn))
+        """Asked as the pool hands `conn` out (or discards it): its return time is forgotten
+        either way, so that the times held are those of the connections in the pool."""
+        returned = self._returned_at.pop(self.conn_key(conn), None)
         if returned is not None and time.monotonic() - returned < PING_AFTER_IDLE_SECONDS:
             return bool(conn.closed)
         return bool(super()._is_closed(conn))

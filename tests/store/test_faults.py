@@ -290,6 +290,8 @@ def test_a_connection_idle_in_the_pool_is_pinged_and_replaced_if_the_server_drop
     terminate(pg_url, dropped)
     # The ping finds it gone: the call gets a new connection and succeeds.
     assert pid_of_the_pooled_connection(pg_store) != dropped
+    # What the pool remembers of its connections is of those it holds, not of those it dropped.
+    assert len(pg_store.database._returned_at) == len(pg_store.database._connections) == 1
 
 
 @postgres
