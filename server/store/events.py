@@ -70,7 +70,9 @@ _SELECTED = ", ".join(f'e."{c}"' for c in ("position", *_COLUMNS))
 _ANSWERED = 'WITH answered AS (UPDATE "request" SET "response" = %s WHERE "request_id" = %s) '
 # PostgreSQL's INSERT of any number of events, one array per column, each with a provisional
 # position below zero (unique among the transactions still open, never seen by a reader) for the
-# commit to replace: so the positions handed out follow one another without gaps.
+# commit to replace. Positions rise in commit order; they may skip numbers (a commit that fails
+# after drawing, a sequence after a crash), so a consumer resumes after the last it read, never
+# expects it plus one.
 _INSERT_UNNEST = (
     'INSERT INTO "event" ("position", {names}) '
     "SELECT -nextval('event_provisional_position'), u.* FROM unnest({arrays}) AS u".format(
@@ -187,8 +189,9 @@ class SqlEvents:
         database, p = self._store.database, self._store.database.param
         cursor = execute_sql(
             database,
-            f'SELECT "position", "occurred_at" FROM "event" WHERE "position" < (SELECT '
-            f'MAX("position") FROM "event") ORDER BY "position" LIMIT {p}',
+            # From above zero: below it are the index entries of provisional positions, dead.
+            f'SELECT "position", "occurred_at" FROM "event" WHERE "position" > 0 AND "position" < '
+            f'(SELECT MAX("position") FROM "event") ORDER BY "position" LIMIT {p}',
             [limit],
         )
         cutoff, last = to_us(before), None
