@@ -261,7 +261,8 @@ class Requests(Protocol):
         claim once it rolls back."""
 
     def complete(self, request_id: str, response: bytes) -> None:
-        """Stores the response of the request this transaction claimed."""
+        """Stores the response of the request this transaction claimed, with the commit (once
+        per unit of work)."""
 
     def get(self, request_id: str) -> StoredResponse | None: ...
 

@@ -48,6 +48,8 @@ class SqlRequests:
         return stored
 
     def complete(self, request_id: str, response: bytes) -> None:
+        if self.completed is not None:
+            raise RuntimeError("one request per unit of work: its response is given once")
         self.completed = (request_id, response)
 
     def write(self, request_id: str, response: bytes) -> None:
