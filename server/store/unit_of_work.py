@@ -32,6 +32,9 @@ from server.store.ledger import SqlLedger
 from server.store.requests import SqlRequests
 from server.store.schema import KEY, AccountRow, SettingRow, db, execute_sql
 
+# The most frames of SQLite's log the upkeep copies while the writers wait (see upkeep).
+UPKEEP_FRAMES_HELD = 1_000
+
 # The namespace of PostgreSQL advisory locks taken by serialize_on.
 _KEY_LOCK_SPACE = 726_0432
 
@@ -145,27 +148,34 @@ class SqlStore:
     def upkeep(self) -> int:
         """On SQLite, copies the write-ahead log into the database file (a checkpoint); the
         log's frames copied in all. First alongside the writers (readers and writers go on),
-        then the few frames written meanwhile between two writes, so that the log is copied
-        whole and the next writer starts it over instead of making it longer. PostgreSQL needs
-        nothing."""
+        then, when they are few (UPKEEP_FRAMES_HELD), the frames written meanwhile, between two
+        writes, so that the log is copied whole and the next writer starts it over instead of
+        making it longer. PostgreSQL needs nothing."""
         if self.writer is None:
             return 0
         try:
-            self._checkpoint()
+            log, copied = self._checkpoint()
+            if log - copied > UPKEEP_FRAMES_HELD:
+                # A reader held an old snapshot: the rest waits for the next round rather than
+                # hold the writers for a copy of that size.
+                return copied
             if not self.writer.acquire(timeout=self.writer_wait):
-                return 0
+                return copied
             try:
-                return self._checkpoint()
+                return self._checkpoint()[1]
             finally:
                 self.writer.release()
         except Exception as e:
             _raise_translated(e)
 
-    def _checkpoint(self) -> int:
+    def _checkpoint(self) -> tuple[int, int]:
+        """The frames in the log and those copied (0, 0 on a database not in WAL mode)."""
         # PASSIVE: waits for no reader or writer; copies what no reader still needs.
         # Read to the end: a statement left unfinished would hold a snapshot, and the log with it.
-        ((_, _, copied),) = execute_sql(self.database, "PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-        return max(int(copied), 0)  # -1: not in WAL mode (an in-memory database)
+        ((_, log, copied),) = execute_sql(
+            self.database, "PRAGMA wal_checkpoint(PASSIVE)"
+        ).fetchall()
+        return max(int(log), 0), max(int(copied), 0)
 
     def close(self) -> None:
         if self.is_postgres:

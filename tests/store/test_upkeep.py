@@ -96,3 +96,46 @@ def test_a_server_runs_the_upkeep_from_its_start_to_its_stop(service):
     assert app.upkeep.is_alive()
     app.stop(grace=0)
     assert not app.upkeep.is_alive()
+
+
+def test_a_log_a_reader_holds_is_left_to_the_next_round_without_holding_the_writers(
+    tmp_path, clock, policy
+):
+    import sqlite3
+    import time
+
+    from server.service import Service
+    from server.store.unit_of_work import UPKEEP_FRAMES_HELD
+
+    store = sqlite_store(tmp_path)
+    store.writer_wait = 5.0
+    service = Service(store, clock, policy)
+    reader = sqlite3.connect(tmp_path / "upkeep.db", isolation_level=None)
+    reader.execute("BEGIN")
+    reader.execute('SELECT COUNT(*) FROM "shop"').fetchall()  # a snapshot, held
+    put_shops(service, 600, "behind-the-reader")
+
+    writing, done = threading.Event(), threading.Event()
+
+    def a_writer_s_turn() -> None:
+        with store.writer:
+            writing.set()
+            done.wait(10)
+
+    writer = threading.Thread(target=a_writer_s_turn)
+    writer.start()
+    try:
+        assert writing.wait(10)
+        began = time.monotonic()
+        copied = store.upkeep()
+        took = time.monotonic() - began
+    finally:
+        done.set()
+        writer.join(10)
+    # Only what came before the reader's snapshot could be copied, and the writers' turn was not
+    # waited for (that would have taken writer_wait, 5 s).
+    assert copied < UPKEEP_FRAMES_HELD and took < 2.0
+    reader.rollback()
+    assert store.upkeep() > UPKEEP_FRAMES_HELD  # the reader gone, it is all copied
+    reader.close()
+    store.close()
