@@ -80,7 +80,7 @@ def _migrate_to_5(database: pw.Database) -> None:
         database,
         f"""
         CREATE OR REPLACE FUNCTION event_position_at_commit() RETURNS trigger
-        LANGUAGE plpgsql AS $$
+        LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
         BEGIN
             -- A provisional position (below zero). A replica still at step 4 inserts its own,
             -- drawn under the same lock: left as it is.
