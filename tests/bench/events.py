@@ -90,6 +90,8 @@ class EventLatencyProcess:
         self.process.start()
         if self.connection.poll(60):
             self.connection.recv()  # watching
+        else:
+            self.result["error"] = "the consumer was not watching within 60 s"
         return self
 
     def finish(self) -> dict[str, Any]:
@@ -100,6 +102,8 @@ class EventLatencyProcess:
             if self.connection.poll(60)
             else {**self.result, "events": 0, "error": "the consumer did not answer"}
         )
+        if "error" in self.result and "error" not in result:
+            result["error"] = self.result["error"]
         self.process.join(10)
         return result
 
