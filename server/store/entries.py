@@ -23,6 +23,7 @@ from server.store.schema import (
     execute_sql,
     insert_row,
     insert_rows_sql,
+    is_open,
     to_us,
 )
 
@@ -243,5 +244,5 @@ def _applied_through_query() -> pw.Query:
 
 def _stored_open_entry_query() -> pw.Query:
     return EntryRow.select(*[f.alias(f.name) for f in EntryRow._meta.sorted_fields]).where(
-        (EntryRow.order == KEY) & (EntryRow.state == EntryState.OPEN.value)
+        (EntryRow.order == KEY) & is_open()
     )

@@ -13,7 +13,6 @@ from server.domain.errors import NotFound
 from server.domain.model import (
     AccountKind,
     CommissionLine,
-    EntryState,
     Order,
     OrderKind,
     PayeeKind,
@@ -39,6 +38,7 @@ from server.store.schema import (
     chunked,
     execute_sql,
     in_list,
+    is_open,
     to_us,
     upsert_newer,
     us_or_none,
@@ -246,7 +246,7 @@ def _eligibility_select() -> pw.Select:
             order,
             open_entry,
             pw.JOIN.LEFT_OUTER,
-            on=(open_entry.order == order.id) & (open_entry.state == EntryState.OPEN.value),
+            on=(open_entry.order == order.id) & is_open(open_entry),
         )
         .join_from(order, operator, pw.JOIN.LEFT_OUTER, on=(operator.id == _OPERATOR_ID))
     )

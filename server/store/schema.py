@@ -124,6 +124,15 @@ class EntryRow(_Base):
         indexes = ((("shop_id", "opened_at"), False), (("order_id", "opened_at"), False))
 
 
+# An entry's state OPEN written into the SQL text, not as a parameter: a query on a partial index
+# whose condition names a state must name the same state in its text, or the database plans
+# without the index (SQLite then reads every OPEN entry in the state's index).
+def is_open(entry: Any = EntryRow) -> pw.Expression:
+    """`entry` (EntryRow or an alias of it) is stored as OPEN."""
+    open_state: pw.Expression = entry.state == pw.SQL(f"'{EntryState.OPEN.value}'")
+    return open_state
+
+
 # At most one OPEN entry per order, whatever the number of replicas writing.
 EntryRow.add_index(
     EntryRow.index(
