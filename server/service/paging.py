@@ -82,6 +82,9 @@ class PageTokens:
         return Page(items, self.encode(position_of(items[-1]), filters) if more else "")
 
 
+_MICROSECOND = timedelta(microseconds=1)
+
+
 def micros(moment: datetime) -> int:
     """A moment as whole microseconds since the Unix epoch: how positions hold times."""
-    return (moment - _EPOCH) // timedelta(microseconds=1)
+    return (moment - _EPOCH) // _MICROSECOND

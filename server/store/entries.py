@@ -134,36 +134,21 @@ class SqlEntries:
         """Newest first; `states` as readers see them (an OPEN entry past its window is EXPIRED:
         rules.entry_state, said again in SQL so that the database can filter and page);
         `after` is the (opened_at, id) of the last entry of the previous page."""
-        query = EntryRow.select(*[f.alias(f.name) for f in EntryRow._meta.sorted_fields])
-        if shop_id:
-            query = query.where(EntryRow.shop_id == shop_id)
-        if order_id:
-            query = query.where(EntryRow.order == order_id)
-        if states is not None:
-            clauses = []
-            now_us = to_us(now)
-            for state in states:
-                if state is EntryState.OPEN:
-                    clauses.append((EntryRow.state == "OPEN") & (EntryRow.expires_at > now_us))
-                elif state is EntryState.EXPIRED:
-                    clauses.append(
-                        (EntryRow.state == "EXPIRED")
-                        | ((EntryRow.state == "OPEN") & (EntryRow.expires_at <= now_us))
-                    )
-                else:
-                    clauses.append(EntryRow.state == state.value)
-            query = query.where(any_of(clauses) if len(clauses) > 1 else clauses[0])
-        if after is not None:
-            opened_at, entry_id = after
-            query = query.where(
-                (EntryRow.opened_at < opened_at)
-                | ((EntryRow.opened_at == opened_at) & (EntryRow.id < entry_id))
-            )
-        query = query.order_by(EntryRow.opened_at.desc(), EntryRow.id.desc()).limit(limit)
+        states = None if states is None else tuple(sorted(set(states)))
+        shape = (bool(shop_id), bool(order_id), states, after is not None)
+        name = f"list_entries:{shape}"
+        sql, params = self._store.prepared(name, lambda: _list_entries_query(*shape))
+        bound: dict[Any, Any] = {
+            _SHOP_ID: shop_id,
+            _ORDER_ID: order_id,
+            _NOW: to_us(now),
+            _AFTER_OPENED_AT: after[0] if after else None,
+            _AFTER_ID: after[1] if after else None,
+            _LIMIT: limit,
+        }
+        cursor = execute_sql(self._store.database, sql, [bound.get(p, p) for p in params])
         # Rows as plain values by field name, not model instances: a page is 500 rows at most.
-        sql, params = query.sql()
-        cursor = execute_sql(self._store.database, sql, params)
-        names = [d[0] for d in cursor.description]
+        names = self._store.columns(name, cursor)
         return [entry_from_values(dict(zip(names, row, strict=True))) for row in cursor.fetchall()]
 
     def insert_application(self, application: Application) -> None:
@@ -204,6 +189,48 @@ class SqlEntries:
             entry_opened_at=at(row["entry_opened_at"]),
             refunded=int(row["refunded"]),
         )
+
+
+# Stand-ins for the parameters of the listing's prepared queries, replaced when they run.
+_SHOP_ID = "\x00shop_id"
+_ORDER_ID = "\x00order_id"
+_NOW = "\x00now"
+_AFTER_OPENED_AT = "\x00after_opened_at"
+_AFTER_ID = "\x00after_id"
+_LIMIT = "\x00limit"
+
+
+def _list_entries_query(
+    by_shop: bool, by_order: bool, states: tuple[EntryState, ...] | None, after: bool
+) -> pw.Query:
+    """The listing's query for one shape of request (which filters it has), built once per
+    shape: newest first, `states` as readers see them (an OPEN entry past its window is
+    EXPIRED: rules.entry_state, said again in SQL so that the database can filter and page),
+    after the (opened_at, id) of the last entry of the previous page."""
+    query = EntryRow.select(*[f.alias(f.name) for f in EntryRow._meta.sorted_fields])
+    if by_shop:
+        query = query.where(EntryRow.shop_id == _SHOP_ID)
+    if by_order:
+        query = query.where(EntryRow.order == _ORDER_ID)
+    if states is not None:
+        clauses = []
+        for state in states:
+            if state is EntryState.OPEN:
+                clauses.append((EntryRow.state == "OPEN") & (EntryRow.expires_at > _NOW))
+            elif state is EntryState.EXPIRED:
+                clauses.append(
+                    (EntryRow.state == "EXPIRED")
+                    | ((EntryRow.state == "OPEN") & (EntryRow.expires_at <= _NOW))
+                )
+            else:
+                clauses.append(EntryRow.state == state.value)
+        query = query.where(any_of(clauses) if len(clauses) > 1 else clauses[0])
+    if after:
+        query = query.where(
+            (EntryRow.opened_at < _AFTER_OPENED_AT)
+            | ((EntryRow.opened_at == _AFTER_OPENED_AT) & (EntryRow.id < _AFTER_ID))
+        )
+    return query.order_by(EntryRow.opened_at.desc(), EntryRow.id.desc()).limit(_LIMIT)
 
 
 def _entry(row: EntryRow) -> Entry:

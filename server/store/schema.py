@@ -30,7 +30,7 @@ to_us = micros
 
 def at(us: int) -> datetime:
     """The moment `us` microseconds after the epoch: how times are read back."""
-    return _EPOCH + timedelta(microseconds=us)
+    return _EPOCH + timedelta(0, 0, us)  # (days, seconds, microseconds): positional is faster
 
 
 def at_or_none(us: int | None) -> datetime | None:
