@@ -9,7 +9,13 @@ from aftersales.v1 import clawback_pb2, clawback_pb2_grpc, resources_pb2
 from server.domain import model
 from server.grpc.callers import actor, viewer
 from server.grpc.common import MAX_BALANCE_ACCOUNTS, Fields, Servicer, page_size, present
-from server.grpc.resources import account_ref, balance_pb, clawback_pb, transfer_pb
+from server.grpc.resources import (
+    account_ref,
+    balance_fields,
+    clawback_fields,
+    clawback_pb,
+    transfer_fields,
+)
 
 
 class ClawbackServicer(clawback_pb2_grpc.ClawbackServicer, Servicer):
@@ -53,27 +59,30 @@ class ClawbackServicer(clawback_pb2_grpc.ClawbackServicer, Servicer):
             page_token=request.page_token,
             viewer=viewer(),
         )
-        return clawback_pb2.ListClawbacksResponse(
-            clawbacks=[clawback_pb(c) for c in page.items], next_page_token=page.next_page_token
-        )
+        response = clawback_pb2.ListClawbacksResponse(next_page_token=page.next_page_token)
+        for c in page.items:
+            response.clawbacks.add(**clawback_fields(c))
+        return response
 
     def GetBalances(
         self, request: clawback_pb2.GetBalancesRequest, context: Any
     ) -> clawback_pb2.GetBalancesResponse:
         accounts, owner_id = get_balances(request)
         balances = self.service.balances(accounts, owner_id, viewer())
-        return clawback_pb2.GetBalancesResponse(
-            balances=[balance_pb(ref, amount) for ref, amount in balances.items()]
-        )
+        response = clawback_pb2.GetBalancesResponse()
+        for ref, amount in balances.items():
+            response.balances.add(**balance_fields(ref, amount))
+        return response
 
     def ListTransfers(
         self, request: clawback_pb2.ListTransfersRequest, context: Any
     ) -> clawback_pb2.ListTransfersResponse:
         account, size = list_transfers(request)
         page = self.service.list_transfers(account, size, request.page_token, viewer())
-        return clawback_pb2.ListTransfersResponse(
-            transfers=[transfer_pb(t) for t in page.items], next_page_token=page.next_page_token
-        )
+        response = clawback_pb2.ListTransfersResponse(next_page_token=page.next_page_token)
+        for t in page.items:
+            response.transfers.add(**transfer_fields(t))
+        return response
 
 
 # --- Requests -------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from server.grpc.common import (
     page_size,
     timestamp,
 )
-from server.grpc.resources import application_pb, entry_pb, violation_pb
+from server.grpc.resources import application_pb, entry_fields, entry_pb, violation_pb
 from server.service import Eligibility
 
 GET_BUYER_ORDER_ENTRY = "aftersales.v1.AfterSalesEntry/GetBuyerOrderEntry"
@@ -60,9 +60,10 @@ class AfterSalesEntryServicer(entry_pb2_grpc.AfterSalesEntryServicer, Servicer):
             page_token=request.page_token,
             viewer=viewer(),
         )
-        return entry_pb2.ListEntriesResponse(
-            entries=[entry_pb(e) for e in page.items], next_page_token=page.next_page_token
-        )
+        response = entry_pb2.ListEntriesResponse(next_page_token=page.next_page_token)
+        for e in page.items:
+            response.entries.add(**entry_fields(e))
+        return response
 
     def ApplyAfterSales(
         self, request: entry_pb2.ApplyAfterSalesRequest, context: Any

@@ -9,7 +9,7 @@ from aftersales.v1 import resources_pb2, sync_pb2, sync_pb2_grpc
 from server.domain import model, rules
 from server.grpc.callers import actor
 from server.grpc.common import MAX_COMMISSION_LINES, Fields, Servicer, present
-from server.grpc.resources import account_pb, account_ref, order_pb, shop_pb, staff_pb, transfer_pb
+from server.grpc.resources import account_ref, balance_pb, order_pb, shop_pb, staff_pb, transfer_pb
 
 
 class SyncServicer(sync_pb2_grpc.SyncServicer, Servicer):
@@ -31,7 +31,7 @@ class SyncServicer(sync_pb2_grpc.SyncServicer, Servicer):
             posted = self.service.post_funds(request_id, account, amount, memo, actor())
             return sync_pb2.PostFundsResponse(
                 transfer=transfer_pb(posted.transfer),
-                balance=resources_pb2.Balance(account=account_pb(account), balance=posted.balance),
+                balance=balance_pb(account, posted.balance),
                 debts_pending=posted.debts_pending,
             )
 
