@@ -303,10 +303,17 @@ class SqlLedger:
     def accounts_of(self, owner_id: str) -> list[AccountRef]:
         """The owner's accounts (a shop's wallet and deposit, a payee's cash), by kind."""
         param = self._store.database.param
+        # Each kind named: the accounts' index is by (kind, owner_id), and an owner alone would
+        # read every account.
+        kinds = sorted(kind.value for kind in AccountKind if kind.has_owner)
+        named = ", ".join([param] * len(kinds))
         return [
             ref
             for _, ref, _ in self._rows(
-                "", f'WHERE a."owner_id" = {param} ORDER BY a."kind"', [owner_id], lock=False
+                "",
+                f'WHERE a."kind" IN ({named}) AND a."owner_id" = {param} ORDER BY a."kind"',
+                [*kinds, owner_id],
+                lock=False,
             )
         ]
 
