@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import typing
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -342,7 +343,7 @@ def shop_status_changed(previous: Shop | None, stored: Shop, now: datetime) -> E
 
 def payload_values(payload: Payload) -> dict[str, Any]:
     """The payload as plain values (times as microseconds since the epoch), for storing as JSON."""
-    return {name: _plain(getattr(payload, name)) for name in _field_names(type(payload))}
+    return _values(payload)
 
 
 def payload_from_values(event_type: EventType, values: dict[str, Any]) -> Payload:
@@ -354,19 +355,39 @@ def payload_from_values(event_type: EventType, values: dict[str, Any]) -> Payloa
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return _micros(value)
-    if isinstance(value, tuple):
-        return [_plain(v) for v in value]
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return payload_values(typing.cast(Payload, value))
-    return value
+def _values(payload: Any) -> dict[str, Any]:
+    values = {}
+    for name, plain in _plain_converters(type(payload)):
+        value = getattr(payload, name)
+        values[name] = value if plain is None else plain(value)
+    return values
+
+
+def _plain_converter(hint: Any) -> Callable[[Any], Any] | None:
+    """What makes a field of type `hint` plain (None: it is already)."""
+    if hint is datetime:
+        return _micros
+    if typing.get_origin(hint) is tuple:
+        (item,) = {a for a in typing.get_args(hint) if a is not Ellipsis}
+        if dataclasses.is_dataclass(item) and isinstance(item, type):
+            return lambda items: [_values(i) for i in items]
+        return list
+    return None
 
 
 # Read once per payload class (a few dozen), not once per event stored or read.
 _FIELD_NAMES: dict[type[Any], tuple[str, ...]] = {}
 _HINTS: dict[type[Any], tuple[tuple[str, Any], ...]] = {}
+_PLAIN: dict[type[Any], tuple[tuple[str, Callable[[Any], Any] | None], ...]] = {}
+
+
+def _plain_converters(cls: type[Any]) -> tuple[tuple[str, Callable[[Any], Any] | None], ...]:
+    converters = _PLAIN.get(cls)
+    if converters is None:
+        converters = _PLAIN[cls] = tuple(
+            (name, _plain_converter(hint)) for name, hint in _hints(cls)
+        )
+    return converters
 
 
 def _field_names(cls: type[Any]) -> tuple[str, ...]:

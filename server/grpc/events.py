@@ -12,7 +12,7 @@ from aftersales.v1 import events_pb2, events_pb2_grpc, resources_pb2
 from server.domain import events
 from server.grpc.callers import viewer
 from server.grpc.common import Fields, Servicer, page_size, timestamp
-from server.grpc.resources import actor_pb
+from server.grpc.resources import MessageFields, actor_fields, timestamp_fields
 from server.service import Service
 
 # Events read per statement while a stream catches up: what a stream holds in memory at most.
@@ -121,11 +121,12 @@ class EventsServicer(events_pb2_grpc.EventsServicer, Servicer):
             limit=size,
             viewer=viewer(),
         )
-        return events_pb2.ListEventsResponse(
-            events=[event_pb(e) for e in page.events],
-            next_after_position=page.through,
-            caught_up=page.caught_up,
+        response = events_pb2.ListEventsResponse(
+            next_after_position=page.through, caught_up=page.caught_up
         )
+        for e in page.events:
+            response.events.add(**event_fields(e))
+        return response
 
     def WatchEvents(
         self, request: events_pb2.WatchEventsRequest, context: Any
@@ -213,105 +214,99 @@ def _filters(
 
 
 def event_pb(e: events.Event) -> events_pb2.Event:
-    message = events_pb2.Event(
-        position=e.position,
-        type=events_pb2.EventType.Value("EVENT_TYPE_" + e.type.value),
-        occurred_at=timestamp(e.occurred_at),
-        shop_id=e.shop_id,
-        order_id=e.order_id,
-        actor=actor_pb(e.actor),
-        policy_version=e.policy_version,
-    )
-    p = e.payload
+    return events_pb2.Event(**event_fields(e))
+
+
+def event_fields(e: events.Event) -> MessageFields:
+    """The event as its message's fields, its payload under the name of its oneof field
+    (resources.py: nested messages as dicts are built in place)."""
+    name, payload = _payload_fields(e.payload)
+    return {
+        "position": e.position,
+        "type": events_pb2.EventType.Value("EVENT_TYPE_" + e.type.value),
+        "occurred_at": timestamp_fields(e.occurred_at),
+        "shop_id": e.shop_id,
+        "order_id": e.order_id,
+        "actor": actor_fields(e.actor),
+        "policy_version": e.policy_version,
+        name: payload,
+    }
+
+
+def _payload_fields(p: events.Payload) -> tuple[str, MessageFields]:
     if isinstance(p, events.EntryOpened):
-        message.entry_opened.CopyFrom(
-            events_pb2.EntryOpened(
-                entry_id=p.entry_id,
-                opened_at=timestamp(p.opened_at),
-                expires_at=timestamp(p.expires_at),
-                operator_id=p.operator_id,
-                note=p.note,
-            )
-        )
-    elif isinstance(p, events.EntryUsed):
-        message.entry_used.CopyFrom(
-            events_pb2.EntryUsed(
-                entry_id=p.entry_id,
-                application_id=p.application_id,
-                buyer_id=p.buyer_id,
-                amount=p.amount,
-                filed_at=timestamp(p.filed_at),
-            )
-        )
-    elif isinstance(p, events.EntryExpired):
-        message.entry_expired.CopyFrom(
-            events_pb2.EntryExpired(
-                entry_id=p.entry_id,
-                opened_at=timestamp(p.opened_at),
-                expires_at=timestamp(p.expires_at),
-            )
-        )
-    elif isinstance(p, events.RefundRecorded):
-        message.refund_recorded.CopyFrom(
-            events_pb2.RefundRecorded(
-                refund_id=p.refund_id,
-                clawback_id=p.clawback_id,
-                application_id=p.application_id,
-                amount=p.amount,
-                paid_from_wallet=p.paid_from_wallet,
-                paid_from_deposit=p.paid_from_deposit,
-                state=resources_pb2.ClawbackState.Value("CLAWBACK_STATE_" + p.state),
-                reasons=[resources_pb2.ReasonCode.Value(r) for r in p.reasons],
-                lines=[
-                    events_pb2.RecoveredLine(
-                        line_no=line.line_no,
-                        payee_kind=resources_pb2.PayeeKind.Value("PAYEE_KIND_" + line.payee_kind),
-                        payee_id=line.payee_id,
-                        account=_account(line.account_kind, line.account_owner_id),
-                        due=line.due,
-                        recovered=line.recovered,
-                        outstanding=line.outstanding,
-                    )
-                    for line in p.lines
-                ],
-            )
-        )
-    elif isinstance(p, events.DebtRecovered):
-        message.debt_recovered.CopyFrom(
-            events_pb2.DebtRecovered(
-                clawback_id=p.clawback_id,
-                line_no=p.line_no,
-                payee_id=p.payee_id,
-                from_account=_account(p.from_account_kind, p.from_account_owner_id),
-                to_account=_account(p.to_account_kind, p.to_account_owner_id),
-                amount=p.amount,
-                outstanding=p.outstanding,
-                transfer_id=p.transfer_id,
-            )
-        )
-    elif isinstance(p, events.FundsPosted):
-        message.funds_posted.CopyFrom(
-            events_pb2.FundsPosted(
-                transfer_id=p.transfer_id,
-                account=_account(p.account_kind, p.account_owner_id),
-                amount=p.amount,
-                memo=p.memo,
-                balance=p.balance,
-            )
-        )
-    else:
-        message.shop_status_changed.CopyFrom(
-            events_pb2.ShopStatusChanged(
-                previous=_shop_status(p.previous), status=_shop_status(p.status)
-            )
-        )
-    return message
+        return "entry_opened", {
+            "entry_id": p.entry_id,
+            "opened_at": timestamp_fields(p.opened_at),
+            "expires_at": timestamp_fields(p.expires_at),
+            "operator_id": p.operator_id,
+            "note": p.note,
+        }
+    if isinstance(p, events.EntryUsed):
+        return "entry_used", {
+            "entry_id": p.entry_id,
+            "application_id": p.application_id,
+            "buyer_id": p.buyer_id,
+            "amount": p.amount,
+            "filed_at": timestamp_fields(p.filed_at),
+        }
+    if isinstance(p, events.EntryExpired):
+        return "entry_expired", {
+            "entry_id": p.entry_id,
+            "opened_at": timestamp_fields(p.opened_at),
+            "expires_at": timestamp_fields(p.expires_at),
+        }
+    if isinstance(p, events.RefundRecorded):
+        return "refund_recorded", {
+            "refund_id": p.refund_id,
+            "clawback_id": p.clawback_id,
+            "application_id": p.application_id,
+            "amount": p.amount,
+            "paid_from_wallet": p.paid_from_wallet,
+            "paid_from_deposit": p.paid_from_deposit,
+            "state": resources_pb2.ClawbackState.Value("CLAWBACK_STATE_" + p.state),
+            "reasons": [resources_pb2.ReasonCode.Value(r) for r in p.reasons],
+            "lines": [
+                {
+                    "line_no": line.line_no,
+                    "payee_kind": resources_pb2.PayeeKind.Value("PAYEE_KIND_" + line.payee_kind),
+                    "payee_id": line.payee_id,
+                    "account": _account(line.account_kind, line.account_owner_id),
+                    "due": line.due,
+                    "recovered": line.recovered,
+                    "outstanding": line.outstanding,
+                }
+                for line in p.lines
+            ],
+        }
+    if isinstance(p, events.DebtRecovered):
+        return "debt_recovered", {
+            "clawback_id": p.clawback_id,
+            "line_no": p.line_no,
+            "payee_id": p.payee_id,
+            "from_account": _account(p.from_account_kind, p.from_account_owner_id),
+            "to_account": _account(p.to_account_kind, p.to_account_owner_id),
+            "amount": p.amount,
+            "outstanding": p.outstanding,
+            "transfer_id": p.transfer_id,
+        }
+    if isinstance(p, events.FundsPosted):
+        return "funds_posted", {
+            "transfer_id": p.transfer_id,
+            "account": _account(p.account_kind, p.account_owner_id),
+            "amount": p.amount,
+            "memo": p.memo,
+            "balance": p.balance,
+        }
+    assert isinstance(p, events.ShopStatusChanged)
+    return "shop_status_changed", {
+        "previous": _shop_status(p.previous),
+        "status": _shop_status(p.status),
+    }
 
 
-def _account(kind: str, owner_id: str) -> resources_pb2.AccountRef:
-    return resources_pb2.AccountRef(
-        kind=resources_pb2.AccountKind.Value("ACCOUNT_KIND_" + kind), owner_id=owner_id
-    )
+def _account(kind: str, owner_id: str) -> MessageFields:
+    return {"kind": resources_pb2.AccountKind.Value("ACCOUNT_KIND_" + kind), "owner_id": owner_id}
 
 
 def _shop_status(status: str) -> resources_pb2.ShopStatus.ValueType:
