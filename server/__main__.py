@@ -37,6 +37,7 @@ from server.processes import Signals, Workers
 from server.service import Service
 from server.service.clock import SystemClock
 from server.store import SqlStore, describe, open_database
+from server.store.database import sqlite_path
 from server.store.health import DatabaseProbe, one_line
 
 # prometheus_client, and server.grpc.app which makes its metrics, are imported where they are
@@ -206,8 +207,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=_number(int, 1, MAX_PROCESSES),
         default=env("AFTERSALES_PROCESSES"),
         help="server processes listening on the address, 1 to "
-        f"{MAX_PROCESSES}; more than 1 needs PostgreSQL (env AFTERSALES_PROCESSES; default: "
-        "the cores this process may use on PostgreSQL, 1 on SQLite)",
+        f"{MAX_PROCESSES}; more than 1 needs a database file or PostgreSQL, not SQLite in "
+        "memory (env AFTERSALES_PROCESSES; default: the cores this process may use)",
     )
     p.add_argument(
         "--sweep-interval",
@@ -469,15 +470,17 @@ def prepare_schema(store: SqlStore, url: str, *, migrate: bool) -> int:
 
 
 def process_count(args: argparse.Namespace) -> int:
-    """How many server processes: --processes, else the cores on PostgreSQL and 1 on SQLite."""
-    on_sqlite = urlparse(args.database).scheme == "sqlite"
+    """How many server processes: --processes, else the cores this process may use. (On a
+    SQLite file, the processes' writers take their turns on a lock of the file: turns.py.)"""
+    in_memory = (
+        urlparse(args.database).scheme == "sqlite" and sqlite_path(args.database) == ":memory:"
+    )
     if args.processes is None:
-        return 1 if on_sqlite else available_cores()
-    if args.processes > 1 and on_sqlite:
-        # SQLite's writers take turns on a lock of one process; several would fight over the
-        # file's own lock (its busy handler's sleeps: the multi-second tails).
+        return 1 if in_memory else available_cores()
+    if args.processes > 1 and in_memory:
         raise misconfigured(
-            "--processes > 1 needs PostgreSQL: SQLite's writers take turns within one process"
+            "--processes > 1 needs a database file or PostgreSQL: "
+            "a SQLite database in memory is one process's own"
         )
     return int(args.processes)
 

@@ -1,4 +1,5 @@
-"""Opens the database a URL names: SQLite (one process) or PostgreSQL (replicas)."""
+"""Opens the database a URL names: SQLite (a file the processes of one machine share) or
+PostgreSQL (replicas)."""
 
 from __future__ import annotations
 

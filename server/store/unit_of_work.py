@@ -31,6 +31,7 @@ from server.store.facts import SqlFacts
 from server.store.ledger import SqlLedger
 from server.store.requests import SqlRequests
 from server.store.schema import KEY, AccountRow, SettingRow, db, execute_sql
+from server.store.turns import WriterTurns
 
 # The most frames of SQLite's log the upkeep copies while the writers wait (see upkeep).
 UPKEEP_FRAMES_HELD = 1_000
@@ -50,9 +51,10 @@ class SqlStore:
         """`writer_wait`: on SQLite, how long a writer waits for its turn (seconds)."""
         self.database = database
         self.is_postgres = isinstance(database, pw.PostgresqlDatabase)
-        # SQLite has one writer at a time: this process's writers queue on this lock. (A thread
-        # has one connection, on which a unit of work inside another is a savepoint of it.)
-        self.writer = None if self.is_postgres else threading.RLock()
+        # SQLite has one writer at a time: the writers queue for their turns (turns.py), those
+        # of this process and those of other processes on the same file. (A thread has one
+        # connection, on which a unit of work inside another is a savepoint of it.)
+        self.writer = None if self.is_postgres else WriterTurns(_file_of(database))
         self.writer_wait = writer_wait
         db.initialize(database)
         self.page_token_key = b""
@@ -182,6 +184,8 @@ class SqlStore:
             cast(Any, self.database).close_all()  # a pool's: every connection
         else:
             self.database.close()
+            if self.writer is not None:
+                self.writer.close()
 
     @contextlib.contextmanager
     def session(self) -> Iterator[None]:
@@ -310,9 +314,9 @@ class SqlUnitOfWork:
                     )
 
     def _take_writer_turn(self) -> None:
-        """On SQLite, writers of this process take turns on a lock before BEGIN: they queue
-        here instead of sleeping in SQLite's busy handler, whose back-off is what made the
-        multi-second tails. Readers (WAL) never wait."""
+        """On SQLite, writers take their turns (turns.py) before BEGIN: they queue there instead
+        of sleeping in SQLite's busy handler, whose back-off is what made the multi-second
+        tails. Readers (WAL) never wait."""
         writer = self._store.writer
         if writer is None:
             return
@@ -331,6 +335,12 @@ class SqlUnitOfWork:
                 "SELECT pg_advisory_xact_lock(%s, hashtext(%s))",
                 (_KEY_LOCK_SPACE, key),
             )
+
+
+def _file_of(database: pw.Database) -> str | None:
+    """The file of a SQLite database; None for one in memory."""
+    name = str(database.database)
+    return None if name == ":memory:" or name.startswith("file::memory:") else name
 
 
 def _raise_translated(error: Exception) -> NoReturn:

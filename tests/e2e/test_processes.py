@@ -1,7 +1,9 @@
-"""Black box: `python -m server --processes 2` on PostgreSQL. Two processes serve one port: the
-calls of separate connections land on both, and a scrape of the metrics adds both up. SIGTERM
-drains both and exits 0; a worker that dies stops the server with exit 1; a worker whose parent
-died stops by itself; no process is left behind. SQLite refuses more than one process."""
+"""Black box: `python -m server --processes 2`. Two processes serve one port: the calls of
+separate connections land on both, and a scrape of the metrics adds both up, on PostgreSQL and on
+a SQLite file (whose writers take turns across the processes: tests/store/test_turns.py).
+SIGTERM drains both and exits 0; a worker that dies stops the server with exit 1; a worker whose
+parent died stops by itself; no process is left behind. SQLite in memory refuses more than one
+process."""
 
 from __future__ import annotations
 
@@ -126,11 +128,10 @@ class Checks:
         stub.CheckEligibility(self.request, metadata=self.metadata, timeout=30)
 
 
-@pytest.mark.postgres
 def test_calls_of_separate_connections_land_on_both_processes_and_a_scrape_adds_them_up(
-    postgres_server, tmp_path
+    database_url, tmp_path
 ):
-    url = postgres_server.create_database("processes_spread")
+    url = database_url
     metrics = f"127.0.0.1:{free_port()}"
     connections, calls_each = 16, 3
     with two_processes(tmp_path, url, "--metrics-address", metrics, "--drain-seconds", "0") as (
@@ -318,25 +319,31 @@ def test_a_port_in_use_exits_1_with_one_line_before_the_database_is_touched(post
 @pytest.mark.parametrize(
     "how", [["--processes", "2"], {"AFTERSALES_PROCESSES": "2"}], ids=["flag", "environment"]
 )
-def test_more_than_one_process_on_sqlite_exits_2_with_one_line_writing_nothing(how, tmp_path):
-    database = ["--database", f"sqlite:///{tmp_path / 'never.db'}", "--address", "127.0.0.1:0"]
+def test_more_than_one_process_on_sqlite_in_memory_exits_2_with_one_line(how):
+    database = ["--database", "sqlite:///:memory:", "--address", "127.0.0.1:0"]
     if isinstance(how, dict):
         refusal = run_server(*database, env=how)
     else:
         refusal = run_server(*database, *how)
 
-    assert_refused(refusal, 2, "--processes > 1 needs PostgreSQL")
-    assert not (tmp_path / "never.db").exists()
+    assert_refused(
+        refusal,
+        2,
+        "--processes > 1 needs a database file or PostgreSQL: "
+        "a SQLite database in memory is one process's own",
+    )
 
 
-def test_the_default_is_each_core_on_postgresql_and_one_process_on_sqlite(monkeypatch):
+def test_the_default_is_each_core_but_one_process_for_sqlite_in_memory(monkeypatch):
     monkeypatch.delenv("AFTERSALES_PROCESSES", raising=False)
     postgresql = ["--database", "postgresql://db/aftersales"]
+    cores = len(os.sched_getaffinity(0))
 
-    assert process_count(parse_args(postgresql)) == len(os.sched_getaffinity(0))
-    assert process_count(parse_args(["--database", "sqlite:///var/aftersales.db"])) == 1
+    assert process_count(parse_args(postgresql)) == cores
+    assert process_count(parse_args(["--database", "sqlite:///var/aftersales.db"])) == cores
+    assert process_count(parse_args(["--database", "sqlite:///:memory:"])) == 1
     assert process_count(parse_args([*postgresql, "--processes", "3"])) == 3
-    assert process_count(parse_args(["--database", "sqlite:///x.db", "--processes", "1"])) == 1
+    assert process_count(parse_args(["--database", "sqlite:///x.db", "--processes", "3"])) == 3
     with pytest.raises(SystemExit) as exited:
         parse_args(["--processes", "0"])
     assert exited.value.code == 2

@@ -1,0 +1,136 @@
+"""SQLite's writers take turns, in a queue, instead of sleeping in SQLite's busy handler.
+
+SQLite has one writer at a time. A writer that finds the database locked sleeps and retries in
+its busy handler, with a back-off that made multi-second tails under load. So every write
+transaction first takes its turn here: the threads of a process on a lock of their own, and the
+one thread holding it then takes the processes' turn, an exclusive `flock` of a file beside the
+database (`<database>-writer`), for which the kernel queues the waiting processes and wakes one
+as the holder lets go. Several server processes (`--processes`) then serve one database file,
+and a second program writing to it (a migration) waits its turn too. The lock of a process that
+dies is let go by the kernel.
+
+`flock` has no timeout: a process waiting for its turn waits in a thread of its own, which the
+writer waits for at most its timeout; a turn that comes after the writer gave up is let go at
+once unless another writer of the process wants it by then.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import threading
+import time
+
+
+class WriterTurns:
+    """The turns of the writers of one SQLite database. Re-entrant: a thread holding its turn
+    (a unit of work inside another, a savepoint) takes it again at once."""
+
+    def __init__(self, path: str | None) -> None:
+        """`path`: the database file, beside which the processes' lock file lives; None for a
+        database of this process alone (in memory)."""
+        self._threads = threading.RLock()
+        self._depth = threading.local()
+        self._file = None if path is None else _FileTurn(f"{path}-writer")
+
+    def acquire(self, timeout: float) -> bool:
+        """Takes this thread's turn within `timeout` seconds; False if it did not come."""
+        deadline = time.monotonic() + timeout
+        if not self._threads.acquire(timeout=timeout):
+            return False
+        depth: int = getattr(self._depth, "value", 0)
+        if depth == 0 and self._file is not None:
+            if not self._file.acquire(max(0.0, deadline - time.monotonic())):
+                self._threads.release()
+                return False
+        self._depth.value = depth + 1
+        return True
+
+    def release(self) -> None:
+        depth: int = self._depth.value - 1
+        self._depth.value = depth
+        if depth == 0 and self._file is not None:
+            self._file.release()
+        self._threads.release()
+
+    def __enter__(self) -> WriterTurns:
+        self.acquire(threading.TIMEOUT_MAX)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.release()
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+
+
+class _FileTurn:
+    """The processes' turn: an exclusive flock of a file, held by one thread of this process at
+    a time (the one holding the threads' turn)."""
+
+    def __init__(self, path: str) -> None:
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        self._state = threading.Condition()
+        self._held = False  # this process holds the lock
+        self._wanted = False  # a writer of this process waits for it
+        self._in_flock = False  # the waiting thread is blocked in flock
+        self._waiter: threading.Thread | None = None
+        self._closed = False
+
+    def acquire(self, timeout: float) -> bool:
+        with self._state:
+            if not self._in_flock:
+                # The common case: nobody holds it, taken at once. (Not while the waiting
+                # thread is in flock on this same file: its lock would be this one.)
+                try:
+                    fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    pass
+                else:
+                    self._held = True
+                    return True
+            self._wanted = True
+            if self._waiter is None:
+                self._waiter = threading.Thread(
+                    target=self._wait, name="sqlite-writer-turn", daemon=True
+                )
+                self._waiter.start()
+            self._state.notify_all()
+            got = self._state.wait_for(lambda: self._held, timeout)
+            self._wanted = False
+            return got
+
+    def release(self) -> None:
+        with self._state:
+            self._held = False
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def _wait(self) -> None:
+        """Waits in flock, for the process, whenever a writer wants the lock."""
+        while True:
+            with self._state:
+                self._state.wait_for(lambda: (self._wanted and not self._held) or self._closed)
+                if self._closed:
+                    return
+                self._in_flock = True
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
+            with self._state:
+                self._in_flock = False
+                if self._closed:
+                    os.close(self._fd)  # and with it the lock
+                    return
+                if self._wanted:
+                    self._held = True
+                    self._state.notify_all()
+                else:  # the writer gave up meanwhile, and no other wants it
+                    fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        with self._state:
+            if self._closed:
+                return
+            self._closed = True
+            self._state.notify_all()
+            if not self._in_flock:
+                os.close(self._fd)

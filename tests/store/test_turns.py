@@ -1,0 +1,148 @@
+"""SQLite's writers take turns across processes (server/store/turns.py): a writer of another
+process waits while one holds its turn and gets it when that one ends, gives up at its timeout
+without keeping the lock, and gets the turn of a process that was killed."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import pytest
+
+from server.store.turns import WriterTurns
+from tests.e2e.test_process import ROOT
+
+# A process that takes the turn, says "held", and lets it go when told (or is killed).
+HOLDER = textwrap.dedent(
+    """
+    import sys
+    from server.store.turns import WriterTurns
+
+    turns = WriterTurns(sys.argv[1])
+    assert turns.acquire(10)
+    print("held", flush=True)
+    sys.stdin.readline()
+    turns.release()
+    print("released", flush=True)
+    sys.stdin.readline()
+    """
+)
+
+
+class Holder:
+    def __init__(self, database: str) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", HOLDER, database],
+            cwd=ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.process.stdout is not None and self.process.stdin is not None
+        self.stdin, self.stdout = self.process.stdin, self.process.stdout
+        assert self.stdout.readline() == "held\n"
+
+    def release(self) -> None:
+        self.stdin.write("\n")
+        self.stdin.flush()
+        assert self.stdout.readline() == "released\n"
+
+    def close(self) -> None:
+        self.process.kill()
+        self.process.wait()
+
+
+@pytest.fixture
+def database(tmp_path):
+    return str(tmp_path / "turns.db")
+
+
+def test_a_writer_waits_while_another_process_holds_the_turn_and_gets_it_when_it_ends(database):
+    holder = Holder(database)
+    turns = WriterTurns(database)
+    got: list[bool] = []
+
+    def write() -> None:
+        got.append(turns.acquire(30))
+        turns.release()
+
+    try:
+        waiting = threading.Thread(target=write)
+        waiting.start()
+        waiting.join(0.5)
+        assert got == []  # still waiting: the other process holds the turn
+        holder.release()
+        waiting.join(30)
+        assert got == [True]
+    finally:
+        holder.close()
+        turns.close()
+
+
+def test_a_writer_gives_up_at_its_timeout_and_leaves_the_lock_to_others(database):
+    holder = Holder(database)
+    turns = WriterTurns(database)
+    try:
+        assert turns.acquire(0.3) is False
+        holder.release()
+        # The turn that came after this process gave up was let go: another process takes it.
+        second = Holder(database)
+        second.release()
+        second.close()
+        # And this process takes it again, at once.
+        assert turns.acquire(5) is True
+        turns.release()
+    finally:
+        holder.close()
+        turns.close()
+
+
+def test_the_turn_of_a_killed_process_is_let_go(database):
+    holder = Holder(database)
+    turns = WriterTurns(database)
+    try:
+        os.kill(holder.process.pid, signal.SIGKILL)
+        holder.process.wait()
+        assert turns.acquire(10) is True
+        turns.release()
+    finally:
+        turns.close()
+
+
+def test_threads_take_turns_and_a_thread_takes_its_own_turn_again(database):
+    turns = WriterTurns(database)
+    inside, overlaps = [0], []
+
+    def write() -> None:
+        for _ in range(200):
+            assert turns.acquire(10)
+            assert turns.acquire(10)  # a savepoint inside the transaction
+            inside[0] += 1
+            overlaps.append(inside[0])
+            time.sleep(0)
+            inside[0] -= 1
+            turns.release()
+            turns.release()
+
+    threads = [threading.Thread(target=write) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    turns.close()
+
+    assert len(overlaps) == 800 and set(overlaps) == {1}
+
+
+def test_a_database_in_memory_has_no_lock_file(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    turns = WriterTurns(None)
+    assert turns.acquire(1)
+    turns.release()
+    turns.close()
+    assert list(tmp_path.iterdir()) == []
