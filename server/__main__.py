@@ -37,7 +37,7 @@ from server.processes import Signals, Workers
 from server.service import Service
 from server.service.clock import SystemClock
 from server.store import SqlStore, describe, open_database
-from server.store.database import sqlite_path
+from server.store.database import in_memory, sqlite_path
 from server.store.health import DatabaseProbe, one_line
 
 # prometheus_client, and server.grpc.app which makes its metrics, are imported where they are
@@ -208,7 +208,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=env("AFTERSALES_PROCESSES"),
         help="server processes listening on the address, 1 to "
         f"{MAX_PROCESSES}; more than 1 needs a database file or PostgreSQL, not SQLite in "
-        "memory (env AFTERSALES_PROCESSES; default: the cores this process may use)",
+        "memory (env AFTERSALES_PROCESSES; default: the cores this process may use, 1 for "
+        "SQLite in memory)",
     )
     p.add_argument(
         "--sweep-interval",
@@ -472,12 +473,12 @@ def prepare_schema(store: SqlStore, url: str, *, migrate: bool) -> int:
 def process_count(args: argparse.Namespace) -> int:
     """How many server processes: --processes, else the cores this process may use. (On a
     SQLite file, the processes' writers take their turns on a lock of the file: turns.py.)"""
-    in_memory = (
-        urlparse(args.database).scheme == "sqlite" and sqlite_path(args.database) == ":memory:"
+    one_process_s = urlparse(args.database).scheme == "sqlite" and in_memory(
+        sqlite_path(args.database)
     )
     if args.processes is None:
-        return 1 if in_memory else available_cores()
-    if args.processes > 1 and in_memory:
+        return 1 if one_process_s else available_cores()
+    if args.processes > 1 and one_process_s:
         raise misconfigured(
             "--processes > 1 needs a database file or PostgreSQL: "
             "a SQLite database in memory is one process's own"

@@ -364,15 +364,19 @@ def _values(payload: Any) -> dict[str, Any]:
 
 
 def _plain_converter(hint: Any) -> Callable[[Any], Any] | None:
-    """What makes a field of type `hint` plain (None: it is already)."""
+    """What makes a field of type `hint` plain (None: it is already). The kinds of field
+    `_typed` reads back, and only those."""
     if hint is datetime:
         return _micros
+    if hint in (str, int, bool):
+        return None
     if typing.get_origin(hint) is tuple:
-        (item,) = {a for a in typing.get_args(hint) if a is not Ellipsis}
+        item = _item(hint)
         if dataclasses.is_dataclass(item) and isinstance(item, type):
             return lambda items: [_values(i) for i in items]
-        return list
-    return None
+        if item in (str, int, bool):
+            return list
+    raise TypeError(f"a payload field of type {hint} has no stored form")
 
 
 # Read once per payload class (a few dozen), not once per event stored or read.
@@ -410,6 +414,12 @@ def _micros(moment: datetime) -> int:
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
+def _item(hint: Any) -> Any:
+    """The item type of tuple[X, ...]."""
+    (item,) = {a for a in typing.get_args(hint) if a is not Ellipsis}
+    return item
+
+
 def _typed(cls: type[Any], values: dict[str, Any]) -> Any:
     kwargs = {}
     for name, hint in _hints(cls):
@@ -417,7 +427,7 @@ def _typed(cls: type[Any], values: dict[str, Any]) -> Any:
         if hint is datetime:
             value = _EPOCH + timedelta(microseconds=value)
         elif typing.get_origin(hint) is tuple:
-            (item,) = {a for a in typing.get_args(hint) if a is not Ellipsis}
+            item = _item(hint)
             nested = dataclasses.is_dataclass(item) and isinstance(item, type)
             value = tuple(_typed(item, v) if nested else v for v in value)
         kwargs[name] = value

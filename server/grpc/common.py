@@ -131,12 +131,23 @@ def from_timestamp(ts: timestamp_pb2.Timestamp) -> datetime:
     return ts.ToDatetime(tzinfo=UTC)
 
 
-def timestamp(moment: datetime | None) -> timestamp_pb2.Timestamp | None:
+# A message's fields as its constructor (or a repeated field's add) takes them, nested messages
+# as dicts (resources.py).
+MessageFields = dict[str, Any]
+
+
+def timestamp_fields(moment: datetime | None) -> MessageFields | None:
+    """A google.protobuf.Timestamp's fields; None leaves the field unset."""
     if moment is None:
         return None
     # Whole microseconds, in integers: exact, and cheaper than FromDatetime's time tuples.
     seconds, us = divmod(micros(moment), 1_000_000)
-    return timestamp_pb2.Timestamp(seconds=seconds, nanos=us * 1000)
+    return {"seconds": seconds, "nanos": us * 1000}
+
+
+def timestamp(moment: datetime | None) -> timestamp_pb2.Timestamp | None:
+    fields = timestamp_fields(moment)
+    return None if fields is None else timestamp_pb2.Timestamp(**fields)
 
 
 @functools.cache

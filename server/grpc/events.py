@@ -11,8 +11,15 @@ from typing import Any
 from aftersales.v1 import events_pb2, events_pb2_grpc, resources_pb2
 from server.domain import events
 from server.grpc.callers import viewer
-from server.grpc.common import Fields, Servicer, page_size, timestamp
-from server.grpc.resources import MessageFields, actor_fields, timestamp_fields
+from server.grpc.common import (
+    Fields,
+    MessageFields,
+    Servicer,
+    page_size,
+    timestamp,
+    timestamp_fields,
+)
+from server.grpc.resources import actor_fields
 from server.service import Service
 
 # Events read per statement while a stream catches up: what a stream holds in memory at most.

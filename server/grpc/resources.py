@@ -7,16 +7,9 @@ one given as a message. A page's items are added to the response the same way
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any
-
 from aftersales.v1 import resources_pb2
 from server.domain import model
-from server.grpc.common import Fields, enum_value
-from server.service.paging import micros
-
-# A message's fields as its constructor (or a repeated field's add) takes them.
-MessageFields = dict[str, Any]
+from server.grpc.common import Fields, MessageFields, enum_value, timestamp_fields
 
 
 def account_ref(
@@ -33,25 +26,11 @@ def account_ref(
     return model.AccountRef(kind, message.owner_id)
 
 
-def timestamp_fields(moment: datetime | None) -> MessageFields | None:
-    """A google.protobuf.Timestamp's fields; None leaves the field unset."""
-    if moment is None:
-        return None
-    # Whole microseconds, in integers: exact, and cheaper than FromDatetime's time tuples.
-    seconds, us = divmod(micros(moment), 1_000_000)
-    return {"seconds": seconds, "nanos": us * 1000}
-
-
 def actor_fields(a: model.Actor) -> MessageFields | None:
     """Who recorded it; unset where nobody was authenticated."""
     if a == model.NOBODY:
         return None
     return {"service": a.service, "person": a.person}
-
-
-def actor_pb(a: model.Actor) -> resources_pb2.Actor | None:
-    fields = actor_fields(a)
-    return None if fields is None else resources_pb2.Actor(**fields)
 
 
 def shop_fields(s: model.Shop) -> MessageFields:
@@ -121,10 +100,6 @@ def account_fields(ref: model.AccountRef) -> MessageFields:
         "kind": enum_value(resources_pb2.AccountKind, "ACCOUNT_KIND_", ref.kind),
         "owner_id": ref.owner_id,
     }
-
-
-def account_pb(ref: model.AccountRef) -> resources_pb2.AccountRef:
-    return resources_pb2.AccountRef(**account_fields(ref))
 
 
 def transfer_fields(t: model.Transfer) -> MessageFields:

@@ -126,6 +126,11 @@ def _names_set_in(options: str) -> set[str]:
     return names
 
 
+def in_memory(path: str) -> bool:
+    """Whether a SQLite database path (sqlite_path) is a database in memory, one process's own."""
+    return path == ":memory:" or path.startswith("file::memory:") or "mode=memory" in path
+
+
 def sqlite_path(url: str) -> str:
     """The file a `sqlite:///` URL names (relative after three slashes, absolute after four),
     or ":memory:"."""

@@ -203,21 +203,19 @@ _LIMIT = "\x00limit"
 def _list_entries_query(
     by_shop: bool, by_order: bool, states: tuple[EntryState, ...] | None, after: bool
 ) -> pw.Query:
-    """The listing's query for one shape of request (which filters it has), built once per
-    shape: newest first, `states` as readers see them (an OPEN entry past its window is
-    EXPIRED: rules.entry_state, said again in SQL so that the database can filter and page),
-    after the (opened_at, id) of the last entry of the previous page."""
+    """The query of SqlEntries.list_entries for one shape of request (which filters it has),
+    built once per shape, with stand-ins for the values."""
     query = EntryRow.select(*[f.alias(f.name) for f in EntryRow._meta.sorted_fields])
     if by_shop:
         query = query.where(EntryRow.shop_id == _SHOP_ID)
     if by_order:
         query = query.where(EntryRow.order == _ORDER_ID)
     if states is not None:
-        # The state as an expression, not the column, so that no index of the states is used: a
-        # page is read along its shop's (or order's) index in its order, and stops at its size,
-        # where the states' index would read the entries of every shop in that state and sort
-        # them.
-        stored = EntryRow.state.concat("")
+        # With a shop or an order, the state as an expression, not the column, so that no index
+        # of the states is used: the page is read along the shop's (or order's) index in its
+        # order, and stops at its size, where the states' index would read the entries of every
+        # shop in that state and sort them. (The protos require one or the other.)
+        stored = EntryRow.state.concat("") if by_shop or by_order else EntryRow.state
         clauses = []
         for state in states:
             if state is EntryState.OPEN:

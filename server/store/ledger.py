@@ -80,6 +80,10 @@ _RANK_SQL = (
 )
 
 
+# The kinds of account that have an owner (a shop's, a payee's).
+_OWNED_KINDS = tuple(sorted(kind.value for kind in AccountKind if kind.has_owner))
+
+
 class SqlLedger:
     def __init__(self, store: SqlStore, account_ids: dict[AccountRef, int]) -> None:
         self._store = store
@@ -305,14 +309,13 @@ class SqlLedger:
         param = self._store.database.param
         # Each kind named: the accounts' index is by (kind, owner_id), and an owner alone would
         # read every account.
-        kinds = sorted(kind.value for kind in AccountKind if kind.has_owner)
-        named = ", ".join([param] * len(kinds))
+        named = ", ".join([param] * len(_OWNED_KINDS))
         return [
             ref
             for _, ref, _ in self._rows(
                 "",
                 f'WHERE a."kind" IN ({named}) AND a."owner_id" = {param} ORDER BY a."kind"',
-                [*kinds, owner_id],
+                [*_OWNED_KINDS, owner_id],
                 lock=False,
             )
         ]

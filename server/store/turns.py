@@ -4,10 +4,10 @@ SQLite has one writer at a time. A writer that finds the database locked sleeps 
 its busy handler, with a back-off that made multi-second tails under load. So every write
 transaction first takes its turn here: the threads of a process on a lock of their own, and the
 one thread holding it then takes the processes' turn, an exclusive `flock` of a file beside the
-database (`<database>-writer`), for which the kernel queues the waiting processes and wakes one
-as the holder lets go. Several server processes (`--processes`) then serve one database file,
-and a second program writing to it (a migration) waits its turn too. The lock of a process that
-dies is let go by the kernel.
+database (`<database>-writer`), in which the waiting processes sleep until the kernel wakes them
+as the holder lets go (no order among them is promised, but none sleeps longer than needed).
+Several server processes (`--processes`) then serve one database file, and a migration
+(SqlStore.migrate) waits its turn too. The lock of a process that dies is let go by the kernel.
 
 `flock` has no timeout: a process waiting for its turn waits in a thread of its own, which the
 writer waits for at most its timeout; a turn that comes after the writer gave up is let go at
@@ -40,8 +40,13 @@ class WriterTurns:
             return False
         depth: int = getattr(self._depth, "value", 0)
         if depth == 0 and self._file is not None:
-            if not self._file.acquire(max(0.0, deadline - time.monotonic())):
-                self._threads.release()
+            got = False
+            try:
+                got = self._file.acquire(max(0.0, deadline - time.monotonic()))
+            finally:
+                if not got:
+                    self._threads.release()
+            if not got:
                 return False
         self._depth.value = depth + 1
         return True
@@ -49,12 +54,15 @@ class WriterTurns:
     def release(self) -> None:
         depth: int = self._depth.value - 1
         self._depth.value = depth
-        if depth == 0 and self._file is not None:
-            self._file.release()
-        self._threads.release()
+        try:
+            if depth == 0 and self._file is not None:
+                self._file.release()
+        finally:
+            self._threads.release()
 
     def __enter__(self) -> WriterTurns:
-        self.acquire(threading.TIMEOUT_MAX)
+        if not self.acquire(threading.TIMEOUT_MAX):
+            raise RuntimeError("no turn to write: the turns are closed")
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -80,6 +88,8 @@ class _FileTurn:
 
     def acquire(self, timeout: float) -> bool:
         with self._state:
+            if self._closed:
+                return False
             if not self._in_flock:
                 # The common case: nobody holds it, taken at once. (Not while the waiting
                 # thread is in flock on this same file: its lock would be this one.)
@@ -97,14 +107,15 @@ class _FileTurn:
                 )
                 self._waiter.start()
             self._state.notify_all()
-            got = self._state.wait_for(lambda: self._held, timeout)
+            self._state.wait_for(lambda: self._held or self._closed, timeout)
             self._wanted = False
-            return got
+            return self._held and not self._closed
 
     def release(self) -> None:
         with self._state:
             self._held = False
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            if not self._closed:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
 
     def _wait(self) -> None:
         """Waits in flock, for the process, whenever a writer wants the lock."""
@@ -118,7 +129,7 @@ class _FileTurn:
             with self._state:
                 self._in_flock = False
                 if self._closed:
-                    os.close(self._fd)  # and with it the lock
+                    self._let_go()
                     return
                 if self._wanted:
                     self._held = True
@@ -127,10 +138,17 @@ class _FileTurn:
                     fcntl.flock(self._fd, fcntl.LOCK_UN)
 
     def close(self) -> None:
+        """Lets go of the lock and the file, and wakes whoever waits (they get no turn). The
+        waiting thread, if in flock, lets go of them as it comes out."""
         with self._state:
             if self._closed:
                 return
             self._closed = True
             self._state.notify_all()
             if not self._in_flock:
-                os.close(self._fd)
+                self._let_go()
+
+    def _let_go(self) -> None:
+        # Unlocked before closed: a process forked meanwhile shares the file, and the lock with it.
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
+        os.close(self._fd)

@@ -25,6 +25,7 @@ from server.domain.model import EXTERNAL, PLATFORM_COMMISSION, AccountRef
 from server.service.unit_of_work import StoreUnavailable
 from server.store import faults, migrations
 from server.store.clawbacks import SqlClawbacks
+from server.store.database import in_memory
 from server.store.entries import SqlEntries
 from server.store.events import SqlEvents
 from server.store.facts import SqlFacts
@@ -65,8 +66,10 @@ class SqlStore:
         self._sessions = threading.local()
 
     def migrate(self) -> int:
-        """Brings the schema to the current version and reads what every replica shares."""
-        with self.session():
+        """Brings the schema to the current version and reads what every replica shares. On
+        SQLite, in the writers' turn: the processes serving the file wait, instead of sleeping
+        in SQLite's busy handler."""
+        with self.session(), self.writer or contextlib.nullcontext():
             version = migrations.run(self.database)
             self._read_shared()
         return version
@@ -340,7 +343,7 @@ class SqlUnitOfWork:
 def _file_of(database: pw.Database) -> str | None:
     """The file of a SQLite database; None for one in memory."""
     name = str(database.database)
-    return None if name == ":memory:" or name.startswith("file::memory:") else name
+    return None if in_memory(name) else name
 
 
 def _raise_translated(error: Exception) -> NoReturn:

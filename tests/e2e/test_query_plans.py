@@ -6,6 +6,8 @@ indexes, so its plans of an empty test database say nothing about a full one).""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from aftersales.v1 import resources_pb2 as pb
@@ -15,6 +17,8 @@ from tests.e2e.test_batch_eligibility import a_mixed_batch
 from tests.e2e.test_statement_counts import every_rpc
 
 TABLES = {model._meta.table_name for model in MODELS}
+# A plan's full read: "SCAN a" (SQLite 3.36 on), "SCAN TABLE account AS a" (before).
+SCAN = re.compile(r"SCAN (?:TABLE )?(\S+)(?: AS (\S+))?")
 
 
 @pytest.fixture
@@ -48,8 +52,9 @@ def full_scans(store, sql, params):
     plan = execute_sql(store.database, "EXPLAIN QUERY PLAN " + sql, params).fetchall()
     scanned = []
     for *_, detail in plan:
-        if detail.startswith("SCAN "):
-            name = detail.split()[1]
+        scan = SCAN.match(detail)
+        if scan:
+            name = scan.group(2) or scan.group(1)
             aliases = {alias: table for table in TABLES for alias in (table, *_aliases(sql, table))}
             if name in aliases:
                 scanned.append(f"{aliases[name]} ({detail})")

@@ -34,6 +34,29 @@ HOLDER = textwrap.dedent(
 )
 
 
+# A process whose threads each add 1 to a number in a file, `rounds` times, each in its turn.
+COUNTER = textwrap.dedent(
+    """
+    import pathlib, sys, threading
+    from server.store.turns import WriterTurns
+
+    turns, counter, rounds = WriterTurns(sys.argv[1]), pathlib.Path(sys.argv[2]), int(sys.argv[3])
+
+    def add():
+        for _ in range(rounds):
+            assert turns.acquire(60)
+            counter.write_text(str(int(counter.read_text()) + 1))
+            turns.release()
+
+    threads = [threading.Thread(target=add) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    """
+)
+
+
 class Holder:
     def __init__(self, database: str) -> None:
         self.process = subprocess.Popen(
@@ -102,6 +125,18 @@ def test_a_writer_gives_up_at_its_timeout_and_leaves_the_lock_to_others(database
         turns.close()
 
 
+def test_the_writers_of_several_processes_never_overlap(database, tmp_path):
+    counter = tmp_path / "counter"
+    counter.write_text("0")
+    writers = [
+        subprocess.Popen([sys.executable, "-c", COUNTER, database, str(counter), "100"], cwd=ROOT)
+        for _ in range(3)
+    ]
+
+    assert [writer.wait(120) for writer in writers] == [0, 0, 0]
+    assert counter.read_text() == "900"  # 3 processes x 3 threads x 100, none lost
+
+
 def test_the_turn_of_a_killed_process_is_let_go(database):
     holder = Holder(database)
     turns = WriterTurns(database)
@@ -137,6 +172,31 @@ def test_threads_take_turns_and_a_thread_takes_its_own_turn_again(database):
     turns.close()
 
     assert len(overlaps) == 800 and set(overlaps) == {1}
+
+
+def test_closed_turns_wake_their_writers_and_give_no_turn(database):
+    holder = Holder(database)
+    turns = WriterTurns(database)
+    got: list[bool] = []
+
+    def write() -> None:
+        got.append(turns.acquire(60))
+
+    try:
+        waiting = threading.Thread(target=write)
+        waiting.start()
+        waiting.join(0.3)
+        turns.close()
+        waiting.join(10)
+        assert got == [False]  # woken at once, not after its 60 s
+        assert turns.acquire(1) is False
+        holder.release()
+        # Nothing of this process holds the lock: another process takes it.
+        second = Holder(database)
+        second.release()
+        second.close()
+    finally:
+        holder.close()
 
 
 def test_a_database_in_memory_has_no_lock_file(tmp_path, monkeypatch):
