@@ -378,9 +378,10 @@ class FakeLedger:
             for ref in refs
         }
 
-    def accounts_of(self, owner_id: str) -> list[AccountRef]:
+    def balances_of(self, owner_id: str) -> dict[AccountRef, int]:
         known = [*self._s.accounts, EXTERNAL]
-        return sorted((r for r in known if r.owner_id == owner_id), key=lambda r: r.kind.value)
+        owned = sorted((r for r in known if r.owner_id == owner_id), key=lambda r: r.kind.value)
+        return self.balances(owned)
 
     def list_transfers(self, ref: AccountRef, after: int | None, limit: int) -> list[Transfer]:
         if ref.kind is not AccountKind.EXTERNAL and ref not in self._s.accounts:

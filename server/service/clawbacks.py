@@ -253,13 +253,15 @@ class ClawbackUseCases(UseCases):
                     if not scope.sees_account(ref):
                         raise NotFound("account", account_subject(ref))
             refs = list(dict.fromkeys(accounts))
-            if owner_id:
-                refs += [
-                    r
-                    for r in uow.ledger.accounts_of(owner_id)
-                    if r not in refs and (scope is None or scope.sees_account(r))
-                ]
-            return uow.ledger.balances(refs)
+            named = uow.ledger.balances(refs) if refs else {}
+            if not owner_id:
+                return named
+            owned = {
+                ref: balance
+                for ref, balance in uow.ledger.balances_of(owner_id).items()
+                if ref not in named and (scope is None or scope.sees_account(ref))
+            }
+            return {**named, **owned}
 
     def list_transfers(
         self,

@@ -172,7 +172,9 @@ class Ledger(Protocol):
         ids, in the movements' order."""
 
     def balances(self, refs: list[AccountRef]) -> dict[AccountRef, int]: ...
-    def accounts_of(self, owner_id: str) -> list[AccountRef]: ...
+    def balances_of(self, owner_id: str) -> dict[AccountRef, int]:
+        """The owner's accounts and their balances, by kind."""
+
     def list_transfers(self, ref: AccountRef, after: int | None, limit: int) -> list[Transfer]: ...
 
 

@@ -304,21 +304,22 @@ class SqlLedger:
             found[EXTERNAL] = self._external_balance()
         return {ref: found.get(ref, 0) for ref in refs}
 
-    def accounts_of(self, owner_id: str) -> list[AccountRef]:
-        """The owner's accounts (a shop's wallet and deposit, a payee's cash), by kind."""
+    def balances_of(self, owner_id: str) -> dict[AccountRef, int]:
+        """The owner's accounts (a shop's wallet and deposit, a payee's cash) and their
+        balances, by kind."""
         param = self._store.database.param
         # Each kind named: the accounts' index is by (kind, owner_id), and an owner alone would
         # read every account.
         named = ", ".join([param] * len(_OWNED_KINDS))
-        return [
-            ref
-            for _, ref, _ in self._rows(
+        return {
+            ref: balance
+            for _, ref, balance in self._rows(
                 "",
                 f'WHERE a."kind" IN ({named}) AND a."owner_id" = {param} ORDER BY a."kind"',
                 [*_OWNED_KINDS, owner_id],
                 lock=False,
             )
-        ]
+        }
 
     def _newest_transfer_ids(self, account_id: int, after: int | None, limit: int) -> pw.Node:
         """The ids of the account's newest `limit` transfers out and newest `limit` in, each a

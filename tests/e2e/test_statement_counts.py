@@ -37,7 +37,7 @@ BUDGET = {
     "RecordRefund": 15,
     "GetClawback": 2,
     "GetBalances": 1,
-    "GetBalances of an owner": 2,
+    "GetBalances of an owner": 1,
 }
 
 SQLITE_MORE = {"OpenEntry": 1, "ApplyAfterSales": 1, "PostFunds": 1, "RecordRefund": 4}

@@ -49,7 +49,7 @@ def test_a_unit_of_work_that_raised_leaves_nothing_behind(store):
 
     assert not shop_exists(store)
     with store.unit_of_work(read_only=True) as uow:
-        assert uow.ledger.accounts_of("payee-1") == []
+        assert uow.ledger.balances_of("payee-1") == {}
 
 
 def test_a_read_only_unit_of_work_sees_the_state_it_started_with(store):
