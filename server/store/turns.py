@@ -11,7 +11,9 @@ Several server processes (`--processes`) then serve one database file, and a mig
 
 `flock` has no timeout: a process waiting for its turn waits in a thread of its own, which the
 writer waits for at most its timeout; a turn that comes after the writer gave up is let go at
-once unless another writer of the process wants it by then.
+once unless another writer of the process wants it by then. A writer ending its turn while
+another of its process waits passes the file's lock on to it, for up to PASSED_ON_AT_MOST turns in
+a row, then lets go: a hand-over between processes costs both a wake-up.
 """
 
 from __future__ import annotations
@@ -20,6 +22,10 @@ import fcntl
 import os
 import threading
 import time
+
+# Turns in a row a process may pass the file's lock on to its own writers, while another process
+# may be waiting for it.
+PASSED_ON_AT_MOST = 4
 
 
 class WriterTurns:
@@ -32,21 +38,38 @@ class WriterTurns:
         self._threads = threading.RLock()
         self._depth = threading.local()
         self._file = None if path is None else _FileTurn(f"{path}-writer")
+        # Threads of this process waiting for their turn (under _count).
+        self._count = threading.Lock()
+        self._waiting = 0
+        # While a thread holds the threads' lock: whether this process holds the file's, and
+        # for how many turns in a row it passed it on to its own next writer.
+        self._file_held = False
+        self._passed_on = 0
 
     def acquire(self, timeout: float) -> bool:
         """Takes this thread's turn within `timeout` seconds; False if it did not come."""
         deadline = time.monotonic() + timeout
-        if not self._threads.acquire(timeout=timeout):
+        with self._count:
+            self._waiting += 1
+        try:
+            got = self._threads.acquire(timeout=timeout)
+        finally:
+            with self._count:
+                self._waiting -= 1
+        if not got:
+            self._let_go_if_unused()
+            return False
+        if self._file is not None and self._file.closed:
+            self._threads.release()
             return False
         depth: int = getattr(self._depth, "value", 0)
-        if depth == 0 and self._file is not None:
-            got = False
+        if depth == 0 and self._file is not None and not self._file_held:
             try:
-                got = self._file.acquire(max(0.0, deadline - time.monotonic()))
+                self._file_held = self._file.acquire(max(0.0, deadline - time.monotonic()))
             finally:
-                if not got:
+                if not self._file_held:
                     self._threads.release()
-            if not got:
+            if not self._file_held:
                 return False
         self._depth.value = depth + 1
         return True
@@ -56,6 +79,28 @@ class WriterTurns:
         self._depth.value = depth
         try:
             if depth == 0 and self._file is not None:
+                with self._count:
+                    waiting = self._waiting
+                if waiting and self._passed_on < PASSED_ON_AT_MOST:
+                    # Another writer of this process is next: the file's lock goes on to it,
+                    # which spares a hand-over between processes for each write.
+                    self._passed_on += 1
+                else:
+                    self._passed_on = 0
+                    self._file_held = False
+                    self._file.release()
+        finally:
+            self._threads.release()
+
+    def _let_go_if_unused(self) -> None:
+        """After a wait that timed out: the file's lock may have been passed on to this thread,
+        and would then be held with no writer to use it."""
+        if self._file is None or not self._threads.acquire(blocking=False):
+            return
+        try:
+            if self._file_held and not getattr(self._depth, "value", 0):
+                self._passed_on = 0
+                self._file_held = False
                 self._file.release()
         finally:
             self._threads.release()
@@ -85,6 +130,10 @@ class _FileTurn:
         self._in_flock = False  # the waiting thread is blocked in flock
         self._waiter: threading.Thread | None = None
         self._closed = False
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     def acquire(self, timeout: float) -> bool:
         with self._state:

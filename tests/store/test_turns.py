@@ -137,6 +137,28 @@ def test_the_writers_of_several_processes_never_overlap(database, tmp_path):
     assert counter.read_text() == "900"  # 3 processes x 3 threads x 100, none lost
 
 
+def test_a_process_whose_writers_keep_coming_still_lets_another_process_write(database, tmp_path):
+    counter = tmp_path / "counter"
+    counter.write_text("0")
+    busy = subprocess.Popen(
+        [sys.executable, "-c", COUNTER, database, str(counter), "100000"], cwd=ROOT
+    )
+    turns = WriterTurns(database)
+    try:
+        while int(counter.read_text() or 0) < 100:  # its three threads are writing
+            assert busy.poll() is None
+            time.sleep(0.01)
+        # Its writers pass the lock on to one another a few turns at most, then let go.
+        for _ in range(20):
+            assert turns.acquire(5) is True
+            turns.release()
+        assert busy.poll() is None  # still writing all along
+    finally:
+        busy.kill()
+        busy.wait()
+        turns.close()
+
+
 def test_the_turn_of_a_killed_process_is_let_go(database):
     holder = Holder(database)
     turns = WriterTurns(database)
