@@ -23,7 +23,6 @@ from types import TracebackType
 from server.domain.errors import NotFound
 from server.domain.events import Event, EventPage, EventType
 from server.domain.model import (
-    EXTERNAL,
     NOBODY,
     PLATFORM_COMMISSION,
     AccountKind,
@@ -379,8 +378,10 @@ class FakeLedger:
         }
 
     def balances_of(self, owner_id: str) -> dict[AccountRef, int]:
-        known = [*self._s.accounts, EXTERNAL]
-        owned = sorted((r for r in known if r.owner_id == owner_id), key=lambda r: r.kind.value)
+        owned = sorted(
+            (r for r in self._s.accounts if r.kind.has_owner and r.owner_id == owner_id),
+            key=lambda r: r.kind.value,
+        )
         return self.balances(owned)
 
     def list_transfers(self, ref: AccountRef, after: int | None, limit: int) -> list[Transfer]:

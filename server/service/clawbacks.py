@@ -253,15 +253,17 @@ class ClawbackUseCases(UseCases):
                     if not scope.sees_account(ref):
                         raise NotFound("account", account_subject(ref))
             refs = list(dict.fromkeys(accounts))
-            named = uow.ledger.balances(refs) if refs else {}
             if not owner_id:
-                return named
+                return uow.ledger.balances(refs) if refs else {}
             owned = {
                 ref: balance
                 for ref, balance in uow.ledger.balances_of(owner_id).items()
-                if ref not in named and (scope is None or scope.sees_account(ref))
+                if ref not in refs and (scope is None or scope.sees_account(ref))
             }
-            return {**named, **owned}
+            if not refs:
+                return owned
+            # Accounts named too: every balance read by one statement, so that they add up.
+            return uow.ledger.balances(refs + list(owned))
 
     def list_transfers(
         self,

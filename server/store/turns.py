@@ -12,8 +12,9 @@ Several server processes (`--processes`) then serve one database file, and a mig
 `flock` has no timeout: a process waiting for its turn waits in a thread of its own, which the
 writer waits for at most its timeout; a turn that comes after the writer gave up is let go at
 once unless another writer of the process wants it by then. A writer ending its turn while
-another of its process waits passes the file's lock on to it, for up to PASSED_ON_AT_MOST turns in
-a row, then lets go: a hand-over between processes costs both a wake-up.
+another of its process waits passes the file's lock on to it (whether or not another process
+waits), for up to PASSED_ON_AT_MOST turns in a row, then lets go: a hand-over between processes
+costs both a wake-up.
 """
 
 from __future__ import annotations
@@ -23,8 +24,7 @@ import os
 import threading
 import time
 
-# Turns in a row a process may pass the file's lock on to its own writers, while another process
-# may be waiting for it.
+# Turns in a row a process may pass the file's lock on to its own writers.
 PASSED_ON_AT_MOST = 4
 
 
@@ -51,15 +51,17 @@ class WriterTurns:
         deadline = time.monotonic() + timeout
         with self._count:
             self._waiting += 1
+        got = False
         try:
             got = self._threads.acquire(timeout=timeout)
         finally:
             with self._count:
                 self._waiting -= 1
+            if not got:  # timed out, or interrupted
+                self._let_go_if_unused()
         if not got:
-            self._let_go_if_unused()
             return False
-        if self._file is not None and self._file.closed:
+        if self._file is not None and self._file.closed:  # (read without its lock: set once)
             self._threads.release()
             return False
         depth: int = getattr(self._depth, "value", 0)
@@ -77,6 +79,7 @@ class WriterTurns:
     def release(self) -> None:
         depth: int = self._depth.value - 1
         self._depth.value = depth
+        passed_on = False
         try:
             if depth == 0 and self._file is not None:
                 with self._count:
@@ -85,12 +88,20 @@ class WriterTurns:
                     # Another writer of this process is next: the file's lock goes on to it,
                     # which spares a hand-over between processes for each write.
                     self._passed_on += 1
+                    passed_on = True
                 else:
                     self._passed_on = 0
                     self._file_held = False
                     self._file.release()
         finally:
             self._threads.release()
+        if passed_on:
+            # The writer it was kept for may have given up meanwhile, before it could see it
+            # kept (its own check found the threads' lock still held).
+            with self._count:
+                if self._waiting:
+                    return
+            self._let_go_if_unused()
 
     def _let_go_if_unused(self) -> None:
         """After a wait that timed out: the file's lock may have been passed on to this thread,

@@ -38,6 +38,7 @@ BUDGET = {
     "GetClawback": 2,
     "GetBalances": 1,
     "GetBalances of an owner": 1,
+    "GetBalances of accounts and an owner": 2,
 }
 
 SQLITE_MORE = {"OpenEntry": 1, "ApplyAfterSales": 1, "PostFunds": 1, "RecordRefund": 4}
@@ -111,6 +112,14 @@ def every_rpc(client, seed, clock, run):
     run("GetClawback", lambda: client.get_clawback(clawback_id=clawback.clawback_id))
     run("GetBalances", lambda: client.get_balances([wallet(case.shop_id), deposit(case.shop_id)]))
     run("GetBalances of an owner", lambda: client.get_balances(owner_id=case.shop_id))
+    both = run(
+        "GetBalances of accounts and an owner",
+        lambda: client.get_balances([wallet(case.shop_id)], owner_id=case.shop_id),
+    )
+    assert list(both) == [
+        (pb.ACCOUNT_KIND_ANXIN_WALLET, case.shop_id),
+        (pb.ACCOUNT_KIND_DEPOSIT, case.shop_id),
+    ]
     run("PostFunds", lambda: client.post_funds(wallet(case.shop_id), 1_000))
     return case
 

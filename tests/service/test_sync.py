@@ -152,6 +152,22 @@ def test_transfers_page_newest_first_through_every_one(service):
     assert service.balances([], shop_id) == {wallet: 15}
 
 
+def test_balances_of_accounts_and_an_owner_name_the_accounts_first_then_the_owner_s_rest(service):
+    shop_id = a_normal_shop(service, "shop-owned", wallet=15)
+    other = AccountRef(AccountKind.DEPOSIT, a_normal_shop(service, "shop-other", wallet=0))
+    wallet, deposit = wallet_of(shop_id), AccountRef(AccountKind.DEPOSIT, shop_id)
+    service.post_funds(request_id(), other, 7, "funds")
+
+    assert list(service.balances([other, wallet], shop_id).items()) == [(other, 7), (wallet, 15)]
+    service.post_funds(request_id(), deposit, 3, "funds")
+    # The owner's accounts not named follow, by kind.
+    assert list(service.balances([other], shop_id).items()) == [
+        (other, 7),
+        (wallet, 15),
+        (deposit, 3),
+    ]
+
+
 @pytest.fixture
 def two_debts_a_call(monkeypatch):
     """PostFunds pays at most 2 debts a call, so that a few debts are past it."""
