@@ -53,30 +53,48 @@ SWEEP_PAYEES = 20
 SWEEP_ROUNDS = 100
 
 
-class Sweeper(threading.Thread):
+class _Every(threading.Thread):
+    """A daemon thread that runs `round()` every `interval` seconds until stopped, each of its
+    tasks through _Failures (logged when it starts failing and when it works again)."""
+
+    def __init__(self, name: str, label: str, service: Service, interval: float) -> None:
+        """`name`: the thread's; `label`: what its log lines call it."""
+        super().__init__(name=name, daemon=True)
+        self.service = service
+        self.interval = interval
+        self.stopped = threading.Event()
+        self._task = _Failures(label).run
+
+    def run(self) -> None:
+        while not self.stopped.wait(self.interval):
+            self.round()
+
+    def round(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        self.stopped.set()
+
+
+class Sweeper(_Every):
     """Stores as EXPIRED the entries whose window passed (readers see them EXPIRED already), each
     with its event, pays on the debts PostFunds left to it, and prunes the events older than the
     retention: three tasks, each on its own, so that one failing holds up neither of the others.
     A failing task is logged when it starts failing and when it works again, not each time."""
 
     def __init__(self, service: Service, interval: float) -> None:
-        super().__init__(name="sweeper", daemon=True)
-        self.service = service
-        self.interval = interval
-        self.stopped = threading.Event()
-        self._task = _Failures("sweep").run
+        super().__init__("sweeper", "sweep", service, interval)
 
-    def run(self) -> None:
-        while not self.stopped.wait(self.interval):
-            expired = self._task("expiring entries", self.service.expire_entries)
-            if expired:
-                log.info("entries expired", extra={"count": expired})
-            payees = self._task("paying pending debts", self._settle_debts)
-            if payees:
-                log.info("pending debts paid on", extra={"payee_transactions": payees})
-            pruned = self._task("pruning events", self.service.prune_events)
-            if pruned:
-                log.info("events pruned", extra={"count": pruned})
+    def round(self) -> None:
+        expired = self._task("expiring entries", self.service.expire_entries)
+        if expired:
+            log.info("entries expired", extra={"count": expired})
+        payees = self._task("paying pending debts", self._settle_debts)
+        if payees:
+            log.info("pending debts paid on", extra={"payee_transactions": payees})
+        pruned = self._task("pruning events", self.service.prune_events)
+        if pruned:
+            log.info("events pruned", extra={"count": pruned})
 
     def _settle_debts(self) -> int:
         payees = 0
@@ -87,27 +105,16 @@ class Sweeper(threading.Thread):
             payees += handled
         return payees
 
-    def stop(self) -> None:
-        self.stopped.set()
 
-
-class StoreUpkeep(threading.Thread):
+class StoreUpkeep(_Every):
     """Runs the store's upkeep (Store.upkeep: on SQLite, copying the write-ahead log into the
     database file) every `interval` seconds, off the threads that serve calls."""
 
     def __init__(self, service: Service, interval: float = UPKEEP_SECONDS) -> None:
-        super().__init__(name="store-upkeep", daemon=True)
-        self.service = service
-        self.interval = interval
-        self.stopped = threading.Event()
-        self._task = _Failures("store upkeep").run
+        super().__init__("store-upkeep", "store upkeep", service, interval)
 
-    def run(self) -> None:
-        while not self.stopped.wait(self.interval):
-            self._task("upkeep", self.service.store_upkeep)
-
-    def stop(self) -> None:
-        self.stopped.set()
+    def round(self) -> None:
+        self._task("upkeep", self.service.store_upkeep)
 
 
 class _Attempt:

@@ -103,23 +103,9 @@ class CallInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]  # grpc
             finally:
                 if token is not None:
                     current_caller.reset(token)
-                seconds = time.perf_counter() - start
-                counted.handled(code)
-                counted.seconds.observe(seconds)
                 if code is grpc.StatusCode.OK:
                     counted.sent.inc()
-                if log.isEnabledFor(logging.INFO):
-                    log.info(
-                        "rpc",
-                        extra={
-                            "method": method,
-                            "code": code.name,
-                            "duration_ms": round(seconds * 1000, 3),
-                            "peer": context.peer(),
-                            "caller": caller.identity if caller else None,
-                            "person": caller.person.person_id if caller and caller.person else None,
-                        },
-                    )
+                _ended(counted, method, code, start, context, caller, person=True)
                 if rid_token is not None:
                     logs.request_id.reset(rid_token)
 
@@ -164,25 +150,42 @@ class CallInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]  # grpc
                 answers.abort(context, rich)
             finally:
                 current_caller.set(None)
-                seconds = time.perf_counter() - start
-                counted.handled(code)
-                counted.seconds.observe(seconds)
-                log.info(
-                    "rpc",
-                    extra={
-                        "method": method,
-                        "code": code.name,
-                        "duration_ms": round(seconds * 1000, 3),
-                        "peer": context.peer(),
-                        "caller": caller.identity if caller else None,
-                    },
-                )
+                _ended(counted, method, code, start, context, caller, person=False)
 
         return grpc.unary_stream_rpc_method_handler(
             behavior,
             request_deserializer=decoding.tolerant(handler.request_deserializer),
             response_serializer=handler.response_serializer,
         )
+
+
+def _ended(
+    counted: metrics.MethodMetrics,
+    method: str,
+    code: grpc.StatusCode,
+    start: float,
+    context: grpc.ServicerContext,
+    caller: Caller | None,
+    *,
+    person: bool,
+) -> None:
+    """A call's end: its code and duration counted, and its log line (with the person its
+    caller acts for, if `person`)."""
+    seconds = time.perf_counter() - start
+    counted.handled(code)
+    counted.seconds.observe(seconds)
+    if not log.isEnabledFor(logging.INFO):
+        return
+    line = {
+        "method": method,
+        "code": code.name,
+        "duration_ms": round(seconds * 1000, 3),
+        "peer": context.peer(),
+        "caller": caller.identity if caller else None,
+    }
+    if person:
+        line["person"] = caller.person.person_id if caller and caller.person else None
+    log.info("rpc", extra=line)
 
 
 def _failure(

@@ -63,7 +63,7 @@ def open_database(
     parsed = urlparse(url)
     if parsed.scheme == "sqlite":
         path = sqlite_path(url)
-        if path != ":memory:":
+        if not in_memory(path):
             pathlib.Path(path).parent.mkdir(parents=True, exist_ok=True)
         return pw.SqliteDatabase(
             path,
