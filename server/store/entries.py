@@ -137,16 +137,18 @@ class SqlEntries:
         states = None if states is None else tuple(sorted(set(states)))
         shape = (bool(shop_id), bool(order_id), states, after is not None)
         name = f"list_entries:{shape}"
-        sql, params = self._store.prepared(name, lambda: _list_entries_query(*shape))
-        bound: dict[Any, Any] = {
-            _SHOP_ID: shop_id,
-            _ORDER_ID: order_id,
-            _NOW: to_us(now),
-            _AFTER_OPENED_AT: after[0] if after else None,
-            _AFTER_ID: after[1] if after else None,
-            _LIMIT: limit,
-        }
-        cursor = execute_sql(self._store.database, sql, [bound.get(p, p) for p in params])
+        cursor = self._store.run_bound(
+            name,
+            lambda: _list_entries_query(*shape),
+            {
+                _SHOP_ID: shop_id,
+                _ORDER_ID: order_id,
+                _NOW: to_us(now),
+                _AFTER_OPENED_AT: after[0] if after else None,
+                _AFTER_ID: after[1] if after else None,
+                _LIMIT: limit,
+            },
+        )
         # Rows as plain values by field name, not model instances: a page is 500 rows at most.
         names = self._store.columns(name, cursor)
         return [entry_from_values(dict(zip(names, row, strict=True))) for row in cursor.fetchall()]

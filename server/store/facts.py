@@ -143,9 +143,9 @@ class SqlFacts:
     def eligibility(self, order_id: str, operator_id: str) -> tuple[Staff, EligibilityRow]:
         """The operator, the order, its shop, the shop's wallet and deposit balances and the
         order's entry stored as OPEN: one query, built once (see _eligibility_query)."""
-        sql, params = self._store.prepared("eligibility", _eligibility_query)
-        bound = {_ORDER_ID: order_id, _OPERATOR_ID: operator_id}
-        cursor = execute_sql(self._store.database, sql, [bound.get(p, p) for p in params])
+        cursor = self._store.run_bound(
+            "eligibility", _eligibility_query, {_ORDER_ID: order_id, _OPERATOR_ID: operator_id}
+        )
         found = cursor.fetchone()
         if found is None:
             self.staff(operator_id)  # an unknown operator is named first

@@ -134,6 +134,12 @@ class SqlStore:
         sql, params = self.prepared(name, build)
         return execute_sql(self.database, sql, [key if p == KEY else p for p in params])
 
+    def run_bound(self, name: str, build: Callable[[], pw.Query], values: dict[str, Any]) -> Any:
+        """Runs a prepared query whose parameters `build` names by stand-ins, each replaced by
+        its value in `values` (the others are the query's own); returns its cursor."""
+        sql, params = self.prepared(name, build)
+        return execute_sql(self.database, sql, [values.get(p, p) for p in params])
+
     def one(self, name: str, build: Callable[[], pw.Query], key: Any) -> dict[str, Any] | None:
         """The first row of a prepared query (`build` names its one parameter KEY, as often as
         it needs), as {column alias: value}."""
