@@ -3,15 +3,20 @@ call, and the data it bulk-loads is data the service can read, on a consistent l
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import json
 import pathlib
 import subprocess
 import sys
 
+import grpc
+
 from aftersales.v1 import clawback_pb2, entry_pb2, events_pb2, sync_pb2
 from server.domain import policy
 from server.domain.model import AccountKind, AccountRef, ClawbackState
 from tests.bench import dataset as ds
+from tests.bench.load import measure
 from tests.bench.rpcs import NO_OP, NO_OP_TOKENS
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -91,3 +96,23 @@ def test_the_bulk_loaded_data_is_read_by_the_store_on_a_consistent_ledger(store,
         assert order.refundable_amount == ds.PAID
         assert len(order.commission_lines) == 4
         assert uow.entries.stored_open_entry(ds.order_id(ds.SHOPS)) is not None
+
+
+def test_a_window_shorter_than_a_call_still_counts_whole_calls():
+    async def slow(request, timeout):
+        await asyncio.sleep(0.05)
+
+    sample = asyncio.run(measure([slow], itertools.count(), 4, 0.001, lambda: 0.0))
+    assert sample.calls >= 4 and sample.seconds >= 0.05
+    assert 0 < sample.rate <= 4 / 0.05 * 1.01
+
+
+def test_a_short_window_of_failing_calls_ends():
+    async def failing(request, timeout):
+        await asyncio.sleep(0.01)
+        raise grpc.aio.AioRpcError(grpc.StatusCode.UNAVAILABLE, None, None, "down")
+
+    sample = asyncio.run(measure([failing], itertools.count(), 4, 0.001, lambda: 0.0))
+    # Each of the 4 callers sends again while fewer than 4 answers are in: at most 7 calls.
+    assert sample.calls == 0 and 4 <= sample.errors["UNAVAILABLE"] < 8
+    assert sample.first_error == "UNAVAILABLE: down"

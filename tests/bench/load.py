@@ -51,7 +51,10 @@ async def measure(
 ) -> Sample:
     """Keeps `in_flight` calls going for `seconds`, or until `requests` runs out, spread over
     `methods` (the same method on several connections).
-    Calls in flight at the deadline are waited for: their latencies count, not their number."""
+    Calls in flight at the deadline are waited for: their latencies count, not their number.
+    A window in which fewer than `in_flight` calls were answered (a stall, a slow machine, a
+    short window) is stretched until that many are, so that the rate is over whole calls
+    (answers with an error count as answers here, so that failing calls cannot keep it going)."""
     latencies: list[float] = []
     finished: list[float] = []
     errors: collections.Counter[str] = collections.Counter()
@@ -62,7 +65,7 @@ async def measure(
     async def caller(method: Callable[..., Any]) -> None:
         nonlocal first_error, exhausted
         clock = time.perf_counter
-        while clock() < deadline:
+        while clock() < deadline or len(finished) + errors.total() < in_flight:
             request = next(requests, None)
             if request is None:
                 exhausted = True
@@ -88,7 +91,9 @@ async def measure(
     else:
         # The rate is over the window, with the calls in flight at its end not counted (their
         # latencies are).
-        calls, window = sum(1 for t in finished if t <= deadline), seconds
+        stretched = sorted(finished)[in_flight - 1] if len(finished) >= in_flight else deadline
+        end = max(deadline, stretched)
+        calls, window = sum(1 for t in finished if t <= end), end - start
     return Sample(
         calls=calls,
         seconds=window,
