@@ -29,13 +29,33 @@ def postgres_server():
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def migrated_template(postgres_server):
+    """The name of a PostgreSQL database at the current schema, for tests to start from a copy
+    of: migrating costs a few tenths of a second there, copying a tenth of that."""
+    name = "migrated_template"
+    store = SqlStore(open_database(postgres_server.create_database(name)))
+    try:
+        store.migrate()
+    finally:
+        store.close()
+    return name
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def database_url(request, tmp_path):
-    """A fresh, empty database of each kind."""
+    """A fresh database of each kind: empty, or at the current schema on PostgreSQL when the
+    test uses `store` (which migrates it). A PostgreSQL one is dropped after the test."""
     if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'aftersales.db'}"
+        yield f"sqlite:///{tmp_path / 'aftersales.db'}"
+        return
     server = request.getfixturevalue("postgres_server")
-    return server.create_database(f"test_{next(_databases)}")
+    template = (
+        request.getfixturevalue("migrated_template") if "store" in request.fixturenames else None
+    )
+    name = f"test_{next(_databases)}"
+    yield server.create_database(name, template)
+    server.drop_database(name)
 
 
 @pytest.fixture

@@ -119,11 +119,20 @@ class PostgresServer:
     def url(self, database: str) -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
 
-    def create_database(self, name: str) -> str:
+    def create_database(self, name: str, template: str | None = None) -> str:
+        """A new database `name` (replacing one of that name), empty or a copy of `template`,
+        which nobody may be connected to. Copied file by file: for databases this small that is
+        faster than through the log, which PostgreSQL 15 does by default."""
+        copy = f' TEMPLATE "{template}"' if template else ""
         with psycopg.connect(self.url("postgres"), autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            conn.execute(f'CREATE DATABASE "{name}"')
+            conn.execute(f'CREATE DATABASE "{name}"{copy} STRATEGY FILE_COPY')
         return self.url(name)
+
+    def drop_database(self, name: str) -> None:
+        """Drops database `name`, cutting whoever is still connected to it."""
+        with psycopg.connect(self.url("postgres"), autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
     def stop_server(self) -> None:
         """Stops the server, keeping its data, cutting every connection: an outage. (A fast
