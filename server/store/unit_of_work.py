@@ -36,6 +36,12 @@ from server.store.turns import WriterTurns
 
 # The most frames of SQLite's log the upkeep copies while the writers wait (see upkeep).
 UPKEEP_FRAMES_HELD = 1_000
+# The frames (4 KiB pages) from which the upkeep makes the writers wait to copy the log whole, so
+# that the next writer starts it over: below it the log is left to grow. Each wait costs the
+# writers two flushes to disk (milliseconds to tens of them): once a second per process, they
+# were what made the writes' slowest calls. At 16 MiB the log is started over every few seconds
+# at the busiest, and stays far below SQLite's own bound (WAL_AUTOCHECKPOINT_PAGES).
+UPKEEP_HOLD_FROM_FRAMES = 4_096
 
 # The namespace of PostgreSQL advisory locks taken by serialize_on.
 _KEY_LOCK_SPACE = 726_0432
@@ -159,13 +165,16 @@ class SqlStore:
     def upkeep(self) -> int:
         """On SQLite, copies the write-ahead log into the database file (a checkpoint); the
         log's frames copied in all. First alongside the writers (readers and writers go on),
-        then, when they are few (UPKEEP_FRAMES_HELD), the frames written meanwhile, between two
-        writes, so that the log is copied whole and the next writer starts it over instead of
-        making it longer. PostgreSQL needs nothing."""
+        then, once the log is long (UPKEEP_HOLD_FROM_FRAMES) and the frames written meanwhile
+        are few (UPKEEP_FRAMES_HELD), those, between two writes, so that the log is copied whole
+        and the next writer starts it over instead of making it longer. PostgreSQL needs
+        nothing."""
         if self.writer is None:
             return 0
         try:
             log, copied = self._checkpoint()
+            if log < UPKEEP_HOLD_FROM_FRAMES:
+                return copied
             if log - copied > UPKEEP_FRAMES_HELD:
                 # A reader held an old snapshot: the rest waits for the next round rather than
                 # hold the writers for a copy of that size.

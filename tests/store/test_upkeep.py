@@ -98,6 +98,46 @@ def test_a_server_runs_the_upkeep_from_its_start_to_its_stop(service):
     assert not app.upkeep.is_alive()
 
 
+def test_the_writers_wait_for_the_upkeep_only_once_the_log_is_long(
+    tmp_path, clock, policy, monkeypatch
+):
+    import time
+
+    from server.service import Service
+    from server.store import unit_of_work
+
+    store = sqlite_store(tmp_path)
+    store.writer_wait = 1.0
+    put_shops(Service(store, clock, policy), 20, "short")
+    log, _ = store._checkpoint()
+    assert log >= 20
+
+    writing, done = threading.Event(), threading.Event()
+
+    def a_writer_s_turn() -> None:
+        with store.writer:
+            writing.set()
+            done.wait(10)
+
+    writer = threading.Thread(target=a_writer_s_turn)
+    writer.start()
+    try:
+        assert writing.wait(10)
+        took = {}
+        for hold_from in (log + 1, log):
+            monkeypatch.setattr(unit_of_work, "UPKEEP_HOLD_FROM_FRAMES", hold_from)
+            began = time.monotonic()
+            store.upkeep()
+            took[hold_from] = time.monotonic() - began
+    finally:
+        done.set()
+        writer.join(10)
+    # Shorter than the threshold: copied alongside the writer. As long: the upkeep waited for
+    # the writer's turn, which did not come within writer_wait.
+    assert took[log + 1] < 0.9 and took[log] >= 1.0
+    store.close()
+
+
 def test_a_log_a_reader_holds_is_left_to_the_next_round_without_holding_the_writers(
     tmp_path, clock, policy
 ):
