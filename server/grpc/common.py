@@ -16,7 +16,6 @@ from server.domain.errors import InvalidArgument
 from server.grpc import validation
 from server.grpc.callers import current_caller
 from server.service import RequestKey, Service, fingerprint
-from server.service.paging import micros
 
 if TYPE_CHECKING:
     # The generic wrapper of protobuf enums exists in the stubs only (types-protobuf).
@@ -136,13 +135,18 @@ def from_timestamp(ts: timestamp_pb2.Timestamp) -> datetime:
 MessageFields = dict[str, Any]
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def timestamp_fields(moment: datetime | None) -> MessageFields | None:
     """A google.protobuf.Timestamp's fields; None leaves the field unset."""
     if moment is None:
         return None
-    # Whole microseconds, in integers: exact, and cheaper than FromDatetime's time tuples.
-    seconds, us = divmod(micros(moment), 1_000_000)
-    return {"seconds": seconds, "nanos": us * 1000}
+    # From the difference's whole days, seconds and microseconds: exact, and cheaper than
+    # FromDatetime's time tuples or a division. (Before the epoch, days are negative and the
+    # rest not, as Timestamp's seconds and nanos are.)
+    since = moment - _EPOCH
+    return {"seconds": since.days * 86_400 + since.seconds, "nanos": since.microseconds * 1000}
 
 
 def timestamp(moment: datetime | None) -> timestamp_pb2.Timestamp | None:
