@@ -31,6 +31,7 @@ from server.store.schema import (
     ClawbackRow,
     PendingDebtsRow,
     RefundRow,
+    actor,
     add_by_id,
     at,
     audit,
@@ -40,6 +41,8 @@ from server.store.schema import (
     insert_row,
     insert_rows,
     insert_rows_sql,
+    members,
+    restored,
     to_us,
     unnest_insert_sql,
     update_by_id,
@@ -317,7 +320,15 @@ class SqlClawbacks:
             recovered,
         ) in cursor.fetchall():
             lines[clawback_id].append(
-                ClawbackLine(line_no, PayeeKind(payee_kind), payee_id, commission, due, recovered)
+                restored(
+                    ClawbackLine,
+                    line_no=line_no,
+                    payee_kind=members(PayeeKind)[payee_kind],
+                    payee_id=payee_id,
+                    commission=commission,
+                    due=due,
+                    recovered=recovered,
+                )
             )
         return [_clawback(row, tuple(lines[row[0]])) for row in found]
 
@@ -371,18 +382,29 @@ def _clawback(row: tuple[Any, ...], lines: tuple[ClawbackLine, ...]) -> RefundCl
         service,
         person,
     ) = row
-    return RefundClawback(
+    return restored(
+        RefundClawback,
         clawback_id=clawback_id,
-        refund=Refund(refund_id, order_id, application_id, amount, at(started_at), at(paid_at)),
+        refund=restored(
+            Refund,
+            refund_id=refund_id,
+            order_id=order_id,
+            application_id=application_id,
+            amount=amount,
+            started_at=at(started_at),
+            paid_at=at(paid_at),
+        ),
         shop_id=shop_id,
-        reasons=tuple(Violation(ReasonCode(code), text) for code, text in json.loads(reasons)),
+        reasons=tuple(
+            Violation(members(ReasonCode)[code], text) for code, text in json.loads(reasons)
+        ),
         lines=lines,
         refunded_before=refunded_before,
         refunded_after=refunded_after,
         policy_version=policy_version,
         created_at=at(created_at),
         payment=RefundPayment(from_wallet, from_deposit),
-        recorded_by=Actor(service or "", person or ""),
+        recorded_by=actor(service or "", person or ""),
     )
 
 

@@ -24,6 +24,8 @@ from server.store.schema import (
     insert_row,
     insert_rows_sql,
     is_open,
+    members,
+    restored,
     to_us,
 )
 
@@ -242,11 +244,12 @@ def _entry(row: EntryRow) -> Entry:
 
 
 def entry_from_values(d: dict[str, Any]) -> Entry:
-    return Entry(
+    return restored(
+        Entry,
         entry_id=d["id"],
         order_id=d["order"],
         shop_id=d["shop_id"],
-        state=EntryState(d["state"]),
+        state=members(EntryState)[d["state"]],
         opened_at=at(d["opened_at"]),
         expires_at=at(d["expires_at"]),
         operator_id=d["operator_id"],

@@ -25,12 +25,15 @@ from server.store.schema import (
     BATCH,
     AccountRow,
     TransferRow,
+    actor,
     add_by_id,
     at,
     chunked,
     execute_sql,
     in_list,
     insert_rows,
+    members,
+    restored,
     rows,
     to_us,
 )
@@ -367,16 +370,17 @@ class SqlLedger:
             .limit(limit)
         )
         return [
-            Transfer(
+            restored(
+                Transfer,
                 transfer_id=str(tid),
-                from_account=AccountRef(AccountKind(fk), fo),
-                to_account=AccountRef(AccountKind(tk), to),
+                from_account=AccountRef(members(AccountKind)[fk], fo),
+                to_account=AccountRef(members(AccountKind)[tk], to),
                 amount=amount,
-                kind=TransferKind(kind),
+                kind=members(TransferKind)[kind],
                 reference=reference,
                 posted_at=at(posted_at),
                 memo=memo,
-                recorded_by=Actor(service, person),
+                recorded_by=actor(service, person),
             )
             for (
                 tid,

@@ -8,6 +8,8 @@ idempotency key, one response per request id.
 
 from __future__ import annotations
 
+import dataclasses
+import enum
 import functools
 import operator
 from collections.abc import Iterator, Sequence
@@ -22,6 +24,9 @@ from server.service.paging import micros
 db = pw.DatabaseProxy()
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+D = TypeVar("D")
+E = TypeVar("E", bound=enum.Enum)
 
 
 # Stored as the service's page positions hold them (one encoding: a position is a stored value).
@@ -362,7 +367,48 @@ def audit(actor: Actor) -> dict[str, str]:
 
 def actor_of(values: dict[str, Any]) -> Actor:
     """Who recorded a row, from its values by column name."""
-    return Actor(values.get("recorded_by_service") or "", values.get("recorded_by_person") or "")
+    return actor(values.get("recorded_by_service") or "", values.get("recorded_by_person") or "")
+
+
+# The services and people who record rows are few: one Actor each, shared by the rows read.
+@functools.lru_cache(maxsize=4_096)
+def actor(service: str, person: str) -> Actor:
+    """Actor(service, person), made once for the rows that name it."""
+    return Actor(service, person)
+
+
+def restored(cls: type[D], **fields: Any) -> D:
+    """A frozen dataclass of the domain made from a stored row, given every one of its fields:
+    what `cls(**fields)` makes, without setting each field through object.__setattr__ as a
+    frozen dataclass's __init__ does, the larger part of reading an entry. For a class with no
+    __post_init__ and no __slots__ only (checked the first time)."""
+    if cls not in _RESTORABLE:
+        _check_restorable(cls, fields)
+    made = object.__new__(cls)
+    made.__dict__.update(fields)
+    return made
+
+
+_RESTORABLE: set[type] = set()
+
+
+def _check_restorable(cls: type, fields: dict[str, Any]) -> None:
+    params = getattr(cls, "__dataclass_params__", None)
+    if not dataclasses.is_dataclass(cls) or params is None or not params.frozen:
+        raise TypeError(f"{cls.__name__} is not a frozen dataclass")
+    if hasattr(cls, "__post_init__") or hasattr(cls, "__slots__"):
+        raise TypeError(f"{cls.__name__} has a __post_init__ or __slots__")
+    names = {f.name for f in dataclasses.fields(cls)}
+    if set(fields) != names:
+        raise TypeError(f"{cls.__name__} needs exactly its fields, {sorted(names)}")
+    _RESTORABLE.add(cls)
+
+
+@functools.cache
+def members(kind: type[E]) -> dict[Any, E]:
+    """The members of enum `kind` by value: a lookup, where calling the enum costs as much as
+    making a row's dataclass."""
+    return {member.value: member for member in kind}
 
 
 def us_or_none(moment: datetime | None) -> int | None:
