@@ -39,6 +39,8 @@ from server.store.schema import (
     execute_sql,
     in_list,
     is_open,
+    members,
+    restored,
     to_us,
     upsert_newer,
     us_or_none,
@@ -296,7 +298,12 @@ def _lines_json(lines: tuple[CommissionLine, ...]) -> str:
 
 def _lines(text: str) -> tuple[CommissionLine, ...]:
     return tuple(
-        CommissionLine(PayeeKind(d["payee_kind"]), d["payee_id"], int(d["amount"]))
+        restored(
+            CommissionLine,
+            payee_kind=members(PayeeKind)[d["payee_kind"]],
+            payee_id=d["payee_id"],
+            amount=int(d["amount"]),
+        )
         for d in json.loads(text or "[]")
     )
 
@@ -306,10 +313,11 @@ def _lines(text: str) -> tuple[CommissionLine, ...]:
 
 
 def shop_from_values(d: dict[str, Any]) -> Shop:
-    return Shop(
+    return restored(
+        Shop,
         shop_id=d["id"],
         name=d["name"],
-        status=ShopStatus(d["status"]),
+        status=members(ShopStatus)[d["status"]],
         wallet_opened_at=at_or_none(d["wallet_opened_at"]),
         version=d["version"],
         recorded_by=actor_of(d),
@@ -317,10 +325,11 @@ def shop_from_values(d: dict[str, Any]) -> Shop:
 
 
 def staff_from_values(d: dict[str, Any]) -> Staff:
-    return Staff(
+    return restored(
+        Staff,
         staff_id=d["id"],
         shop_id=d["shop"],
-        role=StaffRole(d["role"]),
+        role=members(StaffRole)[d["role"]],
         name=d["name"],
         version=d["version"],
         recorded_by=actor_of(d),
@@ -328,11 +337,12 @@ def staff_from_values(d: dict[str, Any]) -> Staff:
 
 
 def order_from_values(d: dict[str, Any]) -> Order:
-    return Order(
+    return restored(
+        Order,
         order_id=d["id"],
         shop_id=d["shop"],
         buyer_id=d["buyer_id"],
-        kind=OrderKind(d["kind"]),
+        kind=members(OrderKind)[d["kind"]],
         marketing_campaign=bool(d["marketing_campaign"]),
         category_id=d["category_id"],
         paid_amount=d["paid_amount"],
