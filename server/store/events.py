@@ -36,14 +36,16 @@ from server.domain.events import (
     payload_from_values,
     payload_values,
 )
-from server.domain.model import Actor
 from server.store.schema import (
     BATCH,
     EVENTS_PRUNED_THROUGH,
+    actor,
     at,
     chunked,
     execute_sql,
     insert_rows,
+    members,
+    restored,
     to_us,
 )
 
@@ -215,14 +217,15 @@ class SqlEvents:
 
 def _event(row: tuple[Any, ...]) -> Event:
     position, kind, occurred_at, shop_id, order_id, service, person, policy, payload = row
-    event_type = EventType(kind)
-    return Event(
-        event_type,
-        at(occurred_at),
-        shop_id,
-        order_id,
-        Actor(service, person),
-        policy,
-        payload_from_values(event_type, json.loads(payload)),
+    event_type = members(EventType)[kind]
+    return restored(
+        Event,
+        type=event_type,
+        occurred_at=at(occurred_at),
+        shop_id=shop_id,
+        order_id=order_id,
+        actor=actor(service, person),
+        policy_version=policy,
+        payload=payload_from_values(event_type, json.loads(payload)),
         position=int(position),
     )
