@@ -276,25 +276,21 @@ class SqlClawbacks:
         after: tuple[int, str] | None,
         limit: int,
     ) -> list[RefundClawback]:
-        where = ClawbackRow.shop_id == shop_id
-        if state is not None:
-            where &= ClawbackRow.state == state
-        if start is not None:
-            where &= ClawbackRow.created_at >= to_us(start)
-        if end is not None:
-            where &= ClawbackRow.created_at < to_us(end)
-        if after is not None:
-            created_at, clawback_id = after
-            where &= (ClawbackRow.created_at < created_at) | (
-                (ClawbackRow.created_at == created_at) & (ClawbackRow.id < clawback_id)
-            )
-        return self._clawbacks(
-            where, order=(ClawbackRow.created_at.desc(), ClawbackRow.id.desc()), limit=limit
+        shape = (state is not None, start is not None, end is not None, after is not None)
+        cursor = self._store.run_bound(
+            f"list_clawbacks:{shape}",
+            lambda: _list_clawbacks_query(*shape),
+            {
+                _SHOP_ID: shop_id,
+                _STATE: state,
+                _START: None if start is None else to_us(start),
+                _END: None if end is None else to_us(end),
+                _AFTER_CREATED_AT: after[0] if after else None,
+                _AFTER_ID: after[1] if after else None,
+                _LIMIT: limit,
+            },
         )
-
-    def _clawbacks(self, where: Any, order: tuple[Any, ...], limit: int) -> list[RefundClawback]:
-        sql, params = _clawback_query(where, order, limit).sql()
-        return self._with_lines(execute_sql(self._store.database, sql, params).fetchall())
+        return self._with_lines(cursor.fetchall())
 
     def _with_lines(self, found: list[tuple[Any, ...]]) -> list[RefundClawback]:
         """The clawbacks of rows of _clawback_query, with all their lines read in one more
@@ -333,7 +329,36 @@ class SqlClawbacks:
         return [_clawback(row, tuple(lines[row[0]])) for row in found]
 
 
-def _clawback_query(where: Any, order: tuple[Any, ...], limit: int) -> pw.Query:
+# Stand-ins for the values of a ListClawbacks query, replaced when it runs (SqlStore.run_bound).
+_SHOP_ID = "\x00shop_id"
+_STATE = "\x00state"
+_START = "\x00start"
+_END = "\x00end"
+_AFTER_CREATED_AT = "\x00after_created_at"
+_AFTER_ID = "\x00after_id"
+_LIMIT = "\x00limit"
+
+
+def _list_clawbacks_query(state: bool, start: bool, end: bool, after: bool) -> pw.Query:
+    """The query of SqlClawbacks.list_clawbacks for one shape of request (which filters it has),
+    built once per shape, with stand-ins for the values."""
+    where = ClawbackRow.shop_id == _SHOP_ID
+    if state:
+        where &= ClawbackRow.state == _STATE
+    if start:
+        where &= ClawbackRow.created_at >= _START
+    if end:
+        where &= ClawbackRow.created_at < _END
+    if after:
+        where &= (ClawbackRow.created_at < _AFTER_CREATED_AT) | (
+            (ClawbackRow.created_at == _AFTER_CREATED_AT) & (ClawbackRow.id < _AFTER_ID)
+        )
+    return _clawback_query(
+        where, order=(ClawbackRow.created_at.desc(), ClawbackRow.id.desc()), limit=_LIMIT
+    )
+
+
+def _clawback_query(where: Any, order: tuple[Any, ...], limit: int | str) -> pw.Query:
     """Clawbacks with their refunds, one row each, the columns _clawback reads."""
     return (
         ClawbackRow.select(
