@@ -324,50 +324,20 @@ class SqlLedger:
             )
         }
 
-    def _newest_transfer_ids(self, account_id: int, after: int | None, limit: int) -> pw.Node:
-        """The ids of the account's newest `limit` transfers out and newest `limit` in, each a
-        range read of its index: `from = X OR to = X ORDER BY id DESC` would read every transfer
-        of the account (a shop's wallet has millions) on SQLite."""
-        p = self._store.database.param
-        newest = (
-            'SELECT "id" FROM (SELECT "id" FROM "transfer" WHERE "{0}" = {1} AND "id" < {1} '
-            'ORDER BY "id" DESC LIMIT {1}) AS "{0}_newest"'
-        )
-        sql = (
-            f"({newest.format('from_account_id', p)} UNION ALL {newest.format('to_account_id', p)})"
-        )
-        before = _NO_TRANSFER_ID if after is None else after
-        node: pw.Node = pw.SQL(sql, [account_id, before, limit, account_id, before, limit])
-        return node
-
     def list_transfers(self, ref: AccountRef, after: int | None, limit: int) -> list[Transfer]:
         """Transfers into or out of the account, newest first, after the given transfer id."""
         found = self._select([ref])
         if not found:
             return []
         ((account_id, _, _),) = found
-        source = AccountRow.alias("source")
-        target = AccountRow.alias("target")
-        query = (
-            TransferRow.select(
-                TransferRow.id,
-                source.kind,
-                source.owner_id,
-                target.kind,
-                target.owner_id,
-                TransferRow.amount,
-                TransferRow.kind,
-                TransferRow.reference,
-                TransferRow.posted_at,
-                TransferRow.memo,
-                TransferRow.recorded_by_service,
-                TransferRow.recorded_by_person,
-            )
-            .join(source, on=(TransferRow.from_account == source.id))
-            .join_from(TransferRow, target, on=(TransferRow.to_account == target.id))
-            .where(TransferRow.id.in_(self._newest_transfer_ids(account_id, after, limit)))
-            .order_by(TransferRow.id.desc())
-            .limit(limit)
+        cursor = self._store.run_bound(
+            "list_transfers",
+            lambda: _list_transfers_query(self._store.database.param),
+            {
+                _ACCOUNT_ID: account_id,
+                _BEFORE_ID: _NO_TRANSFER_ID if after is None else after,
+                _LIMIT: limit,
+            },
         )
         return [
             restored(
@@ -395,7 +365,7 @@ class SqlLedger:
                 memo,
                 service,
                 person,
-            ) in rows(query)
+            ) in cursor.fetchall()
         ]
 
     def ledger_totals(self) -> tuple[int, dict[AccountRef, tuple[int, int]]]:
@@ -423,3 +393,48 @@ class SqlLedger:
         if EXTERNAL in accounts:
             accounts[EXTERNAL] = (self._external_balance(), accounts[EXTERNAL][1])
         return sum(kept for kept, _ in accounts.values()), accounts
+
+
+# Stand-ins for the values of the ListTransfers query, replaced when it runs (SqlStore.run_bound).
+_ACCOUNT_ID = "\x00account_id"
+_BEFORE_ID = "\x00before_id"
+_LIMIT = "\x00limit"
+
+
+def _list_transfers_query(param: str) -> pw.Query:
+    """SqlLedger.list_transfers' query, built once (`param`: the database's placeholder). The
+    account's newest transfers out and its newest in are each a range read of their index, then
+    merged: `from = X OR to = X ORDER BY id DESC` would read every transfer of the account (a
+    shop's wallet has millions) on SQLite."""
+    newest = (
+        'SELECT "id" FROM (SELECT "id" FROM "transfer" WHERE "{0}" = {1} AND "id" < {1} '
+        'ORDER BY "id" DESC LIMIT {1}) AS "{0}_newest"'
+    )
+    ids = pw.SQL(
+        f"({newest.format('from_account_id', param)} UNION ALL "
+        f"{newest.format('to_account_id', param)})",
+        [_ACCOUNT_ID, _BEFORE_ID, _LIMIT] * 2,
+    )
+    source = AccountRow.alias("source")
+    target = AccountRow.alias("target")
+    return (
+        TransferRow.select(
+            TransferRow.id,
+            source.kind,
+            source.owner_id,
+            target.kind,
+            target.owner_id,
+            TransferRow.amount,
+            TransferRow.kind,
+            TransferRow.reference,
+            TransferRow.posted_at,
+            TransferRow.memo,
+            TransferRow.recorded_by_service,
+            TransferRow.recorded_by_person,
+        )
+        .join(source, on=(TransferRow.from_account == source.id))
+        .join_from(TransferRow, target, on=(TransferRow.to_account == target.id))
+        .where(TransferRow.id.in_(ids))
+        .order_by(TransferRow.id.desc())
+        .limit(_LIMIT)
+    )
