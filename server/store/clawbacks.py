@@ -156,7 +156,16 @@ class SqlClawbacks:
         cursor = execute_sql(self._store.database, sql, [payee_id, after or 0, limit])
         rows = cursor.fetchall()
         return [
-            Debt(clawback_id, line_no, shop_id, due, recovered, PayeeKind(kind), seq, order_id)
+            Debt(
+                clawback_id,
+                line_no,
+                shop_id,
+                due,
+                recovered,
+                members(PayeeKind)[kind],
+                seq,
+                order_id,
+            )
             for clawback_id, line_no, shop_id, due, recovered, kind, seq, order_id in rows
         ]
 
@@ -222,7 +231,7 @@ class SqlClawbacks:
             f'ORDER BY "noted_at", "payee_id" LIMIT {self._store.database.param}',
             [limit],
         )
-        return [(payee, Actor(service, person)) for payee, service, person in cursor.fetchall()]
+        return [(payee, actor(service, person)) for payee, service, person in cursor.fetchall()]
 
     def has_debts_pending(self, payee_id: str) -> bool:
         p = self._store.database.param

@@ -186,7 +186,7 @@ class SqlEntries:
                 buyer_id=row["buyer_id"],
                 amount=row["amount"],
                 reason=row["reason"],
-                state=ApplicationState(row["state"]),
+                state=members(ApplicationState)[row["state"]],
                 filed_at=at(row["filed_at"]),
                 recorded_by=actor_of(row),
             ),

@@ -295,7 +295,7 @@ class SqlLedger:
                 sql += " FOR UPDATE OF a"
         cursor = execute_sql(self._store.database, sql, params)
         return [
-            (account_id, AccountRef(AccountKind(kind), owner), balance)
+            (account_id, AccountRef(members(AccountKind)[kind], owner), balance)
             for account_id, kind, owner, balance in cursor.fetchall()
         ]
 
@@ -387,7 +387,7 @@ class SqlLedger:
         )
         accounts: dict[AccountRef, tuple[int, int]] = {}
         for row in AccountRow.select():
-            ref = AccountRef(AccountKind(row.kind), row.owner_id)
+            ref = AccountRef(members(AccountKind)[row.kind], row.owner_id)
             derived = int(incoming.get(row.id, 0)) - int(outgoing.get(row.id, 0))
             accounts[ref] = (row.balance, derived)
         if EXTERNAL in accounts:
