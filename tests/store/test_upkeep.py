@@ -4,8 +4,10 @@ the threshold stays, higher, as the bound of the log."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
+from collections.abc import Iterator
 
 import pytest
 
@@ -20,6 +22,26 @@ def sqlite_store(tmp_path) -> SqlStore:
     store = SqlStore(open_database(f"sqlite:///{tmp_path / 'upkeep.db'}"))
     store.migrate()
     return store
+
+
+@contextlib.contextmanager
+def a_writer_holding_its_turn(store: SqlStore) -> Iterator[None]:
+    """Another thread holds the SQLite writers' turn until the block ends."""
+    writing, done = threading.Event(), threading.Event()
+
+    def a_writer_s_turn() -> None:
+        with store.writer:
+            writing.set()
+            done.wait(10)
+
+    writer = threading.Thread(target=a_writer_s_turn)
+    writer.start()
+    try:
+        assert writing.wait(10)
+        yield
+    finally:
+        done.set()
+        writer.join(10)
 
 
 def put_shops(service_of, count: int, prefix: str) -> None:
@@ -112,26 +134,13 @@ def test_the_writers_wait_for_the_upkeep_only_once_the_log_is_long(
     log = store.upkeep()  # with no reader, every frame is copied: the log's length
     assert 20 <= log < unit_of_work.UPKEEP_HOLD_FROM_FRAMES
 
-    writing, done = threading.Event(), threading.Event()
-
-    def a_writer_s_turn() -> None:
-        with store.writer:
-            writing.set()
-            done.wait(10)
-
-    writer = threading.Thread(target=a_writer_s_turn)
-    writer.start()
-    try:
-        assert writing.wait(10)
+    with a_writer_holding_its_turn(store):
         took = {}
         for hold_from in (log + 1, log):
             monkeypatch.setattr(unit_of_work, "UPKEEP_HOLD_FROM_FRAMES", hold_from)
             began = time.monotonic()
             store.upkeep()
             took[hold_from] = time.monotonic() - began
-    finally:
-        done.set()
-        writer.join(10)
     # Shorter than the threshold: copied alongside the writer. As long: the upkeep waited for
     # the writer's turn, which did not come within writer_wait.
     assert took[log + 1] < 0.9 and took[log] >= 1.0
@@ -155,23 +164,10 @@ def test_a_log_a_reader_holds_is_left_to_the_next_round_without_holding_the_writ
     reader.execute('SELECT COUNT(*) FROM "shop"').fetchall()  # a snapshot, held
     put_shops(service, 600, "behind-the-reader")
 
-    writing, done = threading.Event(), threading.Event()
-
-    def a_writer_s_turn() -> None:
-        with store.writer:
-            writing.set()
-            done.wait(10)
-
-    writer = threading.Thread(target=a_writer_s_turn)
-    writer.start()
-    try:
-        assert writing.wait(10)
+    with a_writer_holding_its_turn(store):
         began = time.monotonic()
         copied = store.upkeep()
         took = time.monotonic() - began
-    finally:
-        done.set()
-        writer.join(10)
     # Only what came before the reader's snapshot could be copied, and the writers' turn was not
     # waited for (that would have taken writer_wait, 5 s).
     assert copied < UPKEEP_FRAMES_HELD and took < 2.0
