@@ -9,6 +9,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from concurrent import futures
 from datetime import timedelta
+from typing import Any
 
 from server.domain.model import (
     AccountKind,
@@ -184,6 +185,32 @@ def counted_statements(store: SqlStore) -> Iterator[list[str]]:
     finally:
         for name in wrapped:
             delattr(database, name)
+
+
+@contextlib.contextmanager
+def held_by_another_thread(held: contextlib.AbstractContextManager[Any]) -> Iterator[None]:
+    """Another thread holds `held` (a writer's turn, a connection) until the block ends."""
+    holding, done = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with held:
+            holding.set()
+            done.wait(30)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert holding.wait(30)
+        yield
+    finally:
+        done.set()
+        holder.join(30)
+
+
+def a_writer_holding_its_turn(store: SqlStore) -> contextlib.AbstractContextManager[None]:
+    """Another thread holds the SQLite writers' turn until the block ends."""
+    assert store.writer is not None
+    return held_by_another_thread(store.writer)
 
 
 OWED = 100  # fen per shop

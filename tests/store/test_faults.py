@@ -22,6 +22,7 @@ from server.store import SqlStore, database, open_database
 from server.store.schema import execute_sql
 from tests.conftest import T0
 from tests.pg import free_port
+from tests.store.factories import held_by_another_thread
 
 RETRYABLE = (StoreUnavailable, TransactionAborted)
 postgres = pytest.mark.postgres
@@ -319,23 +320,10 @@ def test_an_unreachable_database_is_unavailable():
 def test_no_free_connection_in_the_pool_is_unavailable(pg_store):
     pg_store.database._max_connections = 1
     pg_store.database._wait_timeout = 0.05
-    holding, done = threading.Event(), threading.Event()
-
-    def hold_the_only_connection() -> None:
-        with pg_store.unit_of_work(read_only=True):
-            holding.set()
-            done.wait(30)
-
-    holder = threading.Thread(target=hold_the_only_connection)
-    holder.start()
-    try:
-        assert holding.wait(30)
+    with held_by_another_thread(pg_store.unit_of_work(read_only=True)):
         with pytest.raises(StoreUnavailable, match="no database connection free"):
             with pg_store.unit_of_work(read_only=True):
                 pass
-    finally:
-        done.set()
-        holder.join(30)
 
 
 @postgres

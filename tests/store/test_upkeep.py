@@ -4,10 +4,8 @@ the threshold stays, higher, as the bound of the log."""
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
-from collections.abc import Iterator
 
 import pytest
 
@@ -16,32 +14,13 @@ from server.grpc.background import StoreUpkeep
 from server.store import SqlStore, open_database
 from server.store.database import WAL_AUTOCHECKPOINT_PAGES
 from server.store.schema import execute_sql
+from tests.store.factories import a_writer_holding_its_turn
 
 
 def sqlite_store(tmp_path) -> SqlStore:
     store = SqlStore(open_database(f"sqlite:///{tmp_path / 'upkeep.db'}"))
     store.migrate()
     return store
-
-
-@contextlib.contextmanager
-def a_writer_holding_its_turn(store: SqlStore) -> Iterator[None]:
-    """Another thread holds the SQLite writers' turn until the block ends."""
-    writing, done = threading.Event(), threading.Event()
-
-    def a_writer_s_turn() -> None:
-        with store.writer:
-            writing.set()
-            done.wait(10)
-
-    writer = threading.Thread(target=a_writer_s_turn)
-    writer.start()
-    try:
-        assert writing.wait(10)
-        yield
-    finally:
-        done.set()
-        writer.join(10)
 
 
 def put_shops(service_of, count: int, prefix: str) -> None:
