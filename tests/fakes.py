@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from datetime import datetime
 from types import TracebackType
+from typing import TypeVar
 
 from server.domain.errors import NotFound
 from server.domain.events import Event, EventPage, EventType
@@ -63,6 +64,8 @@ from server.service.unit_of_work import (
 
 # How long a write unit of work waits for another to end (SQLite's busy timeout, in spirit).
 BUSY_TIMEOUT_SECONDS = 10.0
+
+T = TypeVar("T")
 
 
 @dataclasses.dataclass
@@ -578,6 +581,8 @@ class FakeUnitOfWork:
         self._store = store
         self._read_only = read_only
         self._locked = False
+        self._committed = False
+        self._after_commit: list[Callable[[], None]] = []
         self._state = State()
         self._bind(self._state)
 
@@ -601,11 +606,15 @@ class FakeUnitOfWork:
     def serialize_on(self, key: str) -> None:
         """Write units of work run one at a time already."""
 
+    def on_commit(self, callback: Callable[[], None]) -> None:
+        self._after_commit.append(callback)
+
     def commit(self) -> None:
         """Makes this unit of work's changes the committed state; later changes in it are lost
         unless committed again."""
         if self._read_only:
             return
+        self._committed = True
         self._store.committed = self._state
         self._state = self._state.copy()
         added_any = self.events.added_any
@@ -622,6 +631,9 @@ class FakeUnitOfWork:
         if self._locked:
             self._locked = False
             self._store.write_lock.release()
+        if exc is None and self._committed:
+            for callback in self._after_commit:
+                callback()
 
 
 class FakeStore:
@@ -636,6 +648,9 @@ class FakeStore:
 
     def unit_of_work(self, *, read_only: bool = False) -> FakeUnitOfWork:
         return FakeUnitOfWork(self, read_only=read_only)
+
+    def serially(self, work: Callable[[], T]) -> T:
+        return work()
 
     def upkeep(self) -> int:
         return 0

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import threading
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
+from typing import Concatenate, ParamSpec, TypeVar
 
 from server.domain import rules
 from server.domain.access import Person, PersonKind, Scope
@@ -17,6 +19,10 @@ from server.service.outcomes import Outcome
 from server.service.unit_of_work import Store, UnitOfWork
 
 log = logging.getLogger("aftersales")
+
+T = TypeVar("T")
+P = ParamSpec("P")
+U = TypeVar("U", bound="UseCases")
 
 # Told the outcomes of each unit of work that committed.
 Observer = Callable[[Sequence[Outcome]], None]
@@ -78,12 +84,22 @@ class UseCases:
             try:
                 yield uow
                 if not read_only:
+                    uow.on_commit(lambda: self._after_commit(outcomes, uow.events.added_any))
                     uow.commit()
             finally:
                 self._current.uow = self._current.outcomes = None
+
+    def serially(self, work: Callable[[], T]) -> T:
+        """Runs `work`, a use case that writes, where the store runs its writers
+        (Store.serially); inside another use case's unit of work, in it."""
+        if getattr(self._current, "uow", None) is not None:
+            return work()
+        return self.store.serially(work)
+
+    def _after_commit(self, outcomes: Sequence[Outcome], events_added: bool) -> None:
         if outcomes:
             self._tell(outcomes)
-        if not read_only and uow.events.added_any:
+        if events_added:
             for listener in self.committed:
                 listener()
 
@@ -116,6 +132,17 @@ class UseCases:
 
     def close(self) -> None:
         self.store.close()
+
+
+def serial(use_case: Callable[Concatenate[U, P], T]) -> Callable[Concatenate[U, P], T]:
+    """Marks a use case that writes: it runs where the store runs its writers
+    (UseCases.serially)."""
+
+    @functools.wraps(use_case)
+    def run(self: U, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        return self.serially(lambda: use_case(self, *args, **kwargs))
+
+    return run
 
 
 def wallet_of(shop_id: str) -> AccountRef:

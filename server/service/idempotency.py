@@ -7,7 +7,7 @@ import hashlib
 from collections.abc import Callable
 
 from server.domain.errors import RequestIdReused
-from server.service.base import UseCases
+from server.service.base import UseCases, serial
 from server.service.unit_of_work import StoredResponse, WriteConflict
 
 
@@ -26,6 +26,7 @@ def fingerprint(payload: bytes) -> str:
 
 
 class IdempotencyUseCases(UseCases):
+    @serial
     def once(self, key: RequestKey, run: Callable[[], bytes]) -> bytes:
         """The stored response of key.request_id, or run() and store its response, in one unit
         of work: run() (a use case) joins it, so its writes and the record commit together.

@@ -22,7 +22,7 @@ from server.domain.model import (
     Transfer,
     TransferKind,
 )
-from server.service.base import UseCases, account_subject, order_subject, wallet_of
+from server.service.base import UseCases, account_subject, order_subject, serial, wallet_of
 from server.service.outcomes import DebtsRecovered
 from server.service.unit_of_work import (
     InsufficientBalance,
@@ -50,6 +50,7 @@ class Posted:
 class SyncUseCases(UseCases):
     # Each put returns what is stored: the record sent, or a newer version already there.
 
+    @serial
     def put_shop(self, shop: Shop) -> Shop:
         """A change of the shop's status is an event (a shop suspended, closed, reopened)."""
         with self.unit_of_work() as uow:
@@ -66,12 +67,14 @@ class SyncUseCases(UseCases):
         with self.unit_of_work(read_only=True) as uow:
             return uow.facts.shop_exists(shop_id)
 
+    @serial
     def put_staff(self, staff: Staff) -> Staff:
         with self.unit_of_work() as uow:
             if not uow.facts.shop_exists(staff.shop_id):
                 raise NotFound("shop", staff.shop_id)
             return uow.facts.put_staff(staff)
 
+    @serial
     def put_order(self, order: Order) -> Order:
         with self.unit_of_work() as uow:
             if not uow.facts.shop_exists(order.shop_id):

@@ -15,10 +15,10 @@ store lets it propagate as it is.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from datetime import datetime
 from types import TracebackType
-from typing import Protocol, Self
+from typing import Protocol, Self, TypeVar
 
 from server.domain.events import Event, EventPage, EventType
 from server.domain.model import (
@@ -38,6 +38,8 @@ from server.domain.model import (
     Transfer,
     TransferKind,
 )
+
+T = TypeVar("T")
 
 
 class StoreUnavailable(Exception):
@@ -290,6 +292,10 @@ class UnitOfWork(Protocol):
     def serialize_on(self, key: str) -> None:
         """Until the transaction ends, other transactions serialising on `key` wait."""
 
+    def on_commit(self, callback: Callable[[], None]) -> None:
+        """`callback()` once this unit of work's writes are committed, on the thread that asked
+        for them (Store.serially may run them on another); never if it rolls back."""
+
     def commit(self) -> None: ...
 
     def __enter__(self) -> Self: ...
@@ -314,6 +320,12 @@ class Store(Protocol):
         """A secret all replicas share, made once with the schema: it signs page tokens."""
 
     def unit_of_work(self, *, read_only: bool = False) -> UnitOfWork: ...
+
+    def serially(self, work: Callable[[], T]) -> T:
+        """Runs `work`, which writes in a unit of work of its own, and returns what it
+        returns, once its writes are committed: wherever the store runs writers best (on
+        another thread, its commit shared with other writes: the caller is told only what
+        concerns its own)."""
 
     def upkeep(self) -> int:
         """The store's own upkeep, run between calls by a thread of the server every

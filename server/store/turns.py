@@ -76,6 +76,10 @@ class WriterTurns:
         self._depth.value = depth + 1
         return True
 
+    def held(self) -> bool:
+        """Whether this thread holds its turn."""
+        return bool(getattr(self._depth, "value", 0))
+
     def release(self) -> None:
         depth: int = self._depth.value - 1
         self._depth.value = depth

@@ -14,7 +14,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from types import TracebackType
-from typing import Any, NoReturn, cast
+from typing import Any, NoReturn, TypeVar, cast
 
 import peewee as pw
 import psycopg
@@ -29,6 +29,7 @@ from server.store.database import in_memory
 from server.store.entries import SqlEntries
 from server.store.events import SqlEvents
 from server.store.facts import SqlFacts
+from server.store.group_commit import GroupCommit
 from server.store.ledger import SqlLedger
 from server.store.requests import SqlRequests
 from server.store.schema import KEY, AccountRow, SettingRow, db, execute_sql
@@ -42,6 +43,8 @@ UPKEEP_FRAMES_HELD = 1_000
 # turn for about 2), and it came every second from each process. At 16 MiB the log is started
 # over every few seconds at the busiest, far below SQLite's own bound (WAL_AUTOCHECKPOINT_PAGES).
 UPKEEP_HOLD_FROM_FRAMES = 4_096
+
+T = TypeVar("T")
 
 # The namespace of PostgreSQL advisory locks taken by serialize_on.
 _KEY_LOCK_SPACE = 726_0432
@@ -61,8 +64,13 @@ class SqlStore:
         # SQLite has one writer at a time: the writers queue for their turns (turns.py), those
         # of this process and those of other processes on the same file. (A thread has one
         # connection, on which a unit of work inside another is a savepoint of it.)
-        self.writer = None if self.is_postgres else WriterTurns(_file_of(database))
+        path = None if self.is_postgres else _file_of(database)
+        self.writer = None if self.is_postgres else WriterTurns(path)
         self.writer_wait = writer_wait
+        # The mutations of this process commit in groups, on a thread of their own
+        # (group_commit.py); not in memory, where each thread's connection has a database of
+        # its own.
+        self.group = None if path is None else GroupCommit(self, wait=writer_wait)
         db.initialize(database)
         self.page_token_key = b""
         # Accounts made with the schema, by id; SQL built once per hot query (facts.py).
@@ -162,6 +170,15 @@ class SqlStore:
     def unit_of_work(self, *, read_only: bool = False) -> SqlUnitOfWork:
         return SqlUnitOfWork(self, read_only=read_only)
 
+    def serially(self, work: Callable[[], T]) -> T:
+        """Runs `work`, which writes in a unit of work of its own: on SQLite (a file), on the
+        group writer, committed with the other writes queued meanwhile (group_commit.py); on
+        PostgreSQL, where writers do not take turns, here; and here in a thread that holds its
+        turn already (a unit of work opened around it), which the group writer would wait for."""
+        if self.group is None or (self.writer is not None and self.writer.held()):
+            return work()
+        return self.group.run(work)
+
     def upkeep(self) -> int:
         """On SQLite, copies the write-ahead log into the database file (a checkpoint); the
         log's frames copied in all. First alongside the writers (readers and writers go on),
@@ -201,6 +218,8 @@ class SqlStore:
         if self.is_postgres:
             cast(Any, self.database).close_all()  # a pool's: every connection
         else:
+            if self.group is not None:
+                self.group.close()
             self.database.close()
             if self.writer is not None:
                 self.writer.close()
@@ -232,6 +251,7 @@ class SqlUnitOfWork:
         self._transaction: Any = None
         self._writer_turn = False
         self._committed = False
+        self._after_commit: list[Callable[[], None]] = []
         self._span: Span | None = None
         # Ids of accounts met in this transaction; they must not outlive it (a rolled-back
         # transaction may have made them).
@@ -260,6 +280,16 @@ class SqlUnitOfWork:
             self._end(type(e), e, e.__traceback__)
             _raise_translated(e)
         return self
+
+    def on_commit(self, callback: Callable[[], None]) -> None:
+        """`callback()` once this unit of work's writes are committed, on the thread that asked
+        for the write: as it ends here, or once the group it ran in committed (Store.serially);
+        never if it rolls back."""
+        call = None if self._store.group is None else self._store.group.running()
+        if call is not None:
+            call.after.append(callback)
+        else:
+            self._after_commit.append(callback)
 
     def commit(self) -> None:
         if self._transaction is not None:
@@ -294,6 +324,11 @@ class SqlUnitOfWork:
     ) -> None:
         # Leaving without commit() rolls back, whether or not something was raised.
         if exc is None:
+            if self._committed or self._read_only:
+                self._end(None, None, None)
+                for callback in self._after_commit:
+                    callback()
+                return
             exc_type, exc = RuntimeError, RuntimeError("left without commit")
         self._end(exc_type, exc, tb)
         if isinstance(exc, Exception):
@@ -312,8 +347,14 @@ class SqlUnitOfWork:
         try:
             if self._transaction is not None:
                 transaction, self._transaction = self._transaction, None
-                with contextlib.suppress(*_ENDING_FAILURES):
+                try:
                     transaction.__exit__(exc_type, exc, tb)
+                except _ENDING_FAILURES:
+                    group = self._store.group
+                    if group is not None and group.in_group():
+                        # A savepoint of the group's transaction not rolled back: the group's
+                        # other writes may not commit with what is left of it.
+                        group.in_doubt()
         finally:
             try:
                 if self._session is not None:

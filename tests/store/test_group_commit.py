@@ -1,0 +1,225 @@
+"""SQLite's group commit: the writes of a process queued behind a writer's turn commit together,
+on the group writer, and each caller is told only what concerns its own write."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from server.domain.errors import NotFound
+from server.domain.model import Shop, ShopStatus, Staff, StaffRole
+from server.service import Service
+from server.service.unit_of_work import StoreUnavailable
+from server.store import SqlStore, open_database
+from server.store.group_commit import GROUP_AT_MOST
+from tests.store.factories import a_writer_holding_its_turn, counted_statements
+
+
+def sqlite_store(tmp_path, **options: Any) -> SqlStore:
+    store = SqlStore(open_database(f"sqlite:///{tmp_path / 'group.db'}"), **options)
+    store.migrate()
+    return store
+
+
+@pytest.fixture
+def store(tmp_path):
+    store = sqlite_store(tmp_path)
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def service(store, clock, policy):
+    return Service(store, clock, policy)
+
+
+def a_shop(shop_id: str) -> Shop:
+    return Shop(shop_id, f"Shop {shop_id}", ShopStatus.NORMAL, None)
+
+
+class Calls:
+    """Calls made from threads of their own, each queued before the next is made."""
+
+    def __init__(self, store: SqlStore) -> None:
+        self._store = store
+        self.threads: dict[str, threading.Thread] = {}
+        self.outcomes: dict[str, Any] = {}
+
+    def make(self, name: str, call: Callable[[], Any]) -> None:
+        def run() -> None:
+            try:
+                self.outcomes[name] = call()
+            except Exception as e:
+                self.outcomes[name] = e
+
+        queued = self._store.group.waiting()
+        thread = threading.Thread(target=run)
+        thread.start()
+        self.threads[name] = thread
+        deadline = time.monotonic() + 10
+        while self._store.group.waiting() == queued:
+            assert time.monotonic() < deadline, f"{name} was not queued"
+            time.sleep(0.001)
+
+    def join(self) -> dict[str, Any]:
+        for thread in self.threads.values():
+            thread.join(10)
+        return self.outcomes
+
+
+def shops_stored(service: Service, *shop_ids: str) -> set[str]:
+    return {shop_id for shop_id in shop_ids if service.shop_exists(shop_id)}
+
+
+def test_writes_queued_behind_a_writer_s_turn_commit_in_one_transaction(store, service):
+    calls = Calls(store)
+    with counted_statements(store) as statements:
+        with a_writer_holding_its_turn(store):
+            for i in range(5):
+                calls.make(f"shop-{i}", lambda i=i: service.put_shop(a_shop(f"shop-{i}")))
+        outcomes = calls.join()
+
+    assert {name: o.shop_id for name, o in outcomes.items()} == {
+        f"shop-{i}": f"shop-{i}" for i in range(5)
+    }
+    assert statements.count("BEGIN") == 1 and statements.count("COMMIT") == 1, statements
+    assert shops_stored(service, *outcomes) == set(outcomes)
+
+
+def test_a_group_takes_at_most_its_limit_and_the_rest_commit_after(store, service):
+    calls = Calls(store)
+    count = GROUP_AT_MOST + 3
+    with counted_statements(store) as statements:
+        with a_writer_holding_its_turn(store):
+            for i in range(count):
+                calls.make(f"shop-{i}", lambda i=i: service.put_shop(a_shop(f"shop-{i}")))
+        outcomes = calls.join()
+
+    assert statements.count("COMMIT") == 2, statements
+    assert shops_stored(service, *outcomes) == {f"shop-{i}" for i in range(count)}
+
+
+def test_a_refused_call_is_rolled_back_alone_and_the_others_commit(store, service):
+    service.put_shop(a_shop("shop-a"))
+    calls = Calls(store)
+    with counted_statements(store) as statements:
+        with a_writer_holding_its_turn(store):
+            calls.make("before", lambda: service.put_shop(a_shop("shop-b")))
+            calls.make(
+                "refused",
+                lambda: service.put_staff(Staff("staff-x", "nowhere", StaffRole.OWNER, "Nobody")),
+            )
+            calls.make("after", lambda: service.put_shop(a_shop("shop-c")))
+        outcomes = calls.join()
+
+    assert isinstance(outcomes["refused"], NotFound)
+    assert shops_stored(service, "shop-b", "shop-c") == {"shop-b", "shop-c"}
+    assert statements.count("COMMIT") == 1 and "ROLLBACK" not in statements, statements
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [StoreUnavailable("the disk is gone"), sqlite3.OperationalError("disk I/O error")],
+    ids=["unavailable", "sqlite error"],
+)
+def test_a_call_failing_in_the_database_makes_the_others_run_again_alone(store, service, failure):
+    runs: list[str] = []
+    told: list[tuple[str, threading.Thread]] = []
+
+    def writes(shop_id: str, fail: bool = False) -> Callable[[], str]:
+        def work() -> str:
+            runs.append(shop_id)
+            with service.unit_of_work() as uow:
+                uow.facts.put_shop(a_shop(shop_id))
+                uow.on_commit(lambda: told.append((shop_id, threading.current_thread())))
+                if fail:
+                    raise failure
+            return shop_id
+
+        return lambda: service.serially(work)
+
+    calls = Calls(store)
+    with a_writer_holding_its_turn(store):
+        calls.make("first", writes("shop-1"))
+        calls.make("failing", writes("shop-doomed", fail=True))
+        calls.make("last", writes("shop-3"))
+    outcomes = calls.join()
+
+    assert outcomes["first"] == "shop-1" and outcomes["last"] == "shop-3"
+    assert outcomes["failing"] is failure
+    assert shops_stored(service, "shop-1", "shop-doomed", "shop-3") == {"shop-1", "shop-3"}
+    # Run in the group, then again alone; told of the commit once, on the caller's thread.
+    assert runs == ["shop-1", "shop-doomed", "shop-1", "shop-doomed", "shop-3"]
+    assert sorted(told, key=lambda t: t[0]) == [
+        ("shop-1", calls.threads["first"]),
+        ("shop-3", calls.threads["last"]),
+    ]
+
+
+def test_what_a_call_runs_once_committed_runs_on_its_thread_and_sees_the_commit(store, service):
+    seen: list[tuple[bool, threading.Thread]] = []
+
+    def work() -> None:
+        with service.unit_of_work() as uow:
+            uow.facts.put_shop(a_shop("shop-seen"))
+            uow.on_commit(
+                lambda: seen.append((service.shop_exists("shop-seen"), threading.current_thread()))
+            )
+
+    service.serially(work)
+
+    assert seen == [(True, threading.current_thread())]
+
+
+def test_nothing_is_run_once_committed_for_a_call_that_rolled_back(store, service):
+    told: list[str] = []
+
+    def work() -> None:
+        with service.unit_of_work() as uow:
+            uow.facts.put_shop(a_shop("shop-refused"))
+            uow.on_commit(lambda: told.append("committed"))
+            raise NotFound("staff", "nobody")
+
+    with pytest.raises(NotFound):
+        service.serially(work)
+
+    assert told == [] and not service.shop_exists("shop-refused")
+
+
+def test_a_call_whose_group_does_not_begin_within_the_wait_is_refused_and_never_runs(
+    tmp_path, clock, policy
+):
+    store = sqlite_store(tmp_path, writer_wait=0.2)
+    service = Service(store, clock, policy)
+    try:
+        with a_writer_holding_its_turn(store), pytest.raises(StoreUnavailable, match="busy"):
+            service.put_shop(a_shop("shop-late"))
+        service.put_shop(a_shop("shop-next"))
+
+        assert shops_stored(service, "shop-late", "shop-next") == {"shop-next"}
+    finally:
+        store.close()
+
+
+def test_a_thread_holding_its_turn_writes_in_it_instead_of_waiting_for_the_group(store, service):
+    with store.unit_of_work() as uow:
+        uow.facts.put_shop(a_shop("shop-outer"))
+        service.put_shop(a_shop("shop-inner"))
+        uow.commit()
+
+    assert shops_stored(service, "shop-outer", "shop-inner") == {"shop-outer", "shop-inner"}
+
+
+def test_a_closed_store_refuses_writes(tmp_path, clock, policy):
+    store = sqlite_store(tmp_path)
+    service = Service(store, clock, policy)
+    service.put_shop(a_shop("shop-open"))
+    store.close()
+
+    with pytest.raises(StoreUnavailable, match="closed"):
+        service.put_shop(a_shop("shop-closed"))
