@@ -132,7 +132,9 @@ class GroupCommit:
             thread.join()
 
     def _start(self) -> None:
-        if self._thread is None or self._pid != os.getpid():
+        """Starts the group writer unless it runs in this process (a thread that died, as of a
+        failure of the database's driver, is replaced)."""
+        if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
             self._pid = os.getpid()
             self._queue.clear()  # a forked copy of the parent's: those callers are not here
             self._thread = threading.Thread(target=self._serve, name="group-writer", daemon=True)
