@@ -79,9 +79,8 @@ class GroupCommit:
         """Runs `work` (it opens a write unit of work, committed when it returns) on the group
         writer and returns what it returned, or raises what it raised, once its writes are
         committed; then runs what it asked to run after its commit. Raises StoreUnavailable if
-        the store is closed or the call's group did not begin within the wait."""
-        if self.running() is not None:  # a call of the group writer itself
-            return work()
+        the store is closed or the call's group did not begin within the wait. (Not from a
+        thread holding its turn, which the group writer would wait for: SqlStore.serially.)"""
         call = _Call(work)
         with self._state:
             if self._closed:
@@ -109,18 +108,20 @@ class GroupCommit:
         with self._state:
             return len(self._queue)
 
-    def running(self) -> _Call | None:
-        """On the group writer, the call it runs; None on any other thread."""
-        return getattr(self._running, "call", None)
-
-    def in_group(self) -> bool:
-        """Whether this thread runs a call inside a group's transaction (its unit of work is a
-        savepoint of it)."""
-        return bool(getattr(self._running, "grouped", False))
+    def after_commit(self, callback: Callable[[], None]) -> bool:
+        """On the group writer, keeps `callback` for the caller of the call it runs, to run
+        once that call's writes are committed; False on any other thread."""
+        call: _Call | None = getattr(self._running, "call", None)
+        if call is None:
+            return False
+        call.after.append(callback)
+        return True
 
     def in_doubt(self) -> None:
-        """Told by a unit of work of the group whose savepoint could not be rolled back."""
-        self._running.in_doubt = True
+        """Told by a unit of work whose transaction or savepoint could not be rolled back: if it
+        ran in a group, the group's other writes may not commit with what is left of it."""
+        if getattr(self._running, "grouped", False):
+            self._running.in_doubt = True
 
     def close(self) -> None:
         """Lets the queued calls run, then stops the group writer; later calls are refused."""

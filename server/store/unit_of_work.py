@@ -285,10 +285,8 @@ class SqlUnitOfWork:
         """`callback()` once this unit of work's writes are committed, on the thread that asked
         for the write: as it ends here, or once the group it ran in committed (Store.serially);
         never if it rolls back."""
-        call = None if self._store.group is None else self._store.group.running()
-        if call is not None:
-            call.after.append(callback)
-        else:
+        group = self._store.group
+        if group is None or not group.after_commit(callback):
             self._after_commit.append(callback)
 
     def commit(self) -> None:
@@ -350,11 +348,8 @@ class SqlUnitOfWork:
                 try:
                     transaction.__exit__(exc_type, exc, tb)
                 except _ENDING_FAILURES:
-                    group = self._store.group
-                    if group is not None and group.in_group():
-                        # A savepoint of the group's transaction not rolled back: the group's
-                        # other writes may not commit with what is left of it.
-                        group.in_doubt()
+                    if self._store.group is not None:
+                        self._store.group.in_doubt()
         finally:
             try:
                 if self._session is not None:
