@@ -116,6 +116,11 @@ class PostgresServer:
                     raise
                 time.sleep(0.1)
 
+    def postmaster_pid(self) -> int:
+        """The server's main process, parent of every other of its processes."""
+        with open(os.path.join(self.data, "postmaster.pid"), encoding="ascii") as f:
+            return int(f.readline())
+
     def url(self, database: str) -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
 

@@ -11,11 +11,14 @@ import subprocess
 import sys
 
 import grpc
+import psycopg
+import pytest
 
 from aftersales.v1 import clawback_pb2, entry_pb2, events_pb2, sync_pb2
 from server.domain import policy
 from server.domain.model import AccountKind, AccountRef, ClawbackState
 from tests.bench import dataset as ds
+from tests.bench import procfs
 from tests.bench.load import measure
 from tests.bench.rpcs import NO_OP, NO_OP_TOKENS
 
@@ -53,6 +56,10 @@ def test_a_quick_bench_measures_every_rpc_of_the_four_services(tmp_path):
         assert row["errors"] == {}, (row["rpc"], row["first_error"])
         assert row["calls"] > 0, row["rpc"]
         assert row["p99_ms"] >= row["p50_ms"] > 0
+        # SQLite runs in the server's process: the server's and the load's CPU, no database's.
+        assert set(row["cpu_us_per_call"]) == {"server", "load"}, row["rpc"]
+        assert row["cpu_us_per_call"]["server"] > 0, row["rpc"]
+        assert 0 <= row["machine_idle"] <= 1
     [server] = document["servers"]
     assert server["rss_mib"] > 0
     [events] = document["events"]
@@ -61,6 +68,19 @@ def test_a_quick_bench_measures_every_rpc_of_the_four_services(tmp_path):
     [debts] = document["debts"]
     assert "error" not in debts
     assert debts["recovered"] > 0
+
+
+@pytest.mark.postgres
+def test_the_cpu_of_postgresql_s_own_processes_is_measured(postgres_server):
+    """What `make bench` charges PostgreSQL per call: the CPU time of its server's processes,
+    the backend serving a connection among them."""
+    with psycopg.connect(postgres_server.url("postgres")) as conn:
+        processes = procfs.tree(postgres_server.postmaster_pid())
+        before = procfs.cpu_seconds(processes)
+        conn.execute("SELECT count(*) FROM generate_series(1, 2000000)").fetchone()
+        spent = procfs.cpu_seconds(processes) - before
+        assert conn.info.backend_pid in processes
+    assert spent >= 0.05
 
 
 def test_the_bulk_loaded_data_is_read_by_the_store_on_a_consistent_ledger(store, database_url):

@@ -50,6 +50,7 @@ from server.domain import policy
 from server.store import SqlStore, open_database
 from tests.bench import dataset as ds
 from tests.bench import events as event_latency
+from tests.bench import procfs
 from tests.bench import rpcs as calls
 from tests.bench.load import Sample, measure
 from tests.bench.report import Report, batch_line, label, parse_size
@@ -66,6 +67,9 @@ PREPARED_PER_SECOND = 1000
 # one process (SO_REUSEPORT), and 4 connections left one of two processes with 3 or all 4 in
 # most runs.
 CONNECTIONS = 16
+
+# CPU seconds some processes used so far.
+CpuMeter = Callable[[], float]
 
 QUICK = {"sizes": "1k", "in_flight": "8", "seconds": 0.2, "debts": 100}
 
@@ -121,14 +125,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 @contextlib.contextmanager
-def database(name: str, folder: pathlib.Path) -> Iterator[str]:
-    """The URL of an empty database: a file, or a throwaway PostgreSQL server's."""
+def database(name: str, folder: pathlib.Path) -> Iterator[tuple[str, CpuMeter | None]]:
+    """The URL of an empty database: a file, or a throwaway PostgreSQL server's; and what
+    measures the CPU time of the database's own processes (None: SQLite runs in the server's)."""
     if name == "sqlite":
-        yield f"sqlite:///{folder / 'bench.db'}"
+        yield f"sqlite:///{folder / 'bench.db'}", None
         return
     server = PostgresServer().start()
     try:
-        yield server.create_database("bench")
+        postmaster = server.postmaster_pid()
+        yield server.create_database("bench"), lambda: procfs.cpu_seconds(procfs.tree(postmaster))
     finally:
         server.stop()
 
@@ -138,7 +144,12 @@ def log(text: str) -> None:
 
 
 def run_database(
-    name: str, url: str, folder: pathlib.Path, args: argparse.Namespace, report: Report
+    name: str,
+    url: str,
+    database_cpu: CpuMeter | None,
+    folder: pathlib.Path,
+    args: argparse.Namespace,
+    report: Report,
 ) -> None:
     store = SqlStore(open_database(url))
     store.migrate()
@@ -156,7 +167,7 @@ def run_database(
             try:
                 server.wait_serving()
                 consumer = event_latency.EventLatencyProcess(server.address, name, size).begin()
-                asyncio.run(measure_rpcs(name, server, data, args, report))
+                asyncio.run(measure_rpcs(name, server, database_cpu, data, args, report))
                 report.events.append(consumer.finish())
                 log(f"{name}: {event_latency.line(report.events[-1])}")
                 memory = server.memory_kib()
@@ -175,7 +186,7 @@ def run_database(
                 )
             finally:
                 server.stop()
-            measure_buyer_page(name, url, folder, data, args, report)
+            measure_buyer_page(name, url, database_cpu, folder, data, args, report)
     finally:
         db.close()
 
@@ -183,6 +194,7 @@ def run_database(
 def measure_buyer_page(
     name: str,
     url: str,
+    database_cpu: CpuMeter | None,
     folder: pathlib.Path,
     data: ds.Dataset,
     args: argparse.Namespace,
@@ -204,6 +216,7 @@ def measure_buyer_page(
             measure_rpcs(
                 name,
                 server,
+                database_cpu,
                 data,
                 args,
                 report,
@@ -220,6 +233,7 @@ def measure_buyer_page(
 async def measure_rpcs(
     name: str,
     server: ServerProcess,
+    database_cpu: CpuMeter | None,
     data: ds.Dataset,
     args: argparse.Namespace,
     report: Report,
@@ -244,6 +258,7 @@ async def measure_rpcs(
                 widest,
                 min(1.0, args.seconds / 3),
                 server.cpu_seconds,
+                database_cpu,
             )
         per_pool = min(
             int(PREPARED_PER_SECOND * args.seconds),
@@ -254,7 +269,7 @@ async def measure_rpcs(
             async def timed(rpc: calls.Rpc, in_flight: int = in_flight) -> Sample:
                 requests = rpc.requests(per_pool)
                 return await measure(
-                    rpc.methods, requests, in_flight, args.seconds, server.cpu_seconds
+                    rpc.methods, requests, in_flight, args.seconds, server.cpu_seconds, database_cpu
                 )
 
             before = await timed(noop)
@@ -406,8 +421,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="aftersales-bench-") as tmp:
         folder = pathlib.Path(tmp)
         for name in args.databases:
-            with database(name, folder) as url:
-                run_database(name, url, folder, args, report)
+            with database(name, folder) as (url, database_cpu):
+                run_database(name, url, database_cpu, folder, args, report)
     print(report.table())
     path = (
         pathlib.Path(args.json)

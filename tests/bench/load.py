@@ -13,6 +13,8 @@ from typing import Any
 
 import grpc
 
+from tests.bench import procfs
+
 CALL_TIMEOUT = 60.0
 
 
@@ -28,6 +30,10 @@ class Sample:
     exhausted: bool  # its prepared requests ran out before the time was up
     server_cpu: float  # server CPU seconds per wall second
     client_cpu: float  # this process's CPU seconds per wall second
+    # The database server's CPU seconds per wall second (None: it runs in the server's process)
+    database_cpu: float | None = None
+    # The share of the machine's CPU time left idle meanwhile, every core
+    machine_idle: float | None = None
 
     @property
     def rate(self) -> float:
@@ -48,6 +54,7 @@ async def measure(
     in_flight: int,
     seconds: float,
     server_cpu: Callable[[], float],
+    database_cpu: Callable[[], float] | None = None,
 ) -> Sample:
     """Keeps `in_flight` calls going for `seconds`, or until `requests` runs out, spread over
     `methods` (the same method on several connections).
@@ -82,9 +89,12 @@ async def measure(
                 finished.append(done)
 
     cpu_before, server_before = time.process_time(), server_cpu()
+    database_before = database_cpu() if database_cpu else 0.0
+    idle_before, machine_before = procfs.machine_times()
     start = time.perf_counter()
     await asyncio.gather(*(caller(methods[n % len(methods)]) for n in range(in_flight)))
     elapsed = time.perf_counter() - start
+    idle_after, machine_after = procfs.machine_times()
     if exhausted:
         # Every prepared request was answered: the rate is over the time they took.
         calls, window = len(finished), (max(finished, default=start) - start)
@@ -103,4 +113,6 @@ async def measure(
         exhausted=exhausted,
         server_cpu=(server_cpu() - server_before) / elapsed,
         client_cpu=(time.process_time() - cpu_before) / elapsed,
+        database_cpu=(database_cpu() - database_before) / elapsed if database_cpu else None,
+        machine_idle=(idle_after - idle_before) / ((machine_after - machine_before) or 1.0),
     )

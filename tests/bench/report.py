@@ -49,6 +49,25 @@ def _ratio(row: dict[str, Any]) -> str:
     return "" if ratio is None else f"{ratio:.2f}"
 
 
+def _round(value: float | None, digits: int) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+def _mean(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else (a + b) / 2
+
+
+def _cpu(row: dict[str, Any]) -> str:
+    """CPU per call, server+database+load generator (us), and the machine's idle share."""
+    per_call = row["cpu_us_per_call"]
+    if any(v is None for v in per_call.values()):
+        return ""
+    idle = row["machine_idle"]
+    return "+".join(str(v) for v in per_call.values()) + (
+        f" {idle:.0%}" if idle is not None else ""
+    )
+
+
 def _commit() -> str:
     try:
         head = subprocess.run(
@@ -113,6 +132,19 @@ class Report:
             "ran_out_of_prepared_orders": sample.exhausted,
             "server_cpu": round(sample.server_cpu, 2),
             "client_cpu": round(sample.client_cpu, 2),
+            "database_cpu": _round(sample.database_cpu, 2),
+            "machine_idle": _round(sample.machine_idle, 3),
+            # What one call cost each party in CPU time, in microseconds: the server's
+            # processes, the database's own (PostgreSQL's), this load generator.
+            "cpu_us_per_call": {
+                party: round(cores / sample.rate * 1e6) if sample.rate else None
+                for party, cores in (
+                    ("server", sample.server_cpu),
+                    ("database", sample.database_cpu),
+                    ("load", sample.client_cpu),
+                )
+                if cores is not None
+            },
         }
         self.rows.append(row)
         return row
@@ -131,6 +163,8 @@ class Report:
             exhausted=False,
             server_cpu=(before.server_cpu + after.server_cpu) / 2,
             client_cpu=(before.client_cpu + after.client_cpu) / 2,
+            database_cpu=_mean(before.database_cpu, after.database_cpu),
+            machine_idle=_mean(before.machine_idle, after.machine_idle),
         )
         first = rows[0]
         noop = self.add(first["database"], first["orders"], first["in_flight"], name, both)
@@ -159,7 +193,7 @@ class Report:
             f"{row['database']:<8} {label(row['orders']):>4} {row['in_flight']:>3}  "
             f"{row['rpc']:<28} {row['calls_per_s']:>8.0f}/s {_ratio(row):>5}  "
             f"p50 {row['p50_ms']:>7.1f} ms  p99 {row['p99_ms']:>7.1f} ms  "
-            f"server CPU {row['server_cpu']:.0%}  {self._notes(row)}"
+            f"CPU us/call {_cpu(row)} idle  {self._notes(row)}"
         ).rstrip()
 
     def table(self) -> str:
@@ -167,12 +201,23 @@ class Report:
         out = []
         header = (
             f"{'RPC':<28} {'in flight':>9} {'orders':>6} {'calls/s':>8} {'/ no-op':>7} "
-            f"{'p50 ms':>8} {'p99 ms':>8}  notes"
+            f"{'p50 ms':>8} {'p99 ms':>8} {'CPU us/call, idle':>20}  notes"
         )
         for database in dict.fromkeys(r["database"] for r in self.rows):
             rows = [r for r in self.rows if r["database"] == database]
             names = list(dict.fromkeys(r["rpc"] for r in rows))
-            out += ["", f"== {database} ==", header, "-" * len(header)]
+            parties = (
+                "server + PostgreSQL + load generator"
+                if database == "postgres"
+                else "server (SQLite in it) + load generator"
+            )
+            out += [
+                "",
+                f"== {database} ==",
+                f"CPU us/call: {parties}; idle: the machine's CPU left idle meanwhile",
+                header,
+                "-" * len(header),
+            ]
             for name in names:
                 for r in sorted(
                     (r for r in rows if r["rpc"] == name),
@@ -181,7 +226,8 @@ class Report:
                     out.append(
                         f"{name:<28} {r['in_flight']:>9} {label(r['orders']):>6} "
                         f"{r['calls_per_s']:>8.0f} {_ratio(r):>7} "
-                        f"{r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f}  {self._notes(r)}".rstrip()
+                        f"{r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f} {_cpu(r):>20}  "
+                        f"{self._notes(r)}".rstrip()
                     )
             for s in self.servers:
                 if s["database"] == database:

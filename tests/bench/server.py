@@ -3,7 +3,6 @@ time and its GIL are its own and not the load generator's."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import pathlib
 import signal
@@ -15,11 +14,11 @@ from collections.abc import Sequence
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from tests.bench import procfs
 from tests.pg import free_port
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 SWEEP_SECONDS = 1
-_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 class ServerFailed(RuntimeError):
@@ -86,43 +85,16 @@ class ServerProcess:
 
     def processes(self) -> list[int]:
         """The server's process and its descendants (a server may fork workers)."""
-        parents: dict[int, list[int]] = {}
-        for entry in os.listdir("/proc"):
-            if entry.isdigit():
-                try:
-                    with open(f"/proc/{entry}/stat", encoding="ascii") as stat:
-                        ppid = int(stat.read().rpartition(")")[2].split()[1])
-                except (OSError, ValueError):
-                    continue
-                parents.setdefault(ppid, []).append(int(entry))
-        found, todo = [], [self.process.pid]
-        while todo:
-            pid = todo.pop()
-            found.append(pid)
-            todo += parents.get(pid, [])
-        return found
+        return procfs.tree(self.process.pid)
 
     def memory_kib(self) -> dict[str, int]:
-        """VmRSS (resident now) and VmHWM (the peak), in KiB, from /proc/<pid>/status, summed
-        over the server's processes."""
-        found = {"VmRSS": 0, "VmHWM": 0}
-        for pid in self.processes():
-            with contextlib.suppress(OSError), open(f"/proc/{pid}/status", encoding="ascii") as f:
-                for line in f:
-                    key, _, value = line.partition(":")
-                    if key in found:
-                        found[key] += int(value.split()[0])
-        return found
+        """VmRSS (resident now) and VmHWM (the peak), in KiB, summed over the server's
+        processes."""
+        return procfs.memory_kib(self.processes())
 
     def cpu_seconds(self) -> float:
         """CPU time the server's processes used so far, every thread, user and system."""
-        total = 0
-        for pid in self.processes():
-            with contextlib.suppress(OSError), open(f"/proc/{pid}/stat", encoding="ascii") as f:
-                fields = f.read().rpartition(")")[2].split()
-                # Fields 14 and 15 of stat(5), utime and stime, counted after the parenthesis.
-                total += int(fields[11]) + int(fields[12])
-        return total / _TICKS
+        return procfs.cpu_seconds(self.processes())
 
     def tail(self, lines: int = 20) -> str:
         try:
