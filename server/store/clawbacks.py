@@ -28,6 +28,7 @@ from server.domain.model import (
 from server.store.schema import (
     BATCH,
     KEY,
+    LIMIT,
     ClawbackRow,
     PendingDebtsRow,
     RefundRow,
@@ -43,6 +44,7 @@ from server.store.schema import (
     insert_rows_sql,
     members,
     restored,
+    stand_in,
     to_us,
     unnest_insert_sql,
     update_by_id,
@@ -296,7 +298,7 @@ class SqlClawbacks:
                 _END: None if end is None else to_us(end),
                 _AFTER_CREATED_AT: after[0] if after else None,
                 _AFTER_ID: after[1] if after else None,
-                _LIMIT: limit,
+                LIMIT: limit,
             },
         )
         return self._with_lines(cursor.fetchall())
@@ -339,13 +341,12 @@ class SqlClawbacks:
 
 
 # Stand-ins for the values of a ListClawbacks query, replaced when it runs (SqlStore.run_bound).
-_SHOP_ID = "\x00shop_id"
-_STATE = "\x00state"
-_START = "\x00start"
-_END = "\x00end"
-_AFTER_CREATED_AT = "\x00after_created_at"
-_AFTER_ID = "\x00after_id"
-_LIMIT = "\x00limit"
+_SHOP_ID = stand_in("shop_id")
+_STATE = stand_in("state")
+_START = stand_in("start")
+_END = stand_in("end")
+_AFTER_CREATED_AT = stand_in("after_created_at")
+_AFTER_ID = stand_in("after_id")
 
 
 def _list_clawbacks_query(state: bool, start: bool, end: bool, after: bool) -> pw.Query:
@@ -363,7 +364,7 @@ def _list_clawbacks_query(state: bool, start: bool, end: bool, after: bool) -> p
             (ClawbackRow.created_at == _AFTER_CREATED_AT) & (ClawbackRow.id < _AFTER_ID)
         )
     return _clawback_query(
-        where, order=(ClawbackRow.created_at.desc(), ClawbackRow.id.desc()), limit=_LIMIT
+        where, order=(ClawbackRow.created_at.desc(), ClawbackRow.id.desc()), limit=LIMIT
     )
 
 

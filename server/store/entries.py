@@ -12,6 +12,7 @@ from server.domain.model import Application, ApplicationState, AppliedThrough, E
 from server.service.unit_of_work import EntryConflict
 from server.store.schema import (
     KEY,
+    LIMIT,
     ApplicationRow,
     EntryRow,
     RefundRow,
@@ -26,6 +27,7 @@ from server.store.schema import (
     is_open,
     members,
     restored,
+    stand_in,
     to_us,
 )
 
@@ -148,7 +150,7 @@ class SqlEntries:
                 _NOW: to_us(now),
                 _AFTER_OPENED_AT: after[0] if after else None,
                 _AFTER_ID: after[1] if after else None,
-                _LIMIT: limit,
+                LIMIT: limit,
             },
         )
         # Rows as plain values by field name, not model instances: a page is 500 rows at most.
@@ -196,12 +198,11 @@ class SqlEntries:
 
 
 # Stand-ins for the parameters of the listing's prepared queries, replaced when they run.
-_SHOP_ID = "\x00shop_id"
-_ORDER_ID = "\x00order_id"
-_NOW = "\x00now"
-_AFTER_OPENED_AT = "\x00after_opened_at"
-_AFTER_ID = "\x00after_id"
-_LIMIT = "\x00limit"
+_SHOP_ID = stand_in("shop_id")
+_ORDER_ID = stand_in("order_id")
+_NOW = stand_in("now")
+_AFTER_OPENED_AT = stand_in("after_opened_at")
+_AFTER_ID = stand_in("after_id")
 
 
 def _list_entries_query(
@@ -236,7 +237,7 @@ def _list_entries_query(
             (EntryRow.opened_at < _AFTER_OPENED_AT)
             | ((EntryRow.opened_at == _AFTER_OPENED_AT) & (EntryRow.id < _AFTER_ID))
         )
-    return query.order_by(EntryRow.opened_at.desc(), EntryRow.id.desc()).limit(_LIMIT)
+    return query.order_by(EntryRow.opened_at.desc(), EntryRow.id.desc()).limit(LIMIT)
 
 
 def _entry(row: EntryRow) -> Entry:

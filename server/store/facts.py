@@ -41,6 +41,7 @@ from server.store.schema import (
     is_open,
     members,
     restored,
+    stand_in,
     to_us,
     upsert_newer,
     us_or_none,
@@ -188,10 +189,10 @@ class SqlFacts:
 
 
 # Stand-ins for the parameters of prepared queries, replaced when they run.
-_ORDER_ID = "\x00order_id"
-_OPERATOR_ID = "\x00operator_id"
+_ORDER_ID = stand_in("order_id")
+_OPERATOR_ID = stand_in("operator_id")
 # Not a parameter: where a batch's IN list goes in the SQL text (its length varies).
-_ORDER_IDS = "\x00order_ids"
+_ORDER_IDS = stand_in("order_ids")
 # The orders' table under a name of its own in the eligibility queries, for the batch's IN list.
 _ORDER = OrderRow.alias("o")
 _ORDER_ID_COLUMN = '"o"."id"'

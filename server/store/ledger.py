@@ -23,6 +23,7 @@ from server.domain.model import (
 from server.service.unit_of_work import InsufficientBalance
 from server.store.schema import (
     BATCH,
+    LIMIT,
     AccountRow,
     TransferRow,
     actor,
@@ -35,6 +36,7 @@ from server.store.schema import (
     members,
     restored,
     rows,
+    stand_in,
     to_us,
 )
 
@@ -336,7 +338,7 @@ class SqlLedger:
             {
                 _ACCOUNT_ID: account_id,
                 _BEFORE_ID: _NO_TRANSFER_ID if after is None else after,
-                _LIMIT: limit,
+                LIMIT: limit,
             },
         )
         return [
@@ -396,9 +398,8 @@ class SqlLedger:
 
 
 # Stand-ins for the values of the ListTransfers query, replaced when it runs (SqlStore.run_bound).
-_ACCOUNT_ID = "\x00account_id"
-_BEFORE_ID = "\x00before_id"
-_LIMIT = "\x00limit"
+_ACCOUNT_ID = stand_in("account_id")
+_BEFORE_ID = stand_in("before_id")
 
 
 def _list_transfers_query(param: str) -> pw.Query:
@@ -413,7 +414,7 @@ def _list_transfers_query(param: str) -> pw.Query:
     ids = pw.SQL(
         f"({newest.format('from_account_id', param)} UNION ALL "
         f"{newest.format('to_account_id', param)})",
-        [_ACCOUNT_ID, _BEFORE_ID, _LIMIT] * 2,
+        [_ACCOUNT_ID, _BEFORE_ID, LIMIT] * 2,
     )
     source = AccountRow.alias("source")
     target = AccountRow.alias("target")
@@ -436,5 +437,5 @@ def _list_transfers_query(param: str) -> pw.Query:
         .join_from(TransferRow, target, on=(TransferRow.to_account == target.id))
         .where(TransferRow.id.in_(ids))
         .order_by(TransferRow.id.desc())
-        .limit(_LIMIT)
+        .limit(LIMIT)
     )

@@ -415,8 +415,17 @@ def us_or_none(moment: datetime | None) -> int | None:
     return None if moment is None else to_us(moment)
 
 
+def stand_in(name: str) -> str:
+    """The stand-in for parameter `name` of a prepared query (SqlStore.prepared), which the
+    query is built with and SqlStore.run_bound replaces with the call's value: a text no caller
+    sends, as it begins with NUL, which no column holds either."""
+    return "\x00" + name
+
+
 # The stand-in for the one parameter of a prepared query (SqlStore.one), replaced when it runs.
-KEY = "\x00key"
+KEY = stand_in("key")
+# The stand-in for the LIMIT of a listing's prepared query.
+LIMIT = stand_in("limit")
 
 
 def execute_sql(database: pw.Database, sql: str, params: Sequence[Any] = ()) -> Any:
