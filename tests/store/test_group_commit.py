@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import peewee as pw
 import pytest
 
 from server.domain.errors import NotFound
@@ -159,6 +160,48 @@ def test_a_call_failing_in_the_database_makes_the_others_run_again_alone(store, 
         ("shop-1", calls.threads["first"]),
         ("shop-3", calls.threads["last"]),
     ]
+
+
+def test_a_savepoint_that_cannot_be_rolled_back_makes_the_others_run_again_alone(
+    store, service, monkeypatch
+):
+    """A refusal is rolled back to its savepoint; when that rollback fails, what the refused
+    call wrote may still be in the transaction, so the group must not commit it."""
+    failed_rollbacks: list[str] = []
+    rollback = pw._savepoint.rollback
+
+    def failing_once(savepoint: Any, begin: bool = True) -> None:
+        if not failed_rollbacks:
+            failed_rollbacks.append(savepoint.sid)
+            raise sqlite3.OperationalError("disk I/O error")
+        rollback(savepoint, begin)
+
+    monkeypatch.setattr(pw._savepoint, "rollback", failing_once)
+    runs: list[str] = []
+
+    def writes(shop_id: str, refuse: bool = False) -> Callable[[], str]:
+        def work() -> str:
+            runs.append(shop_id)
+            with service.unit_of_work() as uow:
+                uow.facts.put_shop(a_shop(shop_id))
+                if refuse:
+                    raise NotFound("staff", "nobody")
+            return shop_id
+
+        return lambda: service.serially(work)
+
+    calls = Calls(store)
+    with a_writer_holding_its_turn(store):
+        calls.make("first", writes("shop-1"))
+        calls.make("refused", writes("shop-refused", refuse=True))
+        calls.make("last", writes("shop-3"))
+    outcomes = calls.join()
+
+    assert len(failed_rollbacks) == 1
+    assert outcomes["first"] == "shop-1" and outcomes["last"] == "shop-3"
+    assert isinstance(outcomes["refused"], NotFound)
+    assert shops_stored(service, "shop-1", "shop-refused", "shop-3") == {"shop-1", "shop-3"}
+    assert runs == ["shop-1", "shop-refused", "shop-1", "shop-refused", "shop-3"]
 
 
 def test_what_a_call_runs_once_committed_runs_on_its_thread_and_sees_the_commit(store, service):
