@@ -73,6 +73,28 @@ class Calls:
         return self.outcomes
 
 
+class Writes:
+    """Writes of a shop each, through Store.serially, as the write use cases make them: each run
+    noted, and each commit its caller is told of, with the thread told."""
+
+    def __init__(self, service: Service) -> None:
+        self._service = service
+        self.runs: list[str] = []
+        self.told: list[tuple[str, threading.Thread]] = []
+
+    def __call__(self, shop_id: str, raising: Exception | None = None) -> Callable[[], str]:
+        def work() -> str:
+            self.runs.append(shop_id)
+            with self._service.unit_of_work() as uow:
+                uow.facts.put_shop(a_shop(shop_id))
+                uow.on_commit(lambda: self.told.append((shop_id, threading.current_thread())))
+                if raising is not None:
+                    raise raising
+            return shop_id
+
+        return lambda: self._service.serially(work)
+
+
 def shops_stored(service: Service, *shop_ids: str) -> set[str]:
     return {shop_id for shop_id in shop_ids if service.shop_exists(shop_id)}
 
@@ -129,27 +151,15 @@ def test_a_refused_call_is_rolled_back_alone_and_the_others_commit(store, servic
     ids=["unavailable", "sqlite error"],
 )
 def test_a_call_failing_in_the_database_makes_the_others_run_again_alone(store, service, failure):
-    runs: list[str] = []
-    told: list[tuple[str, threading.Thread]] = []
-
-    def writes(shop_id: str, fail: bool = False) -> Callable[[], str]:
-        def work() -> str:
-            runs.append(shop_id)
-            with service.unit_of_work() as uow:
-                uow.facts.put_shop(a_shop(shop_id))
-                uow.on_commit(lambda: told.append((shop_id, threading.current_thread())))
-                if fail:
-                    raise failure
-            return shop_id
-
-        return lambda: service.serially(work)
+    writes = Writes(service)
 
     calls = Calls(store)
     with a_writer_holding_its_turn(store):
         calls.make("first", writes("shop-1"))
-        calls.make("failing", writes("shop-doomed", fail=True))
+        calls.make("failing", writes("shop-doomed", raising=failure))
         calls.make("last", writes("shop-3"))
     outcomes = calls.join()
+    runs, told = writes.runs, writes.told
 
     assert outcomes["first"] == "shop-1" and outcomes["last"] == "shop-3"
     assert outcomes["failing"] is failure
@@ -177,23 +187,12 @@ def test_a_savepoint_that_cannot_be_rolled_back_makes_the_others_run_again_alone
         rollback(savepoint, begin)
 
     monkeypatch.setattr(pw._savepoint, "rollback", failing_once)
-    runs: list[str] = []
-
-    def writes(shop_id: str, refuse: bool = False) -> Callable[[], str]:
-        def work() -> str:
-            runs.append(shop_id)
-            with service.unit_of_work() as uow:
-                uow.facts.put_shop(a_shop(shop_id))
-                if refuse:
-                    raise NotFound("staff", "nobody")
-            return shop_id
-
-        return lambda: service.serially(work)
+    writes = Writes(service)
 
     calls = Calls(store)
     with a_writer_holding_its_turn(store):
         calls.make("first", writes("shop-1"))
-        calls.make("refused", writes("shop-refused", refuse=True))
+        calls.make("refused", writes("shop-refused", raising=NotFound("staff", "nobody")))
         calls.make("last", writes("shop-3"))
     outcomes = calls.join()
 
@@ -201,7 +200,7 @@ def test_a_savepoint_that_cannot_be_rolled_back_makes_the_others_run_again_alone
     assert outcomes["first"] == "shop-1" and outcomes["last"] == "shop-3"
     assert isinstance(outcomes["refused"], NotFound)
     assert shops_stored(service, "shop-1", "shop-refused", "shop-3") == {"shop-1", "shop-3"}
-    assert runs == ["shop-1", "shop-refused", "shop-1", "shop-refused", "shop-3"]
+    assert writes.runs == ["shop-1", "shop-refused", "shop-1", "shop-refused", "shop-3"]
 
 
 def test_what_a_call_runs_once_committed_runs_on_its_thread_and_sees_the_commit(store, service):
