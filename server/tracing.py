@@ -134,10 +134,16 @@ def start_transaction(database: str, *, read_only: bool) -> Span | None:
     )
 
 
-def end_transaction(span: Span, *, committed: bool, error: BaseException | None) -> None:
+def end_transaction(
+    span: Span, *, committed: bool, error: BaseException | None, grouped: bool = False
+) -> None:
     """Ends a unit of work's span: committed or rolled back, and the database's error if one
-    ended it (a refusal that rolls back is not one)."""
-    span.set_attribute("db.transaction.outcome", "commit" if committed else "rollback")
+    ended it (a refusal that rolls back is not one). A unit of work `grouped` in a group commit's
+    transaction (SQLite) ends at its savepoint: "release" there, as the group commits after it
+    (or rolls back, and the call's unit of work runs again, alone, in a span of its own)."""
+    outcome = "commit" if committed else "rollback"
+    span.set_attribute("db.transaction.outcome", "release" if grouped and committed else outcome)
+    span.set_attribute("db.transaction.grouped", grouped)
     if error is not None:
         span.record_exception(error)
         span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))

@@ -117,10 +117,15 @@ class GroupCommit:
         call.after.append(callback)
         return True
 
+    def grouping(self) -> bool:
+        """Whether this thread is the group writer running a call in a group's transaction (the
+        call's unit of work is then a savepoint of it)."""
+        return bool(getattr(self._running, "grouped", False))
+
     def in_doubt(self) -> None:
         """Told by a unit of work whose transaction or savepoint could not be rolled back: if it
         ran in a group, the group's other writes may not commit with what is left of it."""
-        if getattr(self._running, "grouped", False):
+        if self.grouping():
             self._running.in_doubt = True
 
     def close(self) -> None:

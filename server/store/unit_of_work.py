@@ -363,8 +363,12 @@ class SqlUnitOfWork:
                 if self._span is not None:
                     span, self._span = self._span, None
                     failed = isinstance(exc, (*_ENDING_FAILURES, StoreUnavailable))
+                    group = self._store.group
                     tracing.end_transaction(
-                        span, committed=self._committed, error=exc if failed else None
+                        span,
+                        committed=self._committed,
+                        error=exc if failed else None,
+                        grouped=group is not None and group.grouping(),
                     )
 
     def _take_writer_turn(self) -> None:

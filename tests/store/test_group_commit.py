@@ -11,7 +11,11 @@ from typing import Any
 
 import peewee as pw
 import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from server import tracing
 from server.domain.errors import NotFound
 from server.domain.model import Shop, ShopStatus, Staff, StaffRole
 from server.service import Service
@@ -201,6 +205,31 @@ def test_a_savepoint_that_cannot_be_rolled_back_makes_the_others_run_again_alone
     assert isinstance(outcomes["refused"], NotFound)
     assert shops_stored(service, "shop-1", "shop-refused", "shop-3") == {"shop-1", "shop-3"}
     assert writes.runs == ["shop-1", "shop-refused", "shop-1", "shop-refused", "shop-3"]
+
+
+def test_a_grouped_call_s_span_ends_at_its_savepoint_and_a_call_alone_s_at_its_commit(
+    store, service
+):
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracing.use(provider)
+    try:
+        calls = Calls(store)
+        with a_writer_holding_its_turn(store):
+            for i in range(3):
+                calls.make(f"shop-{i}", lambda i=i: service.put_shop(a_shop(f"shop-{i}")))
+        calls.join()
+        service.put_shop(a_shop("shop-alone"))
+    finally:
+        tracing.use(None)
+
+    outcomes = [
+        (span.attributes["db.transaction.outcome"], span.attributes["db.transaction.grouped"])
+        for span in exporter.get_finished_spans()
+        if span.name == "db.transaction"
+    ]
+    assert outcomes == [("release", True)] * 3 + [("commit", False)]
 
 
 def test_what_a_call_runs_once_committed_runs_on_its_thread_and_sees_the_commit(store, service):
