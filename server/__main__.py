@@ -31,6 +31,7 @@ from cryptography.hazmat.primitives import serialization
 from server import certs, demo, logs, tracing
 from server.domain import access, policy
 from server.domain.model import Policy
+from server.grpc import threads
 from server.grpc.methods import METHOD_NAMES
 from server.grpc.tokens import TokenSettings, TokenVerifier
 from server.processes import Signals, Workers
@@ -51,8 +52,6 @@ DEFAULT_DATABASE = "sqlite:///var/aftersales.db"
 EXIT_ENVIRONMENT = 1
 EXIT_CONFIGURATION = 2
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-# The most RPC worker threads one process may have; more only adds contention for the GIL.
-MAX_WORKERS = 256
 MAX_PROCESSES = 256
 
 log = logging.getLogger("aftersales")
@@ -198,9 +197,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument(
         "--workers",
-        type=_number(int, 1, MAX_WORKERS),
-        default=env("AFTERSALES_WORKERS", "8"),
-        help=f"RPC worker threads, 1 to {MAX_WORKERS} (env AFTERSALES_WORKERS)",
+        type=_number(int, 1, threads.MAX_WORKERS),
+        default=env("AFTERSALES_WORKERS", str(threads.DEFAULT_WORKERS)),
+        help=f"RPC worker threads per process, 1 to {threads.MAX_WORKERS} (env AFTERSALES_WORKERS; "
+        f"default {threads.DEFAULT_WORKERS})",
+    )
+    p.add_argument(
+        "--max-streams",
+        type=_number(int, 1, threads.MAX_STREAMS),
+        default=env("AFTERSALES_MAX_STREAMS", str(threads.DEFAULT_MAX_STREAMS)),
+        help=f"event streams (WatchEvents) served at once per process, each on a thread of its "
+        f"own, 1 to {threads.MAX_STREAMS} (env AFTERSALES_MAX_STREAMS; default "
+        f"{threads.DEFAULT_MAX_STREAMS})",
     )
     p.add_argument(
         "--processes",
@@ -531,6 +539,7 @@ def make_app(
             service,
             address,
             workers=args.workers,
+            max_streams=args.max_streams,
             credentials=checked.tls.credentials() if checked.tls is not None else None,
             access=checked.access,
             tokens=checked.tokens,

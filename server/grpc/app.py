@@ -34,6 +34,7 @@ from server.grpc.events import EventsServicer
 from server.grpc.interceptors import CallInterceptor, OwnThreads, traced
 from server.grpc.methods import METHOD_NAMES as METHOD_NAMES  # also imported from here
 from server.grpc.sync import SyncServicer
+from server.grpc.threads import DEFAULT_MAX_STREAMS, DEFAULT_WORKERS
 from server.grpc.tokens import TokenVerifier
 from server.service import Service
 
@@ -54,6 +55,13 @@ KEEPALIVE_SECONDS = 60
 KEEPALIVE_TIMEOUT_SECONDS = 20
 
 HEALTH_CHECK_METHOD = f"/{health.SERVICE_NAME}/Check"
+WATCH_EVENTS_METHOD = "/{}/WatchEvents".format(
+    events_pb2.DESCRIPTOR.services_by_name["Events"].full_name
+)
+
+# Threads the event streams' pool has beyond its streams: those that refuse a stream over the
+# limit (RESOURCE_EXHAUSTED), so that the refusal does not wait for a stream to end.
+_STREAM_REFUSERS = 2
 
 
 def guard(
@@ -76,7 +84,7 @@ class App:
         service: Service,
         address: str = "127.0.0.1:50051",
         *,
-        workers: int = 8,
+        workers: int = DEFAULT_WORKERS,
         credentials: grpc.ServerCredentials | None = None,
         access: AccessTable | None = None,
         tokens: TokenVerifier | None = None,
@@ -84,7 +92,7 @@ class App:
         health_probe: Callable[[], None] | None = None,
         health_interval: float = 2.0,
         reuse_port: bool = False,
-        max_streams: int | None = None,
+        max_streams: int = DEFAULT_MAX_STREAMS,
     ) -> None:
         """`access`: the table callers are checked against, by the identity their certificate
         proves (credentials must then require client certificates); None checks no caller.
@@ -98,18 +106,28 @@ class App:
         bind before touching anything else. With `reuse_port`, other processes listen on the
         same port (SO_REUSEPORT) and the kernel spreads the connections among them: the address
         is then held by a PortReservation, and not probed again. `max_streams`: event streams
-        served at once (each holds a worker thread while it lasts); half the workers by
-        default."""
+        served at once, each on a thread of its own while it lasts (not an RPC worker's)."""
         self.service = service
         service.observe(metrics.record)
         # Health checks run on threads of their own: a load balancer's Check is answered even
         # when every RPC worker waits on the database.
         self._health_pool = futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="health")
+        # Event streams run on threads of their own: a consumer holds its thread for hours, and
+        # the RPC workers are few (threads.py).
+        self._streams_pool = futures.ThreadPoolExecutor(
+            max_workers=max_streams + _STREAM_REFUSERS, thread_name_prefix="stream"
+        )
         self._workers = futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rpc")
-        # The first interceptor's handler is the one grpc runs: the health Check's own threads
-        # are given there. The RPC's span, when tracing, encloses everything else.
+        # The first interceptor's handler is the one grpc runs: the own threads of the health
+        # Check and of the event streams are given there. The RPC's span, when tracing,
+        # encloses everything else.
         interceptors: list[grpc.ServerInterceptor] = [  # type: ignore[type-arg]  # grpc-stubs
-            OwnThreads(HEALTH_CHECK_METHOD, self._health_pool)
+            OwnThreads(
+                {
+                    HEALTH_CHECK_METHOD: self._health_pool,
+                    WATCH_EVENTS_METHOD: self._streams_pool,
+                }
+            )
         ]
         tracer = traced()
         if tracer is not None:
@@ -134,9 +152,7 @@ class App:
         # Watch answers from the servicer's own callbacks and holds no thread (non-blocking).
         self.health = health.HealthServicer()
         clawback_pb2_grpc.add_ClawbackServicer_to_server(ClawbackServicer(service), self.server)
-        self.events = EventsServicer(
-            service, max_streams=max_streams if max_streams is not None else max(1, workers // 2)
-        )
+        self.events = EventsServicer(service, max_streams=max_streams)
         events_pb2_grpc.add_EventsServicer_to_server(self.events, self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
@@ -169,7 +185,7 @@ class App:
         if self.monitor is not None:
             self.monitor.stop()
         self.health.enter_graceful_shutdown()
-        # Event streams would hold their workers to the end of the grace: their consumers
+        # Event streams would hold their threads to the end of the grace: their consumers
         # resume on another server at once instead.
         self.events.feed.close()
 
@@ -186,7 +202,7 @@ class App:
         self.upkeep.stop()
         self.server.stop(grace).wait()
         self._health_pool.shutdown(wait=False)
-        finished = _within(STOP_SECONDS, self._workers.shutdown)
+        finished = _within(STOP_SECONDS, self._shutdown_pools)
         # The threads that read the database on their own end their statements before the
         # connections close under them (closing one in use can crash the driver).
         for thread in (self.sweeper, self.upkeep, self.events.feed.thread):
@@ -196,6 +212,11 @@ class App:
 
     def wait(self) -> None:
         self.server.wait_for_termination()
+
+    def _shutdown_pools(self) -> None:
+        """Waits for the RPC workers and the event streams to end their calls."""
+        self._workers.shutdown()
+        self._streams_pool.shutdown()
 
 
 def _within(seconds: float, step: Callable[[], object]) -> bool:

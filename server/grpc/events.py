@@ -82,7 +82,7 @@ class Feed:
 
 
 class StreamSlots:
-    """At most `limit` streams at once: each holds an RPC worker thread while it lasts."""
+    """At most `limit` streams at once: each holds a thread while it lasts."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit

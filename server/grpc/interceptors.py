@@ -8,7 +8,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent import futures
 from typing import Any
 
@@ -217,12 +217,14 @@ def _failure(
 
 
 class OwnThreads(grpc.ServerInterceptor):  # type: ignore[type-arg]  # grpc-stubs
-    """Runs one method on a thread pool of its own (grpc's per-method `experimental_thread_pool`):
-    the health Check answers even when every RPC worker is blocked."""
+    """Runs some methods on thread pools of their own (grpc's per-method
+    `experimental_thread_pool`), out of the RPC workers' pool: the health Check answers even when
+    every RPC worker is blocked, and an event stream, which holds its thread while it lasts,
+    takes none of the workers the other calls need."""
 
-    def __init__(self, method: str, pool: futures.ThreadPoolExecutor) -> None:
-        self.method = method
-        self.pool = pool
+    def __init__(self, pools: Mapping[str, futures.ThreadPoolExecutor]) -> None:
+        """`pools`: the pool of each method (its full name), unary or server-streaming."""
+        self.pools = dict(pools)
 
     def intercept_service(
         self,
@@ -230,19 +232,22 @@ class OwnThreads(grpc.ServerInterceptor):  # type: ignore[type-arg]  # grpc-stub
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = continuation(handler_call_details)
-        if (
-            handler is None
-            or handler.unary_unary is None
-            or handler_call_details.method != self.method
-        ):
+        pool = self.pools.get(handler_call_details.method)
+        if handler is None or pool is None:
             return handler
-        inner = handler.unary_unary
+        inner: Callable[..., Any]
+        if handler.unary_unary is not None:
+            inner, make = handler.unary_unary, grpc.unary_unary_rpc_method_handler
+        elif handler.unary_stream is not None:
+            inner, make = handler.unary_stream, grpc.unary_stream_rpc_method_handler
+        else:
+            return handler
 
         def on_own_threads(request: Any, context: grpc.ServicerContext) -> Any:
-            return inner(request, context)
+            return inner(request, context)  # a stream's: its iterator, which grpc runs there
 
-        setattr(on_own_threads, "experimental_thread_pool", self.pool)  # noqa: B010  # for grpc
-        return grpc.unary_unary_rpc_method_handler(
+        setattr(on_own_threads, "experimental_thread_pool", pool)  # noqa: B010  # for grpc
+        return make(
             on_own_threads,
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,

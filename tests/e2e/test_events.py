@@ -10,10 +10,11 @@ from datetime import timedelta
 import grpc
 import pytest
 
-from aftersales.v1 import events_pb2
+from aftersales.v1 import entry_pb2, events_pb2
 from aftersales.v1 import resources_pb2 as pb
-from client import InvalidArgument, OutOfRange
+from client import Client, InvalidArgument, OutOfRange
 from client.errors import from_rpc_error
+from server.grpc.app import App
 from server.store import events as events_store
 from tests.e2e.seed import PAID, error_info
 
@@ -191,13 +192,15 @@ def test_the_command_line_prints_one_json_line_per_event_from_a_position(
     assert json.loads(line)["funds_posted"]["account"]["owner_id"] == "shop-cli-2"
 
 
-def open_stream(client):
-    stream = client.events.WatchEvents(events_pb2.WatchEventsRequest(heartbeat_seconds=1))
+def open_stream(client, timeout=None):
+    stream = client.events.WatchEvents(
+        events_pb2.WatchEventsRequest(heartbeat_seconds=1), timeout=timeout
+    )
     next(stream)  # a heartbeat at the latest: the stream is served
     return stream
 
 
-def test_a_server_serves_half_its_workers_in_streams_and_refuses_more_for_a_while(client, server):
+def test_a_server_serves_its_most_streams_and_refuses_more_for_a_while(client, server):
     held = [open_stream(client) for _ in range(server.events.slots.limit)]
     try:
         with pytest.raises(grpc.RpcError) as refused:
@@ -261,3 +264,32 @@ def test_a_filter_matching_little_of_a_long_log_is_read_on_span_by_span(client, 
     assert found == opened
     assert calls >= everything[-1].position  # at most one span of positions a call
     assert after == everything[-1].position
+
+
+def test_streams_hold_threads_of_their_own_not_the_workers_other_calls_need(service, seed):
+    """One RPC worker and two streams open: the other calls are answered, and a third stream is
+    refused at once rather than queued behind the two."""
+    app = App(service, "127.0.0.1:0", workers=1, max_streams=2, sweep_interval=None).start()
+    try:
+        with Client(f"127.0.0.1:{app.port}") as client:
+            # A deadline, so that streams queued behind each other fail instead of hanging.
+            held = [open_stream(client, timeout=20) for _ in range(2)]
+            try:
+                case = seed.case("streams-aside")
+                answer = client.entries.CheckEligibility(
+                    entry_pb2.CheckEligibilityRequest(
+                        order_id=case.order_id, operator_id=case.owner_id
+                    ),
+                    timeout=5,
+                )
+                assert answer.eligible
+                with pytest.raises(grpc.RpcError) as refused:
+                    client.events.WatchEvents(
+                        events_pb2.WatchEventsRequest(heartbeat_seconds=1), timeout=5
+                    ).next()
+                assert refused.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+            finally:
+                for stream in held:
+                    stream.cancel()
+    finally:
+        app.stop(grace=1)

@@ -74,6 +74,10 @@ BAD_FLAGS = {
     "workers-zero": (["--workers", "0"], "argument --workers: must be from 1 to 256, not 0"),
     "workers-huge": (["--workers", "100000"], "argument --workers: must be from 1 to 256"),
     "workers-text": (["--workers", "many"], "argument --workers: expected a whole number"),
+    "streams-zero": (
+        ["--max-streams", "0"],
+        "argument --max-streams: must be from 1 to 1024, not 0",
+    ),
     "sweep-zero": (["--sweep-interval", "0"], "argument --sweep-interval: must be from 0.1"),
     "sweep-nan": (["--sweep-interval", "nan"], "argument --sweep-interval: must be from 0.1"),
     "sweep-inf": (["--sweep-interval", "inf"], "argument --sweep-interval: must be from 0.1"),
