@@ -170,7 +170,8 @@ class Ledger(Protocol):
         """Posts every movement at once: each account's balance changes by its net amount, and a
         `guarded` account may not end below zero (InsufficientBalance; the unit of work must then
         be rolled back). The platform's commission account, which every late refund touches, is
-        changed last, so that its row is held only until the commit. Returns the transfers'
+        changed by the transaction's last statement, so that its row is held only for the
+        commit (unless guarded: its guard is checked at once). Returns the transfers'
         ids, in the movements' order."""
 
     def balances(self, refs: list[AccountRef]) -> dict[AccountRef, int]: ...

@@ -25,7 +25,7 @@ still needs the consumers to resume by transaction id; the lock keeps the positi
 from __future__ import annotations
 
 import json
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +39,7 @@ from server.domain.events import (
 from server.store.schema import (
     BATCH,
     EVENTS_PRUNED_THROUGH,
+    Statement,
     actor,
     at,
     chunked,
@@ -68,8 +69,6 @@ _COLUMNS = (
     "payload",
 )
 _SELECTED = ", ".join(f'e."{c}"' for c in ("position", *_COLUMNS))
-# Written by the statement that inserts the events: the response of the transaction's request.
-_ANSWERED = 'WITH answered AS (UPDATE "request" SET "response" = %s WHERE "request_id" = %s) '
 # PostgreSQL's INSERT of any number of events, one array per column, each with a provisional
 # position below zero (unique among the transactions still open, never seen by a reader) for the
 # commit to replace. Positions rise in commit order; they may skip numbers (a commit that fails
@@ -97,12 +96,13 @@ class SqlEvents:
         self.pending.extend(events)
         self.added_any = self.added_any or bool(events)
 
-    def flush(self, answering: tuple[str, bytes] | None = None) -> None:
+    def flush(self, alongside: Sequence[Statement] = ()) -> None:
         """Writes the pending events, in one statement: called just before the commit. On
-        PostgreSQL, `answering` (a request id and its response) is written by that statement
-        too (SqlUnitOfWork.commit)."""
-        if answering is not None and not (self._store.is_postgres and self.pending):
-            raise ValueError("a response is written with events, on PostgreSQL only")
+        PostgreSQL, `alongside` are the transaction's other last writes (the response of its
+        request, the balance changes kept for its end), each a data-modifying statement with its
+        parameters, run by that same statement (SqlUnitOfWork.commit)."""
+        if alongside and not (self._store.is_postgres and self.pending):
+            raise ValueError("other writes go with events, on PostgreSQL only")
         if not self.pending:
             return
         pending, self.pending = self.pending, []
@@ -127,11 +127,12 @@ class SqlEvents:
             return
         # Their positions are provisional until the commit draws the real ones (see above).
         arrays = [list(c) for c in zip(*rows, strict=True)]
-        if answering is None:
+        if not alongside:
             execute_sql(database, _INSERT_UNNEST, arrays)
-        else:
-            request_id, response = answering
-            execute_sql(database, _ANSWERED + _INSERT_UNNEST, [response, request_id, *arrays])
+            return
+        with_ = ", ".join(f"w{i} AS ({sql})" for i, (sql, _) in enumerate(alongside))
+        params = [value for _, values in alongside for value in values]
+        execute_sql(database, f"WITH {with_} {_INSERT_UNNEST}", [*params, *arrays])
 
     def read(
         self,

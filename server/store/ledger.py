@@ -46,7 +46,8 @@ if TYPE_CHECKING:
 # Accounts are locked in this order (then by id) so that concurrent money movements never wait
 # on each other in a cycle. Two accounts are not locked up front: the external account (its
 # balance is derived, its row never changes) and, in a refund, the platform's commission account,
-# whose row post_transfers changes last of all, so that whoever holds it waits on nothing more.
+# whose row is changed by the transaction's last statement (SqlLedger.take_deferred), so that
+# whoever holds it waits on nothing more but the commit.
 _LOCK_RANK = {
     AccountKind.CASH: 0,
     AccountKind.PLATFORM_COMMISSION: 1,
@@ -94,9 +95,27 @@ class SqlLedger:
         self._store = store
         # Ids of accounts met in this unit of work.
         self._account_ids = account_ids
+        # Changes of balances kept for the transaction's end, by account id: the platform's
+        # commission account, which every late refund moves. Its row, once changed, is locked
+        # until the commit, and every other refund waits for it; changed by the last statement
+        # (on PostgreSQL the one that writes the events, then only the COMMIT), it is held for
+        # one round trip instead of several. Made before any read of the accounts.
+        self._deferred: dict[int, int] = {}
+
+    def take_deferred(self) -> dict[int, int]:
+        """The balance changes kept for the end, by account id, for the unit of work's last
+        statement to make (it must: they are this ledger's no more)."""
+        deferred, self._deferred = self._deferred, {}
+        return deferred
+
+    def _make_deferred(self) -> None:
+        """Makes the changes kept for the end now: something reads the accounts first."""
+        if self._deferred:
+            add_by_id(self._store.database, "account", "balance", self.take_deferred(), floor=False)
 
     def _external_balance(self) -> int:
         """Money outside the system: minus the sum of every other account."""
+        self._make_deferred()
         total = (
             AccountRow.select(pw.fn.COALESCE(pw.fn.SUM(AccountRow.balance), 0))
             .where(AccountRow.kind != AccountKind.EXTERNAL.value)
@@ -143,9 +162,9 @@ class SqlLedger:
         recorded_by: Actor = NOBODY,
     ) -> list[str]:
         """Posts the movements set-wise: per BATCH accounts one UPDATE of their balances (one
-        more for the guarded ones that go down), per BATCH movements one multi-row INSERT, and
-        the platform's commission account last of all. Returns the transfers' ids, in the
-        movements' order."""
+        more for the guarded ones that go down), per BATCH movements one multi-row INSERT; the
+        platform's commission account's change is kept for the transaction's last statement
+        (take_deferred), unless guarded. Returns the transfers' ids, in the movements' order."""
         if not movements:
             return []
         if any(m.amount <= 0 for m in movements):
@@ -200,11 +219,17 @@ class SqlLedger:
             transfer_ids.update(returned)
         if last:
             # Every late refund gives back its technical service fee: the one row all of them
-            # share is locked by this statement until the commit, and by nothing earlier.
+            # share is changed at the transaction's end (see __init__), unless its guard must be
+            # checked now.
             platform = ids[PLATFORM_COMMISSION]
-            floor = PLATFORM_COMMISSION in guarded and last < 0
-            if not add_by_id(database, "account", "balance", {platform: last}, floor=floor):
-                raise InsufficientBalance(self.balances([PLATFORM_COMMISSION])[PLATFORM_COMMISSION])
+            last += self._deferred.pop(platform, 0)
+            if PLATFORM_COMMISSION in guarded and last < 0:
+                if not add_by_id(database, "account", "balance", {platform: last}, floor=True):
+                    raise InsufficientBalance(
+                        self.balances([PLATFORM_COMMISSION])[PLATFORM_COMMISSION]
+                    )
+            elif last:
+                self._deferred[platform] = last
         return [str(transfer_ids[m.idempotency_key]) for m in movements]
 
     def _ensure_ids(self, refs: set[AccountRef]) -> dict[AccountRef, int]:
@@ -288,6 +313,7 @@ class SqlLedger:
     def _rows(
         self, with_: str, where: str, params: Sequence[object], *, lock: bool
     ) -> list[tuple[int, AccountRef, int]]:
+        self._make_deferred()
         sql = (
             f'{with_}SELECT a."id", a."kind", a."owner_id", a."balance" FROM "account" AS a {where}'
         )
@@ -373,6 +399,7 @@ class SqlLedger:
     def ledger_totals(self) -> tuple[int, dict[AccountRef, tuple[int, int]]]:
         """The sum of all balances, and per account (maintained balance, balance from transfers);
         for reconciliation."""
+        self._make_deferred()
         incoming: dict[int, int] = dict(
             rows(
                 TransferRow.select(TransferRow.to_account, pw.fn.SUM(TransferRow.amount)).group_by(

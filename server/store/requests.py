@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from server.service.unit_of_work import StoredResponse, WriteConflict
-from server.store.schema import RequestRow, execute_sql, to_us
+from server.store.schema import RequestRow, Statement, execute_sql, to_us
 
 if TYPE_CHECKING:
     from server.store.unit_of_work import SqlStore
@@ -53,9 +53,12 @@ class SqlRequests:
         self.completed = (request_id, response)
 
     def write(self, request_id: str, response: bytes) -> None:
+        execute_sql(self._store.database, *self.answer(request_id, response))
+
+    def answer(self, request_id: str, response: bytes) -> Statement:
+        """The statement that writes the response of a claimed request id."""
         p = self._store.database.param
-        execute_sql(
-            self._store.database,
+        return (
             f'UPDATE "request" SET "response" = {p} WHERE "request_id" = {p}',
             [response, request_id],
         )

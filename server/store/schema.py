@@ -482,6 +482,21 @@ def _array_type(table: str, column: str) -> str:
     return "text[]" if isinstance(field, (pw.CharField, pw.TextField)) else "bigint[]"
 
 
+# A statement's SQL and its parameters.
+Statement = tuple[str, Sequence[Any]]
+
+
+def add_by_id_pg(table: str, column: str, amounts: dict[int, int]) -> Statement:
+    """PostgreSQL's statement of add_by_id without a floor, and its parameters (two arrays):
+    also run as part of another statement (a data-modifying WITH)."""
+    name = _name(column)
+    sql = (
+        f"UPDATE {_name(table)} AS t SET {name} = t.{name} + v.amount "
+        'FROM unnest(%s::bigint[], %s::bigint[]) AS v(id, amount) WHERE t."id" = v.id'
+    )
+    return sql, [list(amounts), list(amounts.values())]
+
+
 def add_by_id(
     database: pw.Database, table: str, column: str, amounts: dict[int, int], *, floor: bool
 ) -> set[int]:
@@ -492,14 +507,11 @@ def add_by_id(
     PostgreSQL gets two arrays (parsing a statement of hundreds of values costs more there
     than running it); SQLite a CASE over the ids."""
     if isinstance(database, pw.PostgresqlDatabase):
-        name = _name(column)
-        sql = (
-            f"UPDATE {_name(table)} AS t SET {name} = t.{name} + v.amount "
-            'FROM unnest(%s::bigint[], %s::bigint[]) AS v(id, amount) WHERE t."id" = v.id'
-        )
+        sql, arrays = add_by_id_pg(table, column, amounts)
         if floor:
+            name = _name(column)
             sql += f' AND t.{name} + v.amount >= 0 RETURNING t."id"'
-        cursor = execute_sql(database, sql, [list(amounts), list(amounts.values())])
+        cursor = execute_sql(database, sql, arrays)
     else:
         sql = add_by_id_sql(table, column, len(amounts), database.param, floor=floor)
         if len(amounts) == 1:

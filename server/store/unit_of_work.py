@@ -32,7 +32,15 @@ from server.store.facts import SqlFacts
 from server.store.group_commit import GroupCommit
 from server.store.ledger import SqlLedger
 from server.store.requests import SqlRequests
-from server.store.schema import KEY, AccountRow, SettingRow, db, execute_sql
+from server.store.schema import (
+    KEY,
+    AccountRow,
+    SettingRow,
+    add_by_id,
+    add_by_id_pg,
+    db,
+    execute_sql,
+)
 from server.store.turns import WriterTurns
 
 # The most frames of SQLite's log the upkeep copies while the writers wait (see upkeep).
@@ -303,13 +311,23 @@ class SqlUnitOfWork:
             self._committed = True
 
     def _write_last(self) -> None:
-        """The transaction's last writes, the response of its request and its events: on
-        PostgreSQL one statement, a round trip saved on every mutation that tells something.
-        The commit then draws the events' positions (events.py)."""
+        """The transaction's last writes: the balance changes kept for its end (ledger.py), the
+        response of its request and its events. On PostgreSQL one statement, a round trip saved
+        on every mutation that tells something, and the platform's commission account held
+        only for the commit's. The commit then draws the events' positions (events.py)."""
         answering, self.requests.completed = self.requests.completed, None
-        if answering is not None and self._store.is_postgres and self.events.pending:
-            self.events.flush(answering)
+        moved = self.ledger.take_deferred()
+        database = self._store.database
+        if self._store.is_postgres and self.events.pending:
+            alongside = []
+            if moved:
+                alongside.append(add_by_id_pg("account", "balance", moved))
+            if answering is not None:
+                alongside.append(self.requests.answer(*answering))
+            self.events.flush(alongside)
             return
+        if moved:
+            add_by_id(database, "account", "balance", moved, floor=False)
         if answering is not None:
             self.requests.write(*answering)
         self.events.flush()

@@ -34,14 +34,14 @@ BUDGET = {
     "PutOrder": 6,
     "PostFunds": 10,
     "PreviewClawback": 3,
-    "RecordRefund": 15,
+    "RecordRefund": 14,
     "GetClawback": 2,
     "GetBalances": 1,
     "GetBalances of an owner": 1,
     "GetBalances of accounts and an owner": 2,
 }
 
-SQLITE_MORE = {"OpenEntry": 1, "ApplyAfterSales": 1, "PostFunds": 1, "RecordRefund": 4}
+SQLITE_MORE = {"OpenEntry": 1, "ApplyAfterSales": 1, "PostFunds": 1, "RecordRefund": 5}
 
 LINES = (
     (pb.PAYEE_KIND_INFLUENCER, "kol-1", 3_000),

@@ -103,6 +103,22 @@ def an_eligible_setup(
     return Setup(shop_id, owner_id, order_id, "buyer-1")
 
 
+def a_late_refund_order(service: Service, setup: Setup) -> None:
+    """The setup's order, in a designated category, paying an influencer with no cash."""
+    with service.unit_of_work(read_only=True) as uow:
+        order = uow.facts.order(setup.order_id)
+    service.put_order(
+        dataclasses.replace(
+            order,
+            category_id="home-appliances",
+            commission_lines=(
+                CommissionLine(PayeeKind.INFLUENCER, "kol-1", 1_000),
+                CommissionLine(PayeeKind.TECHNICAL_SERVICE_FEE, "", 500),
+            ),
+        )
+    )
+
+
 def an_entry(
     setup: Setup,
     service: Service,
@@ -159,10 +175,28 @@ def counted_statements(store: SqlStore) -> Iterator[list[str]]:
     """Every SQL statement the store's database runs meanwhile, transaction control included,
     but those of a server's own background threads (BACKGROUND_THREADS), which run when their
     interval says, not because of a call."""
-    database = store.database
-    statements: list[str] = []
+    with _recorded(store, lambda sql, params=(): sql, lambda control: control) as statements:
+        yield statements
 
-    def counting(name: str, label: Callable[..., str]):
+
+@contextlib.contextmanager
+def statements_with_parameters(store: SqlStore) -> Iterator[list[tuple[str, list[Any]]]]:
+    """The statements counted_statements counts, each with its parameters (none for BEGIN,
+    COMMIT and ROLLBACK)."""
+    with _recorded(
+        store, lambda sql, params=(): (sql, list(params or ())), lambda control: (control, [])
+    ) as statements:
+        yield statements
+
+
+@contextlib.contextmanager
+def _recorded(
+    store: SqlStore, statement: Callable[..., Any], control: Callable[[str], Any]
+) -> Iterator[list[Any]]:
+    database = store.database
+    statements: list[Any] = []
+
+    def recording(name: str, label: Callable[..., Any]):
         original = getattr(database, name)
 
         def wrapper(*args, **kwargs):
@@ -173,10 +207,10 @@ def counted_statements(store: SqlStore) -> Iterator[list[str]]:
         return wrapper
 
     wrapped = {
-        "execute_sql": counting("execute_sql", lambda sql, *a, **k: sql),
-        "begin": counting("begin", lambda *a, **k: "BEGIN"),
-        "commit": counting("commit", lambda *a, **k: "COMMIT"),
-        "rollback": counting("rollback", lambda *a, **k: "ROLLBACK"),
+        "execute_sql": recording("execute_sql", statement),
+        "begin": recording("begin", lambda *a, **k: control("BEGIN")),
+        "commit": recording("commit", lambda *a, **k: control("COMMIT")),
+        "rollback": recording("rollback", lambda *a, **k: control("ROLLBACK")),
     }
     for name, wrapper in wrapped.items():
         setattr(database, name, wrapper)

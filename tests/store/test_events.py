@@ -24,13 +24,11 @@ from server.domain.model import (
     AccountKind,
     AccountRef,
     Actor,
-    CommissionLine,
-    PayeeKind,
     Refund,
     Shop,
     ShopStatus,
 )
-from tests.store.factories import an_eligible_setup, request_id, wallet_of
+from tests.store.factories import a_late_refund_order, an_eligible_setup, request_id, wallet_of
 
 BOSS = Actor("spiffe://platform/test", "staff:shop-1-owner")
 
@@ -44,22 +42,6 @@ def events_after(store, after: int = 0) -> list[Event]:
 def last_position(store) -> int:
     with store.unit_of_work(read_only=True) as uow:
         return uow.events.held()[1]
-
-
-def a_late_refund_order(service, setup):
-    """The setup's order, in a designated category, paying an influencer with no cash."""
-    with service.unit_of_work(read_only=True) as uow:
-        order = uow.facts.order(setup.order_id)
-    service.put_order(
-        dataclasses.replace(
-            order,
-            category_id="home-appliances",
-            commission_lines=(
-                CommissionLine(PayeeKind.INFLUENCER, "kol-1", 1_000),
-                CommissionLine(PayeeKind.TECHNICAL_SERVICE_FEE, "", 500),
-            ),
-        )
-    )
 
 
 def test_each_change_writes_exactly_its_event_with_who_when_and_where(store, service, clock):

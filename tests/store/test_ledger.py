@@ -5,10 +5,26 @@ from __future__ import annotations
 import pytest
 
 from server.domain.errors import RulesRefused
-from server.domain.model import EXTERNAL, PLATFORM_COMMISSION, ReasonCode, TransferKind
+from server.domain.model import (
+    EXTERNAL,
+    PLATFORM_COMMISSION,
+    Movement,
+    ReasonCode,
+    Refund,
+    TransferKind,
+)
 from server.service.unit_of_work import WriteConflict
 from server.store.schema import TransferRow
-from tests.store.factories import a_normal_shop, at_once, deposit_of, request_id, wallet_of
+from tests.store.factories import (
+    a_late_refund_order,
+    a_normal_shop,
+    an_eligible_setup,
+    at_once,
+    deposit_of,
+    request_id,
+    statements_with_parameters,
+    wallet_of,
+)
 
 REPLICAS = 8
 
@@ -62,7 +78,7 @@ def test_a_withdrawal_beyond_the_balance_is_refused_and_writes_nothing(store, se
 
 
 def test_a_withdrawal_beyond_the_platform_commission_balance_is_refused_too(store, service):
-    # The platform's account is changed last of all in a posting: its guard holds there too.
+    # The platform's account is changed at the transaction's end, but when guarded: it holds.
     service.post_funds(request_id(), PLATFORM_COMMISSION, 5_000, "fees")
     before = assert_ledger_balances(store)
 
@@ -164,3 +180,55 @@ def test_replicas_paying_in_and_out_of_one_wallet_at_once_all_succeed(store, ser
     assert [repr(o.error) for o in outcomes if o.error is not None] == []
     balances = assert_ledger_balances(store)
     assert balances[wallet_of("shop-1")] == balances[wallet_of("shop-2")] == 100_000
+
+
+def test_a_late_refund_changes_the_platform_account_by_its_last_statement(store, service, clock):
+    # Every late refund gives back its technical service fee out of the platform's commission
+    # account: that one row, once changed, is locked until the commit, and every other refund
+    # waits for it. So no statement but the transaction's last changes it: on PostgreSQL the one
+    # that writes the events, followed only by the COMMIT.
+    setup = an_eligible_setup(service)
+    a_late_refund_order(service, setup)
+    service.open_entry(setup.order_id, setup.owner_id, "agreed")
+    application = service.apply(setup.order_id, setup.buyer_id, 10_000, "broken")
+    platform = store.fixed_account_ids[PLATFORM_COMMISSION]
+    before = assert_ledger_balances(store)
+    refund = Refund(
+        "refund-1", setup.order_id, application.application_id, 10_000, clock.now(), clock.now()
+    )
+
+    with statements_with_parameters(store) as statements:
+        service.record_refund(refund)
+
+    changing = [
+        i
+        for i, (sql, params) in enumerate(statements)
+        if 'UPDATE "account"' in sql and (platform in params or [platform] in params)
+    ]
+    assert len(changing) == 1, statements
+    (last,) = changing
+    after = [sql for sql, _ in statements[last + 1 :]]
+    if store.is_postgres:
+        assert 'INSERT INTO "event"' in statements[last][0]
+        assert after == ["COMMIT"]
+    else:
+        assert [sql.split(" (")[0] for sql in after] == ['INSERT INTO "event"', "COMMIT"]
+    balances = assert_ledger_balances(store)
+    assert balances[PLATFORM_COMMISSION] == before.get(PLATFORM_COMMISSION, 0) - 500
+
+
+def test_the_platform_account_read_after_its_change_in_one_transaction_has_it(store, service):
+    # Its change waits for the transaction's end (above), but never behind a read of it.
+    a_normal_shop(service, "shop-1", wallet=0)
+    service.post_funds(request_id(), PLATFORM_COMMISSION, 5_000, "fees")
+    movement = Movement(
+        PLATFORM_COMMISSION, wallet_of("shop-1"), 1_200, TransferKind.CLAWBACK, "r", "key-1"
+    )
+
+    with store.unit_of_work() as uow:
+        uow.ledger.post_transfers([movement], now=service.now(), guarded=())
+        assert uow.ledger.balances([PLATFORM_COMMISSION]) == {PLATFORM_COMMISSION: 3_800}
+        assert uow.ledger.balances_of("shop-1")[wallet_of("shop-1")] == 1_200
+        uow.commit()
+
+    assert assert_ledger_balances(store)[PLATFORM_COMMISSION] == 3_800
