@@ -105,13 +105,13 @@ class SyncUseCases(UseCases):
             if account.kind in (AccountKind.ANXIN_WALLET, AccountKind.DEPOSIT):
                 if not uow.facts.shop_exists(account.owner_id):
                     raise NotFound("shop", account.owner_id)
-            # Lock the account before any write; the wallets of the shops a payee owes are
-            # locked (in the store's global order) once it is known which debts are paid.
-            uow.ledger.lock_accounts({account})
+            # Lock the account before any write (its balance is known from then on: nothing
+            # else changes it meanwhile); the wallets of the shops a payee owes are locked (in the
+            # store's global order) once it is known which debts are paid.
+            balance = uow.ledger.lock_accounts({account})[account]
             incoming = amount > 0
             if not incoming and account.kind is AccountKind.CASH:
                 if uow.clawbacks.has_debts_pending(account.owner_id):
-                    balance = uow.ledger.balances([account])[account]
                     raise RulesRefused(
                         account_subject(account),
                         rules.check_withdrawal(balance, -amount, debts_pending=True),
@@ -134,13 +134,13 @@ class SyncUseCases(UseCases):
                 raise RulesRefused(
                     account_subject(account), rules.check_withdrawal(short.balance, -amount)
                 ) from None
+            balance += amount
             pending = False
             recovered: list[events.Event] = []
             if incoming and account.kind is AccountKind.CASH:
-                pending = self._settle_debts(uow, account, now, by, recovered)
+                pending, balance = self._settle_debts(uow, account, balance, now, by, recovered)
                 if pending:
                     uow.clawbacks.mark_debts_pending(account.owner_id, now, by)
-            balance = uow.ledger.balances([account])[account]
             # The funds first, then the debts they paid: the order the money moved in.
             uow.events.add(events.funds_posted(transfer, account, balance), *recovered)
             return Posted(transfer, balance, pending)
@@ -156,9 +156,9 @@ class SyncUseCases(UseCases):
             try:
                 with self.unit_of_work() as uow:
                     cash = AccountRef(AccountKind.CASH, payee_id)
-                    uow.ledger.lock_accounts({cash})
+                    balance = uow.ledger.lock_accounts({cash})[cash]
                     recovered: list[events.Event] = []
-                    if not self._settle_debts(uow, cash, now, by, recovered):
+                    if not self._settle_debts(uow, cash, balance, now, by, recovered)[0]:
                         uow.clawbacks.clear_debts_pending(payee_id)
                     uow.events.add(*recovered)
             except TransactionAborted:
@@ -176,15 +176,16 @@ class SyncUseCases(UseCases):
         self,
         uow: UnitOfWork,
         cash: AccountRef,
+        balance: int,
         now: datetime,
         by: Actor,
         told: list[events.Event],
-    ) -> bool:
-        """Pays the payee's debts, oldest first, from what its cash account holds now, set-wise:
-        a bounded number of statements per DEBT_PAGE debts, at most DEBTS_PER_TRANSACTION debts.
-        Adds the event of each debt paid to `told`. True when it stopped there with money and
-        debts left, for the sweeper to go on."""
-        balance = uow.ledger.balances([cash])[cash]
+    ) -> tuple[bool, int]:
+        """Pays the payee's debts, oldest first, from what its cash account holds now
+        (`balance`, the account locked), set-wise: a bounded number of statements per DEBT_PAGE
+        debts, at most DEBTS_PER_TRANSACTION debts. Adds the event of each debt paid to `told`.
+        Returns whether it stopped there with money and debts left, for the sweeper to go on,
+        and the balance left."""
         paying: list[tuple[Debt, int]] = []
         after = None
         pending = False
@@ -201,7 +202,7 @@ class SyncUseCases(UseCases):
                 break
             after = page[-1].seq
         if not paying:
-            return False
+            return False, balance
         uow.ledger.lock_accounts({wallet_of(debt.shop_id) for debt, _ in paying})
         transfer_ids = uow.ledger.post_transfers(
             [
@@ -243,4 +244,4 @@ class SyncUseCases(UseCases):
             events.debt_recovered(debt, paid, cash, wallet_of(debt.shop_id), transfer_id, now, by)
             for (debt, paid), transfer_id in zip(paying, transfer_ids, strict=True)
         ]
-        return pending
+        return pending, balance

@@ -144,7 +144,10 @@ class Entries(Protocol):
 class Ledger(Protocol):
     """Accounts and the transfers between them (double entry: balances always sum to zero)."""
 
-    def lock_accounts(self, refs: set[AccountRef]) -> dict[AccountRef, int]: ...
+    def lock_accounts(self, refs: set[AccountRef]) -> dict[AccountRef, int]:
+        """Locks the accounts (made if need be; not the external one), and returns their
+        balances, which no other transaction changes until this unit of work ends."""
+
     def post_transfer(
         self,
         *,
