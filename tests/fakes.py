@@ -140,6 +140,9 @@ class FakeFacts:
             raise NotFound("shop", shop_id)
         return self._s.shops[shop_id]
 
+    def shop_or_none(self, shop_id: str) -> Shop | None:
+        return self._s.shops.get(shop_id)
+
     def shop_exists(self, shop_id: str) -> bool:
         return shop_id in self._s.shops
 

@@ -56,7 +56,7 @@ class SyncUseCases(UseCases):
         with self.unit_of_work() as uow:
             # Two puts of one shop at once must not both tell the same change.
             uow.serialize_on(f"shop:{shop.shop_id}")
-            previous = uow.facts.shop(shop.shop_id) if uow.facts.shop_exists(shop.shop_id) else None
+            previous = uow.facts.shop_or_none(shop.shop_id)
             stored = uow.facts.put_shop(shop)
             changed = events.shop_status_changed(previous, stored, self.clock.now())
             if changed is not None:

@@ -60,7 +60,7 @@ class SqlFacts:
 
     def put_shop(self, shop: Shop) -> Shop:
         """Writes the shop unless what is stored is newer; returns what is stored."""
-        upsert_newer(
+        written = upsert_newer(
             self._store.database,
             "shop",
             {
@@ -72,20 +72,24 @@ class SqlFacts:
                 **audit(shop.recorded_by),
             },
         )
-        return self.shop(shop.shop_id)
+        return self.shop(shop.shop_id) if written is None else shop_from_values(written)
 
     def shop(self, shop_id: str) -> Shop:
-        values = self._store.row_by_id(ShopRow, shop_id)
-        if values is None:
+        shop = self.shop_or_none(shop_id)
+        if shop is None:
             raise NotFound("shop", shop_id)
-        return shop_from_values(values)
+        return shop
+
+    def shop_or_none(self, shop_id: str) -> Shop | None:
+        values = self._store.row_by_id(ShopRow, shop_id)
+        return None if values is None else shop_from_values(values)
 
     def shop_exists(self, shop_id: str) -> bool:
         return self._store.one("shop_exists", _shop_exists_query, shop_id) is not None
 
     def put_staff(self, staff: Staff) -> Staff:
         """Writes the staff account unless what is stored is newer; returns what is stored."""
-        upsert_newer(
+        written = upsert_newer(
             self._store.database,
             "staff",
             {
@@ -97,7 +101,7 @@ class SqlFacts:
                 **audit(staff.recorded_by),
             },
         )
-        return self.staff(staff.staff_id)
+        return self.staff(staff.staff_id) if written is None else staff_from_values(written)
 
     def staff(self, staff_id: str) -> Staff:
         values = self._store.row_by_id(StaffRow, staff_id)
@@ -109,7 +113,7 @@ class SqlFacts:
         """Writes the upstream facts unless what is stored is newer, keeping the refunds recorded
         here as they are; returns what is stored."""
         # Every column but the refunds recorded here, which only start at zero.
-        upsert_newer(
+        written = upsert_newer(
             self._store.database,
             "orders",
             {
@@ -131,7 +135,7 @@ class SqlFacts:
             },
             keep=("recorded_refunded_amount",),
         )
-        return self.order(order.order_id)
+        return self.order(order.order_id) if written is None else order_from_values(written)
 
     def order(self, order_id: str, *, for_update: bool = False) -> Order:
         order = self.order_or_none(order_id, for_update=for_update)

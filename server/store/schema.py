@@ -574,26 +574,37 @@ def upsert_newer_sql(
 ) -> str:
     """INSERT one row, or on a clash of "id" update every other column (but those to `keep`),
     unless the stored row is newer: the incoming version is 0 (unversioned) or not below the
-    stored one (rules.is_stale, said again in SQL so that it holds between replicas)."""
+    stored one (rules.is_stale, said again in SQL so that it holds between replicas). The row
+    written is returned, every column under its model's field name; none if it was not."""
+    model = next(m for m in _Base.__subclasses__() if m._meta.table_name == table)
     names = ", ".join(_name(c) for c in columns)
     values = ", ".join([param] * len(columns))
     updates = ", ".join(
         f"{_name(c)} = excluded.{_name(c)}" for c in columns if c != "id" and c not in keep
     )
+    returned = ", ".join(
+        f"{_name(f.column_name)} AS {_name(f.name)}" for f in model._meta.sorted_fields
+    )
     return (
         f"INSERT INTO {_name(table)} ({names}) VALUES ({values}) "
         f'ON CONFLICT ("id") DO UPDATE SET {updates} '
-        f'WHERE excluded."version" = 0 OR excluded."version" >= {_name(table)}."version"'
+        f'WHERE excluded."version" = 0 OR excluded."version" >= {_name(table)}."version" '
+        f"RETURNING {returned}"
     )
 
 
 def upsert_newer(
     database: pw.Database, table: str, values: dict[str, Any], keep: tuple[str, ...] = ()
-) -> None:
+) -> dict[str, Any] | None:
     """Writes one row (values by column) unless the stored one is newer (upsert_newer_sql);
-    the columns to `keep` are written only by an insert."""
+    the columns to `keep` are written only by an insert. Returns the row as stored, by field
+    name (a model's __data__), if written; None if what is stored was newer."""
     sql = upsert_newer_sql(table, tuple(values), database.param, keep)
-    execute_sql(database, sql, list(values.values()))
+    cursor = execute_sql(database, sql, list(values.values()))
+    row = cursor.fetchone()
+    if row is None:
+        return None
+    return dict(zip((d[0] for d in cursor.description), row, strict=True))
 
 
 def update_by_id(

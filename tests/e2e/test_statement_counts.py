@@ -31,7 +31,10 @@ BUDGET = {
     "GetEntry": 1,
     "GetBuyerOrderEntry": 2,
     "ListEntries": 1,
-    "PutOrder": 6,
+    # A new shop's: its previous state read, written, no event (it did not change status).
+    "PutShop": 5,
+    "PutStaff": 4,
+    "PutOrder": 5,
     "PostFunds": 9,
     # Into an influencer's cash, whose debts it would pay first (it owes none here).
     "PostFunds to a payee's cash": 9,
@@ -131,6 +134,8 @@ def every_rpc(client, seed, clock, run):
     run("PostFunds", lambda: client.post_funds(wallet(case.shop_id), 1_000))
     cash = pb.AccountRef(kind=pb.ACCOUNT_KIND_CASH, owner_id="kol-1")
     run("PostFunds to a payee's cash", lambda: client.post_funds(cash, 1_000))
+    run("PutShop", lambda: seed.shop("shop-budget-new"))
+    run("PutStaff", lambda: seed.staff("staff-budget-new", "shop-budget-new"))
     return case
 
 
