@@ -72,6 +72,8 @@ def as_staff(port: int, demo_key: pathlib.Path, staff_id: str) -> Client:
 def tls_server(tmp_path):
     cert, key = _self_signed(tmp_path)
     port, metrics_port = free_port(), free_port()
+    log = tmp_path / "server.log"
+    stderr = log.open("wb")
     env = {k: v for k, v in os.environ.items() if not k.startswith("AFTERSALES_")}
     env.pop("DATABASE_URL", None)
     process = subprocess.Popen(
@@ -98,7 +100,7 @@ def tls_server(tmp_path):
         cwd=ROOT,
         env=env,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=stderr,
     )
     credentials = grpc.ssl_channel_credentials(root_certificates=cert.read_bytes())
     channel = grpc.secure_channel(f"localhost:{port}", credentials)
@@ -116,7 +118,15 @@ def tls_server(tmp_path):
     yield port, metrics_port, channel, tmp_path / "demo" / "token-key.pem"
     channel.close()
     process.terminate()
-    process.wait(timeout=15)
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+        tail = log.read_text(errors="replace").splitlines()[-30:]
+        pytest.fail("the server did not stop within 15 s of SIGTERM:\n" + "\n".join(tail))
+    finally:
+        stderr.close()
 
 
 def test_the_server_speaks_tls_and_refuses_plaintext(tls_server):
