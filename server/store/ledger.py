@@ -25,9 +25,11 @@ from server.store.schema import (
     BATCH,
     LIMIT,
     AccountRow,
+    Statement,
     TransferRow,
     actor,
     add_by_id,
+    add_by_id_pg,
     at,
     chunked,
     execute_sql,
@@ -102,20 +104,25 @@ class SqlLedger:
         # one round trip instead of several. Made before any read of the accounts.
         self._deferred: dict[int, int] = {}
 
-    def take_deferred(self) -> dict[int, int]:
-        """The balance changes kept for the end, by account id, for the unit of work's last
-        statement to make (it must: they are this ledger's no more)."""
+    def take_deferred(self) -> Statement | None:
+        """On PostgreSQL, the statement that makes the balance changes kept for the end, for the
+        unit of work's last statement to run (it must: they are this ledger's no more); None
+        when there are none."""
+        if not self._deferred:
+            return None
         deferred, self._deferred = self._deferred, {}
-        return deferred
+        return add_by_id_pg("account", "balance", deferred)
 
-    def _make_deferred(self) -> None:
-        """Makes the changes kept for the end now: something reads the accounts first."""
+    def make_deferred(self) -> None:
+        """Makes the balance changes kept for the end now: the transaction ends on SQLite, or
+        something reads the accounts first."""
         if self._deferred:
-            add_by_id(self._store.database, "account", "balance", self.take_deferred(), floor=False)
+            deferred, self._deferred = self._deferred, {}
+            add_by_id(self._store.database, "account", "balance", deferred, floor=False)
 
     def _external_balance(self) -> int:
         """Money outside the system: minus the sum of every other account."""
-        self._make_deferred()
+        self.make_deferred()
         total = (
             AccountRow.select(pw.fn.COALESCE(pw.fn.SUM(AccountRow.balance), 0))
             .where(AccountRow.kind != AccountKind.EXTERNAL.value)
@@ -313,7 +320,7 @@ class SqlLedger:
     def _rows(
         self, with_: str, where: str, params: Sequence[object], *, lock: bool
     ) -> list[tuple[int, AccountRef, int]]:
-        self._make_deferred()
+        self.make_deferred()
         sql = (
             f'{with_}SELECT a."id", a."kind", a."owner_id", a."balance" FROM "account" AS a {where}'
         )
@@ -399,7 +406,7 @@ class SqlLedger:
     def ledger_totals(self) -> tuple[int, dict[AccountRef, tuple[int, int]]]:
         """The sum of all balances, and per account (maintained balance, balance from transfers);
         for reconciliation."""
-        self._make_deferred()
+        self.make_deferred()
         incoming: dict[int, int] = dict(
             rows(
                 TransferRow.select(TransferRow.to_account, pw.fn.SUM(TransferRow.amount)).group_by(

@@ -471,9 +471,14 @@ def add_by_id_sql(table: str, column: str, count: int, param: str, *, floor: boo
     return sql
 
 
+def _model(table: str) -> type[_Base]:
+    """The model of a table."""
+    return next(m for m in _Base.__subclasses__() if m._meta.table_name == table)
+
+
 def _array_type(table: str, column: str) -> str:
     """The PostgreSQL array type a column's values are sent as."""
-    model = next(m for m in _Base.__subclasses__() if m._meta.table_name == table)
+    model = _model(table)
     field = model._meta.columns[column]
     if isinstance(field, pw.ForeignKeyField):
         field = field.rel_field
@@ -575,15 +580,15 @@ def upsert_newer_sql(
     """INSERT one row, or on a clash of "id" update every other column (but those to `keep`),
     unless the stored row is newer: the incoming version is 0 (unversioned) or not below the
     stored one (rules.is_stale, said again in SQL so that it holds between replicas). The row
-    written is returned, every column under its model's field name; none if it was not."""
-    model = next(m for m in _Base.__subclasses__() if m._meta.table_name == table)
+    written is returned, every column under its model's field name (_field_names); none if it
+    was not."""
     names = ", ".join(_name(c) for c in columns)
     values = ", ".join([param] * len(columns))
     updates = ", ".join(
         f"{_name(c)} = excluded.{_name(c)}" for c in columns if c != "id" and c not in keep
     )
     returned = ", ".join(
-        f"{_name(f.column_name)} AS {_name(f.name)}" for f in model._meta.sorted_fields
+        f"{_name(f.column_name)} AS {_name(f.name)}" for f in _model(table)._meta.sorted_fields
     )
     return (
         f"INSERT INTO {_name(table)} ({names}) VALUES ({values}) "
@@ -600,11 +605,14 @@ def upsert_newer(
     the columns to `keep` are written only by an insert. Returns the row as stored, by field
     name (a model's __data__), if written; None if what is stored was newer."""
     sql = upsert_newer_sql(table, tuple(values), database.param, keep)
-    cursor = execute_sql(database, sql, list(values.values()))
-    row = cursor.fetchone()
-    if row is None:
-        return None
-    return dict(zip((d[0] for d in cursor.description), row, strict=True))
+    row = execute_sql(database, sql, list(values.values())).fetchone()
+    return None if row is None else dict(zip(_field_names(table), row, strict=True))
+
+
+@functools.cache
+def _field_names(table: str) -> tuple[str, ...]:
+    """The field names of a table's model, in the order upsert_newer_sql returns its columns."""
+    return tuple(f.name for f in _model(table)._meta.sorted_fields)
 
 
 def update_by_id(

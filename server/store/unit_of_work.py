@@ -32,15 +32,7 @@ from server.store.facts import SqlFacts
 from server.store.group_commit import GroupCommit
 from server.store.ledger import SqlLedger
 from server.store.requests import SqlRequests
-from server.store.schema import (
-    KEY,
-    AccountRow,
-    SettingRow,
-    add_by_id,
-    add_by_id_pg,
-    db,
-    execute_sql,
-)
+from server.store.schema import KEY, AccountRow, SettingRow, db, execute_sql
 from server.store.turns import WriterTurns
 
 # The most frames of SQLite's log the upkeep copies while the writers wait (see upkeep).
@@ -316,18 +308,12 @@ class SqlUnitOfWork:
         on every mutation that tells something, and the platform's commission account held
         only for the commit's. The commit then draws the events' positions (events.py)."""
         answering, self.requests.completed = self.requests.completed, None
-        moved = self.ledger.take_deferred()
-        database = self._store.database
         if self._store.is_postgres and self.events.pending:
-            alongside = []
-            if moved:
-                alongside.append(add_by_id_pg("account", "balance", moved))
-            if answering is not None:
-                alongside.append(self.requests.answer(*answering))
-            self.events.flush(alongside)
+            moved = self.ledger.take_deferred()
+            answer = None if answering is None else self.requests.answer(*answering)
+            self.events.flush([s for s in (moved, answer) if s is not None])
             return
-        if moved:
-            add_by_id(database, "account", "balance", moved, floor=False)
+        self.ledger.make_deferred()
         if answering is not None:
             self.requests.write(*answering)
         self.events.flush()
