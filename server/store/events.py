@@ -47,6 +47,7 @@ from server.store.schema import (
     insert_rows,
     members,
     restored,
+    rows_pg,
     to_us,
 )
 
@@ -69,21 +70,18 @@ _COLUMNS = (
     "payload",
 )
 _SELECTED = ", ".join(f'e."{c}"' for c in ("position", *_COLUMNS))
-# PostgreSQL's INSERT of any number of events, one array per column, each with a provisional
-# position below zero (unique among the transactions still open, never seen by a reader) for the
-# commit to replace. Positions rise in commit order; they may skip numbers (a commit that fails
-# after drawing, a sequence after a crash), so a consumer resumes after the last it read, never
+# PostgreSQL's INSERT of events (their rows, schema.rows_pg), each with a provisional position
+# below zero (unique among the transactions still open, never seen by a reader) for the commit
+# to replace. Positions rise in commit order; they may skip numbers (a commit that fails after
+# drawing, a sequence after a crash), so a consumer resumes after the last it read, never
 # expects it plus one.
-_INSERT_UNNEST = (
+_INSERT = (
     'INSERT INTO "event" ("position", {names}) '
-    "SELECT -nextval('event_provisional_position'), u.* FROM unnest({arrays}) AS u".format(
-        names=", ".join(f'"{c}"' for c in _COLUMNS),
-        arrays=", ".join(
-            f"%s::{kind}[]"
-            for kind in ("text", "bigint", "text", "text", "text", "text", "text", "text")
-        ),
+    "SELECT -nextval('event_provisional_position'), u.* FROM ({{rows}}) AS u".format(
+        names=", ".join(f'"{c}"' for c in _COLUMNS)
     )
 )
+_TYPES = ("text", "bigint", "text", "text", "text", "text", "text", "text")
 
 
 class SqlEvents:
@@ -126,13 +124,14 @@ class SqlEvents:
                 insert_rows(database, "event", _COLUMNS, list(batch))
             return
         # Their positions are provisional until the commit draws the real ones (see above).
-        arrays = [list(c) for c in zip(*rows, strict=True)]
+        params = [value for _, values in alongside for value in values]
+        listed, values = rows_pg(rows, _TYPES, besides=len(params))
+        insert = _INSERT.format(rows=listed)
         if not alongside:
-            execute_sql(database, _INSERT_UNNEST, arrays)
+            execute_sql(database, insert, values)
             return
         with_ = ", ".join(f"w{i} AS ({sql})" for i, (sql, _) in enumerate(alongside))
-        params = [value for _, values in alongside for value in values]
-        execute_sql(database, f"WITH {with_} {_INSERT_UNNEST}", [*params, *arrays])
+        execute_sql(database, f"WITH {with_} {insert}", [*params, *values])
 
     def read(
         self,

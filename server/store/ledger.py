@@ -38,6 +38,7 @@ from server.store.schema import (
     members,
     restored,
     rows,
+    rows_query,
     stand_in,
     to_us,
 )
@@ -296,14 +297,12 @@ class SqlLedger:
         for batch in chunked(refs, BATCH):
             # A join with a list of values: a row-value IN list is compared row by row on
             # PostgreSQL, quadratic in the batch.
-            kinds = [ref.kind.value for ref in batch]
-            owners = [ref.owner_id for ref in batch]
-            if self._store.is_postgres:
-                named = f"{_NAMED} (SELECT * FROM unnest(%s::text[], %s::text[]))"
-                params: list[object] = [kinds, owners]
-            else:
-                named = f"{_NAMED} (VALUES " + ", ".join(["(?, ?)"] * len(batch)) + ")"
-                params = [value for pair in zip(kinds, owners, strict=True) for value in pair]
+            named_rows, params = rows_query(
+                self._store.database,
+                [(ref.kind.value, ref.owner_id) for ref in batch],
+                ("text", "text"),
+            )
+            named = f"{_NAMED} ({named_rows})"
             found += self._rows(
                 named + " ",
                 'JOIN named ON named.kind = a."kind" AND named.owner_id = a."owner_id"',
