@@ -176,6 +176,10 @@ class FakeFacts:
     def order_or_none(self, order_id: str, *, for_update: bool = False) -> Order | None:
         return self._s.orders.get(order_id)
 
+    def order_and_shop(self, order_id: str, *, for_update: bool = False) -> tuple[Order, Shop]:
+        order = self.order(order_id, for_update=for_update)
+        return order, self.shop(order.shop_id)
+
     def eligibility(self, order_id: str, operator_id: str) -> tuple[Staff, EligibilityRow]:
         order = self._s.orders.get(order_id)
         if order is None:

@@ -52,7 +52,7 @@ class ClawbackUseCases(UseCases):
                         reason=ReasonCode.REFUND_ID_REUSED,
                     )
                 return existing
-            order = uow.facts.order(refund.order_id, for_update=True)
+            order, shop = uow.facts.order_and_shop(refund.order_id, for_update=True)
             via = None
             if refund.application_id:
                 via = uow.entries.applied_through(refund.application_id)
@@ -63,7 +63,6 @@ class ClawbackUseCases(UseCases):
                     violations,
                     {"order_id": order.order_id, "refund_id": refund.refund_id},
                 )
-            shop = uow.facts.shop(order.shop_id)
             clawback = self._clawback(
                 order,
                 shop,
@@ -140,13 +139,12 @@ class ClawbackUseCases(UseCases):
         with self.unit_of_work(read_only=True) as uow:
             # The viewer's scope first: an unknown viewer is refused alike for every order.
             scope = self.scope(uow, viewer)
-            order = uow.facts.order(order_id)
+            order, shop = uow.facts.order_and_shop(order_id)
             if scope is not None and not scope.sees_order(order.shop_id, order.buyer_id):
                 raise NotFound("order", order_id)
             violations = rules.check_refund(order, amount)
             if violations:
                 raise RulesRefused(order_subject(order_id), violations, {"order_id": order_id})
-            shop = uow.facts.shop(order.shop_id)
             refund = Refund("", order_id, "", amount, started_at or now, now)
             # A preview is of a late refund: as if through an entry opened when it starts.
             clawback = self._clawback(

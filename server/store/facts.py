@@ -147,6 +147,22 @@ class SqlFacts:
         values = self._store.row_by_id(OrderRow, order_id, for_update=for_update)
         return None if values is None else order_from_values(values)
 
+    def order_and_shop(self, order_id: str, *, for_update: bool = False) -> tuple[Order, Shop]:
+        """The order and its shop, in one read; with `for_update`, the order's row is locked
+        (on PostgreSQL; the shop's is not)."""
+        name = f"order_and_shop:{'locked' if for_update else 'read'}"
+        cursor = self._store.run_prepared(
+            name, functools.partial(_order_and_shop_query, self._store, for_update), order_id
+        )
+        found = cursor.fetchone()
+        if found is None:
+            raise NotFound("order", order_id)
+        layout = _layout(self._store.columns(name, cursor))
+        return (
+            order_from_values(_part(layout, found, "order")),
+            shop_from_values(_part(layout, found, "shop")),
+        )
+
     def eligibility(self, order_id: str, operator_id: str) -> tuple[Staff, EligibilityRow]:
         """The operator, the order, its shop, the shop's wallet and deposit balances and the
         order's entry stored as OPEN: one query, built once (see _eligibility_query)."""
@@ -212,6 +228,32 @@ def _eligibilities_query() -> pw.Query:
     return _eligibility_select().where(pw.SQL(_ORDER_IDS))
 
 
+def _columns(model: type[pw.Model], alias: Any, prefix: str, *, audited: bool = True) -> list[Any]:
+    """The columns of `model` (under `alias`), each named `prefix` and its field's name; without
+    who recorded the row unless `audited`."""
+    return [
+        getattr(alias, f.name).alias(prefix + f.name)
+        for f in model._meta.sorted_fields
+        if audited or not f.name.startswith("recorded_by_")
+    ]
+
+
+def _part(
+    layout: dict[str, list[tuple[int, str]]], found: Sequence[Any], prefix: str
+) -> dict[str, Any]:
+    """One prefixed part of a row (see _layout), as {field name: value}."""
+    return {name: found[i] for i, name in layout[prefix]}
+
+
+def _order_and_shop_query(store: SqlStore, for_update: bool) -> pw.Query:
+    query = (
+        _ORDER.select(*_columns(OrderRow, _ORDER, "order__"), *_columns(ShopRow, ShopRow, "shop__"))
+        .join(ShopRow, on=(_ORDER.shop == ShopRow.id))
+        .where(_ORDER.id == KEY)
+    )
+    return query.for_update(of=_ORDER) if for_update and store.is_postgres else query
+
+
 def _eligibility_select() -> pw.Select:
     order = _ORDER
     wallet = AccountRow.alias("wallet")
@@ -221,11 +263,7 @@ def _eligibility_select() -> pw.Select:
 
     def columns(model: type[pw.Model], alias: Any, prefix: str) -> list[Any]:
         # Who recorded each row is not a fact the rules decide on: not read here.
-        return [
-            getattr(alias, f.name).alias(prefix + f.name)
-            for f in model._meta.sorted_fields
-            if not f.name.startswith("recorded_by_")
-        ]
+        return _columns(model, alias, prefix, audited=False)
 
     return (
         order.select(
@@ -266,7 +304,7 @@ def _eligibility_row(
     account has its id) and the rest."""
 
     def part(prefix: str) -> dict[str, Any]:
-        return {name: found[i] for i, name in layout[prefix]}
+        return _part(layout, found, prefix)
 
     operator = part("operator")
     entry = part("entry")
@@ -282,8 +320,9 @@ def _eligibility_row(
 
 @functools.lru_cache(maxsize=8)
 def _layout(names: tuple[str, ...]) -> dict[str, list[tuple[int, str]]]:
-    """Where each part of the eligibility row is: by prefix ("order" for "order__id", ""
-    for the unprefixed balances), the (position, name) of its columns. Made once per query."""
+    """Where each part of a row of prefixed columns (the eligibility row; an order and its
+    shop) is: by prefix ("order" for "order__id", "" for the unprefixed balances), the
+    (position, name) of its columns. Made once per query."""
     layout: dict[str, list[tuple[int, str]]] = {}
     for i, name in enumerate(names):
         prefix, _, rest = name.rpartition("__")

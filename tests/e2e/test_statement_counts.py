@@ -38,8 +38,8 @@ BUDGET = {
     "PostFunds": 9,
     # Into an influencer's cash, whose debts it would pay first (it owes none here).
     "PostFunds to a payee's cash": 9,
-    "PreviewClawback": 3,
-    "RecordRefund": 14,
+    "PreviewClawback": 2,
+    "RecordRefund": 13,
     "GetClawback": 2,
     "GetBalances": 1,
     "GetBalances of an owner": 1,

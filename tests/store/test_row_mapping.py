@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from server.domain.errors import NotFound
 from server.domain.model import (
     NOBODY,
     AccountKind,
@@ -18,6 +19,7 @@ from server.domain.model import (
     TransferKind,
 )
 from server.store.schema import actor, members, restored
+from tests.store.factories import a_late_refund_order, an_eligible_setup
 
 MOMENT = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 ENTRY = {
@@ -92,3 +94,18 @@ def test_members_and_actors_are_the_same_as_the_enum_and_the_constructor_give():
     assert members(TransferKind)["CLAWBACK"] is TransferKind("CLAWBACK")
     assert actor("orders", "staff:1") == Actor("orders", "staff:1")
     assert actor("orders", "staff:1") is actor("orders", "staff:1")
+
+
+def test_an_order_read_with_its_shop_is_the_order_and_the_shop_read_alone(service):
+    setup = an_eligible_setup(service)
+    a_late_refund_order(service, setup)  # with commission lines
+    with service.unit_of_work(read_only=True) as uow:
+        shop = uow.facts.shop(setup.shop_id)
+    service.put_shop(dataclasses.replace(shop, version=1, recorded_by=Actor("shops", "ops-1")))
+    with service.unit_of_work(read_only=True) as uow:
+        alone = uow.facts.order(setup.order_id), uow.facts.shop(setup.shop_id)
+        together = uow.facts.order_and_shop(setup.order_id)
+        with pytest.raises(NotFound):
+            uow.facts.order_and_shop("no-such-order")
+    assert together == alone
+    assert together[0].commission_lines and together[1].recorded_by != NOBODY
