@@ -516,11 +516,20 @@ def rows_pg(
     every call (its generic plan, blind to the arrays' length, never won), 0.2-0.4 ms of
     PostgreSQL's CPU each time, where a prepared list of values keeps one plan."""
     if rows and len(rows) * len(types) + besides <= LISTED_AT_MOST:
-        row = "(" + ", ".join(f"%s::{kind}" for kind in types) + ")"
-        return "VALUES " + ", ".join([row] * len(rows)), [v for values in rows for v in values]
-    arrays = ", ".join(f"%s::{kind}[]" for kind in types)
+        return _listed_pg(types, len(rows)), [v for values in rows for v in values]
     columns = [list(c) for c in zip(*rows, strict=True)] if rows else [[] for _ in types]
-    return f"SELECT * FROM unnest({arrays})", columns
+    return _unnested_pg(types), columns
+
+
+@functools.lru_cache(maxsize=256)
+def _listed_pg(types: tuple[str, ...], count: int) -> str:
+    row = "(" + ", ".join(f"%s::{kind}" for kind in types) + ")"
+    return "VALUES " + ", ".join([row] * count)
+
+
+@functools.lru_cache(maxsize=64)
+def _unnested_pg(types: tuple[str, ...]) -> str:
+    return "SELECT * FROM unnest(" + ", ".join(f"%s::{kind}[]" for kind in types) + ")"
 
 
 def rows_query(
@@ -588,8 +597,7 @@ def insert_rows(
     `returning` columns of the rows inserted. PostgreSQL inserts from rows_pg."""
     if isinstance(database, pw.PostgresqlDatabase):
         rows, params = rows_pg(values, column_types(table, columns))
-        names = ", ".join(_name(c) for c in columns)
-        sql = f"INSERT INTO {_name(table)} ({names}) {rows}"
+        sql = f"{_insert_into(table, columns)} {rows}"
         if ignore_conflicts:
             sql += " ON CONFLICT DO NOTHING"
     else:
@@ -604,11 +612,15 @@ def insert_rows(
 
 
 @functools.lru_cache(maxsize=64)
+def _insert_into(table: str, columns: tuple[str, ...]) -> str:
+    return f"INSERT INTO {_name(table)} (" + ", ".join(_name(c) for c in columns) + ")"
+
+
+@functools.lru_cache(maxsize=64)
 def unnest_insert_sql(table: str, columns: tuple[str, ...], *, ignore_conflicts: bool) -> str:
-    """PostgreSQL's INSERT of rows sent as one array per column."""
-    arrays = ", ".join(f"%s::{kind}[]" for kind in column_types(table, columns))
-    names = ", ".join(_name(c) for c in columns)
-    sql = f"INSERT INTO {_name(table)} ({names}) SELECT * FROM unnest({arrays})"
+    """PostgreSQL's INSERT of rows sent as one array per column (whatever their number: for a
+    statement with many parameters of its own)."""
+    sql = f"{_insert_into(table, columns)} {_unnested_pg(column_types(table, columns))}"
     return sql + " ON CONFLICT DO NOTHING" if ignore_conflicts else sql
 
 
