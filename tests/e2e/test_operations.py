@@ -73,35 +73,35 @@ def tls_server(tmp_path):
     cert, key = _self_signed(tmp_path)
     port, metrics_port = free_port(), free_port()
     log = tmp_path / "server.log"
-    stderr = log.open("wb")
     env = {k: v for k, v in os.environ.items() if not k.startswith("AFTERSALES_")}
     env.pop("DATABASE_URL", None)
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "server",
-            "--demo",
-            "--address",
-            f"127.0.0.1:{port}",
-            "--database",
-            f"sqlite:///{tmp_path / 'db.sqlite'}",
-            "--tls-cert",
-            str(cert),
-            "--tls-key",
-            str(key),
-            "--metrics-address",
-            f"127.0.0.1:{metrics_port}",
-            "--demo-keys",
-            str(tmp_path / "demo"),
-            "--drain-seconds",
-            "0",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=stderr,
-    )
+    with log.open("wb") as stderr:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "server",
+                "--demo",
+                "--address",
+                f"127.0.0.1:{port}",
+                "--database",
+                f"sqlite:///{tmp_path / 'db.sqlite'}",
+                "--tls-cert",
+                str(cert),
+                "--tls-key",
+                str(key),
+                "--metrics-address",
+                f"127.0.0.1:{metrics_port}",
+                "--demo-keys",
+                str(tmp_path / "demo"),
+                "--drain-seconds",
+                "0",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
     credentials = grpc.ssl_channel_credentials(root_certificates=cert.read_bytes())
     channel = grpc.secure_channel(f"localhost:{port}", credentials)
     deadline = time.monotonic() + 30
@@ -113,7 +113,8 @@ def tls_server(tmp_path):
         except grpc.RpcError:
             if process.poll() is not None or time.monotonic() > deadline:
                 process.kill()
-                raise
+                process.wait()
+                pytest.fail(f"the server did not serve within 30 s:\n{_tail(log)}")
             time.sleep(0.1)
     yield port, metrics_port, channel, tmp_path / "demo" / "token-key.pem"
     channel.close()
@@ -123,10 +124,12 @@ def tls_server(tmp_path):
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
-        tail = log.read_text(errors="replace").splitlines()[-30:]
-        pytest.fail("the server did not stop within 15 s of SIGTERM:\n" + "\n".join(tail))
-    finally:
-        stderr.close()
+        pytest.fail(f"the server did not stop within 15 s of SIGTERM:\n{_tail(log)}")
+
+
+def _tail(log: pathlib.Path) -> str:
+    """The last lines of a server's log."""
+    return "\n".join(log.read_text(errors="replace").splitlines()[-30:])
 
 
 def test_the_server_speaks_tls_and_refuses_plaintext(tls_server):
