@@ -251,7 +251,7 @@ def _order_and_shop_query(store: SqlStore, for_update: bool) -> pw.Query:
         .join(ShopRow, on=(_ORDER.shop == ShopRow.id))
         .where(_ORDER.id == KEY)
     )
-    return query.for_update(of=_ORDER) if for_update and store.is_postgres else query
+    return store.locked(query, of=_ORDER) if for_update else query
 
 
 def _eligibility_select() -> pw.Select:

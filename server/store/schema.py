@@ -491,7 +491,7 @@ def _column_type(table: str, column: str) -> str:
 
 
 @functools.lru_cache(maxsize=64)
-def column_types(table: str, columns: tuple[str, ...]) -> tuple[str, ...]:
+def _column_types(table: str, columns: tuple[str, ...]) -> tuple[str, ...]:
     """The PostgreSQL types of a table's columns, in their order."""
     return tuple(_column_type(table, c) for c in columns)
 
@@ -596,7 +596,7 @@ def insert_rows(
     `ignore_conflicts`, rows whose unique keys exist already are skipped. Returns the
     `returning` columns of the rows inserted. PostgreSQL inserts from rows_pg."""
     if isinstance(database, pw.PostgresqlDatabase):
-        rows, params = rows_pg(values, column_types(table, columns))
+        rows, params = rows_pg(values, _column_types(table, columns))
         sql = f"{_insert_into(table, columns)} {rows}"
         if ignore_conflicts:
             sql += " ON CONFLICT DO NOTHING"
@@ -620,7 +620,7 @@ def _insert_into(table: str, columns: tuple[str, ...]) -> str:
 def unnest_insert_sql(table: str, columns: tuple[str, ...], *, ignore_conflicts: bool) -> str:
     """PostgreSQL's INSERT of rows sent as one array per column (whatever their number: for a
     statement with many parameters of its own)."""
-    sql = f"{_insert_into(table, columns)} {_unnested_pg(column_types(table, columns))}"
+    sql = f"{_insert_into(table, columns)} {_unnested_pg(_column_types(table, columns))}"
     return sql + " ON CONFLICT DO NOTHING" if ignore_conflicts else sql
 
 

@@ -108,9 +108,10 @@ class SqlStore:
             for ref in (EXTERNAL, PLATFORM_COMMISSION)
         }
 
-    def locked(self, query: pw.Select) -> pw.Select:
-        """Row locks where the database has them; SQLite's write transactions are exclusive."""
-        return query.for_update() if self.is_postgres else query
+    def locked(self, query: pw.Select, of: Any = None) -> pw.Select:
+        """Row locks where the database has them, on the rows of `of` (a model or alias) alone
+        when given; SQLite's write transactions are exclusive."""
+        return query.for_update(of=of) if self.is_postgres else query
 
     def prepared(self, name: str, build: Callable[[], pw.Query]) -> tuple[str, list[Any]]:
         """The SQL and parameters of a hot query, built by peewee once per database: building a
