@@ -23,7 +23,7 @@ from server.store.schema import (
     to_us,
 )
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 # The namespace of the migration's PostgreSQL advisory lock (the first key of the two-key form).
 MIGRATION_LOCK_SPACE = 726_0431
@@ -120,6 +120,19 @@ def _migrate_to_6(database: pw.Database) -> None:
         execute_sql(database, f'DROP INDEX IF EXISTS "{name}"')
 
 
+def _migrate_to_7(database: pw.Database) -> None:
+    """On PostgreSQL, the commit's draw of an event's position finds the event by its primary
+    key, whatever the planner last learnt of the outbox's size. The draw runs under the lock
+    every commit that writes events queues on (step 5); its statement is planned once per
+    connection, and a plan made while the outbox was analysed nearly empty (a new deployment,
+    a pruned outbox) scanned the whole table at every commit after it had grown, until the next
+    ANALYZE: one commit's scan held up all the others. Replicas still at step 6 run the same
+    function, now with this setting."""
+    if not isinstance(database, pw.PostgresqlDatabase):
+        return
+    execute_sql(database, "ALTER FUNCTION event_position_at_commit() SET enable_seqscan = off")
+
+
 # Index i brings the schema from version i to i + 1. Append; never edit a released step.
 MIGRATIONS: list[Callable[[pw.Database], None]] = [
     _migrate_to_1,
@@ -128,6 +141,7 @@ MIGRATIONS: list[Callable[[pw.Database], None]] = [
     _migrate_to_4,
     _migrate_to_5,
     _migrate_to_6,
+    _migrate_to_7,
 ]
 assert len(MIGRATIONS) == SCHEMA_VERSION
 

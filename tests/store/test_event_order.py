@@ -156,3 +156,44 @@ def test_a_replica_still_at_step_4_keeps_the_position_it_drew_under_the_lock(pg_
         ("shop-old-replica", drawn),
         ("shop-new-replica", drawn + 1),
     ]
+
+
+def test_the_commit_finds_its_events_by_key_however_the_outbox_has_grown(pg_store):
+    """The outbox analysed while empty, as a new deployment's (or a pruned one's) is, then grown
+    without a new ANALYZE: the position drawn at each commit finds its event by the primary key.
+    A plan of the draw made while the outbox was that small would read the whole table at every
+    commit of the connection's life, under the lock every commit that writes events waits on."""
+    store = pg_store
+    store.database.execute_sql('ANALYZE "event"')
+    for i in range(8):  # the draw's plan, made and kept by this thread's connection
+        commit_one(store, f"shop-young-{i}")
+    grown = 5_000
+    with store.unit_of_work() as uow:
+        store.database.execute_sql(
+            'INSERT INTO "event" ("type", "occurred_at", "shop_id", "order_id", "actor_service", '
+            '"actor_person", "policy_version", "payload") '
+            "SELECT %s, 0, 'shop-' || i, '', '', '', '', %s FROM generate_series(1, %s) AS i",
+            [
+                EventType.SHOP_STATUS_CHANGED.value,
+                json.dumps(payload_values(ShopStatusChanged("NORMAL", "SUSPENDED"))),
+                grown,
+            ],
+        )
+        uow.commit()
+    scans = outbox_scans(store)
+
+    for i in range(5):
+        commit_one(store, f"shop-grown-{i}")
+
+    assert outbox_scans(store) == scans
+    assert read(store, 0).top == 8 + grown + 5  # each commit drew its position
+
+
+def outbox_scans(store) -> int:
+    """How many times the outbox was read whole so far, this connection's reads included (the
+    statistics it has not reported yet are sent first)."""
+    store.database.execute_sql("SELECT pg_stat_force_next_flush()")
+    cursor = store.database.execute_sql(
+        "SELECT seq_scan FROM pg_stat_user_tables WHERE relname = 'event'"
+    )
+    return int(cursor.fetchone()[0])
