@@ -4,6 +4,7 @@ call, and the data it bulk-loads is data the service can read, on a consistent l
 from __future__ import annotations
 
 import asyncio
+import collections
 import itertools
 import json
 import pathlib
@@ -16,6 +17,7 @@ import pytest
 
 from aftersales.v1 import clawback_pb2, entry_pb2, events_pb2, sync_pb2
 from server.domain import policy
+from server.domain.events import EventType
 from server.domain.model import AccountKind, AccountRef, ClawbackState
 from tests.bench import dataset as ds
 from tests.bench import procfs
@@ -116,6 +118,53 @@ def test_the_bulk_loaded_data_is_read_by_the_store_on_a_consistent_ledger(store,
         assert order.refundable_amount == ds.PAID
         assert len(order.commission_lines) == 4
         assert uow.entries.stored_open_entry(ds.order_id(ds.SHOPS)) is not None
+
+
+def test_the_bulk_loaded_history_left_its_events_and_its_request_ids(store, database_url):
+    """A database in service keeps what the history's mutations wrote besides the rows they
+    changed: their events in the outbox and their request ids with their responses."""
+    database = ds.Database(database_url)
+    try:
+        data = ds.Dataset(database, policy.load().version)
+        data.load_base()
+        data.grow(8 * ds.SHOPS)
+        debtor = data.load_debtor(5)
+        newest = data.newest_event()
+    finally:
+        database.close()
+    history = [ds.order_id(i) for i in range(8 * ds.SHOPS) if ds.is_history(i)]
+
+    with store.unit_of_work(read_only=True) as uow:
+        page = uow.events.read(after=0, shop_id=None, types=(), limit=1_000)
+        told = collections.defaultdict(list)
+        for event in page.events:
+            told[event.order_id].append(event.type)
+        assert {order: told[order] for order in history} == {
+            order: [EventType.ENTRY_OPENED, EventType.ENTRY_USED, EventType.REFUND_RECORDED]
+            for order in history
+        }
+        assert page.events[-1].position == newest == len(page.events) == 3 * (len(history) + 5)
+
+        [recorded] = [
+            e.payload
+            for e in page.events
+            if e.order_id == "bench-o-0" and e.type is EventType.REFUND_RECORDED
+        ]
+        clawback = uow.clawbacks.clawback(clawback_id=recorded.clawback_id)
+        assert (recorded.refund_id, recorded.state) == (clawback.refund.refund_id, "RECOVERED")
+        assert [line.recovered for line in recorded.lines] == [
+            line.recovered for line in clawback.lines
+        ]
+        owed = [
+            e.payload.lines[0]
+            for e in page.events
+            if e.type is EventType.REFUND_RECORDED and e.payload.lines[0].payee_id == debtor
+        ]
+        assert [line.outstanding for line in owed] == [ds.LINES[0][2]] * 5
+
+        stored = uow.requests.get("bench-req-refund-0")
+        assert stored is not None and stored.method == "RecordRefund"
+        assert len(stored.fingerprint) == 64 and stored.response
 
 
 def test_a_window_shorter_than_a_call_still_counts_whole_calls():

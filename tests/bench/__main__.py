@@ -166,7 +166,9 @@ def run_database(
             server = ServerProcess(url, folder / f"server-{name}-{size}.log")
             try:
                 server.wait_serving()
-                consumer = event_latency.EventLatencyProcess(server.address, name, size).begin()
+                consumer = event_latency.EventLatencyProcess(
+                    server.address, name, size, data.newest_event()
+                ).begin()
                 asyncio.run(measure_rpcs(name, server, database_cpu, data, args, report))
                 report.events.append(consumer.finish())
                 log(f"{name}: {event_latency.line(report.events[-1])}")

@@ -14,22 +14,37 @@ The data set, for N orders `bench-o-<i>`:
   have funded cash accounts: every order is eligible for the late entry.
 - A quarter of the orders (`history`) went the whole way: an entry opened and used, an
   application refunded, a late refund of 10,000 fen whose 4-line clawback was recovered in full,
-  with its five transfers. They give GetEntry, ListEntries, GetClawback, ListClawbacks and
-  ListTransfers something to read, 50 entries and clawbacks per shop at 10k orders.
+  with its five transfers, six to three days ago. They give GetEntry, ListEntries, GetClawback,
+  ListClawbacks and ListTransfers something to read, 50 entries and clawbacks per shop at 10k
+  orders. Their mutations left what a database in service keeps of them: the request ids with
+  their responses, and the events (entry opened, entry used, refund recorded) in the outbox,
+  whose 7 days of retention they are within. So the idempotency table and the outbox have the
+  size and the planner's statistics of a service that ran, not of an empty one.
 - The other orders are `fresh`: each timed write takes orders of its own from them.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import sqlite3
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlparse
 
 import psycopg
+
+from server.domain.events import (
+    EntryOpened,
+    EntryUsed,
+    EventType,
+    RecoveredLine,
+    RefundRecorded,
+    payload_values,
+)
 
 SHOPS = 50
 INFLUENCERS = 1000
@@ -48,6 +63,10 @@ LINES = (
 )
 
 DAY_US = 86_400 * 1_000_000
+# How long ago the history's entries were opened: within the outbox's retention (7 days).
+HISTORY_DAYS = 6
+# A time in a payload whose times the SQL gives.
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 HOUR_US = 3_600 * 1_000_000
 
 WALLET_FUNDS = 10**12
@@ -151,6 +170,18 @@ def commission_json(group: Group) -> str:
     return "'[' || " + " || ',' || ".join(parts) + " || ']'"
 
 
+def json_sql(values: dict[str, Any], fields: dict[str, str]) -> str:
+    """`values` as JSON text built in SQL, as the store writes a payload: each string value that
+    names one of `fields` (a marker such as "@entry") is that field's SQL expression over `i`,
+    a string (quoted) or, for a time, a number."""
+    text = q(json.dumps(values, separators=(",", ":")))
+    for marker, expression in fields.items():
+        number = marker.endswith("_at")
+        quote = "" if number else '"'
+        text = text.replace(f'"{marker}"', f"{quote}' || ({expression}) || '{quote}")
+    return text
+
+
 class Database:
     """A plain connection to the benchmark's database, for bulk writes."""
 
@@ -222,6 +253,19 @@ class Database:
             f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})",
             [[row[c] for c in columns] for row in rows],
         )
+
+    def fingerprint(self, text: str) -> str:
+        """A SQL expression: 64 hexadecimal digits from the SQL text expression `text`, as a
+        request's fingerprint (a SHA-256 in the service)."""
+        if self.postgres:
+            return f"encode(sha256(convert_to({text}, 'UTF8')), 'hex')"
+        return "lower(hex(randomblob(32)))"
+
+    def blob(self, size: int) -> str:
+        """A SQL expression: `size` bytes, as a stored response."""
+        if self.postgres:
+            return f"decode(repeat('5a', {size}), 'hex')"
+        return f"randomblob({size})"
 
     def series(self, start: int, stop: int) -> tuple[str, str]:
         """(a WITH clause, a FROM item) naming the integers start..stop-1 as `i`."""
@@ -337,8 +381,9 @@ class Dataset:
             f"{now - 35 * DAY_US}, {now - 30 * DAY_US}, {now - 23 * DAY_US}, "
             f"{commission_json(g)}, 0 FROM {source}"
         )
-        # The history: opened 20 days ago, used a day later, refunded two and three days later.
-        opened = f"({now - 20 * DAY_US} + i)"
+        # The history: opened 6 days ago, used a day later, refunded two and three days later;
+        # its events are still in the outbox, whose retention is 7 days.
+        opened = f"({now - HISTORY_DAYS * DAY_US} + i)"
         used = f"({opened} + {DAY_US})"
         started = f"({opened} + {2 * DAY_US})"
         paid = f"({opened} + {3 * DAY_US})"
@@ -399,6 +444,109 @@ class Dataset:
                 f"'clawback:{p}-c-' || i || ':{line_no}', {paid} "
                 f"FROM {source} {wallet} {payer} WHERE {g.history} ORDER BY i"
             )
+        self._requests(g, with_, where, opened, used, paid)
+        self._outbox(g, with_, where, opened, used, paid)
+
+    def _requests(
+        self, g: Group, with_: str, where: str, opened: str, used: str, paid: str
+    ) -> None:
+        """The request ids of the history's mutations, each with its response, as the service
+        keeps them for replays (forever)."""
+        p = g.prefix
+        for method, tag, size, at in (
+            ("OpenEntry", "open", 160, opened),
+            ("ApplyAfterSales", "apply", 200, used),
+            ("RecordRefund", "refund", 600, paid),
+        ):
+            request_id = f"'{p}-req-{tag}-' || i"
+            self.db.execute(
+                f"{with_}INSERT INTO request (request_id, method, fingerprint, response, "
+                f"created_at) SELECT {request_id}, '{method}', "
+                f"{self.db.fingerprint(request_id)}, {self.db.blob(size)}, {at} {where}"
+            )
+
+    def _outbox(self, g: Group, with_: str, where: str, opened: str, used: str, paid: str) -> None:
+        """The history's events, in the order they happened: its entries opened, then used,
+        then its refunds recorded (positions drawn in that order)."""
+        p = g.prefix
+        version = q(self.policy_version)
+        payee = payee_sql(g)
+        lines = []
+        for line_no, (kind, _, due) in enumerate(LINES):
+            recovered = due if kind != "INFLUENCER" or g.influencer_recovered else 0
+            fee = kind == "TECHNICAL_SERVICE_FEE"
+            lines.append(
+                RecoveredLine(
+                    line_no=line_no,
+                    payee_kind=kind,
+                    payee_id=f"@payee{line_no}",
+                    account_kind="PLATFORM_COMMISSION" if fee else "CASH",
+                    account_owner_id=f"@payee{line_no}",
+                    due=due,
+                    recovered=recovered,
+                    outstanding=due - recovered,
+                )
+            )
+        told = (
+            (
+                EventType.ENTRY_OPENED,
+                opened,
+                f"'staff:' || {g.operator}",
+                version,
+                EntryOpened("@entry", EPOCH, EPOCH, "@operator", ""),
+            ),
+            (
+                EventType.ENTRY_USED,
+                used,
+                f"'buyer:{p}-b-' || i",
+                "''",
+                EntryUsed("@entry", "@application", "@buyer", REFUND, EPOCH),
+            ),
+            (
+                EventType.REFUND_RECORDED,
+                paid,
+                "''",
+                version,
+                RefundRecorded(
+                    "@refund",
+                    "@clawback",
+                    "@application",
+                    REFUND,
+                    REFUND,
+                    0,
+                    "RECOVERED" if g.influencer_recovered else "PARTIAL",
+                    (),
+                    tuple(lines),
+                ),
+            ),
+        )
+        fields = {
+            "@entry": f"'{p}-e-' || i",
+            "@application": f"'{p}-a-' || i",
+            "@refund": f"'{p}-r-' || i",
+            "@clawback": f"'{p}-c-' || i",
+            "@buyer": f"'{p}-b-' || i",
+            "@operator": g.operator,
+            **{f"@payee{n}": payee[kind] for n, (kind, _, _) in enumerate(LINES)},
+        }
+        times = {"opened_at": opened, "expires_at": f"{opened} + {3 * DAY_US}", "filed_at": used}
+        for event_type, at, person, policy_version, payload in told:
+            values = payload_values(payload)
+            for name, expression in times.items():
+                if name in values:
+                    values[name] = f"@{name}"
+                    fields[f"@{name}"] = expression
+            payload_sql = json_sql(values, fields)
+            self.db.execute(
+                f"{with_}INSERT INTO event (type, occurred_at, shop_id, order_id, "
+                "actor_service, actor_person, policy_version, payload) "
+                f"SELECT '{event_type.value}', {at}, {g.shop}, '{p}-o-' || i, '', {person}, "
+                f"{policy_version}, {payload_sql} {where} ORDER BY i"
+            )
+
+    def newest_event(self) -> int:
+        """The highest position in the outbox, 0 when it is empty."""
+        return int(self.db.execute("SELECT COALESCE(MAX(position), 0) FROM event")[0][0])
 
     def _last_transfer(self) -> int:
         return int(self.db.execute("SELECT COALESCE(MAX(id), 0) FROM transfer")[0][0])

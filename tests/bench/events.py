@@ -18,8 +18,9 @@ from aftersales.v1 import events_pb2, events_pb2_grpc
 
 
 class EventLatency(threading.Thread):
-    def __init__(self, address: str, database: str, orders: int) -> None:
+    def __init__(self, address: str, database: str, orders: int, after: int) -> None:
         super().__init__(name="event-consumer", daemon=True)
+        self.after = after
         self.channel = grpc.insecure_channel(address)
         self.result: dict[str, Any] = {"database": database, "orders": orders}
         self.latencies: list[float] = []
@@ -29,9 +30,10 @@ class EventLatency(threading.Thread):
 
     def run(self) -> None:
         stub = events_pb2_grpc.EventsStub(self.channel)
-        # From the newest position: the backlog of the runs before would delay the live events
-        # by however long reading it takes, which is not what a consumer that keeps up sees.
-        newest = 0
+        # From the newest position: the backlog (the data set's history, the runs before) would
+        # delay the live events by however long reading it takes, which is not what a consumer
+        # that keeps up sees. `after` is the newest the data set holds; read on to the end.
+        newest = self.after
         while True:
             page = stub.ListEvents(
                 events_pb2.ListEventsRequest(after_position=newest, page_size=500), timeout=60
@@ -78,12 +80,12 @@ class EventLatencyProcess:
     """An EventLatency in a process of its own (spawned: the load generator's gRPC does not
     survive a fork)."""
 
-    def __init__(self, address: str, database: str, orders: int) -> None:
+    def __init__(self, address: str, database: str, orders: int, after: int) -> None:
         context = multiprocessing.get_context("spawn")
         self.connection, child = context.Pipe()
         self.result: dict[str, Any] = {"database": database, "orders": orders}
         self.process = context.Process(
-            target=_follow, args=(address, database, orders, child), daemon=True
+            target=_follow, args=(address, database, orders, after, child), daemon=True
         )
 
     def begin(self) -> EventLatencyProcess:
@@ -108,8 +110,8 @@ class EventLatencyProcess:
         return result
 
 
-def _follow(address: str, database: str, orders: int, connection: Any) -> None:
-    consumer = EventLatency(address, database, orders).begin()
+def _follow(address: str, database: str, orders: int, after: int, connection: Any) -> None:
+    consumer = EventLatency(address, database, orders, after).begin()
     connection.send("watching")
     connection.recv()  # finish
     connection.send(consumer.finish())

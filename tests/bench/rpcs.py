@@ -297,7 +297,7 @@ def rpcs(channels: Sequence[grpc.aio.Channel], data: ds.Dataset, seed: int = 1) 
                 lambda: clawback_pb2.ListTransfersRequest(account=wallet(shop()), page_size=PAGE)
             ),
         ),
-        # A consumer catching up: the oldest page of the events the warm-up's writes told.
+        # A consumer catching up: the oldest page of the outbox (the history's events).
         Rpc(
             f"ListEvents ({PAGE})",
             events("ListEvents"),
