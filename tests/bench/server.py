@@ -3,7 +3,6 @@ time and its GIL are its own and not the load generator's."""
 
 from __future__ import annotations
 
-import os
 import pathlib
 import signal
 import subprocess
@@ -15,6 +14,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.bench import procfs
+from tests.environment import server_environment
 from tests.pg import free_port
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -36,11 +36,7 @@ class ServerProcess:
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.log = log
-        env = {
-            k: v
-            for k, v in os.environ.items()
-            if not k.startswith("AFTERSALES_") and k != "DATABASE_URL"
-        }
+        env = server_environment()
         with open(log, "wb") as stderr:
             self.process = subprocess.Popen(
                 [

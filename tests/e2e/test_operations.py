@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
-import os
 import pathlib
 import subprocess
 import sys
@@ -21,6 +20,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from client import Client, FailedPrecondition
 from server.certs import TokenKey
+from tests.environment import server_environment
 from tests.pg import free_port
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -73,8 +73,7 @@ def tls_server(tmp_path):
     cert, key = _self_signed(tmp_path)
     port, metrics_port = free_port(), free_port()
     log = tmp_path / "server.log"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AFTERSALES_")}
-    env.pop("DATABASE_URL", None)
+    env = server_environment()
     with log.open("wb") as stderr:
         process = subprocess.Popen(
             [

@@ -6,7 +6,6 @@ from __future__ import annotations
 import collections
 import dataclasses
 import json
-import os
 import pathlib
 import signal
 import subprocess
@@ -23,6 +22,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from aftersales.v1 import resources_pb2 as pb
 from client import AlreadyExists, Client, NotFound
 from server.certs import TokenKey
+from tests.environment import server_environment
 from tests.pg import free_port
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -34,14 +34,7 @@ ENTRY_SERVICE = "aftersales.v1.AfterSalesEntry"
 def _environment() -> dict[str, str]:
     """This environment without settings that would point the processes elsewhere; one server
     process unless a test's --processes says more (tests/e2e/test_processes.py)."""
-    return {
-        **{
-            k: v
-            for k, v in os.environ.items()
-            if not k.startswith("AFTERSALES_") and k != "DATABASE_URL"
-        },
-        "AFTERSALES_PROCESSES": "1",
-    }
+    return server_environment(AFTERSALES_PROCESSES="1")
 
 
 def _policy_file(folder: pathlib.Path) -> pathlib.Path:

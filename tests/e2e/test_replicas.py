@@ -3,7 +3,6 @@ rule holds when callers hit both at once."""
 
 from __future__ import annotations
 
-import os
 import pathlib
 import subprocess
 import sys
@@ -21,6 +20,7 @@ from server.domain import policy as policy_module
 from server.service import Service
 from server.service.clock import SystemClock
 from server.store import SqlStore, open_database
+from tests.environment import server_environment
 from tests.pg import free_port
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -30,8 +30,7 @@ pytestmark = pytest.mark.postgres
 
 def _start_replica(database_url: str) -> tuple[subprocess.Popen, str]:
     address = f"127.0.0.1:{free_port()}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AFTERSALES_")}
-    env["DATABASE_URL"] = database_url
+    env = server_environment(DATABASE_URL=database_url)
     process = subprocess.Popen(
         [sys.executable, "-m", "server", "--address", address, "--drain-seconds", "0"],
         cwd=ROOT,
