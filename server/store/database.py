@@ -37,6 +37,26 @@ BUSY_TIMEOUT_SECONDS = 10.0
 WAL_AUTOCHECKPOINT_PAGES = 10_000
 
 
+class SqliteFile(pw.SqliteDatabase):
+    """A SQLite database in a file. The first connection makes the file if it is missing (a
+    new database, for its migration); every connection after opens the file as it is (a URI in
+    mode=rw), never making it again. So a file that went away (its volume unmounted, the file
+    moved) fails the calls and the health probe, instead of being replaced by an empty database
+    that the next connection of some thread would have made and the probe found answering."""
+
+    def __init__(self, path: str, **kwargs: Any) -> None:
+        # The file itself, beside which the writers take their turns (turns.py).
+        self.path = path
+        uri = pathlib.Path(path).absolute().as_uri()
+        self._existing = f"{uri}?mode=rw"
+        super().__init__(f"{uri}?mode=rwc", uri=True, **kwargs)
+
+    def connect(self, reuse_if_open: bool = False) -> bool:
+        opened = super().connect(reuse_if_open)
+        self.database = self._existing  # it exists now
+        return opened
+
+
 def open_database(
     url: str,
     *,
@@ -63,9 +83,11 @@ def open_database(
     parsed = urlparse(url)
     if parsed.scheme == "sqlite":
         path = sqlite_path(url)
+        sqlite: type[pw.SqliteDatabase] = pw.SqliteDatabase
         if not in_memory(path):
             pathlib.Path(path).parent.mkdir(parents=True, exist_ok=True)
-        return pw.SqliteDatabase(
+            sqlite = SqliteFile
+        return sqlite(
             path,
             # Every write transaction takes the write lock up front: no deadlock on upgrade.
             lock_type="IMMEDIATE",

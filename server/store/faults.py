@@ -54,8 +54,11 @@ def translate(error: BaseException) -> Exception | None:
     excuse (then it propagates as it is: a bug, or not the database's at all)."""
     if isinstance(error, MaxConnectionsExceeded):
         return StoreUnavailable(f"no database connection free: {error}")
-    # peewee wraps the driver's exception and keeps it as `orig`; some it lets through as they are.
-    cause = getattr(error, "orig", None) or error
+    # peewee wraps the driver's exception and keeps it as `orig`; some it lets through as they
+    # are, and one raised as a statement connects is wrapped twice (SQLite connects lazily).
+    cause: BaseException = error
+    while isinstance(getattr(cause, "orig", None), BaseException):
+        cause = cause.orig  # type: ignore[attr-defined]
     if isinstance(error, pw.IntegrityError) or isinstance(
         cause, psycopg.IntegrityError | sqlite3.IntegrityError
     ):

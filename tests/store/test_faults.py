@@ -367,3 +367,25 @@ def test_a_sqlite_database_locked_by_another_writer_is_unavailable(tmp_path):
         other.rollback()
         other.close()
         store.close()
+
+
+def test_a_sqlite_file_that_went_away_is_unavailable_and_never_made_anew(tmp_path):
+    path = tmp_path / "aftersales.db"
+    store = a_store(f"sqlite:///{path}")
+    path.rename(tmp_path / "elsewhere.db")  # as when the volume holding it goes away
+    failed: list[BaseException] = []
+
+    def read_on_a_new_connection() -> None:  # a thread's first unit of work connects
+        try:
+            with store.unit_of_work(read_only=True) as uow:
+                uow.facts.order("order-1")
+        except BaseException as e:
+            failed.append(e)
+
+    thread = threading.Thread(target=read_on_a_new_connection)
+    thread.start()
+    thread.join(10)
+    store.close()
+
+    assert [type(e) for e in failed] == [StoreUnavailable], failed
+    assert not path.exists()  # no empty database in its place
