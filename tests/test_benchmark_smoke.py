@@ -10,6 +10,7 @@ import json
 import pathlib
 import subprocess
 import sys
+from datetime import UTC, datetime
 
 import grpc
 import psycopg
@@ -17,7 +18,7 @@ import pytest
 
 from aftersales.v1 import clawback_pb2, entry_pb2, events_pb2, sync_pb2
 from server.domain import policy
-from server.domain.events import EventType
+from server.domain.events import EntryOpened, EventType
 from server.domain.model import AccountKind, AccountRef, ClawbackState
 from tests.bench import dataset as ds
 from tests.bench import procfs
@@ -144,6 +145,23 @@ def test_the_bulk_loaded_history_left_its_events_and_its_request_ids(store, data
             for order in history
         }
         assert page.events[-1].position == newest == len(page.events) == 3 * (len(history) + 5)
+
+        of_order = {e.type: e for e in page.events if e.order_id == ds.order_id(1)}
+        opened, used = of_order[EventType.ENTRY_OPENED], of_order[EventType.ENTRY_USED]
+        entry = uow.entries.entry(opened.payload.entry_id)
+        assert (opened.occurred_at, opened.payload) == (
+            entry.opened_at,
+            EntryOpened(
+                entry.entry_id, entry.opened_at, entry.expires_at, entry.operator_id, entry.note
+            ),
+        )
+        assert (used.occurred_at, used.payload.filed_at, used.payload.application_id) == (
+            entry.used_at,
+            entry.used_at,
+            entry.application_id,
+        )
+        oldest = min(event.occurred_at for event in page.events)
+        assert oldest > datetime.now(UTC) - policy.load().event_retention  # none to prune
 
         [recorded] = [
             e.payload

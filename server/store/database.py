@@ -38,11 +38,12 @@ WAL_AUTOCHECKPOINT_PAGES = 10_000
 
 
 class SqliteFile(pw.SqliteDatabase):
-    """A SQLite database in a file. The first connection makes the file if it is missing (a
-    new database, for its migration); every connection after opens the file as it is (a URI in
-    mode=rw), never making it again. So a file that went away (its volume unmounted, the file
-    moved) fails the calls and the health probe, instead of being replaced by an empty database
-    that the next connection of some thread would have made and the probe found answering."""
+    """A SQLite database in a file. The store's first connection makes the file if it is
+    missing (a new database); every connection after opens the file as it is (a URI in
+    mode=rw), never making it again. So after a file went away (its volume unmounted, the file
+    moved), a thread that connects then fails its call (UNAVAILABLE) and the health probe fails,
+    instead of an empty database being made in its place, which the probe would have found
+    answering. (A connection already open goes on with the file it has open.)"""
 
     def __init__(self, path: str, **kwargs: Any) -> None:
         # The file itself, beside which the writers take their turns (turns.py).

@@ -389,3 +389,23 @@ def test_a_sqlite_file_that_went_away_is_unavailable_and_never_made_anew(tmp_pat
 
     assert [type(e) for e in failed] == [StoreUnavailable], failed
     assert not path.exists()  # no empty database in its place
+
+
+def test_a_sqlite_file_named_by_a_relative_path_with_spaces_and_percents(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    store = a_store("sqlite:///data dir/after sales 100%.db")
+    try:
+        with store.unit_of_work() as uow:
+            uow.facts.put_shop(Shop("shop-1", "A shop", ShopStatus.NORMAL, T0))
+            uow.commit()
+    finally:
+        store.close()
+
+    [made] = (tmp_path / "data dir").glob("*.db")
+    assert made.name == "after sales 100%.db"
+    reopened = a_store(f"sqlite:///{made}")
+    try:
+        with reopened.unit_of_work(read_only=True) as uow:
+            assert uow.facts.shop("shop-1").name == "A shop"
+    finally:
+        reopened.close()
