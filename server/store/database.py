@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import threading
 import time
 from typing import Any
 from urllib.parse import urlparse
@@ -41,9 +42,10 @@ class SqliteFile(pw.SqliteDatabase):
     """A SQLite database in a file. The store's first connection makes the file if it is
     missing (a new database); every connection after opens the file as it is (a URI in
     mode=rw), never making it again. So after a file went away (its volume unmounted, the file
-    moved), a thread that connects then fails its call (UNAVAILABLE) and the health probe fails,
-    instead of an empty database being made in its place, which the probe would have found
-    answering. (A connection already open goes on with the file it has open.)"""
+    moved or deleted), a connection fails (UNAVAILABLE), and so does the health probe, instead of
+    an empty database being made in its place, which the probe would have found answering. A
+    connection already open would go on with the file it has open, deleted or elsewhere:
+    `same_file` tells the store (SqlStore.session) to close it instead."""
 
     def __init__(self, path: str, **kwargs: Any) -> None:
         # The file itself, beside which the writers take their turns (turns.py).
@@ -51,11 +53,30 @@ class SqliteFile(pw.SqliteDatabase):
         uri = pathlib.Path(path).absolute().as_uri()
         self._existing = f"{uri}?mode=rw"
         super().__init__(f"{uri}?mode=rwc", uri=True, **kwargs)
+        # The file this thread's connection opened: (device, inode).
+        self._opened = threading.local()
 
     def connect(self, reuse_if_open: bool = False) -> bool:
         opened = super().connect(reuse_if_open)
         self.database = self._existing  # it exists now
+        if opened:
+            self._opened.file = self._file()
         return opened
+
+    def same_file(self) -> bool:
+        """Whether the file at the path is the one this thread's connection opened (true when
+        it has none open). One stat, a microsecond or two."""
+        opened: tuple[int, int] | None = getattr(self._opened, "file", None)
+        if opened is None or self.is_closed():
+            return True
+        try:
+            return self._file() == opened
+        except OSError:
+            return False
+
+    def _file(self) -> tuple[int, int]:
+        stat = os.stat(self.path)
+        return stat.st_dev, stat.st_ino
 
 
 def open_database(

@@ -225,11 +225,24 @@ class SqlStore:
             if self.writer is not None:
                 self.writer.close()
 
+    def _check_file(self) -> None:
+        """On SQLite, StoreUnavailable if this thread's connection has a file open that is no
+        longer the database's (it went away): the connection is closed, unless a transaction
+        (a group's) still runs on it, which this call's failure rolls back (group_commit.py).
+        The next connection opens the file at the path, once it is back."""
+        database = self.database
+        if not isinstance(database, SqliteFile) or database.same_file():
+            return
+        if not database.in_transaction():
+            database.close()
+        raise StoreUnavailable(f"the database file {database.path} went away")
+
     @contextlib.contextmanager
     def session(self) -> Iterator[None]:
         """A connection for the duration of a call: from the pool on PostgreSQL (returned when
         the outermost session ends); SQLite keeps one per thread."""
         if not self.is_postgres:
+            self._check_file()
             yield
             return
         depth = getattr(self._sessions, "depth", 0)

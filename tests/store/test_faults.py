@@ -409,3 +409,30 @@ def test_a_sqlite_file_named_by_a_relative_path_with_spaces_and_percents(tmp_pat
             assert uow.facts.shop("shop-1").name == "A shop"
     finally:
         reopened.close()
+
+
+def test_a_connection_whose_sqlite_file_went_away_fails_its_calls_until_the_file_is_back(
+    tmp_path,
+):
+    path, elsewhere = tmp_path / "aftersales.db", tmp_path / "elsewhere.db"
+    store = a_store(f"sqlite:///{path}")  # this thread's connection has the file open
+    path.rename(elsewhere)
+
+    try:
+        with pytest.raises(StoreUnavailable, match="went away"):
+            with store.unit_of_work() as uow:
+                uow.facts.put_shop(Shop("shop-1", "A shop", ShopStatus.NORMAL, T0))
+                uow.commit()
+        with pytest.raises(StoreUnavailable, match="CANTOPEN"):  # connecting again
+            with store.unit_of_work(read_only=True) as uow:
+                uow.facts.shop_or_none("shop-1")
+        assert not path.exists()
+
+        elsewhere.rename(path)
+        with store.unit_of_work() as uow:
+            uow.facts.put_shop(Shop("shop-1", "A shop", ShopStatus.NORMAL, T0))
+            uow.commit()
+        with store.unit_of_work(read_only=True) as uow:
+            assert uow.facts.shop("shop-1").name == "A shop"
+    finally:
+        store.close()
