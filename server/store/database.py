@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import sqlite3
 import threading
 import time
 from typing import Any
@@ -39,26 +40,29 @@ WAL_AUTOCHECKPOINT_PAGES = 10_000
 
 
 class SqliteFile(pw.SqliteDatabase):
-    """A SQLite database in a file. The store's first connection makes the file if it is
-    missing (a new database); every connection after opens the file as it is (a URI in
-    mode=rw), never making it again. So after a file went away (its volume unmounted, the file
-    moved or deleted), a connection fails (UNAVAILABLE), and so does the health probe, instead of
-    an empty database being made in its place, which the probe would have found answering. A
-    connection already open would go on with the file it has open, deleted or elsewhere:
-    `same_file` tells the store (SqlStore.session) to close it instead."""
+    """A SQLite database in a file. Its connections open the file as it is (a URI in mode=rw),
+    never making it: only the migration does (`make`). So after a file went away (its volume
+    unmounted, the file moved or deleted), a connection fails (UNAVAILABLE), and so does the
+    health probe, instead of an empty database being made in its place, which the probe would
+    have found answering. A connection already open would go on with the file it has open,
+    deleted or elsewhere: `same_file` tells the store (SqlStore.session) to close it instead."""
 
     def __init__(self, path: str, **kwargs: Any) -> None:
         # The file itself, beside which the writers take their turns (turns.py).
         self.path = path
-        uri = pathlib.Path(path).absolute().as_uri()
-        self._existing = f"{uri}?mode=rw"
-        super().__init__(f"{uri}?mode=rwc", uri=True, **kwargs)
+        super().__init__(pathlib.Path(path).absolute().as_uri() + "?mode=rw", uri=True, **kwargs)
         # The file this thread's connection opened: (device, inode).
         self._opened = threading.local()
 
+    def make(self) -> None:
+        """Makes the file, an empty database, if it is missing."""
+        sqlite3.connect(self.path).close()
+
+    def exists(self) -> bool:
+        return os.path.exists(self.path)
+
     def connect(self, reuse_if_open: bool = False) -> bool:
         opened = super().connect(reuse_if_open)
-        self.database = self._existing  # it exists now
         if opened:
             self._opened.file = self._file()
         return opened

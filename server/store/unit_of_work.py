@@ -82,7 +82,9 @@ class SqlStore:
     def migrate(self) -> int:
         """Brings the schema to the current version and reads what every replica shares. On
         SQLite, in the writers' turn: the processes serving the file wait, instead of sleeping
-        in SQLite's busy handler."""
+        in SQLite's busy handler. A SQLite file is made here if it is missing, and only here."""
+        if isinstance(self.database, SqliteFile):
+            self.database.make()
         with self.session(), self.writer or contextlib.nullcontext():
             version = migrations.run(self.database)
             self._read_shared()
@@ -91,7 +93,12 @@ class SqlStore:
     def use_migrated(self) -> int:
         """Reads what every replica shares from a schema migrated by a step of its own (`python
         -m server migrate`), changing nothing; raises migrations.SchemaNotCurrent unless the
-        schema is at this server's version."""
+        schema is at this server's version (a SQLite file that does not exist is not made)."""
+        if isinstance(self.database, SqliteFile) and not self.database.exists():
+            raise migrations.SchemaNotCurrent(
+                f"the database file {self.database.path} does not exist: make it with "
+                "`python -m server migrate`"
+            )
         with self.session():
             version = migrations.check(self.database)
             self._read_shared()

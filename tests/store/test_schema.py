@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import sqlite3
+
 import pytest
 
 from server.domain.model import Shop, ShopStatus
 from server.store import SCHEMA_VERSION, SqlStore, open_database
+from server.store.database import sqlite_path
 from server.store.schema import SchemaVersionRow
 from tests.store.factories import at_once
 
@@ -24,7 +27,10 @@ TABLES = {
 
 @pytest.fixture
 def empty_store(database_url):
-    """A store on a database nothing has migrated yet (the `store` fixture migrates)."""
+    """A store on a database nothing has migrated yet (the `store` fixture migrates): on SQLite
+    an empty file."""
+    if database_url.startswith("sqlite"):
+        sqlite3.connect(sqlite_path(database_url)).close()
     store = SqlStore(open_database(database_url))
     yield store
     store.close()
