@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import itertools
 import json
 import pathlib
 import subprocess
 import sys
+from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import grpc
@@ -86,17 +88,24 @@ def test_the_cpu_of_postgresql_s_own_processes_is_measured(postgres_server):
     assert spent >= 0.05
 
 
-def test_the_bulk_loaded_data_is_read_by_the_store_on_a_consistent_ledger(store, database_url):
+@contextlib.contextmanager
+def bulk_loaded(database_url: str, debtor_shops: int) -> Iterator[tuple[ds.Dataset, str]]:
+    """The base and 8 orders per shop loaded, and an influencer owing `debtor_shops` shops:
+    the data set and the influencer, its connection open until the end of the block."""
     database = ds.Database(database_url)
     try:
         data = ds.Dataset(database, policy.load().version)
         data.load_base()
         data.grow(8 * ds.SHOPS)
-        debtor = data.load_debtor(30)
-        data.open_entries(data.take_fresh(3))
-        data.file_applications(data.take_fresh(3))
+        yield data, data.load_debtor(debtor_shops)
     finally:
         database.close()
+
+
+def test_the_bulk_loaded_data_is_read_by_the_store_on_a_consistent_ledger(store, database_url):
+    with bulk_loaded(database_url, 30) as (data, debtor):
+        data.open_entries(data.take_fresh(3))
+        data.file_applications(data.take_fresh(3))
 
     with store.unit_of_work(read_only=True) as uow:
         total, accounts = uow.ledger.ledger_totals()
@@ -124,15 +133,8 @@ def test_the_bulk_loaded_data_is_read_by_the_store_on_a_consistent_ledger(store,
 def test_the_bulk_loaded_history_left_its_events_and_its_request_ids(store, database_url):
     """A database in service keeps what the history's mutations wrote besides the rows they
     changed: their events in the outbox and their request ids with their responses."""
-    database = ds.Database(database_url)
-    try:
-        data = ds.Dataset(database, policy.load().version)
-        data.load_base()
-        data.grow(8 * ds.SHOPS)
-        debtor = data.load_debtor(5)
+    with bulk_loaded(database_url, 5) as (data, debtor):
         newest = data.newest_event()
-    finally:
-        database.close()
     history = [ds.order_id(i) for i in range(8 * ds.SHOPS) if ds.is_history(i)]
 
     with store.unit_of_work(read_only=True) as uow:

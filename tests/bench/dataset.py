@@ -127,6 +127,14 @@ class Group:
     history: str  # which orders had a late refund recorded (a condition)
     influencer_recovered: bool  # whether that refund recovered the influencer's line
 
+    def recovered(self, kind: str, due: int) -> int:
+        """What the history's refund recovered of a line of `kind` that owed `due`."""
+        return due if kind != "INFLUENCER" or self.influencer_recovered else 0
+
+    @property
+    def clawback_state(self) -> str:
+        return "RECOVERED" if self.influencer_recovered else "PARTIAL"
+
 
 MAIN = Group(
     prefix="bench",
@@ -390,13 +398,14 @@ class Dataset:
         used = f"({opened} + {DAY_US})"
         started = f"({opened} + {2 * DAY_US})"
         paid = f"({opened} + {3 * DAY_US})"
+        expires = paid  # the entry's window, 3 days
         where = f"FROM {source} WHERE {g.history}"
         version = q(self.policy_version)
         db.execute(
             f"{with_}INSERT INTO entry (id, order_id, shop_id, state, opened_at, expires_at, "
             "operator_id, note, policy_version, used_at, application_id) "
             f"SELECT '{p}-e-' || i, '{p}-o-' || i, {g.shop}, 'USED', {opened}, "
-            f"{opened} + {3 * DAY_US}, {g.operator}, '', {version}, {used}, '{p}-a-' || i {where}"
+            f"{expires}, {g.operator}, '', {version}, {used}, '{p}-a-' || i {where}"
         )
         db.execute(
             f"{with_}INSERT INTO application (id, order_id, entry_id, buyer_id, amount, reason, "
@@ -409,11 +418,10 @@ class Dataset:
             f"recorded_at) SELECT '{p}-r-' || i, '{p}-o-' || i, '{p}-a-' || i, {REFUND}, "
             f"{started}, {paid}, 0, {REFUND}, {REFUND}, 0, {paid} {where}"
         )
-        state = "RECOVERED" if g.influencer_recovered else "PARTIAL"
         db.execute(
             f"{with_}INSERT INTO clawback (id, refund_id, order_id, shop_id, state, reasons, "
             f"policy_version, created_at) SELECT '{p}-c-' || i, '{p}-r-' || i, '{p}-o-' || i, "
-            f"{g.shop}, '{state}', '[]', {version}, {paid} {where}"
+            f"{g.shop}, '{g.clawback_state}', '[]', {version}, {paid} {where}"
         )
         payee = payee_sql(g)
         # The accounts by join, not by a subquery per row.
@@ -426,7 +434,7 @@ class Dataset:
             f"JOIN account x ON x.kind = 'EXTERNAL' WHERE {g.history} ORDER BY i"
         )
         for line_no, (kind, commission, due) in enumerate(LINES):
-            recovered = due if kind != "INFLUENCER" or g.influencer_recovered else 0
+            recovered = g.recovered(kind, due)
             db.execute(
                 f"{with_}INSERT INTO clawback_line (clawback_id, line_no, payee_kind, payee_id, "
                 f"commission, due, recovered) SELECT '{p}-c-' || i, {line_no}, '{kind}', "
@@ -448,7 +456,7 @@ class Dataset:
                 f"FROM {source} {wallet} {payer} WHERE {g.history} ORDER BY i"
             )
         self._requests(g, with_, where, opened, used, paid)
-        self._outbox(g, with_, where, opened, used, paid)
+        self._outbox(g, with_, where, opened, expires, used, paid)
 
     def _requests(
         self, g: Group, with_: str, where: str, opened: str, used: str, paid: str
@@ -468,7 +476,9 @@ class Dataset:
                 f"{self.db.fingerprint(request_id)}, {self.db.blob(size)}, {at} {where}"
             )
 
-    def _outbox(self, g: Group, with_: str, where: str, opened: str, used: str, paid: str) -> None:
+    def _outbox(
+        self, g: Group, with_: str, where: str, opened: str, expires: str, used: str, paid: str
+    ) -> None:
         """The history's events, in the order they happened: its entries opened, then used,
         then its refunds recorded (positions drawn in that order)."""
         p = g.prefix
@@ -476,7 +486,7 @@ class Dataset:
         payee = payee_sql(g)
         lines = []
         for line_no, (kind, _, due) in enumerate(LINES):
-            recovered = due if kind != "INFLUENCER" or g.influencer_recovered else 0
+            recovered = g.recovered(kind, due)
             fee = kind == "TECHNICAL_SERVICE_FEE"
             lines.append(
                 RecoveredLine(
@@ -517,7 +527,7 @@ class Dataset:
                     REFUND,
                     REFUND,
                     0,
-                    "RECOVERED" if g.influencer_recovered else "PARTIAL",
+                    g.clawback_state,
                     (),
                     tuple(lines),
                 ),
@@ -532,7 +542,7 @@ class Dataset:
             "@operator": g.operator,
             **{f"@payee{n}": payee[kind] for n, (kind, _, _) in enumerate(LINES)},
         }
-        times = {"opened_at": opened, "expires_at": f"{opened} + {3 * DAY_US}", "filed_at": used}
+        times = {"opened_at": opened, "expires_at": expires, "filed_at": used}
         for event_type, at, person, policy_version, payload in told:
             values = payload_values(payload)
             for name, expression in times.items():
