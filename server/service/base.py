@@ -89,6 +89,20 @@ class UseCases:
             finally:
                 self._current.uow = self._current.outcomes = None
 
+    def in_batches(self, step: Callable[[UnitOfWork], int], batch: int, batches: int) -> int:
+        """Runs `step` (it handles at most `batch` things and returns how many) in a unit of work
+        of its own, again and again, `batches` times at most: it stops at the first short batch.
+        Returns how many were handled: a sweep's task whose work is bounded per transaction and
+        per sweep (the next sweep goes on)."""
+        done = 0
+        for _ in range(batches):
+            with self.unit_of_work() as uow:
+                found = step(uow)
+            done += found
+            if found < batch:
+                break
+        return done
+
     def serially(self, work: Callable[[], T]) -> T:
         """Runs `work`, a use case that writes, where the store runs its writers
         (Store.serially); inside another use case's unit of work, in it."""

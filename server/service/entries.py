@@ -237,18 +237,16 @@ class EntryUseCases(UseCases):
         """Persists what readers already see: open entries past their window are EXPIRED, each
         with its event, in transactions of at most `batch` entries, `batches` of them at most
         (the next sweep goes on). Returns how many expired."""
-        expired = 0
-        for _ in range(batches):
-            with self.unit_of_work() as uow:
-                now = self.clock.now()
-                found = uow.entries.expire_entries(now, limit=batch)
-                uow.events.add(*(events.entry_expired(entry, now) for entry in found))
-                if found:
-                    self.happened(EntriesExpired(len(found)))
-            expired += len(found)
-            if len(found) < batch:
-                break
-        return expired
+
+        def step(uow: UnitOfWork) -> int:
+            now = self.clock.now()
+            found = uow.entries.expire_entries(now, limit=batch)
+            uow.events.add(*(events.entry_expired(entry, now) for entry in found))
+            if found:
+                self.happened(EntriesExpired(len(found)))
+            return len(found)
+
+        return self.in_batches(step, batch, batches)
 
 
 def _entry_position(entry: Entry) -> tuple[int, str]:

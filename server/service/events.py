@@ -55,14 +55,11 @@ class EventUseCases(UseCases):
     def prune_events(self, batch: int = PRUNE_BATCH, batches: int = PRUNE_BATCHES) -> int:
         """Deletes the events older than the policy's retention, in transactions of at most
         `batch` events, `batches` of them at most (the next sweep goes on)."""
-        pruned = 0
-        for _ in range(batches):
-            with self.unit_of_work() as uow:
-                found = uow.events.prune(self.clock.now() - self.policy.event_retention, batch)
-            pruned += found
-            if found < batch:
-                break
-        return pruned
+        return self.in_batches(
+            lambda uow: uow.events.prune(self.clock.now() - self.policy.event_retention, batch),
+            batch,
+            batches,
+        )
 
     def last_event_position(self) -> int:
         """The highest position written (0 when none)."""
