@@ -58,6 +58,7 @@ from server.service.unit_of_work import (
     Store,
     StoredResponse,
     StoreUnavailable,
+    TransferExists,
     UnitOfWork,
     WriteConflict,
 )
@@ -83,10 +84,13 @@ class State:
         default_factory=lambda: {PLATFORM_COMMISSION: 0}
     )
     transfers: list[Transfer] = dataclasses.field(default_factory=list)
+    # Each transfer's id by its idempotency key.
+    transfer_keys: dict[str, str] = dataclasses.field(default_factory=dict)
     # Clawbacks by id, each with its refund; their stored state (ClawbackRow.state) apart.
     clawbacks: dict[str, RefundClawback] = dataclasses.field(default_factory=dict)
     clawback_states: dict[str, str] = dataclasses.field(default_factory=dict)
     requests: dict[str, StoredResponse] = dataclasses.field(default_factory=dict)
+    requests_claimed_at: dict[str, datetime] = dataclasses.field(default_factory=dict)
     # Payees whose debts the sweeper still pays, oldest first, with who posted their funds.
     debts_pending: dict[str, Actor] = dataclasses.field(default_factory=dict)
     last_transfer_id: int = 0
@@ -103,9 +107,11 @@ class State:
             applications=dict(self.applications),
             accounts=dict(self.accounts),
             transfers=list(self.transfers),
+            transfer_keys=dict(self.transfer_keys),
             clawbacks=dict(self.clawbacks),
             clawback_states=dict(self.clawback_states),
             requests=dict(self.requests),
+            requests_claimed_at=dict(self.requests_claimed_at),
             debts_pending=dict(self.debts_pending),
             last_transfer_id=self.last_transfer_id,
             events=list(self.events),
@@ -352,6 +358,9 @@ class FakeLedger:
             self._create(ref)
             if ref in guarded and self._s.accounts[ref] + amount < 0:
                 raise InsufficientBalance(self._s.accounts[ref])
+        for m in movements:
+            if m.idempotency_key in self._s.transfer_keys:
+                raise TransferExists(m.idempotency_key, self._s.transfer_keys[m.idempotency_key])
         for ref, amount in change.items():
             if ref.kind is not AccountKind.EXTERNAL:
                 self._s.accounts[ref] += amount
@@ -359,6 +368,7 @@ class FakeLedger:
         for m in movements:
             self._s.last_transfer_id += 1
             ids.append(str(self._s.last_transfer_id))
+            self._s.transfer_keys[m.idempotency_key] = ids[-1]
             self._s.transfers.append(
                 Transfer(
                     str(self._s.last_transfer_id),
@@ -536,11 +546,19 @@ class FakeRequests:
         stored = self._s.requests.get(request_id)
         if stored is None:
             self._s.requests[request_id] = StoredResponse(method, fingerprint, b"")
+            self._s.requests_claimed_at[request_id] = now
         return stored
 
     def complete(self, request_id: str, response: bytes) -> None:
         claimed = self._s.requests[request_id]
         self._s.requests[request_id] = StoredResponse(claimed.method, claimed.fingerprint, response)
+
+    def prune(self, before: datetime, limit: int) -> int:
+        claimed = self._s.requests_claimed_at
+        old = sorted((at, rid) for rid, at in claimed.items() if at < before)[:limit]
+        for _, rid in old:
+            del self._s.requests[rid], claimed[rid]
+        return len(old)
 
 
 class FakeEvents:

@@ -42,6 +42,20 @@ class RequestIdReused(InvalidArgument):
         )
 
 
+class RequestIdExpired(Refused):
+    """The request id was used longer ago than the request retention: its response is no longer
+    kept, and what that request did stands (`transfer_id`, the transfer it posted)."""
+
+    def __init__(self, request_id: str, method: str, transfer_id: str) -> None:
+        self.request_id = request_id
+        self.method = method
+        self.transfer_id = transfer_id
+        super().__init__(
+            f"request id {request_id!r} was used for a {method} request longer ago than the "
+            f"request retention; it posted transfer {transfer_id}, which stands"
+        )
+
+
 class RulesRefused(Refused):
     """Business rules unmet: every violation is listed. `subject` names what they are about."""
 

@@ -38,6 +38,7 @@ class ReasonCode(enum.StrEnum):
     APPLICATION_NOT_OF_ORDER = "APPLICATION_NOT_OF_ORDER"
     REFUND_ID_REUSED = "REFUND_ID_REUSED"
     REQUEST_ID_REUSED = "REQUEST_ID_REUSED"
+    REQUEST_ID_EXPIRED = "REQUEST_ID_EXPIRED"
     CALLER_NOT_AUTHENTICATED = "CALLER_NOT_AUTHENTICATED"
     CALLER_NOT_ALLOWED = "CALLER_NOT_ALLOWED"
     PERSON_NOT_AUTHENTICATED = "PERSON_NOT_AUTHENTICATED"
@@ -134,6 +135,8 @@ class Policy:
     designated_categories: frozenset[str] = frozenset()
     # How long events are kept for their consumers before they are pruned.
     event_retention: timedelta = timedelta(days=7)
+    # How long a mutation's request id is remembered, with its response, for its retries.
+    request_retention: timedelta = timedelta(days=7)
 
 
 @dataclasses.dataclass(frozen=True)

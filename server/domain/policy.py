@@ -50,6 +50,7 @@ def parse(raw: dict[str, Any], source: str = "<policy>") -> Policy:
         entry = _table(raw.pop("entry", {}), "entry")
         clawback = _table(raw.pop("clawback", {}), "clawback")
         events = _table(raw.pop("events", {}), "events")
+        requests = _table(raw.pop("requests", {}), "requests")
         version = _version(raw.pop("version", None))
         defaults = Policy(version=version)
         policy = Policy(
@@ -91,6 +92,11 @@ def parse(raw: dict[str, Any], source: str = "<policy>") -> Policy:
                 events.pop("retention_seconds", None),
                 defaults.event_retention,
             ),
+            request_retention=_seconds(
+                "requests.retention_seconds",
+                requests.pop("retention_seconds", None),
+                defaults.request_retention,
+            ),
         )
     except _Bad as e:
         raise PolicyError(f"{source}: {e}") from None
@@ -99,6 +105,7 @@ def parse(raw: dict[str, Any], source: str = "<policy>") -> Policy:
         *(f"entry.{k}" for k in entry),
         *(f"clawback.{k}" for k in clawback),
         *(f"events.{k}" for k in events),
+        *(f"requests.{k}" for k in requests),
     ]
     if unknown:
         raise PolicyError(f"{source}: unknown settings {', '.join(sorted(unknown))}")

@@ -78,8 +78,9 @@ class _Every(threading.Thread):
 
 class Sweeper(_Every):
     """Stores as EXPIRED the entries whose window passed (readers see them EXPIRED already), each
-    with its event, pays on the debts PostFunds left to it, and prunes the events older than the
-    retention: three tasks, each on its own, so that one failing holds up neither of the others.
+    with its event, pays on the debts PostFunds left to it, prunes the events older than their
+    retention and forgets the request ids older than theirs: four tasks, each on its own, so that
+    one failing holds up none of the others.
     A failing task is logged when it starts failing and when it works again, not each time."""
 
     def __init__(self, service: Service, interval: float) -> None:
@@ -95,6 +96,9 @@ class Sweeper(_Every):
         pruned = self._task("pruning events", self.service.prune_events)
         if pruned:
             log.info("events pruned", extra={"count": pruned})
+        forgotten = self._task("forgetting request ids", self.service.prune_requests)
+        if forgotten:
+            log.info("request ids forgotten", extra={"count": forgotten})
 
     def _settle_debts(self) -> int:
         payees = 0

@@ -25,6 +25,7 @@ from server.domain.errors import (
     NotTheAuthenticatedPerson,
     PermissionDenied,
     Refused,
+    RequestIdExpired,
     RequestIdReused,
     RulesRefused,
     Unauthenticated,
@@ -248,6 +249,23 @@ def _code_and_details(error: Refused) -> tuple[int, list[Message]]:
                 domain=DOMAIN,
                 metadata={"person_id": error.person_id},
             )
+        ]
+    if isinstance(error, RequestIdExpired):
+        return code_pb2.ALREADY_EXISTS, [
+            error_details_pb2.ResourceInfo(
+                resource_type="transfer",
+                resource_name=error.transfer_id,
+                description=str(error),
+            ),
+            error_details_pb2.ErrorInfo(
+                reason=ReasonCode.REQUEST_ID_EXPIRED.value,
+                domain=DOMAIN,
+                metadata={
+                    "request_id": error.request_id,
+                    "method": error.method,
+                    "transfer_id": error.transfer_id,
+                },
+            ),
         ]
     if isinstance(error, EventsPruned):
         return code_pb2.OUT_OF_RANGE, [

@@ -10,6 +10,12 @@ from server.domain.errors import RequestIdReused
 from server.service.base import UseCases, serial
 from server.service.unit_of_work import StoredResponse, WriteConflict
 
+# Request ids a sweep forgets per transaction, and transactions per sweep at most: up to
+# 200,000 a sweep (every 30 s by default), well above the mutations the platform makes meanwhile,
+# so that the retention holds; a sweep that finds fewer stops at the first short batch.
+PRUNE_BATCH = 1_000
+PRUNE_BATCHES = 200
+
 
 @dataclasses.dataclass(frozen=True)
 class RequestKey:
@@ -53,6 +59,15 @@ class IdempotencyUseCases(UseCases):
             if stored is None:
                 raise
             return _replay(stored, key)
+
+    def prune_requests(self, batch: int = PRUNE_BATCH, batches: int = PRUNE_BATCHES) -> int:
+        """Forgets the request ids older than the policy's retention, in transactions of at most
+        `batch` ids, `batches` of them at most (the next sweep goes on); returns how many."""
+        return self.in_batches(
+            lambda uow: uow.requests.prune(self.clock.now() - self.policy.request_retention, batch),
+            batch,
+            batches,
+        )
 
 
 def _replay(stored: StoredResponse, key: RequestKey) -> bytes:

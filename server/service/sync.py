@@ -6,7 +6,7 @@ import dataclasses
 from datetime import datetime
 
 from server.domain import events, rules
-from server.domain.errors import NotFound, RulesRefused
+from server.domain.errors import NotFound, RequestIdExpired, RulesRefused
 from server.domain.model import (
     EXTERNAL,
     NOBODY,
@@ -28,6 +28,7 @@ from server.service.unit_of_work import (
     InsufficientBalance,
     StoreUnavailable,
     TransactionAborted,
+    TransferExists,
     UnitOfWork,
 )
 
@@ -134,6 +135,9 @@ class SyncUseCases(UseCases):
                 raise RulesRefused(
                     account_subject(account), rules.check_withdrawal(short.balance, -amount)
                 ) from None
+            except TransferExists as posted:
+                # The request id's record was forgotten (retention); the transfer it made was not.
+                raise RequestIdExpired(request_id, "PostFunds", posted.transfer_id) from None
             balance += amount
             pending = False
             recovered: list[events.Event] = []

@@ -57,6 +57,16 @@ class WriteConflict(Exception):
     """A uniqueness the database keeps was broken by a concurrent writer; nothing was committed."""
 
 
+class TransferExists(Exception):
+    """A transfer with the idempotency key was posted before (`transfer_id`); nothing was
+    posted now."""
+
+    def __init__(self, idempotency_key: str, transfer_id: str) -> None:
+        self.idempotency_key = idempotency_key
+        self.transfer_id = transfer_id
+        super().__init__(f"transfer {transfer_id} has the idempotency key {idempotency_key!r}")
+
+
 class EntryConflict(Exception):
     """Another OPEN entry of the order was committed first."""
 
@@ -181,7 +191,8 @@ class Ledger(Protocol):
         be rolled back). The platform's commission account, which every late refund touches, is
         changed by the transaction's last statement, so that its row is held only for the
         commit (unless guarded: its guard is checked at once). Returns the transfers'
-        ids, in the movements' order."""
+        ids, in the movements' order. TransferExists if a movement's idempotency key is a
+        transfer's already (the unit of work must then be rolled back)."""
 
     def balances(self, refs: list[AccountRef]) -> dict[AccountRef, int]: ...
     def balances_of(self, owner_id: str) -> dict[AccountRef, int]:
@@ -279,6 +290,10 @@ class Requests(Protocol):
         per unit of work)."""
 
     def get(self, request_id: str) -> StoredResponse | None: ...
+
+    def prune(self, before: datetime, limit: int) -> int:
+        """Forgets at most `limit` of the request ids claimed before `before`, the oldest first;
+        returns how many."""
 
 
 class UnitOfWork(Protocol):

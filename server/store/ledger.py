@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Collection, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 import peewee as pw
 
@@ -20,7 +20,7 @@ from server.domain.model import (
     Transfer,
     TransferKind,
 )
-from server.service.unit_of_work import InsufficientBalance
+from server.service.unit_of_work import InsufficientBalance, TransferExists
 from server.store.schema import (
     BATCH,
     LIMIT,
@@ -222,9 +222,13 @@ class SqlLedger:
                     )
                     for m in some
                 ],
+                ignore_conflicts=True,
                 returning=("idempotency_key", "id"),
             )
             transfer_ids.update(returned)
+        skipped = [m.idempotency_key for m in movements if m.idempotency_key not in transfer_ids]
+        if skipped:
+            self._refuse_posted_before(skipped[0])
         if last:
             # Every late refund gives back its technical service fee: the one row all of them
             # share is changed at the transaction's end (see __init__), unless its guard must be
@@ -239,6 +243,17 @@ class SqlLedger:
             elif last:
                 self._deferred[platform] = last
         return [str(transfer_ids[m.idempotency_key]) for m in movements]
+
+    def _refuse_posted_before(self, key: str) -> NoReturn:
+        """TransferExists: the movements' INSERT skipped the one with idempotency key `key`,
+        posted before."""
+        p = self._store.database.param
+        (transfer_id,) = execute_sql(
+            self._store.database,
+            f'SELECT "id" FROM "transfer" WHERE "idempotency_key" = {p}',
+            [key],
+        ).fetchone()
+        raise TransferExists(key, str(transfer_id))
 
     def _ensure_ids(self, refs: set[AccountRef]) -> dict[AccountRef, int]:
         """The ids of `refs`, accounts created if need be; ids already met cost nothing."""

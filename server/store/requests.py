@@ -62,3 +62,15 @@ class SqlRequests:
             f'UPDATE "request" SET "response" = {p} WHERE "request_id" = {p}',
             [response, request_id],
         )
+
+    def prune(self, before: datetime, limit: int) -> int:
+        """Forgets the oldest `limit` request ids at most among those stored before `before`
+        (by the index of their age): one statement, its work bounded by `limit`."""
+        p = self._store.database.param
+        cursor = execute_sql(
+            self._store.database,
+            'DELETE FROM "request" WHERE "request_id" IN (SELECT "request_id" FROM "request" '
+            f'WHERE "created_at" < {p} ORDER BY "created_at" LIMIT {p})',
+            [to_us(before), limit],
+        )
+        return int(cursor.rowcount)

@@ -320,6 +320,8 @@ class RequestRow(_Base):
 
     class Meta:
         table_name = "request"
+        # The sweep prunes the oldest (retention): "request_created_at".
+        indexes = ((("created_at",), False),)
 
 
 # The setting that holds the highest event position pruned (retention), "0" when none.

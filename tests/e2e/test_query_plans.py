@@ -120,6 +120,8 @@ def test_no_rpc_reads_a_whole_table(client, seed, clock, store, service, stateme
     run("ListEvents", lambda: client.list_events(from_oldest=True))
     run("BatchCheckEligibility", lambda: client.batch_check_eligibility(*_batch(seed, client)))
     run("the sweeper's expiry", lambda: service.expire_entries())
+    clock.advance(service.policy.request_retention)
+    run("the sweeper's forgetting of request ids", lambda: service.prune_requests())
 
     checked = [
         (name, sql, params)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import timedelta
 
 import pytest
 
@@ -112,3 +113,20 @@ def test_the_writes_of_a_run_commit_with_its_record(service: Service):
     assert service.once(key(), withdraw) == b"999000"
     assert service.once(key(), withdraw) == b"999000"
     assert service.balances([wallet_of(setup.shop_id)], None)[wallet_of(setup.shop_id)] == 999_000
+
+
+def test_a_request_id_older_than_the_retention_is_forgotten_and_runs_again(service, clock):
+    run = Counted(b"first answer")
+    service.once(key("request-old"), run)
+    clock.advance(service.policy.request_retention / 2)
+    service.once(key("request-new"), Counted())
+    clock.advance(service.policy.request_retention / 2)
+    assert service.prune_requests() == 0  # exactly as old as the retention: kept
+
+    clock.advance(timedelta(seconds=1))
+    assert service.prune_requests() == 1
+    run.response = b"second answer"
+
+    assert service.once(key("request-old"), run) == b"second answer"
+    assert run.runs == 2
+    assert service.once(key("request-new"), Counted(b"other")) == b"response"

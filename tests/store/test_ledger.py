@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from server.domain.errors import RulesRefused
+from server.domain.errors import RequestIdExpired, RulesRefused
 from server.domain.model import (
     EXTERNAL,
     PLATFORM_COMMISSION,
@@ -13,7 +13,7 @@ from server.domain.model import (
     Refund,
     TransferKind,
 )
-from server.service.unit_of_work import WriteConflict
+from server.service.unit_of_work import TransferExists
 from server.store.schema import TransferRow
 from tests.store.factories import (
     a_late_refund_order,
@@ -110,12 +110,14 @@ def test_withdrawing_the_whole_balance_is_allowed(store, service):
     assert assert_ledger_balances(store)[wallet_of("shop-1")] == 0
 
 
-def test_the_same_transfer_idempotency_key_twice_is_refused_by_the_database(store, service, clock):
+def test_the_same_transfer_idempotency_key_twice_is_refused_naming_the_transfer(
+    store, service, clock
+):
     a_normal_shop(service, "shop-1", wallet=0)
 
-    def post() -> None:
+    def post() -> str:
         with store.unit_of_work() as uow:
-            uow.ledger.post_transfer(
+            transfer = uow.ledger.post_transfer(
                 from_account=EXTERNAL,
                 to_account=wallet_of("shop-1"),
                 amount=1_000,
@@ -126,24 +128,30 @@ def test_the_same_transfer_idempotency_key_twice_is_refused_by_the_database(stor
                 guard_from=False,
             )
             uow.commit()
+        return transfer.transfer_id
 
-    post()
-    # The database's refusal leaves the unit of work as WriteConflict.
-    with pytest.raises(WriteConflict):
+    first = post()
+    # The database keeps the key unique: the second INSERT skips the row, and nothing of the
+    # unit of work (the balance it changed first) is committed.
+    with pytest.raises(TransferExists) as posted:
         post()
 
+    assert (posted.value.idempotency_key, posted.value.transfer_id) == ("funds:the-same-key", first)
     assert assert_ledger_balances(store)[wallet_of("shop-1")] == 1_000
     assert transfer_count(store) == 1
 
 
 def test_the_same_funds_request_id_twice_posts_once(store, service):
+    """Without its request's record (the retention forgot it), a PostFunds sent again is
+    refused naming the transfer its id posted."""
     a_normal_shop(service, "shop-1", wallet=0)
     rid = request_id()
-    service.post_funds(rid, wallet_of("shop-1"), 1_000, "once")
+    first = service.post_funds(rid, wallet_of("shop-1"), 1_000, "once")
 
-    with pytest.raises(WriteConflict):
+    with pytest.raises(RequestIdExpired) as refused:
         service.post_funds(rid, wallet_of("shop-1"), 1_000, "once")
 
+    assert refused.value.transfer_id == first.transfer.transfer_id
     assert assert_ledger_balances(store)[wallet_of("shop-1")] == 1_000
 
 

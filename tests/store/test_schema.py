@@ -7,6 +7,7 @@ import sqlite3
 import pytest
 
 from server.domain.model import Shop, ShopStatus
+from server.service import RequestKey, Service
 from server.store import SCHEMA_VERSION, SqlStore, open_database
 from server.store.database import sqlite_path
 from server.store.schema import SchemaVersionRow
@@ -170,3 +171,27 @@ def test_schema_6_drops_the_indexes_every_write_paid_for_and_no_query_needs(empt
         "transfer_from_newest",
         "transfer_to_newest",
     } <= index_names(empty_store)
+
+
+def request_indexes(store) -> set[str]:
+    with store.session():
+        return {index.name for index in store.database.get_indexes("request")}
+
+
+def test_schema_8_indexes_the_request_ids_by_age_keeping_them(empty_store, clock, policy):
+    empty_store.migrate()
+    service = Service(empty_store, clock, policy)
+    assert "request_created_at" in request_indexes(empty_store)  # made for a new database
+    # Back to schema 7, which had no such index, with a request id stored.
+    key = RequestKey("request-kept-1", "PostFunds", "f" * 64)
+    assert service.once(key, lambda: b"stored") == b"stored"
+    database = empty_store.database
+    with empty_store.session(), database.atomic():
+        database.execute_sql('DROP INDEX "request_created_at"')
+        SchemaVersionRow.delete().where(SchemaVersionRow.version > 7).execute()
+    assert "request_created_at" not in request_indexes(empty_store)
+
+    assert empty_store.migrate() == SCHEMA_VERSION
+
+    assert "request_created_at" in request_indexes(empty_store)
+    assert service.once(key, lambda: b"run again") == b"stored"

@@ -37,6 +37,7 @@ def test_the_shipped_policy_has_the_product_defaults():
     assert policy.order_kinds == DEFAULT_KINDS
     assert policy.marketing_campaign_orders_allowed is True
     assert policy.event_retention == timedelta(days=7)
+    assert policy.request_retention == timedelta(days=7)
     assert isinstance(policy.version, str) and policy.version
 
 
@@ -85,7 +86,9 @@ def test_every_setting_can_be_overridden(tmp_path):
         "window_seconds = 3600\n"
         'opener_roles = ["OWNER"]\n'
         'order_kinds = ["ORDINARY", "CROSS_BORDER", "PRESALE"]\n'
-        "marketing_campaign_orders_allowed = false\n",
+        "marketing_campaign_orders_allowed = false\n"
+        "[requests]\n"
+        "retention_seconds = 86400\n",
     )
 
     policy = policy_loader.load(path)
@@ -96,6 +99,7 @@ def test_every_setting_can_be_overridden(tmp_path):
     assert policy.opener_roles == {StaffRole.OWNER}
     assert policy.order_kinds == set(OrderKind)
     assert policy.marketing_campaign_orders_allowed is False
+    assert policy.request_retention == timedelta(days=1)
 
 
 # --- Choosing the policy --------------------------------------------------------------------------
@@ -171,6 +175,7 @@ def test_a_missing_policy_file_is_an_error(tmp_path):
             'version = "v"\n[events]\nretention_seconds = 315360001\n', id="retention-too-long"
         ),
         pytest.param('version = "v"\nevents = 5\n', id="events-not-a-table"),
+        pytest.param('version = "v"\nrequests = 5\n', id="requests-not-a-table"),
         pytest.param('version = "v"\nentry = 5\n', id="entry-not-a-table"),
         pytest.param('version = "v"\n[entry\n', id="not-toml"),
     ],
@@ -192,6 +197,11 @@ def test_a_malformed_policy_file_is_refused(tmp_path, text):
         pytest.param('version = "v"\n[refunds]\nlimit = 1\n', "refunds", id="unknown-table"),
         pytest.param(
             'version = "v"\n[events]\nkeep_days = 7\n', "events.keep_days", id="unknown-events-key"
+        ),
+        pytest.param(
+            'version = "v"\n[requests]\nkeep_days = 7\n',
+            "requests.keep_days",
+            id="unknown-requests-key",
         ),
     ],
 )
@@ -273,6 +283,16 @@ TEN_YEARS = 315_360_000
             'version = "v"\n[clawback]\nwindow_seconds = -5\n',
             "clawback.window_seconds must be a whole number of seconds from 1 to",
             id="clawback-window-negative",
+        ),
+        pytest.param(
+            'version = "v"\n[requests]\nretention_seconds = 0\n',
+            "requests.retention_seconds must be a whole number of seconds from 1 to",
+            id="request-retention-zero",
+        ),
+        pytest.param(
+            f'version = "v"\n[requests]\nretention_seconds = {TEN_YEARS + 1}\n',
+            "requests.retention_seconds must be a whole number of seconds from 1 to",
+            id="request-retention-over-ten-years",
         ),
         pytest.param(
             'version = "v"\n[entry]\nopener_roles = []\n',

@@ -1,0 +1,165 @@
+"""Request ids are remembered for the policy's request retention, then forgotten by the sweep: the
+request table stays bounded by what the platform does in that time, not by all it ever did. A
+retry within the retention gets the original response; after it, PostFunds is refused naming the
+transfer that stands, and nothing moves twice."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from datetime import timedelta
+
+import pytest
+
+from aftersales.v1 import resources_pb2 as pb
+from client import AlreadyExists, Client
+from server.grpc.app import App
+from server.store.schema import RequestRow
+from tests.e2e.seed import Seed, error_info, wallet
+
+
+def request_id() -> str:
+    return str(uuid.uuid4())
+
+
+def remembered(store) -> set[str]:
+    with store.session():
+        return {row.request_id for row in RequestRow.select(RequestRow.request_id)}
+
+
+def balance(client, case) -> int:
+    return client.get_balances([wallet(case.shop_id)])[(pb.ACCOUNT_KIND_ANXIN_WALLET, case.shop_id)]
+
+
+def test_the_sweep_forgets_the_request_ids_older_than_the_retention_only(
+    client, seed, service, store, clock
+):
+    case = seed.case("forget")
+    for _ in range(3):
+        client.post_funds(wallet(case.shop_id), 100, request_id=request_id())
+    old = remembered(store)
+    clock.advance(timedelta(days=1))
+    new = request_id()
+    client.post_funds(wallet(case.shop_id), 100, request_id=new)
+
+    clock.advance(service.policy.request_retention - timedelta(days=1))
+    assert service.prune_requests() == 0  # the oldest is exactly as old as the retention
+    clock.advance(timedelta(seconds=1))
+
+    assert service.prune_requests() == len(old) >= 4  # the seed's top-up and the three
+    assert remembered(store) == {new}
+    assert service.prune_requests() == 0
+
+
+def test_a_sweep_forgets_the_oldest_first_in_bounded_transactions(
+    client, seed, service, store, clock
+):
+    case = seed.case("forget-bounded")
+    clock.advance(timedelta(minutes=1))
+    ids = []
+    for _ in range(5):
+        ids.append(request_id())
+        client.post_funds(wallet(case.shop_id), 100, request_id=ids[-1])
+        clock.advance(timedelta(minutes=1))
+    seeded = remembered(store) - set(ids)
+    clock.advance(service.policy.request_retention)
+
+    assert service.prune_requests(batch=len(seeded) + 2, batches=1) == len(seeded) + 2
+    assert remembered(store) == set(ids[2:])
+    assert service.prune_requests(batch=2, batches=1) == 2
+    assert remembered(store) == set(ids[4:])
+    assert service.prune_requests(batch=2, batches=5) == 1
+    assert remembered(store) == set()
+
+
+def test_a_retry_within_the_retention_still_gets_the_original_response_after_a_sweep(
+    client, seed, service, clock
+):
+    case = seed.case("retry-kept")
+    rid = request_id()
+    first = client.post_funds(wallet(case.shop_id), 12_345, request_id=rid)
+    clock.advance(service.policy.request_retention - timedelta(seconds=1))
+    service.prune_requests()
+
+    again = client.post_funds(wallet(case.shop_id), 12_345, request_id=rid)
+
+    assert again == first
+
+
+def test_post_funds_retried_after_the_retention_names_the_transfer_and_moves_nothing(
+    client, seed, service, clock
+):
+    case = seed.case("retry-forgotten")
+    rid = request_id()
+    first = client.post_funds(wallet(case.shop_id), 12_345, memo="top-up", request_id=rid)
+    clock.advance(service.policy.request_retention + timedelta(seconds=1))
+    assert service.prune_requests() > 0
+    before = balance(client, case)
+
+    with pytest.raises(AlreadyExists) as refused:
+        client.post_funds(wallet(case.shop_id), 12_345, memo="top-up", request_id=rid)
+
+    info = error_info(refused.value)
+    assert info.reason == "REQUEST_ID_EXPIRED"
+    assert dict(info.metadata) == {
+        "request_id": rid,
+        "method": "PostFunds",
+        "transfer_id": first.transfer.transfer_id,
+    }
+    assert balance(client, case) == before
+    transfers = client.list_transfers(wallet(case.shop_id), page_size=100).transfers
+    assert [t.transfer_id for t in transfers if t.reference == f"requests/{rid}"] == [
+        first.transfer.transfer_id
+    ]
+
+
+def test_a_withdrawal_retried_after_the_retention_moves_nothing_either(
+    client, seed, service, clock
+):
+    case = seed.case("withdraw-forgotten")
+    rid = request_id()
+    client.post_funds(wallet(case.shop_id), -500, request_id=rid)
+    clock.advance(service.policy.request_retention + timedelta(seconds=1))
+    service.prune_requests()
+    before = balance(client, case)
+
+    with pytest.raises(AlreadyExists):
+        client.post_funds(wallet(case.shop_id), -500, request_id=rid)
+
+    assert balance(client, case) == before
+
+
+def test_an_open_entry_retried_after_the_retention_is_decided_afresh(client, seed, service, clock):
+    case = seed.case("open-forgotten")
+    rid = request_id()
+    first = client.open_entry(case.order_id, case.owner_id, request_id=rid)
+    clock.advance(service.policy.request_retention + timedelta(seconds=1))
+    service.prune_requests()
+    # The first entry's window is over; the order is eligible again, as for any new request.
+    assert client.check_eligibility(case.order_id, case.owner_id).eligible
+
+    again = client.open_entry(case.order_id, case.owner_id, request_id=rid)
+
+    assert again.entry_id != first.entry_id
+    assert again.state == pb.ENTRY_STATE_OPEN
+    listed = client.list_entries(order_id=case.order_id).entries
+    assert sorted((e.entry_id, e.state) for e in listed) == sorted(
+        [(first.entry_id, pb.ENTRY_STATE_EXPIRED), (again.entry_id, pb.ENTRY_STATE_OPEN)]
+    )
+
+
+def test_the_servers_sweeper_forgets_old_request_ids(service, store, clock):
+    rid = request_id()
+    app = App(service, "127.0.0.1:0", workers=2, sweep_interval=0.05).start()
+    try:
+        with Client(f"127.0.0.1:{app.port}") as client:
+            case = Seed(client, clock).case("sweeper-forgets")
+            client.post_funds(wallet(case.shop_id), 100, request_id=rid)
+            assert rid in remembered(store)
+            clock.advance(service.policy.request_retention + timedelta(seconds=1))
+            deadline = time.monotonic() + 30
+            while rid in remembered(store):
+                assert time.monotonic() < deadline, "the sweeper did not forget the request id"
+                time.sleep(0.05)
+    finally:
+        app.stop(grace=1)
