@@ -130,6 +130,8 @@ def database_url(text: str) -> str:
         )
     try:
         describe(text)  # parses a PostgreSQL URL as libpq does
+        if scheme == "sqlite":
+            sqlite_path(text)
     except Exception as e:
         raise argparse.ArgumentTypeError(f"malformed database URL: {one_line(e)}") from None
     return text

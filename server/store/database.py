@@ -176,14 +176,28 @@ def _names_set_in(options: str) -> set[str]:
 
 def in_memory(path: str) -> bool:
     """Whether a SQLite database path (sqlite_path) is a database in memory, one process's own."""
-    return path == ":memory:" or path.startswith("file::memory:") or "mode=memory" in path
+    return path == ":memory:"
 
 
 def sqlite_path(url: str) -> str:
     """The file a `sqlite:///` URL names (relative after three slashes, absolute after four),
-    or ":memory:"."""
-    path = urlparse(url).path
-    return (path[1:] if path.startswith("/") else path) or ":memory:"
+    or ":memory:" (`sqlite://`, `sqlite:///:memory:`). ValueError for what such a URL cannot
+    say: parameters (`?mode=ro`), a fragment, a host, or SQLite's own `file:` URI form, which
+    this server would otherwise open as a file of that name."""
+    parsed = urlparse(url)
+    if parsed.query or parsed.fragment or parsed.netloc:
+        raise ValueError(
+            f"a SQLite URL names a file (sqlite:///relative/path, sqlite:////absolute/path) or "
+            f"sqlite:///:memory:, with no host or parameters: not {url!r}"
+        )
+    path = parsed.path
+    path = (path[1:] if path.startswith("/") else path) or ":memory:"
+    if path.startswith("file:"):
+        raise ValueError(
+            f"SQLite's file: URIs are not database URLs here: use sqlite:///path or "
+            f"sqlite:///:memory:, not {url!r}"
+        )
+    return path
 
 
 def describe(url: str) -> str:

@@ -111,6 +111,20 @@ BAD_FLAGS = {
         ["--database", "postgresql://db/aftersales?colour=blue"],
         "argument --database: malformed database URL",
     ),
+    # A SQLite URL that cannot say what it seems to: its parameters would be dropped, a file:
+    # URI opened as a file of that name.
+    "sqlite-url-parameters": (
+        ["--database", "sqlite:///var/aftersales.db?mode=ro"],
+        "argument --database: malformed database URL: a SQLite URL names a file",
+    ),
+    "sqlite-url-file-uri": (
+        ["--database", "sqlite:///file::memory:?cache=shared"],
+        "argument --database: malformed database URL: a SQLite URL names a file",
+    ),
+    "sqlite-url-file-uri-bare": (
+        ["--database", "sqlite:///file:aftersales.db"],
+        "argument --database: malformed database URL: SQLite's file: URIs are not",
+    ),
 }
 
 BAD_ENVIRONMENT = {
