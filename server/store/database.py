@@ -181,17 +181,16 @@ def in_memory(path: str) -> bool:
 
 def sqlite_path(url: str) -> str:
     """The file a `sqlite:///` URL names (relative after three slashes, absolute after four),
-    or ":memory:" (`sqlite://`, `sqlite:///:memory:`). ValueError for what such a URL cannot
-    say: parameters (`?mode=ro`), a fragment, a host, or SQLite's own `file:` URI form, which
-    this server would otherwise open as a file of that name."""
+    or ":memory:" (`sqlite:///:memory:`). ValueError for what such a URL cannot say: no path
+    (`sqlite:///` and a variable left empty in it), parameters (`?mode=ro`), a fragment, a
+    host, or SQLite's own `file:` URI form, which would be opened as a file of that name."""
     parsed = urlparse(url)
-    if parsed.query or parsed.fragment or parsed.netloc:
+    path = parsed.path[1:] if parsed.path.startswith("/") else parsed.path
+    if not path or url.endswith(("?", "#")) or parsed.query or parsed.fragment or parsed.netloc:
         raise ValueError(
             f"a SQLite URL names a file (sqlite:///relative/path, sqlite:////absolute/path) or "
             f"sqlite:///:memory:, with no host or parameters: not {url!r}"
         )
-    path = parsed.path
-    path = (path[1:] if path.startswith("/") else path) or ":memory:"
     if path.startswith("file:"):
         raise ValueError(
             f"SQLite's file: URIs are not database URLs here: use sqlite:///path or "

@@ -121,6 +121,10 @@ BAD_FLAGS = {
         ["--database", "sqlite:///file::memory:?cache=shared"],
         "argument --database: malformed database URL: a SQLite URL names a file",
     ),
+    "sqlite-url-no-path": (
+        ["--database", "sqlite:///"],
+        "argument --database: malformed database URL: a SQLite URL names a file",
+    ),
     "sqlite-url-file-uri-bare": (
         ["--database", "sqlite:///file:aftersales.db"],
         "argument --database: malformed database URL: SQLite's file: URIs are not",

@@ -7,7 +7,6 @@ import pytest
 
 from server.certs import Authority
 from server.store import open_database
-from server.store.database import in_memory, sqlite_path
 from tests.pg import PASSWORD, PASSWORD_ROLE
 
 pytestmark = pytest.mark.postgres
@@ -65,35 +64,3 @@ def test_a_password_in_the_url_wins_over_one_given_apart(postgres_server):
     database = open_database(url, password="wrong")
 
     assert one(database, "SELECT current_user") == PASSWORD_ROLE
-
-
-@pytest.mark.parametrize(
-    ("url", "path"),
-    [
-        ("sqlite://", ":memory:"),
-        ("sqlite:///:memory:", ":memory:"),
-        ("sqlite:///var/aftersales.db", "var/aftersales.db"),
-        ("sqlite:////srv/aftersales.db", "/srv/aftersales.db"),
-        ("sqlite:///var/a file%20with 100%.db", "var/a file%20with 100%.db"),
-    ],
-)
-def test_a_sqlite_url_names_a_file_or_memory(url, path):
-    assert sqlite_path(url) == path
-    assert in_memory(path) == (path == ":memory:")
-
-
-@pytest.mark.parametrize(
-    "url",
-    [
-        "sqlite:///var/aftersales.db?mode=ro",
-        "sqlite:///var/aftersales.db#main",
-        "sqlite://host/var/aftersales.db",
-        "sqlite:///file::memory:",
-        "sqlite:///file:aftersales.db",
-    ],
-)
-def test_a_sqlite_url_that_cannot_say_what_it_seems_to_is_refused(url):
-    with pytest.raises(ValueError, match="sqlite:///"):
-        sqlite_path(url)
-    with pytest.raises(ValueError):
-        open_database(url)
