@@ -100,11 +100,18 @@ class FailedPrecondition(AfterSalesError):
 
 
 class AlreadyExists(AfterSalesError):
-    """An entry of the order is open already; `entry_id` names it."""
+    """An entry of the order is open already (`reason` ENTRY_ALREADY_OPEN; `entry_id` names
+    it); or a PostFunds whose request_id was used longer ago than the server's request
+    retention (`reason` REQUEST_ID_EXPIRED): that request's transfer stands (`transfer_id`)
+    and nothing moved again."""
 
     @property
     def entry_id(self) -> str:
         return self.metadata.get("entry_id", "")
+
+    @property
+    def transfer_id(self) -> str:
+        return self.metadata.get("transfer_id", "")
 
 
 class Unavailable(AfterSalesError):

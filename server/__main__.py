@@ -226,7 +226,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=_number(float, 0.1, 86_400, " seconds"),
         default="30",
         help="seconds between sweeps, which store expired entries as EXPIRED, pay on the debts "
-        "PostFunds left and prune old events (0.1 to 86400)",
+        "PostFunds left, prune old events and forget old request ids (0.1 to 86400)",
     )
     p.add_argument(
         "--health-interval",

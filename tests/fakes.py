@@ -358,6 +358,8 @@ class FakeLedger:
             self._create(ref)
             if ref in guarded and self._s.accounts[ref] + amount < 0:
                 raise InsufficientBalance(self._s.accounts[ref])
+        if len({m.idempotency_key for m in movements}) < len(movements):
+            raise ValueError("two movements share an idempotency key")
         for m in movements:
             if m.idempotency_key in self._s.transfer_keys:
                 raise TransferExists(m.idempotency_key, self._s.transfer_keys[m.idempotency_key])
@@ -383,6 +385,9 @@ class FakeLedger:
                 )
             )
         return ids
+
+    def transfer_with_key(self, idempotency_key: str) -> str | None:
+        return self._s.transfer_keys.get(idempotency_key)
 
     def lock_accounts(self, refs: set[AccountRef]) -> dict[AccountRef, int]:
         kept = [ref for ref in refs if ref.kind is not AccountKind.EXTERNAL]

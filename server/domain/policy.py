@@ -24,6 +24,9 @@ MAX_VERSION_LENGTH = 64
 # The longest duration a policy may set: 10 years (365-day years). Ample for any window of the
 # product, and `now + window` stays millennia away from the largest date there is.
 MAX_DURATION_SECONDS = 10 * 365 * 24 * 3600
+# The shortest request retention: an hour, well past any caller's retries of one call, which a
+# shorter one would let run twice (every other duration may be as short as a second, for tests).
+MIN_REQUEST_RETENTION_SECONDS = 3600
 
 E = TypeVar("E", bound=enum.Enum)
 
@@ -96,6 +99,7 @@ def parse(raw: dict[str, Any], source: str = "<policy>") -> Policy:
                 "requests.retention_seconds",
                 requests.pop("retention_seconds", None),
                 defaults.request_retention,
+                least=MIN_REQUEST_RETENTION_SECONDS,
             ),
         )
     except _Bad as e:
@@ -140,16 +144,16 @@ def _flag(name: str, value: object, default: bool) -> bool:
     return value
 
 
-def _seconds(name: str, value: object, default: timedelta) -> timedelta:
+def _seconds(name: str, value: object, default: timedelta, *, least: int = 1) -> timedelta:
     if value is None:
         return default
     if (
         not isinstance(value, int)
         or isinstance(value, bool)
-        or not 1 <= value <= MAX_DURATION_SECONDS
+        or not least <= value <= MAX_DURATION_SECONDS
     ):
         raise _Bad(
-            f"{name} must be a whole number of seconds from 1 to {MAX_DURATION_SECONDS} "
+            f"{name} must be a whole number of seconds from {least} to {MAX_DURATION_SECONDS} "
             f"(10 years), not {value!r}"
         )
     return timedelta(seconds=value)

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 from server.domain.errors import RequestIdReused
 from server.service.base import UseCases, serial
-from server.service.unit_of_work import StoredResponse, WriteConflict
+from server.service.unit_of_work import StoredResponse, TransactionAborted, WriteConflict
 
 # Request ids a sweep forgets per transaction, and transactions per sweep at most: up to
 # 200,000 a sweep (every 30 s by default), well above the mutations the platform makes meanwhile,
@@ -39,6 +39,7 @@ class IdempotencyUseCases(UseCases):
 
         Two replicas running the same request at once: one commits, the other's record clashes
         on the key (WriteConflict) and it answers the stored response."""
+        claimed = False
         try:
             with self.unit_of_work() as uow:
                 # Retries of one request arriving together wait for each other's claim, so
@@ -46,6 +47,7 @@ class IdempotencyUseCases(UseCases):
                 stored = uow.requests.claim(
                     key.request_id, key.method, key.fingerprint, self.clock.now()
                 )
+                claimed = True
                 if stored is not None:
                     return _replay(stored, key)
                 response = run()
@@ -57,6 +59,12 @@ class IdempotencyUseCases(UseCases):
             with self.unit_of_work(read_only=True) as uow:
                 stored = uow.requests.get(key.request_id)
             if stored is None:
+                if not claimed:
+                    # The record the claim met was gone when it was read: forgotten meanwhile
+                    # (retention). Nothing ran; a retry runs the request afresh.
+                    raise TransactionAborted(
+                        f"request {key.request_id}'s record was forgotten as it was claimed"
+                    ) from None
                 raise
             return _replay(stored, key)
 

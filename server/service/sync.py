@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from datetime import datetime
 
 from server.domain import events, rules
-from server.domain.errors import NotFound, RequestIdExpired, RulesRefused
+from server.domain.errors import NotFound, Refused, RequestIdExpired, RulesRefused
 from server.domain.model import (
     EXTERNAL,
     NOBODY,
@@ -21,6 +22,7 @@ from server.domain.model import (
     Staff,
     Transfer,
     TransferKind,
+    Violation,
 )
 from server.service.base import UseCases, account_subject, order_subject, serial, wallet_of
 from server.service.outcomes import DebtsRecovered
@@ -111,12 +113,19 @@ class SyncUseCases(UseCases):
             # store's global order) once it is known which debts are paid.
             balance = uow.ledger.lock_accounts({account})[account]
             incoming = amount > 0
+            key = f"funds:{request_id}"
+
+            def refused(violations: Sequence[Violation]) -> Refused:
+                # Unless this request id posted its transfer already, and the record of the
+                # request was forgotten since (retention): what it did is what the caller hears.
+                posted = uow.ledger.transfer_with_key(key)
+                if posted is not None:
+                    return RequestIdExpired(request_id, "PostFunds", posted)
+                return RulesRefused(account_subject(account), violations)
+
             if not incoming and account.kind is AccountKind.CASH:
                 if uow.clawbacks.has_debts_pending(account.owner_id):
-                    raise RulesRefused(
-                        account_subject(account),
-                        rules.check_withdrawal(balance, -amount, debts_pending=True),
-                    )
+                    raise refused(rules.check_withdrawal(balance, -amount, debts_pending=True))
             try:
                 transfer = uow.ledger.post_transfer(
                     from_account=EXTERNAL if incoming else account,
@@ -125,16 +134,14 @@ class SyncUseCases(UseCases):
                     kind=TransferKind.FUNDS_IN if incoming else TransferKind.FUNDS_OUT,
                     reference=f"requests/{request_id}",
                     memo=memo,
-                    idempotency_key=f"funds:{request_id}",
+                    idempotency_key=key,
                     now=now,
                     # A withdrawal never overdraws (check_withdrawal), whatever the account.
                     guard_from=not incoming,
                     recorded_by=by,
                 )
             except InsufficientBalance as short:
-                raise RulesRefused(
-                    account_subject(account), rules.check_withdrawal(short.balance, -amount)
-                ) from None
+                raise refused(rules.check_withdrawal(short.balance, -amount)) from None
             except TransferExists as posted:
                 # The request id's record was forgotten (retention); the transfer it made was not.
                 raise RequestIdExpired(request_id, "PostFunds", posted.transfer_id) from None

@@ -190,9 +190,13 @@ class Ledger(Protocol):
         `guarded` account may not end below zero (InsufficientBalance; the unit of work must then
         be rolled back). The platform's commission account, which every late refund touches, is
         changed by the transaction's last statement, so that its row is held only for the
-        commit (unless guarded: its guard is checked at once). Returns the transfers'
-        ids, in the movements' order. TransferExists if a movement's idempotency key is a
-        transfer's already (the unit of work must then be rolled back)."""
+        commit (unless guarded: its guard is checked at once). Every guard is checked before a
+        transfer is written. Returns the transfers' ids, in the movements' order.
+        TransferExists if a movement's idempotency key is a transfer's already (the unit of work
+        must then be rolled back); ValueError if two movements share one."""
+
+    def transfer_with_key(self, idempotency_key: str) -> str | None:
+        """The id of the transfer posted with `idempotency_key`, None if there is none."""
 
     def balances(self, refs: list[AccountRef]) -> dict[AccountRef, int]: ...
     def balances_of(self, owner_id: str) -> dict[AccountRef, int]:

@@ -177,6 +177,8 @@ class SqlLedger:
             return []
         if any(m.amount <= 0 for m in movements):
             raise ValueError("a transfer moves a positive amount")
+        if len({m.idempotency_key for m in movements}) < len(movements):
+            raise ValueError("two movements share an idempotency key")
         ids = self._ensure_ids(
             {m.from_account for m in movements} | {m.to_account for m in movements}
         )
@@ -199,6 +201,20 @@ class SqlLedger:
         for batch in chunked(rest, BATCH):
             amounts = {ids[ref]: change[ref] for ref in batch}
             add_by_id(database, "account", "balance", amounts, floor=False)
+        if last:
+            # Every late refund gives back its technical service fee: the one row all of them
+            # share is changed at the transaction's end (see __init__), unless its guard must be
+            # checked now. (Every guard is checked before a transfer is written: a refused
+            # movement leaves none in this transaction, for the caller's refusal to look at.)
+            platform = ids[PLATFORM_COMMISSION]
+            last += self._deferred.pop(platform, 0)
+            if PLATFORM_COMMISSION in guarded and last < 0:
+                if not add_by_id(database, "account", "balance", {platform: last}, floor=True):
+                    raise InsufficientBalance(
+                        self.balances([PLATFORM_COMMISSION])[PLATFORM_COMMISSION]
+                    )
+            elif last:
+                self._deferred[platform] = last
         posted_at = to_us(now)
         service, person = recorded_by.service, recorded_by.person
         transfer_ids: dict[str, int] = {}
@@ -229,31 +245,23 @@ class SqlLedger:
         skipped = [m.idempotency_key for m in movements if m.idempotency_key not in transfer_ids]
         if skipped:
             self._refuse_posted_before(skipped[0])
-        if last:
-            # Every late refund gives back its technical service fee: the one row all of them
-            # share is changed at the transaction's end (see __init__), unless its guard must be
-            # checked now.
-            platform = ids[PLATFORM_COMMISSION]
-            last += self._deferred.pop(platform, 0)
-            if PLATFORM_COMMISSION in guarded and last < 0:
-                if not add_by_id(database, "account", "balance", {platform: last}, floor=True):
-                    raise InsufficientBalance(
-                        self.balances([PLATFORM_COMMISSION])[PLATFORM_COMMISSION]
-                    )
-            elif last:
-                self._deferred[platform] = last
         return [str(transfer_ids[m.idempotency_key]) for m in movements]
 
     def _refuse_posted_before(self, key: str) -> NoReturn:
         """TransferExists: the movements' INSERT skipped the one with idempotency key `key`,
         posted before."""
+        transfer_id = self.transfer_with_key(key)
+        assert transfer_id is not None, key
+        raise TransferExists(key, transfer_id)
+
+    def transfer_with_key(self, idempotency_key: str) -> str | None:
         p = self._store.database.param
-        (transfer_id,) = execute_sql(
+        found = execute_sql(
             self._store.database,
             f'SELECT "id" FROM "transfer" WHERE "idempotency_key" = {p}',
-            [key],
+            [idempotency_key],
         ).fetchone()
-        raise TransferExists(key, str(transfer_id))
+        return None if found is None else str(found[0])
 
     def _ensure_ids(self, refs: set[AccountRef]) -> dict[AccountRef, int]:
         """The ids of `refs`, accounts created if need be; ids already met cost nothing."""

@@ -138,7 +138,16 @@ def _migrate_to_8(database: pw.Database) -> None:
     retention (a database made by step 1 of this code has the index already). Building it holds
     the mutations back on PostgreSQL while it reads the table: where the table is large, build
     it first with `CREATE INDEX CONCURRENTLY "request_created_at" ON "request" ("created_at")`,
-    which this step then finds. Replicas still at step 7 write as before."""
+    which this step then finds (one such build that failed left the index invalid: it is made
+    again). Replicas still at step 7 write as before."""
+    if isinstance(database, pw.PostgresqlDatabase):
+        (invalid,) = execute_sql(
+            database,
+            "SELECT EXISTS (SELECT 1 FROM pg_index WHERE indexrelid = "
+            "to_regclass('request_created_at') AND NOT indisvalid)",
+        ).fetchone()
+        if invalid:
+            execute_sql(database, 'DROP INDEX "request_created_at"')
     execute_sql(
         database, 'CREATE INDEX IF NOT EXISTS "request_created_at" ON "request" ("created_at")'
     )

@@ -65,12 +65,14 @@ class SqlRequests:
 
     def prune(self, before: datetime, limit: int) -> int:
         """Forgets the oldest `limit` request ids at most among those stored before `before`
-        (by the index of their age): one statement, its work bounded by `limit`."""
+        (by the index of their age): one statement, its work bounded by `limit`. On PostgreSQL
+        the rows another replica's sweep holds are skipped, as it forgets them."""
         p = self._store.database.param
+        skip = " FOR UPDATE SKIP LOCKED" if self._store.is_postgres else ""
         cursor = execute_sql(
             self._store.database,
             'DELETE FROM "request" WHERE "request_id" IN (SELECT "request_id" FROM "request" '
-            f'WHERE "created_at" < {p} ORDER BY "created_at" LIMIT {p})',
+            f'WHERE "created_at" < {p} ORDER BY "created_at" LIMIT {p}{skip})',
             [to_us(before), limit],
         )
         return int(cursor.rowcount)

@@ -5,6 +5,8 @@ PERMISSION_DENIED of callers are walked in test_callers.py, whose error_info che
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import grpc
 import pytest
 
@@ -72,6 +74,16 @@ def already_exists(client, seed, server) -> AfterSalesError:
     return raised(lambda: client.open_entry(case.order_id, case.owner_id))
 
 
+def request_id_expired(client, seed, server) -> AfterSalesError:
+    case = seed.case("expired")
+    rid = "request-expired-1"
+    client.post_funds(wallet(case.shop_id), 100, request_id=rid)
+    service = server.service
+    service.clock.advance(service.policy.request_retention + timedelta(seconds=1))
+    service.prune_requests()
+    return raised(lambda: client.post_funds(wallet(case.shop_id), 100, request_id=rid))
+
+
 PATHS = [
     (invalid_fields, grpc.StatusCode.INVALID_ARGUMENT, "INVALID_FIELDS"),
     (request_id_reused, grpc.StatusCode.INVALID_ARGUMENT, "REQUEST_ID_REUSED"),
@@ -80,6 +92,7 @@ PATHS = [
     (permission_denied, grpc.StatusCode.PERMISSION_DENIED, "OPERATOR_NOT_ALLOWED"),
     (failed_precondition, grpc.StatusCode.FAILED_PRECONDITION, "INSUFFICIENT_FUNDS"),
     (already_exists, grpc.StatusCode.ALREADY_EXISTS, "ENTRY_ALREADY_OPEN"),
+    (request_id_expired, grpc.StatusCode.ALREADY_EXISTS, "REQUEST_ID_EXPIRED"),
 ]
 
 

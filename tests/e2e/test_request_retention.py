@@ -12,7 +12,7 @@ from datetime import timedelta
 import pytest
 
 from aftersales.v1 import resources_pb2 as pb
-from client import AlreadyExists, Client
+from client import AlreadyExists, Client, FailedPrecondition
 from server.grpc.app import App
 from server.store.schema import RequestRow
 from tests.e2e.seed import Seed, error_info, wallet
@@ -57,7 +57,7 @@ def test_a_sweep_forgets_the_oldest_first_in_bounded_transactions(
     case = seed.case("forget-bounded")
     clock.advance(timedelta(minutes=1))
     ids = []
-    for _ in range(5):
+    for _ in range(7):
         ids.append(request_id())
         client.post_funds(wallet(case.shop_id), 100, request_id=ids[-1])
         clock.advance(timedelta(minutes=1))
@@ -66,8 +66,10 @@ def test_a_sweep_forgets_the_oldest_first_in_bounded_transactions(
 
     assert service.prune_requests(batch=len(seeded) + 2, batches=1) == len(seeded) + 2
     assert remembered(store) == set(ids[2:])
-    assert service.prune_requests(batch=2, batches=1) == 2
-    assert remembered(store) == set(ids[4:])
+    # Two full batches, and the sweep stops there: the rest waits for the next one.
+    assert service.prune_requests(batch=2, batches=2) == 4
+    assert remembered(store) == set(ids[6:])
+    # A short batch ends a sweep.
     assert service.prune_requests(batch=2, batches=5) == 1
     assert remembered(store) == set()
 
@@ -99,6 +101,8 @@ def test_post_funds_retried_after_the_retention_names_the_transfer_and_moves_not
     with pytest.raises(AlreadyExists) as refused:
         client.post_funds(wallet(case.shop_id), 12_345, memo="top-up", request_id=rid)
 
+    assert refused.value.transfer_id == first.transfer.transfer_id
+    assert refused.value.resource == ("transfer", first.transfer.transfer_id)
     info = error_info(refused.value)
     assert info.reason == "REQUEST_ID_EXPIRED"
     assert dict(info.metadata) == {
@@ -113,20 +117,35 @@ def test_post_funds_retried_after_the_retention_names_the_transfer_and_moves_not
     ]
 
 
-def test_a_withdrawal_retried_after_the_retention_moves_nothing_either(
+def test_a_withdrawal_retried_after_the_retention_is_told_it_was_done_not_refused(
     client, seed, service, clock
 ):
-    case = seed.case("withdraw-forgotten")
+    """The retry would find the balance short (the withdrawal took it): it hears that its
+    request was done, not "insufficient funds", which would say it was not."""
+    case = seed.case("withdraw-forgotten", wallet_balance=500)
     rid = request_id()
-    client.post_funds(wallet(case.shop_id), -500, request_id=rid)
+    first = client.post_funds(wallet(case.shop_id), -500, request_id=rid)
     clock.advance(service.policy.request_retention + timedelta(seconds=1))
     service.prune_requests()
-    before = balance(client, case)
 
-    with pytest.raises(AlreadyExists):
+    with pytest.raises(AlreadyExists) as refused:
         client.post_funds(wallet(case.shop_id), -500, request_id=rid)
 
-    assert balance(client, case) == before
+    assert error_info(refused.value).reason == "REQUEST_ID_EXPIRED"
+    assert refused.value.transfer_id == first.transfer.transfer_id
+    assert balance(client, case) == 0
+
+
+def test_a_withdrawal_too_large_under_a_new_request_id_is_still_insufficient_funds(
+    client, seed, service, clock
+):
+    case = seed.case("withdraw-short", wallet_balance=500)
+    client.post_funds(wallet(case.shop_id), -500, request_id=request_id())
+
+    with pytest.raises(FailedPrecondition) as refused:
+        client.post_funds(wallet(case.shop_id), -500, request_id=request_id())
+
+    assert refused.value.reasons == ["INSUFFICIENT_FUNDS"]
 
 
 def test_an_open_entry_retried_after_the_retention_is_decided_afresh(client, seed, service, clock):

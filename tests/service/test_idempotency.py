@@ -9,7 +9,9 @@ import pytest
 
 from server.domain.errors import RequestIdReused, RulesRefused
 from server.domain.model import ReasonCode, Shop, ShopStatus
-from server.service import RequestKey, Service, fingerprint
+from server.service import RequestKey, Service, TransactionAborted, fingerprint
+from server.service.unit_of_work import WriteConflict
+from tests.fakes import FakeRequests
 from tests.store.factories import an_eligible_setup, wallet_of
 
 
@@ -130,3 +132,33 @@ def test_a_request_id_older_than_the_retention_is_forgotten_and_runs_again(servi
     assert service.once(key("request-old"), run) == b"second answer"
     assert run.runs == 2
     assert service.once(key("request-new"), Counted(b"other")) == b"response"
+
+
+def test_a_record_forgotten_between_the_claim_and_its_read_is_retryable(service, monkeypatch):
+    """The claim met the request's record, which the sweep forgot before it was read: nothing
+    ran, and the caller is told to retry (ABORTED), which then runs the request afresh."""
+    run = Counted(b"answer")
+    gone = {"times": 1}
+    claim = FakeRequests.claim
+
+    def claim_meeting_a_record_gone(self, *args):
+        if gone["times"]:
+            gone["times"] -= 1
+            raise WriteConflict("request request-1")
+        return claim(self, *args)
+
+    monkeypatch.setattr(FakeRequests, "claim", claim_meeting_a_record_gone)
+
+    with pytest.raises(TransactionAborted):
+        service.once(key(), run)
+    assert run.runs == 0
+    assert service.once(key(), run) == b"answer"
+    assert run.runs == 1
+
+
+def test_a_conflict_of_the_run_itself_stays_an_error(service):
+    def conflicting() -> bytes:
+        raise WriteConflict("an order's unique key")
+
+    with pytest.raises(WriteConflict):
+        service.once(key(), conflicting)

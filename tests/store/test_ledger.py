@@ -141,6 +141,21 @@ def test_the_same_transfer_idempotency_key_twice_is_refused_naming_the_transfer(
     assert transfer_count(store) == 1
 
 
+def test_two_movements_of_one_call_with_one_idempotency_key_are_refused(store, service, clock):
+    a_normal_shop(service, "shop-1", wallet=0)
+    twice = Movement(
+        EXTERNAL, wallet_of("shop-1"), 1_000, TransferKind.FUNDS_IN, "twice", "funds:twice", ""
+    )
+
+    with pytest.raises(ValueError, match="idempotency key"):
+        with store.unit_of_work() as uow:
+            uow.ledger.post_transfers([twice, twice], now=clock.now(), guarded=())
+            uow.commit()
+
+    assert assert_ledger_balances(store).get(wallet_of("shop-1"), 0) == 0
+    assert transfer_count(store) == 0
+
+
 def test_the_same_funds_request_id_twice_posts_once(store, service):
     """Without its request's record (the retention forgot it), a PostFunds sent again is
     refused naming the transfer its id posted."""

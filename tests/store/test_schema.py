@@ -173,25 +173,57 @@ def test_schema_6_drops_the_indexes_every_write_paid_for_and_no_query_needs(empt
     } <= index_names(empty_store)
 
 
-def request_indexes(store) -> set[str]:
+def request_indexes(store) -> list[tuple[str, tuple[str, ...]]]:
+    """The request table's indexes but its primary key's."""
     with store.session():
-        return {index.name for index in store.database.get_indexes("request")}
+        return [
+            (i.name, tuple(i.columns))
+            for i in store.database.get_indexes("request")
+            if tuple(i.columns) != ("request_id",)
+        ]
+
+
+def back_to_schema_7(store) -> None:
+    database = store.database
+    with store.session(), database.atomic():
+        database.execute_sql('DROP INDEX "request_created_at"')
+        SchemaVersionRow.delete().where(SchemaVersionRow.version > 7).execute()
 
 
 def test_schema_8_indexes_the_request_ids_by_age_keeping_them(empty_store, clock, policy):
     empty_store.migrate()
     service = Service(empty_store, clock, policy)
-    assert "request_created_at" in request_indexes(empty_store)  # made for a new database
-    # Back to schema 7, which had no such index, with a request id stored.
+    by_age = [("request_created_at", ("created_at",))]
+    assert request_indexes(empty_store) == by_age  # made for a new database
     key = RequestKey("request-kept-1", "PostFunds", "f" * 64)
     assert service.once(key, lambda: b"stored") == b"stored"
-    database = empty_store.database
-    with empty_store.session(), database.atomic():
-        database.execute_sql('DROP INDEX "request_created_at"')
-        SchemaVersionRow.delete().where(SchemaVersionRow.version > 7).execute()
-    assert "request_created_at" not in request_indexes(empty_store)
+    back_to_schema_7(empty_store)  # which had no such index
+    assert request_indexes(empty_store) == []
 
     assert empty_store.migrate() == SCHEMA_VERSION
 
-    assert "request_created_at" in request_indexes(empty_store)
+    assert request_indexes(empty_store) == by_age
     assert service.once(key, lambda: b"run again") == b"stored"
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+def test_schema_8_makes_again_an_index_a_failed_concurrent_build_left_invalid(empty_store):
+    empty_store.migrate()
+    back_to_schema_7(empty_store)
+    database = empty_store.database
+    with empty_store.session():
+        # What a CREATE INDEX CONCURRENTLY that failed midway leaves: the index, marked invalid.
+        database.execute_sql('CREATE INDEX "request_created_at" ON "request" ("created_at")')
+        database.execute_sql(
+            "UPDATE pg_index SET indisvalid = false "
+            "WHERE indexrelid = 'request_created_at'::regclass"
+        )
+
+    assert empty_store.migrate() == SCHEMA_VERSION
+
+    with empty_store.session():
+        valid = database.execute_sql(
+            "SELECT indisvalid FROM pg_index WHERE indexrelid = 'request_created_at'::regclass"
+        ).fetchall()
+    assert valid == [(True,)]

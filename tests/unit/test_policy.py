@@ -285,13 +285,14 @@ TEN_YEARS = 315_360_000
             id="clawback-window-negative",
         ),
         pytest.param(
-            'version = "v"\n[requests]\nretention_seconds = 0\n',
-            "requests.retention_seconds must be a whole number of seconds from 1 to",
-            id="request-retention-zero",
+            'version = "v"\n[requests]\nretention_seconds = 3599\n',
+            f"requests.retention_seconds must be a whole number of seconds from 3600 to "
+            f"{TEN_YEARS} (10 years), not 3599",
+            id="request-retention-under-an-hour",
         ),
         pytest.param(
             f'version = "v"\n[requests]\nretention_seconds = {TEN_YEARS + 1}\n',
-            "requests.retention_seconds must be a whole number of seconds from 1 to",
+            "requests.retention_seconds must be a whole number of seconds from 3600 to",
             id="request-retention-over-ten-years",
         ),
         pytest.param(
@@ -348,7 +349,8 @@ def test_the_limits_themselves_are_accepted(tmp_path):
         tmp_path,
         f'version = "{"v" * 64}"\n'
         f"[entry]\nwindow_seconds = {TEN_YEARS}\ncompletion_window_seconds = 1\n"
-        f"[clawback]\nwindow_seconds = {TEN_YEARS}\n",
+        f"[clawback]\nwindow_seconds = {TEN_YEARS}\n"
+        "[requests]\nretention_seconds = 3600\n",
     )
 
     policy = policy_loader.load(path)
@@ -356,6 +358,7 @@ def test_the_limits_themselves_are_accepted(tmp_path):
     assert len(policy.version) == 64
     assert policy.entry_window == policy.clawback_window == timedelta(days=3650)
     assert policy.completion_window == timedelta(seconds=1)
+    assert policy.request_retention == timedelta(hours=1)
 
 
 def test_a_file_that_is_not_utf8_is_refused_in_one_line(tmp_path):
