@@ -167,6 +167,52 @@ def test_an_open_entry_retried_after_the_retention_is_decided_afresh(client, see
     )
 
 
+def test_a_refund_and_its_application_retried_after_the_retention_do_not_happen_twice(
+    client, seed, service, clock
+):
+    case = seed.case("refund-forgotten")
+    client.open_entry(case.order_id, case.owner_id)
+    clock.advance(timedelta(hours=1))
+    apply_id, refund_rid = request_id(), request_id()
+    application = client.apply_after_sales(
+        case.order_id, case.buyer_id, 30_000, request_id=apply_id
+    )
+    started = paid = clock.now()
+    clawback = client.record_refund(
+        "refund-forgotten-1",
+        case.order_id,
+        30_000,
+        application_id=application.application_id,
+        started_at=started,
+        paid_at=paid,
+        request_id=refund_rid,
+    )
+    clock.advance(service.policy.request_retention + timedelta(seconds=1))
+    assert service.prune_requests() > 0
+    wallet_before = balance(client, case)
+
+    # The refund is recorded once per refund_id: the same facts answer the same clawback.
+    again = client.record_refund(
+        "refund-forgotten-1",
+        case.order_id,
+        30_000,
+        application_id=application.application_id,
+        started_at=started,
+        paid_at=paid,
+        request_id=refund_rid,
+    )
+    # The entry was used by the application: filing again is refused by the rules.
+    with pytest.raises(FailedPrecondition) as refiled:
+        client.apply_after_sales(case.order_id, case.buyer_id, 30_000, request_id=apply_id)
+
+    assert again == clawback
+    assert "ENTRY_NOT_OPEN" in refiled.value.reasons
+    assert balance(client, case) == wallet_before
+    assert [c.clawback_id for c in client.list_clawbacks(case.shop_id).clawbacks] == [
+        clawback.clawback_id
+    ]
+
+
 def test_the_servers_sweeper_forgets_old_request_ids(service, store, clock):
     rid = request_id()
     app = App(service, "127.0.0.1:0", workers=2, sweep_interval=0.05).start()
