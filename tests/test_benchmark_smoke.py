@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import grpc
+import peewee as pw
 import psycopg
 import pytest
 
@@ -22,6 +23,7 @@ from aftersales.v1 import clawback_pb2, entry_pb2, events_pb2, sync_pb2
 from server.domain import policy
 from server.domain.events import EntryOpened, EventType
 from server.domain.model import AccountKind, AccountRef, ClawbackState
+from server.store.schema import RequestRow, at
 from tests.bench import dataset as ds
 from tests.bench import procfs
 from tests.bench.load import measure
@@ -185,6 +187,10 @@ def test_the_bulk_loaded_history_left_its_events_and_its_request_ids(store, data
         stored = uow.requests.get("bench-req-refund-0")
         assert stored is not None and stored.method == "RecordRefund"
         assert len(stored.fingerprint) == 64 and stored.response
+    # Within the request retention too: the benchmark's sweeps forget none of them.
+    with store.session():
+        first = RequestRow.select(pw.fn.MIN(RequestRow.created_at)).scalar()
+    assert at(first) > datetime.now(UTC) - policy.load().request_retention
 
 
 def test_a_window_shorter_than_a_call_still_counts_whole_calls():

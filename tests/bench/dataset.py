@@ -66,7 +66,8 @@ LINES = (
 DAY_US = 86_400 * 1_000_000
 HOUR_US = 3_600 * 1_000_000
 # How long ago the history's entries were opened: its last events (the refunds, 3 days later)
-# are within the outbox's retention (the policy's, checked by the benchmark's smoke test).
+# are within the retention of the outbox and of the request ids (the policy's, 7 days each,
+# checked by the benchmark's smoke test).
 HISTORY_DAYS = 6
 # A time in a payload whose times the SQL gives.
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
