@@ -14,8 +14,10 @@ import pytest
 from aftersales.v1 import resources_pb2 as pb
 from client import AlreadyExists, Client, FailedPrecondition
 from server.grpc.app import App
+from server.service import sync
 from server.store.schema import RequestRow
 from tests.e2e.seed import Seed, error_info, wallet
+from tests.store.factories import OWED, a_payee_owing
 
 
 def request_id() -> str:
@@ -134,6 +136,32 @@ def test_a_withdrawal_retried_after_the_retention_is_told_it_was_done_not_refuse
     assert error_info(refused.value).reason == "REQUEST_ID_EXPIRED"
     assert refused.value.transfer_id == first.transfer.transfer_id
     assert balance(client, case) == 0
+
+
+def test_a_payee_s_withdrawal_retried_while_its_debts_are_recovered_is_told_it_was_done(
+    client, service, store, clock, monkeypatch
+):
+    """A withdrawal from a payee's cash, done; its record forgotten; then debts came and are
+    being recovered: the retry would be refused DEBTS_BEING_RECOVERED, as if it had not
+    happened. It hears that it was done."""
+    cash = pb.AccountRef(kind=pb.ACCOUNT_KIND_CASH, owner_id="kol-retry")
+    client.post_funds(cash, 1_000)
+    rid = request_id()
+    first = client.post_funds(cash, -400, request_id=rid)
+    clock.advance(service.policy.request_retention + timedelta(seconds=1))
+    service.prune_requests()
+    monkeypatch.setattr(sync, "DEBTS_PER_TRANSACTION", 2)
+    a_payee_owing(service, store, "kol-retry", 3)
+    assert client.post_funds(cash, 3 * OWED).debts_pending
+    with pytest.raises(FailedPrecondition) as waiting:
+        client.post_funds(cash, -400, request_id=request_id())
+    assert waiting.value.reasons == ["DEBTS_BEING_RECOVERED"]
+
+    with pytest.raises(AlreadyExists) as refused:
+        client.post_funds(cash, -400, request_id=rid)
+
+    assert error_info(refused.value).reason == "REQUEST_ID_EXPIRED"
+    assert refused.value.transfer_id == first.transfer.transfer_id
 
 
 def test_a_withdrawal_too_large_under_a_new_request_id_is_still_insufficient_funds(
