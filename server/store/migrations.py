@@ -139,13 +139,23 @@ def _migrate_to_8(database: pw.Database) -> None:
     the mutations back on PostgreSQL while it reads the table: where the table is large, build
     it first with `CREATE INDEX CONCURRENTLY "request_created_at" ON "request" ("created_at")`,
     which this step then finds (one such build that failed left the index invalid: it is made
-    again). Replicas still at step 7 write as before."""
+    again; one still running is waited for by nobody: the step refuses until it has finished).
+    Replicas still at step 7 write as before."""
     if isinstance(database, pw.PostgresqlDatabase):
-        (invalid,) = execute_sql(
+        (invalid, building) = execute_sql(
             database,
             "SELECT EXISTS (SELECT 1 FROM pg_index WHERE indexrelid = "
-            "to_regclass('request_created_at') AND NOT indisvalid)",
+            "to_regclass('request_created_at') AND NOT indisvalid), "
+            "EXISTS (SELECT 1 FROM pg_stat_progress_create_index "
+            "WHERE relid = to_regclass('request'))",
         ).fetchone()
+        if building:
+            # Still invalid while it is built: dropping it would wait for that build and hold
+            # every mutation meanwhile.
+            raise RuntimeError(
+                'an index of the "request" table is being built (CREATE INDEX CONCURRENTLY): '
+                "migrate once it has finished"
+            )
         if invalid:
             execute_sql(database, 'DROP INDEX "request_created_at"')
     execute_sql(

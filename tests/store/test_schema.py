@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import sqlite3
+import threading
+import time
 
+import psycopg
 import pytest
 
 from server.domain.model import Shop, ShopStatus
@@ -227,3 +230,53 @@ def test_schema_8_makes_again_an_index_a_failed_concurrent_build_left_invalid(em
             "SELECT indisvalid FROM pg_index WHERE indexrelid = 'request_created_at'::regclass"
         ).fetchall()
     assert valid == [(True,)]
+
+
+def migrated(store: SqlStore) -> BaseException | int:
+    try:
+        return store.migrate()
+    except Exception as e:
+        return e
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+def test_schema_8_refuses_while_a_concurrent_build_of_its_index_runs(empty_store, database_url):
+    """Dropping the index being built would wait for that build, holding every mutation: the
+    step says so instead, and migrates once the build has finished."""
+    empty_store.migrate()
+    back_to_schema_7(empty_store)
+    with psycopg.connect(database_url) as writer, psycopg.connect(database_url) as builder:
+        # A write the concurrent build waits for; meanwhile its index is there, and invalid.
+        writer.execute(
+            "INSERT INTO request (request_id, method, fingerprint, response, created_at) "
+            "VALUES ('request-open-1', 'PostFunds', '', '', 0)"
+        )
+        builder.autocommit = True
+        build = threading.Thread(
+            target=builder.execute,
+            args=('CREATE INDEX CONCURRENTLY "request_created_at" ON "request" ("created_at")',),
+        )
+        build.start()
+        try:
+            with psycopg.connect(database_url, autocommit=True) as watcher:
+                deadline = time.monotonic() + 30
+                while not watcher.execute(
+                    "SELECT 1 FROM pg_stat_progress_create_index WHERE relid = 'request'::regclass"
+                ).fetchall():
+                    assert time.monotonic() < deadline, "the concurrent build did not start"
+                    time.sleep(0.05)
+
+            # On a thread: a step that waited for the build would hold the test, not fail it.
+            outcome: list[BaseException | int] = []
+            migrating = threading.Thread(target=lambda: outcome.append(migrated(empty_store)))
+            migrating.start()
+            migrating.join(timeout=20)
+            assert len(outcome) == 1, "the migration waited for the build"
+            assert isinstance(outcome[0], RuntimeError) and "is being built" in str(outcome[0])
+        finally:
+            writer.rollback()
+            build.join(timeout=30)
+
+    assert empty_store.migrate() == SCHEMA_VERSION
+    assert request_indexes(empty_store) == [("request_created_at", ("created_at",))]
