@@ -181,12 +181,21 @@ def in_memory(path: str) -> bool:
 
 def sqlite_path(url: str) -> str:
     """The file a `sqlite:///` URL names (relative after three slashes, absolute after four),
-    or ":memory:" (`sqlite:///:memory:`). ValueError for what such a URL cannot say: no path
-    (`sqlite:///` and a variable left empty in it), parameters (`?mode=ro`), a fragment, a
-    host, or SQLite's own `file:` URI form, which would be opened as a file of that name."""
+    or ":memory:" (`sqlite:///:memory:`). ValueError for what such a URL cannot say: no file
+    (`sqlite:///`, a variable left empty in it, a directory), parameters (`?mode=ro`), a
+    fragment, a host, a form without the three slashes (`sqlite:x.db`), or SQLite's own
+    `file:` URI form, which would be opened as a file of that name."""
     parsed = urlparse(url)
     path = parsed.path[1:] if parsed.path.startswith("/") else parsed.path
-    if not path or url.endswith(("?", "#")) or parsed.query or parsed.fragment or parsed.netloc:
+    if (
+        not url.startswith("sqlite:///")
+        or not path
+        or path.endswith("/")
+        or pathlib.PurePath(path).name in ("", ".", "..")
+        or url.endswith(("?", "#"))
+        or parsed.query
+        or parsed.fragment
+    ):
         raise ValueError(
             f"a SQLite URL names a file (sqlite:///relative/path, sqlite:////absolute/path) or "
             f"sqlite:///:memory:, with no host or parameters: not {url!r}"

@@ -37,6 +37,13 @@ def test_a_sqlite_url_names_a_database_in_memory_by_saying_so():
         "sqlite://host/var/aftersales.db",
         "sqlite:///file::memory:",
         "sqlite:///file:aftersales.db",
+        "sqlite:////",
+        "sqlite:///var/",
+        "sqlite:///.",
+        "sqlite:///var/..",
+        "sqlite:x.db",
+        "sqlite:/x.db",
+        "sqlite::memory:",
     ],
 )
 def test_a_sqlite_url_that_cannot_say_what_it_seems_to_is_refused(url):
