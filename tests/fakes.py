@@ -386,8 +386,9 @@ class FakeLedger:
             )
         return ids
 
-    def transfer_with_key(self, idempotency_key: str) -> str | None:
-        return self._s.transfer_keys.get(idempotency_key)
+    def transfer_with_key(self, idempotency_key: str) -> Transfer | None:
+        transfer_id = self._s.transfer_keys.get(idempotency_key)
+        return next((t for t in self._s.transfers if t.transfer_id == transfer_id), None)
 
     def lock_accounts(self, refs: set[AccountRef]) -> dict[AccountRef, int]:
         kept = [ref for ref in refs if ref.kind is not AccountKind.EXTERNAL]

@@ -49,9 +49,9 @@ class AfterSalesEntryStub:
     ErrorInfo's reason is the first code, its metadata the ids.
     - ALREADY_EXISTS: an entry of the order is open (ENTRY_ALREADY_OPEN); ErrorInfo.metadata
     ["entry_id"] names it, and the PreconditionFailure lists every unmet rule as above.
-    PostFunds: its request_id was used longer ago than the request retention and the transfer
-    that request posted stands (REQUEST_ID_EXPIRED, metadata request_id, method and
-    transfer_id, and a google.rpc.ResourceInfo naming the transfer).
+    PostFunds: the same request was sent with its request_id longer ago than the request
+    retention, and the transfer it posted stands (REQUEST_ID_EXPIRED, metadata request_id,
+    method and transfer_id, and a google.rpc.ResourceInfo naming the transfer).
     - UNAVAILABLE: the database is down or busy (DATABASE_UNAVAILABLE), with a google.rpc.RetryInfo:
     retry the same request, with the same request_id, after its retry_delay, doubling the wait
     after each further failure.
@@ -126,9 +126,9 @@ class AfterSalesEntryServicer:
     ErrorInfo's reason is the first code, its metadata the ids.
     - ALREADY_EXISTS: an entry of the order is open (ENTRY_ALREADY_OPEN); ErrorInfo.metadata
     ["entry_id"] names it, and the PreconditionFailure lists every unmet rule as above.
-    PostFunds: its request_id was used longer ago than the request retention and the transfer
-    that request posted stands (REQUEST_ID_EXPIRED, metadata request_id, method and
-    transfer_id, and a google.rpc.ResourceInfo naming the transfer).
+    PostFunds: the same request was sent with its request_id longer ago than the request
+    retention, and the transfer it posted stands (REQUEST_ID_EXPIRED, metadata request_id,
+    method and transfer_id, and a google.rpc.ResourceInfo naming the transfer).
     - UNAVAILABLE: the database is down or busy (DATABASE_UNAVAILABLE), with a google.rpc.RetryInfo:
     retry the same request, with the same request_id, after its retry_delay, doubling the wait
     after each further failure.
@@ -271,9 +271,9 @@ class AfterSalesEntry:
     ErrorInfo's reason is the first code, its metadata the ids.
     - ALREADY_EXISTS: an entry of the order is open (ENTRY_ALREADY_OPEN); ErrorInfo.metadata
     ["entry_id"] names it, and the PreconditionFailure lists every unmet rule as above.
-    PostFunds: its request_id was used longer ago than the request retention and the transfer
-    that request posted stands (REQUEST_ID_EXPIRED, metadata request_id, method and
-    transfer_id, and a google.rpc.ResourceInfo naming the transfer).
+    PostFunds: the same request was sent with its request_id longer ago than the request
+    retention, and the transfer it posted stands (REQUEST_ID_EXPIRED, metadata request_id,
+    method and transfer_id, and a google.rpc.ResourceInfo naming the transfer).
     - UNAVAILABLE: the database is down or busy (DATABASE_UNAVAILABLE), with a google.rpc.RetryInfo:
     retry the same request, with the same request_id, after its retry_delay, doubling the wait
     after each further failure.

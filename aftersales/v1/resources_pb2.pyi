@@ -108,9 +108,10 @@ class _ReasonCodeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ReasonCode
     REQUEST_ID_REUSED: _ReasonCode.ValueType  # 50
     """The request id was used before for a different request (sent with INVALID_ARGUMENT)."""
     REQUEST_ID_EXPIRED: _ReasonCode.ValueType  # 51
-    """PostFunds: the request id was used longer ago than the policy's request retention, so its
-    response is no longer kept; the transfer it posted stands, and nothing moved again (sent
-    with ALREADY_EXISTS; metadata["request_id"], ["method"] and ["transfer_id"]).
+    """PostFunds: the same request was sent with this request id longer ago than the policy's
+    request retention, so its response is no longer kept; the transfer it posted stands, and
+    nothing moved again (sent with ALREADY_EXISTS; metadata["request_id"], ["method"] and
+    ["transfer_id"]).
     """
     CALLER_NOT_AUTHENTICATED: _ReasonCode.ValueType  # 60
     """Callers (sent with UNAUTHENTICATED or PERMISSION_DENIED; ErrorInfo.metadata names the
@@ -250,9 +251,10 @@ AMOUNT_EXCEEDS_APPLICATION: ReasonCode.ValueType  # 46
 REQUEST_ID_REUSED: ReasonCode.ValueType  # 50
 """The request id was used before for a different request (sent with INVALID_ARGUMENT)."""
 REQUEST_ID_EXPIRED: ReasonCode.ValueType  # 51
-"""PostFunds: the request id was used longer ago than the policy's request retention, so its
-response is no longer kept; the transfer it posted stands, and nothing moved again (sent
-with ALREADY_EXISTS; metadata["request_id"], ["method"] and ["transfer_id"]).
+"""PostFunds: the same request was sent with this request id longer ago than the policy's
+request retention, so its response is no longer kept; the transfer it posted stands, and
+nothing moved again (sent with ALREADY_EXISTS; metadata["request_id"], ["method"] and
+["transfer_id"]).
 """
 CALLER_NOT_AUTHENTICATED: ReasonCode.ValueType  # 60
 """Callers (sent with UNAUTHENTICATED or PERMISSION_DENIED; ErrorInfo.metadata names the

@@ -96,8 +96,9 @@ class PostFundsRequest(_message.Message):
     [A-Za-z0-9._:-]. Required. Retrying with the same id and request returns the original
     response; the transfer's reference is "requests/{request_id}". An id is remembered for the
     policy's request retention (`[requests] retention_seconds`, 7 days by default); sent after
-    that, it is ALREADY_EXISTS with reason REQUEST_ID_EXPIRED naming the transfer it posted, and
-    nothing moves again.
+    that with the same request, it is ALREADY_EXISTS with reason REQUEST_ID_EXPIRED naming the
+    transfer it posted, and nothing moves again (with another request, INVALID_ARGUMENT
+    REQUEST_ID_REUSED, as before).
     """
     amount: _builtins.int
     """The amount in fen: positive comes in, negative goes out. Not zero; at most 10^12 either way."""

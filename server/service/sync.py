@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from server.domain import events, rules
-from server.domain.errors import NotFound, Refused, RequestIdExpired, RulesRefused
+from server.domain.errors import NotFound, Refused, RequestIdExpired, RequestIdReused, RulesRefused
 from server.domain.model import (
     EXTERNAL,
     NOBODY,
@@ -120,7 +120,7 @@ class SyncUseCases(UseCases):
                 # request was forgotten since (retention): what it did is what the caller hears.
                 posted = uow.ledger.transfer_with_key(key)
                 if posted is not None:
-                    return RequestIdExpired(request_id, "PostFunds", posted)
+                    return _posted_before(posted, request_id, account, amount, memo, by)
                 return RulesRefused(account_subject(account), violations)
 
             if not incoming and account.kind is AccountKind.CASH:
@@ -142,9 +142,11 @@ class SyncUseCases(UseCases):
                 )
             except InsufficientBalance as short:
                 raise refused(rules.check_withdrawal(short.balance, -amount)) from None
-            except TransferExists as posted:
+            except TransferExists:
                 # The request id's record was forgotten (retention); the transfer it made was not.
-                raise RequestIdExpired(request_id, "PostFunds", posted.transfer_id) from None
+                posted = uow.ledger.transfer_with_key(key)
+                assert posted is not None, key
+                raise _posted_before(posted, request_id, account, amount, memo, by) from None
             balance += amount
             pending = False
             recovered: list[events.Event] = []
@@ -256,3 +258,20 @@ class SyncUseCases(UseCases):
             for (debt, paid), transfer_id in zip(paying, transfer_ids, strict=True)
         ]
         return pending, balance
+
+
+def _posted_before(
+    posted: Transfer, request_id: str, account: AccountRef, amount: int, memo: str, by: Actor
+) -> Refused:
+    """The answer to a PostFunds whose request id posted `posted` (its record forgotten since,
+    retention): REQUEST_ID_EXPIRED if that transfer is what this request asks for, from the same
+    caller; else REQUEST_ID_REUSED, as within the retention."""
+    asked = (EXTERNAL, account) if amount > 0 else (account, EXTERNAL)
+    if (posted.from_account, posted.to_account, posted.amount, posted.memo, posted.recorded_by) == (
+        *asked,
+        abs(amount),
+        memo,
+        by,
+    ):
+        return RequestIdExpired(request_id, "PostFunds", posted.transfer_id)
+    return RequestIdReused(request_id, "PostFunds")

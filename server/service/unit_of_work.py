@@ -195,8 +195,8 @@ class Ledger(Protocol):
         TransferExists if a movement's idempotency key is a transfer's already (the unit of work
         must then be rolled back); ValueError if two movements share one."""
 
-    def transfer_with_key(self, idempotency_key: str) -> str | None:
-        """The id of the transfer posted with `idempotency_key`, None if there is none."""
+    def transfer_with_key(self, idempotency_key: str) -> Transfer | None:
+        """The transfer posted with `idempotency_key`, None if there is none."""
 
     def balances(self, refs: list[AccountRef]) -> dict[AccountRef, int]: ...
     def balances_of(self, owner_id: str) -> dict[AccountRef, int]:

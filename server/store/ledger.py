@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Collection, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import peewee as pw
 
@@ -250,18 +250,23 @@ class SqlLedger:
     def _refuse_posted_before(self, key: str) -> NoReturn:
         """TransferExists: the movements' INSERT skipped the one with idempotency key `key`,
         posted before."""
-        transfer_id = self.transfer_with_key(key)
-        assert transfer_id is not None, key
-        raise TransferExists(key, transfer_id)
+        posted = self.transfer_with_key(key)
+        assert posted is not None, key
+        raise TransferExists(key, posted.transfer_id)
 
-    def transfer_with_key(self, idempotency_key: str) -> str | None:
+    def transfer_with_key(self, idempotency_key: str) -> Transfer | None:
         p = self._store.database.param
         found = execute_sql(
             self._store.database,
-            f'SELECT "id" FROM "transfer" WHERE "idempotency_key" = {p}',
+            'SELECT t."id", s."kind", s."owner_id", d."kind", d."owner_id", t."amount", t."kind", '
+            't."reference", t."posted_at", t."memo", t."recorded_by_service", '
+            't."recorded_by_person" FROM "transfer" AS t '
+            'JOIN "account" AS s ON s."id" = t."from_account_id" '
+            'JOIN "account" AS d ON d."id" = t."to_account_id" '
+            f'WHERE t."idempotency_key" = {p}',
             [idempotency_key],
         ).fetchone()
-        return None if found is None else str(found[0])
+        return None if found is None else _transfer(found)
 
     def _ensure_ids(self, refs: set[AccountRef]) -> dict[AccountRef, int]:
         """The ids of `refs`, accounts created if need be; ids already met cost nothing."""
@@ -396,34 +401,7 @@ class SqlLedger:
                 LIMIT: limit,
             },
         )
-        return [
-            restored(
-                Transfer,
-                transfer_id=str(tid),
-                from_account=AccountRef(members(AccountKind)[fk], fo),
-                to_account=AccountRef(members(AccountKind)[tk], to),
-                amount=amount,
-                kind=members(TransferKind)[kind],
-                reference=reference,
-                posted_at=at(posted_at),
-                memo=memo,
-                recorded_by=actor(service, person),
-            )
-            for (
-                tid,
-                fk,
-                fo,
-                tk,
-                to,
-                amount,
-                kind,
-                reference,
-                posted_at,
-                memo,
-                service,
-                person,
-            ) in cursor.fetchall()
-        ]
+        return [_transfer(row) for row in cursor.fetchall()]
 
     def ledger_totals(self) -> tuple[int, dict[AccountRef, tuple[int, int]]]:
         """The sum of all balances, and per account (maintained balance, balance from transfers);
@@ -456,6 +434,24 @@ class SqlLedger:
 # Stand-ins for the values of the ListTransfers query, replaced when it runs (SqlStore.run_bound).
 _ACCOUNT_ID = stand_in("account_id")
 _BEFORE_ID = stand_in("before_id")
+
+
+def _transfer(row: tuple[Any, ...]) -> Transfer:
+    """A transfer from a row of its id, accounts (kind, owner), amount, kind, reference, time,
+    memo and recorder (service, person)."""
+    tid, fk, fo, tk, to, amount, kind, reference, posted_at, memo, service, person = row
+    return restored(
+        Transfer,
+        transfer_id=str(tid),
+        from_account=AccountRef(members(AccountKind)[fk], fo),
+        to_account=AccountRef(members(AccountKind)[tk], to),
+        amount=amount,
+        kind=members(TransferKind)[kind],
+        reference=reference,
+        posted_at=at(posted_at),
+        memo=memo,
+        recorded_by=actor(service, person),
+    )
 
 
 def _list_transfers_query(param: str) -> pw.Query:

@@ -12,7 +12,7 @@ from datetime import timedelta
 import pytest
 
 from aftersales.v1 import resources_pb2 as pb
-from client import AlreadyExists, Client, FailedPrecondition
+from client import AlreadyExists, Client, FailedPrecondition, InvalidArgument
 from server.grpc.app import App
 from server.service import sync
 from server.store.schema import RequestRow
@@ -77,13 +77,17 @@ def test_a_sweep_forgets_the_oldest_first_in_bounded_transactions(
 
 
 def test_a_retry_within_the_retention_still_gets_the_original_response_after_a_sweep(
-    client, seed, service, clock
+    client, seed, service, store, clock
 ):
     case = seed.case("retry-kept")
+    older = request_id()
+    client.post_funds(wallet(case.shop_id), 1, request_id=older)
+    clock.advance(timedelta(seconds=2))
     rid = request_id()
     first = client.post_funds(wallet(case.shop_id), 12_345, request_id=rid)
     clock.advance(service.policy.request_retention - timedelta(seconds=1))
-    service.prune_requests()
+    assert service.prune_requests() >= 1  # the sweep ran, and forgot the older ones
+    assert older not in remembered(store)
 
     again = client.post_funds(wallet(case.shop_id), 12_345, request_id=rid)
 
@@ -119,6 +123,48 @@ def test_post_funds_retried_after_the_retention_names_the_transfer_and_moves_not
     ]
 
 
+@pytest.mark.parametrize(
+    "other",
+    [
+        pytest.param({"amount": 12_346}, id="another-amount"),
+        pytest.param({"amount": -12_345}, id="the-other-way"),
+        pytest.param({"memo": "another memo"}, id="another-memo"),
+        pytest.param({"to_deposit": True}, id="another-account"),
+    ],
+)
+def test_a_forgotten_post_funds_id_sent_with_another_request_is_request_id_reused(
+    client, seed, service, clock, other
+):
+    """As within the retention: the id was used for another request. Never "already done",
+    which would tell the caller its money moved."""
+    case = seed.case("reused-forgotten", wallet_balance=50_000)
+    rid = request_id()
+    client.post_funds(wallet(case.shop_id), 12_345, memo="top-up", request_id=rid)
+    clock.advance(service.policy.request_retention + timedelta(seconds=1))
+    assert service.prune_requests() > 0
+    account = (
+        pb.AccountRef(kind=pb.ACCOUNT_KIND_DEPOSIT, owner_id=case.shop_id)
+        if other.get("to_deposit")
+        else wallet(case.shop_id)
+    )
+    before = balance(client, case)
+
+    with pytest.raises(InvalidArgument) as refused:
+        client.post_funds(
+            account,
+            other.get("amount", 12_345),
+            memo=other.get("memo", "top-up"),
+            request_id=rid,
+        )
+
+    info = error_info(refused.value)
+    assert (info.reason, dict(info.metadata)) == (
+        "REQUEST_ID_REUSED",
+        {"request_id": rid, "method": "PostFunds"},
+    )
+    assert balance(client, case) == before
+
+
 def test_a_withdrawal_retried_after_the_retention_is_told_it_was_done_not_refused(
     client, seed, service, clock
 ):
@@ -128,7 +174,7 @@ def test_a_withdrawal_retried_after_the_retention_is_told_it_was_done_not_refuse
     rid = request_id()
     first = client.post_funds(wallet(case.shop_id), -500, request_id=rid)
     clock.advance(service.policy.request_retention + timedelta(seconds=1))
-    service.prune_requests()
+    assert service.prune_requests() > 0
 
     with pytest.raises(AlreadyExists) as refused:
         client.post_funds(wallet(case.shop_id), -500, request_id=rid)
@@ -149,7 +195,7 @@ def test_a_payee_s_withdrawal_retried_while_its_debts_are_recovered_is_told_it_w
     rid = request_id()
     first = client.post_funds(cash, -400, request_id=rid)
     clock.advance(service.policy.request_retention + timedelta(seconds=1))
-    service.prune_requests()
+    assert service.prune_requests() > 0
     monkeypatch.setattr(sync, "DEBTS_PER_TRANSACTION", 2)
     a_payee_owing(service, store, "kol-retry", 3)
     assert client.post_funds(cash, 3 * OWED).debts_pending
@@ -157,11 +203,40 @@ def test_a_payee_s_withdrawal_retried_while_its_debts_are_recovered_is_told_it_w
         client.post_funds(cash, -400, request_id=request_id())
     assert waiting.value.reasons == ["DEBTS_BEING_RECOVERED"]
 
+    before = client.get_balances([cash])[(pb.ACCOUNT_KIND_CASH, "kol-retry")]
+
     with pytest.raises(AlreadyExists) as refused:
         client.post_funds(cash, -400, request_id=rid)
 
     assert error_info(refused.value).reason == "REQUEST_ID_EXPIRED"
     assert refused.value.transfer_id == first.transfer.transfer_id
+    assert client.get_balances([cash])[(pb.ACCOUNT_KIND_CASH, "kol-retry")] == before
+    outs = [
+        t
+        for t in client.list_transfers(cash, page_size=100).transfers
+        if t.kind == pb.TRANSFER_KIND_FUNDS_OUT
+    ]
+    assert [t.transfer_id for t in outs] == [first.transfer.transfer_id]
+
+
+def test_a_platform_fee_withdrawal_retried_after_the_retention_is_told_it_was_done(
+    client, service, clock
+):
+    """The platform's account is guarded apart from the others (its row is changed last): its
+    retried withdrawal, now short, is answered as the others are."""
+    platform = pb.AccountRef(kind=pb.ACCOUNT_KIND_PLATFORM_COMMISSION)
+    client.post_funds(platform, 700)
+    rid = request_id()
+    first = client.post_funds(platform, -700, request_id=rid)
+    clock.advance(service.policy.request_retention + timedelta(seconds=1))
+    assert service.prune_requests() > 0
+
+    with pytest.raises(AlreadyExists) as refused:
+        client.post_funds(platform, -700, request_id=rid)
+
+    assert error_info(refused.value).reason == "REQUEST_ID_EXPIRED"
+    assert refused.value.transfer_id == first.transfer.transfer_id
+    assert client.get_balances([platform])[(pb.ACCOUNT_KIND_PLATFORM_COMMISSION, "")] == 0
 
 
 def test_a_withdrawal_too_large_under_a_new_request_id_is_still_insufficient_funds(
@@ -181,7 +256,7 @@ def test_an_open_entry_retried_after_the_retention_is_decided_afresh(client, see
     rid = request_id()
     first = client.open_entry(case.order_id, case.owner_id, request_id=rid)
     clock.advance(service.policy.request_retention + timedelta(seconds=1))
-    service.prune_requests()
+    assert service.prune_requests() > 0
     # The first entry's window is over; the order is eligible again, as for any new request.
     assert client.check_eligibility(case.order_id, case.owner_id).eligible
 

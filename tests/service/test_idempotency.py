@@ -7,8 +7,8 @@ from datetime import timedelta
 
 import pytest
 
-from server.domain.errors import RequestIdReused, RulesRefused
-from server.domain.model import ReasonCode, Shop, ShopStatus
+from server.domain.errors import RequestIdExpired, RequestIdReused, RulesRefused
+from server.domain.model import Actor, ReasonCode, Shop, ShopStatus
 from server.service import RequestKey, Service, TransactionAborted, fingerprint
 from server.service.unit_of_work import WriteConflict
 from tests.fakes import FakeRequests
@@ -162,3 +162,18 @@ def test_a_conflict_of_the_run_itself_stays_an_error(service):
 
     with pytest.raises(WriteConflict):
         service.once(key(), conflicting)
+
+
+def test_a_forgotten_post_funds_id_from_another_caller_is_request_id_reused(service):
+    """The transfer a forgotten request id posted answers only the caller (and person) that
+    posted it: the id is another request's for anyone else, as within the retention."""
+    setup = an_eligible_setup(service)
+    them = Actor("spiffe://payments", "staff:owner-1")
+    first = service.post_funds("funds-request-1", wallet_of(setup.shop_id), 500, "in", them)
+
+    with pytest.raises(RequestIdExpired) as done:
+        service.post_funds("funds-request-1", wallet_of(setup.shop_id), 500, "in", them)
+    assert done.value.transfer_id == first.transfer.transfer_id
+    for someone_else in (Actor("spiffe://other"), Actor("spiffe://payments", "staff:owner-2")):
+        with pytest.raises(RequestIdReused):
+            service.post_funds("funds-request-1", wallet_of(setup.shop_id), 500, "in", someone_else)

@@ -5,11 +5,13 @@ from __future__ import annotations
 import itertools
 import threading
 
+import psycopg
 import pytest
 
 from server.domain.errors import RequestIdReused
 from server.domain.model import EXTERNAL, EntryState, TransferKind
-from server.service import RequestKey
+from server.service import RequestKey, TransactionAborted
+from server.store.requests import SqlRequests
 from server.store.schema import RequestRow
 from tests.store.factories import (
     an_eligible_setup,
@@ -165,3 +167,32 @@ def test_the_same_open_entry_request_from_several_replicas_at_once_answers_alike
         shop_id=None, order_id=setup.order_id, state=None, page_size=10
     ).items
     assert [e.entry_id.encode() for e in entries] == list(answers)
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+def test_a_record_the_sweep_forgets_as_it_is_claimed_is_retryable_then_runs_afresh(
+    store, service, database_url, monkeypatch
+):
+    """The claim meets the record; the sweep forgets it before the claim reads it (PostgreSQL:
+    the claim's INSERT takes no lock on a row it conflicts with). Nothing runs, the call is
+    ABORTED (retryable), and its retry runs the request as a new one."""
+    key = RequestKey("request-vanishing", "PostFunds", "f" * 64)
+    assert service.once(key, Counted(b"first")) == b"first"
+    read = SqlRequests.get
+
+    def read_after_the_sweep(self, request_id):
+        with psycopg.connect(database_url, autocommit=True) as sweep:
+            sweep.execute('DELETE FROM "request" WHERE "request_id" = %s', [request_id])
+        monkeypatch.setattr(SqlRequests, "get", read)
+        return read(self, request_id)
+
+    monkeypatch.setattr(SqlRequests, "get", read_after_the_sweep)
+    run = Counted(b"afresh")
+
+    with pytest.raises(TransactionAborted):
+        service.once(key, run)
+    assert run.calls == 0
+
+    assert service.once(key, run) == b"afresh"
+    assert run.calls == 1
