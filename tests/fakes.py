@@ -361,8 +361,9 @@ class FakeLedger:
         if len({m.idempotency_key for m in movements}) < len(movements):
             raise ValueError("two movements share an idempotency key")
         for m in movements:
-            if m.idempotency_key in self._s.transfer_keys:
-                raise TransferExists(m.idempotency_key, self._s.transfer_keys[m.idempotency_key])
+            posted = self.transfer_with_key(m.idempotency_key)
+            if posted is not None:
+                raise TransferExists(m.idempotency_key, posted)
         for ref, amount in change.items():
             if ref.kind is not AccountKind.EXTERNAL:
                 self._s.accounts[ref] += amount

@@ -142,11 +142,11 @@ class SyncUseCases(UseCases):
                 )
             except InsufficientBalance as short:
                 raise refused(rules.check_withdrawal(short.balance, -amount)) from None
-            except TransferExists:
+            except TransferExists as posted:
                 # The request id's record was forgotten (retention); the transfer it made was not.
-                posted = uow.ledger.transfer_with_key(key)
-                assert posted is not None, key
-                raise _posted_before(posted, request_id, account, amount, memo, by) from None
+                raise _posted_before(
+                    posted.transfer, request_id, account, amount, memo, by
+                ) from None
             balance += amount
             pending = False
             recovered: list[events.Event] = []

@@ -58,13 +58,19 @@ class WriteConflict(Exception):
 
 
 class TransferExists(Exception):
-    """A transfer with the idempotency key was posted before (`transfer_id`); nothing was
-    posted now."""
+    """A transfer with the idempotency key was posted before (`transfer`); nothing was posted
+    now."""
 
-    def __init__(self, idempotency_key: str, transfer_id: str) -> None:
+    def __init__(self, idempotency_key: str, transfer: Transfer) -> None:
         self.idempotency_key = idempotency_key
-        self.transfer_id = transfer_id
-        super().__init__(f"transfer {transfer_id} has the idempotency key {idempotency_key!r}")
+        self.transfer = transfer
+        super().__init__(
+            f"transfer {transfer.transfer_id} has the idempotency key {idempotency_key!r}"
+        )
+
+    @property
+    def transfer_id(self) -> str:
+        return self.transfer.transfer_id
 
 
 class EntryConflict(Exception):

@@ -252,7 +252,7 @@ class SqlLedger:
         posted before."""
         posted = self.transfer_with_key(key)
         assert posted is not None, key
-        raise TransferExists(key, posted.transfer_id)
+        raise TransferExists(key, posted)
 
     def transfer_with_key(self, idempotency_key: str) -> Transfer | None:
         p = self._store.database.param

@@ -25,7 +25,7 @@ from server.domain.model import EXTERNAL, PLATFORM_COMMISSION, AccountRef
 from server.service.unit_of_work import StoreUnavailable
 from server.store import faults, migrations
 from server.store.clawbacks import SqlClawbacks
-from server.store.database import SqliteFile, in_memory
+from server.store.database import SqliteFile
 from server.store.entries import SqlEntries
 from server.store.events import SqlEvents
 from server.store.facts import SqlFacts
@@ -422,10 +422,7 @@ class SqlUnitOfWork:
 
 def _file_of(database: pw.Database) -> str | None:
     """The file of a SQLite database; None for one in memory."""
-    if isinstance(database, SqliteFile):
-        return database.path
-    name = str(database.database)
-    return None if in_memory(name) else name
+    return database.path if isinstance(database, SqliteFile) else None
 
 
 def _raise_translated(error: Exception) -> NoReturn:

@@ -281,29 +281,25 @@ def test_a_refund_and_its_application_retried_after_the_retention_do_not_happen_
         case.order_id, case.buyer_id, 30_000, request_id=apply_id
     )
     started = paid = clock.now()
-    clawback = client.record_refund(
-        "refund-forgotten-1",
-        case.order_id,
-        30_000,
-        application_id=application.application_id,
-        started_at=started,
-        paid_at=paid,
-        request_id=refund_rid,
-    )
+
+    def record_the_refund():
+        return client.record_refund(
+            "refund-forgotten-1",
+            case.order_id,
+            30_000,
+            application_id=application.application_id,
+            started_at=started,
+            paid_at=paid,
+            request_id=refund_rid,
+        )
+
+    clawback = record_the_refund()
     clock.advance(service.policy.request_retention + timedelta(seconds=1))
     assert service.prune_requests() > 0
     wallet_before = balance(client, case)
 
     # The refund is recorded once per refund_id: the same facts answer the same clawback.
-    again = client.record_refund(
-        "refund-forgotten-1",
-        case.order_id,
-        30_000,
-        application_id=application.application_id,
-        started_at=started,
-        paid_at=paid,
-        request_id=refund_rid,
-    )
+    again = record_the_refund()
     # The entry was used by the application: filing again is refused by the rules.
     with pytest.raises(FailedPrecondition) as refiled:
         client.apply_after_sales(case.order_id, case.buyer_id, 30_000, request_id=apply_id)
