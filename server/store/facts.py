@@ -151,10 +151,21 @@ class SqlFacts:
         """The order and its shop, in one read; with `for_update`, the order's row is locked
         (on PostgreSQL; the shop's is not)."""
         name = f"order_and_shop:{'locked' if for_update else 'read'}"
-        cursor = self._store.run_prepared(
-            name, functools.partial(_order_and_shop_query, self._store, for_update), order_id
-        )
+
+        def read() -> Any:
+            return self._store.run_prepared(
+                name, functools.partial(_order_and_shop_query, self._store, for_update), order_id
+            )
+
+        cursor = read()
         found = cursor.fetchone()
+        if found is None and for_update and self._store.is_postgres:
+            # PostgreSQL checks a row that changed while its lock was awaited again, but against
+            # the shop row it had joined before: an order moved to another shop meanwhile drops
+            # out. Locked alone, the order is read as committed; then, holding its lock, both.
+            if self.order_or_none(order_id, for_update=True) is not None:
+                cursor = read()
+                found = cursor.fetchone()
         if found is None:
             raise NotFound("order", order_id)
         layout = _layout(self._store.columns(name, cursor))

@@ -3,13 +3,28 @@ server replicas over one database."""
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import threading
+import time
+from collections.abc import Iterator
+from concurrent import futures
+from datetime import timedelta
+
+import pytest
 
 from server.domain.errors import RulesRefused
-from server.domain.model import Application, Entry, EntryState, ReasonCode
+from server.domain.model import Application, Entry, EntryState, ReasonCode, Refund
 from server.store.entries import SqlEntries
 from server.store.schema import ApplicationRow
-from tests.store.factories import an_eligible_order, an_eligible_setup, at_once
+from tests.store.factories import (
+    a_late_refund_order,
+    a_normal_shop,
+    an_eligible_order,
+    an_eligible_setup,
+    at_once,
+    held_by_another_thread,
+)
 
 REPLICAS = 8
 
@@ -92,3 +107,57 @@ def test_replicas_opening_different_orders_at_once_all_succeed(store, service):
 
     assert [o.error for o in outcomes] == [None] * REPLICAS
     assert sorted(o.value.order_id for o in outcomes) == sorted(orders)
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+def test_a_refund_that_waited_on_its_order_moved_to_another_shop_is_decided_on_the_moved_order(
+    store, service, clock
+):
+    """A refund locks its order's row (PostgreSQL; SQLite's writers exclude each other from
+    BEGIN on, so there it cannot meet a change half-way). When the order was being moved to
+    another shop meanwhile, the refund waits for that change and is decided on the order as
+    committed, with its new shop: never "order not found" for an order that exists."""
+    setup = an_eligible_setup(service)
+    a_late_refund_order(service, setup)
+    a_normal_shop(service, "shop-2")
+    service.open_entry(setup.order_id, setup.owner_id, "agreed in chat")
+    clock.advance(timedelta(hours=1))
+    filed = service.apply(setup.order_id, setup.buyer_id, 3_000, "broken after a month")
+    with store.unit_of_work(read_only=True) as uow:
+        order = uow.facts.order(setup.order_id)
+    moved = dataclasses.replace(order, shop_id="shop-2", version=order.version + 1)
+
+    @contextlib.contextmanager
+    def moving_the_order() -> Iterator[None]:
+        with store.unit_of_work() as uow:
+            uow.facts.put_order(moved)
+            yield
+            uow.commit()
+
+    now = clock.now()
+    refund = Refund("refund-1", setup.order_id, filed.application_id, 3_000, now, now)
+    with futures.ThreadPoolExecutor(1) as pool:
+        with held_by_another_thread(moving_the_order()):
+            recorded = pool.submit(service.record_refund, refund)
+            a_query_waits_on_a_lock(store)
+        # The move committed: the refund goes on.
+    clawback = recorded.result(timeout=30)
+
+    assert (clawback.refund, clawback.shop_id) == (refund, "shop-2")
+    with store.unit_of_work(read_only=True) as uow:
+        assert uow.facts.order(setup.order_id).shop_id == "shop-2"
+
+
+def a_query_waits_on_a_lock(store) -> None:
+    """Returns once a query of another connection waits on a row lock (PostgreSQL)."""
+    deadline = time.monotonic() + 30
+    while True:
+        with store.unit_of_work(read_only=True):
+            waiting = store.database.execute_sql(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+            ).fetchone()[0]
+        if waiting:
+            return
+        assert time.monotonic() < deadline, "the refund never waited on the order's lock"
+        time.sleep(0.02)
