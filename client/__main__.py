@@ -9,8 +9,15 @@ with a code that says what kind of failure it was:
     3  not found (NOT_FOUND), or events pruned past the position asked for (OUT_OF_RANGE)
     4  the caller is not authenticated or not allowed (UNAUTHENTICATED, PERMISSION_DENIED)
     5  the server could not be reached or did not answer in time (UNAVAILABLE,
-       DEADLINE_EXCEEDED); retrying is safe
+       DEADLINE_EXCEEDED): it may have done it or not; sending the same request again is safe
     6  anything else (INTERNAL: a bug on the server)
+
+A command that changes something (open, apply, funds, refund) is one request, named by its
+request id: the one given with --request-id, else a new one. The same request sent again is
+answered from the server's record and done once; a command run again without it is a new request
+(a second top-up). So a failed one reports its `request_id`, and `retry`: the command that sends
+the same request again, with its request id (and a refund's --started-at and --paid-at, which
+default to the moment it was first sent).
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ import argparse
 import json
 import os
 import pathlib
+import shlex
 import sys
 from datetime import UTC, datetime
 
@@ -28,7 +36,11 @@ from google.protobuf.message import Message
 
 from aftersales.v1 import clawback_pb2, events_pb2, resources_pb2
 from client import AfterSalesError, Client
+from client.client import new_request_id
 from client.errors import from_rpc_error
+
+# The commands that change something: each is one request (see above).
+MUTATIONS = frozenset({"open", "apply", "funds", "refund"})
 
 
 def _print(message: Message) -> None:
@@ -247,15 +259,14 @@ def run(args: argparse.Namespace, client: Client) -> None:
         )
         _print(client.post_funds(account, args.amount, memo=args.memo, request_id=args.request_id))
     elif args.command == "refund":
-        now = datetime.now(UTC)
         _print(
             client.record_refund(
                 args.refund_id,
                 args.order_id,
                 args.amount,
                 application_id=args.application,
-                started_at=args.started_at or now,
-                paid_at=args.paid_at or now,
+                started_at=args.started_at,
+                paid_at=args.paid_at,
                 request_id=args.request_id,
             )
         )
@@ -309,8 +320,27 @@ def _read(path: str) -> bytes | None:
         raise SystemExit(f"aftersales: cannot read {path}: {e.strerror}") from None
 
 
+def _fix(args: argparse.Namespace) -> list[str]:
+    """Fixes what a mutation would otherwise make anew each time it is sent (its request id, a
+    refund's times), and returns the options that say them again."""
+    again: list[str] = []
+    if args.request_id is None:
+        args.request_id = new_request_id()
+        again += ["--request-id", args.request_id]
+    if args.command == "refund":
+        now = datetime.now(UTC)
+        for option, name in (("--started-at", "started_at"), ("--paid-at", "paid_at")):
+            if getattr(args, name) is None:
+                setattr(args, name, now)
+                again += [option, now.isoformat()]
+    return again
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    args = parser.parse_args(argv)
+    again = _fix(args) if args.command in MUTATIONS else None
     with Client(
         args.address,
         timeout=args.timeout,
@@ -333,6 +363,9 @@ def main(argv: list[str] | None = None) -> int:
                     for d in e.details
                 ],
             }
+            if again is not None:
+                report["request_id"] = args.request_id
+                report["retry"] = shlex.join([parser.prog, *argv, *again])
             print(json.dumps(report, indent=2, ensure_ascii=False), file=sys.stderr)
             return EXIT_CODES.get(e.code, 6)
     return 0

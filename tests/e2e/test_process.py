@@ -7,12 +7,13 @@ import collections
 import dataclasses
 import json
 import pathlib
+import shlex
 import signal
 import subprocess
 import sys
 import time
 import tomllib
-from datetime import UTC, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import grpc
@@ -334,6 +335,58 @@ def test_the_cli_checks_a_batch_and_reads_the_buyer_s_order_page(server):
     entry, seen = json.loads(opened.stdout), json.loads(page.stdout)["entry"]
     assert (seen["opened_at"], seen["expires_at"]) == (entry["opened_at"], entry["expires_at"])
     assert nosy.returncode == 3 and nosy.stdout == ""
+
+
+def test_a_cli_mutation_whose_outcome_is_unknown_is_sent_again_once_by_the_retry_it_reports(
+    server,
+):
+    """A deadline no answer can meet: the top-up may have been done or not (exit 5). The report
+    names its request id and the command that sends the same request again; sent twice, that
+    moves the money once (a plain rerun would be a second top-up)."""
+    wallet = ("ANXIN_WALLET", "shop-sunny")
+    before = _balance(server, *wallet)
+    lost = cli(server, "--timeout", "0.000001", "funds", *wallet, "5000", "--memo", "top-up")
+
+    assert lost.returncode == 5, lost.stderr
+    report = json.loads(lost.stderr)
+    assert report["code"] == "DEADLINE_EXCEEDED"
+    retry = shlex.split(report["retry"])
+    assert retry[0] == "aftersales"
+    assert retry[retry.index("--request-id") + 1] == report["request_id"]
+    # The operator gives the retry time to be answered.
+    retry[retry.index("--timeout") + 1] = "30"
+    first, second = cli(server, *retry[1:]), cli(server, *retry[1:])
+
+    assert (first.returncode, second.returncode) == (0, 0), first.stderr + second.stderr
+    assert json.loads(first.stdout) == json.loads(second.stdout)
+    assert _balance(server, *wallet) == before + 5_000
+
+
+def test_a_cli_refund_reports_a_retry_that_says_its_times_again(server):
+    """A refund's --started-at and --paid-at default to the moment it was first sent; its retry
+    says them, so that the same refund is sent again, not one with other facts."""
+    lost = cli(server, "--timeout", "0.000001", "refund", "refund-cli", "order-eligible", "100")
+
+    assert lost.returncode == 5, lost.stderr
+    retry = shlex.split(json.loads(lost.stderr)["retry"])
+    retry[retry.index("--timeout") + 1] = "30"
+    first, second = cli(server, *retry[1:]), cli(server, *retry[1:])
+
+    assert (first.returncode, second.returncode) == (0, 0), first.stderr + second.stderr
+    recorded = json.loads(first.stdout)
+    assert json.loads(second.stdout) == recorded
+    for option, field in (("--started-at", "started_at"), ("--paid-at", "paid_at")):
+        said = datetime.fromisoformat(retry[retry.index(option) + 1])
+        assert datetime.fromisoformat(recorded["refund_" + field]) == said
+
+
+def _balance(server: ServerProcess, kind: str, owner_id: str) -> int:
+    done = cli(server, "balances", owner_id)
+    assert done.returncode == 0, done.stderr
+    balances = json.loads(done.stdout)["balances"]
+    return sum(
+        int(b.get("balance", 0)) for b in balances if b["account"]["kind"] == "ACCOUNT_KIND_" + kind
+    )
 
 
 def test_the_demo_s_people_prove_who_they_are_with_the_demo_s_tokens(server):
