@@ -471,7 +471,7 @@ class WatchEventsRequest(_message.Message):
     """Seconds between heartbeats while no event comes: 1 to 300, 0 for the default of 10."""
     @_builtins.property
     def types(self) -> _containers.RepeatedScalarFieldContainer[Global___EventType.ValueType]:
-        """Only events of these types; empty for all."""
+        """Only events of these types; empty for all. At most 16 (each type once is 7)."""
 
     def __init__(
         self,
@@ -561,7 +561,9 @@ class ListEventsRequest(_message.Message):
     INVALID_ARGUMENT.
     """
     @_builtins.property
-    def types(self) -> _containers.RepeatedScalarFieldContainer[Global___EventType.ValueType]: ...
+    def types(self) -> _containers.RepeatedScalarFieldContainer[Global___EventType.ValueType]:
+        """As in WatchEventsRequest: at most 16."""
+
     def __init__(
         self,
         *,

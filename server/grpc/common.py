@@ -54,23 +54,30 @@ class Fields:
     which case both are given: every broken rule is named."""
 
     def __init__(self, request: Message | None = None) -> None:
-        self.violations: list[tuple[str, str]] = []
+        # In the order found, each once (a dict keeps the order and finds a pair at once).
+        self._violations: dict[tuple[str, str], None] = {}
         self._worded: set[str] = set()  # fields whose protovalidate violations are not added
-        self._stated = [] if request is None else validation.violations(request)
+        if request is not None and (too_long := validation.oversized(request)):
+            # Refused before any item is read (validation.py).
+            raise InvalidArgument(too_long)
+        self._stated = [] if request is None else validation.stated(request)
 
     def bad(self, field: str, description: str, *, extra: bool = False) -> None:
         if not extra:
             self._worded.add(field)
-        if (field, description) not in self.violations:
-            self.violations.append((field, description))
+        self._violations[field, description] = None
+
+    @property
+    def violations(self) -> list[tuple[str, str]]:
+        return list(self._violations)
 
     def raise_if_any(self) -> None:
         for field, description in self._stated:
             if field not in self._worded:
                 self.bad(field, description, extra=True)
         self._stated = []
-        if self.violations:
-            raise InvalidArgument(self.violations)
+        if self._violations:
+            raise InvalidArgument(list(self._violations))
 
     def id(self, field: str, value: str, *, required: bool = True) -> str:
         """An id: required (the protos say so of a request's own fields; here also of the person

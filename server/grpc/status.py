@@ -8,6 +8,7 @@ for the rest."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import timedelta
 
 import grpc
@@ -80,10 +81,39 @@ def _pack(message: Message) -> any_pb2.Any:
     return detail
 
 
+# The most field violations a refusal lists in its BadRequest, and in its message. A status
+# travels in the call's trailers, which gRPC clients take up to 8 KiB by default
+# (grpc.max_metadata_size): the thousands of bad items one request may hold would outgrow them,
+# and the caller would get RESOURCE_EXHAUSTED instead of the refusal. Past them, one violation
+# more, on the request as a whole (field ""), says how many were left out.
+LISTED_VIOLATIONS = 20
+VIOLATIONS_IN_MESSAGE = 5
+
+
 def to_status(error: Refused) -> grpc.Status:
     """The rich status a refusal is sent as."""
     code, details = _code_and_details(error)
-    return _status(code, str(error), details)
+    message = str(error)
+    if isinstance(error, InvalidArgument):
+        message = _message(error.violations)
+    return _status(code, message, details)
+
+
+def _listed(violations: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The violations a refusal lists (LISTED_VIOLATIONS), and how many it leaves out."""
+    listed = list(violations[:LISTED_VIOLATIONS])
+    if len(violations) > LISTED_VIOLATIONS:
+        more = len(violations) - LISTED_VIOLATIONS
+        listed.append(
+            ("", f"{more} more field violations, not listed (at most {LISTED_VIOLATIONS} are)")
+        )
+    return listed
+
+
+def _message(violations: Sequence[tuple[str, str]]) -> str:
+    said = "; ".join(f"{f}: {d}" for f, d in violations[:VIOLATIONS_IN_MESSAGE])
+    more = len(violations) - VIOLATIONS_IN_MESSAGE
+    return said if more <= 0 else f"{said}; and {more} more (see the BadRequest detail)"
 
 
 def unavailable() -> grpc.Status:
@@ -178,7 +208,7 @@ def _code_and_details(error: Refused) -> tuple[int, list[Message]]:
             error_details_pb2.BadRequest(
                 field_violations=[
                     error_details_pb2.BadRequest.FieldViolation(field=f, description=d)
-                    for f, d in error.violations
+                    for f, d in _listed(error.violations)
                 ]
             )
         ]

@@ -8,10 +8,12 @@ import time
 
 import pytest
 
+from aftersales.v1 import events_pb2
 from aftersales.v1 import resources_pb2 as pb
 from client import Client, FailedPrecondition, InvalidArgument
 from server.grpc.app import App
 from server.grpc.common import MAX_BALANCE_ACCOUNTS, MAX_BATCH_ORDERS, MAX_COMMISSION_LINES
+from server.grpc.status import LISTED_VIOLATIONS
 from server.service import sync
 from server.service.sync import DEBTS_PER_TRANSACTION
 from tests.e2e.seed import PAID, wallet
@@ -150,3 +152,42 @@ def test_a_withdrawal_while_debts_are_being_paid_is_refused_naming_why(
     assert refused.value.reasons == ["DEBTS_BEING_RECOVERED"]
     [violation] = refused.value.violations
     assert violation.subject == "accounts/cash/kol-wait"
+
+
+def test_a_request_whose_every_item_is_bad_is_refused_within_what_a_default_client_takes(client):
+    """Each of 100 accounts bad (no owner), each of 500 ids too long: the refusal lists the first
+    LISTED_VIOLATIONS and says how many more there are, so that its status fits the trailers a
+    gRPC client takes by default (8 KiB) and reaches the caller as INVALID_ARGUMENT, not as
+    RESOURCE_EXHAUSTED."""
+    nobody = pb.AccountRef(kind=pb.ACCOUNT_KIND_CASH)
+    with pytest.raises(InvalidArgument) as accounts:
+        client.get_balances([nobody] * MAX_BALANCE_ACCOUNTS)
+    with pytest.raises(InvalidArgument) as ids:
+        client.batch_check_eligibility(["x" * 129] * MAX_BATCH_ORDERS, "staff-1")
+
+    for refused, first, count in (
+        (accounts, "accounts[0].owner_id", MAX_BALANCE_ACCOUNTS),
+        (ids, "order_ids[0]", MAX_BATCH_ORDERS),
+    ):
+        listed = refused.value.field_violations
+        assert len(listed) == LISTED_VIOLATIONS + 1
+        assert listed[0].field == first
+        more = count - LISTED_VIOLATIONS
+        assert (listed[-1].field, listed[-1].description) == (
+            "",
+            f"{more} more field violations, not listed (at most {LISTED_VIOLATIONS} are)",
+        )
+        assert refused.value.message.endswith(f"; and {count - 5} more (see the BadRequest detail)")
+
+
+def test_a_list_past_its_bound_is_refused_for_that_alone_before_its_items_are_read(client):
+    """Nearly 4 MiB of event types (a request may be 4 MiB): refused naming the list and its
+    bound, not item by item; every type named twice is within it."""
+    every_type = list(events_pb2.EventType.values())[1:]
+    assert client.list_events(0, from_oldest=True, types=every_type * 2).caught_up
+
+    with pytest.raises(InvalidArgument) as refused:
+        client.list_events(0, from_oldest=True, types=every_type[:1] * 3_900_000)
+    (violation,) = refused.value.field_violations
+    assert violation.field == "types"
+    assert "no more than 16" in violation.description
