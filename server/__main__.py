@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import ipaddress
 import json
 import logging
@@ -233,7 +234,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=_number(float, 0.1, 3_600, " seconds"),
         default=env("AFTERSALES_HEALTH_INTERVAL", "2"),
         help="seconds between probes of the database; health is NOT_SERVING while a probe "
-        "fails or takes longer than this (0.1 to 3600; env AFTERSALES_HEALTH_INTERVAL)",
+        "fails or takes longer than this, and then calls fail at once UNAVAILABLE, those "
+        "waiting on PostgreSQL longer than this too (0.1 to 3600; env "
+        "AFTERSALES_HEALTH_INTERVAL)",
     )
     p.add_argument(
         "--drain-seconds",
@@ -527,12 +530,14 @@ def make_app(
     args: argparse.Namespace,
     checked: Checked,
     service: Service,
+    store: SqlStore,
     address: str,
     *,
     sweeps: bool = True,
     reuse_port: bool = False,
 ) -> App:
-    """The server, bound to `address`; it sweeps unless another process does."""
+    """The server, bound to `address`; it sweeps unless another process does. Health follows
+    `store`'s database, and `store` follows health (SqlStore.database_answers)."""
     from server.grpc.app import App
 
     probe = DatabaseProbe(args.database, password=checked.password, timeout=args.health_interval)
@@ -548,6 +553,9 @@ def make_app(
             sweep_interval=args.sweep_interval if sweeps else None,
             health_probe=probe.check,
             health_interval=args.health_interval,
+            # A call that has waited on the database as long as the probe may has waited on
+            # one that does not answer.
+            on_health=functools.partial(store.database_answers, stuck_after=args.health_interval),
             reuse_port=reuse_port,
         )
     except OSError as e:
@@ -633,7 +641,7 @@ def prepare(args: argparse.Namespace, the_policy: Policy) -> tuple[App, dict[str
     tracing.configure()
     store = open_store(args, checked.password)
     service = Service(store, SystemClock(), the_policy)
-    app = make_app(args, checked, service, args.address)
+    app = make_app(args, checked, service, store, args.address)
     if args.metrics_address:
         serve_metrics(args.metrics_address)
     version = prepare_schema(store, args.database, migrate=not args.no_migrate)
@@ -719,7 +727,13 @@ def _serve_in_processes(args: argparse.Namespace, the_policy: Policy, count: int
             service = Service(store, SystemClock(), the_policy)
             # One sweeper at a time: worker 0's.
             app = make_app(
-                args, checked, service, reserved.address, sweeps=index == 0, reuse_port=True
+                args,
+                checked,
+                service,
+                store,
+                reserved.address,
+                sweeps=index == 0,
+                reuse_port=True,
             )
             prepare_schema(store, args.database, migrate=False)
         except StartupFailed as e:

@@ -91,6 +91,7 @@ class App:
         sweep_interval: float | None = 30.0,
         health_probe: Callable[[], None] | None = None,
         health_interval: float = 2.0,
+        on_health: Callable[[str | None], None] | None = None,
         reuse_port: bool = False,
         max_streams: int = DEFAULT_MAX_STREAMS,
     ) -> None:
@@ -99,7 +100,8 @@ class App:
         `tokens` verifies the tokens of the people callers act for; without an access table,
         the methods that name a person need that person's token (PersonGuard).
         `health_probe` raises when the database does not answer; it is called every
-        `health_interval` seconds once started, and health follows it. Without
+        `health_interval` seconds once started, and health follows it; `on_health` is told
+        what each probe found (None, or why the database did not answer). Without
         `sweep_interval` this server does not sweep (another process does).
 
         Binds the address at once (OSError with the reason when it cannot), so a caller may
@@ -162,7 +164,13 @@ class App:
         self.sweeper = Sweeper(service, sweep_interval) if sweep_interval is not None else None
         self.upkeep = StoreUpkeep(service)
         self.monitor = (
-            HealthMonitor(self.health, (*SERVICE_NAMES, ""), health_probe, health_interval)
+            HealthMonitor(
+                self.health,
+                (*SERVICE_NAMES, ""),
+                health_probe,
+                health_interval,
+                on_round=on_health,
+            )
             if health_probe is not None
             else None
         )

@@ -152,13 +152,17 @@ class HealthMonitor(threading.Thread):
         probe: Callable[[], None],
         interval: float,
         timeout: float | None = None,
+        on_round: Callable[[str | None], None] | None = None,
     ) -> None:
+        """`on_round` is told what each round found: None when the database answered, else
+        why not."""
         super().__init__(name="health-monitor", daemon=True)
         self.health = health
         self.services = services
         self.probe = probe
         self.interval = interval
         self.timeout = interval if timeout is None else timeout
+        self.on_round = on_round
         self.stopped = threading.Event()
         self.serving = True
 
@@ -167,12 +171,17 @@ class HealthMonitor(threading.Thread):
         while not self.stopped.is_set():
             if attempt is None or attempt.done.is_set():
                 attempt = _Attempt(self.probe)
+            failure = None
             if not attempt.done.wait(self.timeout):
-                self._record(f"the database did not answer within {self.timeout:g} s")
+                failure = f"the database did not answer within {self.timeout:g} s"
             elif attempt.error is not None:
-                self._record(str(attempt.error) or type(attempt.error).__name__)
-            else:
-                self._record(None)
+                failure = str(attempt.error) or type(attempt.error).__name__
+            self._record(failure)
+            if self.on_round is not None and not self.stopped.is_set():
+                try:
+                    self.on_round(failure)
+                except Exception:  # a bug; health goes on
+                    log.exception("telling what the health probe found failed")
             self.stopped.wait(self.interval)
 
     def _record(self, failure: str | None) -> None:

@@ -3,8 +3,10 @@ PostgreSQL (replicas)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pathlib
+import socket
 import sqlite3
 import threading
 import time
@@ -12,6 +14,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 import peewee as pw
+import psycopg
 from playhouse.pool import PooledPostgresqlDatabase
 from psycopg.conninfo import conninfo_to_dict
 
@@ -20,7 +23,7 @@ from psycopg.conninfo import conninfo_to_dict
 POOL_SIZE = 64
 POOL_STALE_SECONDS = 300
 POOL_WAIT_SECONDS = 10
-# A connection handed out again within this long of its return is not pinged first (see _Pool).
+# A connection handed out again within this long of its return is not pinged first (see Pool).
 PING_AFTER_IDLE_SECONDS = 1.0
 
 # How long a PostgreSQL connection may take to open, a statement to run, and a statement to wait
@@ -141,7 +144,7 @@ def open_database(
             statement_timeout=_milliseconds(statement_timeout),
             lock_timeout=_milliseconds(lock_timeout),
         )
-        pooled: pw.Database = _Pool(
+        pooled: pw.Database = Pool(
             dbname,
             max_connections=POOL_SIZE,
             stale_timeout=POOL_STALE_SECONDS,
@@ -222,7 +225,7 @@ def describe(url: str) -> str:
     return url
 
 
-class _Pool(PooledPostgresqlDatabase):  # type: ignore[misc]  # playhouse is untyped
+class Pool(PooledPostgresqlDatabase):  # type: ignore[misc]  # playhouse is untyped
     """peewee's pool, but a connection it hands out is pinged first (a `SELECT 1`, a round trip)
     only when it has been idle for PING_AFTER_IDLE_SECONDS, as HikariCP does: under load each
     call paid a round trip of its own for the ping. A connection lost meanwhile fails its call
@@ -232,6 +235,40 @@ class _Pool(PooledPostgresqlDatabase):  # type: ignore[misc]  # playhouse is unt
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._returned_at: dict[int, float] = {}
+        # Why the database does not answer, while health says so (SqlStore.database_answers).
+        self.unanswered: str | None = None
+
+    def _connect(self) -> Any:
+        """A connection for a call: none while the database does not answer, so that the call
+        fails at once (UNAVAILABLE) instead of waiting to connect or on a ping."""
+        failure = self.unanswered
+        if failure is not None:
+            raise psycopg.OperationalError(f"the database does not answer: {failure}")
+        return super()._connect()
+
+    def cut_stuck(self, older_than: float) -> int:
+        """Shuts the sockets of the connections handed out over `older_than` seconds ago, and
+        returns how many: a database that does not answer (a paused server, a partition) would
+        hold their calls for as long as it lasts, as its kernel still takes what is sent. Their
+        calls then fail as with a lost connection, and the pool drops them."""
+        cutoff = time.time() - older_than
+        cut = 0
+        for key, held in list(self._in_use.items()):
+            if held.checked_out >= cutoff:
+                continue
+            try:
+                fd = os.dup(held.connection.pgconn.socket)
+            except (OSError, psycopg.Error):
+                continue  # closed meanwhile
+            # Still handed out after the dup: the number was still its socket when dup'd (a
+            # connection leaves _in_use before it is closed), so the copy is of that socket,
+            # whatever the number means by now.
+            with socket.socket(fileno=fd) as copy:
+                if self._in_use.get(key) is held:
+                    with contextlib.suppress(OSError):
+                        copy.shutdown(socket.SHUT_RDWR)
+                        cut += 1
+        return cut
 
     def _close(self, conn: Any, close_conn: bool = False) -> None:
         self._returned_at[self.conn_key(conn)] = time.monotonic()

@@ -10,6 +10,7 @@ as it is.
 from __future__ import annotations
 
 import contextlib
+import logging
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
@@ -25,7 +26,7 @@ from server.domain.model import EXTERNAL, PLATFORM_COMMISSION, AccountRef
 from server.service.unit_of_work import StoreUnavailable
 from server.store import faults, migrations
 from server.store.clawbacks import SqlClawbacks
-from server.store.database import SqliteFile
+from server.store.database import Pool, SqliteFile
 from server.store.entries import SqlEntries
 from server.store.events import SqlEvents
 from server.store.facts import SqlFacts
@@ -34,6 +35,8 @@ from server.store.ledger import SqlLedger
 from server.store.requests import SqlRequests
 from server.store.schema import KEY, AccountRow, SettingRow, db, execute_sql
 from server.store.turns import WriterTurns
+
+log = logging.getLogger("aftersales")
 
 # The most frames of SQLite's log the upkeep copies while the writers wait (see upkeep).
 UPKEEP_FRAMES_HELD = 1_000
@@ -78,6 +81,28 @@ class SqlStore:
         self.statements: dict[str, tuple[str, list[Any]]] = {}
         self._columns: dict[str, tuple[str, ...]] = {}
         self._sessions = threading.local()
+
+    def database_answers(self, failure: str | None, *, stuck_after: float) -> None:
+        """What health found of the database, each round (server/grpc/background.py): None when
+        it answered, else why not. On PostgreSQL, while it does not answer, no connection is
+        handed out, so that a call fails at once, UNAVAILABLE, instead of waiting to connect;
+        and the connections handed out over `stuck_after` seconds ago are cut, so that their
+        calls answer UNAVAILABLE too instead of waiting for as long as the outage lasts (both
+        retryable: a commit cut on its way is answered by the retry, from the request's
+        record). SQLite, a file of this host, needs neither."""
+        database = self.database
+        if not isinstance(database, Pool):
+            return
+        database.unanswered = failure
+        if failure is not None:
+            cut = database.cut_stuck(stuck_after)
+            if cut:
+                log.warning(
+                    "cut %d database connections waiting over %g s on a database that does not "
+                    "answer",
+                    cut,
+                    stuck_after,
+                )
 
     def migrate(self) -> int:
         """Brings the schema to the current version and reads what every replica shares. On

@@ -21,6 +21,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from aftersales.v1 import clawback_pb2, clawback_pb2_grpc, entry_pb2, entry_pb2_grpc
+from tests.e2e.test_callers import error_info
 from tests.e2e.test_process import ROOT, ServerProcess, _environment, _wait_until_serving
 from tests.pg import PostgresServer, free_port
 
@@ -166,6 +167,43 @@ def test_health_is_not_serving_while_postgresql_is_paused_and_serving_once_it_re
     assert said.count("the database answers again: SERVING") == 1
     assert said[-1] == "stopped"
     assert exit_code == 0
+
+
+@pytest.mark.postgres
+def test_calls_on_a_paused_postgresql_answer_unavailable_while_it_is_still_paused(tmp_path):
+    """A hung database (paused: its kernel takes what is sent, nothing answers): once health
+    finds it does not answer, the calls waiting on it are cut and the calls sent meanwhile fail
+    at once, all UNAVAILABLE (retryable), while it is still paused, instead of waiting for as
+    long as it lasts. Once it answers again, so do the calls."""
+    database = PostgresServer().start()
+    flags = ["--health-interval", "0.5", "--workers", "2", "--drain-seconds", "0"]
+    try:
+        url = database.create_database("hung")
+        with (
+            a_server(tmp_path, url, *flags) as server,
+            grpc.insecure_channel(server.address) as channel,
+        ):
+            balances = clawback_pb2_grpc.ClawbackStub(channel).GetBalances
+            request = clawback_pb2.GetBalancesRequest(owner_id="shop-sunny")
+            assert balances(request, timeout=10).balances
+            with Paused(database):
+                # Every worker (2) waits on the paused database, and two more calls queue.
+                stuck = [balances.future(request, timeout=DEADLINE_SECONDS) for _ in range(4)]
+                wait_for_health(channel, NOT_SERVING)
+                # Answered while the database is still paused (else this waits in vain).
+                stuck_errors = [call.exception(timeout=DEADLINE_SECONDS) for call in stuck]
+                with pytest.raises(grpc.RpcError) as sent_meanwhile:
+                    balances(request, timeout=DEADLINE_SECONDS)
+            wait_for_health(channel, SERVING)
+            after = balances(request, timeout=10)
+    finally:
+        database.stop()
+
+    refused = [*stuck_errors, sent_meanwhile.value]
+    assert [e.code() if e else None for e in refused] == [grpc.StatusCode.UNAVAILABLE] * 5
+    assert {error_info(e).reason for e in refused} == {"DATABASE_UNAVAILABLE"}
+    assert after.balances
+    assert any(m.startswith("cut ") for m in messages(server))
 
 
 def test_health_is_not_serving_while_the_sqlite_file_is_gone_and_serving_once_it_is_back(
