@@ -51,7 +51,24 @@ _SQLITE_UNAVAILABLE = {
 
 def translate(error: BaseException) -> Exception | None:
     """The service layer's exception for `error`, or None when it is not one the database may
-    excuse (then it propagates as it is: a bug, or not the database's at all)."""
+    excuse (then it propagates as it is: a bug, or not the database's at all).
+
+    A failure of the database while it undid another (a ROLLBACK after a failed COMMIT) is
+    that other failure's: SQLite rolls a transaction back by itself when its file is full or
+    cannot be written, and the ROLLBACK that follows finds none ("cannot rollback - no
+    transaction is active")."""
+    translated = _translate(error)
+    first = error.__context__
+    if translated is None and _of_database(error) and first is not None and _of_database(first):
+        return translate(first)
+    return translated
+
+
+def _of_database(error: BaseException) -> bool:
+    return isinstance(error, pw.PeeweeException | psycopg.Error | sqlite3.Error)
+
+
+def _translate(error: BaseException) -> Exception | None:
     if isinstance(error, MaxConnectionsExceeded):
         return StoreUnavailable(f"no database connection free: {error}")
     # peewee wraps the driver's exception and keeps it as `orig`; some it lets through as they

@@ -354,6 +354,35 @@ def test_sqlite_s_parser_stack_overflow_is_a_bug_not_a_retry(tmp_path):
     store.close()
 
 
+def test_a_sqlite_commit_failing_on_a_full_disk_is_unavailable_not_a_bug(tmp_path, monkeypatch):
+    """SQLite rolls a transaction back by itself when its file cannot grow at COMMIT; peewee's
+    ROLLBACK that follows then fails too ("no transaction is active"). The unit of work is
+    StoreUnavailable, as for the full disk itself, not a bug; and nothing of it was written."""
+    store = a_store(f"sqlite:///{tmp_path / 'full.db'}")
+    scratch = sqlite3.connect(":memory:")
+    scratch.execute("CREATE TABLE t (x)")
+    scratch.execute("PRAGMA max_page_count = 2")
+    with pytest.raises(sqlite3.OperationalError) as full:
+        scratch.execute("INSERT INTO t VALUES (zeroblob(100000))")
+    assert full.value.sqlite_errorcode == sqlite3.SQLITE_FULL
+
+    def commit_on_a_full_disk() -> None:
+        store.database.connection().rollback()  # what SQLite does by itself
+        raise full.value
+
+    shop = Shop("shop-full", "Full", ShopStatus.NORMAL, T0)
+    with pytest.raises(StoreUnavailable, match="SQLITE_FULL"):
+        with store.unit_of_work() as uow:
+            uow.facts.put_shop(shop)
+            monkeypatch.setattr(store.database, "commit", commit_on_a_full_disk)
+            uow.commit()
+    monkeypatch.undo()
+
+    with store.unit_of_work(read_only=True) as uow:
+        assert not uow.facts.shop_exists("shop-full")
+    store.close()
+
+
 def test_a_sqlite_database_locked_by_another_writer_is_unavailable(tmp_path):
     path = tmp_path / "locked.db"
     store = a_store(f"sqlite:///{path}", busy_timeout=0.05)
