@@ -39,7 +39,7 @@ from server.processes import Signals, Workers
 from server.service import Service
 from server.service.clock import SystemClock
 from server.store import SqlStore, describe, open_database
-from server.store.database import in_memory, sqlite_path
+from server.store.database import check_postgres_url, in_memory, sqlite_path
 from server.store.health import DatabaseProbe, one_line
 
 # prometheus_client, and server.grpc.app which makes its metrics, are imported where they are
@@ -133,6 +133,8 @@ def database_url(text: str) -> str:
         describe(text)  # parses a PostgreSQL URL as libpq does
         if scheme == "sqlite":
             sqlite_path(text)
+        else:
+            check_postgres_url(text)
     except Exception as e:
         raise argparse.ArgumentTypeError(f"malformed database URL: {one_line(e)}") from None
     return text

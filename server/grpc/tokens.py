@@ -45,7 +45,10 @@ class TokenVerifier:
     def __init__(self, settings: TokenSettings) -> None:
         self.settings = settings
         try:
-            keys = jwt.PyJWKSet.from_dict(json.loads(settings.jwks_path.read_text("utf-8")))
+            document = json.loads(settings.jwks_path.read_text("utf-8"))
+            if not isinstance(document, dict):
+                raise ValueError(f"a JWKS is a JSON object, not {type(document).__name__}")
+            keys = jwt.PyJWKSet.from_dict(document)
         except (OSError, ValueError, jwt.PyJWKSetError) as e:
             raise ValueError(f"cannot read the JWKS {settings.jwks_path}: {e}") from e
         # Only asymmetric keys of the accepted algorithms, each known by its `kid`.

@@ -215,6 +215,29 @@ def sqlite_path(url: str) -> str:
     return path
 
 
+# libpq's choices for two parameters a PostgreSQL URL may carry.
+_SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+_SESSION_ATTRS = ("any", "read-write", "read-only", "primary", "standby", "prefer-standby")
+
+
+def check_postgres_url(url: str) -> None:
+    """ValueError naming the first value of a PostgreSQL URL that libpq would refuse: a port
+    that is no port number, a `connect_timeout` that is no whole number, an unknown `sslmode`
+    or `target_session_attrs`. libpq says so only as it connects, which would look like a
+    database that does not answer."""
+    params = conninfo_to_dict(url)
+    for port in str(params.get("port", "")).split(","):
+        if port and not (port.isdigit() and 0 < int(port) < 65536):
+            raise ValueError(f"port {port!r} is not a port number (1 to 65535)")
+    timeout = str(params.get("connect_timeout", ""))
+    if timeout and not timeout.lstrip("-").isdigit():
+        raise ValueError(f"connect_timeout {timeout!r} is not a whole number of seconds")
+    for name, choices in (("sslmode", _SSLMODES), ("target_session_attrs", _SESSION_ATTRS)):
+        value = params.get(name)
+        if value is not None and value not in choices:
+            raise ValueError(f"{name} {value!r} is not one of {', '.join(choices)}")
+
+
 def describe(url: str) -> str:
     """The URL without its credentials or parameters, for logs."""
     parsed = urlparse(url)

@@ -129,6 +129,23 @@ BAD_FLAGS = {
         ["--database", "sqlite:///file:aftersales.db"],
         "argument --database: malformed database URL: SQLite's file: URIs are not",
     ),
+    # Values libpq would refuse only as it connects, as if the database did not answer.
+    "postgres-url-port-huge": (
+        ["--database", "postgresql://db:99999/aftersales"],
+        "argument --database: malformed database URL: port '99999' is not a port number",
+    ),
+    "postgres-url-port-text": (
+        ["--database", "postgresql://db:abc/aftersales"],
+        "argument --database: malformed database URL: port 'abc' is not a port number",
+    ),
+    "postgres-url-sslmode": (
+        ["--database", "postgresql://db/aftersales?sslmode=sometimes"],
+        "argument --database: malformed database URL: sslmode 'sometimes' is not one of",
+    ),
+    "postgres-url-connect-timeout": (
+        ["--database", "postgresql://db/aftersales?connect_timeout=soon"],
+        "argument --database: malformed database URL: connect_timeout 'soon' is not a whole",
+    ),
 }
 
 BAD_ENVIRONMENT = {
@@ -235,7 +252,9 @@ def files(tmp_path) -> dict[str, str]:
     ca.server("localhost", "127.0.0.1").write(tmp_path, "server")
     ca.client("spiffe://aftersales/other").write(tmp_path, "other")
     (tmp_path / "junk.pem").write_text("not a PEM file\n", encoding="utf-8")
+    (tmp_path / "list.json").write_text("[]\n", encoding="utf-8")
     return {
+        "json-list": str(tmp_path / "list.json"),
         "cert": str(tmp_path / "server.pem"),
         "key": str(tmp_path / "server.key"),
         "other-key": str(tmp_path / "other.key"),
@@ -275,6 +294,10 @@ BAD_FILES = {
     "jwks-missing": (
         ["--jwks", "{missing}", "--token-issuer", "login"],
         "bad token keys: cannot read the JWKS {missing}",
+    ),
+    "jwks-not-an-object": (
+        ["--jwks", "{json-list}", "--token-issuer", "login"],
+        "bad token keys: cannot read the JWKS {json-list}: a JWKS is a JSON object, not list",
     ),
 }
 
