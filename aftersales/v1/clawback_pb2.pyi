@@ -237,7 +237,9 @@ class GetBalancesResponse(_message.Message):
     BALANCES_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def balances(self) -> _containers.RepeatedCompositeFieldContainer[_resources_pb2.Balance]:
-        """The balances: the named accounts in the order asked, then the owner's accounts."""
+        """The balances, each account once (each Balance names its account): the named accounts in
+        the order first asked, then the owner's accounts not named.
+        """
 
     def __init__(
         self,

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from aftersales.v1 import events_pb2
+from aftersales.v1 import clawback_pb2, events_pb2
 from aftersales.v1 import resources_pb2 as pb
 from client import Client, FailedPrecondition, InvalidArgument
 from server.grpc.app import App
@@ -50,6 +50,27 @@ def test_get_balances_names_at_most_the_bound(client, seed):
     (violation,) = refused.value.field_violations
     assert violation.field == "accounts"
     assert str(MAX_BALANCE_ACCOUNTS) in violation.description
+
+
+def test_get_balances_answers_each_account_once_in_the_order_first_asked(client, seed):
+    """An account named twice, or named and also its owner's, is answered once: the named in
+    the order first asked, then the owner's accounts not named (each Balance names its
+    account)."""
+    first = seed.shop("shop-order-a", wallet_balance=100, deposit_balance=200)
+    second = seed.shop("shop-order-b")
+    deposit = pb.AccountRef(kind=pb.ACCOUNT_KIND_DEPOSIT, owner_id=first)
+
+    response = client.clawbacks.GetBalances(
+        clawback_pb2.GetBalancesRequest(
+            accounts=[wallet(second), wallet(first), wallet(second)], owner_id=first
+        )
+    )
+
+    assert [(b.account.kind, b.account.owner_id) for b in response.balances] == [
+        (pb.ACCOUNT_KIND_ANXIN_WALLET, second),
+        (pb.ACCOUNT_KIND_ANXIN_WALLET, first),
+        (deposit.kind, deposit.owner_id),
+    ]
 
 
 def test_an_order_past_the_commission_line_bound_is_refused_and_not_stored(client, seed):
