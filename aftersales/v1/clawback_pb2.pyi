@@ -146,7 +146,9 @@ class ListClawbacksRequest(_message.Message):
     """Only clawbacks in this state; unspecified for all."""
     page_size: _builtins.int
     """At most this many (default 50). Above 500 is read as 500 (AIP-158); negative is
-    INVALID_ARGUMENT.
+    INVALID_ARGUMENT. A page also ends before its clawbacks pass 3 MiB (one holds up to 100
+    lines), within the 4 MiB a gRPC client takes by default: fewer than asked, with a
+    next_page_token to the rest.
     """
     page_token: _builtins.str
     """A next_page_token of an earlier call with the same filters."""

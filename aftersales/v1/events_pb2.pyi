@@ -558,7 +558,8 @@ class ListEventsRequest(_message.Message):
     shop_id: _builtins.str
     page_size: _builtins.int
     """At most this many events (default 50). Above 500 is read as 500; negative is
-    INVALID_ARGUMENT.
+    INVALID_ARGUMENT. A page also ends before its events pass 3 MiB (a refund's holds up to
+    100 lines), within the 4 MiB a gRPC client takes by default.
     """
     @_builtins.property
     def types(self) -> _containers.RepeatedScalarFieldContainer[Global___EventType.ValueType]:

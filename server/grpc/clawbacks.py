@@ -8,7 +8,14 @@ from typing import Any
 from aftersales.v1 import clawback_pb2, clawback_pb2_grpc, resources_pb2
 from server.domain import model
 from server.grpc.callers import actor, viewer
-from server.grpc.common import MAX_BALANCE_ACCOUNTS, Fields, Servicer, page_size, present
+from server.grpc.common import (
+    MAX_BALANCE_ACCOUNTS,
+    Fields,
+    Servicer,
+    filled,
+    page_size,
+    present,
+)
 from server.grpc.resources import (
     account_ref,
     balance_fields,
@@ -59,9 +66,9 @@ class ClawbackServicer(clawback_pb2_grpc.ClawbackServicer, Servicer):
             page_token=request.page_token,
             viewer=viewer(),
         )
-        response = clawback_pb2.ListClawbacksResponse(next_page_token=page.next_page_token)
-        for c in page.items:
-            response.clawbacks.add(**clawback_fields(c))
+        response = clawback_pb2.ListClawbacksResponse()
+        held = filled(response.clawbacks, page.items, clawback_fields)
+        response.next_page_token = page.cut(held).next_page_token
         return response
 
     def GetBalances(

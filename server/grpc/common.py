@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import enum
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
@@ -32,6 +32,10 @@ MAX_SECONDS = 253_402_300_799
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
+# The most bytes of items one page holds, below the 4 MiB a gRPC client takes by default: a
+# page of the largest clawbacks or refund events (100 lines each) would hold some 14 MB at
+# MAX_PAGE_SIZE items; it stops before this many instead, the next page going on from there.
+MAX_PAGE_BYTES = 3 * 1024 * 1024
 # Commission lines of one order: a live-commerce order pays a handful (influencer, group leader,
 # affiliate, technical service fee); the bound keeps a late refund's clawback one short
 # transaction.
@@ -172,6 +176,22 @@ def present(value: T | None) -> T:
     """A value that was read without a violation: call it after Fields.raise_if_any()."""
     assert value is not None, "read after raise_if_any"
     return value
+
+
+def filled(listed: Any, items: Sequence[T], fields: Callable[[T], dict[str, Any]]) -> int:
+    """Adds messages made of `items` to `listed` (a repeated field) while they hold at most
+    MAX_PAGE_BYTES, one at least; returns how many it added."""
+    for item in items:
+        listed.add(**fields(item))
+    if sum(m.ByteSize() for m in listed) + 8 * len(listed) <= MAX_PAGE_BYTES:
+        return len(items)  # the usual page: each size read once, in C
+    total = 0
+    for count, message in enumerate(listed):
+        total += message.ByteSize() + 8  # with its tag and length
+        if total > MAX_PAGE_BYTES and count:
+            del listed[count:]
+            return count
+    return len(items)
 
 
 def page_size(value: int) -> int:

@@ -15,6 +15,7 @@ from server.grpc.common import (
     Fields,
     MessageFields,
     Servicer,
+    filled,
     page_size,
     timestamp,
     timestamp_fields,
@@ -131,8 +132,11 @@ class EventsServicer(events_pb2_grpc.EventsServicer, Servicer):
         response = events_pb2.ListEventsResponse(
             next_after_position=page.through, caught_up=page.caught_up
         )
-        for e in page.events:
-            response.events.add(**event_fields(e))
+        held = filled(response.events, page.events, event_fields)
+        if held < len(page.events):
+            # Cut for its bytes: the next page goes on after the last event sent.
+            response.next_after_position = page.events[held - 1].position
+            response.caught_up = False
         return response
 
     def WatchEvents(

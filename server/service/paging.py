@@ -26,6 +26,14 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 class Page(Generic[T]):
     items: list[T]
     next_page_token: str = ""
+    # The token of a page that would end after items[i] (see cut).
+    token_after: Callable[[int], str] | None = dataclasses.field(default=None, compare=False)
+
+    def cut(self, count: int) -> Page[T]:
+        """This page with its first `count` items only, the next page starting after them."""
+        if count >= len(self.items) or self.token_after is None:
+            return self
+        return Page(self.items[:count], self.token_after(count - 1), self.token_after)
 
 
 class PageTokens:
@@ -79,7 +87,11 @@ class PageTokens:
         """The first `limit` of `found` (which holds one more when another page follows)."""
         items = list(found[:limit])
         more = len(found) > limit
-        return Page(items, self.encode(position_of(items[-1]), filters) if more else "")
+
+        def token_after(index: int) -> str:
+            return self.encode(position_of(items[index]), filters)
+
+        return Page(items, token_after(len(items) - 1) if more else "", token_after)
 
 
 _MICROSECOND = timedelta(microseconds=1)

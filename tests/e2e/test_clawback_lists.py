@@ -8,6 +8,7 @@ import pytest
 
 from aftersales.v1 import resources_pb2 as pb
 from client import InvalidArgument
+from server.grpc import common
 from tests.e2e.seed import PAID, wallet
 
 
@@ -81,3 +82,46 @@ def test_an_accounts_transfers_come_newest_first_across_pages(client, refunded):
     balances = client.get_balances([wallet(case.shop_id)])
     assert balances[(pb.ACCOUNT_KIND_ANXIN_WALLET, case.shop_id)] == moved
     assert {t.kind for t in seen} >= {pb.TRANSFER_KIND_FUNDS_IN, pb.TRANSFER_KIND_REFUND_PAYMENT}
+
+
+def test_a_page_stops_before_its_bytes_pass_the_bound_and_the_next_goes_on(
+    client, refunded, monkeypatch
+):
+    """A page holds at most MAX_PAGE_BYTES of items (some 14 MB of the largest clawbacks would
+    otherwise fit a page of 500, past the 4 MiB a gRPC client takes): fewer items than asked,
+    and a token to the rest. Here the bound is made two clawbacks' worth."""
+    case, clawbacks = refunded
+    one = max(c.ByteSize() for c in clawbacks) + 8
+    monkeypatch.setattr(common, "MAX_PAGE_BYTES", 2 * one)
+
+    pages, token = [], ""
+    while True:
+        page = client.list_clawbacks(case.shop_id, page_size=500, page_token=token)
+        pages.append([c.refund_id for c in page.clawbacks])
+        token = page.next_page_token
+        if not token:
+            break
+
+    assert [len(p) for p in pages] == [2, 2, 1]
+    assert sum(pages, []) == [c.refund_id for c in reversed(clawbacks)]
+
+
+def test_an_events_page_stops_before_its_bytes_pass_the_bound_and_the_next_goes_on(
+    client, refunded, monkeypatch
+):
+    everything = client.list_events(0, from_oldest=True, page_size=500)
+    assert everything.caught_up and len(everything.events) > 3
+    one = max(e.ByteSize() for e in everything.events) + 8
+    monkeypatch.setattr(common, "MAX_PAGE_BYTES", 3 * one)
+
+    pages, after, from_oldest = [], 0, True
+    while True:
+        page = client.list_events(after, from_oldest=from_oldest, page_size=500)
+        pages.append(list(page.events))
+        after, from_oldest = page.next_after_position, False
+        if page.caught_up:
+            break
+
+    count = len(everything.events)
+    assert [len(p) for p in pages] == [3] * (count // 3) + ([count % 3] if count % 3 else [])
+    assert sum(pages, []) == list(everything.events)
