@@ -28,6 +28,7 @@ from urllib.parse import urlparse
 import grpc
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from server import certs, demo, logs, tracing
 from server.domain import access, policy
@@ -111,7 +112,7 @@ def listen_address(text: str, *, host_may_be_empty: bool = False) -> str:
             raise argparse.ArgumentTypeError(f"{host} is not an IPv6 address") from None
     elif ":" in host or any(c in host for c in "[]/ ") or not host.isprintable():
         raise argparse.ArgumentTypeError(f"{host!r} is not a host ({example})")
-    if not port.isdigit() or not 0 <= int(port) <= 65535:
+    if not (port.isascii() and port.isdigit()) or not 0 <= int(port) <= 65535:
         raise argparse.ArgumentTypeError(f"the port is a number from 0 to 65535, not {port!r}")
     return text
 
@@ -368,6 +369,19 @@ def tls_files(args: argparse.Namespace) -> TlsFiles | None:
         raise misconfigured(
             f"--tls-key {args.tls_key} holds no unencrypted PEM private key ({one_line(e)})"
         ) from None
+    if not isinstance(
+        key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
+    ):
+        raise misconfigured(
+            f"--tls-key {args.tls_key} holds a key of a kind TLS here does not take "
+            f"({type(key).__name__.removeprefix('_')}): use RSA, ECDSA or Ed25519"
+        )
+    now = SystemClock().now()
+    if not chain[0].not_valid_before_utc <= now <= chain[0].not_valid_after_utc:
+        raise misconfigured(
+            f"--tls-cert {args.tls_cert} is valid from {chain[0].not_valid_before_utc:%Y-%m-%d} "
+            f"to {chain[0].not_valid_after_utc:%Y-%m-%d}, not now: clients would refuse it"
+        )
     spki = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
     if chain[0].public_key().public_bytes(*spki) != key.public_key().public_bytes(*spki):
         raise misconfigured(

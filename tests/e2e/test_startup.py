@@ -13,9 +13,14 @@ import signal
 import socket
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import psycopg
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import dsa, ec
 
 from server.__main__ import StartupFailed, parse_args, prepare
 from server.domain import policy
@@ -95,6 +100,11 @@ BAD_FLAGS = {
     ),
     "address-ipv6-unbracketed": (["--address", "::1:50051"], "argument --address: '::1' is not"),
     "address-ipv6-bad": (["--address", "[::g]:50051"], "argument --address: [::g] is not an IPv6"),
+    # Digits of another script: Python reads them as a number, the socket layer does not.
+    "address-port-fullwidth": (
+        ["--address", "127.0.0.1:\uff15\uff10\uff10\uff15\uff11"],
+        "argument --address: the port is a number from 0 to 65535",
+    ),
     "metrics-address-no-port": (
         ["--metrics-address", "127.0.0.1:http"],
         "argument --metrics-address: the port is a number from 0 to 65535",
@@ -253,7 +263,16 @@ def files(tmp_path) -> dict[str, str]:
     ca.client("spiffe://aftersales/other").write(tmp_path, "other")
     (tmp_path / "junk.pem").write_text("not a PEM file\n", encoding="utf-8")
     (tmp_path / "list.json").write_text("[]\n", encoding="utf-8")
+    now = datetime.now(UTC)
+    _self_signed(tmp_path, "dsa", dsa.generate_private_key(2048), now - timedelta(days=1))
+    old = datetime(2000, 1, 1, tzinfo=UTC)
+    _self_signed(tmp_path, "expired", ec.generate_private_key(ec.SECP256R1()), old)
     return {
+        **{
+            f"{name}-{part}": str(tmp_path / f"{name}.{part}")
+            for name in ("dsa", "expired")
+            for part in ("cert", "key")
+        },
         "json-list": str(tmp_path / "list.json"),
         "cert": str(tmp_path / "server.pem"),
         "key": str(tmp_path / "server.key"),
@@ -262,6 +281,30 @@ def files(tmp_path) -> dict[str, str]:
         "missing": str(tmp_path / "missing.pem"),
         "database": f"sqlite:///{tmp_path / 'never.db'}",
     }
+
+
+def _self_signed(folder: pathlib.Path, name: str, key: Any, valid_from: datetime) -> None:
+    """`name`.cert, a certificate of `key` for 127.0.0.1 valid for 366 days from `valid_from`,
+    and `name`.key."""
+    subject = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "127.0.0.1")])
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(valid_from)
+        .not_valid_after(valid_from + timedelta(days=366))
+        .sign(key, hashes.SHA256())
+    )
+    (folder / f"{name}.cert").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (folder / f"{name}.key").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
 
 
 BAD_FILES = {
@@ -294,6 +337,14 @@ BAD_FILES = {
     "jwks-missing": (
         ["--jwks", "{missing}", "--token-issuer", "login"],
         "bad token keys: cannot read the JWKS {missing}",
+    ),
+    "key-dsa": (
+        ["--tls-cert", "{dsa-cert}", "--tls-key", "{dsa-key}"],
+        "--tls-key {dsa-key} holds a key of a kind TLS here does not take (DSAPrivateKey)",
+    ),
+    "cert-expired": (
+        ["--tls-cert", "{expired-cert}", "--tls-key", "{expired-key}"],
+        "--tls-cert {expired-cert} is valid from 2000-01-01 to 2001-01-01, not now",
     ),
     "jwks-not-an-object": (
         ["--jwks", "{json-list}", "--token-issuer", "login"],
