@@ -485,7 +485,8 @@ def open_store(args: argparse.Namespace, password: str | None) -> SqlStore:
     try:
         return SqlStore(open_database(args.database, password=password))
     except OSError as e:
-        raise StartupFailed(f"cannot make the folder of {describe(args.database)}: {e}") from None
+        # The folder made, or the writers' lock file beside the database opened.
+        raise StartupFailed(f"cannot use {describe(args.database)}: {e}") from None
     except Exception as e:  # psycopg's parser refuses a malformed URL with its own class
         raise misconfigured(f"bad database URL {describe(args.database)}: {one_line(e)}") from None
 
@@ -653,6 +654,13 @@ def prepare(args: argparse.Namespace, the_policy: Policy) -> tuple[App, dict[str
     """Everything a start does before serving, in an order that fails before it writes:
     configuration first, then the address is bound, then the database is migrated and the demo
     loaded. The server bound, and what its first log line says."""
+    from server.grpc.app import probe_address
+
+    try:
+        # Before anything is written (the demo's keys, the database's folder or lock file).
+        probe_address(args.address)
+    except OSError as e:
+        raise StartupFailed(str(e)) from None
     checked = check(args)
     tracing.configure()
     store = open_store(args, checked.password)
@@ -719,11 +727,12 @@ def serve_in_processes(args: argparse.Namespace, the_policy: Policy, count: int)
 def _serve_in_processes(args: argparse.Namespace, the_policy: Policy, count: int) -> int:
     from server.grpc.app import PortReservation
 
-    checked = check(args)
     try:
+        # Before anything is written (the demo's keys, the database's folder or lock file).
         reserved = PortReservation(args.address)
     except OSError as e:
         raise StartupFailed(str(e)) from None
+    checked = check(args)
     if args.metrics_address:
         check_metrics_address(args.metrics_address)
     store = open_store(args, checked.password)

@@ -255,18 +255,8 @@ def _listen(
 ) -> int:
     """Binds `address`; the port bound. Tries the address with a plain socket first, to fail
     with the operating system's reason (address in use, unknown host) rather than gRPC's."""
-    found = _resolve(address)
-    if probe and int(address.rpartition(":")[2]) != 0:
-        errors = []
-        for family, kind, proto, _, where in found:
-            try:
-                with socket.socket(family, kind, proto) as attempt:
-                    attempt.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                    attempt.bind(where)
-            except OSError as e:
-                errors.append(e)
-        if len(errors) == len(found):
-            raise OSError(f"cannot listen on {address}: {errors[0].strerror or errors[0]}")
+    if probe:
+        probe_address(address)
     try:
         if credentials is None:
             bound = server.add_insecure_port(address)
@@ -277,6 +267,22 @@ def _listen(
     if bound == 0:
         raise OSError(f"cannot listen on {address}")
     return bound
+
+
+def probe_address(address: str) -> None:
+    """OSError with the operating system's reason (address in use, not of this host, unknown
+    host) unless a plain socket can bind `address`; port 0 tries any free port."""
+    found = _resolve(address)
+    errors = []
+    for family, kind, proto, _, where in found:
+        try:
+            with socket.socket(family, kind, proto) as attempt:
+                attempt.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                attempt.bind(where)
+        except OSError as e:
+            errors.append(e)
+    if len(errors) == len(found):
+        raise OSError(f"cannot listen on {address}: {errors[0].strerror or errors[0]}")
 
 
 class PortReservation:

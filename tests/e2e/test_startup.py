@@ -400,12 +400,13 @@ def _tables(database_url: str, tmp_path: pathlib.Path) -> list[str]:
     return [row[0] for row in rows]
 
 
+@pytest.mark.parametrize("processes", ["1", "2"])
 def test_a_port_in_use_exits_1_with_one_line_and_writes_nothing(
-    database_url, a_port_in_use, tmp_path
+    database_url, a_port_in_use, tmp_path, processes
 ):
     refusal = run_server(
         "--database", database_url, "--address", f"127.0.0.1:{a_port_in_use}", "--demo",
-        "--demo-keys", str(tmp_path / "demo"),
+        "--demo-keys", str(tmp_path / "demo"), "--processes", processes,
     )  # fmt: skip
 
     assert_refused(
@@ -414,6 +415,18 @@ def test_a_port_in_use_exits_1_with_one_line_and_writes_nothing(
         f"cannot listen on 127.0.0.1:{a_port_in_use}: Address already in use",
     )
     assert _tables(database_url, tmp_path) == []
+    # Nor the demo's keys, nor a SQLite database's lock file.
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_address_not_of_this_host_exits_1_naming_why(tmp_path):
+    # 192.0.2.0/24 is for documentation (RFC 5737): no host has it.
+    refusal = run_server("--address", "192.0.2.1:0", "--insecure", cwd=tmp_path)
+
+    assert_refused(
+        refusal, ENVIRONMENT, "cannot listen on 192.0.2.1:0: Cannot assign requested address"
+    )
+    assert not (tmp_path / "var").exists()
 
 
 def test_a_database_that_does_not_answer_exits_1_with_one_line(tmp_path):
@@ -446,7 +459,7 @@ def test_a_database_folder_that_cannot_be_made_exits_1_with_one_line(tmp_path):
 
     refusal = run_server("--address", "127.0.0.1:0", cwd=tmp_path)  # sqlite:///var/aftersales.db
 
-    assert_refused(refusal, ENVIRONMENT, "cannot make the folder of sqlite:///var/aftersales.db")
+    assert_refused(refusal, ENVIRONMENT, "cannot use sqlite:///var/aftersales.db: ")
 
 
 # --- Migrating in a step of its own ---------------------------------------------------------------
