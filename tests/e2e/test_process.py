@@ -9,6 +9,7 @@ import json
 import pathlib
 import shlex
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -412,3 +413,75 @@ def test_the_demo_s_people_prove_who_they_are_with_the_demo_s_tokens(server):
     assert someone_else.value.reason == wrong_kind.value.reason == "NOT_THE_AUTHENTICATED_PERSON"
     with Client(server.address) as reader:
         assert list(reader.list_entries(order_id="order-eligible").entries) == []
+
+
+def test_requests_whose_headers_grpc_cannot_parse_add_no_line_to_the_log(server):
+    """gRPC's C core would write a line of its own (not JSON) for each request whose headers it
+    cannot parse, here a `grpc-timeout` of "xyz": a caller could flood the log. The server's
+    stderr stays JSON lines."""
+    host, _, port = server.address.rpartition(":")
+    streams = [1 + 2 * i for i in range(20)]
+    with socket.create_connection((host, int(port)), timeout=10) as connection:
+        connection.sendall(H2_PREFACE + _frame(SETTINGS, 0, 0, b""))
+        for stream in streams:
+            headers = [
+                (":method", "POST"),
+                (":scheme", "http"),
+                (":path", "/aftersales.v1.Clawback/GetBalances"),
+                (":authority", server.address),
+                ("content-type", "application/grpc"),
+                ("te", "trailers"),
+                ("grpc-timeout", "xyz"),
+            ]
+            block = b"".join(_literal(name, value) for name, value in headers)
+            connection.sendall(_frame(HEADERS, END_HEADERS, stream, block))
+            connection.sendall(_frame(DATA, END_STREAM, stream, b"\x00\x00\x00\x00\x00"))
+        ended = _ended_streams(connection, set(streams))
+
+    assert ended == set(streams)
+    lines = server.stderr.read_text(encoding="utf-8").splitlines()
+    assert [line for line in lines if not line.startswith("{")] == []
+
+
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+DATA, HEADERS, RST_STREAM, SETTINGS, GOAWAY = 0, 1, 3, 4, 7
+END_STREAM, END_HEADERS, ACK = 0x1, 0x4, 0x1
+
+
+def _frame(kind: int, flags: int, stream: int, payload: bytes) -> bytes:
+    return (
+        len(payload).to_bytes(3, "big") + bytes([kind, flags]) + stream.to_bytes(4, "big") + payload
+    )
+
+
+def _literal(name: str, value: str) -> bytes:
+    """An HPACK header field, literal, not indexed, without Huffman coding (RFC 7541 6.2.2);
+    names and values here are shorter than 127 bytes."""
+    return b"\x00" + bytes([len(name)]) + name.encode() + bytes([len(value)]) + value.encode()
+
+
+def _ended_streams(connection: socket.socket, streams: set[int]) -> set[int]:
+    """The streams of `streams` the server ended (END_STREAM or RST_STREAM), reading its frames
+    until each has or it stops sending."""
+    ended: set[int] = set()
+    buffer = b""
+    while ended != streams:
+        try:
+            chunk = connection.recv(65536)
+        except TimeoutError:
+            break
+        if not chunk:
+            break
+        buffer += chunk
+        while len(buffer) >= 9 and len(buffer) >= 9 + int.from_bytes(buffer[:3], "big"):
+            length = int.from_bytes(buffer[:3], "big")
+            kind, flags = buffer[3], buffer[4]
+            stream = int.from_bytes(buffer[5:9], "big") & 0x7FFFFFFF
+            buffer = buffer[9 + length :]
+            if kind == SETTINGS and not flags & ACK:
+                connection.sendall(_frame(SETTINGS, ACK, 0, b""))
+            elif kind == RST_STREAM or (kind in (HEADERS, DATA) and flags & END_STREAM):
+                ended.add(stream)
+            elif kind == GOAWAY:
+                return ended
+    return ended
