@@ -28,7 +28,7 @@ from urllib.parse import urlparse
 import grpc
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from server import certs, demo, logs, tracing
 from server.domain import access, policy
@@ -237,8 +237,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=_number(float, 0.1, 3_600, " seconds"),
         default=env("AFTERSALES_HEALTH_INTERVAL", "2"),
         help="seconds between probes of the database; health is NOT_SERVING while a probe "
-        "fails or takes longer than this, and then calls fail at once UNAVAILABLE, those "
-        "waiting on PostgreSQL longer than this too (0.1 to 3600; env "
+        "fails or takes longer than this; while PostgreSQL takes longer, calls fail at once "
+        "UNAVAILABLE, those waiting on it longer than this too (0.1 to 3600; env "
         "AFTERSALES_HEALTH_INTERVAL)",
     )
     p.add_argument(
@@ -369,12 +369,11 @@ def tls_files(args: argparse.Namespace) -> TlsFiles | None:
         raise misconfigured(
             f"--tls-key {args.tls_key} holds no unencrypted PEM private key ({one_line(e)})"
         ) from None
-    if not isinstance(
-        key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
-    ):
+    # gRPC's TLS serves RSA and ECDSA keys (an Ed25519 one fails every handshake).
+    if not isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
         raise misconfigured(
             f"--tls-key {args.tls_key} holds a key of a kind TLS here does not take "
-            f"({type(key).__name__.removeprefix('_')}): use RSA, ECDSA or Ed25519"
+            f"({type(key).__name__.removeprefix('_')}): use RSA or ECDSA"
         )
     now = SystemClock().now()
     if not chain[0].not_valid_before_utc <= now <= chain[0].not_valid_after_utc:

@@ -101,7 +101,7 @@ class App:
         the methods that name a person need that person's token (PersonGuard).
         `health_probe` raises when the database does not answer; it is called every
         `health_interval` seconds once started, and health follows it; `on_health` is told
-        what each probe found (None, or why the database did not answer). Without
+        after each probe whether it hung (why, else None). Without
         `sweep_interval` this server does not sweep (another process does).
 
         Binds the address at once (OSError with the reason when it cannot), so a caller may
@@ -191,7 +191,8 @@ class App:
         """Health goes NOT_SERVING for good (a drain begins: load balancers stop sending new
         callers); calls are still served until `stop()`."""
         if self.monitor is not None:
-            self.monitor.stop()
+            # The probe goes on: calls are still served, and follow it (on_health).
+            self.monitor.hold()
         self.health.enter_graceful_shutdown()
         # Event streams would hold their threads to the end of the grace: their consumers
         # resume on another server at once instead.
@@ -205,6 +206,8 @@ class App:
             return True
         self._stopped.set()
         self.not_serving()
+        if self.monitor is not None:
+            self.monitor.stop()
         if self.sweeper is not None:
             self.sweeper.stop()
         self.upkeep.stop()

@@ -154,8 +154,8 @@ class HealthMonitor(threading.Thread):
         timeout: float | None = None,
         on_round: Callable[[str | None], None] | None = None,
     ) -> None:
-        """`on_round` is told what each round found: None when the database answered, else
-        why not."""
+        """`on_round` is told after each round whether the probe hung: why (it did not answer
+        within `timeout`), else None (it answered, or failed at once)."""
         super().__init__(name="health-monitor", daemon=True)
         self.health = health
         self.services = services
@@ -163,6 +163,8 @@ class HealthMonitor(threading.Thread):
         self.interval = interval
         self.timeout = interval if timeout is None else timeout
         self.on_round = on_round
+        # Set for a drain: health stays as it was made (NOT_SERVING), the probe goes on.
+        self.held = threading.Event()
         self.stopped = threading.Event()
         self.serving = True
 
@@ -171,22 +173,22 @@ class HealthMonitor(threading.Thread):
         while not self.stopped.is_set():
             if attempt is None or attempt.done.is_set():
                 attempt = _Attempt(self.probe)
-            failure = None
+            failure = hung = None
             if not attempt.done.wait(self.timeout):
-                failure = f"the database did not answer within {self.timeout:g} s"
+                failure = hung = f"the database did not answer within {self.timeout:g} s"
             elif attempt.error is not None:
                 failure = str(attempt.error) or type(attempt.error).__name__
             self._record(failure)
             if self.on_round is not None and not self.stopped.is_set():
                 try:
-                    self.on_round(failure)
+                    self.on_round(hung)
                 except Exception:  # a bug; health goes on
                     log.exception("telling what the health probe found failed")
             self.stopped.wait(self.interval)
 
     def _record(self, failure: str | None) -> None:
         serving = failure is None
-        if serving == self.serving or self.stopped.is_set():
+        if serving == self.serving or self.stopped.is_set() or self.held.is_set():
             return
         self.serving = serving
         status = (
@@ -200,6 +202,10 @@ class HealthMonitor(threading.Thread):
             log.warning("the database answers again: SERVING")
         else:
             log.error("the database does not answer: NOT_SERVING", extra={"reason": failure})
+
+    def hold(self) -> None:
+        """Health changes no more (a drain made it NOT_SERVING); the probe goes on."""
+        self.held.set()
 
     def stop(self) -> None:
         self.stopped.set()

@@ -67,7 +67,7 @@ class ClawbackServicer(clawback_pb2_grpc.ClawbackServicer, Servicer):
             viewer=viewer(),
         )
         response = clawback_pb2.ListClawbacksResponse()
-        held = filled(response.clawbacks, page.items, clawback_fields)
+        held = filled(response, "clawbacks", page.items, clawback_fields)
         response.next_page_token = page.cut(held).next_page_token
         return response
 

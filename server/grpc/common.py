@@ -178,13 +178,16 @@ def present(value: T | None) -> T:
     return value
 
 
-def filled(listed: Any, items: Sequence[T], fields: Callable[[T], dict[str, Any]]) -> int:
-    """Adds messages made of `items` to `listed` (a repeated field) while they hold at most
+def filled(
+    response: Message, name: str, items: Sequence[T], fields: Callable[[T], dict[str, Any]]
+) -> int:
+    """Adds messages made of `items` to the list `name` of `response` while they hold at most
     MAX_PAGE_BYTES, one at least; returns how many it added."""
+    listed = getattr(response, name)
     for item in items:
         listed.add(**fields(item))
-    if sum(m.ByteSize() for m in listed) + 8 * len(listed) <= MAX_PAGE_BYTES:
-        return len(items)  # the usual page: each size read once, in C
+    if response.ByteSize() <= MAX_PAGE_BYTES:
+        return len(items)  # the usual page: its size read once
     total = 0
     for count, message in enumerate(listed):
         total += message.ByteSize() + 8  # with its tag and length

@@ -132,7 +132,7 @@ class EventsServicer(events_pb2_grpc.EventsServicer, Servicer):
         response = events_pb2.ListEventsResponse(
             next_after_position=page.through, caught_up=page.caught_up
         )
-        held = filled(response.events, page.events, event_fields)
+        held = filled(response, "events", page.events, event_fields)
         if held < len(page.events):
             # Cut for its bytes: the next page goes on after the last event sent.
             response.next_after_position = page.events[held - 1].position

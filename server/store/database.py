@@ -227,10 +227,10 @@ def check_postgres_url(url: str) -> None:
     database that does not answer."""
     params = conninfo_to_dict(url)
     for port in str(params.get("port", "")).split(","):
-        if port and not (port.isdigit() and 0 < int(port) < 65536):
+        if port and not (port.isascii() and port.isdigit() and 0 < int(port) < 65536):
             raise ValueError(f"port {port!r} is not a port number (1 to 65535)")
-    timeout = str(params.get("connect_timeout", ""))
-    if timeout and not timeout.lstrip("-").isdigit():
+    timeout = str(params.get("connect_timeout", "")).strip()
+    if timeout and not (timeout.isascii() and timeout.lstrip("-").isdigit()):
         raise ValueError(f"connect_timeout {timeout!r} is not a whole number of seconds")
     for name, choices in (("sslmode", _SSLMODES), ("target_session_attrs", _SESSION_ATTRS)):
         value = params.get(name)
@@ -260,6 +260,10 @@ class Pool(PooledPostgresqlDatabase):  # type: ignore[misc]  # playhouse is unty
         self._returned_at: dict[int, float] = {}
         # Why the database does not answer, while health says so (SqlStore.database_answers).
         self.unanswered: str | None = None
+        # Of each connection of the pool: its socket's inode, which names that socket whatever
+        # number it has by now (cut_stuck), and when it was last handed out (monotonic).
+        self._sockets: dict[int, int] = {}
+        self._handed_out_at: dict[int, float] = {}
 
     def _connect(self) -> Any:
         """A connection for a call: none while the database does not answer, so that the call
@@ -267,27 +271,31 @@ class Pool(PooledPostgresqlDatabase):  # type: ignore[misc]  # playhouse is unty
         failure = self.unanswered
         if failure is not None:
             raise psycopg.OperationalError(f"the database does not answer: {failure}")
-        return super()._connect()
+        conn = super()._connect()
+        key = self.conn_key(conn)
+        if key not in self._sockets:
+            self._sockets[key] = os.fstat(conn.pgconn.socket).st_ino
+        self._handed_out_at[key] = time.monotonic()
+        return conn
 
     def cut_stuck(self, older_than: float) -> int:
         """Shuts the sockets of the connections handed out over `older_than` seconds ago, and
         returns how many: a database that does not answer (a paused server, a partition) would
         hold their calls for as long as it lasts, as its kernel still takes what is sent. Their
         calls then fail as with a lost connection, and the pool drops them."""
-        cutoff = time.time() - older_than
+        cutoff = time.monotonic() - older_than
         cut = 0
         for key, held in list(self._in_use.items()):
-            if held.checked_out >= cutoff:
+            if self._handed_out_at.get(key, cutoff) >= cutoff:
                 continue
             try:
                 fd = os.dup(held.connection.pgconn.socket)
             except (OSError, psycopg.Error):
                 continue  # closed meanwhile
-            # Still handed out after the dup: the number was still its socket when dup'd (a
-            # connection leaves _in_use before it is closed), so the copy is of that socket,
-            # whatever the number means by now.
+            # libpq closes a socket that failed, and the number may name another one by now:
+            # only the connection's own socket (its inode) is shut down.
             with socket.socket(fileno=fd) as copy:
-                if self._in_use.get(key) is held:
+                if os.fstat(fd).st_ino == self._sockets.get(key):
                     with contextlib.suppress(OSError):
                         copy.shutdown(socket.SHUT_RDWR)
                         cut += 1
@@ -298,13 +306,23 @@ class Pool(PooledPostgresqlDatabase):  # type: ignore[misc]  # playhouse is unty
         super()._close(conn, close_conn)
 
     def _close_raw(self, conn: Any) -> None:
-        self._returned_at.pop(self.conn_key(conn), None)
+        self._forget(self.conn_key(conn))
         super()._close_raw(conn)
+
+    def _forget(self, key: int) -> None:
+        self._returned_at.pop(key, None)
+        self._sockets.pop(key, None)
+        self._handed_out_at.pop(key, None)
 
     def _is_closed(self, conn: Any) -> bool:
         """Asked as the pool hands `conn` out (or discards it): its return time is forgotten
         either way, so that the times held are those of the connections in the pool."""
-        returned = self._returned_at.pop(self.conn_key(conn), None)
+        key = self.conn_key(conn)
+        returned = self._returned_at.pop(key, None)
         if returned is not None and time.monotonic() - returned < PING_AFTER_IDLE_SECONDS:
-            return bool(conn.closed)
-        return bool(super()._is_closed(conn))
+            closed = bool(conn.closed)
+        else:
+            closed = bool(super()._is_closed(conn))
+        if closed:
+            self._forget(key)  # the pool discards it without closing it
+        return closed

@@ -59,13 +59,16 @@ def translate(error: BaseException) -> Exception | None:
     transaction is active")."""
     translated = _translate(error)
     first = error.__context__
-    if translated is None and _of_database(error) and first is not None and _of_database(first):
+    if translated is None and _no_transaction(error) and first is not None:
         return translate(first)
     return translated
 
 
-def _of_database(error: BaseException) -> bool:
-    return isinstance(error, pw.PeeweeException | psycopg.Error | sqlite3.Error)
+def _no_transaction(error: BaseException) -> bool:
+    """SQLite's refusal of a ROLLBACK or COMMIT with no transaction open (as peewee wraps it)."""
+    return isinstance(error, pw.OperationalError | sqlite3.OperationalError) and (
+        "no transaction is active" in str(error)
+    )
 
 
 def _translate(error: BaseException) -> Exception | None:

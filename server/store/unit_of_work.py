@@ -83,13 +83,15 @@ class SqlStore:
         self._sessions = threading.local()
 
     def database_answers(self, failure: str | None, *, stuck_after: float) -> None:
-        """What health found of the database, each round (server/grpc/background.py): None when
-        it answered, else why not. On PostgreSQL, while it does not answer, no connection is
-        handed out, so that a call fails at once, UNAVAILABLE, instead of waiting to connect;
-        and the connections handed out over `stuck_after` seconds ago are cut, so that their
-        calls answer UNAVAILABLE too instead of waiting for as long as the outage lasts (both
-        retryable: a commit cut on its way is answered by the retry, from the request's
-        record). SQLite, a file of this host, needs neither."""
+        """What health's probe found, each round (server/grpc/background.py): why it hung (the
+        database took what was sent and did not answer in time), else None (it answered, or
+        failed at once: a database that is down or restarting fails calls at once by itself).
+        On PostgreSQL, while it hangs, no connection is handed out, so that a call fails at
+        once, UNAVAILABLE, instead of waiting to connect; and the connections handed out over
+        `stuck_after` seconds ago are cut, so that their calls answer UNAVAILABLE too instead
+        of waiting for as long as it lasts (both retryable: a commit cut on its way is
+        answered by the retry, from the request's record). SQLite, a file of this host, needs
+        neither."""
         database = self.database
         if not isinstance(database, Pool):
             return

@@ -85,6 +85,16 @@ def messages(server: ServerProcess) -> list[str]:
     return [record.get("message", "") for record in server.log_records()]
 
 
+def wait_for_said(server: ServerProcess, start: str) -> bool:
+    """Whether the server logs a line starting with `start` within DEADLINE_SECONDS."""
+    deadline = time.monotonic() + DEADLINE_SECONDS
+    while not any(m.startswith(start) for m in messages(server)):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
 # --- Health follows the database ------------------------------------------------------------------
 
 
@@ -204,6 +214,47 @@ def test_calls_on_a_paused_postgresql_answer_unavailable_while_it_is_still_pause
     assert {error_info(e).reason for e in refused} == {"DATABASE_UNAVAILABLE"}
     assert after.balances
     assert any(m.startswith("cut ") for m in messages(server))
+
+
+@pytest.mark.postgres
+def test_a_drain_begun_while_postgresql_hangs_serves_calls_once_it_answers(tmp_path):
+    """SIGTERM while PostgreSQL is paused: the drain keeps probing it, so that once it answers
+    again the calls sent during the drain are served, not refused for the rest of it."""
+    database = PostgresServer().start()
+    flags = ["--health-interval", "0.5", "--drain-seconds", "30", "--grace-seconds", "1"]
+    try:
+        url = database.create_database("drain_hung")
+        with (
+            a_server(tmp_path, url, *flags) as server,
+            grpc.insecure_channel(server.address) as channel,
+        ):
+            balances = clawback_pb2_grpc.ClawbackStub(channel).GetBalances
+            request = clawback_pb2.GetBalancesRequest(owner_id="shop-sunny")
+            assert balances(request, timeout=10).balances
+            with Paused(database):
+                wait_for_health(channel, NOT_SERVING)
+                with pytest.raises(grpc.RpcError) as while_hung:
+                    balances(request, timeout=DEADLINE_SECONDS)
+                server.process.send_signal(signal.SIGTERM)
+                assert wait_for_said(server, "draining")
+            deadline = time.monotonic() + DEADLINE_SECONDS
+            while True:  # the next probe finds it answering
+                try:
+                    answered = balances(request, timeout=DEADLINE_SECONDS)
+                    break
+                except grpc.RpcError as e:
+                    assert e.code() == grpc.StatusCode.UNAVAILABLE
+                    assert time.monotonic() < deadline, "refused for the rest of the drain"
+                    time.sleep(0.2)
+            still_draining = health_status(channel)
+            exit_code = server.terminate(timeout=DEADLINE_SECONDS)  # a second signal ends it
+    finally:
+        database.stop()
+
+    assert while_hung.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert answered.balances
+    assert still_draining == NOT_SERVING
+    assert exit_code == 0
 
 
 def test_health_is_not_serving_while_the_sqlite_file_is_gone_and_serving_once_it_is_back(

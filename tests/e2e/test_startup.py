@@ -20,7 +20,7 @@ import psycopg
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import dsa, ec
+from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed25519
 
 from server.__main__ import StartupFailed, parse_args, prepare
 from server.domain import policy
@@ -265,12 +265,13 @@ def files(tmp_path) -> dict[str, str]:
     (tmp_path / "list.json").write_text("[]\n", encoding="utf-8")
     now = datetime.now(UTC)
     _self_signed(tmp_path, "dsa", dsa.generate_private_key(2048), now - timedelta(days=1))
+    _self_signed(tmp_path, "ed25519", ed25519.Ed25519PrivateKey.generate(), now - timedelta(days=1))
     old = datetime(2000, 1, 1, tzinfo=UTC)
     _self_signed(tmp_path, "expired", ec.generate_private_key(ec.SECP256R1()), old)
     return {
         **{
             f"{name}-{part}": str(tmp_path / f"{name}.{part}")
-            for name in ("dsa", "expired")
+            for name in ("dsa", "ed25519", "expired")
             for part in ("cert", "key")
         },
         "json-list": str(tmp_path / "list.json"),
@@ -295,7 +296,7 @@ def _self_signed(folder: pathlib.Path, name: str, key: Any, valid_from: datetime
         .serial_number(x509.random_serial_number())
         .not_valid_before(valid_from)
         .not_valid_after(valid_from + timedelta(days=366))
-        .sign(key, hashes.SHA256())
+        .sign(key, None if isinstance(key, ed25519.Ed25519PrivateKey) else hashes.SHA256())
     )
     (folder / f"{name}.cert").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     (folder / f"{name}.key").write_bytes(
@@ -341,6 +342,10 @@ BAD_FILES = {
     "key-dsa": (
         ["--tls-cert", "{dsa-cert}", "--tls-key", "{dsa-key}"],
         "--tls-key {dsa-key} holds a key of a kind TLS here does not take (DSAPrivateKey)",
+    ),
+    "key-ed25519": (
+        ["--tls-cert", "{ed25519-cert}", "--tls-key", "{ed25519-key}"],
+        "--tls-key {ed25519-key} holds a key of a kind TLS here does not take (Ed25519PrivateKey)",
     ),
     "cert-expired": (
         ["--tls-cert", "{expired-cert}", "--tls-key", "{expired-key}"],

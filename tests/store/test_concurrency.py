@@ -155,7 +155,8 @@ def a_query_waits_on_a_lock(store) -> None:
     while True:
         with store.unit_of_work(read_only=True):
             waiting = store.database.execute_sql(
-                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                "SELECT count(*) FROM pg_stat_activity "
+                "WHERE wait_event_type = 'Lock' AND datname = current_database()"
             ).fetchone()[0]
         if waiting:
             return

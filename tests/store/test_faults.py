@@ -5,6 +5,8 @@ does not fit) is a bug and leaves as it is, never as something a retry would cur
 
 from __future__ import annotations
 
+import contextlib
+import os
 import socket
 import sqlite3
 import threading
@@ -309,6 +311,51 @@ def test_a_connection_the_server_dropped_within_the_moment_fails_one_call_retrya
 
 
 @postgres
+@postgres
+def test_cutting_stuck_connections_shuts_only_their_own_sockets(pg_url, monkeypatch):
+    """A connection held past the bound is cut (its socket shut down); but libpq closes a
+    connection's socket itself when a read fails, and by the time it is cut the number may
+    name another socket (a caller's): that one is left alone."""
+    pool = open_database(pg_url)
+    assert isinstance(pool, database.Pool)
+    pool.connect()  # a call holds a connection for long
+    held = pool.connection()
+    pool._handed_out_at[pool.conn_key(held)] -= 100
+    listener = socket.create_server(("127.0.0.1", 0))
+    other: dict[str, socket.socket] = {}
+    dup = os.dup
+
+    def meanwhile(fd: int) -> int:
+        # The call's connection fails and libpq closes its socket; another takes the number.
+        with psycopg.connect(pg_url, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (held.info.backend_pid,))
+        with contextlib.suppress(psycopg.Error):
+            held.execute("SELECT 1")
+        other["client"] = socket.create_connection(listener.getsockname())
+        other["server"] = listener.accept()[0]
+        assert other["client"].fileno() == fd
+        return dup(fd)
+
+    monkeypatch.setattr(database.os, "dup", meanwhile)
+    assert pool.cut_stuck(1.0) == 0
+    monkeypatch.undo()
+    other["client"].sendall(b"still open")
+    assert other["server"].recv(16) == b"still open"
+
+    # A connection held past the bound on a database that does not answer is cut.
+    second = open_database(pg_url)
+    second.connect()
+    second._handed_out_at[second.conn_key(second.connection())] -= 100
+    assert second.cut_stuck(1.0) == 1
+    with pytest.raises(psycopg.OperationalError):
+        second.connection().execute("SELECT 1")
+    for sock in (*other.values(), listener):
+        sock.close()
+    for pooled in (pool, second):
+        with contextlib.suppress(Exception):
+            pooled.close_all()
+
+
 def test_an_unreachable_database_is_unavailable():
     store = SqlStore(open_database(f"postgresql://postgres@127.0.0.1:{free_port()}/x"))
     with pytest.raises(StoreUnavailable):
