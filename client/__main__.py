@@ -15,9 +15,10 @@ with a code that says what kind of failure it was:
 A command that changes something (open, apply, funds, refund) is one request, named by its
 request id: the one given with --request-id, else a new one. The same request sent again is
 answered from the server's record and done once; a command run again without it is a new request
-(a second top-up). So a failed one reports its `request_id`, and `retry`: the command that sends
-the same request again, with its request id (and a refund's --started-at and --paid-at, which
-default to the moment it was first sent).
+(a second top-up). So a failed one reports its `request_id`; and when it may have been done or
+not (exit 5 or 6), `retry`: the shell command that sends the same request again, with its request
+id (and a refund's --started-at and --paid-at, which default to the moment it was first sent),
+and a token read from AFTERSALES_TOKEN rather than printed.
 """
 
 from __future__ import annotations
@@ -336,6 +337,34 @@ def _fix(args: argparse.Namespace) -> list[str]:
     return again
 
 
+# Global options that take a value, as a command line gives them before the command.
+_VALUED = frozenset({"--address", "--timeout", "--tls-ca", "--tls-cert", "--tls-key", "--token"})
+# What a retry says for a token: a bearer token is nothing to print where logs keep it.
+_TOKEN = '"$AFTERSALES_TOKEN"'
+
+
+def _retry(prog: str, argv: list[str], command: str, again: list[str]) -> str:
+    """The shell command that sends the same request as `argv`: `again` right after the
+    command (so before any `--`), and a token given read from AFTERSALES_TOKEN instead."""
+    words = [shlex.quote(prog)]
+    placed = False
+    i = 0
+    while i < len(argv):
+        word = argv[i]
+        if not placed and word in _VALUED and i + 1 < len(argv):
+            words += [word, _TOKEN if word == "--token" else shlex.quote(argv[i + 1])]
+            i += 2
+            continue
+        words.append(
+            f"--token={_TOKEN}" if not placed and word.startswith("--token=") else shlex.quote(word)
+        )
+        if not placed and word == command:
+            words += [shlex.quote(w) for w in again]
+            placed = True
+        i += 1
+    return " ".join(words)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else argv
@@ -365,7 +394,8 @@ def main(argv: list[str] | None = None) -> int:
             }
             if again is not None:
                 report["request_id"] = args.request_id
-                report["retry"] = shlex.join([parser.prog, *argv, *again])
+                if EXIT_CODES.get(e.code, 6) >= 5:  # it may have been done or not
+                    report["retry"] = _retry(parser.prog, argv, args.command, again)
             print(json.dumps(report, indent=2, ensure_ascii=False), file=sys.stderr)
             return EXIT_CODES.get(e.code, 6)
     return 0
