@@ -49,7 +49,8 @@ def _print(message: Message) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="aftersales", description=__doc__)
+    # No abbreviated options: a retry (_retry) names each option as the parser knows it.
+    p = argparse.ArgumentParser(prog="aftersales", description=__doc__, allow_abbrev=False)
     p.add_argument("--address", default=os.environ.get("AFTERSALES_ADDRESS", "127.0.0.1:50051"))
     p.add_argument("--timeout", type=float, default=10.0)
     p.add_argument(
@@ -182,6 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
         choices=[t.removeprefix("EVENT_TYPE_") for t in events_pb2.EventType.keys()[1:]],
         help="only events of this type (repeat for more)",
     )
+    for command in sub.choices.values():
+        command.allow_abbrev = False
     return p
 
 

@@ -348,6 +348,15 @@ class TlsFiles:
         )
 
 
+_TLS_CURVES = ("secp256r1", "secp384r1")
+
+
+def _key_kind(key: object) -> str:
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        return f"ECDSA on {key.curve.name}"
+    return type(key).__name__.removeprefix("_")
+
+
 def tls_files(args: argparse.Namespace) -> TlsFiles | None:
     """The files the TLS flags name, each read and checked first (gRPC would only say that it
     cannot listen); no gRPC object is made."""
@@ -369,11 +378,14 @@ def tls_files(args: argparse.Namespace) -> TlsFiles | None:
         raise misconfigured(
             f"--tls-key {args.tls_key} holds no unencrypted PEM private key ({one_line(e)})"
         ) from None
-    # gRPC's TLS serves RSA and ECDSA keys (an Ed25519 one fails every handshake).
-    if not isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
+    # gRPC's TLS serves RSA keys and ECDSA ones on P-256 or P-384: with an Ed25519 or P-521
+    # key every handshake fails, with another curve it cannot listen.
+    if not isinstance(key, rsa.RSAPrivateKey) and not (
+        isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.name in _TLS_CURVES
+    ):
         raise misconfigured(
             f"--tls-key {args.tls_key} holds a key of a kind TLS here does not take "
-            f"({type(key).__name__.removeprefix('_')}): use RSA or ECDSA"
+            f"({_key_kind(key)}): use RSA, or ECDSA on P-256 or P-384"
         )
     now = SystemClock().now()
     if not chain[0].not_valid_before_utc <= now <= chain[0].not_valid_after_utc:

@@ -206,12 +206,13 @@ class App:
             return True
         self._stopped.set()
         self.not_serving()
-        if self.monitor is not None:
-            self.monitor.stop()
         if self.sweeper is not None:
             self.sweeper.stop()
         self.upkeep.stop()
         self.server.stop(grace).wait()
+        if self.monitor is not None:
+            # Only now: calls in the grace still follow the probe (on_health).
+            self.monitor.stop()
         self._health_pool.shutdown(wait=False)
         finished = _within(STOP_SECONDS, self._shutdown_pools)
         # The threads that read the database on their own end their statements before the

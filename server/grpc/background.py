@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -128,14 +129,17 @@ class _Attempt:
     def __init__(self, probe: Callable[[], None]) -> None:
         self.done = threading.Event()
         self.error: Exception | None = None
+        self.took = 0.0  # seconds, once done
         threading.Thread(target=self._run, args=(probe,), name="health-probe", daemon=True).start()
 
     def _run(self, probe: Callable[[], None]) -> None:
+        started = time.monotonic()
         try:
             probe()
         except Exception as e:
             self.error = e
         finally:
+            self.took = time.monotonic() - started
             self.done.set()
 
 
@@ -178,6 +182,8 @@ class HealthMonitor(threading.Thread):
                 failure = hung = f"the database did not answer within {self.timeout:g} s"
             elif attempt.error is not None:
                 failure = str(attempt.error) or type(attempt.error).__name__
+                if attempt.took >= self.timeout:  # it gave up waiting: a hang all the same
+                    hung = failure
             self._record(failure)
             if self.on_round is not None and not self.stopped.is_set():
                 try:

@@ -8,6 +8,7 @@ import os
 import pathlib
 import socket
 import sqlite3
+import stat
 import threading
 import time
 from typing import Any
@@ -260,10 +261,11 @@ class Pool(PooledPostgresqlDatabase):  # type: ignore[misc]  # playhouse is unty
         self._returned_at: dict[int, float] = {}
         # Why the database does not answer, while health says so (SqlStore.database_answers).
         self.unanswered: str | None = None
-        # Of each connection of the pool: its socket's inode, which names that socket whatever
-        # number it has by now (cut_stuck), and when it was last handed out (monotonic).
-        self._sockets: dict[int, int] = {}
-        self._handed_out_at: dict[int, float] = {}
+        # Of each connection of the pool, by key: its socket's (device, inode), which name that
+        # socket whatever number it has by now (cut_stuck); and, while it waits on the
+        # database for a call or for its ping, the connection and since when (monotonic).
+        self._sockets: dict[int, tuple[int, int]] = {}
+        self._waiting: dict[int, tuple[Any, float]] = {}
 
     def _connect(self) -> Any:
         """A connection for a call: none while the database does not answer, so that the call
@@ -273,36 +275,53 @@ class Pool(PooledPostgresqlDatabase):  # type: ignore[misc]  # playhouse is unty
             raise psycopg.OperationalError(f"the database does not answer: {failure}")
         conn = super()._connect()
         key = self.conn_key(conn)
-        if key not in self._sockets:
-            self._sockets[key] = os.fstat(conn.pgconn.socket).st_ino
-        self._handed_out_at[key] = time.monotonic()
+        try:
+            if key not in self._sockets:
+                found = os.fstat(conn.pgconn.socket)
+                self._sockets[key] = (found.st_dev, found.st_ino)
+        except (OSError, psycopg.Error) as e:
+            self._close(conn, close_conn=True)
+            raise psycopg.OperationalError(f"the new connection has no socket: {e}") from e
+        self._waiting[key] = (conn, time.monotonic())
         return conn
 
     def cut_stuck(self, older_than: float) -> int:
-        """Shuts the sockets of the connections handed out over `older_than` seconds ago, and
-        returns how many: a database that does not answer (a paused server, a partition) would
-        hold their calls for as long as it lasts, as its kernel still takes what is sent. Their
-        calls then fail as with a lost connection, and the pool drops them."""
+        """Shuts the sockets of the connections that have waited on the database for a call
+        (or for their ping) over `older_than` seconds, and returns how many: a database that
+        does not answer (a paused server, a partition) would hold their calls for as long as
+        it lasts, as its kernel still takes what is sent. Their calls then fail as with a lost
+        connection, and the pool drops them."""
         cutoff = time.monotonic() - older_than
         cut = 0
-        for key, held in list(self._in_use.items()):
-            if self._handed_out_at.get(key, cutoff) >= cutoff:
+        for key, (conn, since) in list(self._waiting.items()):
+            if since >= cutoff:
                 continue
             try:
-                fd = os.dup(held.connection.pgconn.socket)
+                fd = os.dup(conn.pgconn.socket)
             except (OSError, psycopg.Error):
                 continue  # closed meanwhile
-            # libpq closes a socket that failed, and the number may name another one by now:
-            # only the connection's own socket (its inode) is shut down.
-            with socket.socket(fileno=fd) as copy:
-                if os.fstat(fd).st_ino == self._sockets.get(key):
-                    with contextlib.suppress(OSError):
-                        copy.shutdown(socket.SHUT_RDWR)
-                        cut += 1
+            # libpq closes a socket that failed, and the number may name another file by now:
+            # only the connection's own socket is shut down.
+            try:
+                found = os.fstat(fd)
+            except OSError:
+                found = None
+            if (
+                found is None
+                or not stat.S_ISSOCK(found.st_mode)
+                or ((found.st_dev, found.st_ino) != self._sockets.get(key))
+            ):
+                os.close(fd)
+                continue
+            with socket.socket(fileno=fd) as copy, contextlib.suppress(OSError):
+                copy.shutdown(socket.SHUT_RDWR)
+                cut += 1
         return cut
 
     def _close(self, conn: Any, close_conn: bool = False) -> None:
-        self._returned_at[self.conn_key(conn)] = time.monotonic()
+        key = self.conn_key(conn)
+        self._waiting.pop(key, None)
+        self._returned_at[key] = time.monotonic()
         super()._close(conn, close_conn)
 
     def _close_raw(self, conn: Any) -> None:
@@ -312,17 +331,31 @@ class Pool(PooledPostgresqlDatabase):  # type: ignore[misc]  # playhouse is unty
     def _forget(self, key: int) -> None:
         self._returned_at.pop(key, None)
         self._sockets.pop(key, None)
-        self._handed_out_at.pop(key, None)
+        self._waiting.pop(key, None)
 
     def _is_closed(self, conn: Any) -> bool:
         """Asked as the pool hands `conn` out (or discards it): its return time is forgotten
-        either way, so that the times held are those of the connections in the pool."""
+        either way, so that the times held are those of the connections in the pool. Its ping,
+        under the pool's lock, counts as waiting on the database (cut_stuck); none while the
+        database does not answer (the call fails, the connection is closed)."""
         key = self.conn_key(conn)
         returned = self._returned_at.pop(key, None)
         if returned is not None and time.monotonic() - returned < PING_AFTER_IDLE_SECONDS:
             closed = bool(conn.closed)
         else:
-            closed = bool(super()._is_closed(conn))
+            failure = self.unanswered
+            if failure is not None:
+                self._close_raw(conn)
+                raise psycopg.OperationalError(f"the database does not answer: {failure}")
+            self._waiting[key] = (conn, time.monotonic())
+            try:
+                closed = bool(super()._is_closed(conn))
+            finally:
+                self._waiting.pop(key, None)
+            failure = self.unanswered
+            if closed and failure is not None:  # cut: no new connection to wait on either
+                self._forget(key)
+                raise psycopg.OperationalError(f"the database does not answer: {failure}")
         if closed:
             self._forget(key)  # the pool discards it without closing it
         return closed

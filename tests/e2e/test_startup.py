@@ -266,12 +266,13 @@ def files(tmp_path) -> dict[str, str]:
     now = datetime.now(UTC)
     _self_signed(tmp_path, "dsa", dsa.generate_private_key(2048), now - timedelta(days=1))
     _self_signed(tmp_path, "ed25519", ed25519.Ed25519PrivateKey.generate(), now - timedelta(days=1))
+    _self_signed(tmp_path, "p521", ec.generate_private_key(ec.SECP521R1()), now - timedelta(days=1))
     old = datetime(2000, 1, 1, tzinfo=UTC)
     _self_signed(tmp_path, "expired", ec.generate_private_key(ec.SECP256R1()), old)
     return {
         **{
             f"{name}-{part}": str(tmp_path / f"{name}.{part}")
-            for name in ("dsa", "ed25519", "expired")
+            for name in ("dsa", "ed25519", "p521", "expired")
             for part in ("cert", "key")
         },
         "json-list": str(tmp_path / "list.json"),
@@ -346,6 +347,10 @@ BAD_FILES = {
     "key-ed25519": (
         ["--tls-cert", "{ed25519-cert}", "--tls-key", "{ed25519-key}"],
         "--tls-key {ed25519-key} holds a key of a kind TLS here does not take (Ed25519PrivateKey)",
+    ),
+    "key-p521": (
+        ["--tls-cert", "{p521-cert}", "--tls-key", "{p521-key}"],
+        "--tls-key {p521-key} holds a key of a kind TLS here does not take (ECDSA on secp521r1)",
     ),
     "cert-expired": (
         ["--tls-cert", "{expired-cert}", "--tls-key", "{expired-key}"],

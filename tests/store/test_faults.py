@@ -12,6 +12,7 @@ import sqlite3
 import threading
 import time
 import uuid
+from typing import Any
 from urllib.parse import quote
 
 import peewee as pw
@@ -311,18 +312,36 @@ def test_a_connection_the_server_dropped_within_the_moment_fails_one_call_retrya
 
 
 @postgres
+def test_a_connection_waiting_past_the_bound_is_cut(pg_url):
+    """A connection that has waited on the database past the bound is cut: its socket shut
+    down, its call fails as with a lost connection (UNAVAILABLE, retryable)."""
+    pool = open_database(pg_url)
+    assert isinstance(pool, database.Pool)
+    pool.connect()
+    stuck = pool.connection()
+    pool._waiting[pool.conn_key(stuck)] = (stuck, time.monotonic() - 100)
+
+    assert pool.cut_stuck(1.0) == 1
+    with pytest.raises(psycopg.OperationalError):
+        stuck.execute("SELECT 1")
+    pool.close_all()
+
+
 @postgres
-def test_cutting_stuck_connections_shuts_only_their_own_sockets(pg_url, monkeypatch):
-    """A connection held past the bound is cut (its socket shut down); but libpq closes a
-    connection's socket itself when a read fails, and by the time it is cut the number may
-    name another socket (a caller's): that one is left alone."""
+@pytest.mark.parametrize("taker", ["a socket", "a file"])
+def test_a_stuck_connection_whose_number_went_to_another_file_leaves_that_file_alone(
+    pg_url, monkeypatch, tmp_path, taker
+):
+    """libpq closes a connection's socket itself when a read fails, and by the time it is cut
+    the number may name another socket (a caller's) or a file: that one is left alone."""
     pool = open_database(pg_url)
     assert isinstance(pool, database.Pool)
     pool.connect()  # a call holds a connection for long
     held = pool.connection()
-    pool._handed_out_at[pool.conn_key(held)] -= 100
+    key = pool.conn_key(held)
+    pool._waiting[key] = (held, time.monotonic() - 100)
     listener = socket.create_server(("127.0.0.1", 0))
-    other: dict[str, socket.socket] = {}
+    other: dict[str, Any] = {}
     dup = os.dup
 
     def meanwhile(fd: int) -> int:
@@ -331,31 +350,33 @@ def test_cutting_stuck_connections_shuts_only_their_own_sockets(pg_url, monkeypa
             admin.execute("SELECT pg_terminate_backend(%s)", (held.info.backend_pid,))
         with contextlib.suppress(psycopg.Error):
             held.execute("SELECT 1")
-        other["client"] = socket.create_connection(listener.getsockname())
-        other["server"] = listener.accept()[0]
+        if taker == "a socket":
+            other["client"] = socket.create_connection(listener.getsockname())
+            other["server"] = listener.accept()[0]
+        else:
+            other["client"] = (tmp_path / "log").open("w")
         assert other["client"].fileno() == fd
+        other["descriptors"] = len(os.listdir("/proc/self/fd"))
         return dup(fd)
 
     monkeypatch.setattr(database.os, "dup", meanwhile)
     assert pool.cut_stuck(1.0) == 0
     monkeypatch.undo()
-    other["client"].sendall(b"still open")
-    assert other["server"].recv(16) == b"still open"
-
-    # A connection held past the bound on a database that does not answer is cut.
-    second = open_database(pg_url)
-    second.connect()
-    second._handed_out_at[second.conn_key(second.connection())] -= 100
-    assert second.cut_stuck(1.0) == 1
-    with pytest.raises(psycopg.OperationalError):
-        second.connection().execute("SELECT 1")
-    for sock in (*other.values(), listener):
-        sock.close()
-    for pooled in (pool, second):
-        with contextlib.suppress(Exception):
-            pooled.close_all()
+    descriptors = other.pop("descriptors")
+    assert len(os.listdir("/proc/self/fd")) == descriptors  # its copy closed
+    if taker == "a socket":
+        other["client"].sendall(b"still open")
+        assert other["server"].recv(16) == b"still open"
+    else:
+        other["client"].write("still open")
+        other["client"].flush()
+    for opened in (*other.values(), listener):
+        opened.close()
+    with contextlib.suppress(Exception):
+        pool.close_all()
 
 
+@postgres
 def test_an_unreachable_database_is_unavailable():
     store = SqlStore(open_database(f"postgresql://postgres@127.0.0.1:{free_port()}/x"))
     with pytest.raises(StoreUnavailable):

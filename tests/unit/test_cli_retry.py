@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import shlex
 
+import pytest
+
 from client.__main__ import _retry, build_parser
 
 
@@ -32,3 +34,14 @@ def test_the_retry_reads_the_token_from_the_environment_instead_of_printing_it()
         assert "secret" not in retry
         assert '"$AFTERSALES_TOKEN"' in retry
         assert shlex.split(retry, posix=True)[-3:] == ["req-00000002", "order-1", "staff-1"]
+
+
+def test_the_command_line_takes_no_abbreviated_option():
+    """`--tok SECRET` would escape the retry's redaction, `--addr` its placement."""
+    parser = build_parser()
+    for argv in (
+        ["--tok", "eyJ.secret.sig", "open", "o", "s"],
+        ["funds", "CASH", "k", "1", "--me", "x"],
+    ):
+        with pytest.raises(SystemExit):
+            parser.parse_args(argv)

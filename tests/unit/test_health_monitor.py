@@ -84,3 +84,21 @@ def test_held_for_a_drain_health_stays_but_the_probe_goes_on():
         monitor.stop()
 
     assert health.status[""] == NOT_SERVING
+
+
+def test_a_probe_that_gives_up_after_waiting_as_long_as_a_hang_is_told_as_one():
+    """A hung probe that ends on its own timeout (its connection's) is still a hang: the store
+    must not open its calls to a database that does not answer between two rounds."""
+
+    def gives_up() -> None:
+        time.sleep(2 * INTERVAL)
+        raise TimeoutError("connection timeout expired")
+
+    monitor, health, told = monitored(gives_up)
+    try:
+        until(lambda: len(told) >= 6, "six rounds")
+    finally:
+        monitor.stop()
+
+    assert None not in told
+    assert health.status[""] == NOT_SERVING
