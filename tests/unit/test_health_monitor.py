@@ -39,15 +39,21 @@ def monitored(probe: Callable[[], None]) -> tuple[HealthMonitor, Health, list[st
     return monitor, health, told
 
 
+def rounds(probe: Callable[[], None], count: int) -> tuple[Health, list[str | None]]:
+    """Health and what was told after `count` rounds of `probe` at least."""
+    monitor, health, told = monitored(probe)
+    try:
+        until(lambda: len(told) >= count, f"{count} rounds")
+    finally:
+        monitor.stop()
+    return health, told
+
+
 def test_a_probe_that_fails_at_once_is_not_serving_but_tells_no_hang():
     def refused() -> None:
         raise ConnectionRefusedError("connection refused")
 
-    monitor, health, told = monitored(refused)
-    try:
-        until(lambda: len(told) >= 3, "three rounds")
-    finally:
-        monitor.stop()
+    health, told = rounds(refused, 3)
 
     assert health.status[""] == NOT_SERVING
     assert set(told) == {None}
@@ -94,11 +100,7 @@ def test_a_probe_that_gives_up_after_waiting_as_long_as_a_hang_is_told_as_one():
         time.sleep(2 * INTERVAL)
         raise TimeoutError("connection timeout expired")
 
-    monitor, health, told = monitored(gives_up)
-    try:
-        until(lambda: len(told) >= 6, "six rounds")
-    finally:
-        monitor.stop()
+    health, told = rounds(gives_up, 6)
 
     assert None not in told
     assert health.status[""] == NOT_SERVING
