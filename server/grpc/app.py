@@ -210,11 +210,11 @@ class App:
             self.sweeper.stop()
         self.upkeep.stop()
         self.server.stop(grace).wait()
-        if self.monitor is not None:
-            # Only now: calls in the grace still follow the probe (on_health).
-            self.monitor.stop()
         self._health_pool.shutdown(wait=False)
         finished = _within(STOP_SECONDS, self._shutdown_pools)
+        if self.monitor is not None:
+            # Only now: calls still running follow the probe (on_health) to their end.
+            self.monitor.stop()
         # The threads that read the database on their own end their statements before the
         # connections close under them (closing one in use can crash the driver).
         for thread in (self.sweeper, self.upkeep, self.events.feed.thread):

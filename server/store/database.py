@@ -266,6 +266,9 @@ class Pool(PooledPostgresqlDatabase):  # type: ignore[misc]  # playhouse is unty
         # database for a call or for its ping, the connection and since when (monotonic).
         self._sockets: dict[int, tuple[int, int]] = {}
         self._waiting: dict[int, tuple[Any, float]] = {}
+        # Held while a connection stops waiting, and while cut_stuck shuts one it found
+        # waiting: so that it never shuts one a call has given back, or taken since.
+        self._cut_lock = threading.Lock()
 
     def _connect(self) -> Any:
         """A connection for a call: none while the database does not answer, so that the call
@@ -293,7 +296,8 @@ class Pool(PooledPostgresqlDatabase):  # type: ignore[misc]  # playhouse is unty
         connection, and the pool drops them."""
         cutoff = time.monotonic() - older_than
         cut = 0
-        for key, (conn, since) in list(self._waiting.items()):
+        for key, entry in self._waiting.copy().items():
+            conn, since = entry
             if since >= cutoff:
                 continue
             try:
@@ -313,14 +317,17 @@ class Pool(PooledPostgresqlDatabase):  # type: ignore[misc]  # playhouse is unty
             ):
                 os.close(fd)
                 continue
-            with socket.socket(fileno=fd) as copy, contextlib.suppress(OSError):
+            with socket.socket(fileno=fd) as copy, self._cut_lock, contextlib.suppress(OSError):
+                if self._waiting.get(key) is not entry:
+                    continue
                 copy.shutdown(socket.SHUT_RDWR)
                 cut += 1
         return cut
 
     def _close(self, conn: Any, close_conn: bool = False) -> None:
         key = self.conn_key(conn)
-        self._waiting.pop(key, None)
+        with self._cut_lock:
+            self._waiting.pop(key, None)
         self._returned_at[key] = time.monotonic()
         super()._close(conn, close_conn)
 
@@ -331,7 +338,8 @@ class Pool(PooledPostgresqlDatabase):  # type: ignore[misc]  # playhouse is unty
     def _forget(self, key: int) -> None:
         self._returned_at.pop(key, None)
         self._sockets.pop(key, None)
-        self._waiting.pop(key, None)
+        with self._cut_lock:
+            self._waiting.pop(key, None)
 
     def _is_closed(self, conn: Any) -> bool:
         """Asked as the pool hands `conn` out (or discards it): its return time is forgotten
@@ -351,10 +359,11 @@ class Pool(PooledPostgresqlDatabase):  # type: ignore[misc]  # playhouse is unty
             try:
                 closed = bool(super()._is_closed(conn))
             finally:
-                self._waiting.pop(key, None)
+                with self._cut_lock:
+                    self._waiting.pop(key, None)
             failure = self.unanswered
             if closed and failure is not None:  # cut: no new connection to wait on either
-                self._forget(key)
+                self._close_raw(conn)
                 raise psycopg.OperationalError(f"the database does not answer: {failure}")
         if closed:
             self._forget(key)  # the pool discards it without closing it

@@ -376,6 +376,86 @@ def test_a_stuck_connection_whose_number_went_to_another_file_leaves_that_file_a
         pool.close_all()
 
 
+class FreezingProxy:
+    """A TCP relay to `port` on loopback that can stop relaying (a network whose kernel still
+    takes what is sent, and nothing comes back)."""
+
+    def __init__(self, port: int) -> None:
+        self.upstream = port
+        self.flowing = threading.Event()
+        self.flowing.set()
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(("127.0.0.1", self.upstream))
+            for source, sink in ((client, server), (server, client)):
+                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while chunk := source.recv(65536):
+                self.flowing.wait()
+                sink.sendall(chunk)
+        with contextlib.suppress(OSError):
+            sink.shutdown(socket.SHUT_WR)
+
+    def close(self) -> None:
+        self.flowing.set()
+        self.listener.close()
+
+
+@postgres
+def test_a_ping_on_a_database_that_does_not_answer_is_cut_and_its_call_fails(
+    pg_url, postgres_server
+):
+    """A connection idle for a while is pinged as it is handed out, under the pool's lock: on a
+    database that does not answer, the ping is cut like any call's wait, and the call fails at
+    once (no new connection tried meanwhile), leaving the pool as it was."""
+    proxy = FreezingProxy(postgres_server.port)
+    pool = open_database(pg_url.replace(f":{postgres_server.port}/", f":{proxy.port}/"))
+    assert isinstance(pool, database.Pool)
+    pool.connect()
+    key = pool.conn_key(pool.connection())
+    pool.close()  # back in the pool
+    pool._returned_at[key] -= 60  # idle long enough to be pinged
+    proxy.flowing.clear()
+    failed: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            pool.connect()
+        except Exception as e:  # noqa: BLE001 - what the call ends with is the point
+            failed.append(e)
+
+    caller = threading.Thread(target=call)
+    caller.start()
+    deadline = time.monotonic() + 10
+    while key not in pool._waiting:
+        assert time.monotonic() < deadline, "the ping never began"
+        time.sleep(0.01)
+    pool.unanswered = "the database did not answer within 0.5 s"
+    assert pool.cut_stuck(0) == 1
+    caller.join(10)
+
+    assert not caller.is_alive()
+    assert [type(e).__name__ for e in failed] == ["OperationalError"]
+    assert "the database does not answer" in str(failed[0])
+    assert (pool._in_use, pool._waiting, pool._sockets, pool._connections) == ({}, {}, {}, [])
+    proxy.flowing.set()
+    pool.unanswered = None
+    pool.connect()
+    assert pool.execute_sql("SELECT 1").fetchone() == (1,)
+    pool.close_all()
+    proxy.close()
+
+
 @postgres
 def test_an_unreachable_database_is_unavailable():
     store = SqlStore(open_database(f"postgresql://postgres@127.0.0.1:{free_port()}/x"))
