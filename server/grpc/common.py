@@ -71,10 +71,6 @@ class Fields:
             self._worded.add(field)
         self._violations[field, description] = None
 
-    @property
-    def violations(self) -> list[tuple[str, str]]:
-        return list(self._violations)
-
     def raise_if_any(self) -> None:
         for field, description in self._stated:
             if field not in self._worded:

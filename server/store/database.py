@@ -249,6 +249,11 @@ def describe(url: str) -> str:
     return url
 
 
+def _unanswered(failure: str) -> psycopg.OperationalError:
+    """What a call gets from the pool while the database does not answer (UNAVAILABLE)."""
+    return psycopg.OperationalError(f"the database does not answer: {failure}")
+
+
 class Pool(PooledPostgresqlDatabase):  # type: ignore[misc]  # playhouse is untyped
     """peewee's pool, but a connection it hands out is pinged first (a `SELECT 1`, a round trip)
     only when it has been idle for PING_AFTER_IDLE_SECONDS, as HikariCP does: under load each
@@ -275,7 +280,7 @@ class Pool(PooledPostgresqlDatabase):  # type: ignore[misc]  # playhouse is unty
         fails at once (UNAVAILABLE) instead of waiting to connect or on a ping."""
         failure = self.unanswered
         if failure is not None:
-            raise psycopg.OperationalError(f"the database does not answer: {failure}")
+            raise _unanswered(failure)
         conn = super()._connect()
         key = self.conn_key(conn)
         try:
@@ -354,7 +359,7 @@ class Pool(PooledPostgresqlDatabase):  # type: ignore[misc]  # playhouse is unty
             failure = self.unanswered
             if failure is not None:
                 self._close_raw(conn)
-                raise psycopg.OperationalError(f"the database does not answer: {failure}")
+                raise _unanswered(failure)
             self._waiting[key] = (conn, time.monotonic())
             try:
                 closed = bool(super()._is_closed(conn))
@@ -364,7 +369,7 @@ class Pool(PooledPostgresqlDatabase):  # type: ignore[misc]  # playhouse is unty
             failure = self.unanswered
             if closed and failure is not None:  # cut: no new connection to wait on either
                 self._close_raw(conn)
-                raise psycopg.OperationalError(f"the database does not answer: {failure}")
+                raise _unanswered(failure)
         if closed:
             self._forget(key)  # the pool discards it without closing it
         return closed

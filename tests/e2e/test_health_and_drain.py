@@ -6,6 +6,7 @@ second signal ends the drain, calls in flight finish, exit 0."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import pathlib
 import signal
@@ -14,6 +15,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import grpc
 import psycopg
@@ -137,42 +139,60 @@ class Paused:
                 os.kill(pid, signal.SIGCONT)
 
 
-@pytest.mark.postgres
-def test_health_is_not_serving_while_postgresql_is_paused_and_serving_once_it_resumes(tmp_path):
+@dataclasses.dataclass
+class OnPostgres:
+    """A server on a throwaway PostgreSQL of its own, a channel to it, and a GetBalances call
+    (that answered once already)."""
+
+    database: PostgresServer
+    server: ServerProcess
+    channel: grpc.Channel
+    balances: Any
+    request: clawback_pb2.GetBalancesRequest
+
+
+@contextlib.contextmanager
+def on_postgres(folder: pathlib.Path, name: str, *flags: str) -> Iterator[OnPostgres]:
     database = PostgresServer().start()
-    flags = ["--health-interval", "0.5", "--workers", "2", "--drain-seconds", "0"]
     try:
-        url = database.create_database("paused")
+        url = database.create_database(name)
         with (
-            a_server(tmp_path, url, *flags, "--grace-seconds", "1") as server,
+            a_server(folder, url, *flags) as server,
             grpc.insecure_channel(server.address) as channel,
         ):
             balances = clawback_pb2_grpc.ClawbackStub(channel).GetBalances
             request = clawback_pb2.GetBalancesRequest(owner_id="shop-sunny")
             assert balances(request, timeout=10).balances
-            with Paused(database):
-                # Every worker (2) waits on the paused database, and more calls queue behind.
-                stuck = [balances.future(request, timeout=120) for _ in range(4)]
-                while_paused = wait_for_health(channel, NOT_SERVING)
-                entry_service = health_status(channel, "aftersales.v1.AfterSalesEntry")
-            after = wait_for_health(channel, SERVING)
-            for call in stuck:
-                with contextlib.suppress(grpc.RpcError):  # answered late, or UNAVAILABLE
-                    call.result()
-            assert balances(request, timeout=10).balances
-
-            # Stopped while calls wait on a paused database, it still exits (giving them up).
-            with Paused(database):
-                stuck = [balances.future(request, timeout=120) for _ in range(4)]
-                wait_for_health(channel, NOT_SERVING)
-                exit_code = server.terminate(timeout=DEADLINE_SECONDS)
+            yield OnPostgres(database, server, channel, balances, request)
     finally:
         database.stop()
+
+
+@pytest.mark.postgres
+def test_health_is_not_serving_while_postgresql_is_paused_and_serving_once_it_resumes(tmp_path):
+    flags = ["--health-interval", "0.5", "--workers", "2", "--drain-seconds", "0"]
+    with on_postgres(tmp_path, "paused", *flags, "--grace-seconds", "1") as on:
+        with Paused(on.database):
+            # Every worker (2) waits on the paused database, and more calls queue behind.
+            stuck = [on.balances.future(on.request, timeout=120) for _ in range(4)]
+            while_paused = wait_for_health(on.channel, NOT_SERVING)
+            entry_service = health_status(on.channel, "aftersales.v1.AfterSalesEntry")
+        after = wait_for_health(on.channel, SERVING)
+        for call in stuck:
+            with contextlib.suppress(grpc.RpcError):  # answered late, or UNAVAILABLE
+                call.result()
+        assert on.balances(on.request, timeout=10).balances
+
+        # Stopped while calls wait on a paused database, it still exits (giving them up).
+        with Paused(on.database):
+            stuck = [on.balances.future(on.request, timeout=120) for _ in range(4)]
+            wait_for_health(on.channel, NOT_SERVING)
+            exit_code = on.server.terminate(timeout=DEADLINE_SECONDS)
 
     assert None not in while_paused  # health answered all along
     assert entry_service == NOT_SERVING
     assert None not in after
-    said = messages(server)
+    said = messages(on.server)
     assert said.count("the database does not answer: NOT_SERVING") == 2
     assert said.count("the database answers again: SERVING") == 1
     assert said[-1] == "stopped"
@@ -185,71 +205,49 @@ def test_calls_on_a_paused_postgresql_answer_unavailable_while_it_is_still_pause
     finds it does not answer, the calls waiting on it are cut and the calls sent meanwhile fail
     at once, all UNAVAILABLE (retryable), while it is still paused, instead of waiting for as
     long as it lasts. Once it answers again, so do the calls."""
-    database = PostgresServer().start()
     flags = ["--health-interval", "0.5", "--workers", "2", "--drain-seconds", "0"]
-    try:
-        url = database.create_database("hung")
-        with (
-            a_server(tmp_path, url, *flags) as server,
-            grpc.insecure_channel(server.address) as channel,
-        ):
-            balances = clawback_pb2_grpc.ClawbackStub(channel).GetBalances
-            request = clawback_pb2.GetBalancesRequest(owner_id="shop-sunny")
-            assert balances(request, timeout=10).balances
-            with Paused(database):
-                # Every worker (2) waits on the paused database, and two more calls queue.
-                stuck = [balances.future(request, timeout=DEADLINE_SECONDS) for _ in range(4)]
-                wait_for_health(channel, NOT_SERVING)
-                # Answered while the database is still paused (else this waits in vain).
-                stuck_errors = [call.exception(timeout=DEADLINE_SECONDS) for call in stuck]
-                with pytest.raises(grpc.RpcError) as sent_meanwhile:
-                    balances(request, timeout=DEADLINE_SECONDS)
-            wait_for_health(channel, SERVING)
-            after = balances(request, timeout=10)
-    finally:
-        database.stop()
+    with on_postgres(tmp_path, "hung", *flags) as on:
+        with Paused(on.database):
+            # Every worker (2) waits on the paused database, and two more calls queue.
+            stuck = [on.balances.future(on.request, timeout=DEADLINE_SECONDS) for _ in range(4)]
+            wait_for_health(on.channel, NOT_SERVING)
+            # Answered while the database is still paused (else this waits in vain).
+            stuck_errors = [call.exception(timeout=DEADLINE_SECONDS) for call in stuck]
+            with pytest.raises(grpc.RpcError) as sent_meanwhile:
+                on.balances(on.request, timeout=DEADLINE_SECONDS)
+        wait_for_health(on.channel, SERVING)
+        after = on.balances(on.request, timeout=10)
 
     refused = [*stuck_errors, sent_meanwhile.value]
     assert [e.code() if e else None for e in refused] == [grpc.StatusCode.UNAVAILABLE] * 5
     assert {error_info(e).reason for e in refused} == {"DATABASE_UNAVAILABLE"}
     assert after.balances
-    assert any(m.startswith("cut ") for m in messages(server))
+    assert any(m.startswith("cut ") for m in messages(on.server))
 
 
 @pytest.mark.postgres
 def test_a_drain_begun_while_postgresql_hangs_serves_calls_once_it_answers(tmp_path):
     """SIGTERM while PostgreSQL is paused: the drain keeps probing it, so that once it answers
     again the calls sent during the drain are served, not refused for the rest of it."""
-    database = PostgresServer().start()
     flags = ["--health-interval", "0.5", "--drain-seconds", "30", "--grace-seconds", "1"]
-    try:
-        url = database.create_database("drain_hung")
-        with (
-            a_server(tmp_path, url, *flags) as server,
-            grpc.insecure_channel(server.address) as channel,
-        ):
-            balances = clawback_pb2_grpc.ClawbackStub(channel).GetBalances
-            request = clawback_pb2.GetBalancesRequest(owner_id="shop-sunny")
-            assert balances(request, timeout=10).balances
-            with Paused(database):
-                wait_for_health(channel, NOT_SERVING)
-                with pytest.raises(grpc.RpcError) as while_hung:
-                    balances(request, timeout=DEADLINE_SECONDS)
-                server.process.send_signal(signal.SIGTERM)
-                assert wait_for_said(server, "draining")
-            deadline = time.monotonic() + DEADLINE_SECONDS
-            while True:  # the next probe finds it answering
-                try:
-                    answered = balances(request, timeout=DEADLINE_SECONDS)
-                    break
-                except grpc.RpcError as e:
-                    assert e.code() == grpc.StatusCode.UNAVAILABLE
-                    assert time.monotonic() < deadline, "refused for the rest of the drain"
-                    time.sleep(0.2)
-            still_draining = health_status(channel)
-            exit_code = server.terminate(timeout=DEADLINE_SECONDS)  # a second signal ends it
-    finally:
-        database.stop()
+    with on_postgres(tmp_path, "drain_hung", *flags) as on:
+        with Paused(on.database):
+            wait_for_health(on.channel, NOT_SERVING)
+            with pytest.raises(grpc.RpcError) as while_hung:
+                on.balances(on.request, timeout=DEADLINE_SECONDS)
+            on.server.process.send_signal(signal.SIGTERM)
+            assert wait_for_said(on.server, "draining")
+        deadline = time.monotonic() + DEADLINE_SECONDS
+        while True:  # the next probe finds it answering
+            try:
+                answered = on.balances(on.request, timeout=DEADLINE_SECONDS)
+                break
+            except grpc.RpcError as e:
+                assert e.code() == grpc.StatusCode.UNAVAILABLE
+                assert time.monotonic() < deadline, "refused for the rest of the drain"
+                time.sleep(0.2)
+        still_draining = health_status(on.channel)
+        exit_code = on.server.terminate(timeout=DEADLINE_SECONDS)  # a second signal ends it
 
     assert while_hung.value.code() == grpc.StatusCode.UNAVAILABLE
     assert answered.balances
