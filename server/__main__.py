@@ -18,10 +18,12 @@ import logging
 import os
 import pathlib
 import shutil
+import signal
 import socket
 import sys
 import tempfile
 from collections.abc import Callable
+from types import FrameType
 from typing import TYPE_CHECKING, NoReturn
 from urllib.parse import urlparse
 
@@ -65,6 +67,32 @@ class StartupFailed(Exception):
     def __init__(self, message: str, exit_code: int = EXIT_ENVIRONMENT) -> None:
         super().__init__(message)
         self.exit_code = exit_code
+
+
+class Interrupted(KeyboardInterrupt):
+    """A stop signal (SIGTERM or Ctrl-C) before the server serves, or while it migrates: the
+    start or the migration ends there, in one line (a migration's transaction rolls back)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signal = signal.Signals(signum).name
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> NoReturn:
+    raise Interrupted(signum)
+
+
+def _interruptible() -> None:
+    """Until the server serves (Signals then drains on a stop signal), SIGTERM ends the start as
+    Ctrl-C does, instead of killing the process without a line."""
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, _interrupt)
+
+
+def _interrupted(error: KeyboardInterrupt, doing: str) -> int:
+    name = error.signal if isinstance(error, Interrupted) else signal.SIGINT.name
+    log.error("interrupted while %s", doing, extra={"signal": name})
+    return EXIT_ENVIRONMENT
 
 
 def misconfigured(message: str) -> StartupFailed:
@@ -811,12 +839,15 @@ def _serve_in_processes(args: argparse.Namespace, the_policy: Policy, count: int
 def migrate(argv: list[str]) -> int:
     args = parse_migrate_args(argv)
     _configure_logging(args.log_level)
+    _interruptible()
     try:
         store = open_store(args, database_password(args))
         version = prepare_schema(store, args.database, migrate=True)
     except StartupFailed as e:
         log.error(str(e))
         return e.exit_code
+    except KeyboardInterrupt as e:
+        return _interrupted(e, "migrating")
     store.close()
     log.info("migrated", extra={"database": describe(args.database), "schema_version": version})
     print(f"schema version {version}")
@@ -834,27 +865,26 @@ def main(argv: list[str] | None = None) -> int:
         return migrate(argv[1:])
     args = parse_args(argv)
     _configure_logging(args.log_level)
+    _interruptible()
     try:
         the_policy = policy.load(args.policy)
-    except policy.PolicyError as e:
-        log.error("bad policy: %s", e)
-        return EXIT_CONFIGURATION
-    try:
         count = process_count(args)
         if count > 1:
             return serve_in_processes(args, the_policy, count)
         app, facts = prepare(args, the_policy)
+        signals = Signals()  # from here SIGTERM and Ctrl-C drain and stop
+    except policy.PolicyError as e:
+        log.error("bad policy: %s", e)
+        return EXIT_CONFIGURATION
     except StartupFailed as e:
         log.error(str(e))
         return e.exit_code
-    except KeyboardInterrupt:
-        log.error("interrupted while starting")
-        return EXIT_ENVIRONMENT
+    except KeyboardInterrupt as e:
+        return _interrupted(e, "starting")
     except Exception as e:  # a bug: still one line, the traceback at DEBUG
         log.debug("the start failed", exc_info=True)
         log.error("cannot start: %s: %s", type(e).__name__, one_line(e))
         return EXIT_ENVIRONMENT
-    signals = Signals()  # from here SIGTERM and Ctrl-C drain and stop
     app.start()
     log.info("serving", extra=facts)
     serve(app, signals, args.drain_seconds, args.grace_seconds)

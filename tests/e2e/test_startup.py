@@ -9,6 +9,7 @@ import concurrent.futures
 import dataclasses
 import json
 import pathlib
+import select
 import signal
 import socket
 import subprocess
@@ -462,6 +463,44 @@ def test_a_database_host_nobody_knows_exits_1_with_one_line():
     )  # fmt: skip
 
     assert_refused(refusal, ENVIRONMENT, "cannot use the database", "no-such-host.invalid")
+
+
+@pytest.mark.parametrize(
+    ("stop", "command", "doing"),
+    [
+        (signal.SIGTERM, ["--address", "127.0.0.1:0", "--processes", "1"], "starting"),
+        (signal.SIGTERM, ["--address", "127.0.0.1:{port}", "--processes", "2"], "starting"),
+        (signal.SIGINT, ["--address", "127.0.0.1:0", "--processes", "1"], "starting"),
+        (signal.SIGTERM, ["migrate"], "migrating"),
+    ],
+    ids=["sigterm", "sigterm-2-processes", "ctrl-c", "sigterm-migrate"],
+)
+def test_a_stop_signal_while_starting_ends_the_start_with_one_line(stop, command, doing):
+    # A database that takes the connection and never answers: the start waits on it.
+    silent = socket.create_server(("127.0.0.1", 0))
+    url = f"postgresql://postgres@127.0.0.1:{silent.getsockname()[1]}/aftersales"
+    with silent:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "server", *(w.format(port=free_port()) for w in command)]
+            + ["--database", url],
+            cwd=ROOT,
+            env=_environment(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            waiting, _, _ = select.select([silent], [], [], 30)
+            assert waiting, "the start never reached the database"
+            process.send_signal(stop)
+            stdout, stderr = process.communicate(timeout=30)
+        finally:
+            process.kill()
+
+    refusal = Refusal(process.returncode, stdout, stderr)
+    assert_refused(refusal, ENVIRONMENT, f"interrupted while {doing}")
+    assert json.loads(refusal.lines[0])["signal"] == stop.name
+    assert stdout == ""
 
 
 def test_a_database_folder_that_cannot_be_made_exits_1_with_one_line(tmp_path):
