@@ -58,6 +58,8 @@ if TYPE_CHECKING:
 EVENT_LOCK = (726_0433, 0)
 # Positions one read ranges over at most (EventsStore.read).
 SCAN_SPAN = 10_000
+# The highest position a column holds (a signed 64-bit integer), which a range reaches at most.
+MAX_POSITION = 2**63 - 1
 
 _COLUMNS = (
     "type",
@@ -146,8 +148,9 @@ class SqlEvents:
         p = self._store.database.param
         # A range of at most SCAN_SPAN positions per statement: a filter that matches few events
         # of a long backlog reads on span by span instead of in one statement of any length.
+        upto = min(after + SCAN_SPAN, MAX_POSITION)
         where = [f'"position" > {p}', f'"position" <= {p}']
-        params: list[Any] = [after, after + SCAN_SPAN]
+        params: list[Any] = [after, upto]
         if shop_id is not None:
             where.append(f'"shop_id" = {p}')
             params.append(shop_id)
@@ -172,7 +175,7 @@ class SqlEvents:
         else:
             # Everything at or below the highest position seen has committed (positions follow
             # the commit order), so a consumer may resume from here without missing anything.
-            through = max(after, min(after + SCAN_SPAN, top))
+            through = max(after, min(upto, top))
         return EventPage(events, through, int(pruned), top=top)
 
     def held(self) -> tuple[int, int]:

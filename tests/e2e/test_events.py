@@ -243,6 +243,17 @@ def test_a_position_past_every_one_handed_out_is_out_of_range_not_a_silent_wait(
     assert list(client.list_events(top).events) == []  # the highest position is no error
 
 
+@pytest.mark.parametrize("after", [2**63 - 10_000, 2**63 - 1])
+def test_a_position_at_the_top_of_int64_is_out_of_range_too(client, seed, after):
+    seed.case("int64")
+
+    with pytest.raises(OutOfRange) as ahead:
+        client.list_events(after)
+    assert error_info(ahead.value).reason == "EVENTS_AHEAD"
+    with pytest.raises(OutOfRange):
+        next(client.watch_events(after))
+
+
 def test_a_filter_matching_little_of_a_long_log_is_read_on_span_by_span(client, seed, monkeypatch):
     seed.case("span-1")
     seed.case("span-2")
