@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+from google.protobuf import timestamp_pb2
+
 from aftersales.v1 import resources_pb2, sync_pb2, sync_pb2_grpc
 from server.domain import model, rules
 from server.grpc.callers import actor
@@ -108,10 +110,18 @@ def order(request: sync_pb2.PutOrderRequest) -> model.Order:
     ends_at = f.time(
         "order.after_sales_ends_at", o, "after_sales_ends_at", required=completed_at is not None
     )
-    if completed_at is not None and ends_at is not None and ends_at < completed_at:
+    if (
+        completed_at is not None
+        and ends_at is not None
+        and _earlier(o.after_sales_ends_at, o.completed_at)
+    ):
         f.bad("order.after_sales_ends_at", "may not be before completed_at")
     created_at = f.time("order.created_at", o, "created_at", required=True)
-    if created_at is not None and completed_at is not None and completed_at < created_at:
+    if (
+        created_at is not None
+        and completed_at is not None
+        and _earlier(o.completed_at, o.created_at)
+    ):
         f.bad("order.completed_at", "may not be before created_at")
     order_id = f.id("order.order_id", o.order_id)
     shop_id = f.id("order.shop_id", o.shop_id)
@@ -138,6 +148,12 @@ def order(request: sync_pb2.PutOrderRequest) -> model.Order:
         commission_lines=tuple(lines),
         version=o.version,
     )
+
+
+def _earlier(a: timestamp_pb2.Timestamp, b: timestamp_pb2.Timestamp) -> bool:
+    """Whether `a` is before `b`, to the nanosecond as the protos' rules compare them (the
+    times read are kept to the microsecond)."""
+    return (a.seconds, a.nanos) < (b.seconds, b.nanos)
 
 
 def post_funds(request: sync_pb2.PostFundsRequest) -> tuple[str, model.AccountRef, int, str]:

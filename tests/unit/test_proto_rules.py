@@ -160,6 +160,16 @@ BAD_ORDERS = {
     "completed without a period": an_order(after_sales_ends_at=None),
     "a period ending before completion": an_order(after_sales_ends_at=seconds(1_500)),
     "completed before created": an_order(completed_at=seconds(500), after_sales_ends_at=None),
+    # Below the microsecond the times are kept to, compared as the protos compare them.
+    "a period ending 400 ns before completion": an_order(
+        completed_at=timestamp_pb2.Timestamp(seconds=2_000, nanos=900),
+        after_sales_ends_at=timestamp_pb2.Timestamp(seconds=2_000, nanos=500),
+    ),
+    "completed 400 ns before created": an_order(
+        created_at=timestamp_pb2.Timestamp(seconds=1_000, nanos=400),
+        completed_at=seconds(1_000),
+        after_sales_ends_at=None,
+    ),
     "a negative version": an_order(version=-1),
     "too many lines": an_order(
         commission_lines=[line(resources_pb2.PAYEE_KIND_INFLUENCER, amount=1)] * 101
