@@ -40,7 +40,8 @@ class EventsStub:
     EVENTS_AHEAD, metadata["top"] the highest position held), never silently waited on.
 
     A caller that acts for a staff member (the merchant back office) sees only its own shop's
-    events, and only if the staff member may see the shop's money; buyers see none.
+    events, and only if the staff member may see the shop's money (else NOT_FOUND, as for another
+    shop); a buyer's token is refused (PERMISSION_DENIED, NOT_THE_AUTHENTICATED_PERSON).
     """
 
     def __init__(self, channel):
@@ -76,7 +77,8 @@ class EventsServicer:
     EVENTS_AHEAD, metadata["top"] the highest position held), never silently waited on.
 
     A caller that acts for a staff member (the merchant back office) sees only its own shop's
-    events, and only if the staff member may see the shop's money; buyers see none.
+    events, and only if the staff member may see the shop's money (else NOT_FOUND, as for another
+    shop); a buyer's token is refused (PERMISSION_DENIED, NOT_THE_AUTHENTICATED_PERSON).
     """
 
     def WatchEvents(self, request, context):
@@ -132,7 +134,8 @@ class Events:
     EVENTS_AHEAD, metadata["top"] the highest position held), never silently waited on.
 
     A caller that acts for a staff member (the merchant back office) sees only its own shop's
-    events, and only if the staff member may see the shop's money; buyers see none.
+    events, and only if the staff member may see the shop's money (else NOT_FOUND, as for another
+    shop); a buyer's token is refused (PERMISSION_DENIED, NOT_THE_AUTHENTICATED_PERSON).
     """
 
     @staticmethod

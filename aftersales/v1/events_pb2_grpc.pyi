@@ -45,7 +45,8 @@ class EventsStub:
     EVENTS_AHEAD, metadata["top"] the highest position held), never silently waited on.
 
     A caller that acts for a staff member (the merchant back office) sees only its own shop's
-    events, and only if the staff member may see the shop's money; buyers see none.
+    events, and only if the staff member may see the shop's money (else NOT_FOUND, as for another
+    shop); a buyer's token is refused (PERMISSION_DENIED, NOT_THE_AUTHENTICATED_PERSON).
     """
 
     @_typing.overload
@@ -77,7 +78,8 @@ class EventsAsyncStub(EventsStub):
     EVENTS_AHEAD, metadata["top"] the highest position held), never silently waited on.
 
     A caller that acts for a staff member (the merchant back office) sees only its own shop's
-    events, and only if the staff member may see the shop's money; buyers see none.
+    events, and only if the staff member may see the shop's money (else NOT_FOUND, as for another
+    shop); a buyer's token is refused (PERMISSION_DENIED, NOT_THE_AUTHENTICATED_PERSON).
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -105,7 +107,8 @@ class EventsServicer(metaclass=_abc_1.ABCMeta):
     EVENTS_AHEAD, metadata["top"] the highest position held), never silently waited on.
 
     A caller that acts for a staff member (the merchant back office) sees only its own shop's
-    events, and only if the staff member may see the shop's money; buyers see none.
+    events, and only if the staff member may see the shop's money (else NOT_FOUND, as for another
+    shop); a buyer's token is refused (PERMISSION_DENIED, NOT_THE_AUTHENTICATED_PERSON).
     """
 
     @_abc_1.abstractmethod

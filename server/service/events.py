@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Collection
 
 from server.domain.access import Person, PersonKind
-from server.domain.errors import EventsAhead, EventsPruned, NotFound
+from server.domain.errors import EventsAhead, EventsPruned, NotFound, NotTheAuthenticatedPerson
 from server.domain.events import EventPage, EventType
 from server.service.base import UseCases
 
@@ -30,15 +30,17 @@ class EventUseCases(UseCases):
     ) -> EventPage:
         """At most `limit` events after position `after` (or from the oldest held), in position
         order. A staff member sees only its own shop's events, and only if it may see the shop's
-        money (the events tell of it); a buyer sees none. EventsPruned when events after `after`
-        are gone."""
+        money (the events tell of it); a buyer is refused (NotTheAuthenticatedPerson).
+        EventsPruned when events after `after` are gone."""
         with self.unit_of_work(read_only=True) as uow:
             scope = self.scope(uow, viewer)
             if scope is not None:
                 if viewer is not None and viewer.kind is PersonKind.BUYER:
-                    raise NotFound("shop", shop_id or "")
+                    raise NotTheAuthenticatedPerson(
+                        viewer.person_id, "a staff member is needed here"
+                    )
                 shop_id = shop_id or scope.shop_id
-                if shop_id is None or not (scope.sees_shop(shop_id) and scope.sees_money):
+                if shop_id is None or not scope.sees_money_of(shop_id):
                     raise NotFound("shop", shop_id or "")
             page = uow.events.read(
                 after=0 if from_oldest else after, shop_id=shop_id, types=types, limit=limit

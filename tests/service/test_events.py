@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from server.domain.access import Person, PersonKind
-from server.domain.errors import NotFound
+from server.domain.errors import NotFound, NotTheAuthenticatedPerson
 from server.domain.model import Staff, StaffRole
 from tests.store.factories import an_eligible_setup
 
@@ -18,7 +18,7 @@ def read(service, viewer=None, shop_id=None):
     return {e.shop_id for e in page.events}
 
 
-def test_a_staff_member_reads_its_own_shop_s_events_only_and_a_buyer_none(service):
+def test_a_staff_member_reads_its_own_shop_s_events_only_and_a_buyer_is_refused(service):
     an_eligible_setup(service, "shop-1", "order-1")
     an_eligible_setup(service, "shop-2", "order-2")
     service.put_staff(Staff("agent-1", "shop-1", StaffRole.CS_AGENT, "no money"))
@@ -31,7 +31,7 @@ def test_a_staff_member_reads_its_own_shop_s_events_only_and_a_buyer_none(servic
         read(service, owner, "shop-2")
     with pytest.raises(NotFound):
         read(service, Person(PersonKind.STAFF, "agent-1"))
-    with pytest.raises(NotFound):
+    with pytest.raises(NotTheAuthenticatedPerson):
         read(service, Person(PersonKind.BUYER, "buyer-1"))
 
 
