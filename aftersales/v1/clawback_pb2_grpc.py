@@ -30,6 +30,11 @@ class ClawbackStub:
     """The money model: every movement is an immutable transfer between two accounts (AccountRef);
     balances are the sum of transfers, and all balances always sum to zero (the EXTERNAL account
     stands for money outside the system). Errors follow the same model as AfterSalesEntry.
+
+    A caller acting for a staff member (the merchant back office) sees its own shop's money only
+    (balances, transfers, clawbacks and previews, which show what the wallet and the payees held),
+    and only if the staff member may see it: the roles that may open the entry. To anyone else
+    these answer NOT_FOUND, word for word as for another shop's.
     """
 
     def __init__(self, channel):
@@ -74,6 +79,11 @@ class ClawbackServicer:
     """The money model: every movement is an immutable transfer between two accounts (AccountRef);
     balances are the sum of transfers, and all balances always sum to zero (the EXTERNAL account
     stands for money outside the system). Errors follow the same model as AfterSalesEntry.
+
+    A caller acting for a staff member (the merchant back office) sees its own shop's money only
+    (balances, transfers, clawbacks and previews, which show what the wallet and the payees held),
+    and only if the staff member may see it: the roles that may open the entry. To anyone else
+    these answer NOT_FOUND, word for word as for another shop's.
     """
 
     def RecordRefund(self, request, context):
@@ -176,6 +186,11 @@ class Clawback:
     """The money model: every movement is an immutable transfer between two accounts (AccountRef);
     balances are the sum of transfers, and all balances always sum to zero (the EXTERNAL account
     stands for money outside the system). Errors follow the same model as AfterSalesEntry.
+
+    A caller acting for a staff member (the merchant back office) sees its own shop's money only
+    (balances, transfers, clawbacks and previews, which show what the wallet and the payees held),
+    and only if the staff member may see it: the roles that may open the entry. To anyone else
+    these answer NOT_FOUND, word for word as for another shop's.
     """
 
     @staticmethod

@@ -143,10 +143,15 @@ class Scope:
             return self.shop_id == shop_id
         return self.buyer_id is not None and self.buyer_id == buyer_id
 
+    def sees_money_of(self, shop_id: str) -> bool:
+        """The shop's money (its balances, transfers and clawbacks, which show what its wallet
+        and its payees' accounts held), to those of the shop who may see it."""
+        return self.sees_money and self.sees_shop(shop_id)
+
     def sees_account(self, ref: AccountRef) -> bool:
         """A shop's own wallet and deposit, to those who may see its money; no one's else."""
         shop_accounts = (AccountKind.ANXIN_WALLET, AccountKind.DEPOSIT)
-        return self.sees_money and ref.kind in shop_accounts and self.sees_shop(ref.owner_id)
+        return ref.kind in shop_accounts and self.sees_money_of(ref.owner_id)
 
 
 def acting_person(

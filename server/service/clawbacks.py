@@ -140,7 +140,7 @@ class ClawbackUseCases(UseCases):
             # The viewer's scope first: an unknown viewer is refused alike for every order.
             scope = self.scope(uow, viewer)
             order, shop = uow.facts.order_and_shop(order_id)
-            if scope is not None and not scope.sees_order(order.shop_id, order.buyer_id):
+            if scope is not None and not scope.sees_money_of(order.shop_id):
                 raise NotFound("order", order_id)
             violations = rules.check_refund(order, amount)
             if violations:
@@ -192,7 +192,7 @@ class ClawbackUseCases(UseCases):
         with self.unit_of_work(read_only=True) as uow:
             scope = self.scope(uow, viewer)
             clawback = uow.clawbacks.clawback(clawback_id=clawback_id, refund_id=refund_id)
-            if scope is not None and not scope.sees_shop(clawback.shop_id):
+            if scope is not None and not scope.sees_money_of(clawback.shop_id):
                 # Word for word what the store says of one that does not exist.
                 raise NotFound("clawback", clawback_id or f"refund {refund_id}")
             return clawback
@@ -221,7 +221,7 @@ class ClawbackUseCases(UseCases):
         after = tokens.decode(page_token, filters, (int, str))
         with self.unit_of_work(read_only=True) as uow:
             scope = self.scope(uow, viewer)
-            if scope is not None and not scope.sees_shop(shop_id):
+            if scope is not None and not scope.sees_money_of(shop_id):
                 raise NotFound("shop", shop_id)
             found = uow.clawbacks.list_clawbacks(
                 shop_id=shop_id,
@@ -245,7 +245,7 @@ class ClawbackUseCases(UseCases):
         with self.unit_of_work(read_only=True) as uow:
             scope = self.scope(uow, viewer)
             if scope is not None:
-                if owner_id and not (scope.sees_shop(owner_id) and scope.sees_money):
+                if owner_id and not scope.sees_money_of(owner_id):
                     raise NotFound("shop", owner_id)
                 for ref in accounts:
                     if not scope.sees_account(ref):

@@ -581,23 +581,20 @@ def test_another_shop_s_records_answer_exactly_as_ids_nobody_has(
     assert shape(seen.details()) == shape(unseen.details())
 
 
-def test_a_buyer_sees_only_its_own_orders_entries(secured, other_shop):
+def test_the_buyer_app_reads_no_entry_not_even_of_the_buyer_s_own_order(secured, other_shop):
+    # An Entry names the staff member who opened it and holds the shop's note: the buyer's
+    # order page is GetBuyerOrderEntry.
+    token = secured.login.mint("buyer-other", "buyer")
     with channel(secured, BUYER_APP) as ch:
-        theirs = call(
-            ch,
-            "aftersales.v1.AfterSalesEntry/GetEntry",
-            secured.login.mint("buyer-eligible", "buyer"),
-            entry_id=other_shop["entry_id"],
-        )
-        own = call(
-            ch,
-            "aftersales.v1.AfterSalesEntry/GetEntry",
-            secured.login.mint("buyer-other", "buyer"),
-            entry_id=other_shop["entry_id"],
-        )
+        errors = [
+            call(
+                ch, "aftersales.v1.AfterSalesEntry/GetEntry", token, entry_id=other_shop["entry_id"]
+            ),
+            call(ch, "aftersales.v1.AfterSalesEntry/ListEntries", token, order_id="order-other"),
+        ]
 
-    assert theirs.code() is grpc.StatusCode.NOT_FOUND
-    assert own is None
+    assert [e.code() for e in errors] == [grpc.StatusCode.PERMISSION_DENIED] * 2
+    assert [error_info(e).reason for e in errors] == ["CALLER_NOT_ALLOWED"] * 2
 
 
 def test_the_buyer_app_shows_a_buyer_its_own_order_s_entry_and_no_one_else(secured, other_shop):
@@ -700,7 +697,16 @@ def test_the_shop_s_money_shows_only_to_roles_that_may_open(secured):
                     token,
                     account=pb.AccountRef(**wallet),
                 ),
+                # A clawback shows what the wallet and the payees held.
+                call(
+                    ch,
+                    "aftersales.v1.Clawback/PreviewClawback",
+                    token,
+                    order_id="order-eligible",
+                    amount=1_000,
+                ),
+                call(ch, "aftersales.v1.Clawback/ListClawbacks", token, shop_id="shop-sunny"),
             )
 
-    assert answers["staff-owner"] == (None, None)
-    assert [e.code() for e in answers["staff-agent"]] == [grpc.StatusCode.NOT_FOUND] * 2
+    assert answers["staff-owner"] == (None,) * 4
+    assert [e.code() for e in answers["staff-agent"]] == [grpc.StatusCode.NOT_FOUND] * 4

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from server.domain.access import Person, PersonKind
 from server.domain.errors import InvalidArgument, NotFound, RulesRefused
 from server.domain.model import (
     EXTERNAL,
@@ -13,6 +14,8 @@ from server.domain.model import (
     LineState,
     ReasonCode,
     Refund,
+    Staff,
+    StaffRole,
     TransferKind,
 )
 from server.service import Service
@@ -215,3 +218,32 @@ def test_the_preview_says_what_a_refund_would_recover_and_writes_nothing(service
         ).items
         == []
     )
+
+
+def test_a_shop_s_clawbacks_show_only_to_its_staff_who_may_see_its_money(service, funded_payees):
+    setup = a_clawback_setup(service)
+    clawback = service.record_refund(a_late_refund(service, an_application(service, setup, 5_000)))
+    service.put_staff(Staff("agent-1", setup.shop_id, StaffRole.CS_AGENT, "no money"))
+    owner = Person(PersonKind.STAFF, setup.owner_id)
+    agent = Person(PersonKind.STAFF, "agent-1")
+
+    def views(viewer: Person) -> list:
+        return [
+            service.get_clawback(clawback_id=clawback.clawback_id, viewer=viewer).clawback_id,
+            [c.clawback_id for c in list_of(service, setup.shop_id, viewer)],
+            service.preview_clawback(setup.order_id, 1_000, None, viewer=viewer).refund.amount,
+        ]
+
+    assert views(owner) == [clawback.clawback_id, [clawback.clawback_id], 1_000]
+    with pytest.raises(NotFound):
+        service.get_clawback(clawback_id=clawback.clawback_id, viewer=agent)
+    with pytest.raises(NotFound):
+        list_of(service, setup.shop_id, agent)
+    with pytest.raises(NotFound):
+        service.preview_clawback(setup.order_id, 1_000, None, viewer=agent)
+
+
+def list_of(service: Service, shop_id: str, viewer: Person) -> list:
+    return service.list_clawbacks(
+        shop_id=shop_id, state=None, start=None, end=None, page_size=10, viewer=viewer
+    ).items
