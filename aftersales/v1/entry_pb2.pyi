@@ -184,6 +184,8 @@ class OpenEntryRequest(_message.Message):
     request_id: _builtins.str
     """The caller's id for this attempt: a UUID or another token of 8 to 128 characters from
     [A-Za-z0-9._:-]. Required. Retrying with the same id and request returns the original entry.
+    Every caller's ids are one namespace: make them unguessable (a random UUID), never made of an
+    order id, or another caller could take one first (REQUEST_ID_REUSED).
     An id is remembered for the policy's request retention (`[requests] retention_seconds`, 7
     days by default); a request sent with it after that is decided afresh, as a new one.
     """

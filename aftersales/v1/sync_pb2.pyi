@@ -98,7 +98,8 @@ class PostFundsRequest(_message.Message):
     policy's request retention (`[requests] retention_seconds`, 7 days by default); sent after
     that with the same request, it is ALREADY_EXISTS with reason REQUEST_ID_EXPIRED naming the
     transfer it posted, and nothing moves again (with another request, INVALID_ARGUMENT
-    REQUEST_ID_REUSED, as before).
+    REQUEST_ID_REUSED, as before). Ids are one namespace with every other caller's: see
+    OpenEntryRequest.request_id.
     """
     amount: _builtins.int
     """The amount in fen: positive comes in, negative goes out. Not zero; at most 10^12 either way."""

@@ -37,7 +37,8 @@ class RequestIdReused(InvalidArgument):
         self.request_id = request_id
         self.method = method
         super().__init__(
-            [("request_id", f"{request_id!r} was already used for a different {method} request")],
+            # Not naming the method of the request it was used for: it may be another caller's.
+            [("request_id", f"{request_id!r} was already used for a different request")],
             reason=ReasonCode.REQUEST_ID_REUSED,
         )
 
