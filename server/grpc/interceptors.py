@@ -20,7 +20,7 @@ from server import logs, tracing
 from server.domain.access import Caller
 from server.domain.errors import Refused
 from server.grpc import answers, decoding, metrics, status
-from server.grpc.callers import AccessGuard, PersonGuard, current_caller
+from server.grpc.callers import AccessGuard, PersonGuard, current_caller, identity_of
 from server.grpc.events import ServerStopping, TooManyStreams
 from server.service import StoreUnavailable, TransactionAborted
 
@@ -96,6 +96,8 @@ class CallInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]  # grpc
                 code = context.code() or code  # type: ignore[attr-defined]  # grpc-stubs lag
                 return response
             except Exception as error:
+                if caller is None and self.guard is not None:
+                    caller = _certified(context)  # the guard refused it
                 code, rich = _failure(error, context, method)
                 if rich is None:
                     raise  # the handler aborted by itself
@@ -144,6 +146,8 @@ class CallInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]  # grpc
                 code = grpc.StatusCode.CANCELLED
                 raise
             except Exception as error:
+                if caller is None and self.guard is not None:
+                    caller = _certified(context)  # the guard refused it
                 code, rich = _failure(error, context, method)
                 if rich is None:
                     raise  # the handler aborted by itself
@@ -157,6 +161,13 @@ class CallInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]  # grpc
             request_deserializer=decoding.tolerant(handler.request_deserializer),
             response_serializer=handler.response_serializer,
         )
+
+
+def _certified(context: grpc.ServicerContext) -> Caller | None:
+    """Who a call the guard refused came from, for its log line: the identity its certificate
+    proves, if any (the person's token, if it sent one, was not believed)."""
+    identity = identity_of(context)
+    return Caller(identity) if identity else None
 
 
 def _ended(
