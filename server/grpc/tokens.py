@@ -1,10 +1,16 @@
 """The person a front end acts for, from a signed token (JWT) in the `authorization` metadata.
 
 The platform's login service signs the tokens; this server holds its public keys as a JWKS file
-(so keys can rotate: publish the new key, then sign with it) and accepts a token only if its
-signature verifies with the key its `kid` names, it has not expired, and its issuer and audience
-are this deployment's. The claims used: `sub` (the staff member's or buyer's id) and `kind`
-("staff" or "buyer"). PyJWT does the cryptography.
+and accepts a token only if its signature verifies with the key its `kid` names, it has not
+expired, and its issuer and audience are this deployment's. The claims used: `sub` (the staff
+member's or buyer's id) and `kind` ("staff" or "buyer"). PyJWT does the cryptography.
+
+Keys rotate without a restart: the file is read again when it changes (looked at every
+JWKS_CHECK_SECONDS, and at once, at most once a second, when a token names a key not known), so
+a new key works as soon as it is published, and a key taken out of the file (one that leaked)
+stops working within JWKS_CHECK_SECONDS, tokens verified with it before included. A file that
+cannot be read then (written in place, half done) leaves the keys as they were until it can:
+replace it whole (write another file, then rename it over this one).
 """
 
 from __future__ import annotations
@@ -12,6 +18,8 @@ from __future__ import annotations
 import collections
 import dataclasses
 import json
+import logging
+import os
 import pathlib
 import threading
 import time
@@ -28,6 +36,12 @@ ALGORITHMS = ("RS256", "PS256", "ES256", "EdDSA")
 LEEWAY_SECONDS = 30
 # Verified tokens remembered until they expire, at most.
 VERIFIED_TOKENS = 10_000
+# How often the JWKS file is looked at for a change (seconds), and at most how often a token
+# naming an unknown key makes it be looked at sooner.
+JWKS_CHECK_SECONDS = 10.0
+UNKNOWN_KEY_CHECK_SECONDS = 1.0
+
+log = logging.getLogger("aftersales")
 
 
 class TokenRefused(Exception):
@@ -44,32 +58,45 @@ class TokenSettings:
 class TokenVerifier:
     def __init__(self, settings: TokenSettings) -> None:
         self.settings = settings
-        try:
-            document = json.loads(settings.jwks_path.read_text("utf-8"))
-            if not isinstance(document, dict):
-                raise ValueError(f"a JWKS is a JSON object, not {type(document).__name__}")
-            keys = jwt.PyJWKSet.from_dict(document)
-        except (OSError, ValueError, jwt.PyJWKSetError) as e:
-            raise ValueError(f"cannot read the JWKS {settings.jwks_path}: {e}") from e
-        # Only asymmetric keys of the accepted algorithms, each known by its `kid`.
-        self._keys = {
-            key.key_id: key for key in keys.keys if key.key_id and key.algorithm_name in ALGORITHMS
-        }
-        if not self._keys:
-            raise ValueError(
-                f"the JWKS {settings.jwks_path} has no key with a `kid` and an accepted algorithm "
-                f"({', '.join(ALGORITHMS)})"
-            )
+        self._lock = threading.Lock()
         self._verified: collections.OrderedDict[str, tuple[Person, float]] = (
             collections.OrderedDict()
         )
-        self._lock = threading.Lock()
+        self._keys = read_keys(settings.jwks_path)
+        try:
+            self._file = _file_of(settings.jwks_path)
+        except OSError as e:
+            raise ValueError(f"cannot read the JWKS {settings.jwks_path}: {e}") from e
+        now = time.monotonic()
+        self._looked_at = now  # when the file was last looked at
+        self._looked_for_unknown = now - UNKNOWN_KEY_CHECK_SECONDS
+
+    def _look_at_file(self, now: float) -> None:
+        """Reads the JWKS again if the file changed since it was read (its inode, size or
+        modification time), and forgets the tokens verified until then: one signed with a key
+        taken out must not pass on its memory."""
+        self._looked_at = now
+        try:
+            found = _file_of(self.settings.jwks_path)
+            if found == self._file:
+                return
+            keys = read_keys(self.settings.jwks_path)
+        except (OSError, ValueError) as e:
+            log.warning("the JWKS is kept as it was: %s", e)
+            return
+        with self._lock:
+            self._keys = keys
+            self._file = found
+            self._verified.clear()
+        log.info("the JWKS was read again", extra={"keys": sorted(keys)})
 
     def person(self, metadata: Any) -> Person:
         """The person the call's `authorization: Bearer <token>` proves. A token verified once
         is remembered until it expires (at most VERIFIED_TOKENS of them): a front end sends the
         same token with every call, and checking a signature costs more than the call."""
         token = bearer_token(metadata)
+        if time.monotonic() - self._looked_at >= JWKS_CHECK_SECONDS:
+            self._look_at_file(time.monotonic())
         now = time.time()
         with self._lock:
             known = self._verified.get(token)
@@ -93,7 +120,14 @@ class TokenVerifier:
             header = jwt.get_unverified_header(token)
         except jwt.InvalidTokenError as e:
             raise TokenRefused(f"malformed token: {e}") from None
-        key = self._keys.get(header.get("kid", ""))
+        kid = header.get("kid", "")
+        key = self._keys.get(kid)
+        if key is None:
+            moment = time.monotonic()
+            if moment - self._looked_for_unknown >= UNKNOWN_KEY_CHECK_SECONDS:
+                self._looked_for_unknown = moment
+                self._look_at_file(moment)  # a key published since?
+                key = self._keys.get(kid)
         if key is None:
             raise TokenRefused("the token is signed with a key this server does not know")
         if header.get("alg") not in ALGORITHMS:
@@ -123,6 +157,34 @@ class TokenVerifier:
         if not isinstance(subject, str) or not subject:
             raise TokenRefused("the token names no subject")
         return Person(kind, subject), float(exp) + LEEWAY_SECONDS
+
+
+def read_keys(path: pathlib.Path) -> dict[str, jwt.PyJWK]:
+    """The JWKS's keys of the accepted algorithms, each by its `kid`."""
+    try:
+        document = json.loads(path.read_text("utf-8"))
+        if not isinstance(document, dict):
+            raise ValueError(f"a JWKS is a JSON object, not {type(document).__name__}")
+        keys = jwt.PyJWKSet.from_dict(document)
+    except (OSError, ValueError, jwt.PyJWKSetError) as e:
+        raise ValueError(f"cannot read the JWKS {path}: {e}") from e
+    # Only asymmetric keys of the accepted algorithms, each known by its `kid`.
+    accepted = {
+        key.key_id: key for key in keys.keys if key.key_id and key.algorithm_name in ALGORITHMS
+    }
+    if not accepted:
+        raise ValueError(
+            f"the JWKS {path} has no key with a `kid` and an accepted algorithm "
+            f"({', '.join(ALGORITHMS)})"
+        )
+    return accepted
+
+
+def _file_of(path: pathlib.Path) -> tuple[int, int, int, int]:
+    """What tells that a file changed: its device and inode (replaced by a rename), size and
+    modification time."""
+    found = os.stat(path)
+    return found.st_dev, found.st_ino, found.st_size, found.st_mtime_ns
 
 
 def authorization(metadata: Any) -> str | None:

@@ -59,3 +59,62 @@ def test_the_memory_keeps_at_most_its_bound(verifier, key, monkeypatch):
 
     assert len(verifier._verified) == 3
     assert list(verifier._verified) == minted[2:]
+
+
+# --- Keys rotate without a restart ----------------------------------------------------------------
+
+
+def publish(path, *keys: certs.TokenKey) -> None:
+    """Replaces the JWKS whole, as the README asks: another file renamed over it."""
+    staged = path.with_suffix(".new")
+    staged.write_text(
+        json.dumps({"keys": [k for key in keys for k in key.jwks()["keys"]]}), encoding="utf-8"
+    )
+    staged.replace(path)
+
+
+@pytest.fixture
+def rotating(tmp_path):
+    old, new = certs.TokenKey(key_id="old"), certs.TokenKey(key_id="new")
+    jwks = tmp_path / "jwks.json"
+    publish(jwks, old)
+    return jwks, old, new, TokenVerifier(TokenSettings(jwks, certs.DEV_ISSUER, certs.DEV_AUDIENCE))
+
+
+def test_a_key_published_while_serving_verifies_at_once(rotating):
+    jwks, old, new, verifier = rotating
+    publish(jwks, old, new)
+
+    assert verifier.person(bearer(new.mint("staff-1", "staff"))).person_id == "staff-1"
+    assert verifier.person(bearer(old.mint("staff-2", "staff"))).person_id == "staff-2"
+
+
+def test_a_key_taken_out_stops_verifying_within_the_check_even_remembered_tokens(
+    rotating, monkeypatch
+):
+    jwks, old, new, verifier = rotating
+    remembered = old.mint("staff-1", "staff")
+    verifier.person(bearer(remembered))
+    publish(jwks, new)
+    later = tokens.time.monotonic() + tokens.JWKS_CHECK_SECONDS
+    monkeypatch.setattr(tokens.time, "monotonic", lambda: later)
+
+    with pytest.raises(TokenRefused, match="does not know"):
+        verifier.person(bearer(remembered))
+    with pytest.raises(TokenRefused, match="does not know"):
+        verifier.person(bearer(old.mint("staff-2", "staff")))
+    assert verifier.person(bearer(new.mint("staff-3", "staff"))).person_id == "staff-3"
+
+
+def test_a_jwks_that_cannot_be_read_keeps_the_keys_as_they_were(rotating, monkeypatch):
+    jwks, old, new, verifier = rotating
+    jwks.write_text('{"keys": [', encoding="utf-8")  # half written
+    later = tokens.time.monotonic() + tokens.JWKS_CHECK_SECONDS
+    monkeypatch.setattr(tokens.time, "monotonic", lambda: later)
+
+    assert verifier.person(bearer(old.mint("staff-1", "staff"))).person_id == "staff-1"
+    with pytest.raises(TokenRefused, match="does not know"):
+        verifier.person(bearer(new.mint("staff-2", "staff")))
+    publish(jwks, new)  # then whole: read as soon as it is looked at again
+    monkeypatch.setattr(tokens.time, "monotonic", lambda: later + tokens.JWKS_CHECK_SECONDS)
+    assert verifier.person(bearer(new.mint("staff-3", "staff"))).person_id == "staff-3"
