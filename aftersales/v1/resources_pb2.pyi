@@ -114,19 +114,23 @@ class _ReasonCodeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ReasonCode
     ["transfer_id"]).
     """
     CALLER_NOT_AUTHENTICATED: _ReasonCode.ValueType  # 60
-    """Callers (sent with UNAUTHENTICATED or PERMISSION_DENIED; ErrorInfo.metadata names the
-    identity and the method).
-    The caller proved no identity the server can read (its certificate names none).
+    """Callers (sent with UNAUTHENTICATED or PERMISSION_DENIED).
+    The caller proved no identity the server can read (its certificate names none);
+    ErrorInfo.metadata["method"].
     """
     CALLER_NOT_ALLOWED: _ReasonCode.ValueType  # 61
-    """The caller's identity is not granted the method by the server's access table."""
+    """The caller's identity is not granted the method by the server's access table;
+    ErrorInfo.metadata["identity"] and ["method"].
+    """
     PERSON_NOT_AUTHENTICATED: _ReasonCode.ValueType  # 62
     """The caller acts for a staff member or buyer and sent no valid token of theirs (missing,
-    expired, signed by an unknown key, for another issuer or audience).
+    expired, signed by an unknown key, for another issuer or audience); ErrorInfo.metadata
+    ["method"].
     """
     NOT_THE_AUTHENTICATED_PERSON: _ReasonCode.ValueType  # 63
     """The request names a staff member or buyer other than the token's subject, or the token is
-    of the wrong kind of person for the method (sent with PERMISSION_DENIED).
+    of the wrong kind of person for the method (sent with PERMISSION_DENIED);
+    ErrorInfo.metadata["person_id"], the token's subject.
     """
     INVALID_FIELDS: _ReasonCode.ValueType  # 70
     """Not a rule's: the ErrorInfo.reason of the other errors every method may send.
@@ -257,19 +261,23 @@ nothing moved again (sent with ALREADY_EXISTS; metadata["request_id"], ["method"
 ["transfer_id"]).
 """
 CALLER_NOT_AUTHENTICATED: ReasonCode.ValueType  # 60
-"""Callers (sent with UNAUTHENTICATED or PERMISSION_DENIED; ErrorInfo.metadata names the
-identity and the method).
-The caller proved no identity the server can read (its certificate names none).
+"""Callers (sent with UNAUTHENTICATED or PERMISSION_DENIED).
+The caller proved no identity the server can read (its certificate names none);
+ErrorInfo.metadata["method"].
 """
 CALLER_NOT_ALLOWED: ReasonCode.ValueType  # 61
-"""The caller's identity is not granted the method by the server's access table."""
+"""The caller's identity is not granted the method by the server's access table;
+ErrorInfo.metadata["identity"] and ["method"].
+"""
 PERSON_NOT_AUTHENTICATED: ReasonCode.ValueType  # 62
 """The caller acts for a staff member or buyer and sent no valid token of theirs (missing,
-expired, signed by an unknown key, for another issuer or audience).
+expired, signed by an unknown key, for another issuer or audience); ErrorInfo.metadata
+["method"].
 """
 NOT_THE_AUTHENTICATED_PERSON: ReasonCode.ValueType  # 63
 """The request names a staff member or buyer other than the token's subject, or the token is
-of the wrong kind of person for the method (sent with PERMISSION_DENIED).
+of the wrong kind of person for the method (sent with PERMISSION_DENIED);
+ErrorInfo.metadata["person_id"], the token's subject.
 """
 INVALID_FIELDS: ReasonCode.ValueType  # 70
 """Not a rule's: the ErrorInfo.reason of the other errors every method may send.

@@ -88,7 +88,9 @@ class SyncUseCases(UseCases):
                     return stored
                 violations = rules.order_facts_frozen(stored, order)
                 if violations:
-                    raise RulesRefused(order_subject(order.order_id), violations)
+                    raise RulesRefused(
+                        order_subject(order.order_id), violations, {"order_id": order.order_id}
+                    )
             return uow.facts.put_order(order)
 
     def post_funds(
@@ -121,7 +123,8 @@ class SyncUseCases(UseCases):
                 posted = uow.ledger.transfer_with_key(key)
                 if posted is not None:
                     return _posted_before(posted, request_id, account, amount, memo, by)
-                return RulesRefused(account_subject(account), violations)
+                subject = account_subject(account)
+                return RulesRefused(subject, violations, {"account": subject})
 
             if not incoming and account.kind is AccountKind.CASH:
                 if uow.clawbacks.has_debts_pending(account.owner_id):

@@ -432,6 +432,9 @@ def test_a_withdrawal_above_the_balance_is_insufficient_funds_and_moves_nothing(
 
     assert refused.value.reasons == ["INSUFFICIENT_FUNDS"]
     assert error_info(refused.value).domain == DOMAIN
+    assert dict(error_info(refused.value).metadata) == {
+        "account": f"accounts/anxin_wallet/{case.shop_id}"
+    }
     assert client.check_eligibility(case.order_id, case.owner_id).facts.wallet_balance == 70_000
     assert client.post_funds(wallet(case.shop_id), -70_000).balance.balance == 0
 

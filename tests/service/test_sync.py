@@ -99,6 +99,7 @@ def test_once_refunds_were_recorded_the_money_facts_of_the_order_are_frozen(serv
         service.put_order(dataclasses.replace(order, paid_amount=20_000))
 
     assert refused.value.codes == (ReasonCode.ORDER_FACTS_FROZEN,)
+    assert refused.value.metadata == {"order_id": setup.order_id}
     assert stored_order(service, setup.order_id, setup.owner_id).paid_amount == 10_000
 
 
