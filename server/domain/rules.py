@@ -130,7 +130,8 @@ def check_entry(facts: EligibilityFacts, policy: Policy) -> EligibilityDecision:
             violations.append(
                 Violation(
                     ReasonCode.COMPLETION_WINDOW_EXCEEDED,
-                    f"the trade completed {days} days ago; the entry may be opened within "
+                    f"the trade completed more than {_duration(policy.completion_window)} ago "
+                    f"({days} whole days); the entry may be opened within "
                     f"{_duration(policy.completion_window)} of completion",
                 )
             )

@@ -264,6 +264,11 @@ def test_completed_120_days_and_one_second_ago_is_refused():
     facts = make_facts(order=make_order(**completed(120 * DAY + SECOND)))
 
     assert codes_of(facts) == (ReasonCode.COMPLETION_WINDOW_EXCEEDED,)
+    # Not "completed 120 days ago; within 120 days", which reads as allowed.
+    (violation,) = rules.check_entry(facts, DEFAULT_POLICY).violations
+    assert violation.description.startswith(
+        "the trade completed more than 120 days ago (120 whole days)"
+    )
 
 
 @pytest.mark.parametrize(
