@@ -50,7 +50,12 @@ def _print(message: Message) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     # No abbreviated options: a retry (_retry) names each option as the parser knows it.
-    p = argparse.ArgumentParser(prog="aftersales", description=__doc__, allow_abbrev=False)
+    p = argparse.ArgumentParser(
+        prog="aftersales",
+        description=__doc__,
+        allow_abbrev=False,
+        formatter_class=argparse.RawDescriptionHelpFormatter,  # the exit codes, a line each
+    )
     p.add_argument("--address", default=os.environ.get("AFTERSALES_ADDRESS", "127.0.0.1:50051"))
     p.add_argument("--timeout", type=float, default=10.0)
     p.add_argument(
@@ -77,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("check", help="could OPERATOR open the entry of ORDER now, and why not")
     c.add_argument("order_id")
-    c.add_argument("operator_id")
+    c.add_argument("operator_id", nargs="?", default="", help="the staff account (the token's)")
 
     c = sub.add_parser(
         "check-batch", help="check up to 500 ORDERs at once: one JSON line per order, in order"
@@ -87,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("open", help="open the entry of ORDER")
     c.add_argument("order_id")
-    c.add_argument("operator_id")
+    c.add_argument("operator_id", nargs="?", default="", help="the staff account (the token's)")
     c.add_argument("--note", default="")
     c.add_argument("--request-id", default=None)
 
@@ -390,8 +395,12 @@ def main(argv: list[str] | None = None) -> int:
             report = {
                 "code": e.code.name,
                 "message": e.message,
+                # Each detail as google.protobuf.Any renders in JSON: its type, then its fields.
                 "details": [
-                    json_format.MessageToDict(d, preserving_proto_field_name=True)
+                    {
+                        "@type": f"type.googleapis.com/{d.DESCRIPTOR.full_name}",
+                        **json_format.MessageToDict(d, preserving_proto_field_name=True),
+                    }
                     for d in e.details
                 ],
             }

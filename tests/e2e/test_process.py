@@ -301,6 +301,20 @@ def test_the_cli_open_of_a_refused_order_exits_1_with_the_status_as_json_on_stde
     ]
     domains = [d["domain"] for d in report["details"] if "domain" in d]
     assert domains == ["aftersales.livecommerce.io"]
+    # Each detail says its type, as google.protobuf.Any does in JSON.
+    assert sorted(d["@type"] for d in report["details"]) == [
+        "type.googleapis.com/google.rpc.ErrorInfo",
+        "type.googleapis.com/google.rpc.PreconditionFailure",
+    ]
+
+
+def test_the_cli_acts_for_the_token_s_staff_member_when_no_operator_is_named(server):
+    done = cli(server, "--token", server.token("staff", "tiny-owner"), "check", "order-tiny")
+
+    assert done.returncode == 0, done.stderr
+    decision = json.loads(done.stdout)
+    assert [v["code"] for v in decision["violations"]] == ["INSUFFICIENT_GUARANTEE"]
+    assert "wallet_balance" in decision["facts"]  # the owner's view: it may see the money
 
 
 def test_the_cli_opens_an_eligible_order_and_prints_the_entry(server):
