@@ -30,12 +30,51 @@ function contractFiles() {
     .map((name) => `aftersales/v1/${name}`);
 }
 
+let definition;
+
 function loadServices() {
-  const definition = protoLoader.loadSync(contractFiles(), {
+  definition = protoLoader.loadSync(contractFiles(), {
     ...OBJECT_OPTIONS,
     includeDirs: INCLUDE_DIRS,
   });
   return grpc.loadPackageDefinition(definition).aftersales.v1;
+}
+
+// A google.protobuf.Timestamp as the protobuf JSON mapping writes it: RFC 3339 in UTC, with 0,
+// 3, 6 or 9 fractional digits (what the Python client prints).
+function rfc3339({ seconds = '0', nanos = 0 }) {
+  const whole = new Date(Number(seconds) * 1000).toISOString().slice(0, 19);
+  if (!nanos) return `${whole}Z`;
+  const digits = String(nanos).padStart(9, '0');
+  const kept = nanos % 1e6 === 0 ? 3 : nanos % 1e3 === 0 ? 6 : 9;
+  return `${whole}.${digits.slice(0, kept)}Z`;
+}
+
+// The message `value` of the type named `typeName` (in package `pkg`), its timestamps written as
+// in the protobuf JSON mapping.
+function jsonOf(typeName, value, pkg = 'aftersales.v1') {
+  const name = definition[`${pkg}.${typeName}`] ? `${pkg}.${typeName}` : typeName;
+  if (name === 'google.protobuf.Timestamp') return rfc3339(value);
+  const message = definition[name];
+  if (!message || !message.type || value === null || typeof value !== 'object') return value;
+  const fields = new Map(message.type.field.map((f) => [f.name, f]));
+  const own = name.slice(0, name.lastIndexOf('.'));
+  const out = {};
+  for (const [key, item] of Object.entries(value)) {
+    const field = fields.get(key);
+    if (!field || field.type !== 'TYPE_MESSAGE') out[key] = item;
+    else if (Array.isArray(item)) out[key] = item.map((one) => jsonOf(field.typeName, one, own));
+    else out[key] = jsonOf(field.typeName, item, own);
+  }
+  return out;
+}
+
+// A response of `service`'s `method` ('AfterSalesEntry', 'OpenEntry') as JSON, as the Python
+// client prints it.
+function responseJson(service, method, response) {
+  services = services || loadServices();
+  const { type } = definition[`aftersales.v1.${service}`][method].responseType;
+  return jsonOf(type.name, response);
 }
 
 function loadStatusTypes() {
@@ -113,4 +152,4 @@ function richError(err) {
   return { ...report, message: status.message, details: (status.details || []).map(decodeDetail) };
 }
 
-module.exports = { createClient, richError, INCLUDE_DIRS };
+module.exports = { createClient, richError, responseJson, INCLUDE_DIRS };

@@ -13,9 +13,21 @@
 const crypto = require('node:crypto');
 const fs = require('node:fs');
 const { parseArgs } = require('node:util');
-const { createClient, richError } = require('./aftersales');
+const { createClient, richError, responseJson } = require('./aftersales');
 
 const USAGE = 'usage: cli.js [--address HOST:PORT] [--token TOKEN] check|open ORDER_ID [OPERATOR_ID]';
+
+const OPTIONS = {
+  help: { type: 'boolean', short: 'h' },
+  address: { type: 'string', default: '127.0.0.1:50051' },
+  token: { type: 'string' },
+  note: { type: 'string', default: '' },
+  'request-id': { type: 'string' },
+  timeout: { type: 'string', default: '10' },
+  'tls-ca': { type: 'string' },
+  'tls-cert': { type: 'string' },
+  'tls-key': { type: 'string' },
+};
 
 function call(stub, method, request, deadlineSeconds) {
   const deadline = new Date(Date.now() + deadlineSeconds * 1000);
@@ -25,20 +37,18 @@ function call(stub, method, request, deadlineSeconds) {
 }
 
 async function main(argv) {
-  const { values, positionals } = parseArgs({
-    args: argv,
-    allowPositionals: true,
-    options: {
-      address: { type: 'string', default: '127.0.0.1:50051' },
-      token: { type: 'string' },
-      note: { type: 'string', default: '' },
-      'request-id': { type: 'string' },
-      timeout: { type: 'string', default: '10' },
-      'tls-ca': { type: 'string' },
-      'tls-cert': { type: 'string' },
-      'tls-key': { type: 'string' },
-    },
-  });
+  let parsed;
+  try {
+    parsed = parseArgs({ args: argv, allowPositionals: true, options: OPTIONS });
+  } catch (err) {
+    console.error(`${err.message}\n${USAGE}`);
+    return 2;
+  }
+  const { values, positionals } = parsed;
+  if (values.help) {
+    console.log(USAGE);
+    return 0;
+  }
   const [command, orderId, operatorId = ''] = positionals;
   if (!['check', 'open'].includes(command) || orderId === undefined) {
     console.error(USAGE);
@@ -65,7 +75,7 @@ async function main(argv) {
         ];
   try {
     const response = await call(client.entry, method, request, Number(values.timeout));
-    console.log(JSON.stringify(response, null, 2));
+    console.log(JSON.stringify(responseJson('AfterSalesEntry', method, response), null, 2));
     return 0;
   } catch (err) {
     if (err.code === undefined) throw err;

@@ -182,8 +182,7 @@ def details_of(answer: Answer, type_url: str) -> dict[str, Any]:
 
 
 def without_times(facts: dict[str, Any]) -> dict[str, Any]:
-    """The facts but their timestamps (JSON renders those differently in each language, and
-    checked_at differs from call to call)."""
+    """The facts but their timestamps (checked_at differs from call to call)."""
     return {k: v for k, v in facts.items() if not k.endswith("_at")}
 
 
@@ -197,6 +196,9 @@ def test_the_node_client_checks_an_eligible_order_as_the_python_client_does(node
     assert "violations" not in by_node.body
     assert by_node.body["policy_version"] == by_python.body["policy_version"]
     assert without_times(by_node.body["facts"]) == without_times(by_python.body["facts"])
+    # Times as the protobuf JSON mapping writes them, in both languages.
+    assert by_node.body["facts"]["completed_at"] == by_python.body["facts"]["completed_at"]
+    assert by_node.body["facts"]["completed_at"].endswith("Z")
 
 
 def test_the_node_client_opens_an_entry_that_the_python_client_then_reads(node_client, server):
@@ -212,6 +214,11 @@ def test_the_node_client_opens_an_entry_that_the_python_client_then_reads(node_c
         "order-campaign",
         "staff-owner",
         "agreed",
+    )
+    read_back = json_format.MessageToDict(stored, preserving_proto_field_name=True)
+    assert (opened.body["opened_at"], opened.body["expires_at"]) == (
+        read_back["opened_at"],
+        read_back["expires_at"],
     )
 
     again = node(node_client, owner, "open", "order-campaign")
@@ -294,3 +301,18 @@ def test_the_node_client_calls_in_the_secure_mode_with_its_certificate(
         "spiffe://platform/operator-console"
     )
     assert by_node.body == python(console, "open", "order-eligible").body
+
+
+def test_the_node_client_s_help_and_a_bad_option_answer_with_its_usage(node_client):
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["node", "cli.js", *args], cwd=node_client, capture_output=True, text=True, timeout=60
+        )
+
+    helped, bad = run("--help"), run("--bogus", "check", "order-eligible")
+
+    assert (helped.returncode, helped.stderr) == (0, "")
+    assert helped.stdout.startswith("usage: cli.js")
+    assert bad.returncode == 2 and bad.stdout == ""
+    assert "--bogus" in bad.stderr and "usage: cli.js" in bad.stderr
+    assert "Error" not in bad.stderr and len(bad.stderr.splitlines()) == 2  # no stack trace
