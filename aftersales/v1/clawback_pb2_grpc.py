@@ -135,7 +135,8 @@ class ClawbackServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListTransfers(self, request, context):
-        """The transfers into and out of an account, newest first.
+        """The transfers into and out of an account, newest first. The wallet or deposit of a shop
+        nobody has is NOT_FOUND; a payee's cash account that money never reached has none.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -71,7 +71,9 @@ class ClawbackStub:
     GetBalances: _grpc.UnaryUnaryMultiCallable[_clawback_pb2.GetBalancesRequest, _clawback_pb2.GetBalancesResponse]
     """Balances of accounts, named one by one or all accounts of an owner."""
     ListTransfers: _grpc.UnaryUnaryMultiCallable[_clawback_pb2.ListTransfersRequest, _clawback_pb2.ListTransfersResponse]
-    """The transfers into and out of an account, newest first."""
+    """The transfers into and out of an account, newest first. The wallet or deposit of a shop
+    nobody has is NOT_FOUND; a payee's cash account that money never reached has none.
+    """
 
 @_typing.type_check_only
 class ClawbackAsyncStub(ClawbackStub):
@@ -112,7 +114,9 @@ class ClawbackAsyncStub(ClawbackStub):
     GetBalances: _aio.UnaryUnaryMultiCallable[_clawback_pb2.GetBalancesRequest, _clawback_pb2.GetBalancesResponse]  # type: ignore[assignment]
     """Balances of accounts, named one by one or all accounts of an owner."""
     ListTransfers: _aio.UnaryUnaryMultiCallable[_clawback_pb2.ListTransfersRequest, _clawback_pb2.ListTransfersResponse]  # type: ignore[assignment]
-    """The transfers into and out of an account, newest first."""
+    """The transfers into and out of an account, newest first. The wallet or deposit of a shop
+    nobody has is NOT_FOUND; a payee's cash account that money never reached has none.
+    """
 
 class ClawbackServicer(metaclass=_abc_1.ABCMeta):
     """The money model: every movement is an immutable transfer between two accounts (AccountRef);
@@ -186,6 +190,8 @@ class ClawbackServicer(metaclass=_abc_1.ABCMeta):
         request: _clawback_pb2.ListTransfersRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_clawback_pb2.ListTransfersResponse, _abc.Awaitable[_clawback_pb2.ListTransfersResponse]]:
-        """The transfers into and out of an account, newest first."""
+        """The transfers into and out of an account, newest first. The wallet or deposit of a shop
+        nobody has is NOT_FOUND; a payee's cash account that money never reached has none.
+        """
 
 def add_ClawbackServicer_to_server(servicer: ClawbackServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -12,6 +12,7 @@ from server.domain.errors import InvalidArgument, NotFound, RulesRefused
 from server.domain.model import (
     EXTERNAL,
     NOBODY,
+    AccountKind,
     AccountRef,
     Actor,
     ClawbackState,
@@ -281,4 +282,9 @@ class ClawbackUseCases(UseCases):
             found = uow.ledger.list_transfers(
                 account, int(after[0]) if after else None, page_size + 1
             )
+            # A shop's account of a shop nobody has is not an empty one (PostFunds to it is
+            # NOT_FOUND too); a payee's cash account exists once money reaches it.
+            shop_account = account.kind in (AccountKind.ANXIN_WALLET, AccountKind.DEPOSIT)
+            if not found and shop_account and not uow.facts.shop_exists(account.owner_id):
+                raise NotFound("shop", account.owner_id)
         return tokens.page(found, page_size, filters, lambda t: (int(t.transfer_id),))

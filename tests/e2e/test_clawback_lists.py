@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 
 from aftersales.v1 import resources_pb2 as pb
-from client import InvalidArgument
+from client import InvalidArgument, NotFound
 from server.grpc import common
 from tests.e2e.seed import PAID, wallet
 
@@ -82,6 +82,15 @@ def test_an_accounts_transfers_come_newest_first_across_pages(client, refunded):
     balances = client.get_balances([wallet(case.shop_id)])
     assert balances[(pb.ACCOUNT_KIND_ANXIN_WALLET, case.shop_id)] == moved
     assert {t.kind for t in seen} >= {pb.TRANSFER_KIND_FUNDS_IN, pb.TRANSFER_KIND_REFUND_PAYMENT}
+
+
+def test_the_transfers_of_a_shop_nobody_has_are_not_found_and_a_new_payee_s_are_none(client):
+    with pytest.raises(NotFound) as unknown:
+        client.list_transfers(wallet("shop-nobody-has"))
+    assert unknown.value.resource == ("shop", "shop-nobody-has")
+
+    cash = pb.AccountRef(kind=pb.ACCOUNT_KIND_CASH, owner_id="payee-not-yet-paid")
+    assert list(client.list_transfers(cash).transfers) == []
 
 
 def test_a_page_stops_before_its_bytes_pass_the_bound_and_the_next_goes_on(
