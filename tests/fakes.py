@@ -580,8 +580,16 @@ class FakeEvents:
             self._s.events.append(dataclasses.replace(event, position=self._s.last_position))
 
     def read(
-        self, *, after: int, shop_id: str | None, types: Collection[EventType], limit: int
+        self,
+        *,
+        after: int,
+        shop_id: str | None,
+        types: Collection[EventType],
+        limit: int,
+        from_oldest: bool = False,
     ) -> EventPage:
+        if from_oldest:
+            after = self._s.pruned_through
         found = [
             e
             for e in self._s.events

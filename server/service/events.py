@@ -43,7 +43,7 @@ class EventUseCases(UseCases):
                 if shop_id is None or not scope.sees_money_of(shop_id):
                     raise NotFound("shop", shop_id or "")
             page = uow.events.read(
-                after=0 if from_oldest else after, shop_id=shop_id, types=types, limit=limit
+                after=after, shop_id=shop_id, types=types, limit=limit, from_oldest=from_oldest
             )
         if not from_oldest and after < page.pruned_through:
             raise EventsPruned(after, page.pruned_through)

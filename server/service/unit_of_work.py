@@ -271,10 +271,12 @@ class Events(Protocol):
         shop_id: str | None,
         types: Collection[EventType],
         limit: int,
+        from_oldest: bool = False,
     ) -> EventPage:
-        """At most `limit` events after position `after`, in position order, of `shop_id` and
-        of `types` (each when given). Only committed events are read, and never one whose
-        position could still be overtaken by a lower one committing later."""
+        """At most `limit` events after position `after` (`from_oldest`: after the highest
+        position pruned, in the same snapshot), in position order, of `shop_id` and of `types`
+        (each when given). Only committed events are read, and never one whose position could
+        still be overtaken by a lower one committing later."""
 
     def held(self) -> tuple[int, int]:
         """(the highest position pruned, 0 when none; the highest position written, 0 when

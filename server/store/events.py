@@ -60,6 +60,10 @@ EVENT_LOCK = (726_0433, 0)
 SCAN_SPAN = 10_000
 # The highest position a column holds (a signed 64-bit integer), which a range reaches at most.
 MAX_POSITION = 2**63 - 1
+# The highest position pruned (NULL before the first prune), as a scalar subquery.
+_PRUNED_THROUGH = (
+    f'(SELECT CAST("value" AS BIGINT) FROM "setting" WHERE "name" = \'{EVENTS_PRUNED_THROUGH}\')'
+)
 
 _COLUMNS = (
     "type",
@@ -142,15 +146,22 @@ class SqlEvents:
         shop_id: str | None,
         types: Collection[EventType],
         limit: int,
+        from_oldest: bool = False,
     ) -> EventPage:
         """One statement, so that the page, the highest position and the highest pruned one are
         of one snapshot."""
         p = self._store.database.param
         # A range of at most SCAN_SPAN positions per statement: a filter that matches few events
         # of a long backlog reads on span by span instead of in one statement of any length.
-        upto = min(after + SCAN_SPAN, MAX_POSITION)
-        where = [f'"position" > {p}', f'"position" <= {p}']
-        params: list[Any] = [after, upto]
+        # From the oldest held, the range begins past the highest position pruned, read in the
+        # statement itself: past a long pruned stretch, not in it.
+        if from_oldest:
+            low = f"COALESCE({_PRUNED_THROUGH}, 0)"
+            where = [f'"position" > {low}', f'"position" <= {low} + {SCAN_SPAN}']
+            params: list[Any] = []
+        else:
+            where = [f'"position" > {p}', f'"position" <= {p}']
+            params = [after, min(after + SCAN_SPAN, MAX_POSITION)]
         if shop_id is not None:
             where.append(f'"shop_id" = {p}')
             params.append(shop_id)
@@ -160,8 +171,7 @@ class SqlEvents:
         names = ", ".join(f'"{c}"' for c in ("position", *_COLUMNS))
         sql = (
             f'SELECT h.top, h.pruned, {_SELECTED} FROM (SELECT (SELECT MAX("position") FROM '
-            '"event") AS top, (SELECT CAST("value" AS BIGINT) FROM "setting" WHERE "name" = '
-            f"'{EVENTS_PRUNED_THROUGH}') AS pruned) AS h LEFT JOIN (SELECT {names} FROM "
+            f'"event") AS top, {_PRUNED_THROUGH} AS pruned) AS h LEFT JOIN (SELECT {names} FROM '
             f'"event" WHERE {" AND ".join(where)} ORDER BY "position" LIMIT {p}) AS e ON 1 = 1 '
             'ORDER BY e."position"'
         )
@@ -169,14 +179,17 @@ class SqlEvents:
         found = cursor.fetchall()
         top, pruned = (found[0][0] or 0, found[0][1] or 0) if found else (0, 0)
         events = [_event(row[2:]) for row in found if row[2] is not None]
-        top = int(top)
+        top, pruned = int(top), int(pruned)
+        if from_oldest:
+            after = pruned
+        upto = min(after + SCAN_SPAN, MAX_POSITION)
         if len(events) >= limit:
             through = events[-1].position
         else:
             # Everything at or below the highest position seen has committed (positions follow
             # the commit order), so a consumer may resume from here without missing anything.
             through = max(after, min(upto, top))
-        return EventPage(events, through, int(pruned), top=top)
+        return EventPage(events, through, pruned, top=top)
 
     def held(self) -> tuple[int, int]:
         cursor = execute_sql(

@@ -158,6 +158,40 @@ def test_a_consumer_behind_the_retention_gets_out_of_range_with_the_oldest_posit
     assert list(client.list_events(from_oldest=True, page_size=500).events) == recent
 
 
+def test_from_the_oldest_reads_past_a_pruned_stretch_longer_than_one_read_s_span(
+    client, seed, service, clock, monkeypatch
+):
+    # A read ranges over SCAN_SPAN positions at most; here more than that many are pruned.
+    seed.case("stretch-1")
+    seed.case("stretch-2")
+    old = listed(client)
+    clock.advance(service.policy.event_retention + timedelta(seconds=1))
+    seed.case("stretch-new-1")
+    seed.case("stretch-new-2")
+    recent = listed(client, old[-1].position)
+    assert service.prune_events() == len(old)
+    monkeypatch.setattr(events_store, "SCAN_SPAN", 1)
+    assert len(old) > 1
+
+    first = client.list_events(from_oldest=True, page_size=500)
+    assert [e.position for e in first.events] == [recent[0].position]
+    assert not first.caught_up
+    rest, after = [], first.next_after_position
+    while True:
+        page = client.list_events(after, page_size=500)
+        rest += page.events
+        after = page.next_after_position
+        if page.caught_up:
+            break
+    assert rest == recent[1:]
+    watched = []
+    for event in client.watch_events(from_oldest=True, heartbeat_seconds=1, heartbeats=True):
+        if isinstance(event, events_pb2.Heartbeat):
+            break
+        watched.append(event.position)
+    assert watched == [e.position for e in recent]
+
+
 def test_the_sweep_never_prunes_the_newest_event(client, seed, service, clock):
     seed.shop("shop-lonely", wallet_balance=100)
     clock.advance(service.policy.event_retention * 2)
