@@ -226,6 +226,27 @@ def test_the_command_line_prints_one_json_line_per_event_from_a_position(
     assert json.loads(line)["funds_posted"]["account"]["owner_id"] == "shop-cli-2"
 
 
+def test_the_command_line_reads_on_past_short_pages_until_caught_up(
+    client, seed, server, capsys, monkeypatch
+):
+    import json
+
+    from client.__main__ import main
+
+    seed.case("short-1")
+    seed.case("short-2")
+    everything = listed(client)
+    # One position per read: a filter's pages are short, most of them empty.
+    monkeypatch.setattr(events_store, "SCAN_SPAN", 1)
+    address = ["--address", f"127.0.0.1:{server.port}"]
+
+    assert main([*address, "events", "--shop", "shop-short-2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [int(json.loads(line)["position"]) for line in lines] == [
+        e.position for e in everything if e.shop_id == "shop-short-2"
+    ]
+
+
 def open_stream(client, timeout=None):
     stream = client.events.WatchEvents(
         events_pb2.WatchEventsRequest(heartbeat_seconds=1), timeout=timeout
