@@ -3,6 +3,7 @@ follows the commits (WatchEvents)."""
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -30,12 +31,18 @@ MAX_HEARTBEAT_SECONDS = 300
 # How often a process looks for events other processes committed (its own wake its streams at
 # once), while anyone watches.
 POLL_SECONDS = 0.05
+# A stream whose message has waited this long for its consumer to take it (a consumer that reads
+# nothing, a hung host whose connection stays up) is cut: it would hold its slot for good.
+STALLED_STREAM_SECONDS = 60.0
+
+log = logging.getLogger("aftersales")
 
 
 class Feed:
     """Wakes the streams of this process when events may have been committed: at once for this
     process's commits, and within POLL_SECONDS for other processes' (one thread polls the highest
-    position while anyone watches)."""
+    position while anyone watches). The same thread cuts the streams whose consumer has taken
+    nothing for STALLED_STREAM_SECONDS."""
 
     def __init__(self, service: Service, poll: float = POLL_SECONDS) -> None:
         self.service = service
@@ -44,7 +51,28 @@ class Feed:
         self._waiters: set[threading.Event] = set()
         self._lock = threading.Lock()
         self.thread: threading.Thread | None = None
+        # The streams sending a message: since when, and their call (by their waiter).
+        self._sending: dict[threading.Event, tuple[float, Any]] = {}
         service.committed.append(self.wake_all)
+
+    def sending(self, waiter: threading.Event, context: Any) -> None:
+        """The stream of `waiter` hands a message to gRPC, which takes it once the consumer has
+        room for it."""
+        self._sending[waiter] = (time.monotonic(), context)
+
+    def sent(self, waiter: threading.Event) -> None:
+        self._sending.pop(waiter, None)
+
+    def _cut_stalled(self) -> None:
+        cutoff = time.monotonic() - STALLED_STREAM_SECONDS
+        for waiter, (since, context) in list(self._sending.items()):
+            if since < cutoff and self._sending.pop(waiter, None) is not None:
+                log.warning(
+                    "an event stream is cut: its consumer took nothing for %.0f s",
+                    STALLED_STREAM_SECONDS,
+                    extra={"peer": context.peer()},
+                )
+                context.cancel()
 
     def subscribe(self, waiter: threading.Event) -> None:
         with self._lock:
@@ -73,6 +101,7 @@ class Feed:
         while not self.closed.wait(self.poll):
             if not self._waiters:
                 continue
+            self._cut_stalled()
             try:
                 latest = self.service.last_event_position()
             except Exception:  # the streams' own reads report the failure
@@ -168,23 +197,28 @@ class EventsServicer(events_pb2_grpc.EventsServicer, Servicer):
                 )
                 from_oldest = False
                 for event in page.events:
+                    self.feed.sending(wake, context)
                     yield events_pb2.WatchEventsResponse(event=event_pb(event))
+                    self.feed.sent(wake)
                 after = page.through
                 if page.events:
                     last_sent = time.monotonic()
                 idle = time.monotonic() - last_sent
                 if idle >= heartbeat:  # also while a filtered backlog is read on, span by span
+                    self.feed.sending(wake, context)
                     yield events_pb2.WatchEventsResponse(
                         heartbeat=events_pb2.Heartbeat(
                             position=after, sent_at=timestamp(self.service.now())
                         )
                     )
+                    self.feed.sent(wake)
                     last_sent = time.monotonic()
                     idle = 0.0
                 if len(page.events) >= STREAM_BATCH or not page.caught_up:
                     continue
                 wake.wait(heartbeat - idle)
         finally:
+            self.feed.sent(wake)
             self.feed.unsubscribe(wake)
             self.slots.give_back()
         if self.feed.closed.is_set() and context.is_active():

@@ -10,10 +10,12 @@ from datetime import timedelta
 import grpc
 import pytest
 
-from aftersales.v1 import entry_pb2, events_pb2
+from aftersales.v1 import entry_pb2, events_pb2, events_pb2_grpc
 from aftersales.v1 import resources_pb2 as pb
 from client import Client, InvalidArgument, OutOfRange
 from client.errors import from_rpc_error
+from server.domain.model import AccountKind, AccountRef
+from server.grpc import events as events_api
 from server.grpc.app import App
 from server.store import events as events_store
 from tests.e2e.seed import PAID, error_info
@@ -269,6 +271,36 @@ def test_a_server_serves_its_most_streams_and_refuses_more_for_a_while(client, s
     while server.events.slots.busy() and time.monotonic() < deadline:
         time.sleep(0.05)
     open_stream(client).cancel()
+
+
+def test_a_stream_whose_consumer_takes_nothing_is_cut_and_its_slot_given_back(
+    seed, service, server, monkeypatch
+):
+    shop = seed.shop("shop-stall")
+    account = AccountRef(AccountKind.ANXIN_WALLET, shop)
+    for i in range(3_000):  # far more than the transport holds for a consumer that reads nothing
+        service.post_funds(f"stall-funds-{i:05}", account, 1, "backlog")
+    monkeypatch.setattr(events_api, "STALLED_STREAM_SECONDS", 1.0)
+    # No window growth on the consumer's side: what it has not read stops the server soon.
+    with grpc.insecure_channel(
+        f"127.0.0.1:{server.port}", options=[("grpc.http2.bdp_probe", 0)]
+    ) as channel:
+        stuck = events_pb2_grpc.EventsStub(channel).WatchEvents(
+            events_pb2.WatchEventsRequest(heartbeat_seconds=1)
+        )
+        deadline = time.monotonic() + 2
+        while not server.events.slots.busy() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert server.events.slots.busy() == 1  # served, and never read
+
+        deadline = time.monotonic() + 15
+        while server.events.slots.busy() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert server.events.slots.busy() == 0
+        with pytest.raises(grpc.RpcError) as cut:
+            for _ in stuck:
+                pass
+        assert cut.value.code() is grpc.StatusCode.CANCELLED
 
 
 def test_a_draining_server_ends_its_streams_unavailable_for_consumers_to_resume_elsewhere(
