@@ -8,9 +8,10 @@ member's or buyer's id) and `kind` ("staff" or "buyer"). PyJWT does the cryptogr
 Keys rotate without a restart: the file is read again when it changes (looked at every
 JWKS_CHECK_SECONDS, and at once, at most once a second, when a token names a key not known), so
 a new key works as soon as it is published, and a key taken out of the file (one that leaked)
-stops working within JWKS_CHECK_SECONDS, tokens verified with it before included. A file that
-cannot be read then (written in place, half done) leaves the keys as they were until it can:
-replace it whole (write another file, then rename it over this one).
+stops working within JWKS_CHECK_SECONDS, tokens verified with it before included; a JWKS with no
+key this server accepts refuses every token. A file that cannot be read or parsed then (written
+in place, half done) leaves the keys as they were until it can: replace it whole (write another
+file, then rename it over this one).
 """
 
 from __future__ import annotations
@@ -59,10 +60,20 @@ class TokenVerifier:
     def __init__(self, settings: TokenSettings) -> None:
         self.settings = settings
         self._lock = threading.Lock()
+        # Held while the file is looked at and its keys put in place: one reader at a time, so
+        # that a slower one never puts back keys older than a faster one's.
+        self._reading = threading.Lock()
         self._verified: collections.OrderedDict[str, tuple[Person, float]] = (
             collections.OrderedDict()
         )
         self._keys = read_keys(settings.jwks_path)
+        if not self._keys:
+            raise ValueError(
+                f"the JWKS {settings.jwks_path} has no key with a `kid` and an accepted algorithm "
+                f"({', '.join(ALGORITHMS)})"
+            )
+        # Counts the key sets put in place: a token verified with an older set is not remembered.
+        self._generation = 0
         try:
             self._file = _file_of(settings.jwks_path)
         except OSError as e:
@@ -74,21 +85,27 @@ class TokenVerifier:
     def _look_at_file(self, now: float) -> None:
         """Reads the JWKS again if the file changed since it was read (its inode, size or
         modification time), and forgets the tokens verified until then: one signed with a key
-        taken out must not pass on its memory."""
+        taken out must not pass on its memory. A file that cannot be read or parsed leaves the
+        keys as they were; one that holds no key this server accepts takes every key out."""
         self._looked_at = now
-        try:
-            found = _file_of(self.settings.jwks_path)
-            if found == self._file:
+        with self._reading:
+            try:
+                found = _file_of(self.settings.jwks_path)
+                if found == self._file:
+                    return
+                keys = read_keys(self.settings.jwks_path)
+            except (OSError, ValueError) as e:
+                log.warning("the JWKS is kept as it was: %s", e)
                 return
-            keys = read_keys(self.settings.jwks_path)
-        except (OSError, ValueError) as e:
-            log.warning("the JWKS is kept as it was: %s", e)
-            return
-        with self._lock:
-            self._keys = keys
-            self._file = found
-            self._verified.clear()
-        log.info("the JWKS was read again", extra={"keys": sorted(keys)})
+            with self._lock:
+                self._keys = keys
+                self._file = found
+                self._generation += 1
+                self._verified.clear()
+        if keys:
+            log.info("the JWKS was read again", extra={"keys": sorted(keys)})
+        else:
+            log.error("the JWKS holds no key this server accepts: every token is refused")
 
     def person(self, metadata: Any) -> Person:
         """The person the call's `authorization: Bearer <token>` proves. A token verified once
@@ -106,11 +123,14 @@ class TokenVerifier:
                     self._verified.move_to_end(token)
                     return person
                 del self._verified[token]
+            generation = self._generation
         person, expires = self._verify(token, now)
         with self._lock:
-            self._verified[token] = (person, expires)
-            if len(self._verified) > VERIFIED_TOKENS:
-                self._verified.popitem(last=False)
+            # Not if the keys changed meanwhile: the key it verified with may be taken out.
+            if generation == self._generation:
+                self._verified[token] = (person, expires)
+                if len(self._verified) > VERIFIED_TOKENS:
+                    self._verified.popitem(last=False)
         return person
 
     def _verify(self, token: str, now: float) -> tuple[Person, float]:
@@ -160,24 +180,23 @@ class TokenVerifier:
 
 
 def read_keys(path: pathlib.Path) -> dict[str, jwt.PyJWK]:
-    """The JWKS's keys of the accepted algorithms, each by its `kid`."""
+    """The JWKS's keys of the accepted algorithms, each by its `kid`: none for a JWKS whose list
+    of keys is empty or holds none this server accepts. ValueError for a file that cannot be
+    read or is not a JWKS."""
     try:
         document = json.loads(path.read_text("utf-8"))
         if not isinstance(document, dict):
             raise ValueError(f"a JWKS is a JSON object, not {type(document).__name__}")
-        keys = jwt.PyJWKSet.from_dict(document)
-    except (OSError, ValueError, jwt.PyJWKSetError) as e:
+        if not isinstance(document.get("keys"), list):
+            raise ValueError("a JWKS has a list of `keys`")
+        entries = [entry for entry in document["keys"] if isinstance(entry, dict)]
+        keys = jwt.PyJWKSet(entries).keys if entries else []
+    except jwt.PyJWKSetError:
+        keys = []  # no usable key: PyJWKSet skips the others
+    except (OSError, ValueError) as e:
         raise ValueError(f"cannot read the JWKS {path}: {e}") from e
     # Only asymmetric keys of the accepted algorithms, each known by its `kid`.
-    accepted = {
-        key.key_id: key for key in keys.keys if key.key_id and key.algorithm_name in ALGORITHMS
-    }
-    if not accepted:
-        raise ValueError(
-            f"the JWKS {path} has no key with a `kid` and an accepted algorithm "
-            f"({', '.join(ALGORITHMS)})"
-        )
-    return accepted
+    return {key.key_id: key for key in keys if key.key_id and key.algorithm_name in ALGORITHMS}
 
 
 def _file_of(path: pathlib.Path) -> tuple[int, int, int, int]:

@@ -4,6 +4,7 @@ and the memory is bounded."""
 from __future__ import annotations
 
 import json
+import threading
 from datetime import timedelta
 
 import pytest
@@ -118,3 +119,64 @@ def test_a_jwks_that_cannot_be_read_keeps_the_keys_as_they_were(rotating, monkey
     publish(jwks, new)  # then whole: read as soon as it is looked at again
     monkeypatch.setattr(tokens.time, "monotonic", lambda: later + tokens.JWKS_CHECK_SECONDS)
     assert verifier.person(bearer(new.mint("staff-3", "staff"))).person_id == "staff-3"
+
+
+def test_an_empty_jwks_takes_every_key_out(rotating, monkeypatch):
+    jwks, old, new, verifier = rotating
+    remembered = old.mint("staff-1", "staff")
+    verifier.person(bearer(remembered))
+    staged = jwks.with_suffix(".new")
+    staged.write_text('{"keys": []}', encoding="utf-8")  # the only key leaked: none is trusted
+    staged.replace(jwks)
+    later = tokens.time.monotonic() + tokens.JWKS_CHECK_SECONDS
+    monkeypatch.setattr(tokens.time, "monotonic", lambda: later)
+
+    with pytest.raises(TokenRefused, match="does not know"):
+        verifier.person(bearer(remembered))
+
+
+def test_a_token_verified_while_its_key_is_taken_out_is_not_remembered(rotating, monkeypatch):
+    jwks, old, new, verifier = rotating
+    leaked = old.mint("mallory", "staff")
+    decode = tokens.jwt.decode
+
+    def decode_while_the_key_is_taken_out(*args, **kwargs):
+        claims = decode(*args, **kwargs)
+        publish(jwks, new)
+        verifier._look_at_file(tokens.time.monotonic())  # another call's look, meanwhile
+        return claims
+
+    monkeypatch.setattr(tokens.jwt, "decode", decode_while_the_key_is_taken_out)
+    assert verifier.person(bearer(leaked)).person_id == "mallory"  # it was a key then
+    monkeypatch.setattr(tokens.jwt, "decode", decode)
+
+    with pytest.raises(TokenRefused, match="does not know"):
+        verifier.person(bearer(leaked))
+
+
+def test_looks_at_the_file_never_put_older_keys_back(rotating, monkeypatch):
+    jwks, old, new, verifier = rotating
+    read = tokens.read_keys
+    slow_reader_has_read = threading.Event()
+    fast_reader_done = threading.Event()
+
+    def slow_then_fast(path):
+        keys = read(path)
+        if threading.current_thread().name == "slow":
+            slow_reader_has_read.set()
+            fast_reader_done.wait(2)  # the fast reader may not overtake: the wait times out
+        return keys
+
+    monkeypatch.setattr(tokens, "read_keys", slow_then_fast)
+    publish(jwks, old, new)
+    slow = threading.Thread(target=verifier._look_at_file, args=(0.0,), name="slow")
+    slow.start()
+    slow_reader_has_read.wait(2)
+    publish(jwks, new)  # then "old" is taken out, and a faster look reads that
+    fast = threading.Thread(target=verifier._look_at_file, args=(0.0,), name="fast")
+    fast.start()
+    slow.join()
+    fast_reader_done.set()
+    fast.join()
+
+    assert sorted(verifier._keys) == ["new"]
