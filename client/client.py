@@ -488,12 +488,13 @@ class Client:
         With `heartbeats`, the heartbeats too (their `position` may be stored as an event's).
 
         Resumes by itself: when the stream breaks (UNAVAILABLE: the server stops, the network
-        fails; ABORTED; CANCELLED: the server cut it, as the caller took nothing from it for a
-        minute), the server has no room for it (RESOURCE_EXHAUSTED) or falls silent
+        fails; ABORTED), the server has no room for it (RESOURCE_EXHAUSTED) or falls silent
         (nothing, not even a heartbeat, for three heartbeat intervals: a dead host or a dropped
         connection), it reconnects after `reconnect_delay` seconds from the last position it
         yielded, so that the caller sees each event once. Any other failure raises its typed
-        exception (OutOfRange: the position asked for was pruned)."""
+        exception (OutOfRange: the position asked for was pruned; an AfterSalesError of code
+        CANCELLED: the server cut the stream, its events left untaken, or the channel was
+        closed)."""
         after = after_position
         silence = 3 * (heartbeat_seconds or DEFAULT_HEARTBEAT_SECONDS)
         while True:
@@ -560,7 +561,6 @@ _RESUMED = (
     grpc.StatusCode.UNAVAILABLE,
     grpc.StatusCode.RESOURCE_EXHAUSTED,
     grpc.StatusCode.ABORTED,
-    grpc.StatusCode.CANCELLED,  # cut by the server: this consumer took nothing for a minute
 )
 
 

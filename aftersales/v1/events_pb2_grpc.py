@@ -85,8 +85,9 @@ class EventsServicer:
         """The events after a position, first the backlog, then each event as it commits, until the
         caller cancels. When nothing new comes, a heartbeat every `heartbeat_seconds` (the stream is
         alive, and the position it has read through). The server may end the stream with UNAVAILABLE
-        (it is stopping), or cut it, CANCELLED, when its consumer has taken nothing for 60 seconds
-        (it would hold its place for good): reconnect and resume from the last position handled.
+        (it is stopping), or cut it, CANCELLED, when its consumer has stopped taking messages (once
+        those waiting for it fill the connection's flow-control window, 60 seconds later; it would
+        hold its place for good): reconnect and resume from the last position handled.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

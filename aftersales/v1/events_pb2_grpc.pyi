@@ -57,8 +57,9 @@ class EventsStub:
     """The events after a position, first the backlog, then each event as it commits, until the
     caller cancels. When nothing new comes, a heartbeat every `heartbeat_seconds` (the stream is
     alive, and the position it has read through). The server may end the stream with UNAVAILABLE
-    (it is stopping), or cut it, CANCELLED, when its consumer has taken nothing for 60 seconds
-    (it would hold its place for good): reconnect and resume from the last position handled.
+    (it is stopping), or cut it, CANCELLED, when its consumer has stopped taking messages (once
+    those waiting for it fill the connection's flow-control window, 60 seconds later; it would
+    hold its place for good): reconnect and resume from the last position handled.
     """
     ListEvents: _grpc.UnaryUnaryMultiCallable[_events_pb2.ListEventsRequest, _events_pb2.ListEventsResponse]
     """A page of the events after a position, for consumers that poll."""
@@ -88,8 +89,9 @@ class EventsAsyncStub(EventsStub):
     """The events after a position, first the backlog, then each event as it commits, until the
     caller cancels. When nothing new comes, a heartbeat every `heartbeat_seconds` (the stream is
     alive, and the position it has read through). The server may end the stream with UNAVAILABLE
-    (it is stopping), or cut it, CANCELLED, when its consumer has taken nothing for 60 seconds
-    (it would hold its place for good): reconnect and resume from the last position handled.
+    (it is stopping), or cut it, CANCELLED, when its consumer has stopped taking messages (once
+    those waiting for it fill the connection's flow-control window, 60 seconds later; it would
+    hold its place for good): reconnect and resume from the last position handled.
     """
     ListEvents: _aio.UnaryUnaryMultiCallable[_events_pb2.ListEventsRequest, _events_pb2.ListEventsResponse]  # type: ignore[assignment]
     """A page of the events after a position, for consumers that poll."""
@@ -122,8 +124,9 @@ class EventsServicer(metaclass=_abc_1.ABCMeta):
         """The events after a position, first the backlog, then each event as it commits, until the
         caller cancels. When nothing new comes, a heartbeat every `heartbeat_seconds` (the stream is
         alive, and the position it has read through). The server may end the stream with UNAVAILABLE
-        (it is stopping), or cut it, CANCELLED, when its consumer has taken nothing for 60 seconds
-        (it would hold its place for good): reconnect and resume from the last position handled.
+        (it is stopping), or cut it, CANCELLED, when its consumer has stopped taking messages (once
+        those waiting for it fill the connection's flow-control window, 60 seconds later; it would
+        hold its place for good): reconnect and resume from the last position handled.
         """
 
     @_abc_1.abstractmethod

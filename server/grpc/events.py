@@ -57,22 +57,27 @@ class Feed:
 
     def sending(self, waiter: threading.Event, context: Any) -> None:
         """The stream of `waiter` hands a message to gRPC, which takes it once the consumer has
-        room for it."""
-        self._sending[waiter] = (time.monotonic(), context)
+        room for it (its flow-control window)."""
+        with self._lock:
+            self._sending[waiter] = (time.monotonic(), context)
 
     def sent(self, waiter: threading.Event) -> None:
-        self._sending.pop(waiter, None)
+        with self._lock:
+            self._sending.pop(waiter, None)
 
     def _cut_stalled(self) -> None:
         cutoff = time.monotonic() - STALLED_STREAM_SECONDS
-        for waiter, (since, context) in list(self._sending.items()):
-            if since < cutoff and self._sending.pop(waiter, None) is not None:
-                log.warning(
-                    "an event stream is cut: its consumer took nothing for %.0f s",
-                    STALLED_STREAM_SECONDS,
-                    extra={"peer": context.peer()},
-                )
-                context.cancel()
+        with self._lock:
+            stalled = [(w, c) for w, (since, c) in self._sending.items() if since < cutoff]
+            for waiter, _ in stalled:
+                del self._sending[waiter]
+        for _, context in stalled:
+            log.warning(
+                "an event stream is cut: its consumer took no message for %.0f s",
+                STALLED_STREAM_SECONDS,
+                extra={"peer": context.peer()},
+            )
+            context.cancel()
 
     def subscribe(self, waiter: threading.Event) -> None:
         with self._lock:

@@ -166,7 +166,10 @@ class CallInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]  # grpc
 def _certified(context: grpc.ServicerContext) -> Caller | None:
     """Who a call the guard refused came from, for its log line: the identity its certificate
     proves, if any (the person's token, if it sent one, was not believed)."""
-    identity = identity_of(context)
+    try:
+        identity = identity_of(context)
+    except Exception:  # a certificate the guard could not read either: its refusal stands
+        return None
     return Caller(identity) if identity else None
 
 
