@@ -59,6 +59,11 @@ WATCH_EVENTS_METHOD = "/{}/WatchEvents".format(
     events_pb2.DESCRIPTOR.services_by_name["Events"].full_name
 )
 
+# Server reflection's stream (grpcurl holds one open for each of its commands), served on threads
+# of its own: this many at once, the others waiting for one.
+REFLECTION_METHOD = f"/{reflection.SERVICE_NAME}/ServerReflectionInfo"
+REFLECTION_STREAMS = 4
+
 # Threads the event streams' pool has beyond its streams: those that refuse a stream over the
 # limit (RESOURCE_EXHAUSTED), so that the refusal does not wait for a stream to end.
 _STREAM_REFUSERS = 2
@@ -119,6 +124,11 @@ class App:
         self._streams_pool = futures.ThreadPoolExecutor(
             max_workers=max_streams + _STREAM_REFUSERS, thread_name_prefix="stream"
         )
+        # So do reflection's streams: a grpcurl command holds one while it lasts (a WatchEvents
+        # followed for minutes), and it would hold an RPC worker.
+        self._reflection_pool = futures.ThreadPoolExecutor(
+            max_workers=REFLECTION_STREAMS, thread_name_prefix="reflection"
+        )
         self._workers = futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rpc")
         # The first interceptor's handler is the one grpc runs: the own threads of the health
         # Check and of the event streams are given there. The RPC's span, when tracing,
@@ -128,6 +138,7 @@ class App:
                 {
                     HEALTH_CHECK_METHOD: self._health_pool,
                     WATCH_EVENTS_METHOD: self._streams_pool,
+                    REFLECTION_METHOD: self._reflection_pool,
                 }
             )
         ]
@@ -229,6 +240,7 @@ class App:
         """Waits for the RPC workers and the event streams to end their calls."""
         self._workers.shutdown()
         self._streams_pool.shutdown()
+        self._reflection_pool.shutdown()
 
 
 def _within(seconds: float, step: Callable[[], object]) -> bool:

@@ -237,7 +237,8 @@ class OwnThreads(grpc.ServerInterceptor):  # type: ignore[type-arg]  # grpc-stub
     takes none of the workers the other calls need."""
 
     def __init__(self, pools: Mapping[str, futures.ThreadPoolExecutor]) -> None:
-        """`pools`: the pool of each method (its full name), unary or server-streaming."""
+        """`pools`: the pool of each method (its full name): unary, server-streaming or
+        bidirectional (server reflection's)."""
         self.pools = dict(pools)
 
     def intercept_service(
@@ -254,6 +255,8 @@ class OwnThreads(grpc.ServerInterceptor):  # type: ignore[type-arg]  # grpc-stub
             inner, make = handler.unary_unary, grpc.unary_unary_rpc_method_handler
         elif handler.unary_stream is not None:
             inner, make = handler.unary_stream, grpc.unary_stream_rpc_method_handler
+        elif handler.stream_stream is not None:
+            inner, make = handler.stream_stream, grpc.stream_stream_rpc_method_handler
         else:
             return handler
 

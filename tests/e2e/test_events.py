@@ -18,7 +18,7 @@ from server.domain.model import AccountKind, AccountRef
 from server.grpc import events as events_api
 from server.grpc.app import App
 from server.store import events as events_store
-from tests.e2e.seed import PAID, error_info
+from tests.e2e.seed import PAID, Seed, error_info
 
 
 def listed(client, after=0, **filters) -> list[events_pb2.Event]:
@@ -389,5 +389,37 @@ def test_streams_hold_threads_of_their_own_not_the_workers_other_calls_need(serv
             finally:
                 for stream in held:
                     stream.cancel()
+    finally:
+        app.stop(grace=1)
+
+
+def test_reflection_streams_hold_threads_of_their_own_not_the_workers(service, seed):
+    """grpcurl holds a server-reflection stream open while its command lasts (a WatchEvents
+    followed for minutes): with one RPC worker and such a stream open, other calls are
+    answered."""
+    import queue
+
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    app = App(service, "127.0.0.1:0", workers=1, sweep_interval=None).start()
+    try:
+        with Client(f"127.0.0.1:{app.port}") as client:
+            case = Seed(client, seed.clock).case("reflection-aside")
+            ask: queue.Queue = queue.Queue()
+            ask.put(reflection_pb2.ServerReflectionRequest(list_services=""))
+            stub = reflection_pb2_grpc.ServerReflectionStub(client.channel)
+            held = stub.ServerReflectionInfo(iter(ask.get, None), timeout=30)
+            try:
+                assert next(held).list_services_response.service  # served, and kept open
+                answer = client.entries.CheckEligibility(
+                    entry_pb2.CheckEligibilityRequest(
+                        order_id=case.order_id, operator_id=case.owner_id
+                    ),
+                    timeout=5,
+                )
+                assert answer.eligible
+            finally:
+                ask.put(None)
+                held.cancel()
     finally:
         app.stop(grace=1)
