@@ -83,19 +83,28 @@ def exporters(environ: Mapping[str, str] = os.environ) -> list[EntryPoint]:
     return [found[name] for name in names]
 
 
+def resource() -> Any:
+    """What the spans say of their service: `service.name` is `aftersales` unless
+    OTEL_SERVICE_NAME or OTEL_RESOURCE_ATTRIBUTES name it (the SDK reads them)."""
+    from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+
+    detected = Resource.create()
+    named = str(detected.attributes.get(SERVICE_NAME, ""))
+    if named and not named.startswith("unknown_service"):
+        return detected
+    return detected.merge(Resource({SERVICE_NAME: "aftersales"}))
+
+
 def configure(environ: Mapping[str, str] = os.environ) -> bool:
     """Turns tracing on as the OTEL_* variables say, in this process (each worker calls it
     after the fork: the batch processor's thread is not forked); whether it is on."""
     chosen = exporters(environ)
     if not chosen:
         return False
-    from opentelemetry.sdk.resources import SERVICE_NAME, Resource
     from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-    # OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES win over this default.
-    resource = Resource.create({SERVICE_NAME: "aftersales"}).merge(Resource.create())
-    provider = SdkTracerProvider(resource=resource)
+    provider = SdkTracerProvider(resource=resource())
     for exporter in chosen:
         provider.add_span_processor(BatchSpanProcessor(exporter.load()()))
     set_tracer_provider(provider)

@@ -105,3 +105,22 @@ def test_tracing_is_off_unless_the_otel_variables_name_an_exporter():
     )
     with pytest.raises(tracing.TracingMisconfigured):
         tracing.exporters({"OTEL_TRACES_EXPORTER": "zipkin-that-is-not-installed"})
+
+
+@pytest.mark.parametrize(
+    ("environ", "name"),
+    [
+        ({}, "aftersales"),
+        ({"OTEL_SERVICE_NAME": "aftersales-canary"}, "aftersales-canary"),
+        ({"OTEL_RESOURCE_ATTRIBUTES": "service.name=after-x,region=sh"}, "after-x"),
+    ],
+)
+def test_the_spans_service_is_aftersales_unless_the_otel_variables_name_it(
+    environ, name, monkeypatch
+):
+    for variable in ("OTEL_SERVICE_NAME", "OTEL_RESOURCE_ATTRIBUTES"):
+        monkeypatch.delenv(variable, raising=False)
+    for variable, value in environ.items():
+        monkeypatch.setenv(variable, value)
+
+    assert tracing.resource().attributes["service.name"] == name
