@@ -15,7 +15,11 @@ const fs = require('node:fs');
 const { parseArgs } = require('node:util');
 const { createClient, richError, responseJson } = require('./aftersales');
 
-const USAGE = 'usage: cli.js [--address HOST:PORT] [--token TOKEN] check|open ORDER_ID [OPERATOR_ID]';
+const USAGE = [
+  'usage: cli.js [--address HOST:PORT] [--token TOKEN] [--timeout SECONDS]',
+  '              [--tls-ca PEM [--tls-cert PEM --tls-key PEM]]',
+  '              check|open ORDER_ID [OPERATOR_ID] [--note TEXT] [--request-id ID]',
+].join('\n');
 
 const OPTIONS = {
   help: { type: 'boolean', short: 'h' },
