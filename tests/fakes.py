@@ -491,6 +491,9 @@ class FakeClawbacks:
     def has_debts_pending(self, payee_id: str) -> bool:
         return payee_id in self._s.debts_pending
 
+    def debts_pending_among(self, payee_ids: Collection[str]) -> set[str]:
+        return {p for p in payee_ids if p in self._s.debts_pending}
+
     def postpone_debts_pending(self, payee_id: str, now: datetime) -> None:
         if payee_id in self._s.debts_pending:
             self._s.debts_pending[payee_id] = self._s.debts_pending.pop(payee_id)

@@ -9,7 +9,7 @@ it restates and a test ties the two.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime, timedelta
 
 from server.domain.model import (
@@ -508,17 +508,24 @@ def recoverable_now(line: ClawbackLine, payee_balance: int) -> int:
 
 
 def recover(
-    lines: Sequence[ClawbackLine], balances: dict[AccountRef, int]
+    lines: Sequence[ClawbackLine],
+    balances: dict[AccountRef, int],
+    owing: Collection[AccountRef] = (),
 ) -> tuple[tuple[ClawbackLine, ...], dict[AccountRef, int]]:
     """Each line takes what its account gives now (recoverable_now), in line order, each taking
     from what the ones before it left; returns the lines with `recovered` set and the balances
     after. A line with nothing due takes nothing, and the technical service fee is given back
-    whatever the platform's balance: neither account need be among `balances`."""
+    whatever the platform's balance: neither account need be among `balances`.
+
+    `owing`: payees' accounts whose older debts are still being paid (the sweeper pays on,
+    oldest first): their cash is those debts' first, so a line on one takes nothing now and
+    waits its turn, outstanding, behind them."""
     left = dict(balances)
     taken = []
     for line in lines:
         if needs_balance(line):
-            take = recoverable_now(line, left[line.account])
+            available = 0 if line.account in owing else left[line.account]
+            take = recoverable_now(line, available)
             left[line.account] -= take
         else:
             take = line.outstanding if line.due else 0

@@ -4,6 +4,7 @@ preview what a refund would recover, read clawbacks, balances and transfers."""
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from datetime import datetime
 
 from server.domain import events, rules
@@ -15,6 +16,7 @@ from server.domain.model import (
     AccountKind,
     AccountRef,
     Actor,
+    ClawbackLine,
     ClawbackState,
     Movement,
     Order,
@@ -34,6 +36,7 @@ from server.service.base import (
 )
 from server.service.outcomes import ClawbackRecorded
 from server.service.paging import Page, PageTokens, micros
+from server.service.unit_of_work import UnitOfWork
 
 
 class ClawbackUseCases(UseCases):
@@ -83,7 +86,9 @@ class ClawbackUseCases(UseCases):
                     *(line.account for line in clawback.lines if rules.needs_balance(line)),
                 }
             )
-            lines, _ = rules.recover(clawback.lines, balances)
+            # Read once the payees' accounts are locked: the sweeper clears a payee's note
+            # under the same lock, so it is not cleared before a debt this refund leaves.
+            lines, _ = rules.recover(clawback.lines, balances, _owing(uow, clawback.lines))
             clawback = dataclasses.replace(
                 clawback,
                 lines=lines,
@@ -153,7 +158,8 @@ class ClawbackUseCases(UseCases):
             )
             wallet = wallet_of(shop.shop_id)
             balances = uow.ledger.balances([wallet, *{line.account for line in clawback.lines}])
-        lines, left = rules.recover(clawback.lines, balances)
+            owing = _owing(uow, clawback.lines)
+        lines, left = rules.recover(clawback.lines, balances, owing)
         return dataclasses.replace(
             clawback, lines=lines, payment=rules.split_refund_payment(amount, left[wallet])
         )
@@ -288,3 +294,15 @@ class ClawbackUseCases(UseCases):
             if not found and shop_account and not uow.facts.shop_exists(account.owner_id):
                 raise NotFound("shop", account.owner_id)
         return tokens.page(found, page_size, filters, lambda t: (int(t.transfer_id),))
+
+
+def _owing(uow: UnitOfWork, lines: Sequence[ClawbackLine]) -> set[AccountRef]:
+    """The payees' cash accounts among `lines` whose older debts the sweeper is still paying
+    (rules.recover); no statement when no line's recovery depends on a payee's balance."""
+    payees = {
+        line.account.owner_id
+        for line in lines
+        if rules.needs_balance(line) and line.account.kind is AccountKind.CASH
+    }
+    pending = uow.clawbacks.debts_pending_among(payees) if payees else set()
+    return {AccountRef(AccountKind.CASH, payee) for payee in pending}

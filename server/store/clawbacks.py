@@ -244,6 +244,19 @@ class SqlClawbacks:
         )
         return cursor.fetchone() is not None
 
+    def debts_pending_among(self, payee_ids: Collection[str]) -> set[str]:
+        if not payee_ids:
+            return set()
+        p = self._store.database.param
+        cursor = execute_sql(
+            self._store.database,
+            'SELECT "payee_id" FROM "pending_debts" WHERE "payee_id" IN ('
+            + ", ".join([p] * len(payee_ids))
+            + ")",
+            list(payee_ids),
+        )
+        return {row[0] for row in cursor.fetchall()}
+
     def postpone_debts_pending(self, payee_id: str, now: datetime) -> None:
         PendingDebtsRow.update(noted_at=to_us(now)).where(
             PendingDebtsRow.payee_id == payee_id

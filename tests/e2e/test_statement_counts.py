@@ -38,8 +38,10 @@ BUDGET = {
     "PostFunds": 9,
     # Into an influencer's cash, whose debts it would pay first (it owes none here).
     "PostFunds to a payee's cash": 9,
-    "PreviewClawback": 2,
-    "RecordRefund": 13,
+    # A late refund's payees whose older debts are still being paid are read with one more
+    # statement (their cash is those debts' first: rules.recover).
+    "PreviewClawback": 3,
+    "RecordRefund": 14,
     "GetClawback": 2,
     "GetBalances": 1,
     "GetBalances of an owner": 1,

@@ -16,8 +16,10 @@ from server.domain.model import (
     ClawbackState,
     ReasonCode,
 )
+from server.service import sync
 from server.service.sync import DEBTS_PER_TRANSACTION
 from server.store.schema import BATCH
+from tests.service.scenarios import a_clawback_setup, a_late_refund, an_application
 from tests.store.factories import OWED, a_payee_owing, counted_statements, request_id
 
 SHOPS = 2 * BATCH  # past one batch: the statements split
@@ -128,3 +130,33 @@ def test_balances_of_hundreds_of_accounts_are_read_at_once(service, store):
 
     assert len(balances) == SHOPS
     assert sum(balances.values()) == OWED * 3  # the three oldest debts were paid
+
+
+def test_a_new_clawback_waits_behind_a_payee_s_older_debts_the_sweeper_is_still_paying(
+    service, store, monkeypatch
+):
+    """influencer-1 owes 5 shops; money reaching its cash pays 2 of them at once, and the
+    sweeper the other 3. A late refund recorded meanwhile must not take that money first."""
+    monkeypatch.setattr(sync, "DEBTS_PER_TRANSACTION", 2)
+    a_payee_owing(service, store, "influencer-1", 5)
+    cash = AccountRef(AccountKind.CASH, "influencer-1")
+    posted = service.post_funds(request_id(), cash, 5 * OWED + 1_000, "payout")
+    assert posted.debts_pending
+    setup = a_clawback_setup(service)
+    for payee in ("leader-1", "affiliate-1"):
+        service.post_funds(request_id(), AccountRef(AccountKind.CASH, payee), 5_000, "payout")
+
+    preview = service.preview_clawback(setup.order_id, 5_000, None)
+    clawback = service.record_refund(a_late_refund(service, an_application(service, setup, 5_000)))
+
+    influencer = [ln for ln in clawback.lines if ln.payee_id == "influencer-1"]
+    assert [(ln.due, ln.recovered) for ln in influencer] == [(500, 0)]  # outstanding, in line
+    assert [ln.recovered for ln in preview.lines if ln.payee_id == "influencer-1"] == [0]
+    # The other payees owe nothing older: their lines are recovered at once.
+    assert all(ln.recovered == ln.due for ln in clawback.lines if ln.payee_id != "influencer-1")
+    while service.settle_pending_debts(payees=10):
+        pass
+    # Oldest first: the 5 older debts (500), then the new line (500), from the 1,500 left.
+    assert service.balances([cash], None)[cash] == 5 * OWED + 1_000 - 5 * OWED - 500
+    settled = service.get_clawback(clawback_id=clawback.clawback_id)
+    assert [ln.recovered for ln in settled.lines if ln.payee_id == "influencer-1"] == [500]

@@ -451,6 +451,25 @@ def test_a_line_is_outstanding_partial_or_recovered(due, recovered, state):
     assert line.recovered + line.outstanding == line.due
 
 
+def test_a_payee_whose_older_debts_are_still_being_paid_gives_a_new_line_nothing_yet():
+    owing = dataclasses.replace(a_line(due=300), line_no=0, payee_id="kol-owing")
+    other = dataclasses.replace(a_line(due=200), line_no=1, payee_id="kol-clear")
+    fee = dataclasses.replace(
+        a_line(PayeeKind.TECHNICAL_SERVICE_FEE, due=50), line_no=2, payee_id=""
+    )
+    balances = {owing.account: 10_000, other.account: 10_000}
+
+    lines, left = rules.recover([owing, other, fee], balances, owing={owing.account})
+
+    # Its cash is its older debts' first: the line waits behind them, outstanding.
+    assert [(ln.payee_id, ln.recovered) for ln in lines] == [
+        ("kol-owing", 0),
+        ("kol-clear", 200),
+        ("", 50),
+    ]
+    assert left == {owing.account: 10_000, other.account: 9_800}
+
+
 # --- Money reaching a payee pays its debts, oldest first ------------------------------------------
 
 
