@@ -868,6 +868,8 @@ def main(argv: list[str] | None = None) -> int:
     _interruptible()
     try:
         the_policy = policy.load(args.policy)
+        for warning in policy.warnings(the_policy):
+            log.warning(warning)
         count = process_count(args)
         if count > 1:
             return serve_in_processes(args, the_policy, count)

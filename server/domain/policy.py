@@ -36,6 +36,17 @@ class PolicyError(ValueError):
     the message is one line naming the setting and its limit."""
 
 
+def warnings(policy: Policy) -> list[str]:
+    """What a policy that loads may still not mean: each said once, as the server starts."""
+    said = []
+    if not policy.designated_categories:
+        said.append(
+            "the policy designates no category ([clawback] designated_categories): "
+            "no late refund recovers commissions"
+        )
+    return said
+
+
 def load(path: str | os.PathLike[str] | None = None) -> Policy:
     """The policy at `path`, else at $AFTERSALES_POLICY, else the shipped default."""
     chosen = pathlib.Path(path or os.environ.get(ENV_VAR) or DEFAULT_PATH)

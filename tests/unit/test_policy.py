@@ -77,6 +77,17 @@ def test_a_policy_file_with_only_a_version_is_the_default_policy(tmp_path):
     assert policy.completion_window == timedelta(days=120)
 
 
+def test_a_policy_without_designated_categories_is_said_to_recover_no_commission(tmp_path):
+    bare = policy_loader.load(write_policy(tmp_path, 'version = "bare"\n'))
+
+    assert bare.designated_categories == frozenset()
+    assert policy_loader.warnings(bare) == [
+        "the policy designates no category ([clawback] designated_categories): "
+        "no late refund recovers commissions"
+    ]
+    assert policy_loader.warnings(policy_loader.load()) == []  # the shipped one designates some
+
+
 def test_every_setting_can_be_overridden(tmp_path):
     path = write_policy(
         tmp_path,
