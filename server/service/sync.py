@@ -157,6 +157,11 @@ class SyncUseCases(UseCases):
                 pending, balance = self._settle_debts(uow, account, balance, now, by, recovered)
                 if pending:
                     uow.clawbacks.mark_debts_pending(account.owner_id, now, by)
+                elif recovered:
+                    # It paid the last of them: a note left by an earlier call goes now, not at
+                    # the sweeper's next pass (meanwhile new clawback lines would wait behind
+                    # debts nobody owes). A payee that owed nothing has no note to clear.
+                    uow.clawbacks.clear_debts_pending(account.owner_id)
             # The funds first, then the debts they paid: the order the money moved in.
             uow.events.add(events.funds_posted(transfer, account, balance), *recovered)
             return Posted(transfer, balance, pending)

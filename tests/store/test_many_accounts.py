@@ -160,3 +160,21 @@ def test_a_new_clawback_waits_behind_a_payee_s_older_debts_the_sweeper_is_still_
     assert service.balances([cash], None)[cash] == 5 * OWED + 1_000 - 5 * OWED - 500
     settled = service.get_clawback(clawback_id=clawback.clawback_id)
     assert [ln.recovered for ln in settled.lines if ln.payee_id == "influencer-1"] == [500]
+
+
+def test_money_that_pays_a_payee_s_last_debts_lets_the_next_clawback_take_at_once(
+    service, store, monkeypatch
+):
+    monkeypatch.setattr(sync, "DEBTS_PER_TRANSACTION", 2)
+    a_payee_owing(service, store, "influencer-1", 3)
+    cash = AccountRef(AccountKind.CASH, "influencer-1")
+    assert service.post_funds(request_id(), cash, 2 * OWED + 1, "payout").debts_pending
+    assert not service.post_funds(request_id(), cash, 10_000, "payout").debts_pending
+    setup = a_clawback_setup(service)
+
+    clawback = service.record_refund(a_late_refund(service, an_application(service, setup, 5_000)))
+
+    # Nothing older is owed: no waiting for the sweeper's next pass.
+    assert [(ln.due, ln.recovered) for ln in clawback.lines if ln.payee_id == "influencer-1"] == [
+        (500, 500)
+    ]
