@@ -488,9 +488,6 @@ class FakeClawbacks:
     def debts_pending(self, limit: int) -> list[tuple[str, Actor]]:
         return list(self._s.debts_pending.items())[:limit]
 
-    def has_debts_pending(self, payee_id: str) -> bool:
-        return payee_id in self._s.debts_pending
-
     def debts_pending_among(self, payee_ids: Collection[str]) -> set[str]:
         return {p for p in payee_ids if p in self._s.debts_pending}
 

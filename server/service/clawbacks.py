@@ -304,5 +304,4 @@ def _owing(uow: UnitOfWork, lines: Sequence[ClawbackLine]) -> set[AccountRef]:
         for line in lines
         if rules.needs_balance(line) and line.account.kind is AccountKind.CASH
     }
-    pending = uow.clawbacks.debts_pending_among(payees) if payees else set()
-    return {AccountRef(AccountKind.CASH, payee) for payee in pending}
+    return {AccountRef(AccountKind.CASH, p) for p in uow.clawbacks.debts_pending_among(payees)}

@@ -127,7 +127,7 @@ class SyncUseCases(UseCases):
                 return RulesRefused(subject, violations, {"account": subject})
 
             if not incoming and account.kind is AccountKind.CASH:
-                if uow.clawbacks.has_debts_pending(account.owner_id):
+                if uow.clawbacks.debts_pending_among({account.owner_id}):
                     raise refused(rules.check_withdrawal(balance, -amount, debts_pending=True))
             try:
                 transfer = uow.ledger.post_transfer(

@@ -233,9 +233,8 @@ class Clawbacks(Protocol):
     def debts_pending(self, limit: int) -> list[tuple[str, Actor]]:
         """At most `limit` payees noted by mark_debts_pending, oldest note first."""
 
-    def has_debts_pending(self, payee_id: str) -> bool: ...
     def debts_pending_among(self, payee_ids: Collection[str]) -> set[str]:
-        """Those of `payee_ids` noted by mark_debts_pending (one statement)."""
+        """Those of `payee_ids` noted by mark_debts_pending (one statement; none for none)."""
 
     def postpone_debts_pending(self, payee_id: str, now: datetime) -> None:
         """Puts the payee last among those debts_pending gives."""

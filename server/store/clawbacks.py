@@ -235,15 +235,6 @@ class SqlClawbacks:
         )
         return [(payee, actor(service, person)) for payee, service, person in cursor.fetchall()]
 
-    def has_debts_pending(self, payee_id: str) -> bool:
-        p = self._store.database.param
-        cursor = execute_sql(
-            self._store.database,
-            f'SELECT 1 FROM "pending_debts" WHERE "payee_id" = {p}',
-            [payee_id],
-        )
-        return cursor.fetchone() is not None
-
     def debts_pending_among(self, payee_ids: Collection[str]) -> set[str]:
         if not payee_ids:
             return set()

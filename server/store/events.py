@@ -194,8 +194,7 @@ class SqlEvents:
     def held(self) -> tuple[int, int]:
         cursor = execute_sql(
             self._store.database,
-            f'SELECT (SELECT CAST("value" AS BIGINT) FROM "setting" WHERE "name" = '
-            f'\'{EVENTS_PRUNED_THROUGH}\'), (SELECT MAX("position") FROM "event")',
+            f'SELECT {_PRUNED_THROUGH}, (SELECT MAX("position") FROM "event")',
         )
         pruned, top = cursor.fetchone()
         return int(pruned or 0), int(top or 0)
