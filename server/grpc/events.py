@@ -3,10 +3,12 @@ follows the commits (WatchEvents)."""
 
 from __future__ import annotations
 
+import bisect
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from aftersales.v1 import events_pb2, events_pb2_grpc, resources_pb2
@@ -28,9 +30,19 @@ from server.service import Service
 STREAM_BATCH = 100
 DEFAULT_HEARTBEAT_SECONDS = 10
 MAX_HEARTBEAT_SECONDS = 300
-# How often a process looks for events other processes committed (its own wake its streams at
-# once), while anyone watches.
+# How often a process looks for events other processes committed (its own are read at once),
+# while anyone watches.
 POLL_SECONDS = 0.05
+# The newest events a process keeps in memory while anyone watches (a few megabytes at most). A
+# stream within them takes its events from there: the database is read once per commit, for
+# every stream of the process, whatever their number. A stream further behind reads the database
+# itself, STREAM_BATCH events at a time, until it is within them.
+RECENT_EVENTS = 2_000
+# Reads of the feed per round at most (then it looks at its streams again).
+FEED_READS = RECENT_EVENTS // STREAM_BATCH
+# How often a stream served from memory checks that its caller may still see what it follows (a
+# staff member moved to another shop, or whose role no longer shows the money).
+ACCESS_CHECK_SECONDS = 10.0
 # A stream whose message has waited this long for its consumer to take it (a consumer that reads
 # nothing, a hung host whose connection stays up) is cut: it would hold its slot for good.
 STALLED_STREAM_SECONDS = 60.0
@@ -38,82 +50,215 @@ STALLED_STREAM_SECONDS = 60.0
 log = logging.getLogger("aftersales")
 
 
-class Feed:
-    """Wakes the streams of this process when events may have been committed: at once for this
-    process's commits, and within POLL_SECONDS for other processes' (one thread polls the highest
-    position while anyone watches). The same thread cuts the streams whose consumer has taken
-    nothing for STALLED_STREAM_SECONDS."""
+@dataclass(frozen=True)
+class Kept:
+    """Events a stream takes from the feed, each with its message (rendered once for every
+    stream), and the position read through, as EventsStore.read gives them."""
 
-    def __init__(self, service: Service, poll: float = POLL_SECONDS) -> None:
+    events: list[events.Event]
+    messages: list[Any]
+    through: int
+    top: int
+
+    @property
+    def caught_up(self) -> bool:
+        return self.through >= self.top
+
+
+@dataclass(frozen=True)
+class Interest:
+    """What a stream follows: one shop's events or every shop's, of some types or of all."""
+
+    shop_id: str | None
+    types: frozenset[events.EventType]
+
+    def __call__(self, event: events.Event) -> bool:
+        return (self.shop_id is None or event.shop_id == self.shop_id) and (
+            not self.types or event.type in self.types
+        )
+
+    def any_of(self, told: dict[str | None, set[events.EventType]]) -> bool:
+        """Whether any of the events `told` (their types by shop, every shop's under None) is
+        for this stream."""
+        kinds = told[None] if self.shop_id is None else told.get(self.shop_id)
+        if not kinds:
+            return False
+        return not self.types or not self.types.isdisjoint(kinds)
+
+
+class Watcher:
+    """A stream of this process: what it follows, the event that wakes it, and since when the
+    message it hands to gRPC has waited for its consumer to take it (None: none waits). Its own
+    thread alone writes it, with no lock: the feed's checks read it."""
+
+    __slots__ = ("context", "interest", "sending_since", "wake")
+
+    def __init__(self, interest: Interest, context: Any = None) -> None:
+        self.interest = interest
+        self.context = context
+        self.wake = threading.Event()
+        self.sending_since: float | None = None
+
+    def sending(self) -> None:
+        """A message is handed to gRPC, which takes it once the consumer has room for it (its
+        flow-control window)."""
+        self.sending_since = time.monotonic()
+
+    def sent(self) -> None:
+        self.sending_since = None
+
+
+class Feed:
+    """The newest events, read once for every stream of this process: at once after this
+    process's commits, and within POLL_SECONDS of other processes' (one thread reads them while
+    anyone watches). It keeps the last RECENT_EVENTS in memory for the streams to take theirs
+    from, and wakes only the streams some new event is for. The same thread cuts the streams
+    whose consumer has taken nothing for STALLED_STREAM_SECONDS.
+
+    Safe to resume from: the feed reads as a stream does (positions follow the commit order, so
+    nothing is visible later at or below the position it read through), and keeps every event
+    after `_base` through `_head`."""
+
+    def __init__(
+        self,
+        service: Service,
+        poll: float = POLL_SECONDS,
+        keep: int = RECENT_EVENTS,
+        render: Callable[[events.Event], Any] = lambda event: event,
+    ) -> None:
         self.service = service
         self.poll = poll
+        self.keep = keep
+        self.render = render
         self.closed = threading.Event()
-        self._waiters: set[threading.Event] = set()
+        self._news = threading.Event()
+        self._watchers: set[Watcher] = set()
         self._lock = threading.Lock()
         self.thread: threading.Thread | None = None
-        # The streams sending a message: since when, and their call (by their waiter).
-        self._sending: dict[threading.Event, tuple[float, Any]] = {}
-        service.committed.append(self.wake_all)
-
-    def sending(self, waiter: threading.Event, context: Any) -> None:
-        """The stream of `waiter` hands a message to gRPC, which takes it once the consumer has
-        room for it (its flow-control window)."""
-        with self._lock:
-            self._sending[waiter] = (time.monotonic(), context)
-
-    def sent(self, waiter: threading.Event) -> None:
-        with self._lock:
-            self._sending.pop(waiter, None)
+        # Every event after _base (None: none kept) through _head, in position order.
+        self._recent: list[events.Event] = []
+        self._messages: list[Any] = []
+        self._positions: list[int] = []
+        self._base: int | None = None
+        self._head = 0
+        service.committed.append(self._news.set)
 
     def _cut_stalled(self) -> None:
         cutoff = time.monotonic() - STALLED_STREAM_SECONDS
         with self._lock:
-            stalled = [(w, c) for w, (since, c) in self._sending.items() if since < cutoff]
-            for waiter, _ in stalled:
-                del self._sending[waiter]
-        for _, context in stalled:
+            stalled = [
+                w
+                for w in self._watchers
+                if (since := w.sending_since) is not None and since < cutoff
+            ]
+            self._watchers.difference_update(stalled)  # cut once
+        for watcher in stalled:
             log.warning(
                 "an event stream is cut: its consumer took no message for %.0f s",
                 STALLED_STREAM_SECONDS,
-                extra={"peer": context.peer()},
+                extra={"peer": watcher.context.peer()},
             )
-            context.cancel()
+            watcher.context.cancel()
 
-    def subscribe(self, waiter: threading.Event) -> None:
+    def subscribe(self, interest: Interest, context: Any = None) -> Watcher:
+        """A stream of `context` follows `interest` from now on, until it unsubscribes."""
+        watcher = Watcher(interest, context)
         with self._lock:
-            self._waiters.add(waiter)
+            self._watchers.add(watcher)
             if self.thread is None:
                 self.thread = threading.Thread(target=self._run, name="event-feed", daemon=True)
                 self.thread.start()
+        self._news.set()  # the feed starts reading, if it was not
+        return watcher
 
-    def unsubscribe(self, waiter: threading.Event) -> None:
+    def unsubscribe(self, watcher: Watcher) -> None:
         with self._lock:
-            self._waiters.discard(waiter)
+            self._watchers.discard(watcher)
 
-    def wake_all(self) -> None:
+    def since(self, after: int, interest: Interest, limit: int) -> Kept | None:
+        """At most `limit` events after `after` that `interest` follows, from memory, read
+        through as EventsStore.read reads; None when the feed does not hold every event after
+        `after` (the stream reads the database)."""
         with self._lock:
-            waiters = list(self._waiters)
-        for waiter in waiters:
-            waiter.set()
+            if self._base is None or not self._base <= after <= self._head:
+                return None
+            found: list[events.Event] = []
+            messages: list[Any] = []
+            through = self._head
+            first = bisect.bisect_right(self._positions, after)
+            for i in range(first, len(self._recent)):
+                event = self._recent[i]
+                if interest(event):
+                    found.append(event)
+                    messages.append(self._messages[i])
+                    if len(found) >= limit:
+                        through = event.position
+                        break
+            return Kept(found, messages, through, self._head)
 
     def close(self) -> None:
         """Streams end (UNAVAILABLE: the server is stopping; their consumers reconnect)."""
         self.closed.set()
-        self.wake_all()
+        self._news.set()
+        with self._lock:
+            watchers = list(self._watchers)
+        for watcher in watchers:
+            watcher.wake.set()
 
     def _run(self) -> None:
-        top = None
-        while not self.closed.wait(self.poll):
-            if not self._waiters:
+        while not self.closed.is_set():
+            self._news.wait(self.poll)
+            self._news.clear()
+            if self.closed.is_set():
+                break
+            with self._lock:
+                watched = bool(self._watchers)
+            if not watched:
+                self._restart(None)  # nothing kept while nobody watches
                 continue
             self._cut_stalled()
             try:
-                latest = self.service.last_event_position()
-            except Exception:  # the streams' own reads report the failure
-                continue
-            if latest != top:
-                top = latest
-                self.wake_all()
+                self._read_on()
+            except Exception:  # the streams read the database and report the failure
+                self._restart(None)
+
+    def _read_on(self) -> None:
+        if self._base is None:
+            self._restart(self.service.last_event_position())
+        for _ in range(FEED_READS):
+            page = self.service.read_events(
+                after=self._head, from_oldest=False, shop_id=None, types=(), limit=STREAM_BATCH
+            )
+            self._keep(page.events, page.through)
+            if page.caught_up:
+                return
+        self._news.set()  # more to read, after a look at the streams
+
+    def _restart(self, top: int | None) -> None:
+        """Forgets every event kept, and holds those after `top` from now on (None: none)."""
+        with self._lock:
+            self._recent, self._messages, self._positions = [], [], []
+            self._base, self._head = top, top or 0
+
+    def _keep(self, new: list[events.Event], through: int) -> None:
+        """Adds `new`, read through `through`, and wakes the streams they are for."""
+        messages = [self.render(event) for event in new]
+        with self._lock:
+            self._recent += new
+            self._messages += messages
+            self._positions += (e.position for e in new)
+            excess = len(self._recent) - self.keep
+            if excess > 0:
+                self._base = self._positions[excess - 1]
+                del self._recent[:excess], self._messages[:excess], self._positions[:excess]
+            self._head = max(self._head, through)
+            told: dict[str | None, set[events.EventType]] = {None: set()}
+            for event in new:
+                told.setdefault(event.shop_id, set()).add(event.type)
+                told[None].add(event.type)
+            woken = [w for w in self._watchers if w.interest.any_of(told)]
+        for watcher in woken:
+            watcher.wake.set()
 
 
 class StreamSlots:
@@ -143,7 +288,7 @@ class StreamSlots:
 class EventsServicer(events_pb2_grpc.EventsServicer, Servicer):
     def __init__(self, service: Service, *, max_streams: int, poll: float = POLL_SECONDS) -> None:
         super().__init__(service)
-        self.feed = Feed(service, poll)
+        self.feed = Feed(service, poll, render=_watched)
         self.slots = StreamSlots(max_streams)
 
     def ListEvents(
@@ -182,49 +327,59 @@ class EventsServicer(events_pb2_grpc.EventsServicer, Servicer):
         if not 1 <= heartbeat <= MAX_HEARTBEAT_SECONDS:
             f.bad("heartbeat_seconds", f"must be from 1 to {MAX_HEARTBEAT_SECONDS}, or 0")
         f.raise_if_any()
+        person = viewer()
+        shop_id = self.service.events_shop(shop_id=shop_id, viewer=person)
+        interest = Interest(shop_id, frozenset(types))
         if not self.slots.take():
             raise TooManyStreams(self.slots.limit)
-        wake = threading.Event()
-        self.feed.subscribe(wake)
+        watcher = self.feed.subscribe(interest, context)
+        wake = watcher.wake
         context.add_callback(wake.set)
-        person = viewer()
         try:
-            last_sent = time.monotonic()
+            last_sent = checked = time.monotonic()
             while context.is_active() and not self.feed.closed.is_set():
                 wake.clear()
-                page = self.service.read_events(
-                    after=after,
-                    from_oldest=from_oldest,
-                    shop_id=shop_id,
-                    types=types,
-                    limit=STREAM_BATCH,
-                    viewer=person,
-                )
+                page: Kept | events.EventPage | None = None
+                if not from_oldest:
+                    page = self.feed.since(after, interest, STREAM_BATCH)
+                if page is None:
+                    page = self.service.read_events(
+                        after=after,
+                        from_oldest=from_oldest,
+                        shop_id=shop_id,
+                        types=types,
+                        limit=STREAM_BATCH,
+                        viewer=person,
+                    )
+                    checked = time.monotonic()
+                elif person is not None and time.monotonic() - checked >= ACCESS_CHECK_SECONDS:
+                    self.service.events_shop(shop_id=shop_id, viewer=person)
+                    checked = time.monotonic()
                 from_oldest = False
-                for event in page.events:
-                    self.feed.sending(wake, context)
-                    yield events_pb2.WatchEventsResponse(event=event_pb(event))
-                    self.feed.sent(wake)
+                sent = page.messages if isinstance(page, Kept) else map(_watched, page.events)
+                for message in sent:
+                    watcher.sending()
+                    yield message
+                    watcher.sent()
                 after = page.through
                 if page.events:
                     last_sent = time.monotonic()
                 idle = time.monotonic() - last_sent
                 if idle >= heartbeat:  # also while a filtered backlog is read on, span by span
-                    self.feed.sending(wake, context)
+                    watcher.sending()
                     yield events_pb2.WatchEventsResponse(
                         heartbeat=events_pb2.Heartbeat(
                             position=after, sent_at=timestamp(self.service.now())
                         )
                     )
-                    self.feed.sent(wake)
+                    watcher.sent()
                     last_sent = time.monotonic()
                     idle = 0.0
                 if len(page.events) >= STREAM_BATCH or not page.caught_up:
                     continue
                 wake.wait(heartbeat - idle)
         finally:
-            self.feed.sent(wake)
-            self.feed.unsubscribe(wake)
+            self.feed.unsubscribe(watcher)
             self.slots.give_back()
         if self.feed.closed.is_set() and context.is_active():
             raise ServerStopping()
@@ -261,6 +416,10 @@ def _filters(
 
 
 # --- Events -> messages ------------------------------------------------------------------------
+
+
+def _watched(e: events.Event) -> events_pb2.WatchEventsResponse:
+    return events_pb2.WatchEventsResponse(event=event_pb(e))
 
 
 def event_pb(e: events.Event) -> events_pb2.Event:

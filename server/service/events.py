@@ -9,6 +9,7 @@ from server.domain.access import Person, PersonKind
 from server.domain.errors import EventsAhead, EventsPruned, NotFound, NotTheAuthenticatedPerson
 from server.domain.events import EventPage, EventType
 from server.service.base import UseCases
+from server.service.unit_of_work import UnitOfWork
 
 # Events a sweep prunes per transaction, and transactions per sweep at most: up to 200,000 events
 # a sweep (every 30 s by default), well above what the platform writes, so that the retention
@@ -33,15 +34,7 @@ class EventUseCases(UseCases):
         money (the events tell of it); a buyer is refused (NotTheAuthenticatedPerson).
         EventsPruned when events after `after` are gone."""
         with self.unit_of_work(read_only=True) as uow:
-            scope = self.scope(uow, viewer)
-            if scope is not None:
-                if viewer is not None and viewer.kind is PersonKind.BUYER:
-                    raise NotTheAuthenticatedPerson(
-                        viewer.person_id, "a staff member is needed here"
-                    )
-                shop_id = shop_id or scope.shop_id
-                if shop_id is None or not scope.sees_money_of(shop_id):
-                    raise NotFound("shop", shop_id or "")
+            shop_id = self._events_shop(uow, shop_id, viewer)
             page = uow.events.read(
                 after=after, shop_id=shop_id, types=types, limit=limit, from_oldest=from_oldest
             )
@@ -53,6 +46,27 @@ class EventUseCases(UseCases):
             # backup. Silence would skip every event until the positions pass it.
             raise EventsAhead(after, page.top)
         return page
+
+    def events_shop(self, *, shop_id: str | None, viewer: Person | None) -> str | None:
+        """The shop whose events `viewer` may read when it asks for `shop_id`'s (None: every
+        shop's), refused as read_events refuses it. A service acting for no one reads nothing."""
+        if viewer is None:
+            return shop_id
+        with self.unit_of_work(read_only=True) as uow:
+            return self._events_shop(uow, shop_id, viewer)
+
+    def _events_shop(
+        self, uow: UnitOfWork, shop_id: str | None, viewer: Person | None
+    ) -> str | None:
+        scope = self.scope(uow, viewer)
+        if scope is None:
+            return shop_id
+        if viewer is not None and viewer.kind is PersonKind.BUYER:
+            raise NotTheAuthenticatedPerson(viewer.person_id, "a staff member is needed here")
+        shop_id = shop_id or scope.shop_id
+        if shop_id is None or not scope.sees_money_of(shop_id):
+            raise NotFound("shop", shop_id or "")
+        return shop_id
 
     def prune_events(self, batch: int = PRUNE_BATCH, batches: int = PRUNE_BATCHES) -> int:
         """Deletes the events older than the policy's retention, in transactions of at most
