@@ -520,7 +520,16 @@ def database_password(args: argparse.Namespace) -> str | None:
 
 
 def open_store(args: argparse.Namespace, password: str | None) -> SqlStore:
-    """The store of the URL, not yet connected (an SQLite file's folder is made)."""
+    """The store of the URL, not yet connected (an SQLite file's folder is made, and the lock
+    file of its writers beside it: not with --no-migrate for a file that does not exist, which
+    is refused with nothing made)."""
+    if args.no_migrate and urlparse(args.database).scheme == "sqlite":
+        path = sqlite_path(args.database)
+        if not in_memory(path) and not os.path.exists(path):
+            raise StartupFailed(
+                f"cannot use the database {describe(args.database)}: the database file {path} "
+                "does not exist: make it with `python -m server migrate`"
+            )
     try:
         return SqlStore(open_database(args.database, password=password))
     except OSError as e:

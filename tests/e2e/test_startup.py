@@ -531,6 +531,7 @@ def test_no_migrate_refuses_a_schema_behind_then_starts_once_migrate_ran(databas
 
     if database_url.startswith("sqlite"):  # no file yet, and the refused start makes none
         assert_refused(behind, ENVIRONMENT, "aftersales.db does not exist", "server migrate")
+        assert not (tmp_path / "aftersales.db-writer").exists()
         assert _tables(database_url, tmp_path) == []
     else:
         assert_refused(
