@@ -287,14 +287,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--metrics-address",
         type=metrics_address,
         default=env("AFTERSALES_METRICS_ADDRESS", ""),
-        help="host:port for Prometheus metrics over HTTP; off when empty",
+        help="host:port for Prometheus metrics over HTTP; off when empty "
+        "(env AFTERSALES_METRICS_ADDRESS)",
     )
     p.add_argument(
         "--tls-cert",
         default=env("AFTERSALES_TLS_CERT", ""),
-        help="PEM certificate chain; with --tls-key, serve TLS",
+        help="PEM certificate chain; with --tls-key, serve TLS (env AFTERSALES_TLS_CERT)",
     )
-    p.add_argument("--tls-key", default=env("AFTERSALES_TLS_KEY", ""), help="PEM private key")
+    p.add_argument(
+        "--tls-key",
+        default=env("AFTERSALES_TLS_KEY", ""),
+        help="PEM private key (env AFTERSALES_TLS_KEY)",
+    )
     p.add_argument(
         "--tls-client-ca",
         default=env("AFTERSALES_TLS_CLIENT_CA", ""),
@@ -327,7 +332,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--demo-keys",
         default=env("AFTERSALES_DEMO_KEYS", "var/demo"),
         help="with --demo and no --tls-client-ca: where the demo's login key lives, made on "
-        "first use; mint a token with `python -m server.certs var/demo --token staff:ID`",
+        "first use; mint a token with `python -m server.certs var/demo --token staff:ID` "
+        "(env AFTERSALES_DEMO_KEYS)",
     )
     p.add_argument(
         "--insecure",

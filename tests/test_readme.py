@@ -171,3 +171,23 @@ def test_readme_secure_session_prints_what_the_readme_shows(tmp_path):
     assert len(outputs) == len(steps)
     for (command, expected), actual in zip(steps, outputs, strict=True):
         assert normalise(actual) == normalise(expected), f"README command:\n{command}"
+
+
+def test_the_server_s_help_names_each_environment_variable_of_the_readme_s_table():
+    table = README.read_text(encoding="utf-8").split("\n## Configuration\n")[1].split("\n#")[0]
+    variables = [
+        name
+        for row in re.findall(r"^\| `--.*$", table, re.MULTILINE)
+        for name in re.findall(r"`([A-Z][A-Z_]+)(?:=1)?`", row.split("|")[2])
+    ]
+    assert "AFTERSALES_METRICS_ADDRESS" in variables and len(variables) >= 20
+    shown = subprocess.run(
+        [sys.executable, "-m", "server", "--help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    said = " ".join(shown.split()).replace("- ", "-")  # as one line, words cut at hyphens joined
+    assert [name for name in variables if f"env {name}" not in said] == []
