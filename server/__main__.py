@@ -525,11 +525,11 @@ def database_password(args: argparse.Namespace) -> str | None:
         ) from None
 
 
-def open_store(args: argparse.Namespace, password: str | None) -> SqlStore:
+def open_store(args: argparse.Namespace, password: str | None, *, migrate: bool) -> SqlStore:
     """The store of the URL, not yet connected (an SQLite file's folder is made, and the lock
-    file of its writers beside it: not with --no-migrate for a file that does not exist, which
-    is refused with nothing made)."""
-    if args.no_migrate and urlparse(args.database).scheme == "sqlite":
+    file of its writers beside it: not when `migrate` is false (--no-migrate) for a file that
+    does not exist, which is refused with nothing made)."""
+    if not migrate and urlparse(args.database).scheme == "sqlite":
         path = sqlite_path(args.database)
         if not in_memory(path) and not os.path.exists(path):
             raise StartupFailed(
@@ -717,7 +717,7 @@ def prepare(args: argparse.Namespace, the_policy: Policy) -> tuple[App, dict[str
         raise StartupFailed(str(e)) from None
     checked = check(args)
     tracing.configure()
-    store = open_store(args, checked.password)
+    store = open_store(args, checked.password, migrate=not args.no_migrate)
     service = Service(store, SystemClock(), the_policy)
     app = make_app(args, checked, service, store, args.address)
     if args.metrics_address:
@@ -789,7 +789,7 @@ def _serve_in_processes(args: argparse.Namespace, the_policy: Policy, count: int
     checked = check(args)
     if args.metrics_address:
         check_metrics_address(args.metrics_address)
-    store = open_store(args, checked.password)
+    store = open_store(args, checked.password, migrate=not args.no_migrate)
     version = prepare_schema(store, args.database, migrate=not args.no_migrate)
     if args.demo:
         load_demo(Service(store, SystemClock(), the_policy))
@@ -802,7 +802,7 @@ def _serve_in_processes(args: argparse.Namespace, the_policy: Policy, count: int
         _configure_logging(args.log_level, worker=index)
         try:
             tracing.configure()
-            store = open_store(args, checked.password)
+            store = open_store(args, checked.password, migrate=not args.no_migrate)
             service = Service(store, SystemClock(), the_policy)
             # One sweeper at a time: worker 0's.
             app = make_app(
@@ -856,7 +856,7 @@ def migrate(argv: list[str]) -> int:
     _configure_logging(args.log_level)
     _interruptible()
     try:
-        store = open_store(args, database_password(args))
+        store = open_store(args, database_password(args), migrate=True)
         version = prepare_schema(store, args.database, migrate=True)
     except StartupFailed as e:
         log.error(str(e))
