@@ -33,7 +33,7 @@ MAX_HEARTBEAT_SECONDS = 300
 # How often a process looks for events other processes committed (its own are read at once),
 # while anyone watches.
 POLL_SECONDS = 0.05
-# The newest events a process keeps in memory while anyone watches (a few megabytes at most). A
+# The newest events a process keeps in memory while anyone watches (up to about 10 MB). A
 # stream within them takes its events from there: the database is read once per commit, for
 # every stream of the process, whatever their number. A stream further behind reads the database
 # itself, STREAM_BATCH events at a time, until it is within them.
@@ -46,6 +46,8 @@ ACCESS_CHECK_SECONDS = 10.0
 # A stream whose message has waited this long for its consumer to take it (a consumer that reads
 # nothing, a hung host whose connection stays up) is cut: it would hold its slot for good.
 STALLED_STREAM_SECONDS = 60.0
+# A feed whose reads fail says so at most this often.
+FAILURE_LOG_SECONDS = 60.0
 
 log = logging.getLogger("aftersales")
 
@@ -141,6 +143,7 @@ class Feed:
         self._positions: list[int] = []
         self._base: int | None = None
         self._head = 0
+        self._failure_logged = -FAILURE_LOG_SECONDS
         service.committed.append(self._news.set)
 
     def _cut_stalled(self) -> None:
@@ -153,12 +156,12 @@ class Feed:
             ]
             self._watchers.difference_update(stalled)  # cut once
         for watcher in stalled:
+            watcher.context.cancel()
             log.warning(
                 "an event stream is cut: its consumer took no message for %.0f s",
                 STALLED_STREAM_SECONDS,
                 extra={"peer": watcher.context.peer()},
             )
-            watcher.context.cancel()
 
     def subscribe(self, interest: Interest, context: Any = None) -> Watcher:
         """A stream of `context` follows `interest` from now on, until it unsubscribes."""
@@ -200,10 +203,9 @@ class Feed:
         """Streams end (UNAVAILABLE: the server is stopping; their consumers reconnect)."""
         self.closed.set()
         self._news.set()
-        with self._lock:
-            watchers = list(self._watchers)
-        for watcher in watchers:
-            watcher.wake.set()
+        if self._news.set in self.service.committed:
+            self.service.committed.remove(self._news.set)
+        self._restart(None)  # and every stream is woken, to end
 
     def _run(self) -> None:
         while not self.closed.is_set():
@@ -211,16 +213,27 @@ class Feed:
             self._news.clear()
             if self.closed.is_set():
                 break
-            with self._lock:
-                watched = bool(self._watchers)
-            if not watched:
-                self._restart(None)  # nothing kept while nobody watches
-                continue
-            self._cut_stalled()
             try:
+                with self._lock:
+                    watched = bool(self._watchers)
+                if not watched:
+                    self._restart(None)  # nothing kept while nobody watches
+                    continue
+                self._cut_stalled()
                 self._read_on()
             except Exception:  # the streams read the database and report the failure
+                self._failed()
                 self._restart(None)
+
+    def _failed(self) -> None:
+        now = time.monotonic()
+        if now - self._failure_logged >= FAILURE_LOG_SECONDS:
+            self._failure_logged = now
+            log.warning(
+                "the event feed failed: its streams read the database until it reads again "
+                "(said at most once a minute)",
+                exc_info=True,
+            )
 
     def _read_on(self) -> None:
         if self._base is None:
@@ -235,10 +248,15 @@ class Feed:
         self._news.set()  # more to read, after a look at the streams
 
     def _restart(self, top: int | None) -> None:
-        """Forgets every event kept, and holds those after `top` from now on (None: none)."""
+        """Forgets every event kept, and holds those after `top` from now on (None: none). Every
+        stream is woken: the events it has not read, at or before `top`, woke none (it reads
+        them from the database)."""
         with self._lock:
             self._recent, self._messages, self._positions = [], [], []
             self._base, self._head = top, top or 0
+            everyone = list(self._watchers)
+        for watcher in everyone:
+            watcher.wake.set()
 
     def _keep(self, new: list[events.Event], through: int) -> None:
         """Adds `new`, read through `through`, and wakes the streams they are for."""

@@ -141,9 +141,10 @@ def test_one_read_of_the_log_per_commit_whatever_the_number_of_streams(log):
 
 
 def test_a_failed_read_forgets_what_the_feed_held_and_the_streams_read_the_log(log):
-    feed, _ = started(log, poll=0.01)
+    feed, wake = started(log, poll=0.01)
     log.write("shop-1")
     settled(feed, log)
+    wake.clear()
     failing = log.read_events
 
     def down(**request):
@@ -156,8 +157,67 @@ def test_a_failed_read_forgets_what_the_feed_held_and_the_streams_read_the_log(l
         assert time.monotonic() < deadline
         time.sleep(0.005)
 
+    # The stream is woken for the event the feed failed to read: it reads it from the log.
+    assert wake.wait(5)
+
     log.read_events = failing  # type: ignore[method-assign]
     settled(feed, log)
     page = feed.since(log.top(), EVERYTHING, 100)
     assert page is not None and page.caught_up
+    wake.clear()
+    log.write("shop-1")
+    assert wake.wait(5)
+    feed.close()
+
+
+def test_a_stream_is_woken_for_a_commit_between_its_first_read_and_the_feed_s_start(log):
+    log.write("shop-1")
+    its_first_read = log.top()
+    newest = log.last_event_position
+
+    def a_commit_first() -> int:
+        log.write("shop-1")
+        return newest()
+
+    log.last_event_position = a_commit_first  # type: ignore[method-assign]
+    feed = Feed(log, poll=3600)  # type: ignore[arg-type]
+    watcher = feed.subscribe(EVERYTHING)
+    watcher.wake.clear()  # the stream reads the log through its_first_read, then waits
+
+    assert watcher.wake.wait(5)
+    assert log.top() == its_first_read + 1
+    assert feed.since(its_first_read, EVERYTHING, 100) is None  # it reads the log
+    feed.close()
+
+
+class Gone:
+    """The context of a stream whose call is torn down: it cannot say its peer."""
+
+    def __init__(self) -> None:
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+    def peer(self) -> str:
+        raise RuntimeError("the call is torn down")
+
+
+def test_the_feed_outlives_a_failure_of_its_own_and_still_cuts_a_stalled_stream(log):
+    feed, wake = started(log, poll=0.01)
+    gone = Gone()
+    stalled = feed.subscribe(EVERYTHING, gone)
+    stalled.sending_since = time.monotonic() - 3600
+
+    deadline = time.monotonic() + 5
+    while not gone.cancelled:
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    settled(feed, log)
+    wake.clear()
+    log.write("shop-1")
+    settled(feed, log)
+    assert wake.wait(5)
+    page = feed.since(log.top() - 1, EVERYTHING, 100)
+    assert page is not None and [e.position for e in page.events] == [log.top()]
     feed.close()
