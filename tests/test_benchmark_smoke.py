@@ -75,6 +75,13 @@ def test_a_quick_bench_measures_every_rpc_of_the_four_services(tmp_path):
     [debts] = document["debts"]
     assert "error" not in debts
     assert debts["recovered"] > 0
+    # The writes while streams follow: each stream received every one of their events.
+    fanout = document["fanout"]
+    assert [f["streams"] for f in fanout] == [0, 10]
+    for f in fanout:
+        assert "error" not in f, f
+        assert f["writes_seconds"] > 0
+    assert "delivered_seconds" not in fanout[0] and fanout[1]["delivered_seconds"] > 0
 
 
 @pytest.mark.postgres

@@ -6,7 +6,9 @@ called with a fixed number of calls in flight for a few seconds. For each it rep
 second, that rate as a ratio to the health Check no-op measured on the same server in the same
 run (so that the machine's speed and load largely cancel out), and the median and 99th
 percentile latency.
-Meanwhile a consumer follows WatchEvents: the events' latency from change to consumer.
+Meanwhile a consumer follows WatchEvents: the events' latency from change to consumer. At the
+first size, a server of one process takes 200 PostFunds while 0, 30 and 300 streams follow every
+event: the cost of the streams' sending to the writes, and when the last stream has them all.
 Then it times one BatchCheckEligibility of 500 orders next to 500 single CheckEligibility calls
 of the same orders, and one PostFunds that pays an influencer owing a clawback to each of many
 shops, and reads the server's memory. The buyer's order page (GetBuyerOrderEntry), which answers
@@ -47,10 +49,11 @@ from aftersales.v1 import (
 )
 from server.certs import DEV_ISSUER, TokenKey
 from server.domain import policy
+from server.grpc.threads import MAX_STREAMS
 from server.store import SqlStore, open_database
 from tests.bench import dataset as ds
 from tests.bench import events as event_latency
-from tests.bench import procfs
+from tests.bench import fanout, procfs
 from tests.bench import rpcs as calls
 from tests.bench.load import Sample, measure
 from tests.bench.report import Report, batch_line, label, parse_size
@@ -71,7 +74,7 @@ CONNECTIONS = 16
 # CPU seconds some processes used so far.
 CpuMeter = Callable[[], float]
 
-QUICK = {"sizes": "1k", "in_flight": "8", "seconds": 0.2, "debts": 100}
+QUICK = {"sizes": "1k", "in_flight": "8", "seconds": 0.2, "debts": 100, "streams": "0,10"}
 
 # Times each side of the batch comparison is measured (its median is reported); 1 in --quick.
 BATCH_REPEATS = 5
@@ -91,10 +94,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--debts", type=int, default=None, help="shops the indebted influencer owes (10000)"
     )
     p.add_argument(
+        "--streams",
+        default=None,
+        help="event streams during the writes of one server process, e.g. 0,30,300 (default)",
+    )
+    p.add_argument(
         "--quick",
         action="store_true",
         help=f"a smoke run: {QUICK['sizes']} orders, {QUICK['in_flight']} in flight, "
-        f"{QUICK['seconds']} s each, {QUICK['debts']} debts (explicit options still win)",
+        f"{QUICK['seconds']} s each, {QUICK['debts']} debts, {QUICK['streams']} streams "
+        "(explicit options still win)",
     )
     p.add_argument(
         "--json", default=None, help="where to write the results (default var/bench/<time>.json)"
@@ -103,7 +112,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     defaults = (
         QUICK
         if args.quick
-        else {"sizes": "10k,1m", "in_flight": "16,64", "seconds": 3.0, "debts": 10_000}
+        else {
+            "sizes": "10k,1m",
+            "in_flight": "16,64",
+            "seconds": 3.0,
+            "debts": 10_000,
+            "streams": "0,30,300",
+        }
     )
     for key, value in defaults.items():
         if getattr(args, key) is None:
@@ -115,12 +130,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     try:
         args.sizes = sorted({parse_size(s) for s in args.sizes.split(",")})
         args.in_flight = sorted({int(n) for n in args.in_flight.split(",")})
+        args.streams = sorted({int(n) for n in args.streams.split(",") if n.strip()})
     except ValueError as e:
         p.error(str(e))
     if min(args.sizes) < 4 * ds.SHOPS or min(args.in_flight) < 1 or args.seconds <= 0:
         p.error(f"sizes of at least {4 * ds.SHOPS} orders, 1 call in flight, seconds above 0")
     if args.debts < 0:
         p.error("--debts: a number of shops, 0 to leave the indebted influencer out")
+    if args.streams and not 0 <= min(args.streams) <= max(args.streams) <= MAX_STREAMS:
+        p.error(f"--streams: from 0 to {MAX_STREAMS} streams")
     return args
 
 
@@ -189,8 +207,36 @@ def run_database(
             finally:
                 server.stop()
             measure_buyer_page(name, url, database_cpu, folder, data, args, report)
+            if size == args.sizes[0] and args.streams:
+                measure_fanout(name, url, folder, data, args, report)
     finally:
         db.close()
+
+
+def measure_fanout(
+    name: str,
+    url: str,
+    folder: pathlib.Path,
+    data: ds.Dataset,
+    args: argparse.Namespace,
+    report: Report,
+) -> None:
+    """The writes of one server process while event streams follow every event: the streams'
+    sending takes turns on the process's one core with the writes."""
+    server = ServerProcess(
+        url,
+        folder / f"server-{name}-{data.orders}-streams.log",
+        ["--processes", "1", "--max-streams", str(max(args.streams) + 4)],
+    )
+    try:
+        server.wait_serving()
+        fanout.warm_up(server.address)
+        for streams in args.streams:
+            log(f"{name}: {fanout.WRITES} PostFunds while {streams} streams follow")
+            report.fanout.append(fanout.measure(server.address, name, data.orders, streams))
+            log(f"{name}: {fanout.line(report.fanout[-1])}")
+    finally:
+        server.stop()
 
 
 def measure_buyer_page(

@@ -14,6 +14,7 @@ from typing import Any
 import grpc
 
 from tests.bench.events import line as event_line
+from tests.bench.fanout import line as fanout_line
 from tests.bench.load import Sample
 from tests.bench.rpcs import NO_OP
 
@@ -105,6 +106,7 @@ class Report:
         self.debts: list[dict[str, Any]] = []
         self.batch_checks: list[dict[str, Any]] = []
         self.events: list[dict[str, Any]] = []
+        self.fanout: list[dict[str, Any]] = []
 
     def add(
         self,
@@ -238,6 +240,9 @@ class Report:
             for e in self.events:
                 if e["database"] == database:
                     out.append(event_line(e))
+            for f in self.fanout:
+                if f["database"] == database:
+                    out.append(fanout_line(f))
             for d in self.debts:
                 if d["database"] == database:
                     out.append(
@@ -270,6 +275,7 @@ class Report:
             "debts": self.debts,
             "batch_checks": self.batch_checks,
             "events": self.events,
+            "fanout": self.fanout,
             "loads": self.loads,
         }
         path.write_text(json.dumps(document, indent=1) + "\n", encoding="utf-8")

@@ -1,0 +1,223 @@
+"""Many event streams on one server process: WRITES PostFunds calls from WRITERS writers, while
+N WatchEvents streams each follow every event. How long the writes take (the streams' sending
+shares the process's one core with them), and how long until the last stream has received the
+last of their events. The streams run in a process of their own, as consumer services do."""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import threading
+import time
+import uuid
+from typing import Any
+
+import grpc
+
+from aftersales.v1 import events_pb2, events_pb2_grpc, resources_pb2, sync_pb2, sync_pb2_grpc
+
+WRITES = 200
+WRITERS = 4
+# Streams per connection of the followers' process.
+STREAMS_PER_CONNECTION = 50
+# What a round waits at most: the streams to start, the events to reach them.
+TIMEOUT_SECONDS = 120.0
+
+
+def newest_position(address: str) -> int:
+    """The position of the newest event, found by paging past the events: one call per 10,000
+    positions at most, and none of them sent (no event is of the type asked for)."""
+    after = 0
+    with grpc.insecure_channel(address) as channel:
+        stub = events_pb2_grpc.EventsStub(channel)
+        while True:
+            page = stub.ListEvents(
+                events_pb2.ListEventsRequest(
+                    after_position=after,
+                    page_size=1,
+                    types=[events_pb2.EVENT_TYPE_SHOP_STATUS_CHANGED],
+                ),
+                timeout=60,
+            )
+            after = page.next_after_position
+            if page.caught_up:
+                return after
+
+
+def warm_up(address: str) -> None:
+    """A few writes first: the server's connections, caches and statements are made."""
+    write(address, f"fanout-warm-up-{uuid.uuid4().hex[:12]}", WRITES // 10)
+
+
+def measure(address: str, database: str, orders: int, streams: int) -> dict[str, Any]:
+    """One round: `streams` streams (0: none) follow from the newest event while the writes
+    run."""
+    result: dict[str, Any] = {
+        "database": database,
+        "orders": orders,
+        "streams": streams,
+        "writes": WRITES,
+        "writers": WRITERS,
+    }
+    memo = f"fanout-{uuid.uuid4().hex[:12]}"
+    followers = None
+    if streams:
+        followers = Followers(address, streams, newest_position(address), memo)
+        error = followers.begin()
+        if error:
+            followers.stop()
+            return {**result, "error": error}
+    started = time.time()
+    failures = write(address, memo)
+    result["writes_seconds"] = round(time.time() - started, 3)
+    if failures:
+        result["error"] = failures[0]
+    if followers is not None:
+        delivered = followers.finish()
+        if "error" in delivered:
+            result.setdefault("error", delivered["error"])
+        else:
+            result["delivered_seconds"] = round(delivered["last_received"] - started, 3)
+    return result
+
+
+def write(address: str, memo: str, writes: int = WRITES) -> list[str]:
+    """`writes` PostFunds into fresh cash accounts (one event each, no debt to pay), from
+    WRITERS threads with a connection each; the failures."""
+    failures: list[str] = []
+
+    def writer(index: int) -> None:
+        with grpc.insecure_channel(
+            address, options=[("grpc.use_local_subchannel_pool", 1)]
+        ) as channel:
+            sync = sync_pb2_grpc.SyncStub(channel)
+            for i in range(index, writes, WRITERS):
+                request = sync_pb2.PostFundsRequest(
+                    request_id=f"{memo}-{i}",
+                    account=resources_pb2.AccountRef(
+                        kind=resources_pb2.ACCOUNT_KIND_CASH, owner_id=f"{memo}-payee-{i}"
+                    ),
+                    amount=100,
+                    memo=memo,
+                )
+                try:
+                    sync.PostFunds(request, timeout=60)
+                except grpc.RpcError as e:
+                    failures.append(f"PostFunds: {e.code().name}: {e.details()}")
+
+    threads = [threading.Thread(target=writer, args=(i,)) for i in range(WRITERS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return failures
+
+
+class Followers:
+    """`streams` WatchEvents streams from `after`, in a process of their own (spawned: the
+    parent's gRPC does not survive a fork), each until it has received the WRITES events whose
+    memo is `memo`."""
+
+    def __init__(self, address: str, streams: int, after: int, memo: str) -> None:
+        context = multiprocessing.get_context("spawn")
+        self.connection, child = context.Pipe()
+        self.process = context.Process(
+            target=_follow, args=(address, streams, after, memo, child), daemon=True
+        )
+
+    def begin(self) -> str | None:
+        """Once every stream has answered (its first heartbeat); the error, if one did not."""
+        self.process.start()
+        if not self.connection.poll(TIMEOUT_SECONDS):
+            return f"the streams did not start within {TIMEOUT_SECONDS:.0f} s"
+        try:
+            said = self.connection.recv()
+        except EOFError:
+            return f"the streams' process ended ({self.process.exitcode})"
+        return None if said == "watching" else str(said["error"])
+
+    def finish(self) -> dict[str, Any]:
+        """When the last stream received the last event (time.time()), or the error."""
+        if not self.connection.poll(TIMEOUT_SECONDS):
+            self.stop()
+            return {"error": f"the events did not reach every stream in {TIMEOUT_SECONDS:.0f} s"}
+        try:
+            result: dict[str, Any] = self.connection.recv()
+        except EOFError:
+            return {"error": f"the streams' process ended ({self.process.exitcode})"}
+        self.process.join(10)
+        return result
+
+    def stop(self) -> None:
+        self.process.kill()
+        self.process.join(10)
+
+
+def _follow(address: str, streams: int, after: int, memo: str, connection: Any) -> None:
+    connection.send(asyncio.run(_streams(address, streams, after, memo, connection)))
+
+
+async def _streams(
+    address: str, streams: int, after: int, memo: str, connection: Any
+) -> dict[str, Any]:
+    channels = [
+        grpc.aio.insecure_channel(address, options=[("grpc.use_local_subchannel_pool", 1)])
+        for _ in range(-(-streams // STREAMS_PER_CONNECTION))
+    ]
+    answered = 0
+    all_answered = asyncio.Event()
+
+    async def follow(index: int) -> float:
+        nonlocal answered
+        stub = events_pb2_grpc.EventsStub(channels[index // STREAMS_PER_CONNECTION])
+        call = stub.WatchEvents(
+            events_pb2.WatchEventsRequest(after_position=after, heartbeat_seconds=1)
+        )
+        first = True
+        received = 0
+        async for item in call:
+            if first:
+                first = False
+                answered += 1
+                if answered == streams:
+                    all_answered.set()
+            if item.HasField("event") and item.event.funds_posted.memo == memo:
+                received += 1
+                if received == WRITES:
+                    call.cancel()
+                    return time.time()
+        raise RuntimeError("the stream ended")
+
+    try:
+        tasks = [asyncio.ensure_future(follow(i)) for i in range(streams)]
+        waiting = asyncio.ensure_future(all_answered.wait())
+        await asyncio.wait([waiting, *tasks], return_when=asyncio.FIRST_COMPLETED)
+        if not all_answered.is_set():
+            failed = next(t for t in tasks if t.done())
+            return {"error": f"a stream failed: {failed.exception()}"}
+        connection.send("watching")
+        try:
+            last = await asyncio.gather(*tasks)
+        except (grpc.aio.AioRpcError, RuntimeError) as e:
+            return {"error": f"a stream failed: {e}"}
+        return {"last_received": max(last)}
+    finally:
+        for channel in channels:
+            await channel.close(grace=None)
+
+
+def line(result: dict[str, Any]) -> str:
+    from tests.bench.report import label  # the report prints these lines
+
+    head = (
+        f"{result['writes']} PostFunds from {result['writers']} writers at "
+        f"{label(result['orders'])} orders, {result['streams']} streams following every event"
+    )
+    if "error" in result:
+        return f"{head}: {result['error']}"
+    delivered = (
+        f", the last stream had them all after {result['delivered_seconds']} s"
+        if "delivered_seconds" in result
+        else ""
+    )
+    return f"{head}: written in {result['writes_seconds']} s{delivered}"
