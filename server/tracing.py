@@ -97,7 +97,11 @@ def resource() -> Any:
 
 def configure(environ: Mapping[str, str] = os.environ) -> bool:
     """Turns tracing on as the OTEL_* variables say, in this process (each worker calls it
-    after the fork: the batch processor's thread is not forked); whether it is on."""
+    after the fork: the batch processor's thread is not forked); whether it is on.
+
+    `environ` chooses the exporters; what they are configured with (endpoint, headers) and the
+    resource (service name, attributes) the SDK reads from the process's own environment, as
+    every OpenTelemetry SDK does: pass anything but os.environ only to test the choice."""
     chosen = exporters(environ)
     if not chosen:
         return False
