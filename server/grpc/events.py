@@ -4,6 +4,7 @@ follows the commits (WatchEvents)."""
 from __future__ import annotations
 
 import bisect
+import contextlib
 import logging
 import threading
 import time
@@ -156,11 +157,18 @@ class Feed:
             ]
             self._watchers.difference_update(stalled)  # cut once
         for watcher in stalled:
-            watcher.context.cancel()
+            # Each on its own: a call torn down meanwhile may refuse either, and the streams
+            # after it must still be cut.
+            with contextlib.suppress(Exception):
+                watcher.context.cancel()
+            try:
+                peer = watcher.context.peer()
+            except Exception:
+                peer = None
             log.warning(
                 "an event stream is cut: its consumer took no message for %.0f s",
                 STALLED_STREAM_SECONDS,
-                extra={"peer": watcher.context.peer()},
+                extra={"peer": peer},
             )
 
     def subscribe(self, interest: Interest, context: Any = None) -> Watcher:
@@ -200,12 +208,16 @@ class Feed:
             return Kept(found, messages, through, self._head)
 
     def close(self) -> None:
-        """Streams end (UNAVAILABLE: the server is stopping; their consumers reconnect)."""
+        """Streams end (UNAVAILABLE: the server is stopping; their consumers reconnect). The
+        feed's thread reads no more and lets go of what it keeps."""
         self.closed.set()
         self._news.set()
         if self._news.set in self.service.committed:
             self.service.committed.remove(self._news.set)
-        self._restart(None)  # and every stream is woken, to end
+        with self._lock:
+            everyone = list(self._watchers)
+        for watcher in everyone:  # to end
+            watcher.wake.set()
 
     def _run(self) -> None:
         while not self.closed.is_set():
@@ -224,6 +236,7 @@ class Feed:
             except Exception:  # the streams read the database and report the failure
                 self._failed()
                 self._restart(None)
+        self._restart(None)  # closed
 
     def _failed(self) -> None:
         now = time.monotonic()
@@ -239,6 +252,8 @@ class Feed:
         if self._base is None:
             self._restart(self.service.last_event_position())
         for _ in range(FEED_READS):
+            if self.closed.is_set():
+                return
             page = self.service.read_events(
                 after=self._head, from_oldest=False, shop_id=None, types=(), limit=STREAM_BATCH
             )

@@ -175,7 +175,10 @@ def test_a_stream_is_woken_for_a_commit_between_its_first_read_and_the_feed_s_st
     its_first_read = log.top()
     newest = log.last_event_position
 
+    cleared = threading.Event()
+
     def a_commit_first() -> int:
+        assert cleared.wait(5)
         log.write("shop-1")
         return newest()
 
@@ -183,6 +186,7 @@ def test_a_stream_is_woken_for_a_commit_between_its_first_read_and_the_feed_s_st
     feed = Feed(log, poll=3600)  # type: ignore[arg-type]
     watcher = feed.subscribe(EVERYTHING)
     watcher.wake.clear()  # the stream reads the log through its_first_read, then waits
+    cleared.set()
 
     assert watcher.wake.wait(5)
     assert log.top() == its_first_read + 1
@@ -203,14 +207,14 @@ class Gone:
         raise RuntimeError("the call is torn down")
 
 
-def test_the_feed_outlives_a_failure_of_its_own_and_still_cuts_a_stalled_stream(log):
+def test_the_feed_outlives_a_failure_of_its_own_and_still_cuts_every_stalled_stream(log):
     feed, wake = started(log, poll=0.01)
-    gone = Gone()
-    stalled = feed.subscribe(EVERYTHING, gone)
-    stalled.sending_since = time.monotonic() - 3600
+    gone = [Gone(), Gone()]  # stalled together: the second is cut though the first raised
+    for context in gone:
+        feed.subscribe(EVERYTHING, context).sending_since = time.monotonic() - 3600
 
     deadline = time.monotonic() + 5
-    while not gone.cancelled:
+    while not all(context.cancelled for context in gone):
         assert time.monotonic() < deadline
         time.sleep(0.005)
     settled(feed, log)
@@ -221,3 +225,34 @@ def test_the_feed_outlives_a_failure_of_its_own_and_still_cuts_a_stalled_stream(
     page = feed.since(log.top() - 1, EVERYTHING, 100)
     assert page is not None and [e.position for e in page.events] == [log.top()]
     feed.close()
+
+
+def test_a_closed_feed_reads_no_more_and_lets_go_of_what_it_kept(log):
+    for _ in range(450):
+        log.write("shop-1")
+    reading, go_on = threading.Event(), threading.Event()
+    read = log.read_events
+    reads_after_close = []
+
+    def slow(**kwargs):
+        page = read(**kwargs)
+        if feed.closed.is_set():
+            reads_after_close.append(kwargs["after"])
+        reading.set()
+        assert go_on.wait(5)
+        return page
+
+    feed = Feed(log, poll=3600, keep=1000)  # type: ignore[arg-type]
+    log.last_event_position = lambda: 0  # type: ignore[method-assign]  # it reads them all
+    log.read_events = slow  # type: ignore[method-assign]
+    watcher = feed.subscribe(EVERYTHING)
+    assert reading.wait(5)  # its first read of 100 events, of the 450 behind it
+    feed.close()
+    assert watcher.wake.is_set()  # the stream is woken, to end
+    go_on.set()
+    assert feed.thread is not None
+    feed.thread.join(5)
+    assert not feed.thread.is_alive()
+    assert reads_after_close == []
+    assert feed.since(0, EVERYTHING, 100) is None
+    assert feed.since(log.top(), EVERYTHING, 100) is None
