@@ -531,11 +531,16 @@ def open_store(args: argparse.Namespace, password: str | None, *, migrate: bool)
     does not exist, which is refused with nothing made)."""
     if not migrate and urlparse(args.database).scheme == "sqlite":
         path = sqlite_path(args.database)
-        if not in_memory(path) and not os.path.exists(path):
-            raise StartupFailed(
-                f"cannot use the database {describe(args.database)}: the database file {path} "
-                "does not exist: make it with `python -m server migrate`"
-            )
+        if not in_memory(path):
+            try:
+                os.stat(path)
+            except FileNotFoundError:
+                raise StartupFailed(
+                    f"cannot use the database {describe(args.database)}: the database file "
+                    f"{path} does not exist: make it with `python -m server migrate`"
+                ) from None
+            except OSError:
+                pass  # not to be looked at (a folder not to be entered): SQLite says why
     try:
         return SqlStore(open_database(args.database, password=password))
     except OSError as e:

@@ -511,6 +511,16 @@ def test_a_database_folder_that_cannot_be_made_exits_1_with_one_line(tmp_path):
     assert_refused(refusal, ENVIRONMENT, "cannot use sqlite:///var/aftersales.db: ")
 
 
+def test_no_migrate_names_why_a_database_file_cannot_be_looked_at(tmp_path):
+    (tmp_path / "var").write_text("a file where the folder should be\n", encoding="utf-8")
+
+    refusal = run_server("--address", "127.0.0.1:0", "--no-migrate", cwd=tmp_path)
+
+    # Not "does not exist: make it with migrate", which would fail the same way.
+    assert_refused(refusal, ENVIRONMENT, "cannot use sqlite:///var/aftersales.db: ", "'var'")
+    assert "does not exist" not in refusal.line
+
+
 # --- Migrating in a step of its own ---------------------------------------------------------------
 
 
