@@ -80,8 +80,9 @@ def test_a_quick_bench_measures_every_rpc_of_the_four_services(tmp_path):
     assert [f["streams"] for f in fanout] == [0, 10]
     for f in fanout:
         assert "error" not in f, f
-        assert f["writes_seconds"] > 0
+        assert f["writes_seconds"] > 0 and f["server_cpu_seconds"] > 0
     assert "delivered_seconds" not in fanout[0] and fanout[1]["delivered_seconds"] > 0
+    assert fanout[1]["streams_cpu_seconds"] > 0
 
 
 @pytest.mark.postgres

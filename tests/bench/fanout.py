@@ -1,15 +1,19 @@
 """Many event streams on one server process: WRITES PostFunds calls from WRITERS writers, while
 N WatchEvents streams each follow every event. How long the writes take (the streams' sending
 shares the process's one core with them), and how long until the last stream has received the
-last of their events. The streams run in a process of their own, as consumer services do."""
+last of their events. The streams run in a process of their own, as consumer services do; the
+CPU time of the server's process and of theirs is reported beside, as they share the machine's
+cores."""
 
 from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import os
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -49,9 +53,11 @@ def warm_up(address: str) -> None:
     write(address, f"fanout-warm-up-{uuid.uuid4().hex[:12]}", WRITES // 10)
 
 
-def measure(address: str, database: str, orders: int, streams: int) -> dict[str, Any]:
+def measure(
+    address: str, database: str, orders: int, streams: int, server_cpu: Callable[[], float]
+) -> dict[str, Any]:
     """One round: `streams` streams (0: none) follow from the newest event while the writes
-    run."""
+    run. `server_cpu`: the CPU seconds the server's process used so far."""
     result: dict[str, Any] = {
         "database": database,
         "orders": orders,
@@ -61,24 +67,31 @@ def measure(address: str, database: str, orders: int, streams: int) -> dict[str,
     }
     memo = f"fanout-{uuid.uuid4().hex[:12]}"
     followers = None
-    if streams:
-        followers = Followers(address, streams, newest_position(address), memo)
-        error = followers.begin()
-        if error:
-            followers.stop()
-            return {**result, "error": error}
-    started = time.time()
-    failures = write(address, memo)
-    result["writes_seconds"] = round(time.time() - started, 3)
-    if failures:
-        result["error"] = failures[0]
-    if followers is not None:
-        delivered = followers.finish()
-        if "error" in delivered:
-            result.setdefault("error", delivered["error"])
-        else:
+    try:
+        if streams:
+            followers = Followers(address, streams, newest_position(address), memo)
+            error = followers.begin()
+            if error:
+                return {**result, "error": error}
+        started, cpu = time.time(), server_cpu()
+        failures = write(address, memo)
+        result["writes_seconds"] = round(time.time() - started, 3)
+        if failures:
+            return {**result, "error": failures[0]}
+        if followers is not None:
+            delivered = followers.finish()
+            if "error" in delivered:
+                return {**result, "error": delivered["error"]}
             result["delivered_seconds"] = round(delivered["last_received"] - started, 3)
-    return result
+            result["streams_cpu_seconds"] = round(delivered["cpu_seconds"], 3)
+        # Until the last stream had the last event: the server's sending included.
+        result["server_cpu_seconds"] = round(server_cpu() - cpu, 3)
+        return result
+    except grpc.RpcError as e:
+        return {**result, "error": f"{e.code().name}: {e.details()}"}
+    finally:
+        if followers is not None:
+            followers.stop()
 
 
 def write(address: str, memo: str, writes: int = WRITES) -> list[str]:
@@ -120,41 +133,54 @@ class Followers:
 
     def __init__(self, address: str, streams: int, after: int, memo: str) -> None:
         context = multiprocessing.get_context("spawn")
-        self.connection, child = context.Pipe()
+        self.connection, self._child = context.Pipe()
         self.process = context.Process(
-            target=_follow, args=(address, streams, after, memo, child), daemon=True
+            target=_follow, args=(address, streams, after, memo, self._child), daemon=True
         )
 
     def begin(self) -> str | None:
         """Once every stream has answered (its first heartbeat); the error, if one did not."""
         self.process.start()
-        if not self.connection.poll(TIMEOUT_SECONDS):
-            return f"the streams did not start within {TIMEOUT_SECONDS:.0f} s"
-        try:
-            said = self.connection.recv()
-        except EOFError:
-            return f"the streams' process ended ({self.process.exitcode})"
-        return None if said == "watching" else str(said["error"])
+        self._child.close()  # the process's end: its death is then an end of the pipe here
+        said = self._receive()
+        if said == "watching":
+            return None
+        return str(said["error"]) if isinstance(said, dict) else "the streams did not start"
 
     def finish(self) -> dict[str, Any]:
-        """When the last stream received the last event (time.time()), or the error."""
+        """When the last stream received the last event (time.time()) and the CPU seconds the
+        process used meanwhile, or the error."""
+        said = self._receive()
+        if not isinstance(said, dict):
+            return {"error": f"the streams' process said {said!r}"}
+        return said
+
+    def _receive(self) -> Any:
         if not self.connection.poll(TIMEOUT_SECONDS):
-            self.stop()
-            return {"error": f"the events did not reach every stream in {TIMEOUT_SECONDS:.0f} s"}
+            return {"error": f"the streams did not answer within {TIMEOUT_SECONDS:.0f} s"}
         try:
-            result: dict[str, Any] = self.connection.recv()
+            return self.connection.recv()
         except EOFError:
+            self.process.join(1)
             return {"error": f"the streams' process ended ({self.process.exitcode})"}
-        self.process.join(10)
-        return result
 
     def stop(self) -> None:
-        self.process.kill()
-        self.process.join(10)
+        """Ends the process (it has ended, when it answered its last)."""
+        self.process.join(5)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join(10)
+        self.connection.close()
 
 
 def _follow(address: str, streams: int, after: int, memo: str, connection: Any) -> None:
     connection.send(asyncio.run(_streams(address, streams, after, memo, connection)))
+    connection.close()
+
+
+def _cpu_seconds() -> float:
+    times = os.times()
+    return times.user + times.system
 
 
 async def _streams(
@@ -196,11 +222,12 @@ async def _streams(
             failed = next(t for t in tasks if t.done())
             return {"error": f"a stream failed: {failed.exception()}"}
         connection.send("watching")
+        cpu = _cpu_seconds()
         try:
             last = await asyncio.gather(*tasks)
         except (grpc.aio.AioRpcError, RuntimeError) as e:
             return {"error": f"a stream failed: {e}"}
-        return {"last_received": max(last)}
+        return {"last_received": max(last), "cpu_seconds": _cpu_seconds() - cpu}
     finally:
         for channel in channels:
             await channel.close(grace=None)
@@ -209,15 +236,22 @@ async def _streams(
 def line(result: dict[str, Any]) -> str:
     from tests.bench.report import label  # the report prints these lines
 
+    if "streams" not in result:
+        return f"event streams at {label(result['orders'])} orders: {result['error']}"
     head = (
         f"{result['writes']} PostFunds from {result['writers']} writers at "
         f"{label(result['orders'])} orders, {result['streams']} streams following every event"
     )
     if "error" in result:
         return f"{head}: {result['error']}"
-    delivered = (
-        f", the last stream had them all after {result['delivered_seconds']} s"
-        if "delivered_seconds" in result
-        else ""
+    if "delivered_seconds" in result:
+        return (
+            f"{head}: written in {result['writes_seconds']} s, the last stream had them all "
+            f"after {result['delivered_seconds']} s; CPU meanwhile: the server "
+            f"{result['server_cpu_seconds']} s, the streams' process "
+            f"{result['streams_cpu_seconds']} s"
+        )
+    return (
+        f"{head}: written in {result['writes_seconds']} s; CPU meanwhile: the server "
+        f"{result['server_cpu_seconds']} s"
     )
-    return f"{head}: written in {result['writes_seconds']} s{delivered}"
