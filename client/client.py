@@ -81,6 +81,11 @@ def _typed_errors(method: Callable[_P, _R]) -> Callable[_P, _R]:
     return wrapper
 
 
+# The most events one message of a stream may hold (events.proto): each message costs the server
+# far more than each event in it.
+MAX_BATCH_EVENTS = 50
+
+
 class EntryFilters(TypedDict, total=False):
     """The filters of Client.list_entries, for Client.iter_entries."""
 
@@ -482,10 +487,13 @@ class Client:
         heartbeat_seconds: int = 0,
         heartbeats: bool = False,
         reconnect_delay: float = 1.0,
+        max_batch_events: int = MAX_BATCH_EVENTS,
     ) -> Iterator[events_pb2.Event | events_pb2.Heartbeat]:
         """Every event after `after_position` (or from the oldest held), in position order:
         first the backlog, then each event as it commits, for as long as the caller iterates.
         With `heartbeats`, the heartbeats too (their `position` may be stored as an event's).
+        The server sends the events ready together in one message, up to `max_batch_events`
+        (1: one a message); they are yielded one by one all the same.
 
         Resumes by itself: when the stream breaks (UNAVAILABLE: the server stops, the network
         fails; ABORTED), the server has no room for it (RESOURCE_EXHAUSTED) or falls silent
@@ -504,6 +512,7 @@ class Client:
                 shop_id=shop_id,
                 types=types,
                 heartbeat_seconds=heartbeat_seconds,
+                max_batch_events=max_batch_events,
             )
             stream = self.events.WatchEvents(request)
             watchdog = _Watchdog(silence, stream.cancel)
@@ -513,6 +522,10 @@ class Client:
                     if item.HasField("event"):
                         after = item.event.position
                         yield item.event
+                    elif item.HasField("batch"):
+                        for event in item.batch.events:
+                            after = event.position
+                            yield event
                     else:
                         after = max(after, item.heartbeat.position)
                         if heartbeats:

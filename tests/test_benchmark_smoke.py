@@ -76,13 +76,22 @@ def test_a_quick_bench_measures_every_rpc_of_the_four_services(tmp_path):
     assert "error" not in debts
     assert debts["recovered"] > 0
     # The writes while streams follow: each stream received every one of their events.
+    # A consumer catching up, one event a message, then in batches: the same events.
+    one_each, batched = document["catch_ups"]
+    assert "error" not in one_each and "error" not in batched, document["catch_ups"]
+    assert (one_each["batch"], batched["batch"]) == (1, 50)
+    assert one_each["events"] == one_each["messages"] > 0
+    assert batched["events"] == one_each["events"]
+    assert batched["events"] / 50 <= batched["messages"] < batched["events"]
+    # One event a message, then batches.
     fanout = document["fanout"]
-    assert [f["streams"] for f in fanout] == [0, 10]
+    assert [(f["streams"], f["batch"]) for f in fanout] == [(0, 1), (10, 1), (10, 50)]
     for f in fanout:
         assert "error" not in f, f
         assert f["writes_seconds"] > 0 and f["server_cpu_seconds"] > 0
-    assert "delivered_seconds" not in fanout[0] and fanout[1]["delivered_seconds"] > 0
-    assert fanout[1]["streams_cpu_seconds"] > 0
+    assert "delivered_seconds" not in fanout[0]
+    for f in fanout[1:]:
+        assert f["delivered_seconds"] > 0 and f["streams_cpu_seconds"] > 0
 
 
 @pytest.mark.postgres

@@ -457,6 +457,7 @@ class WatchEventsRequest(_message.Message):
     SHOP_ID_FIELD_NUMBER: _builtins.int
     TYPES_FIELD_NUMBER: _builtins.int
     HEARTBEAT_SECONDS_FIELD_NUMBER: _builtins.int
+    MAX_BATCH_EVENTS_FIELD_NUMBER: _builtins.int
     after_position: _builtins.int
     """Events after this position: the position of the last event handled, 0 for everything still
     held (OUT_OF_RANGE if anything was pruned: see from_oldest).
@@ -469,6 +470,14 @@ class WatchEventsRequest(_message.Message):
     """Only this shop's events; empty for all (a staff member's caller: its own shop's)."""
     heartbeat_seconds: _builtins.int
     """Seconds between heartbeats while no event comes: 1 to 300, 0 for the default of 10."""
+    max_batch_events: _builtins.int
+    """Events per message, at most: 0 or 1 for one event a message (`event`); 2 to 50 for the
+    events ready together in one message (`batch`), in position order, up to this many (a
+    refund's event holds up to 100 lines: 50 stay well within the 4 MiB a gRPC client takes by
+    default). A message costs the server about twice what an event costs: a consumer catching
+    up on a backlog takes it about three times faster in batches. A stream that keeps up, one
+    commit at a time, gets what is ready: often one event a message all the same.
+    """
     @_builtins.property
     def types(self) -> _containers.RepeatedScalarFieldContainer[Global___EventType.ValueType]:
         """Only events of these types; empty for all. At most 16 (each type once is 7)."""
@@ -481,10 +490,11 @@ class WatchEventsRequest(_message.Message):
         shop_id: _builtins.str = ...,
         types: _abc.Iterable[Global___EventType.ValueType] | None = ...,
         heartbeat_seconds: _builtins.int = ...,
+        max_batch_events: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_position", b"after_position", "from_oldest", b"from_oldest", "heartbeat_seconds", b"heartbeat_seconds", "shop_id", b"shop_id", "types", b"types"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_position", b"after_position", "from_oldest", b"from_oldest", "heartbeat_seconds", b"heartbeat_seconds", "max_batch_events", b"max_batch_events", "shop_id", b"shop_id", "types", b"types"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -518,26 +528,58 @@ class Heartbeat(_message.Message):
 Global___Heartbeat: _TypeAlias = Heartbeat  # noqa: Y015
 
 @_typing.final
+class EventBatch(_message.Message):
+    """Events sent together, in position order (WatchEventsRequest.max_batch_events): a consumer
+    handles them in order, and its position is that of the last.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___Event]: ...
+    def __init__(
+        self,
+        *,
+        events: _abc.Iterable[Global___Event] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EventBatch: _TypeAlias = EventBatch  # noqa: Y015
+
+@_typing.final
 class WatchEventsResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     EVENT_FIELD_NUMBER: _builtins.int
     HEARTBEAT_FIELD_NUMBER: _builtins.int
+    BATCH_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def event(self) -> Global___Event: ...
+    def event(self) -> Global___Event:
+        """One event (the default)."""
+
     @_builtins.property
     def heartbeat(self) -> Global___Heartbeat: ...
+    @_builtins.property
+    def batch(self) -> Global___EventBatch:
+        """Events ready together, when the request asked for batches: one or more, never empty."""
+
     def __init__(
         self,
         *,
         event: Global___Event | None = ...,
         heartbeat: Global___Heartbeat | None = ...,
+        batch: Global___EventBatch | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "heartbeat", b"heartbeat", "item", b"item"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch", "event", b"event", "heartbeat", b"heartbeat", "item", b"item"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "heartbeat", b"heartbeat", "item", b"item"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch", "event", b"event", "heartbeat", b"heartbeat", "item", b"item"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_item: _TypeAlias = _typing.Literal["event", "heartbeat"]  # noqa: Y015
+    _WhichOneofReturnType_item: _TypeAlias = _typing.Literal["event", "heartbeat", "batch"]  # noqa: Y015
     _WhichOneofArgType_item: _TypeAlias = _typing.Literal["item", b"item"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_item) -> _WhichOneofReturnType_item | None: ...
 

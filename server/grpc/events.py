@@ -8,7 +8,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +31,8 @@ from server.service import Service
 STREAM_BATCH = 100
 DEFAULT_HEARTBEAT_SECONDS = 10
 MAX_HEARTBEAT_SECONDS = 300
+# Events one message of a stream holds at most, when its consumer asks for batches (events.proto).
+MAX_BATCH_EVENTS = 50
 # How often a process looks for events other processes committed (its own are read at once),
 # while anyone watches.
 POLL_SECONDS = 0.05
@@ -359,6 +361,9 @@ class EventsServicer(events_pb2_grpc.EventsServicer, Servicer):
         heartbeat = request.heartbeat_seconds or DEFAULT_HEARTBEAT_SECONDS
         if not 1 <= heartbeat <= MAX_HEARTBEAT_SECONDS:
             f.bad("heartbeat_seconds", f"must be from 1 to {MAX_HEARTBEAT_SECONDS}, or 0")
+        if not 0 <= request.max_batch_events <= MAX_BATCH_EVENTS:
+            f.bad("max_batch_events", f"must be from 0 to {MAX_BATCH_EVENTS}")
+        batch = max(request.max_batch_events, 1)
         f.raise_if_any()
         person = viewer()
         shop_id = self.service.events_shop(shop_id=shop_id, viewer=person)
@@ -389,7 +394,11 @@ class EventsServicer(events_pb2_grpc.EventsServicer, Servicer):
                     self.service.events_shop(shop_id=shop_id, viewer=person)
                     checked = time.monotonic()
                 from_oldest = False
-                sent = page.messages if isinstance(page, Kept) else map(_watched, page.events)
+                sent: Iterable[events_pb2.WatchEventsResponse] = (
+                    page.messages if isinstance(page, Kept) else map(_watched, page.events)
+                )
+                if batch > 1:
+                    sent = _batched(sent, batch)
                 for message in sent:
                     watcher.sending()
                     yield message
@@ -453,6 +462,18 @@ def _filters(
 
 def _watched(e: events.Event) -> events_pb2.WatchEventsResponse:
     return events_pb2.WatchEventsResponse(event=event_pb(e))
+
+
+def _batched(
+    messages: Iterable[events_pb2.WatchEventsResponse], size: int
+) -> Iterator[events_pb2.WatchEventsResponse]:
+    """The events of `messages` (one each: a page, STREAM_BATCH at most), `size` to a message
+    at most."""
+    each = list(messages)
+    for start in range(0, len(each), size):
+        yield events_pb2.WatchEventsResponse(
+            batch=events_pb2.EventBatch(events=[m.event for m in each[start : start + size]])
+        )
 
 
 def event_pb(e: events.Event) -> events_pb2.Event:

@@ -232,12 +232,22 @@ def measure_fanout(
     try:
         server.wait_serving()
         fanout.warm_up(server.address)
-        for streams in args.streams:
-            log(f"{name}: {fanout.WRITES} PostFunds while {streams} streams follow")
-            report.fanout.append(
-                fanout.measure(server.address, name, data.orders, streams, server.cpu_seconds)
+        for batch in (1, fanout.BATCH):
+            log(f"{name}: a consumer catching up, up to {batch} events a message")
+            report.catch_ups.append(
+                fanout.catch_up(server.address, name, data.orders, batch, server.cpu_seconds)
             )
-            log(f"{name}: {fanout.line(report.fanout[-1])}")
+            log(f"{name}: {fanout.catch_up_line(report.catch_ups[-1])}")
+        for streams in args.streams:
+            # Streams taking one event a message, then batches (events.proto).
+            for batch in (1, fanout.BATCH) if streams else (1,):
+                log(f"{name}: {fanout.WRITES} PostFunds while {streams} streams follow")
+                report.fanout.append(
+                    fanout.measure(
+                        server.address, name, data.orders, streams, server.cpu_seconds, batch
+                    )
+                )
+                log(f"{name}: {fanout.line(report.fanout[-1])}")
     except (ServerFailed, grpc.RpcError) as e:  # the rest of the run goes on
         report.fanout.append({"database": name, "orders": data.orders, "error": str(e)})
         log(f"{name}: the streams' part failed: {e}")

@@ -19,9 +19,12 @@ from typing import Any
 import grpc
 
 from aftersales.v1 import events_pb2, events_pb2_grpc, resources_pb2, sync_pb2, sync_pb2_grpc
+from client.client import MAX_BATCH_EVENTS
 
 WRITES = 200
 WRITERS = 4
+# Events a message, when the streams ask for batches: the most a stream may ask for.
+BATCH = MAX_BATCH_EVENTS
 # Streams per connection of the followers' process.
 STREAMS_PER_CONNECTION = 50
 # What a round waits at most: the streams to start, the events to reach them.
@@ -54,14 +57,21 @@ def warm_up(address: str) -> None:
 
 
 def measure(
-    address: str, database: str, orders: int, streams: int, server_cpu: Callable[[], float]
+    address: str,
+    database: str,
+    orders: int,
+    streams: int,
+    server_cpu: Callable[[], float],
+    batch: int = 1,
 ) -> dict[str, Any]:
     """One round: `streams` streams (0: none) follow from the newest event while the writes
-    run. `server_cpu`: the CPU seconds the server's process used so far."""
+    run, each asking for up to `batch` events a message. `server_cpu`: the CPU seconds the
+    server's process used so far."""
     result: dict[str, Any] = {
         "database": database,
         "orders": orders,
         "streams": streams,
+        "batch": batch,
         "writes": WRITES,
         "writers": WRITERS,
     }
@@ -69,7 +79,7 @@ def measure(
     followers = None
     try:
         if streams:
-            followers = Followers(address, streams, newest_position(address), memo)
+            followers = Followers(address, streams, newest_position(address), memo, batch)
             error = followers.begin()
             if error:
                 return {**result, "error": error}
@@ -92,6 +102,56 @@ def measure(
     finally:
         if followers is not None:
             followers.stop()
+
+
+def catch_up(
+    address: str, database: str, orders: int, batch: int, server_cpu: Callable[[], float]
+) -> dict[str, Any]:
+    """One consumer reads every event held, from the oldest, up to `batch` a message: how long
+    until it had the last, and the server's CPU until its first heartbeat (caught up)."""
+    result: dict[str, Any] = {"database": database, "orders": orders, "batch": batch}
+    events = messages = 0
+    started, cpu = time.time(), server_cpu()
+    last = started
+    try:
+        with grpc.insecure_channel(address) as channel:
+            stream = events_pb2_grpc.EventsStub(channel).WatchEvents(
+                events_pb2.WatchEventsRequest(
+                    from_oldest=True, heartbeat_seconds=1, max_batch_events=batch
+                ),
+                timeout=TIMEOUT_SECONDS,
+            )
+            for item in stream:
+                if item.HasField("heartbeat"):
+                    break
+                messages += 1
+                events += len(item.batch.events) if item.HasField("batch") else 1
+                last = time.time()
+            stream.cancel()
+    except grpc.RpcError as e:
+        return {**result, "error": f"{e.code().name}: {e.details()}"}
+    return {
+        **result,
+        "events": events,
+        "messages": messages,
+        "seconds": round(last - started, 3),
+        "server_cpu_seconds": round(server_cpu() - cpu, 3),
+    }
+
+
+def catch_up_line(result: dict[str, Any]) -> str:
+    from tests.bench.report import label  # the report prints these lines
+
+    head = (
+        f"a consumer catching up from the oldest event at {label(result['orders'])} orders, "
+        f"up to {result['batch']} a message"
+    )
+    if "error" in result:
+        return f"{head}: {result['error']}"
+    return (
+        f"{head}: {result['events']} events in {result['messages']} messages, the last after "
+        f"{result['seconds']} s; the server's CPU {result['server_cpu_seconds']} s"
+    )
 
 
 def write(address: str, memo: str, writes: int = WRITES) -> list[str]:
@@ -129,13 +189,13 @@ def write(address: str, memo: str, writes: int = WRITES) -> list[str]:
 class Followers:
     """`streams` WatchEvents streams from `after`, in a process of their own (spawned: the
     parent's gRPC does not survive a fork), each until it has received the WRITES events whose
-    memo is `memo`."""
+    memo is `memo`, up to `batch` events a message."""
 
-    def __init__(self, address: str, streams: int, after: int, memo: str) -> None:
+    def __init__(self, address: str, streams: int, after: int, memo: str, batch: int) -> None:
         context = multiprocessing.get_context("spawn")
         self.connection, self._child = context.Pipe()
         self.process = context.Process(
-            target=_follow, args=(address, streams, after, memo, self._child), daemon=True
+            target=_follow, args=(address, streams, after, memo, batch, self._child), daemon=True
         )
 
     def begin(self) -> str | None:
@@ -173,8 +233,8 @@ class Followers:
         self.connection.close()
 
 
-def _follow(address: str, streams: int, after: int, memo: str, connection: Any) -> None:
-    connection.send(asyncio.run(_streams(address, streams, after, memo, connection)))
+def _follow(address: str, streams: int, after: int, memo: str, batch: int, connection: Any) -> None:
+    connection.send(asyncio.run(_streams(address, streams, after, memo, batch, connection)))
     connection.close()
 
 
@@ -184,7 +244,7 @@ def _cpu_seconds() -> float:
 
 
 async def _streams(
-    address: str, streams: int, after: int, memo: str, connection: Any
+    address: str, streams: int, after: int, memo: str, batch: int, connection: Any
 ) -> dict[str, Any]:
     channels = [
         grpc.aio.insecure_channel(address, options=[("grpc.use_local_subchannel_pool", 1)])
@@ -197,7 +257,9 @@ async def _streams(
         nonlocal answered
         stub = events_pb2_grpc.EventsStub(channels[index // STREAMS_PER_CONNECTION])
         call = stub.WatchEvents(
-            events_pb2.WatchEventsRequest(after_position=after, heartbeat_seconds=1)
+            events_pb2.WatchEventsRequest(
+                after_position=after, heartbeat_seconds=1, max_batch_events=batch
+            )
         )
         first = True
         received = 0
@@ -207,11 +269,11 @@ async def _streams(
                 answered += 1
                 if answered == streams:
                     all_answered.set()
-            if item.HasField("event") and item.event.funds_posted.memo == memo:
-                received += 1
-                if received == WRITES:
-                    call.cancel()
-                    return time.time()
+            events = item.batch.events if item.HasField("batch") else [item.event]
+            received += sum(1 for e in events if e.funds_posted.memo == memo)
+            if received == WRITES:
+                call.cancel()
+                return time.time()
         raise RuntimeError("the stream ended")
 
     try:
@@ -241,6 +303,7 @@ def line(result: dict[str, Any]) -> str:
     head = (
         f"{result['writes']} PostFunds from {result['writers']} writers at "
         f"{label(result['orders'])} orders, {result['streams']} streams following every event"
+        + (f" (up to {result['batch']} a message)" if result.get("batch", 1) > 1 else "")
     )
     if "error" in result:
         return f"{head}: {result['error']}"

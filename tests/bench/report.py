@@ -14,6 +14,7 @@ from typing import Any
 import grpc
 
 from tests.bench.events import line as event_line
+from tests.bench.fanout import catch_up_line
 from tests.bench.fanout import line as fanout_line
 from tests.bench.load import Sample
 from tests.bench.rpcs import NO_OP
@@ -107,6 +108,7 @@ class Report:
         self.batch_checks: list[dict[str, Any]] = []
         self.events: list[dict[str, Any]] = []
         self.fanout: list[dict[str, Any]] = []
+        self.catch_ups: list[dict[str, Any]] = []
 
     def add(
         self,
@@ -240,6 +242,9 @@ class Report:
             for e in self.events:
                 if e["database"] == database:
                     out.append(event_line(e))
+            for c in self.catch_ups:
+                if c["database"] == database:
+                    out.append(catch_up_line(c))
             for f in self.fanout:
                 if f["database"] == database:
                     out.append(fanout_line(f))
@@ -276,6 +281,7 @@ class Report:
             "batch_checks": self.batch_checks,
             "events": self.events,
             "fanout": self.fanout,
+            "catch_ups": self.catch_ups,
             "loads": self.loads,
         }
         path.write_text(json.dumps(document, indent=1) + "\n", encoding="utf-8")

@@ -136,6 +136,65 @@ def test_a_consumer_killed_mid_stream_resumes_from_its_position_without_gap_or_d
     assert handled == [e.position for e in everything]
 
 
+def received_until_heartbeat(client, **fields) -> list[events_pb2.WatchEventsResponse]:
+    """The messages of a stream (the stub's, raw) until its first heartbeat."""
+    stream = client.events.WatchEvents(
+        events_pb2.WatchEventsRequest(heartbeat_seconds=1, **fields), timeout=30
+    )
+    messages = []
+    try:
+        for message in stream:
+            if message.HasField("heartbeat"):
+                return messages
+            messages.append(message)
+    finally:
+        stream.cancel()
+    raise AssertionError("the stream ended")
+
+
+def test_a_consumer_asking_for_batches_gets_the_same_events_fewer_messages(client, seed):
+    for i in range(24):
+        seed.case(f"batch-{i}")
+    everything = listed(client)
+    assert len(everything) > 20
+
+    one_each = received_until_heartbeat(client)
+    batched = received_until_heartbeat(client, max_batch_events=7)
+
+    assert [m.event for m in one_each] == everything
+    assert all(m.HasField("batch") and 1 <= len(m.batch.events) <= 7 for m in batched)
+    assert [e for m in batched for e in m.batch.events] == everything
+    assert len(batched) == -(-len(everything) // 7)  # the backlog is ready at once: full batches
+    # Resumed from a position inside a batch: the rest of it, then on.
+    middle = everything[len(everything) // 2].position
+    resumed = received_until_heartbeat(client, after_position=middle, max_batch_events=50)
+    assert [e for m in resumed for e in m.batch.events] == [
+        e for e in everything if e.position > middle
+    ]
+
+
+@pytest.mark.parametrize("asked", [-1, 51])
+def test_a_batch_size_out_of_its_range_is_refused_naming_the_field(client, asked):
+    with pytest.raises(grpc.RpcError) as refused:
+        received_until_heartbeat(client, max_batch_events=asked)
+    error = from_rpc_error(refused.value)
+    assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert [v.field for v in error.field_violations] == ["max_batch_events"]
+
+
+def test_the_client_yields_each_event_of_a_batch_once_in_order(client, seed):
+    for i in range(6):
+        seed.case(f"batch-client-{i}")
+    everything = listed(client)
+    positions = []
+    for item in client.watch_events(max_batch_events=4, heartbeat_seconds=1, heartbeats=True):
+        if isinstance(item, events_pb2.Heartbeat):
+            assert item.position == everything[-1].position
+            break
+        positions.append(item.position)
+    assert positions == [e.position for e in everything]
+
+
 def test_a_consumer_behind_the_retention_gets_out_of_range_with_the_oldest_position_held(
     client, seed, service, clock
 ):
