@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import contextlib
 import functools
 import json
 import threading
@@ -81,9 +82,12 @@ def _typed_errors(method: Callable[_P, _R]) -> Callable[_P, _R]:
     return wrapper
 
 
-# The most events one message of a stream may hold (events.proto): each message costs the server
-# far more than each event in it.
+# The most events one message of a stream may hold (events.proto): a message costs the server
+# about twice what an event costs.
 MAX_BATCH_EVENTS = 50
+# What watch_events asks for: most of the saving of 50, and a consumer may take up to 6 s over
+# each event (the server cuts a stream whose message waits 60 s for its consumer).
+DEFAULT_BATCH_EVENTS = 10
 
 
 class EntryFilters(TypedDict, total=False):
@@ -487,13 +491,15 @@ class Client:
         heartbeat_seconds: int = 0,
         heartbeats: bool = False,
         reconnect_delay: float = 1.0,
-        max_batch_events: int = MAX_BATCH_EVENTS,
+        max_batch_events: int = DEFAULT_BATCH_EVENTS,
     ) -> Iterator[events_pb2.Event | events_pb2.Heartbeat]:
         """Every event after `after_position` (or from the oldest held), in position order:
         first the backlog, then each event as it commits, for as long as the caller iterates.
         With `heartbeats`, the heartbeats too (their `position` may be stored as an event's).
         The server sends the events ready together in one message, up to `max_batch_events`
-        (1: one a message); they are yielded one by one all the same.
+        (1: one a message, up to MAX_BATCH_EVENTS); they are yielded one by one all the same.
+        The caller takes each message's events within 60 s, or the server cuts the stream
+        (CANCELLED): with n a message, it may spend up to 60/n seconds on each event.
 
         Resumes by itself: when the stream breaks (UNAVAILABLE: the server stops, the network
         fails; ABORTED), the server has no room for it (RESOURCE_EXHAUSTED) or falls silent
@@ -519,17 +525,16 @@ class Client:
             try:
                 for item in stream:
                     watchdog.heard()
-                    if item.HasField("event"):
-                        after = item.event.position
-                        yield item.event
-                    elif item.HasField("batch"):
-                        for event in item.batch.events:
-                            after = event.position
-                            yield event
-                    else:
+                    if item.HasField("heartbeat"):
                         after = max(after, item.heartbeat.position)
                         if heartbeats:
-                            yield item.heartbeat
+                            with watchdog.away():
+                                yield item.heartbeat
+                        continue
+                    for event in item.batch.events if item.HasField("batch") else (item.event,):
+                        after = event.position
+                        with watchdog.away():  # the caller's time is not the stream's silence
+                            yield event
             except grpc.RpcError as e:
                 error = from_rpc_error(e)
                 if error.code not in _RESUMED and not watchdog.fired:
@@ -545,12 +550,14 @@ DEFAULT_HEARTBEAT_SECONDS = 10
 
 
 class _Watchdog:
-    """Calls `cancel` once nothing was heard for `silence` seconds; one thread per stream."""
+    """Calls `cancel` once nothing was heard for `silence` seconds while the stream was waited
+    on (not while the caller handles what it was given); one thread per stream."""
 
     def __init__(self, silence: float, cancel: Callable[[], object]) -> None:
         self.silence = silence
         self.cancel = cancel
         self.last = time.monotonic()
+        self.away_since: float | None = None
         self.fired = False
         self.stopped = threading.Event()
         threading.Thread(target=self._watch, name="watch-events-watchdog", daemon=True).start()
@@ -558,12 +565,22 @@ class _Watchdog:
     def heard(self) -> None:
         self.last = time.monotonic()
 
+    @contextlib.contextmanager
+    def away(self) -> Iterator[None]:
+        """While the caller holds what it was given: the silence counts from its return."""
+        self.away_since = time.monotonic()
+        try:
+            yield
+        finally:
+            self.heard()
+            self.away_since = None
+
     def stop(self) -> None:
         self.stopped.set()
 
     def _watch(self) -> None:
         while not self.stopped.wait(min(1.0, self.silence / 4)):
-            if time.monotonic() - self.last >= self.silence:
+            if self.away_since is None and time.monotonic() - self.last >= self.silence:
                 self.fired = True
                 self.cancel()
                 return

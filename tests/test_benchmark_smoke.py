@@ -81,7 +81,7 @@ def test_a_quick_bench_measures_every_rpc_of_the_four_services(tmp_path):
     assert "error" not in one_each and "error" not in batched, document["catch_ups"]
     assert (one_each["batch"], batched["batch"]) == (1, 50)
     assert one_each["events"] == one_each["messages"] > 0
-    assert batched["events"] == one_each["events"]
+    assert batched["events"] >= one_each["events"]  # (a sweep may have told one more since)
     assert batched["events"] / 50 <= batched["messages"] < batched["events"]
     # One event a message, then batches.
     fanout = document["fanout"]

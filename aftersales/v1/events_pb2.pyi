@@ -475,8 +475,10 @@ class WatchEventsRequest(_message.Message):
     events ready together in one message (`batch`), in position order, up to this many (a
     refund's event holds up to 100 lines: 50 stay well within the 4 MiB a gRPC client takes by
     default). A message costs the server about twice what an event costs: a consumer catching
-    up on a backlog takes it about three times faster in batches. A stream that keeps up, one
-    commit at a time, gets what is ready: often one event a message all the same.
+    up on a backlog takes it three to five times faster in batches. A stream that keeps up, one
+    commit at a time, gets what is ready: often one event a message all the same. A consumer
+    takes each message within 60 seconds, or the stream is cut (CANCELLED, see WatchEvents):
+    asking for n, it may spend up to 60/n seconds on each event.
     """
     @_builtins.property
     def types(self) -> _containers.RepeatedScalarFieldContainer[Global___EventType.ValueType]:

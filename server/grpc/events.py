@@ -394,11 +394,16 @@ class EventsServicer(events_pb2_grpc.EventsServicer, Servicer):
                     self.service.events_shop(shop_id=shop_id, viewer=person)
                     checked = time.monotonic()
                 from_oldest = False
-                sent: Iterable[events_pb2.WatchEventsResponse] = (
-                    page.messages if isinstance(page, Kept) else map(_watched, page.events)
-                )
+                sent: Iterable[events_pb2.WatchEventsResponse]
                 if batch > 1:
-                    sent = _batched(sent, batch)
+                    sent = _batched(
+                        [m.event for m in page.messages]
+                        if isinstance(page, Kept)
+                        else [event_pb(e) for e in page.events],
+                        batch,
+                    )
+                else:
+                    sent = page.messages if isinstance(page, Kept) else map(_watched, page.events)
                 for message in sent:
                     watcher.sending()
                     yield message
@@ -464,15 +469,11 @@ def _watched(e: events.Event) -> events_pb2.WatchEventsResponse:
     return events_pb2.WatchEventsResponse(event=event_pb(e))
 
 
-def _batched(
-    messages: Iterable[events_pb2.WatchEventsResponse], size: int
-) -> Iterator[events_pb2.WatchEventsResponse]:
-    """The events of `messages` (one each: a page, STREAM_BATCH at most), `size` to a message
-    at most."""
-    each = list(messages)
-    for start in range(0, len(each), size):
+def _batched(page: list[events_pb2.Event], size: int) -> Iterator[events_pb2.WatchEventsResponse]:
+    """The events of a page (STREAM_BATCH at most), `size` to a message at most."""
+    for start in range(0, len(page), size):
         yield events_pb2.WatchEventsResponse(
-            batch=events_pb2.EventBatch(events=[m.event for m in each[start : start + size]])
+            batch=events_pb2.EventBatch(events=page[start : start + size])
         )
 
 
