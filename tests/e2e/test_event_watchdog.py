@@ -4,8 +4,10 @@ heartbeat intervals and resumes from the last position it yielded."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
+from collections.abc import Iterator
 from concurrent import futures
 
 import grpc
@@ -30,30 +32,6 @@ class SilentOnce(events_pb2_grpc.EventsServicer):
             self.released.wait(60)  # a server that hangs: no heartbeat, no end
 
 
-def test_a_silent_stream_is_given_up_and_resumed_after_the_last_position():
-    servicer = SilentOnce()
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-    events_pb2_grpc.add_EventsServicer_to_server(servicer, server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    try:
-        received: list[int] = []
-        with Client(f"127.0.0.1:{port}") as client:
-            stream = client.watch_events(41, heartbeat_seconds=1, reconnect_delay=0)
-            consumer = threading.Thread(
-                target=lambda: received.extend(next(stream).position for _ in range(2)),
-                daemon=True,
-            )
-            consumer.start()
-            consumer.join(30)
-        assert not consumer.is_alive(), "the consumer still waits on the silent stream"
-        assert received == [42, 43]
-        assert [r.after_position for r in servicer.requests] == [41, 42]
-    finally:
-        servicer.released.set()
-        server.stop(grace=None)
-
-
 class OneBatchThenHeartbeats(events_pb2_grpc.EventsServicer):
     """A batch of 4 events, then a heartbeat every second."""
 
@@ -73,25 +51,48 @@ class OneBatchThenHeartbeats(events_pb2_grpc.EventsServicer):
             yield events_pb2.WatchEventsResponse(heartbeat=events_pb2.Heartbeat(position=first + 3))
 
 
-def test_a_consumer_slow_on_each_event_of_a_batch_keeps_its_stream():
-    servicer = OneBatchThenHeartbeats()
+@contextlib.contextmanager
+def serving(servicer: SilentOnce | OneBatchThenHeartbeats) -> Iterator[Client]:
+    """A client of a server of `servicer`, released and stopped after."""
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
     events_pb2_grpc.add_EventsServicer_to_server(servicer, server)
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     try:
-        received: list[int] = []
         with Client(f"127.0.0.1:{port}") as client:
-            # Silence is 3 s; handling the batch takes 4 x 1.2 s, longer than that.
-            for item in client.watch_events(
-                10, heartbeat_seconds=1, heartbeats=True, reconnect_delay=0
-            ):
-                if isinstance(item, events_pb2.Heartbeat) or len(received) == 8:
-                    break
-                received.append(item.position)
-                time.sleep(1.2)
-        assert received == [11, 12, 13, 14]
-        assert len(servicer.requests) == 1  # never given up on and reconnected
+            yield client
     finally:
         servicer.released.set()
         server.stop(grace=None)
+
+
+def test_a_silent_stream_is_given_up_and_resumed_after_the_last_position():
+    servicer = SilentOnce()
+    received: list[int] = []
+    with serving(servicer) as client:
+        stream = client.watch_events(41, heartbeat_seconds=1, reconnect_delay=0)
+        consumer = threading.Thread(
+            target=lambda: received.extend(next(stream).position for _ in range(2)),
+            daemon=True,
+        )
+        consumer.start()
+        consumer.join(30)
+        assert not consumer.is_alive(), "the consumer still waits on the silent stream"
+    assert received == [42, 43]
+    assert [r.after_position for r in servicer.requests] == [41, 42]
+
+
+def test_a_consumer_slow_on_each_event_of_a_batch_keeps_its_stream():
+    servicer = OneBatchThenHeartbeats()
+    received: list[int] = []
+    with serving(servicer) as client:
+        # Silence is 3 s; handling the batch takes 4 x 1.2 s, longer than that.
+        for item in client.watch_events(
+            10, heartbeat_seconds=1, heartbeats=True, reconnect_delay=0
+        ):
+            if isinstance(item, events_pb2.Heartbeat) or len(received) == 8:
+                break
+            received.append(item.position)
+            time.sleep(1.2)
+    assert received == [11, 12, 13, 14]
+    assert len(servicer.requests) == 1  # never given up on and reconnected
