@@ -472,11 +472,12 @@ class WatchEventsRequest(_message.Message):
     """Seconds between heartbeats while no event comes: 1 to 300, 0 for the default of 10."""
     max_batch_events: _builtins.int
     """Events per message, at most: 0 or 1 for one event a message (`event`); 2 to 50 for the
-    events ready together in one message (`batch`), in position order, up to this many (a
-    refund's event holds up to 100 lines: 50 stay well within the 4 MiB a gRPC client takes by
-    default). A message costs the server about twice what an event costs: a consumer catching
-    up on a backlog takes it three to five times faster in batches. A stream that keeps up, one
-    commit at a time, gets what is ready: often one event a message all the same. A consumer
+    events ready together in one message (`batch`, or `event` when one is ready alone), in
+    position order, up to this many (a refund's event holds up to 100 lines: 50 stay well within
+    the 4 MiB a gRPC client takes by default). A message costs the server about twice what an
+    event costs: a consumer catching up on a backlog takes it three to five times faster in
+    batches. A stream that keeps up, one commit at a time, gets what is ready: often one event
+    a message all the same. A consumer
     takes each message within 60 seconds, or the stream is cut (CANCELLED, see WatchEvents):
     asking for n, it may spend up to 60/n seconds on each event.
     """
@@ -568,7 +569,9 @@ class WatchEventsResponse(_message.Message):
     def heartbeat(self) -> Global___Heartbeat: ...
     @_builtins.property
     def batch(self) -> Global___EventBatch:
-        """Events ready together, when the request asked for batches: one or more, never empty."""
+        """Events ready together, when the request asked for batches: two or more (one ready alone
+        comes as `event`).
+        """
 
     def __init__(
         self,

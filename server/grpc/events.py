@@ -395,7 +395,7 @@ class EventsServicer(events_pb2_grpc.EventsServicer, Servicer):
                     checked = time.monotonic()
                 from_oldest = False
                 sent: Iterable[events_pb2.WatchEventsResponse]
-                if batch > 1:
+                if batch > 1 and len(page.events) > 1:
                     sent = _batched(
                         [m.event for m in page.messages]
                         if isinstance(page, Kept)
@@ -470,10 +470,15 @@ def _watched(e: events.Event) -> events_pb2.WatchEventsResponse:
 
 
 def _batched(page: list[events_pb2.Event], size: int) -> Iterator[events_pb2.WatchEventsResponse]:
-    """The events of a page (STREAM_BATCH at most), `size` to a message at most."""
+    """The events of a page (STREAM_BATCH at most), `size` to a message at most; one alone
+    as `event` (a stream that keeps up mostly sends its events one by one: the message the feed
+    rendered for every stream is sent, and no event copied into a batch)."""
     for start in range(0, len(page), size):
-        yield events_pb2.WatchEventsResponse(
-            batch=events_pb2.EventBatch(events=page[start : start + size])
+        chunk = page[start : start + size]
+        yield (
+            events_pb2.WatchEventsResponse(event=chunk[0])
+            if len(chunk) == 1
+            else events_pb2.WatchEventsResponse(batch=events_pb2.EventBatch(events=chunk))
         )
 
 

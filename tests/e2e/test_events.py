@@ -152,6 +152,11 @@ def received_until_heartbeat(client, **fields) -> list[events_pb2.WatchEventsRes
     raise AssertionError("the stream ended")
 
 
+def events_in(messages: list[events_pb2.WatchEventsResponse]) -> list[events_pb2.Event]:
+    """The events of a batched stream's messages: a batch's, or one alone."""
+    return [e for m in messages for e in (m.batch.events if m.HasField("batch") else [m.event])]
+
+
 def test_a_consumer_asking_for_batches_gets_the_same_events_fewer_messages(client, seed):
     for i in range(24):
         seed.case(f"batch-{i}")
@@ -162,17 +167,20 @@ def test_a_consumer_asking_for_batches_gets_the_same_events_fewer_messages(clien
     batched = received_until_heartbeat(client, max_batch_events=7)
 
     assert [m.event for m in one_each] == everything
-    assert all(m.HasField("batch") and 1 <= len(m.batch.events) <= 7 for m in batched)
-    assert [e for m in batched for e in m.batch.events] == everything
+    assert all(m.HasField("batch") and 2 <= len(m.batch.events) <= 7 for m in batched)
+    assert events_in(batched) == everything
     # The backlog is ready at once, read in one page: full batches, but for the last.
     assert len(everything) <= events_api.STREAM_BATCH
     assert len(batched) == -(-len(everything) // 7)
     # Resumed from a position inside a batch: the rest of it, then on.
     middle = everything[len(everything) // 2].position
     resumed = received_until_heartbeat(client, after_position=middle, max_batch_events=50)
-    assert [e for m in resumed for e in m.batch.events] == [
-        e for e in everything if e.position > middle
-    ]
+    assert events_in(resumed) == [e for e in everything if e.position > middle]
+    # One event ready alone comes as one.
+    last = everything[-2].position
+    alone = received_until_heartbeat(client, after_position=last, max_batch_events=50)
+    assert [m.WhichOneof("item") for m in alone] == ["event"]
+    assert events_in(alone) == everything[-1:]
 
 
 @pytest.mark.parametrize("asked", [-1, 51])
