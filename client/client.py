@@ -90,6 +90,15 @@ MAX_BATCH_EVENTS = 50
 DEFAULT_BATCH_EVENTS = 10
 
 
+def events_in(message: events_pb2.WatchEventsResponse) -> Sequence[events_pb2.Event]:
+    """The events one message of WatchEvents carries, in position order: a batch's, one alone,
+    none in a heartbeat."""
+    item = message.WhichOneof("item")
+    if item == "batch":
+        return message.batch.events
+    return (message.event,) if item == "event" else ()
+
+
 class EntryFilters(TypedDict, total=False):
     """The filters of Client.list_entries, for Client.iter_entries."""
 
@@ -531,7 +540,7 @@ class Client:
                             with watchdog.away():
                                 yield item.heartbeat
                         continue
-                    for event in item.batch.events if item.HasField("batch") else (item.event,):
+                    for event in events_in(item):
                         after = event.position
                         with watchdog.away():  # the caller's time is not the stream's silence
                             yield event
@@ -557,7 +566,7 @@ class _Watchdog:
         self.silence = silence
         self.cancel = cancel
         self.last = time.monotonic()
-        self.away_since: float | None = None
+        self.waiting_on_caller = False
         self.fired = False
         self.stopped = threading.Event()
         threading.Thread(target=self._watch, name="watch-events-watchdog", daemon=True).start()
@@ -568,19 +577,19 @@ class _Watchdog:
     @contextlib.contextmanager
     def away(self) -> Iterator[None]:
         """While the caller holds what it was given: the silence counts from its return."""
-        self.away_since = time.monotonic()
+        self.waiting_on_caller = True
         try:
             yield
         finally:
             self.heard()
-            self.away_since = None
+            self.waiting_on_caller = False
 
     def stop(self) -> None:
         self.stopped.set()
 
     def _watch(self) -> None:
         while not self.stopped.wait(min(1.0, self.silence / 4)):
-            if self.away_since is None and time.monotonic() - self.last >= self.silence:
+            if not self.waiting_on_caller and time.monotonic() - self.last >= self.silence:
                 self.fired = True
                 self.cancel()
                 return

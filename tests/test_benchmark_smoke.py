@@ -75,7 +75,6 @@ def test_a_quick_bench_measures_every_rpc_of_the_four_services(tmp_path):
     [debts] = document["debts"]
     assert "error" not in debts
     assert debts["recovered"] > 0
-    # The writes while streams follow: each stream received every one of their events.
     # A consumer catching up, one event a message, then in batches: the same events.
     one_each, batched = document["catch_ups"]
     assert "error" not in one_each and "error" not in batched, document["catch_ups"]
@@ -83,7 +82,8 @@ def test_a_quick_bench_measures_every_rpc_of_the_four_services(tmp_path):
     assert one_each["events"] == one_each["messages"] > 0
     assert batched["events"] >= one_each["events"]  # (a sweep may have told one more since)
     assert batched["events"] / 50 <= batched["messages"] < batched["events"]
-    # One event a message, then batches.
+    # The writes while streams follow, one event a message, then batches: each stream received
+    # every one of their events.
     fanout = document["fanout"]
     assert [(f["streams"], f["batch"]) for f in fanout] == [(0, 1), (10, 1), (10, 50)]
     for f in fanout:

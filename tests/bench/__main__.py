@@ -7,8 +7,10 @@ second, that rate as a ratio to the health Check no-op measured on the same serv
 run (so that the machine's speed and load largely cancel out), and the median and 99th
 percentile latency.
 Meanwhile a consumer follows WatchEvents: the events' latency from change to consumer. At the
-first size, a server of one process takes 200 PostFunds while 0, 30 and 300 streams follow every
-event: the cost of the streams' sending to the writes, and when the last stream has them all.
+first size, on a server of one process, a consumer catches up on every event held, one event a
+message and in batches; then the server takes 200 PostFunds while 0, 30 and 300 streams follow
+every event, one event a message and in batches: the cost of the streams' sending to the writes,
+and when the last stream has them all.
 Then it times one BatchCheckEligibility of 500 orders next to 500 single CheckEligibility calls
 of the same orders, and one PostFunds that pays an influencer owing a clawback to each of many
 shops, and reads the server's memory. The buyer's order page (GetBuyerOrderEntry), which answers

@@ -19,7 +19,8 @@ from typing import Any
 import grpc
 
 from aftersales.v1 import events_pb2, events_pb2_grpc, resources_pb2, sync_pb2, sync_pb2_grpc
-from client.client import MAX_BATCH_EVENTS
+from client.client import MAX_BATCH_EVENTS, events_in
+from tests.bench import procfs
 
 WRITES = 200
 WRITERS = 4
@@ -125,7 +126,7 @@ def catch_up(
                 if item.HasField("heartbeat"):
                     break
                 messages += 1
-                events += len(item.batch.events) if item.HasField("batch") else 1
+                events += len(events_in(item))
                 last = time.time()
             stream.cancel()
     except grpc.RpcError as e:
@@ -238,11 +239,6 @@ def _follow(address: str, streams: int, after: int, memo: str, batch: int, conne
     connection.close()
 
 
-def _cpu_seconds() -> float:
-    times = os.times()
-    return times.user + times.system
-
-
 async def _streams(
     address: str, streams: int, after: int, memo: str, batch: int, connection: Any
 ) -> dict[str, Any]:
@@ -269,8 +265,7 @@ async def _streams(
                 answered += 1
                 if answered == streams:
                     all_answered.set()
-            events = item.batch.events if item.HasField("batch") else [item.event]
-            received += sum(1 for e in events if e.funds_posted.memo == memo)
+            received += sum(1 for e in events_in(item) if e.funds_posted.memo == memo)
             if received == WRITES:
                 call.cancel()
                 return time.time()
@@ -284,12 +279,12 @@ async def _streams(
             failed = next(t for t in tasks if t.done())
             return {"error": f"a stream failed: {failed.exception()}"}
         connection.send("watching")
-        cpu = _cpu_seconds()
+        cpu = procfs.cpu_seconds([os.getpid()])
         try:
             last = await asyncio.gather(*tasks)
         except (grpc.aio.AioRpcError, RuntimeError) as e:
             return {"error": f"a stream failed: {e}"}
-        return {"last_received": max(last), "cpu_seconds": _cpu_seconds() - cpu}
+        return {"last_received": max(last), "cpu_seconds": procfs.cpu_seconds([os.getpid()]) - cpu}
     finally:
         for channel in channels:
             await channel.close(grace=None)

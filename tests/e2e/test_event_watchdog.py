@@ -16,13 +16,17 @@ from aftersales.v1 import events_pb2, events_pb2_grpc
 from client import Client
 
 
-class SilentOnce(events_pb2_grpc.EventsServicer):
-    """The first stream sends one event and then nothing; the next ones send the event after the
-    position asked for."""
+class Recording(events_pb2_grpc.EventsServicer):
+    """A servicer that keeps the requests it was sent, and holds its streams until released."""
 
     def __init__(self) -> None:
         self.requests: list[events_pb2.WatchEventsRequest] = []
         self.released = threading.Event()
+
+
+class SilentOnce(Recording):
+    """The first stream sends one event and then nothing; the next ones send the event after the
+    position asked for."""
 
     def WatchEvents(self, request, context):  # noqa: N802  # the proto's name
         self.requests.append(request)
@@ -32,12 +36,8 @@ class SilentOnce(events_pb2_grpc.EventsServicer):
             self.released.wait(60)  # a server that hangs: no heartbeat, no end
 
 
-class OneBatchThenHeartbeats(events_pb2_grpc.EventsServicer):
+class OneBatchThenHeartbeats(Recording):
     """A batch of 4 events, then a heartbeat every second."""
-
-    def __init__(self) -> None:
-        self.requests: list[events_pb2.WatchEventsRequest] = []
-        self.released = threading.Event()
 
     def WatchEvents(self, request, context):  # noqa: N802  # the proto's name
         self.requests.append(request)
@@ -52,7 +52,7 @@ class OneBatchThenHeartbeats(events_pb2_grpc.EventsServicer):
 
 
 @contextlib.contextmanager
-def serving(servicer: SilentOnce | OneBatchThenHeartbeats) -> Iterator[Client]:
+def serving(servicer: Recording) -> Iterator[Client]:
     """A client of a server of `servicer`, released and stopped after."""
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
     events_pb2_grpc.add_EventsServicer_to_server(servicer, server)

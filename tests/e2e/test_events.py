@@ -13,6 +13,7 @@ import pytest
 from aftersales.v1 import entry_pb2, events_pb2, events_pb2_grpc
 from aftersales.v1 import resources_pb2 as pb
 from client import Client, InvalidArgument, OutOfRange
+from client.client import events_in
 from client.errors import from_rpc_error
 from server.domain.model import AccountKind, AccountRef
 from server.grpc import events as events_api
@@ -152,9 +153,9 @@ def received_until_heartbeat(client, **fields) -> list[events_pb2.WatchEventsRes
     raise AssertionError("the stream ended")
 
 
-def events_in(messages: list[events_pb2.WatchEventsResponse]) -> list[events_pb2.Event]:
-    """The events of a batched stream's messages: a batch's, or one alone."""
-    return [e for m in messages for e in (m.batch.events if m.HasField("batch") else [m.event])]
+def events_of(messages: list[events_pb2.WatchEventsResponse]) -> list[events_pb2.Event]:
+    """The events of a stream's messages, in order."""
+    return [e for m in messages for e in events_in(m)]
 
 
 def test_a_consumer_asking_for_batches_gets_the_same_events_fewer_messages(client, seed):
@@ -168,19 +169,19 @@ def test_a_consumer_asking_for_batches_gets_the_same_events_fewer_messages(clien
 
     assert [m.event for m in one_each] == everything
     assert all(m.HasField("batch") and 2 <= len(m.batch.events) <= 7 for m in batched)
-    assert events_in(batched) == everything
+    assert events_of(batched) == everything
     # The backlog is ready at once, read in one page: full batches, but for the last.
     assert len(everything) <= events_api.STREAM_BATCH
     assert len(batched) == -(-len(everything) // 7)
     # Resumed from a position inside a batch: the rest of it, then on.
     middle = everything[len(everything) // 2].position
     resumed = received_until_heartbeat(client, after_position=middle, max_batch_events=50)
-    assert events_in(resumed) == [e for e in everything if e.position > middle]
+    assert events_of(resumed) == [e for e in everything if e.position > middle]
     # One event ready alone comes as one.
     last = everything[-2].position
     alone = received_until_heartbeat(client, after_position=last, max_batch_events=50)
     assert [m.WhichOneof("item") for m in alone] == ["event"]
-    assert events_in(alone) == everything[-1:]
+    assert events_of(alone) == everything[-1:]
 
 
 @pytest.mark.parametrize("asked", [-1, 51])
