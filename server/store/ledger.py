@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -94,10 +94,17 @@ _OWNED_KINDS = tuple(sorted(kind.value for kind in AccountKind if kind.has_owner
 
 
 class SqlLedger:
-    def __init__(self, store: SqlStore, account_ids: dict[AccountRef, int]) -> None:
+    def __init__(
+        self,
+        store: SqlStore,
+        account_ids: dict[AccountRef, int],
+        on_commit: Callable[[Callable[[], None]], None],
+    ) -> None:
+        """`on_commit(callback)`: the unit of work's, to run `callback` once it committed."""
         self._store = store
         # Ids of accounts met in this unit of work.
         self._account_ids = account_ids
+        self._on_commit = on_commit
         # Changes of balances kept for the transaction's end, by account id: the platform's
         # commission account, which every late refund moves. Its row, once changed, is locked
         # until the commit, and every other refund waits for it; changed by the last statement
@@ -297,24 +304,38 @@ class SqlLedger:
         wanted = sorted((ref for ref in refs if ref.kind is not AccountKind.EXTERNAL), key=_by_name)
         if not wanted:
             return {}
-        self._create(wanted)
-        if len(wanted) <= BATCH:
-            # One statement locks them all, in the global order.
-            found = self._select(wanted, lock=True)
-        else:
-            # More: find their ids, then lock batch after batch along the global order.
-            ids = sorted(
-                (_LOCK_RANK.get(ref.kind, 9), account_id)
-                for account_id, ref, _ in self._select(wanted)
-            )
-            found = []
-            for batch in chunked(ids, BATCH):
-                found += self._select_ids([account_id for _, account_id in batch])
+        # Those this process saw committed exist: only the others may have to be made.
+        known = self._store.known_accounts
+        self._create([ref for ref in wanted if ref not in known])
+        found = self._lock(wanted)
+        if len(found) < len(wanted):
+            # One was known but is not there (the database was restored from an older copy):
+            # made now, and locked after the others.
+            there = {ref for _, ref, _ in found}
+            missing = [ref for ref in wanted if ref not in there]
+            self._create(missing)
+            found += self._lock(missing)
         balances = {}
         for account_id, ref, balance in found:
             self._account_ids[ref] = account_id
             balances[ref] = balance
+        self._on_commit(lambda: self._store.knows_accounts(wanted))
         return balances
+
+    def _lock(self, refs: Sequence[AccountRef]) -> list[tuple[int, AccountRef, int]]:
+        """(id, account, balance) of those of `refs` that exist (sorted by name), locked on
+        PostgreSQL in the one global order."""
+        if len(refs) <= BATCH:
+            # One statement locks them all, in the global order.
+            return self._select(refs, lock=True)
+        # More: find their ids, then lock batch after batch along the global order.
+        ids = sorted(
+            (_LOCK_RANK.get(ref.kind, 9), account_id) for account_id, ref, _ in self._select(refs)
+        )
+        found = []
+        for batch in chunked(ids, BATCH):
+            found += self._select_ids([account_id for _, account_id in batch])
+        return found
 
     def _select(
         self, refs: Sequence[AccountRef], *, lock: bool = False

@@ -8,12 +8,15 @@ from server.domain.errors import RequestIdExpired, RulesRefused
 from server.domain.model import (
     EXTERNAL,
     PLATFORM_COMMISSION,
+    AccountKind,
+    AccountRef,
     Movement,
     ReasonCode,
     Refund,
     TransferKind,
 )
 from server.service.unit_of_work import TransferExists
+from server.store import unit_of_work
 from server.store.schema import TransferRow
 from tests.store.factories import (
     a_late_refund_order,
@@ -255,3 +258,64 @@ def test_the_platform_account_read_after_its_change_in_one_transaction_has_it(st
         uow.commit()
 
     assert assert_ledger_balances(store)[PLATFORM_COMMISSION] == 3_800
+
+
+def _locked(store, refs, *, commit=True) -> tuple[dict, list[str]]:
+    """lock_accounts(refs) in a unit of work of its own: the balances, and the statements run."""
+    with statements_with_parameters(store) as statements, store.unit_of_work() as uow:
+        balances = uow.ledger.lock_accounts(set(refs))
+        if commit:
+            uow.commit()
+    return balances, [sql for sql, _ in statements]
+
+
+def _makes_accounts(statements: list[str]) -> bool:
+    return any(sql.startswith('INSERT INTO "account"') for sql in statements)
+
+
+def test_accounts_locked_once_are_locked_again_without_being_made(store, service):
+    a_normal_shop(service, "shop-1", wallet=7_000)
+    payee = AccountRef(AccountKind.CASH, "kol-new")
+
+    first, statements = _locked(store, [wallet_of("shop-1"), payee])
+    assert first == {wallet_of("shop-1"): 7_000, payee: 0}
+    assert _makes_accounts(statements)  # the payee's cash did not exist
+
+    again, statements = _locked(store, [wallet_of("shop-1"), payee])
+    assert again == first
+    assert not _makes_accounts(statements)
+
+
+def test_accounts_of_a_rolled_back_transaction_are_not_taken_as_existing(store):
+    payee = AccountRef(AccountKind.CASH, "kol-rolled-back")
+
+    _locked(store, [payee], commit=False)
+
+    assert payee not in store.known_accounts
+    _, statements = _locked(store, [payee])
+    assert _makes_accounts(statements)
+    assert payee in store.known_accounts
+
+
+def test_an_account_taken_as_existing_that_is_not_there_is_made_as_it_is_locked(store, service):
+    """As after the database was restored from a copy older than what this process saw."""
+    a_normal_shop(service, "shop-1", wallet=7_000)
+    gone = AccountRef(AccountKind.CASH, "kol-restored-away")
+    store.knows_accounts([gone, wallet_of("shop-1")])
+
+    balances, _ = _locked(store, [wallet_of("shop-1"), gone])
+
+    assert balances == {wallet_of("shop-1"): 7_000, gone: 0}
+    service.post_funds(request_id(), gone, 500, "")
+    assert assert_ledger_balances(store)[gone] == 500
+
+
+def test_the_accounts_taken_as_existing_are_bounded(store, monkeypatch):
+    monkeypatch.setattr(unit_of_work, "KNOWN_ACCOUNTS", 3)
+    refs = [AccountRef(AccountKind.CASH, f"kol-{i}") for i in range(4)]
+
+    store.knows_accounts(refs[:2])
+    store.knows_accounts(refs[2:])
+
+    # Full: the older ones are forgotten (and made again, if need be, as they are locked).
+    assert store.known_accounts == set(refs[2:])
