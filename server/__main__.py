@@ -38,7 +38,7 @@ from server.domain.model import Policy
 from server.grpc import threads
 from server.grpc.methods import METHOD_NAMES
 from server.grpc.tokens import TokenSettings, TokenVerifier
-from server.processes import Signals, Workers
+from server.processes import Signals, Workers, settle_heap
 from server.service import Service
 from server.service.clock import SystemClock
 from server.store import SqlStore, describe, open_database
@@ -827,6 +827,7 @@ def _serve_in_processes(args: argparse.Namespace, the_policy: Policy, count: int
             log.debug("the start failed", exc_info=True)
             log.error("cannot start: %s: %s", type(e).__name__, one_line(e))
             return EXIT_ENVIRONMENT
+        settle_heap()
         app.start()
         log.info("serving", extra=facts)
         serve(app, signals, args.drain_seconds, args.grace_seconds)
@@ -834,6 +835,7 @@ def _serve_in_processes(args: argparse.Namespace, the_policy: Policy, count: int
         log.info("stopped")
         return 0
 
+    settle_heap()
     workers = Workers(count, work)
     log.info("workers started", extra={"processes": count, "pids": workers.pids})
     on_exit: Callable[[int], None] | None = None
@@ -907,6 +909,7 @@ def main(argv: list[str] | None = None) -> int:
         log.debug("the start failed", exc_info=True)
         log.error("cannot start: %s: %s", type(e).__name__, one_line(e))
         return EXIT_ENVIRONMENT
+    settle_heap()
     app.start()
     log.info("serving", extra=facts)
     serve(app, signals, args.drain_seconds, args.grace_seconds)
