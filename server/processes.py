@@ -32,12 +32,12 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 def settle_heap() -> int:
     """Collects what starting left as garbage, then puts every object alive (modules, message
     types, the server itself: most of the heap, held for as long as the process lives) out of
-    reach of the garbage collector's full collections, which would otherwise walk them all
+    reach of the garbage collector, whose full collections would otherwise walk them all
     while every thread of the process waits: measured under 16 calls in flight, 33 ms about
     once every 10 s, each time stalling the writes queued meanwhile (the writes' 99th
-    percentile); 0.2 ms once settled. Run by a process once it is made, before it serves (and
-    by a parent before it forks, so that its workers share those pages instead of copying them
-    as the collector writes to them). Returns how many objects are now out of reach."""
+    percentile); 0.2 ms once settled. Run by a process once it is made, before it serves, and
+    by a parent before it forks (its workers inherit those objects settled). Returns how many
+    objects are now out of reach."""
     gc.collect()
     gc.freeze()
     return gc.get_freeze_count()

@@ -20,7 +20,7 @@ from server.domain.model import (
     Transfer,
     TransferKind,
 )
-from server.service.unit_of_work import InsufficientBalance, TransferExists
+from server.service.unit_of_work import InsufficientBalance, TransactionAborted, TransferExists
 from server.store.schema import (
     BATCH,
     LIMIT,
@@ -309,12 +309,14 @@ class SqlLedger:
         self._create([ref for ref in wanted if ref not in known])
         found = self._lock(wanted)
         if len(found) < len(wanted):
-            # One was known but is not there (the database was restored from an older copy):
-            # made now, and locked after the others.
-            there = {ref for _, ref, _ in found}
-            missing = [ref for ref in wanted if ref not in there]
-            self._create(missing)
-            found += self._lock(missing)
+            # One was known but is not there (the database was restored from an older copy).
+            # Made now, it would be locked after the others, out of the one order: the hint is
+            # dropped instead, and the retry makes every account before it locks any.
+            self._store.forget_accounts()
+            raise TransactionAborted(
+                "an account this process had seen is not in the database (restored from an "
+                "older copy?): retry"
+            )
         balances = {}
         for account_id, ref, balance in found:
             self._account_ids[ref] = account_id

@@ -153,9 +153,15 @@ class SqlStore:
 
     def knows_accounts(self, refs: Collection[AccountRef]) -> None:
         """Keeps `refs`, committed, as accounts that exist (known_accounts)."""
-        if len(self.known_accounts) + len(refs) > KNOWN_ACCOUNTS:
-            self.known_accounts = set()
-        self.known_accounts.update(refs)
+        known = self.known_accounts
+        fresh = [ref for ref in refs if ref not in known]
+        if len(known) + len(fresh) > KNOWN_ACCOUNTS:
+            known = self.known_accounts = set()
+        known.update(fresh[:KNOWN_ACCOUNTS])
+
+    def forget_accounts(self) -> None:
+        """Forgets every account kept as known: one was not there."""
+        self.known_accounts = set()
 
     def locked(self, query: pw.Select, of: Any = None) -> pw.Select:
         """Row locks where the database has them, on the rows of `of` (a model or alias) alone

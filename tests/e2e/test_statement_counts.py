@@ -42,6 +42,9 @@ BUDGET = {
     # statement (their cash is those debts' first: rules.recover).
     "PreviewClawback": 3,
     "RecordRefund": 13,
+    # Its shop's and payees' accounts made by another process (a replica): one more statement,
+    # which makes those that do not exist before they are locked.
+    "RecordRefund on accounts this process has not seen": 14,
     "GetClawback": 2,
     "GetBalances": 1,
     "GetBalances of an owner": 1,
@@ -54,6 +57,7 @@ SQLITE_MORE = {
     "PostFunds": 1,
     "PostFunds to a payee's cash": 1,
     "RecordRefund": 5,
+    "RecordRefund on accounts this process has not seen": 5,
 }
 
 LINES = (
@@ -97,6 +101,18 @@ def a_lined_order(client, seed, name):
     return case, order
 
 
+def refund_in_full(client, clock, case, application, refund_id):
+    """The late refund of the whole paid amount through `application`, paid now."""
+    return client.record_refund(
+        refund_id,
+        case.order_id,
+        PAID,
+        application_id=application.application_id,
+        started_at=clock.now(),
+        paid_at=clock.now(),
+    )
+
+
 def test_every_rpc_keeps_to_its_statement_budget(client, seed, clock, counted):
     every_rpc(client, seed, clock, counted)
 
@@ -115,15 +131,7 @@ def every_rpc(client, seed, clock, run):
     )
     run("PreviewClawback", lambda: client.preview_clawback(case.order_id, PAID))
     clawback = run(
-        "RecordRefund",
-        lambda: client.record_refund(
-            "refund-budget",
-            case.order_id,
-            PAID,
-            application_id=application.application_id,
-            started_at=clock.now(),
-            paid_at=clock.now(),
-        ),
+        "RecordRefund", lambda: refund_in_full(client, clock, case, application, "refund-budget")
     )
     assert clawback.state == pb.CLAWBACK_STATE_RECOVERED and len(clawback.lines) == 4
     run("GetClawback", lambda: client.get_clawback(clawback_id=clawback.clawback_id))
@@ -143,6 +151,23 @@ def every_rpc(client, seed, clock, run):
     run("PutShop", lambda: seed.shop("shop-budget-new"))
     run("PutStaff", lambda: seed.staff("staff-budget-new", "shop-budget-new"))
     return case
+
+
+def test_a_refund_on_accounts_another_process_made_keeps_to_its_budget(
+    client, seed, clock, counted, store
+):
+    case, order = a_lined_order(client, seed, "unseen")
+    client.put_order(order)
+    client.open_entry(case.order_id, case.owner_id)
+    application = client.apply_after_sales(case.order_id, case.buyer_id, PAID)
+    store.forget_accounts()  # as in a process that did not make them
+
+    clawback = counted(
+        "RecordRefund on accounts this process has not seen",
+        lambda: refund_in_full(client, clock, case, application, "refund-unseen"),
+    )
+
+    assert clawback.state == pb.CLAWBACK_STATE_RECOVERED and len(clawback.lines) == 4
 
 
 def test_a_batch_check_of_500_orders_reads_them_in_one_statement(client, seed, counted):

@@ -15,7 +15,7 @@ from server.domain.model import (
     Refund,
     TransferKind,
 )
-from server.service.unit_of_work import TransferExists
+from server.service.unit_of_work import TransactionAborted, TransferExists
 from server.store import unit_of_work
 from server.store.schema import TransferRow
 from tests.store.factories import (
@@ -297,15 +297,21 @@ def test_accounts_of_a_rolled_back_transaction_are_not_taken_as_existing(store):
     assert payee in store.known_accounts
 
 
-def test_an_account_taken_as_existing_that_is_not_there_is_made_as_it_is_locked(store, service):
-    """As after the database was restored from a copy older than what this process saw."""
+def test_an_account_taken_as_existing_that_is_not_there_aborts_the_call_for_a_retry(store, service):
+    """As after the database was restored from a copy older than what this process saw: made
+    then, it would be locked out of the one order that keeps lockers from waiting on each other
+    in a cycle. The retry makes it, and locks it in that order."""
     a_normal_shop(service, "shop-1", wallet=7_000)
     gone = AccountRef(AccountKind.CASH, "kol-restored-away")
     store.knows_accounts([gone, wallet_of("shop-1")])
 
-    balances, _ = _locked(store, [wallet_of("shop-1"), gone])
+    with pytest.raises(TransactionAborted):
+        _locked(store, [wallet_of("shop-1"), gone])
 
+    assert store.known_accounts == set()
+    balances, statements = _locked(store, [wallet_of("shop-1"), gone])
     assert balances == {wallet_of("shop-1"): 7_000, gone: 0}
+    assert _makes_accounts(statements)
     service.post_funds(request_id(), gone, 500, "")
     assert assert_ledger_balances(store)[gone] == 500
 
@@ -314,8 +320,26 @@ def test_the_accounts_taken_as_existing_are_bounded(store, monkeypatch):
     monkeypatch.setattr(unit_of_work, "KNOWN_ACCOUNTS", 3)
     refs = [AccountRef(AccountKind.CASH, f"kol-{i}") for i in range(4)]
 
-    store.knows_accounts(refs[:2])
-    store.knows_accounts(refs[2:])
+    store.knows_accounts(refs[:3])
+    store.knows_accounts(refs[:3])  # known already: nothing more is kept
+    assert store.known_accounts == set(refs[:3])
+    store.knows_accounts(refs[3:])
 
     # Full: the older ones are forgotten (and made again, if need be, as they are locked).
-    assert store.known_accounts == set(refs[2:])
+    assert store.known_accounts == {refs[3]}
+
+
+def test_a_payment_to_an_account_taken_as_existing_that_is_not_there_is_made_once_retried(
+    store, service
+):
+    gone = AccountRef(AccountKind.CASH, "kol-restored-away")
+    store.knows_accounts([gone])
+    rid = request_id()
+
+    try:
+        posted = service.post_funds(rid, gone, 500, "")
+    except TransactionAborted:  # retryable; SQLite's group writer retries it by itself
+        posted = service.post_funds(rid, gone, 500, "")
+
+    assert posted.balance == 500
+    assert assert_ledger_balances(store)[gone] == 500
