@@ -306,8 +306,20 @@ class SqlLedger:
             return {}
         # Those this process saw committed exist: only the others may have to be made.
         known = self._store.known_accounts
-        self._create([ref for ref in wanted if ref not in known])
-        found = self._lock(wanted)
+        unknown = [ref for ref in wanted if ref not in known]
+        self._create(unknown)
+        if len(wanted) <= BATCH:
+            # One statement locks them all, in the global order.
+            found = self._select(wanted, lock=True)
+        else:
+            # More: find their ids, then lock batch after batch along the global order.
+            ids = sorted(
+                (_LOCK_RANK.get(ref.kind, 9), account_id)
+                for account_id, ref, _ in self._select(wanted)
+            )
+            found = []
+            for batch in chunked(ids, BATCH):
+                found += self._select_ids([account_id for _, account_id in batch])
         if len(found) < len(wanted):
             # One was known but is not there (the database was restored from an older copy).
             # Made now, it would be locked after the others, out of the one order: the hint is
@@ -321,23 +333,9 @@ class SqlLedger:
         for account_id, ref, balance in found:
             self._account_ids[ref] = account_id
             balances[ref] = balance
-        self._on_commit(lambda: self._store.knows_accounts(wanted))
+        if unknown:
+            self._on_commit(lambda: self._store.knows_accounts(unknown))
         return balances
-
-    def _lock(self, refs: Sequence[AccountRef]) -> list[tuple[int, AccountRef, int]]:
-        """(id, account, balance) of those of `refs` that exist (sorted by name), locked on
-        PostgreSQL in the one global order."""
-        if len(refs) <= BATCH:
-            # One statement locks them all, in the global order.
-            return self._select(refs, lock=True)
-        # More: find their ids, then lock batch after batch along the global order.
-        ids = sorted(
-            (_LOCK_RANK.get(ref.kind, 9), account_id) for account_id, ref, _ in self._select(refs)
-        )
-        found = []
-        for batch in chunked(ids, BATCH):
-            found += self._select_ids([account_id for _, account_id in batch])
-        return found
 
     def _select(
         self, refs: Sequence[AccountRef], *, lock: bool = False
