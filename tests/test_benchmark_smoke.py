@@ -36,7 +36,7 @@ def test_a_quick_bench_measures_every_rpc_of_the_four_services(tmp_path):
     out = tmp_path / "bench.json"
     run = subprocess.run(
         [sys.executable, "-m", "tests.bench", "--quick", "--databases", "sqlite"]
-        + ["--json", str(out)],
+        + ["--repeats", "2", "--json", str(out)],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -56,6 +56,29 @@ def test_a_quick_bench_measures_every_rpc_of_the_four_services(tmp_path):
     }
     assert measured == methods
     assert {NO_OP, NO_OP_TOKENS} <= {row["rpc"] for row in rows}
+    # Each RPC measured twice, each time compared with the no-op measured right before and right
+    # after it: a rate within the range of the no-op's measurements of that run.
+    runs = collections.Counter((row["rpc"], row["repeat"]) for row in rows)
+    assert set(runs.values()) == {1} and {repeat for _, repeat in runs} == {0, 1}
+    noops = {
+        (row["rpc"] == NO_OP_TOKENS, row["repeat"]): row
+        for row in rows
+        if row["rpc"] in (NO_OP, NO_OP_TOKENS)
+    }
+    for row in rows:
+        noop = noops[(row["rpc"] in (NO_OP_TOKENS, "GetBuyerOrderEntry"), row["repeat"])]
+        low, high = noop["noop_calls_per_s_range"]
+        assert low <= row["noop_calls_per_s"] <= high, row["rpc"]
+        assert row["ratio_to_noop"] == pytest.approx(
+            row["calls_per_s"] / row["noop_calls_per_s"], abs=0.002
+        )
+    # The table shows, of the two runs, the one whose ratio is the lower (the median of two).
+    check = [row for row in rows if row["rpc"] == "CheckEligibility"]
+    [line] = [line for line in run.stdout.splitlines() if line.startswith("CheckEligibility ")]
+    lower = min(row["ratio_to_noop"] for row in check)
+    higher = max(row["ratio_to_noop"] for row in check)
+    assert line.split()[4] == f"{lower:.2f}", line
+    assert f"median of 2: {lower:.2f}-{higher:.2f}" in line
     [batch] = document["batch_checks"]
     assert "error" not in batch, batch
     assert batch["batch"] == 500 and batch["batch_ms"] > 0 and batch["singles_ms"] > 0

@@ -3,9 +3,10 @@
 For each database and each size of data set (orders bulk-loaded into the store's tables), a
 server is started as its own process (`python -m server`) and every RPC of the four services is
 called with a fixed number of calls in flight for a few seconds. For each it reports calls per
-second, that rate as a ratio to the health Check no-op measured on the same server in the same
-run (so that the machine's speed and load largely cancel out), and the median and 99th
-percentile latency.
+second, that rate as a ratio to the health Check no-op measured on the same server right before
+and right after it (so that the machine's speed and load, which drift from minute to minute on a
+shared machine, largely cancel out), and the median and 99th percentile latency; with
+--repeats, each of those as often, and the run whose ratio is the median.
 Meanwhile a consumer follows WatchEvents: the events' latency from change to consumer. At the
 first size, on a server of one process, a consumer catches up on every event held, one event a
 message and in batches; then the server takes 200 PostFunds while 0, 30 and 300 streams follow
@@ -22,6 +23,7 @@ Figures, not assertions: nothing here fails because the service is slow.
     python -m tests.bench                          # the full run (`make bench`)
     python -m tests.bench --quick --databases sqlite
     python -m tests.bench --sizes 10k --in-flight 16 --seconds 5 --json var/bench/before.json
+    python -m tests.bench --sizes 10k --in-flight 16 --streams 0 --repeats 3   # a change's A/B
 """
 
 from __future__ import annotations
@@ -76,6 +78,11 @@ CONNECTIONS = 16
 # CPU seconds some processes used so far.
 CpuMeter = Callable[[], float]
 
+# How long the no-op is measured before each RPC and after the last (at most --seconds): measured
+# here, its rate moved by 10% from one second to the next and by 20% over the minute an RPC list
+# takes, so each RPC is compared with the no-op of the seconds around it.
+NOOP_SECONDS = 1.0
+
 QUICK = {"sizes": "1k", "in_flight": "8", "seconds": 0.2, "debts": 100, "streams": "0,10"}
 
 # Times each side of the batch comparison is measured (its median is reported); 1 in --quick.
@@ -108,6 +115,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "(explicit options still win)",
     )
     p.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help="times each RPC is measured, in turn with the others; the table shows the run "
+        "whose ratio is the median (default 1)",
+    )
+    p.add_argument(
         "--json", default=None, help="where to write the results (default var/bench/<time>.json)"
     )
     args = p.parse_args(argv)
@@ -137,6 +151,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error(str(e))
     if min(args.sizes) < 4 * ds.SHOPS or min(args.in_flight) < 1 or args.seconds <= 0:
         p.error(f"sizes of at least {4 * ds.SHOPS} orders, 1 call in flight, seconds above 0")
+    if args.repeats < 1:
+        p.error("--repeats: at least 1")
     if args.debts < 0:
         p.error("--debts: a number of shops, 0 to leave the indebted influencer out")
     if args.streams and not 0 <= min(args.streams) <= max(args.streams) <= MAX_STREAMS:
@@ -328,27 +344,35 @@ async def measure_rpcs(
             )
         per_pool = min(
             int(PREPARED_PER_SECOND * args.seconds),
-            data.fresh_left() // (max(len(prepared), 1) * len(args.in_flight)),
+            data.fresh_left() // (max(len(prepared), 1) * len(args.in_flight) * args.repeats),
         )
         for in_flight in args.in_flight:
 
-            async def timed(rpc: calls.Rpc, in_flight: int = in_flight) -> Sample:
+            async def timed(
+                rpc: calls.Rpc, seconds: float = args.seconds, in_flight: int = in_flight
+            ) -> Sample:
                 requests = rpc.requests(per_pool)
                 return await measure(
-                    rpc.methods, requests, in_flight, args.seconds, server.cpu_seconds, database_cpu
+                    rpc.methods, requests, in_flight, seconds, server.cpu_seconds, database_cpu
                 )
 
-            before = await timed(noop)
-            rows = []
-            for rpc in rpcs:
-                sample = await timed(rpc)
-                prepared_orders = per_pool if rpc.prepared else None
-                rows.append(
-                    report.add(name, data.orders, in_flight, rpc.name, sample, prepared_orders)
-                )
-                log(report.progress(rows[-1]))
-            after = await timed(noop)
-            log(report.progress(report.add_noop(before, after, rows, noop_name)))
+            for repeat in range(args.repeats):
+                # The no-op before each RPC, and after the last: each RPC's ratio is to the two
+                # around it.
+                noops = [await timed(noop, min(NOOP_SECONDS, args.seconds))]
+                rows = []
+                for rpc in rpcs:
+                    sample = await timed(rpc)
+                    noops.append(await timed(noop, min(NOOP_SECONDS, args.seconds)))
+                    prepared_orders = per_pool if rpc.prepared else None
+                    rows.append(
+                        report.add(
+                            name, data.orders, in_flight, rpc.name, sample, prepared_orders, repeat
+                        )
+                    )
+                    report.compare(rows[-1], noops[-2], noops[-1])
+                    log(report.progress(rows[-1]))
+                log(report.progress(report.add_noop(noops, rows, noop_name)))
     finally:
         for channel in channels:
             await channel.close(grace=None)

@@ -3,10 +3,12 @@ written as JSON to compare commits."""
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import pathlib
 import platform
+import statistics
 import subprocess
 from datetime import UTC, datetime
 from typing import Any
@@ -55,8 +57,8 @@ def _round(value: float | None, digits: int) -> float | None:
     return None if value is None else round(value, digits)
 
 
-def _mean(a: float | None, b: float | None) -> float | None:
-    return None if a is None or b is None else (a + b) / 2
+def _fmean(values: list[float | None]) -> float | None:
+    return None if any(v is None for v in values) else statistics.fmean(values)  # type: ignore[arg-type]
 
 
 def _cpu(row: dict[str, Any]) -> str:
@@ -118,12 +120,15 @@ class Report:
         rpc: str,
         sample: Sample,
         prepared: int | None = None,
+        repeat: int = 0,
     ) -> dict[str, Any]:
         row: dict[str, Any] = {
             "database": database,
             "orders": orders,
             "in_flight": in_flight,
             "rpc": rpc,
+            # Which of the --repeats runs (from 0).
+            "repeat": repeat,
             "calls": sample.calls,
             "seconds": round(sample.seconds, 3),
             "calls_per_s": round(sample.rate, 1),
@@ -153,36 +158,61 @@ class Report:
         self.rows.append(row)
         return row
 
+    @staticmethod
+    def compare(row: dict[str, Any], before: Sample, after: Sample) -> None:
+        """Sets the ratio of `row` to the no-op measured right before and right after it: the
+        calls of both over their time."""
+        noop = (before.calls + after.calls) / ((before.seconds + after.seconds) or 1.0)
+        row["noop_calls_per_s"] = round(noop, 1)
+        row["ratio_to_noop"] = round(row["calls_per_s"] / noop, 3) if noop else None
+
     def add_noop(
-        self, before: Sample, after: Sample, rows: list[dict[str, Any]], name: str = NO_OP
+        self, noops: list[Sample], rows: list[dict[str, Any]], name: str = NO_OP
     ) -> dict[str, Any]:
-        """The no-op, measured before and after `rows` (same database, orders and calls in
-        flight): its rate over both is what their ratios compare with."""
+        """The no-op's own row for `rows` (same database, orders, calls in flight and repeat):
+        every one of its measurements between them, taken together."""
         both = Sample(
-            calls=before.calls + after.calls,
-            seconds=before.seconds + after.seconds,
-            latencies=before.latencies + after.latencies,
-            errors=before.errors + after.errors,
-            first_error=before.first_error or after.first_error,
+            calls=sum(n.calls for n in noops),
+            seconds=sum(n.seconds for n in noops),
+            latencies=[latency for n in noops for latency in n.latencies],
+            errors=sum((n.errors for n in noops), collections.Counter()),
+            first_error=next((n.first_error for n in noops if n.first_error), ""),
             exhausted=False,
-            server_cpu=(before.server_cpu + after.server_cpu) / 2,
-            client_cpu=(before.client_cpu + after.client_cpu) / 2,
-            database_cpu=_mean(before.database_cpu, after.database_cpu),
-            machine_idle=_mean(before.machine_idle, after.machine_idle),
+            server_cpu=statistics.fmean(n.server_cpu for n in noops),
+            client_cpu=statistics.fmean(n.client_cpu for n in noops),
+            database_cpu=_fmean([n.database_cpu for n in noops]),
+            machine_idle=_fmean([n.machine_idle for n in noops]),
         )
         first = rows[0]
-        noop = self.add(first["database"], first["orders"], first["in_flight"], name, both)
+        noop = self.add(
+            first["database"],
+            first["orders"],
+            first["in_flight"],
+            name,
+            both,
+            repeat=first["repeat"],
+        )
         self.rows.insert(self.rows.index(first), self.rows.pop())
-        noop["noop_before_calls_per_s"] = round(before.rate, 1)
-        noop["noop_after_calls_per_s"] = round(after.rate, 1)
-        for row in [noop, *rows]:
-            if noop["calls_per_s"]:
-                row["ratio_to_noop"] = round(row["calls_per_s"] / noop["calls_per_s"], 3)
+        noop["noop_calls_per_s"] = noop["calls_per_s"]
+        noop["ratio_to_noop"] = 1.0 if noop["calls_per_s"] else None
+        # The slowest and fastest of its measurements: how much the machine moved meanwhile.
+        rates = [n.rate for n in noops]
+        noop["noop_calls_per_s_range"] = [round(min(rates), 1), round(max(rates), 1)]
         return noop
 
     @staticmethod
-    def _notes(row: dict[str, Any]) -> str:
+    def _notes(row: dict[str, Any], runs: list[dict[str, Any]] | None = None) -> str:
         notes = []
+        if runs and len(runs) > 1:
+            ratios = [r["ratio_to_noop"] for r in runs if r["ratio_to_noop"] is not None]
+            if row["rpc"].startswith("no-op"):
+                rates = [r["calls_per_s"] for r in runs]
+                notes.append(f"median of {len(runs)}: {min(rates):.0f}-{max(rates):.0f}/s")
+            elif ratios:
+                notes.append(f"median of {len(runs)}: {min(ratios):.2f}-{max(ratios):.2f}")
+        if "noop_calls_per_s_range" in row:
+            low, high = row["noop_calls_per_s_range"]
+            notes.append(f"its single measurements {low:.0f}-{high:.0f}/s")
         if row["errors"]:
             failed = ", ".join(f"{n} {code}" for code, n in sorted(row["errors"].items()))
             notes.append(f"failed: {failed} ({row['first_error'][:80]})")
@@ -195,7 +225,8 @@ class Report:
     def progress(self, row: dict[str, Any]) -> str:
         return (
             f"{row['database']:<8} {label(row['orders']):>4} {row['in_flight']:>3}  "
-            f"{row['rpc']:<28} {row['calls_per_s']:>8.0f}/s {_ratio(row):>5}  "
+            + (f"run {row['repeat'] + 1}  " if row["repeat"] else "")
+            + f"{row['rpc']:<28} {row['calls_per_s']:>8.0f}/s {_ratio(row):>5}  "
             f"p50 {row['p50_ms']:>7.1f} ms  p99 {row['p99_ms']:>7.1f} ms  "
             f"CPU us/call {_cpu(row)} idle  {self._notes(row)}"
         ).rstrip()
@@ -223,15 +254,18 @@ class Report:
                 "-" * len(header),
             ]
             for name in names:
-                for r in sorted(
-                    (r for r in rows if r["rpc"] == name),
-                    key=lambda r: (r["orders"], r["in_flight"]),
-                ):
+                runs_of: dict[tuple[int, int], list[dict[str, Any]]] = {}
+                for r in rows:
+                    if r["rpc"] == name:
+                        runs_of.setdefault((r["orders"], r["in_flight"]), []).append(r)
+                for key in sorted(runs_of):
+                    runs = runs_of[key]
+                    r = median_run(runs)
                     out.append(
                         f"{name:<28} {r['in_flight']:>9} {label(r['orders']):>6} "
                         f"{r['calls_per_s']:>8.0f} {_ratio(r):>7} "
                         f"{r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f} {_cpu(r):>20}  "
-                        f"{self._notes(r)}".rstrip()
+                        f"{self._notes(r, runs)}".rstrip()
                     )
             for s in self.servers:
                 if s["database"] == database:
@@ -285,6 +319,15 @@ class Report:
             "loads": self.loads,
         }
         path.write_text(json.dumps(document, indent=1) + "\n", encoding="utf-8")
+
+
+def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Of one RPC's runs (--repeats), the one whose ratio to the no-op is the median (the
+    lower of the middle two for an even number); of the no-op's, the one whose rate is."""
+    ordered = sorted(runs, key=lambda r: (r["ratio_to_noop"] or 0.0, r["calls_per_s"]))
+    if runs[0]["rpc"].startswith("no-op"):
+        ordered = sorted(runs, key=lambda r: r["calls_per_s"])
+    return ordered[(len(ordered) - 1) // 2]
 
 
 def batch_line(b: dict[str, Any]) -> str:
