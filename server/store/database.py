@@ -45,6 +45,11 @@ BUSY_TIMEOUT_SECONDS = 10.0
 # threshold at 10,000, the commit crossing it copied the log in the writers' turn, 40 to 50 ms
 # every few seconds, which was the writes' 99th percentile.
 WAL_AUTOCHECKPOINT_PAGES = 40_000
+# The log's file is cut back to this size as the log starts over (once copied whole): a transaction
+# far larger than the calls' (a migration building an index on a large database, a bulk load)
+# would otherwise leave a file of its size behind for good (1.7 GB after loading a million orders).
+# The log's bound, so that the log's usual length never shrinks the file only to grow it again.
+WAL_FILE_LIMIT_BYTES = WAL_AUTOCHECKPOINT_PAGES * 4096
 
 
 class SqliteFile(pw.SqliteDatabase):
@@ -131,6 +136,7 @@ def open_database(
                 "foreign_keys": 1,
                 "busy_timeout": _milliseconds(busy_timeout),
                 "wal_autocheckpoint": WAL_AUTOCHECKPOINT_PAGES,
+                "journal_size_limit": WAL_FILE_LIMIT_BYTES,
             },
             check_same_thread=False,
         )

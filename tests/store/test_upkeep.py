@@ -11,7 +11,7 @@ import pytest
 
 from server.domain.model import Shop, ShopStatus
 from server.grpc.background import StoreUpkeep
-from server.store import SqlStore, open_database
+from server.store import SqlStore, database, open_database
 from server.store.database import WAL_AUTOCHECKPOINT_PAGES
 from server.store.schema import execute_sql
 from tests.store.factories import a_writer_holding_its_turn
@@ -49,6 +49,44 @@ def test_the_upkeep_copies_the_log_and_the_next_write_starts_it_over(tmp_path, c
     put_shops(service, 1, "one-more")
     # Had the log gone on growing, it would hold every frame copied before and the new ones.
     assert 0 < store.upkeep() < copied
+    store.close()
+
+
+def test_a_transaction_far_past_the_log_s_bound_leaves_no_log_file_of_its_size(
+    tmp_path, monkeypatch
+):
+    monkeypatch.setattr(database, "WAL_FILE_LIMIT_BYTES", 64 * 1024)
+    store = sqlite_store(tmp_path)
+    log_file = tmp_path / "upkeep.db-wal"
+    with store.session():
+        (limit,) = execute_sql(store.database, "PRAGMA journal_size_limit").fetchone()
+        assert limit == 64 * 1024
+        with store.database.atomic():  # a bulk write: some 2.5 MB in one transaction
+            execute_sql(store.database, "CREATE TABLE bulk (data BLOB)")
+            for _ in range(5):
+                execute_sql(
+                    store.database,
+                    "INSERT INTO bulk SELECT randomblob(500) FROM "
+                    "(WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n "
+                    "WHERE i < 1000) SELECT i FROM n)",
+                )
+    assert log_file.stat().st_size > 2_000_000
+
+    store.upkeep()
+    with store.session(), store.database.atomic():
+        execute_sql(store.database, "INSERT INTO bulk VALUES (x'00')")
+    # The log started over, and its file went back to the limit.
+    assert log_file.stat().st_size <= 64 * 1024
+    store.close()
+
+
+def test_the_log_s_file_is_kept_up_to_the_log_s_bound(tmp_path):
+    store = sqlite_store(tmp_path)
+    with store.session():
+        (limit,) = execute_sql(store.database, "PRAGMA journal_size_limit").fetchone()
+        (page,) = execute_sql(store.database, "PRAGMA page_size").fetchone()
+        (bound,) = execute_sql(store.database, "PRAGMA wal_autocheckpoint").fetchone()
+    assert limit == bound * page
     store.close()
 
 
