@@ -356,14 +356,15 @@ async def measure_rpcs(
                     rpc.methods, requests, in_flight, seconds, server.cpu_seconds, database_cpu
                 )
 
+            noop_seconds = min(NOOP_SECONDS, args.seconds)
             for repeat in range(args.repeats):
                 # The no-op before each RPC, and after the last: each RPC's ratio is to the two
                 # around it.
-                noops = [await timed(noop, min(NOOP_SECONDS, args.seconds))]
+                noops = [await timed(noop, noop_seconds)]
                 rows = []
                 for rpc in rpcs:
                     sample = await timed(rpc)
-                    noops.append(await timed(noop, min(NOOP_SECONDS, args.seconds)))
+                    noops.append(await timed(noop, noop_seconds))
                     prepared_orders = per_pool if rpc.prepared else None
                     rows.append(
                         report.add(

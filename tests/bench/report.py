@@ -204,13 +204,12 @@ class Report:
     def _notes(row: dict[str, Any], runs: list[dict[str, Any]] | None = None) -> str:
         notes = []
         if runs and len(runs) > 1:
-            ratios = [r["ratio_to_noop"] for r in runs if r["ratio_to_noop"] is not None]
-            if row["rpc"].startswith("no-op"):
+            if _is_noop(row):
                 rates = [r["calls_per_s"] for r in runs]
                 notes.append(f"median of {len(runs)}: {min(rates):.0f}-{max(rates):.0f}/s")
-            elif ratios:
+            elif ratios := [r["ratio_to_noop"] for r in runs if r["ratio_to_noop"] is not None]:
                 notes.append(f"median of {len(runs)}: {min(ratios):.2f}-{max(ratios):.2f}")
-        if "noop_calls_per_s_range" in row:
+        if _is_noop(row):
             low, high = row["noop_calls_per_s_range"]
             notes.append(f"its single measurements {low:.0f}-{high:.0f}/s")
         if row["errors"]:
@@ -321,12 +320,18 @@ class Report:
         path.write_text(json.dumps(document, indent=1) + "\n", encoding="utf-8")
 
 
+def _is_noop(row: dict[str, Any]) -> bool:
+    """Whether `row` is a no-op's own (add_noop): it alone has the range of its measurements."""
+    return "noop_calls_per_s_range" in row
+
+
 def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """Of one RPC's runs (--repeats), the one whose ratio to the no-op is the median (the
     lower of the middle two for an even number); of the no-op's, the one whose rate is."""
-    ordered = sorted(runs, key=lambda r: (r["ratio_to_noop"] or 0.0, r["calls_per_s"]))
-    if runs[0]["rpc"].startswith("no-op"):
+    if _is_noop(runs[0]):
         ordered = sorted(runs, key=lambda r: r["calls_per_s"])
+    else:
+        ordered = sorted(runs, key=lambda r: (r["ratio_to_noop"] or 0.0, r["calls_per_s"]))
     return ordered[(len(ordered) - 1) // 2]
 
 
