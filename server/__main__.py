@@ -614,8 +614,13 @@ def make_app(
 ) -> App:
     """The server, bound to `address`; it sweeps unless another process does. Health follows
     `store`'s database, and `store` follows health (SqlStore.database_answers)."""
+    from server.grpc import metrics
     from server.grpc.app import App
 
+    if store.writer is not None:
+        store.writer.observe(metrics.writer_turn)
+    if store.group is not None:
+        store.group.observe(metrics.writer_group)
     probe = DatabaseProbe(args.database, password=checked.password, timeout=args.health_interval)
     try:
         return App(

@@ -12,6 +12,12 @@ The business counters (`aftersales_*`) count what the use cases achieved, once t
 transaction committed (server/service/outcomes.py): a retry answered from the stored response
 counts nothing again.
 
+On SQLite, the writer's metrics (`aftersales_sqlite_*`) tell how much of the database's one
+writer is in use: every write of every process runs in its turn, one group at a time
+(server/store/group_commit.py). `rate(aftersales_sqlite_writer_busy_seconds_total[1m])`, added
+up over the processes, is the share of the time the turn was held: near 1, writes queue for it
+and adding load adds only latency (`aftersales_sqlite_write_wait_seconds`), whatever the cores.
+
 prometheus_client reads PROMETHEUS_MULTIPROC_DIR when it is first imported: this module is
 imported only once the server knows how many processes it runs (server/__main__.py).
 """
@@ -271,3 +277,42 @@ def record(outcomes: Sequence[Outcome]) -> None:
                     RECOVERED.labels(payee_kind.value, "debt").inc(amount)
                 for before, after in changes:
                     CLAWBACK_STATE_CHANGES.labels(before.value, after.value).inc()
+
+
+# --- SQLite's writer --------------------------------------------------------------------------
+
+WRITER_BUSY_SECONDS = Counter(
+    "aftersales_sqlite_writer_busy_seconds_total",
+    "Seconds this process held SQLite's one writer turn (its calls' writes, its sweeps, its "
+    "copies of the log into the database); added up over the processes, its rate is the share "
+    "of the database's writing capacity in use (1: every write waits its turn).",
+)
+WRITER_GROUPS = Counter(
+    "aftersales_sqlite_writer_groups_total",
+    "Groups of calls' writes this process committed together, in one turn each.",
+)
+WRITES = Counter(
+    "aftersales_sqlite_writes_total",
+    "Calls' writes this process committed in groups (every mutation); over the groups, the "
+    "writes one commit carried.",
+)
+WRITE_WAIT_SECONDS = Histogram(
+    "aftersales_sqlite_write_wait_seconds",
+    "Seconds a call's writes waited for the writer's turn: from being queued to their group "
+    "beginning.",
+    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+
+
+def writer_turn(held_seconds: float) -> None:
+    """Counts one turn of SQLite's writer (WriterTurns.observe)."""
+    WRITER_BUSY_SECONDS.inc(held_seconds)
+
+
+def writer_group(waits: Sequence[float]) -> None:
+    """Counts one group of SQLite's group writer, each of its calls having waited `waits[i]`
+    seconds for it (GroupCommit.observe)."""
+    WRITER_GROUPS.inc()
+    WRITES.inc(len(waits))
+    for wait in waits:
+        WRITE_WAIT_SECONDS.observe(wait)

@@ -18,15 +18,20 @@ are those of the run that committed.
 
 A call waits for its group at most `wait` seconds before its group has begun, as a writer waits
 for its turn; then it is dropped, unrun, and the caller told the database is busy.
+
+The observers of a group writer (GroupCommit.observe: the server's metrics) are told of each
+group how long each of its calls had waited for it.
 """
 
 from __future__ import annotations
 
 import collections
 import contextvars
+import logging
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
@@ -39,6 +44,8 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
+log = logging.getLogger(__name__)
+
 # The most calls one group commits: the turn is let go after them, for the other processes.
 GROUP_AT_MOST = 16
 
@@ -47,9 +54,10 @@ _IN_DOUBT = (StoreUnavailable, TransactionAborted, pw.PeeweeException, sqlite3.E
 
 
 class _Call:
-    __slots__ = ("work", "context", "done", "result", "error", "after", "state")
+    __slots__ = ("work", "context", "done", "result", "error", "after", "state", "queued_at")
 
     def __init__(self, work: Callable[[], Any]) -> None:
+        self.queued_at = time.perf_counter()
         self.work = work
         # The caller's context (its trace, its request id in the log), for the group writer.
         self.context = contextvars.copy_context()
@@ -74,6 +82,7 @@ class GroupCommit:
         self._closed = False
         # On the group writer: the call it runs, and whether it runs in a group's transaction.
         self._running = threading.local()
+        self._observers: list[Callable[[list[float]], None]] = []
 
     def run(self, work: Callable[[], T]) -> T:
         """Runs `work` (it opens a write unit of work, committed when it returns) on the group
@@ -102,6 +111,13 @@ class GroupCommit:
         for after in call.after:
             after()
         return cast(T, call.result)
+
+    def observe(self, observer: Callable[[list[float]], None]) -> None:
+        """From now on, `observer` is told of each group once the turn is let go and its callers
+        woken, on the group writer: the seconds each of its calls waited, from being queued to
+        the group taking the turn. Its failure is logged, never the callers'."""
+        if observer not in self._observers:
+            self._observers.append(observer)
 
     def waiting(self) -> int:
         """Calls queued for a group that has not begun yet."""
@@ -170,6 +186,7 @@ class GroupCommit:
                     call.error = StoreUnavailable("the store is closed")
                     call.done.set()
             return True
+        taken = time.perf_counter()
         group = self._take()
         try:
             # A call alone, or one of a group in doubt, runs in its own unit of work's transaction.
@@ -182,7 +199,16 @@ class GroupCommit:
             writer.release()
             for call in group:
                 call.done.set()
+        if group and self._observers:
+            self._tell([max(0.0, taken - call.queued_at) for call in group])
         return True
+
+    def _tell(self, waits: list[float]) -> None:
+        for observer in self._observers:
+            try:
+                observer(waits)
+            except Exception:
+                log.exception("a group writer's observer failed")
 
     def _take(self) -> list[_Call]:
         group: list[_Call] = []

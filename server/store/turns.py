@@ -15,17 +15,25 @@ once unless another writer of the process wants it by then. A writer ending its 
 another of its process waits passes the file's lock on to it (whether or not another process
 waits), for up to PASSED_ON_AT_MOST turns in a row, then lets go: a hand-over between processes
 costs both a wake-up.
+
+The observers of a process's turns (WriterTurns.observe: the server's metrics) are told how long
+each turn was held, once it is let go: all of them together are the database's writing capacity
+in use.
 """
 
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 
 # Turns in a row a process may pass the file's lock on to its own writers.
 PASSED_ON_AT_MOST = 4
+
+log = logging.getLogger(__name__)
 
 
 class WriterTurns:
@@ -45,6 +53,15 @@ class WriterTurns:
         # for how many turns in a row it passed it on to its own next writer.
         self._file_held = False
         self._passed_on = 0
+        # While a thread holds its turn: when it took it.
+        self._taken_at = 0.0
+        self._observers: list[Callable[[float], None]] = []
+
+    def observe(self, observer: Callable[[float], None]) -> None:
+        """From now on, `observer` is told the seconds each turn of this process was held, on
+        the thread that held it once it let it go. Its failure is logged, never the writer's."""
+        if observer not in self._observers:
+            self._observers.append(observer)
 
     def acquire(self, timeout: float) -> bool:
         """Takes this thread's turn within `timeout` seconds; False if it did not come."""
@@ -74,6 +91,8 @@ class WriterTurns:
             if not self._file_held:
                 return False
         self._depth.value = depth + 1
+        if depth == 0:
+            self._taken_at = time.perf_counter()
         return True
 
     def held(self) -> bool:
@@ -83,6 +102,7 @@ class WriterTurns:
     def release(self) -> None:
         depth: int = self._depth.value - 1
         self._depth.value = depth
+        held = time.perf_counter() - self._taken_at if depth == 0 else None
         passed_on = False
         try:
             if depth == 0 and self._file is not None:
@@ -103,9 +123,15 @@ class WriterTurns:
             # The writer it was kept for may have given up meanwhile, before it could see it
             # kept (its own check found the threads' lock still held).
             with self._count:
-                if self._waiting:
-                    return
-            self._let_go_if_unused()
+                waiting = self._waiting
+            if not waiting:
+                self._let_go_if_unused()
+        if held is not None:
+            for observer in self._observers:
+                try:
+                    observer(held)
+                except Exception:
+                    log.exception("an observer of the writer's turns failed")
 
     def _let_go_if_unused(self) -> None:
         """After a wait that timed out: the file's lock may have been passed on to this thread,

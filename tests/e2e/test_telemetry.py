@@ -167,6 +167,38 @@ def test_a_scrape_under_load_counts_each_call_by_its_code_and_each_outcome_once(
     assert_the_dashboard_reads_only_what_is_exported(samples)
 
 
+def test_sqlite_s_writer_counts_each_write_its_group_its_wait_and_the_time_its_turn_was_held(
+    observed,
+):
+    writes = 5
+    waits = "aftersales_sqlite_write_wait_seconds"
+    before, started = observed.scrape(), time.perf_counter()
+    with observed.client() as platform:
+        for i in range(writes):  # one after another: each alone in its group
+            platform.post_funds(LEADER, 100, memo=f"payout {i}")
+        with pytest.raises(InvalidArgument):  # refused before it is queued to write
+            platform.post_funds(LEADER, 0, memo="nothing")
+
+    def grown(name: str, **labels: str) -> float:
+        return metric(after, name, **labels) - metric(before, name, **labels)
+
+    # A group is counted once its callers are woken: the last may be counted after its answer.
+    deadline = time.monotonic() + 10
+    after = observed.scrape()
+    while grown("aftersales_sqlite_writes_total") < writes and time.monotonic() < deadline:
+        time.sleep(0.05)
+        after = observed.scrape()
+    elapsed = time.perf_counter() - started
+
+    assert grown("aftersales_sqlite_writes_total") == writes
+    assert grown("aftersales_sqlite_writer_groups_total") == writes
+    assert grown(f"{waits}_count") == writes
+    assert 0 <= grown(f"{waits}_sum") <= elapsed
+    assert grown(f"{waits}_bucket", le="+Inf") == writes
+    # Held for the writes, and never longer than the time that passed: one turn at a time.
+    assert 0 < grown("aftersales_sqlite_writer_busy_seconds_total") <= elapsed
+
+
 def assert_the_dashboard_reads_only_what_is_exported(samples: dict) -> None:
     """Every metric the Grafana dashboard's queries name is in the scrape, with the labels they
     select or group by (the `job` label is Prometheus's)."""

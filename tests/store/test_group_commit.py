@@ -1,5 +1,6 @@
 """SQLite's group commit: the writes of a process queued behind a writer's turn commit together,
-on the group writer, and each caller is told only what concerns its own write."""
+on the group writer, and each caller is told only what concerns its own write; the group
+writer's observers are told how long each call of a group waited for it."""
 
 from __future__ import annotations
 
@@ -275,6 +276,54 @@ def test_a_call_whose_group_does_not_begin_within_the_wait_is_refused_and_never_
         assert shops_stored(service, "shop-late", "shop-next") == {"shop-next"}
     finally:
         store.close()
+
+
+def told_of(groups: list[list[float]], count: int) -> None:
+    """Waits until `count` groups were told of: a group's observers are told once its callers
+    are woken, so a caller may return first."""
+    deadline = time.monotonic() + 10
+    while len(groups) < count:
+        assert time.monotonic() < deadline, groups
+        time.sleep(0.001)
+
+
+def test_observers_are_told_each_group_with_how_long_each_of_its_calls_waited(store, service):
+    groups: list[list[float]] = []
+    store.group.observe(groups.append)
+    calls = Calls(store)
+    before = time.perf_counter()
+    with a_writer_holding_its_turn(store):
+        for i in range(3):
+            calls.make(f"shop-{i}", lambda i=i: service.put_shop(a_shop(f"shop-{i}")))
+        time.sleep(0.05)
+    outcomes = calls.join()
+    elapsed = time.perf_counter() - before
+    service.put_shop(a_shop("shop-alone"))
+    told_of(groups, 2)
+
+    assert shops_stored(service, *outcomes, "shop-alone") == {*outcomes, "shop-alone"}
+    assert [len(waits) for waits in groups] == [3, 1]
+    (first, second, third), (alone,) = groups
+    # Queued in turn, behind the turn held 50 ms at least after the last was queued.
+    assert elapsed >= first >= second >= third >= 0.05
+    assert 0 <= alone < third
+
+
+def test_an_observer_that_fails_is_logged_and_the_writes_commit(store, service, caplog):
+    groups: list[list[float]] = []
+
+    def failing(waits: list[float]) -> None:
+        raise RuntimeError("the metrics broke")
+
+    store.group.observe(failing)
+    store.group.observe(groups.append)
+    service.put_shop(a_shop("shop-a"))
+    service.put_shop(a_shop("shop-b"))
+    told_of(groups, 2)
+
+    assert shops_stored(service, "shop-a", "shop-b") == {"shop-a", "shop-b"}
+    assert caplog.text.count("a group writer's observer failed") == 2
+    assert "the metrics broke" in caplog.text
 
 
 def test_a_thread_holding_its_turn_writes_in_it_instead_of_waiting_for_the_group(store, service):

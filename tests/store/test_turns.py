@@ -1,6 +1,7 @@
 """SQLite's writers take turns across processes (server/store/turns.py): a writer of another
 process waits while one holds its turn and gets it when that one ends, gives up at its timeout
-without keeping the lock, and gets the turn of a process that was killed."""
+without keeping the lock, and gets the turn of a process that was killed; the observers of a
+process's turns are told how long each was held."""
 
 from __future__ import annotations
 
@@ -194,6 +195,49 @@ def test_threads_take_turns_and_a_thread_takes_its_own_turn_again(database):
     turns.close()
 
     assert len(overlaps) == 800 and set(overlaps) == {1}
+
+
+def test_observers_are_told_how_long_each_turn_was_held_once_for_a_turn_taken_again(database):
+    turns = WriterTurns(database)
+    held: list[float] = []
+    turns.observe(held.append)
+    turns.observe(held.append)  # once is enough
+
+    before = time.perf_counter()
+    assert turns.acquire(10)
+    assert turns.acquire(10)  # a savepoint inside the transaction
+    time.sleep(0.05)
+    turns.release()
+    assert held == []  # still held
+    turns.release()
+    elapsed = time.perf_counter() - before
+    assert turns.acquire(10)
+    turns.release()
+    turns.close()
+
+    assert len(held) == 2
+    assert 0.05 <= held[0] <= elapsed
+    assert 0 <= held[1] < held[0]
+
+
+def test_an_observer_that_fails_is_logged_and_the_turn_let_go(database, caplog):
+    turns = WriterTurns(database)
+
+    def failing(seconds: float) -> None:
+        raise RuntimeError("the metrics broke")
+
+    turns.observe(failing)
+    assert turns.acquire(10)
+    turns.release()
+    other = threading.Thread(target=lambda: got.append(turns.acquire(5)))
+    got: list[bool] = []
+    other.start()
+    other.join(10)
+    turns.close()
+
+    assert got == [True]
+    assert "an observer of the writer's turns failed" in caplog.text
+    assert "the metrics broke" in caplog.text
 
 
 def test_closed_turns_wake_their_writers_and_give_no_turn(database):
