@@ -78,6 +78,18 @@ def test_a_quick_bench_measures_every_rpc_of_the_four_services(tmp_path):
         assert set(row["cpu_us_per_call"]) == {"server", "load"}, row["rpc"]
         assert row["cpu_us_per_call"]["server"] > 0, row["rpc"]
         assert 0 <= row["machine_idle"] <= 1
+        # SQLite's writer turn is held by one at a time: for at most the window (give or take
+        # a turn held across its edges).
+        assert 0 <= row["writer_busy"] <= 1.1, row["rpc"]
+    # Every call of a write holds the turn: how long, a call's share of its time.
+    writes = {"PutShop", "PutStaff", "PutOrder", "PostFunds", "OpenEntry", "ApplyAfterSales"}
+    for row in rows:
+        if row["rpc"].split(" ")[0] in writes | {"RecordRefund"}:
+            assert row["writer_us_per_call"] > 0, row["rpc"]
+            assert row["writer_us_per_call"] == pytest.approx(
+                row["writer_busy"] / row["calls_per_s"] * 1e6, rel=0.01, abs=1
+            )
+    assert "SQLite's writer in use" in run.stdout
     [server] = document["servers"]
     assert server["rss_mib"] > 0
     [events] = document["events"]

@@ -353,7 +353,13 @@ async def measure_rpcs(
             ) -> Sample:
                 requests = rpc.requests(per_pool)
                 return await measure(
-                    rpc.methods, requests, in_flight, seconds, server.cpu_seconds, database_cpu
+                    rpc.methods,
+                    requests,
+                    in_flight,
+                    seconds,
+                    server.cpu_seconds,
+                    database_cpu,
+                    server.writer_busy_seconds if server.sqlite else None,
                 )
 
             noop_seconds = min(NOOP_SECONDS, args.seconds)

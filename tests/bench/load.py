@@ -34,6 +34,8 @@ class Sample:
     database_cpu: float | None = None
     # The share of the machine's CPU time left idle meanwhile, every core
     machine_idle: float | None = None
+    # The share of the time SQLite's writer turn was held meanwhile (None: not measured)
+    writer_busy: float | None = None
 
     @property
     def rate(self) -> float:
@@ -55,6 +57,7 @@ async def measure(
     seconds: float,
     server_cpu: Callable[[], float],
     database_cpu: Callable[[], float] | None = None,
+    writer_busy: Callable[[], float] | None = None,
 ) -> Sample:
     """Keeps `in_flight` calls going for `seconds`, or until `requests` runs out, spread over
     `methods` (the same method on several connections).
@@ -90,6 +93,7 @@ async def measure(
 
     cpu_before, server_before = time.process_time(), server_cpu()
     database_before = database_cpu() if database_cpu else 0.0
+    writer_before = writer_busy() if writer_busy else 0.0
     idle_before, machine_before = procfs.machine_times()
     start = time.perf_counter()
     await asyncio.gather(*(caller(methods[n % len(methods)]) for n in range(in_flight)))
@@ -115,4 +119,5 @@ async def measure(
         client_cpu=(time.process_time() - cpu_before) / elapsed,
         database_cpu=(database_cpu() - database_before) / elapsed if database_cpu else None,
         machine_idle=(idle_after - idle_before) / ((machine_after - machine_before) or 1.0),
+        writer_busy=(writer_busy() - writer_before) / elapsed if writer_busy else None,
     )

@@ -22,6 +22,9 @@ from tests.bench.load import Sample
 from tests.bench.rpcs import NO_OP
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
+# From this share of the time SQLite's writer turn was held, a row's notes say so: the reads
+# hold it only for the server's own upkeep.
+WRITER_NOTED = 0.05
 
 _UNITS = {"k": 1_000, "m": 1_000_000}
 
@@ -143,6 +146,14 @@ class Report:
             "client_cpu": round(sample.client_cpu, 2),
             "database_cpu": _round(sample.database_cpu, 2),
             "machine_idle": _round(sample.machine_idle, 3),
+            # On SQLite: the share of the time its one writer turn was held, and for how long
+            # a call on average (every write runs in it: the calls/s it allows are 1e6 / that).
+            "writer_busy": _round(sample.writer_busy, 3),
+            "writer_us_per_call": (
+                round(sample.writer_busy / sample.rate * 1e6)
+                if sample.writer_busy is not None and sample.rate
+                else None
+            ),
             # What one call cost each party in CPU time, in microseconds: the server's
             # processes, the database's own (PostgreSQL's), this load generator.
             "cpu_us_per_call": {
@@ -182,6 +193,7 @@ class Report:
             client_cpu=statistics.fmean(n.client_cpu for n in noops),
             database_cpu=_fmean([n.database_cpu for n in noops]),
             machine_idle=_fmean([n.machine_idle for n in noops]),
+            writer_busy=_fmean([n.writer_busy for n in noops]),
         )
         first = rows[0]
         noop = self.add(
@@ -219,6 +231,11 @@ class Report:
             notes.append(f"{row['prepared_orders']} prepared orders used up in {row['seconds']} s")
         if row["client_cpu"] >= 0.9:
             notes.append(f"load generator at {row['client_cpu']:.0%} CPU")
+        if (row.get("writer_busy") or 0) >= WRITER_NOTED:
+            notes.append(
+                f"SQLite's writer in use {row['writer_busy']:.0%}, "
+                f"{row['writer_us_per_call']} us a call"
+            )
         return "; ".join(notes)
 
     def progress(self, row: dict[str, Any]) -> str:
