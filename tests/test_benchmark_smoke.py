@@ -78,16 +78,18 @@ def test_a_quick_bench_measures_every_rpc_of_the_four_services(tmp_path):
         assert set(row["cpu_us_per_call"]) == {"server", "load"}, row["rpc"]
         assert row["cpu_us_per_call"]["server"] > 0, row["rpc"]
         assert 0 <= row["machine_idle"] <= 1
-        # SQLite's writer turn is held by one at a time: for at most the window (give or take
-        # a turn held across its edges).
-        assert 0 <= row["writer_busy"] <= 1.1, row["rpc"]
+        # SQLite's writer turn is held by one at a time: for at most the window, give or take
+        # a turn counted whole though it began before the window (an upkeep's copy of the log
+        # holds it up to tens of milliseconds; a quick window lasts a few hundred).
+        assert 0 <= row["writer_busy"] <= 1.5, row["rpc"]
     # Every call of a write holds the turn: how long, a call's share of its time.
     writes = {"PutShop", "PutStaff", "PutOrder", "PostFunds", "OpenEntry", "ApplyAfterSales"}
     for row in rows:
         if row["rpc"].split(" ")[0] in writes | {"RecordRefund"}:
             assert row["writer_us_per_call"] > 0, row["rpc"]
+            # (writer_busy is rounded to 3 decimals)
             assert row["writer_us_per_call"] == pytest.approx(
-                row["writer_busy"] / row["calls_per_s"] * 1e6, rel=0.01, abs=1
+                row["writer_busy"] / row["calls_per_s"] * 1e6, abs=500 / row["calls_per_s"] + 1
             )
     assert "SQLite's writer in use" in run.stdout
     [server] = document["servers"]

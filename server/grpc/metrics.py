@@ -284,22 +284,24 @@ def record(outcomes: Sequence[Outcome]) -> None:
 WRITER_BUSY_SECONDS = Counter(
     "aftersales_sqlite_writer_busy_seconds_total",
     "Seconds this process held SQLite's one writer turn (its calls' writes, its sweeps, its "
-    "copies of the log into the database); added up over the processes, its rate is the share "
-    "of the database's writing capacity in use (1: every write waits its turn).",
+    "upkeep's copies of the log that make the writers wait); added up over the processes, its "
+    "rate is the share of the database's writing capacity in use (1: every write waits its turn).",
 )
 WRITER_GROUPS = Counter(
     "aftersales_sqlite_writer_groups_total",
-    "Groups of calls' writes this process committed together, in one turn each.",
+    "Groups of calls' writes this process ran, one turn each (one transaction, or one a call "
+    "when the group was rolled back and its calls ran again alone).",
 )
 WRITES = Counter(
     "aftersales_sqlite_writes_total",
-    "Calls' writes this process committed in groups (every mutation); over the groups, the "
-    "writes one commit carried.",
+    "Calls' writes this process ran in groups (every mutation: committed, or refused and rolled "
+    "back); over the groups, the calls one turn carried.",
 )
 WRITE_WAIT_SECONDS = Histogram(
     "aftersales_sqlite_write_wait_seconds",
     "Seconds a call's writes waited for the writer's turn: from being queued to their group "
-    "beginning.",
+    "beginning (a call whose group did not begin within the writer's wait is not counted: it "
+    "is answered UNAVAILABLE).",
     buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 
@@ -312,7 +314,7 @@ def writer_turn(held_seconds: float) -> None:
 def writer_group(waits: Sequence[float]) -> None:
     """Counts one group of SQLite's group writer, each of its calls having waited `waits[i]`
     seconds for it (GroupCommit.observe)."""
-    WRITER_GROUPS.inc()
-    WRITES.inc(len(waits))
     for wait in waits:
         WRITE_WAIT_SECONDS.observe(wait)
+    WRITER_GROUPS.inc()
+    WRITES.inc(len(waits))  # last: a scrape that sees it sees the rest of the group

@@ -17,8 +17,8 @@ waits), for up to PASSED_ON_AT_MOST turns in a row, then lets go: a hand-over be
 costs both a wake-up.
 
 The observers of a process's turns (WriterTurns.observe: the server's metrics) are told how long
-each turn was held, once it is let go: all of them together are the database's writing capacity
-in use.
+each turn was held, once it is let go, a turn passed on from the moment it was: all of them
+together are the time the database's one writer was taken, its writing capacity in use.
 """
 
 from __future__ import annotations
@@ -53,8 +53,10 @@ class WriterTurns:
         # for how many turns in a row it passed it on to its own next writer.
         self._file_held = False
         self._passed_on = 0
-        # While a thread holds its turn: when it took it.
+        # While a thread holds its turn: when it took it; and when the file's lock was passed on
+        # to this process's next writer (other processes are shut out from then: its turn's).
         self._taken_at = 0.0
+        self._passed_at: float | None = None
         self._observers: list[Callable[[float], None]] = []
 
     def observe(self, observer: Callable[[float], None]) -> None:
@@ -92,7 +94,8 @@ class WriterTurns:
                 return False
         self._depth.value = depth + 1
         if depth == 0:
-            self._taken_at = time.perf_counter()
+            passed_at, self._passed_at = self._passed_at, None
+            self._taken_at = time.perf_counter() if passed_at is None else passed_at
         return True
 
     def held(self) -> bool:
@@ -102,7 +105,8 @@ class WriterTurns:
     def release(self) -> None:
         depth: int = self._depth.value - 1
         self._depth.value = depth
-        held = time.perf_counter() - self._taken_at if depth == 0 else None
+        now = time.perf_counter()
+        held = now - self._taken_at if depth == 0 else None
         passed_on = False
         try:
             if depth == 0 and self._file is not None:
@@ -112,6 +116,7 @@ class WriterTurns:
                     # Another writer of this process is next: the file's lock goes on to it,
                     # which spares a hand-over between processes for each write.
                     self._passed_on += 1
+                    self._passed_at = now
                     passed_on = True
                 else:
                     self._passed_on = 0
@@ -141,6 +146,7 @@ class WriterTurns:
         try:
             if self._file_held and not getattr(self._depth, "value", 0):
                 self._passed_on = 0
+                self._passed_at = None
                 self._file_held = False
                 self._file.release()
         finally:

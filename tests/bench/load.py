@@ -91,9 +91,10 @@ async def measure(
                 latencies.append(done - sent)
                 finished.append(done)
 
+    # First: reading it is a call to the server, whose CPU time is not the window's.
+    writer_before = writer_busy() if writer_busy else 0.0
     cpu_before, server_before = time.process_time(), server_cpu()
     database_before = database_cpu() if database_cpu else 0.0
-    writer_before = writer_busy() if writer_busy else 0.0
     idle_before, machine_before = procfs.machine_times()
     start = time.perf_counter()
     await asyncio.gather(*(caller(methods[n % len(methods)]) for n in range(in_flight)))

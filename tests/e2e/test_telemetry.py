@@ -201,7 +201,7 @@ def test_sqlite_s_writer_counts_each_write_its_group_its_wait_and_the_time_its_t
 
 def assert_the_dashboard_reads_only_what_is_exported(samples: dict) -> None:
     """Every metric the Grafana dashboard's queries name is in the scrape, with the labels they
-    select or group by (the `job` label is Prometheus's)."""
+    select or group by (the `job` and `instance` labels are Prometheus's)."""
     labels: dict[str, set[str]] = {}
     for name, pairs in samples:
         labels.setdefault(name, set()).update(key for key, _ in pairs)
@@ -211,7 +211,7 @@ def assert_the_dashboard_reads_only_what_is_exported(samples: dict) -> None:
     for query in queries:
         named = re.findall(r"([a-z_]+)\{([^}]*)\}", query)
         assert named, query
-        known: set[str] = {"job"}
+        known: set[str] = {"job", "instance"}
         for name, selector in named:
             assert name in labels, f"{name} is not exported ({query})"
             known |= labels[name]

@@ -220,6 +220,35 @@ def test_observers_are_told_how_long_each_turn_was_held_once_for_a_turn_taken_ag
     assert 0 <= held[1] < held[0]
 
 
+def test_a_turn_passed_on_within_the_process_counts_from_the_hand_over(database):
+    turns = WriterTurns(database)
+    held: list[float] = []
+    turns.observe(held.append)
+    assert turns.acquire(10)
+    waiter = threading.Thread(target=lambda: turns.acquire(10) and turns.release())
+    waiter.start()
+    deadline = time.monotonic() + 10
+    while turns._waiting == 0:  # the waiter waits for the threads' lock
+        assert time.monotonic() < deadline
+        time.sleep(0.001)
+    switching = sys.getswitchinterval()
+    sys.setswitchinterval(1.0)
+    try:
+        # The file's lock goes on to the waiter, which cannot take its turn before this thread
+        # lets the GIL go: 50 ms in which no other process may write.
+        turns.release()
+        handed = time.perf_counter()
+        while time.perf_counter() - handed < 0.05:
+            pass
+    finally:
+        sys.setswitchinterval(switching)
+    waiter.join(10)
+    turns.close()
+
+    assert len(held) == 2
+    assert held[1] >= 0.05
+
+
 def test_an_observer_that_fails_is_logged_and_the_turn_let_go(database, caplog):
     turns = WriterTurns(database)
 
