@@ -20,6 +20,7 @@ import select
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterable
 from multiprocessing.process import BaseProcess
 from types import FrameType
@@ -44,17 +45,24 @@ def settle_heap() -> int:
 
 
 class Signals:
-    """Stop signals (SIGTERM and SIGINT unless told), written to a pipe by the handler (no lock
-    is taken in a signal handler), read by the main thread with a timeout."""
+    """Stop signals (SIGTERM and SIGINT unless told), each written to a pipe as it arrives, read
+    by the main thread with a timeout. Made on the main thread (the one Python runs its signal
+    handlers on), once per process.
+
+    The kernel hands a process's signal to any of its threads that does not block it, often one
+    of gRPC's. A Python handler then runs only once the main thread runs Python again, and it
+    sleeps in select() on this pipe: it would wait for good. So the signal's number is written
+    to the pipe by the C handler itself, on whichever thread took it (signal.set_wakeup_fd), and
+    the Python handler does nothing but keep the signal from killing the process."""
 
     def __init__(self, signums: tuple[signal.Signals, ...] = STOP_SIGNALS) -> None:
+        self._signums = frozenset(signums)
         self._read, self._write = os.pipe()
         os.set_blocking(self._write, False)
         for signum in signums:
-            signal.signal(signum, self._on_signal)
-
-    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
-        self.post(signum)
+            signal.signal(signum, _caught)
+        # (A full pipe holds signals enough.)
+        signal.set_wakeup_fd(self._write, warn_on_full_buffer=False)
 
     def post(self, signum: int) -> None:
         """Acts as if `signum` arrived."""
@@ -67,9 +75,21 @@ class Signals:
         return self._read
 
     def next(self, timeout: float | None = None) -> signal.Signals | None:
-        """The next signal; None if `timeout` seconds pass first."""
-        ready, _, _ = select.select([self._read], [], [], timeout)
-        return signal.Signals(os.read(self._read, 1)[0]) if ready else None
+        """The next stop signal; None if `timeout` seconds pass first. (The pipe also gets the
+        number of any other signal a Python handler was set for: those are passed over.)"""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            ready, _, _ = select.select([self._read], [], [], left)
+            if not ready:
+                return None
+            signum = os.read(self._read, 1)[0]
+            if signum in self._signums:
+                return signal.Signals(signum)
+
+
+def _caught(signum: int, frame: FrameType | None) -> None:
+    """A stop signal's Python handler: the signal is on the pipe already (Signals)."""
 
 
 # What a worker runs: given its index and its stop signals, it serves until they say stop and
@@ -116,12 +136,12 @@ class Workers:
         stopping = failed = False
         while running:
             ready = multiprocessing.connection.wait([self.signals.fileno(), *running])
-            if self.signals.fileno() in ready:
-                signum = self.signals.next(0)
+            signum = self.signals.next(0) if self.signals.fileno() in ready else None
+            if signum is not None:
                 stopping = True
                 log.info(
                     "stopping the workers",
-                    extra={"signal": signum.name if signum else None, "workers": len(running)},
+                    extra={"signal": signum.name, "workers": len(running)},
                 )
                 _stop(process for _, process in running.values())
             for sentinel in ready:
