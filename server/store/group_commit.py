@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 import peewee as pw
 
 from server.service.unit_of_work import StoreUnavailable, TransactionAborted
+from server.store.database import SqliteFile
 
 if TYPE_CHECKING:
     from server.store.unit_of_work import SqlStore
@@ -163,6 +164,9 @@ class GroupCommit:
             self._thread.start()
 
     def _serve(self) -> None:
+        database = self._store.database
+        if isinstance(database, SqliteFile):  # before this thread connects
+            database.unmapped_here()
         try:
             while self._next_group():
                 pass

@@ -22,7 +22,9 @@ from server.domain.model import Shop, ShopStatus, Staff, StaffRole
 from server.service import Service
 from server.service.unit_of_work import StoreUnavailable
 from server.store import SqlStore, open_database
+from server.store.database import MAP_BYTES
 from server.store.group_commit import GROUP_AT_MOST
+from server.store.schema import execute_sql
 from tests.store.factories import a_writer_holding_its_turn, counted_statements
 
 
@@ -343,3 +345,24 @@ def test_a_closed_store_refuses_writes(tmp_path, clock, policy):
 
     with pytest.raises(StoreUnavailable, match="closed"):
         service.put_shop(a_shop("shop-closed"))
+
+
+def test_readers_read_the_file_through_its_map_and_the_group_writer_through_its_cache(store):
+    def map_size() -> int:
+        with store.session():
+            (size,) = execute_sql(store.database, "PRAGMA mmap_size").fetchone()
+        return int(size)
+
+    def reconnected() -> int:
+        store.database.close()
+        return map_size()
+
+    assert map_size() == MAP_BYTES  # this thread's connection: a reader's
+    assert store.serially(map_size) == 0
+    assert store.serially(reconnected) == 0  # its next connection too
+    # Other threads read through the map.
+    outcome: list[int] = []
+    reader = threading.Thread(target=lambda: outcome.append(map_size()))
+    reader.start()
+    reader.join()
+    assert outcome == [MAP_BYTES]
