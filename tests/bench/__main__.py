@@ -219,6 +219,7 @@ def run_database(
                         "database": name,
                         "orders": size,
                         "rss_mib": round(memory["VmRSS"] / 1024, 1),
+                        "own_mib": round(memory["RssAnon"] / 1024, 1),
                         "peak_rss_mib": round(peak["VmHWM"] / 1024, 1),
                     }
                 )

@@ -41,8 +41,10 @@ def cpu_seconds(pids: list[int]) -> float:
 
 
 def memory_kib(pids: list[int]) -> dict[str, int]:
-    """VmRSS (resident now) and VmHWM (the peak), in KiB, from /proc/<pid>/status, summed."""
-    found = {"VmRSS": 0, "VmHWM": 0}
+    """VmRSS (resident now), VmHWM (its peak) and RssAnon (the part that is the process's own,
+    not pages of files it mapped, such as SQLite's database), in KiB, from /proc/<pid>/status,
+    summed."""
+    found = {"VmRSS": 0, "VmHWM": 0, "RssAnon": 0}
     for pid in pids:
         with contextlib.suppress(OSError), open(f"/proc/{pid}/status", encoding="ascii") as f:
             for line in f:

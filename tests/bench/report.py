@@ -287,7 +287,8 @@ class Report:
                 if s["database"] == database:
                     out.append(
                         f"server memory at {label(s['orders'])} orders: RSS {s['rss_mib']} MiB "
-                        f"after the RPCs, peak {s['peak_rss_mib']} MiB"
+                        f"after the RPCs ({s['own_mib']} MiB its own, the rest mapped files), "
+                        f"peak {s['peak_rss_mib']} MiB"
                     )
             for e in self.events:
                 if e["database"] == database:

@@ -93,8 +93,8 @@ class ServerProcess:
         return procfs.tree(self.process.pid)
 
     def memory_kib(self) -> dict[str, int]:
-        """VmRSS (resident now) and VmHWM (the peak), in KiB, summed over the server's
-        processes."""
+        """VmRSS (resident now), VmHWM (its peak) and RssAnon (its own part), in KiB, summed
+        over the server's processes."""
         return procfs.memory_kib(self.processes())
 
     def cpu_seconds(self) -> float:
