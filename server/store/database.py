@@ -59,6 +59,8 @@ WAL_FILE_LIMIT_BYTES = WAL_AUTOCHECKPOINT_PAGES * 4096
 # writes, and everything at 10k orders, within the runs' spread. The group writer reads through
 # its own cache instead (SqliteFile.unmapped_here). Address space, not memory: a process's RSS
 # counts each mapped page once per connection that touched it, though the OS holds it once.
+# A read of the map that fails (an I/O error, the file cut shorter by anything but SQLite) is a
+# SIGBUS that ends the process, not an error SQLite could return: the README says so.
 MAP_BYTES = 1 << 30
 
 

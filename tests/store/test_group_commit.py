@@ -4,7 +4,10 @@ writer's observers are told how long each call of a group waited for it."""
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -366,3 +369,34 @@ def test_readers_read_the_file_through_its_map_and_the_group_writer_through_its_
     reader.start()
     reader.join()
     assert outcome == [MAP_BYTES]
+
+
+def test_readers_follow_the_file_shrunk_under_them_by_another_sqlite_program(
+    tmp_path, store, service
+):
+    """A file cut shorter under a memory map faults on the next read (SIGBUS, the process
+    ends), unless SQLite cut it: its readers look at the file's size at each read."""
+    for i in range(300):
+        service.put_shop(Shop(f"shop-{i}", "x" * 3000, ShopStatus.NORMAL, None))
+    path = str(tmp_path / "group.db")
+
+    def shops() -> int:
+        with store.session():
+            (count,) = execute_sql(store.database, 'SELECT count(*) FROM "shop"').fetchone()
+        return int(count)
+
+    store.upkeep()  # the log copied into the file
+    assert shops() == 300  # read through the map of the whole file
+    before = os.path.getsize(path)
+    another_program = (
+        "import sqlite3, sys\n"
+        "c = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
+        "c.execute(\"DELETE FROM shop WHERE id NOT LIKE 'shop-1%'\")\n"
+        "c.execute('VACUUM')\n"
+        "c.execute('PRAGMA wal_checkpoint(TRUNCATE)')\n"
+    )
+    subprocess.run([sys.executable, "-c", another_program, path], check=True)
+    assert os.path.getsize(path) < before / 2
+    assert shops() == 111  # shop-1, shop-10..19, shop-100..199: read through the map again
+    service.put_shop(a_shop("after"))
+    assert shops() == 112
