@@ -11,6 +11,7 @@ import json
 import pathlib
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
@@ -166,6 +167,23 @@ def test_the_cpu_of_postgresql_s_own_processes_is_measured(postgres_server):
         spent = procfs.cpu_seconds(processes) - before
         assert conn.info.backend_pid in processes
     assert spent >= 0.05
+
+
+@pytest.mark.postgres
+def test_the_cpu_of_a_backend_that_ended_meanwhile_still_counts(postgres_server):
+    """The server's pool renews its connections every few minutes: a backend that ended within
+    a measurement must not take its CPU time with it (the database's CPU per call came out
+    below zero)."""
+    postmaster = postgres_server.postmaster_pid()
+    before = procfs.cpu_seconds(procfs.tree(postmaster))
+    with psycopg.connect(postgres_server.url("postgres")) as conn:
+        conn.execute("SELECT count(*) FROM generate_series(1, 2000000)").fetchone()
+        backend = conn.info.backend_pid
+    deadline = time.monotonic() + 10
+    while backend in procfs.tree(postmaster):
+        assert time.monotonic() < deadline, "the backend did not end"
+        time.sleep(0.01)
+    assert procfs.cpu_seconds(procfs.tree(postmaster)) - before >= 0.05
 
 
 @contextlib.contextmanager

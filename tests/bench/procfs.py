@@ -29,14 +29,18 @@ def tree(root: int) -> list[int]:
 
 
 def cpu_seconds(pids: list[int]) -> float:
-    """CPU time `pids` used so far, every thread, user and system (a process that ended
-    meanwhile counts no more)."""
+    """CPU time `pids` used so far, every thread, user and system, and that of their children
+    that ended and were waited for: so over a tree of processes (`tree`), a process of it that
+    ended meanwhile (a PostgreSQL backend whose connection the pool renewed) still counts, in
+    its parent's. (A process of the list that ended itself counts no more.)"""
     total = 0
     for pid in pids:
         with contextlib.suppress(OSError), open(f"/proc/{pid}/stat", encoding="ascii") as f:
             fields = f.read().rpartition(")")[2].split()
-            # Fields 14 and 15 of stat(5), utime and stime, counted after the parenthesis.
-            total += int(fields[11]) + int(fields[12])
+            # Fields 14 to 17 of stat(5), utime, stime, cutime and cstime, counted after the
+            # parenthesis: a child's times (its own children's among them) are added to its
+            # parent's cutime and cstime once it is waited for.
+            total += sum(int(v) for v in fields[11:15])
     return total / _TICKS
 
 
