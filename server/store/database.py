@@ -102,9 +102,6 @@ class SqliteFile(pw.SqliteDatabase):
 
     def _set_pragmas(self, conn: sqlite3.Connection) -> None:
         super()._set_pragmas(conn)  # type: ignore[misc]  # not in peewee's stubs
-        self._set_map(conn)
-
-    def _set_map(self, conn: sqlite3.Connection) -> None:
         if getattr(self._opened, "unmapped", False):
             conn.execute("PRAGMA mmap_size = 0").close()
 
