@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import dataclasses
 import itertools
 import json
 import pathlib
@@ -93,6 +94,12 @@ def test_a_quick_bench_measures_every_rpc_of_the_four_services(tmp_path):
                 row["writer_busy"] / row["calls_per_s"] * 1e6, abs=500 / row["calls_per_s"] + 1
             )
     assert "SQLite's writer in use" in run.stdout
+    # A ratio cannot pass what the cores allow at its CPU time per call: above it, CPU time
+    # was left out of the count (clock ticks of 10 ms over short windows: a margin).
+    for row in rows:
+        if "noop_calls_per_s_range" not in row:
+            assert row["ratio_to_noop"] <= 1.1 * row["bounds"]["cores"], row
+    assert "the cores allow" in run.stdout and "which allows" in run.stdout
     [server] = document["servers"]
     assert server["rss_mib"] >= server["own_mib"] > 0
     [events] = document["events"]
@@ -131,6 +138,28 @@ def sample(calls: int, seconds: float = 1.0) -> Sample:
         server_cpu=1.0,
         client_cpu=0.5,
     )
+
+
+def test_each_rpc_is_given_the_ratios_its_costs_allow():
+    """The bounds: every core busy with a call's CPU time (server and load generator here),
+    and SQLite's one writer turn held all the time at a call's time in it."""
+    report = Report({})
+    report.cores = 2
+    rpc = dataclasses.replace(sample(300), writer_busy=0.6)
+    row = report.add("sqlite", 10_000, 16, "OpenEntry", rpc)
+    report.compare(row, sample(1000), sample(1000))
+    # 1.0 + 0.5 cores for 300 calls/s: 5,000 us a call; 2 cores allow 400 calls/s, 0.40 of the
+    # no-op. The turn held 0.6 s a second: 2,000 us a call, 500 calls/s at most.
+    assert row["cpu_us_per_call"] == {"server": 3333, "load": 1667}
+    assert row["writer_us_per_call"] == 2000
+    assert row["ratio_to_noop"] == 0.3
+    assert row["bounds"] == {"cores": 0.4, "writer": 0.5}
+    assert "the cores allow 0.40" in report.progress(row)
+    assert "SQLite's writer in use 60%, 2000 us a call, which allows 0.50" in report.progress(row)
+    # A read holds no turn: only the cores bound it.
+    read = report.add("sqlite", 10_000, 16, "GetEntry", sample(500))
+    report.compare(read, sample(1000), sample(1000))
+    assert read["bounds"] == {"cores": 0.667}
 
 
 def test_repeated_runs_show_the_median_one_and_the_range_of_ratios():

@@ -102,10 +102,12 @@ class Report:
             "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "commit": _commit(),
             "cpus": os.cpu_count(),
+            "cpus_usable": usable_cpus(),
             "python": platform.python_version(),
             "grpcio": grpc.__version__,
             "options": options,
         }
+        self.cores = self.meta["cpus_usable"]
         self.rows: list[dict[str, Any]] = []
         self.loads: list[dict[str, Any]] = []
         self.servers: list[dict[str, Any]] = []
@@ -169,13 +171,13 @@ class Report:
         self.rows.append(row)
         return row
 
-    @staticmethod
-    def compare(row: dict[str, Any], before: Sample, after: Sample) -> None:
+    def compare(self, row: dict[str, Any], before: Sample, after: Sample) -> None:
         """Sets the ratio of `row` to the no-op measured right before and right after it: the
-        calls of both over their time."""
+        calls of both over their time; and the ratios its costs allow (bounds)."""
         noop = (before.calls + after.calls) / ((before.seconds + after.seconds) or 1.0)
         row["noop_calls_per_s"] = round(noop, 1)
         row["ratio_to_noop"] = round(row["calls_per_s"] / noop, 3) if noop else None
+        row["bounds"] = bounds(row, noop, self.cores)
 
     def add_noop(
         self, noops: list[Sample], rows: list[dict[str, Any]], name: str = NO_OP
@@ -231,10 +233,14 @@ class Report:
             notes.append(f"{row['prepared_orders']} prepared orders used up in {row['seconds']} s")
         if row["client_cpu"] >= 0.9:
             notes.append(f"load generator at {row['client_cpu']:.0%} CPU")
+        limits = row.get("bounds") or {}
+        if "cores" in limits:
+            notes.append(f"the cores allow {limits['cores']:.2f}")
         if (row.get("writer_busy") or 0) >= WRITER_NOTED:
             notes.append(
                 f"SQLite's writer in use {row['writer_busy']:.0%}, "
                 f"{row['writer_us_per_call']} us a call"
+                + (f", which allows {limits['writer']:.2f}" if "writer" in limits else "")
             )
         return "; ".join(notes)
 
@@ -336,6 +342,36 @@ class Report:
             "loads": self.loads,
         }
         path.write_text(json.dumps(document, indent=1) + "\n", encoding="utf-8")
+
+
+def usable_cpus() -> int:
+    """The cores this process may run on (those of the machine, unless it is confined)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def bounds(row: dict[str, Any], noop_calls_per_s: float, cores: int) -> dict[str, float]:
+    """The ratios to the no-op that `row`'s measured costs allow, with the no-op at
+    `noop_calls_per_s`:
+
+    - cores: every core busy with its call's CPU time (server, database and load generator
+      together): the machine's cores are shared, so its calls/s cannot pass cores / that time;
+    - writer (SQLite, where its calls hold the writer's turn): the one turn held all the time,
+      at the time a call held it.
+
+    A ratio measured above its cores bound means its window's CPU count is off: time left out,
+    or a PostgreSQL backend that ended in it, whose whole life's time is counted then."""
+    if not noop_calls_per_s:
+        return {}
+    found = {}
+    per_call = row["cpu_us_per_call"].values()
+    if per_call and None not in per_call and sum(per_call):
+        found["cores"] = round(cores * 1e6 / sum(per_call) / noop_calls_per_s, 3)
+    if (row.get("writer_busy") or 0) >= WRITER_NOTED and row.get("writer_us_per_call"):
+        found["writer"] = round(1e6 / row["writer_us_per_call"] / noop_calls_per_s, 3)
+    return found
 
 
 def _is_noop(row: dict[str, Any]) -> bool:
