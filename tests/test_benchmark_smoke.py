@@ -9,6 +9,7 @@ import contextlib
 import dataclasses
 import itertools
 import json
+import os
 import pathlib
 import subprocess
 import sys
@@ -29,7 +30,7 @@ from server.store.schema import RequestRow, at
 from tests.bench import dataset as ds
 from tests.bench import procfs
 from tests.bench.load import Sample, measure
-from tests.bench.report import Report
+from tests.bench.report import Report, usable_cpus
 from tests.bench.rpcs import NO_OP, NO_OP_TOKENS
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -160,6 +161,15 @@ def test_each_rpc_is_given_the_ratios_its_costs_allow():
     read = report.add("sqlite", 10_000, 16, "GetEntry", sample(500))
     report.compare(read, sample(1000), sample(1000))
     assert read["bounds"] == {"cores": 0.667}
+
+
+def test_the_cores_are_those_the_cgroup_s_quota_allows(tmp_path):
+    quota = tmp_path / "cpu.max"
+    quota.write_text("max 100000\n")
+    assert usable_cpus(str(quota)) == len(os.sched_getaffinity(0))
+    quota.write_text("50000 100000\n")
+    assert usable_cpus(str(quota)) == 0.5
+    assert usable_cpus(str(tmp_path / "absent")) == len(os.sched_getaffinity(0))
 
 
 def test_repeated_runs_show_the_median_one_and_the_range_of_ratios():

@@ -344,15 +344,23 @@ class Report:
         path.write_text(json.dumps(document, indent=1) + "\n", encoding="utf-8")
 
 
-def usable_cpus() -> int:
-    """The cores this process may run on (those of the machine, unless it is confined)."""
+def usable_cpus(quota_file: str = "/sys/fs/cgroup/cpu.max") -> float:
+    """The cores this process may use: those it may run on, or fewer if its cgroup's CPU quota
+    (`<quota> <period>` in microseconds, or `max`) allows less time a second."""
     try:
-        return len(os.sched_getaffinity(0))
+        cores: float = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
+        cores = os.cpu_count() or 1
+    try:
+        quota, period = pathlib.Path(quota_file).read_text(encoding="ascii").split()[:2]
+        if quota != "max":
+            cores = min(cores, int(quota) / int(period))
+    except (OSError, ValueError):
+        pass  # no cgroup v2 quota to read
+    return cores
 
 
-def bounds(row: dict[str, Any], noop_calls_per_s: float, cores: int) -> dict[str, float]:
+def bounds(row: dict[str, Any], noop_calls_per_s: float, cores: float) -> dict[str, float]:
     """The ratios to the no-op that `row`'s measured costs allow, with the no-op at
     `noop_calls_per_s`:
 
