@@ -15,6 +15,7 @@ from typing import Any
 
 import grpc
 
+from server.__main__ import available_cores
 from tests.bench.events import line as event_line
 from tests.bench.fanout import catch_up_line
 from tests.bench.fanout import line as fanout_line
@@ -345,12 +346,10 @@ class Report:
 
 
 def usable_cpus(quota_file: str = "/sys/fs/cgroup/cpu.max") -> float:
-    """The cores this process may use: those it may run on, or fewer if its cgroup's CPU quota
-    (`<quota> <period>` in microseconds, or `max`) allows less time a second."""
-    try:
-        cores: float = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cores = os.cpu_count() or 1
+    """The cores this process may use: those it may run on (the server's own count), or fewer if
+    its cgroup's CPU quota (`<quota> <period>` in microseconds, or `max`) allows less time a
+    second."""
+    cores: float = available_cores()
     try:
         quota, period = pathlib.Path(quota_file).read_text(encoding="ascii").split()[:2]
         if quota != "max":
