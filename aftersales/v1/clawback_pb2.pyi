@@ -211,7 +211,9 @@ class GetBalancesRequest(_message.Message):
     ACCOUNTS_FIELD_NUMBER: _builtins.int
     OWNER_ID_FIELD_NUMBER: _builtins.int
     owner_id: _builtins.str
-    """And all accounts of this owner (a shop's wallet and deposit, a payee's cash account)."""
+    """And all accounts of this owner: a shop's wallet and deposit (from the start, at zero until
+    money moves in them), a payee's cash account (once money has reached it).
+    """
     @_builtins.property
     def accounts(self) -> _containers.RepeatedCompositeFieldContainer[_resources_pb2.AccountRef]:
         """These accounts, at most 100 (INVALID_ARGUMENT beyond). An account that never moved money

@@ -262,7 +262,7 @@ class ClawbackUseCases(UseCases):
                 return uow.ledger.balances(refs) if refs else {}
             owned = {
                 ref: balance
-                for ref, balance in uow.ledger.balances_of(owner_id).items()
+                for ref, balance in _accounts_of(uow, owner_id).items()
                 if ref not in refs and (scope is None or scope.sees_account(ref))
             }
             if not refs:
@@ -294,6 +294,18 @@ class ClawbackUseCases(UseCases):
             if not found and shop_account and not uow.facts.shop_exists(account.owner_id):
                 raise NotFound("shop", account.owner_id)
         return tokens.page(found, page_size, filters, lambda t: (int(t.transfer_id),))
+
+
+def _accounts_of(uow: UnitOfWork, owner_id: str) -> dict[AccountRef, int]:
+    """Every account of the owner and its balance, by kind: those money has reached, and a
+    shop's wallet and deposit from the start (at zero until money moves in them), so that two
+    shops in the same state read alike. A payee's cash account is known once money reaches it."""
+    owned = uow.ledger.balances_of(owner_id)
+    shop_accounts = (wallet_of(owner_id), deposit_of(owner_id))
+    if all(ref in owned for ref in shop_accounts) or not uow.facts.shop_exists(owner_id):
+        return owned
+    every = {**dict.fromkeys(shop_accounts, 0), **owned}
+    return {ref: every[ref] for ref in sorted(every, key=lambda ref: ref.kind.value)}
 
 
 def _owing(uow: UnitOfWork, lines: Sequence[ClawbackLine]) -> set[AccountRef]:

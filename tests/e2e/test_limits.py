@@ -52,6 +52,23 @@ def test_get_balances_names_at_most_the_bound(client, seed):
     assert str(MAX_BALANCE_ACCOUNTS) in violation.description
 
 
+def test_a_shop_s_balances_show_its_wallet_and_deposit_whatever_has_moved(client, seed):
+    """Two shops in the same state read alike: the wallet and deposit of a shop are its
+    accounts from the start, at zero until money moves in them."""
+    untouched = seed.shop("shop-untouched")
+    funded = seed.shop("shop-funded", wallet_balance=300)
+
+    assert client.get_balances(owner_id=untouched) == {
+        (pb.ACCOUNT_KIND_ANXIN_WALLET, untouched): 0,
+        (pb.ACCOUNT_KIND_DEPOSIT, untouched): 0,
+    }
+    assert list(client.get_balances(owner_id=funded).items()) == [
+        ((pb.ACCOUNT_KIND_ANXIN_WALLET, funded), 300),
+        ((pb.ACCOUNT_KIND_DEPOSIT, funded), 0),
+    ]
+    assert client.get_balances(owner_id="shop-nobody-has") == {}
+
+
 def test_get_balances_answers_each_account_once_in_the_order_first_asked(client, seed):
     """An account named twice, or named and also its owner's, is answered once: the named in
     the order first asked, then the owner's accounts not named (each Balance names its

@@ -37,7 +37,10 @@ def test_a_database_outage_is_unavailable_and_the_service_recovers_when_it_retur
                     break
                 except Unavailable:
                     continue
-            assert client.get_balances(owner_id="shop-outage") == {}
+            assert client.get_balances(owner_id="shop-outage") == {
+                (pb.ACCOUNT_KIND_ANXIN_WALLET, "shop-outage"): 0,
+                (pb.ACCOUNT_KIND_DEPOSIT, "shop-outage"): 0,
+            }
             assert client.put_shop(shop).shop_id == "shop-outage"
     finally:
         if app is not None:

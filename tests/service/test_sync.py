@@ -150,7 +150,28 @@ def test_transfers_page_newest_first_through_every_one(service):
 
     assert seen == [5, 4, 3, 2, 1]
     assert balance(service, wallet) == 15
-    assert service.balances([], shop_id) == {wallet: 15}
+    deposit = AccountRef(AccountKind.DEPOSIT, shop_id)
+    assert service.balances([], shop_id) == {wallet: 15, deposit: 0}
+
+
+def test_a_shop_s_wallet_and_deposit_are_its_accounts_before_money_moves_in_them(service):
+    untouched = a_normal_shop(service, "shop-untouched", wallet=0)
+    funded = a_normal_shop(service, "shop-funded", wallet=0)
+    service.post_funds(request_id(), wallet_of(funded), 40, "funds")
+
+    assert list(service.balances([], untouched).items()) == [
+        (wallet_of(untouched), 0),
+        (AccountRef(AccountKind.DEPOSIT, untouched), 0),
+    ]
+    assert list(service.balances([], funded).items()) == [
+        (wallet_of(funded), 40),
+        (AccountRef(AccountKind.DEPOSIT, funded), 0),
+    ]
+    # A payee's cash account is known once money reaches it; an id nobody has owns nothing.
+    assert service.balances([], "kol-never-paid") == {}
+    cash = AccountRef(AccountKind.CASH, "kol-paid")
+    service.post_funds(request_id(), cash, 5, "payout")
+    assert service.balances([], "kol-paid") == {cash: 5}
 
 
 def test_balances_of_accounts_and_an_owner_name_the_accounts_first_then_the_owner_s_rest(service):
@@ -159,7 +180,11 @@ def test_balances_of_accounts_and_an_owner_name_the_accounts_first_then_the_owne
     wallet, deposit = wallet_of(shop_id), AccountRef(AccountKind.DEPOSIT, shop_id)
     service.post_funds(request_id(), other, 7, "funds")
 
-    assert list(service.balances([other, wallet], shop_id).items()) == [(other, 7), (wallet, 15)]
+    assert list(service.balances([other, wallet], shop_id).items()) == [
+        (other, 7),
+        (wallet, 15),
+        (deposit, 0),
+    ]
     service.post_funds(request_id(), deposit, 3, "funds")
     # The owner's accounts not named follow, by kind.
     assert list(service.balances([other], shop_id).items()) == [
