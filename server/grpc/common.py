@@ -21,10 +21,10 @@ if TYPE_CHECKING:
     # The generic wrapper of protobuf enums exists in the stubs only (types-protobuf).
     from google.protobuf.internal.enum_type_wrapper import _EnumTypeWrapper as EnumTypeWrapper
 
-# Bounds of the protos' rules, also checked here: ids (which a token may name too), and one amount
-# of money where a request is read by hand (10 billion yuan: far above any order, far below where
-# sums of int64 overflow).
-MAX_ID = 128
+# Bounds of the protos' rules, also checked here: ids (validation.MAX_ID), and one amount of money
+# where a request is read by hand (10 billion yuan: far above any order, far below where sums of
+# int64 overflow).
+MAX_ID = validation.MAX_ID
 MAX_AMOUNT = 10**12
 # Timestamps from 1970 to 9999: what the store and every language's date type can hold.
 MIN_SECONDS = 0
@@ -80,15 +80,13 @@ class Fields:
             raise InvalidArgument(list(self._violations))
 
     def id(self, field: str, value: str, *, required: bool = True) -> str:
-        """An id: required (the protos say so of a request's own fields; here also of the person
-        a token names), at most MAX_ID characters (also for ids a token names), printable."""
+        """An id: required (the protos say so of a request's own fields), at most MAX_ID
+        characters, printable (validation.id_fault)."""
         if not value:
             if required:
                 self.bad(field, "is required")
-        elif len(value) > MAX_ID:
-            self.bad(field, f"is longer than {MAX_ID} characters")
-        elif not value.isprintable() or value != value.strip():
-            self.bad(field, "has control characters or surrounding spaces")
+        elif fault := validation.id_fault(value):
+            self.bad(field, fault)
         return value
 
     def amount(self, field: str, value: int) -> None:

@@ -3,7 +3,8 @@
 The platform's login service signs the tokens; this server holds its public keys as a JWKS file
 and accepts a token only if its signature verifies with the key its `kid` names, it has not
 expired, and its issuer and audience are this deployment's. The claims used: `sub` (the staff
-member's or buyer's id) and `kind` ("staff" or "buyer"). PyJWT does the cryptography.
+member's or buyer's id, held to the rules of an id in a request) and `kind` ("staff" or
+"buyer"). PyJWT does the cryptography.
 
 Keys rotate without a restart: the file is read again when it changes (looked at every
 JWKS_CHECK_SECONDS, and at once, at most once a second, when a token names a key not known), so
@@ -29,6 +30,7 @@ from typing import Any
 import jwt
 
 from server.domain.access import Person, PersonKind
+from server.grpc.validation import id_fault
 
 # Asymmetric signatures only: a shared secret (HS*) would let every holder mint tokens, and
 # "none" is no signature at all.
@@ -176,6 +178,9 @@ class TokenVerifier:
         subject = claims["sub"]
         if not isinstance(subject, str) or not subject:
             raise TokenRefused("the token names no subject")
+        if fault := id_fault(subject):
+            # A token is refused as a whole, not blamed on a request field it stands for.
+            raise TokenRefused(f"the token's subject is not an id: it {fault}")
         return Person(kind, subject), float(exp) + LEEWAY_SECONDS
 
 

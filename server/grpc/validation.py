@@ -39,6 +39,21 @@ RULE_FIELDS = {
     "after_sales_ends_not_before_completed": "after_sales_ends_at",
 }
 
+# The longest id (the protos' max_len, which a token's subject is held to as well).
+MAX_ID = 128
+
+
+def id_fault(value: str) -> str | None:
+    """What is wrong with a non-empty id, or None: at most MAX_ID characters, printable, no
+    surrounding spaces (an id that differs from the one meant only by them would name another
+    record)."""
+    if len(value) > MAX_ID:
+        return f"is longer than {MAX_ID} characters"
+    if not value.isprintable() or value != value.strip():
+        return "has control characters or surrounding spaces"
+    return None
+
+
 # One validator for the process: it compiles each message type's rules once and keeps them.
 _validator = protovalidate.Validator()
 

@@ -120,6 +120,21 @@ def test_only_a_buyer_s_token_is_answered(client, seed, person):
     assert staff.value.reason == "NOT_THE_AUTHENTICATED_PERSON"
 
 
+@pytest.mark.parametrize("subject", ["b" * 129, " buyer-padded", "buyer\ttab"])
+def test_a_signed_token_whose_subject_is_no_id_is_unauthenticated(client, seed, person, subject):
+    """The token is refused as a whole, whichever call it comes with: not blamed on a request
+    field the caller left empty, and not answered as a person nobody has."""
+    case = seed.case("bad-subject")
+
+    with pytest.raises(Unauthenticated) as page:
+        person("buyer", subject).get_buyer_order_entry(case.order_id)
+    with pytest.raises(Unauthenticated) as check:
+        person("staff", subject).check_eligibility(case.order_id, "")
+
+    assert page.value.reason == check.value.reason == "PERSON_NOT_AUTHENTICATED"
+    assert "subject" in page.value.message
+
+
 def test_a_server_that_checks_no_tokens_answers_no_one(service, seed):
     """Deny by default: without a login service to verify buyers, nobody is the buyer."""
     case = seed.case("open-server")

@@ -402,6 +402,9 @@ def forged_tokens(login: TokenKey) -> dict[str, str | None]:
         "unknown-kid": TokenKey(login.key, "rotated-away").mint("staff-owner", "staff"),
         "hs256-with-the-public-key": _hs256(timed, public_pem, login.key_id),
         "garbage": "not-a-token",
+        # Signed by the login, but naming no id this service takes.
+        "subject-too-long": login.mint("s" * 129, "staff"),
+        "subject-with-spaces": login.mint(" staff-owner", "staff"),
     }
 
 
@@ -422,7 +425,8 @@ def _hs256(claims: dict, secret: bytes, kid: str) -> str:
 
 FORGERIES = [
     "missing", "expired", "wrong-issuer", "wrong-audience", "wrong-key", "alg-none",
-    "unknown-kid", "hs256-with-the-public-key", "garbage",
+    "unknown-kid", "hs256-with-the-public-key", "garbage", "subject-too-long",
+    "subject-with-spaces",
 ]  # fmt: skip
 
 
