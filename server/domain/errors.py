@@ -93,12 +93,13 @@ class Unauthenticated(Refused):
 
 
 class CallerNotAllowed(Refused):
-    """The caller's identity is not granted the method (the access table denies by default)."""
+    """The caller's identity is not granted the method (the access table denies by default), or
+    not granted to act for people and yet sent a person's token (`why` says so)."""
 
-    def __init__(self, identity: str, method: str) -> None:
+    def __init__(self, identity: str, method: str, why: str = "") -> None:
         self.identity = identity
         self.method = method
-        super().__init__(f"{identity} may not call {method}")
+        super().__init__(why or f"{identity} may not call {method}")
 
 
 class NotTheAuthenticatedPerson(Refused):

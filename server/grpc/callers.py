@@ -102,8 +102,9 @@ class PersonGuard:
 
 
 class AccessGuard:
-    """Refuses a call the access table does not grant to the caller's identity, or whose
-    person's token (for a caller that acts for one) does not verify."""
+    """Refuses a call the access table does not grant to the caller's identity, whose person's
+    token (for a caller that acts for one) does not verify, or that sends a person's token from
+    a caller that acts for no one."""
 
     def __init__(self, table: AccessTable, tokens: TokenVerifier | None) -> None:
         if table.acts_for and tokens is None:
@@ -122,7 +123,18 @@ class AccessGuard:
         if not self.table.allows(identity, name):
             raise CallerNotAllowed(identity, name)
         kind = self.table.acts_for.get(identity)
-        if kind is None or self.tokens is None:
+        if kind is None:
+            if authorization(context.invocation_metadata()) is not None:
+                # Its calls are its own: a person's token from it would be silently ignored,
+                # and the call answered with the service's wider view than the token's.
+                raise CallerNotAllowed(
+                    identity,
+                    name,
+                    f"{identity} acts for no one (the access table's acts_for): it may not send "
+                    "a person's token",
+                )
+            return Caller(identity)
+        if self.tokens is None:
             return Caller(identity)
         try:
             person = self.tokens.person(context.invocation_metadata())

@@ -353,6 +353,23 @@ def test_a_request_naming_another_staff_member_than_the_token_is_refused_and_wri
     assert entries_of(secured, "order-recent") == []
 
 
+def test_a_person_s_token_from_a_caller_that_acts_for_no_one_is_refused(secured):
+    """The operator console reads for itself: a staff member's token it sends would otherwise
+    be ignored, and the call answered with the console's wider view than the token's."""
+    console = "spiffe://platform/operator-console"
+    token = secured.login.mint("staff-owner", "staff")
+    with channel(secured, console) as ch:
+        with_token = call(ch, CHECK, token, order_id="order-eligible", operator_id="staff-owner")
+        without = call(ch, CHECK, order_id="order-eligible", operator_id="staff-owner")
+
+    assert with_token.code() is grpc.StatusCode.PERMISSION_DENIED
+    info = error_info(with_token)
+    assert info.reason == "CALLER_NOT_ALLOWED"
+    assert dict(info.metadata) == {"identity": console, "method": CHECK}
+    assert "acts for no one" in with_token.details()
+    assert without is None
+
+
 def test_a_buyer_token_on_a_staff_front_end_is_refused(secured):
     token = secured.login.mint("staff-owner", "buyer")
     with channel(secured, BACKOFFICE) as ch:
