@@ -3,7 +3,7 @@
 Prints responses as JSON. A failed call prints its status and details as JSON on stderr and exits
 with a code that says what kind of failure it was:
 
-    0  done
+    0  done (also when the reader of the output stops reading it, as `| head` does)
     1  refused: the request or the rules (INVALID_ARGUMENT, FAILED_PRECONDITION, ALREADY_EXISTS)
     2  bad command line
     3  not found (NOT_FOUND), or events pruned past the position asked for (OUT_OF_RANGE)
@@ -48,6 +48,18 @@ def _print(message: Message) -> None:
     print(json_format.MessageToJson(message, indent=2, preserving_proto_field_name=True))
 
 
+def _seconds(text: str) -> float:
+    """A duration above zero, finite: a bad one is the command line's fault (exit 2), not a
+    deadline the server missed (exit 5)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be above zero and finite, not {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     # No abbreviated options: a retry (_retry) names each option as the parser knows it.
     p = argparse.ArgumentParser(
@@ -57,7 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,  # the exit codes, a line each
     )
     p.add_argument("--address", default=os.environ.get("AFTERSALES_ADDRESS", "127.0.0.1:50051"))
-    p.add_argument("--timeout", type=float, default=10.0)
+    p.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=10.0,
+        help="seconds each call may take, above zero (default 10)",
+    )
     p.add_argument(
         "--tls-ca",
         default=os.environ.get("AFTERSALES_TLS_CA", ""),
@@ -390,7 +407,13 @@ def main(argv: list[str] | None = None) -> int:
     ) as client:
         try:
             run(args, client)
+            sys.stdout.flush()  # here, where a reader that left is answered below
         except KeyboardInterrupt:
+            return 0
+        except BrokenPipeError:
+            # The reader of the output left (`| head`): what it read was done; nothing more
+            # is to be written, not even by the interpreter flushing stdout at exit.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             return 0
         except (AfterSalesError, grpc.RpcError) as error:
             e = error if isinstance(error, AfterSalesError) else from_rpc_error(error)

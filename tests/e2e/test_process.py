@@ -288,6 +288,33 @@ def test_the_cli_check_prints_the_decision_as_json(server):
     assert decision["policy_version"] == POLICY_VERSION
 
 
+def test_the_cli_s_output_cut_short_by_its_reader_is_no_error(server):
+    """`aftersales balances shop-sunny | head -1`: the reader leaves before the output comes."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "client", "--address", server.address, "balances", "shop-sunny"],
+        cwd=ROOT,
+        env=_environment(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert process.stdout is not None and process.stderr is not None
+    process.stdout.close()
+    stderr = process.stderr.read().decode()
+    process.stderr.close()
+
+    assert process.wait(timeout=60) == 0, stderr
+    assert stderr == ""
+
+
+@pytest.mark.parametrize("timeout", ["-1", "0", "nan", "inf", "soon"])
+def test_a_cli_timeout_not_above_zero_is_a_bad_command_line(server, timeout):
+    done = cli(server, "--timeout", timeout, "balances", "shop-sunny")
+
+    assert done.returncode == 2, done.stderr
+    assert "--timeout" in done.stderr and "Traceback" not in done.stderr
+    assert done.stdout == ""
+
+
 def test_the_cli_open_of_a_refused_order_exits_1_with_the_status_as_json_on_stderr(server):
     done = cli(server, "open", "order-tiny", "tiny-owner")
 
