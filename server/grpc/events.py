@@ -160,13 +160,13 @@ class Feed:
             self._watchers.difference_update(stalled)  # cut once
         for watcher in stalled:
             # Each on its own: a call torn down meanwhile may refuse either, and the streams
-            # after it must still be cut.
-            with contextlib.suppress(Exception):
-                watcher.context.cancel()
+            # after it must still be cut. Its peer first: a cancelled call no longer has one.
             try:
                 peer = watcher.context.peer()
             except Exception:
                 peer = None
+            with contextlib.suppress(Exception):
+                watcher.context.cancel()
             log.warning(
                 "an event stream is cut: its consumer took no message for %.0f s",
                 STALLED_STREAM_SECONDS,

@@ -132,6 +132,7 @@ class CallInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]  # grpc
             counted.received.inc()
             code = grpc.StatusCode.OK
             caller: Caller | None = None
+            peer = context.peer()  # now: a call the caller left has none at its end
             try:
                 if self.guard is not None:
                     caller = self.guard.check(method, context)
@@ -142,8 +143,11 @@ class CallInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]  # grpc
                 for response in inner(request, context):
                     counted.sent.inc()
                     yield response
-            except GeneratorExit:  # the caller cancelled
-                code = grpc.StatusCode.CANCELLED
+                if not context.is_active():
+                    # The stream ended because its call did: what the caller got was that.
+                    code = _left(context)
+            except GeneratorExit:  # the call ended while the stream waited to send
+                code = _left(context)
                 raise
             except Exception as error:
                 if caller is None and self.guard is not None:
@@ -154,7 +158,7 @@ class CallInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]  # grpc
                 answers.abort(context, rich)
             finally:
                 current_caller.set(None)
-                _ended(counted, method, code, start, context, caller, person=False)
+                _ended(counted, method, code, start, context, caller, person=False, peer=peer)
 
         return grpc.unary_stream_rpc_method_handler(
             behavior,
@@ -173,6 +177,15 @@ def _certified(context: grpc.ServicerContext) -> Caller | None:
     return Caller(identity) if identity else None
 
 
+def _left(context: grpc.ServicerContext) -> grpc.StatusCode:
+    """The code of a call that ended before its handler did: its deadline passed, or it was
+    cancelled (by its caller, or by the server cutting a stalled stream)."""
+    remaining = context.time_remaining()
+    if remaining is not None and remaining <= 0:
+        return grpc.StatusCode.DEADLINE_EXCEEDED
+    return grpc.StatusCode.CANCELLED
+
+
 def _ended(
     counted: metrics.MethodMetrics,
     method: str,
@@ -182,9 +195,10 @@ def _ended(
     caller: Caller | None,
     *,
     person: bool,
+    peer: str | None = None,
 ) -> None:
     """A call's end: its code and duration counted, and its log line (with the person its
-    caller acts for, if `person`)."""
+    caller acts for, if `person`; `peer`, as read when it began, else now)."""
     seconds = time.perf_counter() - start
     counted.handled(code)
     counted.seconds.observe(seconds)
@@ -194,7 +208,7 @@ def _ended(
         "method": method,
         "code": code.name,
         "duration_ms": round(seconds * 1000, 3),
-        "peer": context.peer(),
+        "peer": context.peer() if peer is None else peer,
         "caller": caller.identity if caller else None,
     }
     if person:

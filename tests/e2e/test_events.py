@@ -3,6 +3,7 @@ events a consumer reads, paged or streamed, filtered, resumed, and pruned."""
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from datetime import timedelta
@@ -343,8 +344,51 @@ def test_a_server_serves_its_most_streams_and_refuses_more_for_a_while(client, s
     open_stream(client).cancel()
 
 
+def watch_lines(caplog) -> list[logging.LogRecord]:
+    """The `rpc` log lines of the WatchEvents calls that ended."""
+    return [
+        r
+        for r in caplog.records
+        if r.getMessage() == "rpc" and getattr(r, "method", "").endswith("/WatchEvents")
+    ]
+
+
+def watch_handled(code: grpc.StatusCode) -> float:
+    from prometheus_client import REGISTRY
+
+    labels = {"grpc_type": "SERVER_STREAMING", "grpc_service": "aftersales.v1.Events"}
+    labels |= {"grpc_method": "WatchEvents", "grpc_code": code.name}
+    return REGISTRY.get_sample_value("grpc_server_handled_total", labels) or 0.0
+
+
+@pytest.mark.parametrize(
+    "left", [grpc.StatusCode.CANCELLED, grpc.StatusCode.DEADLINE_EXCEEDED], ids=lambda c: c.name
+)
+def test_a_stream_its_consumer_leaves_is_logged_and_counted_with_the_code_the_consumer_got(
+    client, caplog, left
+):
+    caplog.set_level(logging.INFO, logger="aftersales")
+    before = watch_handled(left)
+    if left is grpc.StatusCode.CANCELLED:
+        open_stream(client).cancel()
+    else:
+        with pytest.raises(grpc.RpcError) as ended:
+            for _ in open_stream(client, timeout=1.5):
+                pass
+        assert ended.value.code() is left
+
+    deadline = time.monotonic() + 10
+    while not watch_lines(caplog):
+        assert time.monotonic() < deadline, "the stream's end was not logged"
+        time.sleep(0.05)
+    (line,) = watch_lines(caplog)
+    assert line.code == left.name
+    assert line.peer.startswith("ipv4:127.0.0.1:")
+    assert watch_handled(left) == before + 1
+
+
 def test_a_stream_whose_consumer_takes_nothing_is_cut_and_its_slot_given_back(
-    seed, service, server, monkeypatch
+    seed, service, server, monkeypatch, caplog
 ):
     shop = seed.shop("shop-stall")
     account = AccountRef(AccountKind.ANXIN_WALLET, shop)
@@ -371,6 +415,9 @@ def test_a_stream_whose_consumer_takes_nothing_is_cut_and_its_slot_given_back(
             for _ in stuck:
                 pass
         assert cut.value.code() is grpc.StatusCode.CANCELLED
+    # The log names the consumer that was cut.
+    [warning] = [r for r in caplog.records if r.getMessage().startswith("an event stream is cut")]
+    assert warning.peer.startswith("ipv4:127.0.0.1:")
 
 
 def test_a_draining_server_ends_its_streams_unavailable_for_consumers_to_resume_elsewhere(
