@@ -310,7 +310,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--access",
         default=None,
-        help=f"access table TOML (env {access.ENV_VAR}; default: the shipped server/access.toml)",
+        help=f"access table TOML (env {access.ENV_VAR}; default: the shipped server/access.toml; "
+        "needs --tls-client-ca)",
     )
     p.add_argument(
         "--jwks",
@@ -494,6 +495,14 @@ def who_is_checked(
                 f"({', '.join(sorted(table.acts_for))}): pass --jwks and --token-issuer to "
                 "verify their tokens"
             )
+    elif args.access or os.environ.get(access.ENV_VAR):
+        # Without client certificates no caller proves an identity for the table to check: a
+        # table given then would be read by no one, its mistakes unseen.
+        flag = "--access" if args.access else f"${access.ENV_VAR}"
+        raise misconfigured(
+            f"{flag} needs --tls-client-ca: the access table checks the identities that "
+            "callers' certificates prove"
+        )
     elif not is_loopback(args.address) and not args.insecure:
         raise misconfigured(
             f"refusing to serve unauthenticated callers on {args.address}: pass "
@@ -726,6 +735,8 @@ def prepare(args: argparse.Namespace, the_policy: Policy) -> tuple[App, dict[str
     except OSError as e:
         raise StartupFailed(str(e)) from None
     checked = check(args)
+    if args.metrics_address:
+        check_metrics_address(args.metrics_address)  # before the database's folder is made
     tracing.configure()
     store = open_store(args, checked.password, migrate=not args.no_migrate)
     service = Service(store, SystemClock(), the_policy)

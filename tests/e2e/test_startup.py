@@ -357,6 +357,10 @@ BAD_FILES = {
         ["--tls-cert", "{expired-cert}", "--tls-key", "{expired-key}"],
         "--tls-cert {expired-cert} is valid from 2000-01-01 to 2001-01-01, not now",
     ),
+    "access-without-client-ca": (
+        ["--access", "{missing}"],
+        "--access needs --tls-client-ca: the access table checks the identities",
+    ),
     "jwks-not-an-object": (
         ["--jwks", "{json-list}", "--token-issuer", "login"],
         "bad token keys: cannot read the JWKS {json-list}: a JWKS is a JSON object, not list",
@@ -427,6 +431,21 @@ def test_a_port_in_use_exits_1_with_one_line_and_writes_nothing(
     )
     assert _tables(database_url, tmp_path) == []
     # Nor the demo's keys, nor a SQLite database's lock file.
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("processes", ["1", "2"])
+def test_a_metrics_port_in_use_exits_1_with_one_line_and_writes_nothing(
+    a_port_in_use, tmp_path, processes
+):
+    refusal = run_server(
+        "--database", f"sqlite:///{tmp_path / 'var' / 'aftersales.db'}",
+        "--address", "127.0.0.1:0", "--metrics-address", f"127.0.0.1:{a_port_in_use}",
+        "--processes", processes,
+    )  # fmt: skip
+
+    assert_refused(refusal, ENVIRONMENT, f"cannot serve metrics on 127.0.0.1:{a_port_in_use}")
+    # Neither the database's folder nor its writers' lock file.
     assert list(tmp_path.iterdir()) == []
 
 
