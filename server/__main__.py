@@ -37,7 +37,7 @@ from server.domain import access, policy
 from server.domain.model import Policy
 from server.grpc import threads
 from server.grpc.methods import METHOD_NAMES
-from server.grpc.tokens import TokenSettings, TokenVerifier
+from server.grpc.tokens import TokenSettings, TokenVerifier, keys_of
 from server.processes import Signals, Workers, settle_heap
 from server.service import Service
 from server.service.clock import SystemClock
@@ -446,26 +446,47 @@ def tls_files(args: argparse.Namespace) -> TlsFiles | None:
     return TlsFiles(key_pem, chain_pem, client_ca)
 
 
-def demo_token_settings(folder: pathlib.Path) -> TokenSettings:
-    """The demo's login key in `folder`, made on first use; its public half is what the server
-    trusts."""
-    key_file = folder / "token-key.pem"
-    if not key_file.exists():
-        folder.mkdir(parents=True, exist_ok=True)
-        key = certs.TokenKey()
-        key_file.write_bytes(key.pem())
-        key_file.chmod(0o600)
-    key = certs.TokenKey.read(key_file)
-    jwks = folder / "jwks.json"
-    jwks.write_text(json.dumps(key.jwks()), encoding="utf-8")
-    return TokenSettings(jwks, certs.DEV_ISSUER, certs.DEV_AUDIENCE)
+@dataclasses.dataclass(frozen=True)
+class DemoKeys:
+    """The demo's login key in `folder` (token-key.pem), made on first use, and its public half
+    (jwks.json), which the server trusts. Read at the start; written only once the start has
+    succeeded, so that a start that fails writes nothing."""
+
+    folder: pathlib.Path
+    key: certs.TokenKey
+    made: bool  # not in the folder yet
+
+    @classmethod
+    def of(cls, folder: pathlib.Path) -> DemoKeys:
+        key_file = folder / "token-key.pem"
+        if key_file.exists():
+            return cls(folder, certs.TokenKey.read(key_file), made=False)
+        return cls(folder, certs.TokenKey(), made=True)
+
+    def verifier(self) -> TokenVerifier:
+        settings = TokenSettings(self.folder / "jwks.json", certs.DEV_ISSUER, certs.DEV_AUDIENCE)
+        return TokenVerifier(settings, keys=keys_of(self.key.jwks()))
+
+    def write(self) -> None:
+        try:
+            if self.made:
+                self.folder.mkdir(parents=True, exist_ok=True)
+                key_file = self.folder / "token-key.pem"
+                key_file.write_bytes(self.key.pem())
+                key_file.chmod(0o600)
+            jwks = json.dumps(self.key.jwks())
+            (self.folder / "jwks.json").write_text(jwks, encoding="utf-8")
+        except OSError as e:
+            raise StartupFailed(f"cannot write the demo's keys in {self.folder}: {e}") from None
 
 
 def who_is_checked(
     args: argparse.Namespace,
-) -> tuple[access.AccessTable | None, TokenVerifier | None]:
-    """The access table callers are checked against and the verifier of people's tokens."""
+) -> tuple[access.AccessTable | None, TokenVerifier | None, DemoKeys | None]:
+    """The access table callers are checked against, the verifier of people's tokens, and the
+    demo's keys it verifies with, if they are the demo's (DemoKeys.write, once started)."""
     tokens = None
+    demo_keys = None
     if args.jwks:
         if not args.token_issuer:
             raise misconfigured("--jwks needs --token-issuer")
@@ -480,9 +501,10 @@ def who_is_checked(
         # one with `python -m server.certs var/demo --token staff:staff-owner`. No other server
         # trusts that key.
         try:
-            tokens = TokenVerifier(demo_token_settings(pathlib.Path(args.demo_keys)))
+            demo_keys = DemoKeys.of(pathlib.Path(args.demo_keys))
+            tokens = demo_keys.verifier()
         except (OSError, ValueError) as e:
-            raise StartupFailed(f"cannot make the demo's keys in {args.demo_keys}: {e}") from None
+            raise StartupFailed(f"cannot read the demo's keys in {args.demo_keys}: {e}") from None
     table = None
     if args.tls_client_ca:
         try:
@@ -508,7 +530,7 @@ def who_is_checked(
             f"refusing to serve unauthenticated callers on {args.address}: pass "
             "--tls-client-ca (and --tls-cert, --tls-key), or --insecure to do it anyway"
         )
-    return table, tokens
+    return table, tokens, demo_keys
 
 
 def is_loopback(address: str) -> bool:
@@ -599,16 +621,22 @@ class Checked:
     access: access.AccessTable | None
     tokens: TokenVerifier | None
     password: str | None
+    demo_keys: DemoKeys | None = None
+
+    def started(self) -> None:
+        """What a start writes besides the database, once it has succeeded."""
+        if self.demo_keys is not None:
+            self.demo_keys.write()
 
 
 def check(args: argparse.Namespace) -> Checked:
     tls = tls_files(args)
-    table, tokens = who_is_checked(args)
+    table, tokens, demo_keys = who_is_checked(args)
     try:
         tracing.exporters()
     except tracing.TracingMisconfigured as e:
         raise misconfigured(f"bad OTEL_* tracing settings: {e}") from None
-    return Checked(tls, table, tokens, database_password(args))
+    return Checked(tls, table, tokens, database_password(args), demo_keys)
 
 
 def make_app(
@@ -746,6 +774,7 @@ def prepare(args: argparse.Namespace, the_policy: Policy) -> tuple[App, dict[str
     version = prepare_schema(store, args.database, migrate=not args.no_migrate)
     if args.demo:
         load_demo(service)
+    checked.started()
     warn_if_insecure(checked, args.address)
     return app, serving_facts(args, checked, app.port, version, the_policy)
 
@@ -815,6 +844,7 @@ def _serve_in_processes(args: argparse.Namespace, the_policy: Policy, count: int
     if args.demo:
         load_demo(Service(store, SystemClock(), the_policy))
     store.close()  # the workers share no connection of this process
+    checked.started()
     warn_if_insecure(checked, args.address)
     facts = {**serving_facts(args, checked, reserved.port, version, the_policy), "processes": count}
 

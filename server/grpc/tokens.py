@@ -59,7 +59,9 @@ class TokenSettings:
 
 
 class TokenVerifier:
-    def __init__(self, settings: TokenSettings) -> None:
+    def __init__(self, settings: TokenSettings, keys: dict[str, jwt.PyJWK] | None = None) -> None:
+        """`keys`: the keys to start with, for a JWKS file not written yet (the demo's, written
+        once its start succeeded); read from the file from when it is there."""
         self.settings = settings
         self._lock = threading.Lock()
         # Held while the file is looked at and its keys put in place: one reader at a time, so
@@ -68,7 +70,7 @@ class TokenVerifier:
         self._verified: collections.OrderedDict[str, tuple[Person, float]] = (
             collections.OrderedDict()
         )
-        self._keys = read_keys(settings.jwks_path)
+        self._keys = read_keys(settings.jwks_path) if keys is None else keys
         if not self._keys:
             raise ValueError(
                 f"the JWKS {settings.jwks_path} has no key with a `kid` and an accepted algorithm "
@@ -76,8 +78,12 @@ class TokenVerifier:
             )
         # Counts the key sets put in place: a token verified with an older set is not remembered.
         self._generation = 0
+        self._file: tuple[int, int, int, int] | None = None  # not written yet
         try:
             self._file = _file_of(settings.jwks_path)
+        except FileNotFoundError as e:
+            if keys is None:
+                raise ValueError(f"cannot read the JWKS {settings.jwks_path}: {e}") from e
         except OSError as e:
             raise ValueError(f"cannot read the JWKS {settings.jwks_path}: {e}") from e
         now = time.monotonic()
@@ -90,6 +96,8 @@ class TokenVerifier:
         taken out must not pass on its memory. A file that cannot be read or parsed leaves the
         keys as they were; one that holds no key this server accepts takes every key out."""
         self._looked_at = now
+        if self._file is None and not self.settings.jwks_path.exists():
+            return  # the keys given are not written yet
         with self._reading:
             try:
                 found = _file_of(self.settings.jwks_path)
@@ -189,7 +197,14 @@ def read_keys(path: pathlib.Path) -> dict[str, jwt.PyJWK]:
     of keys is empty or holds none this server accepts. ValueError for a file that cannot be
     read or is not a JWKS."""
     try:
-        document = json.loads(path.read_text("utf-8"))
+        return keys_of(json.loads(path.read_text("utf-8")))
+    except (OSError, ValueError) as e:
+        raise ValueError(f"cannot read the JWKS {path}: {e}") from e
+
+
+def keys_of(document: Any) -> dict[str, jwt.PyJWK]:
+    """read_keys, of a JWKS already parsed; ValueError for one that is not a JWKS."""
+    try:
         if not isinstance(document, dict):
             raise ValueError(f"a JWKS is a JSON object, not {type(document).__name__}")
         if not isinstance(document.get("keys"), list):
@@ -198,8 +213,6 @@ def read_keys(path: pathlib.Path) -> dict[str, jwt.PyJWK]:
         keys = jwt.PyJWKSet(entries).keys if entries else []
     except jwt.PyJWKSetError:
         keys = []  # no usable key: PyJWKSet skips the others
-    except (OSError, ValueError) as e:
-        raise ValueError(f"cannot read the JWKS {path}: {e}") from e
     # Only asymmetric keys of the accepted algorithms, each known by its `kid`.
     return {key.key_id: key for key in keys if key.key_id and key.algorithm_name in ALGORITHMS}
 

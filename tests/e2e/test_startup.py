@@ -459,12 +459,16 @@ def test_an_address_not_of_this_host_exits_1_naming_why(tmp_path):
     assert not (tmp_path / "var").exists()
 
 
-def test_a_database_that_does_not_answer_exits_1_with_one_line(tmp_path):
+@pytest.mark.parametrize("processes", ["1", "2"])
+def test_a_database_that_does_not_answer_exits_1_with_one_line_and_writes_nothing(
+    tmp_path, processes
+):
     closed = free_port()
 
     refusal = run_server(
         "--database", f"postgresql://postgres@127.0.0.1:{closed}/aftersales",
-        "--address", "127.0.0.1:0",
+        "--address", "127.0.0.1:0", "--demo", "--processes", processes,
+        cwd=tmp_path,
     )  # fmt: skip
 
     assert_refused(
@@ -473,6 +477,25 @@ def test_a_database_that_does_not_answer_exits_1_with_one_line(tmp_path):
         f"cannot use the database postgresql://127.0.0.1:{closed}/aftersales: ",
         "Connection refused",
     )
+    assert list(tmp_path.iterdir()) == []  # not even the demo's keys (var/demo)
+
+
+def test_a_demo_start_writes_its_login_key_once_and_keeps_it(tmp_path):
+    """Made by the first start that succeeds, read by the next: tokens minted with it stay good."""
+    from server.__main__ import DemoKeys, check
+
+    folder = tmp_path / "demo"
+    args = parse_args(["--address", "127.0.0.1:0", "--demo", "--demo-keys", str(folder)])
+    first = check(args)
+    assert not folder.exists()
+    first.started()
+    token = DemoKeys.of(folder).key.mint("staff-owner", "staff")
+    second = check(args)
+    second.started()
+
+    assert second.tokens is not None and first.tokens is not None
+    assert second.tokens.person([("authorization", f"Bearer {token}")]).person_id == "staff-owner"
+    assert first.tokens.person([("authorization", f"Bearer {token}")]).person_id == "staff-owner"
 
 
 def test_a_database_host_nobody_knows_exits_1_with_one_line():
