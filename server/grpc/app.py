@@ -145,7 +145,8 @@ class App:
         tracer = traced()
         if tracer is not None:
             interceptors.append(tracer)
-        interceptors.append(CallInterceptor(guard(access, tokens)))
+        self.calls = CallInterceptor(guard(access, tokens))
+        interceptors.append(self.calls)
         self.server = grpc.server(
             self._workers,
             interceptors=interceptors,
@@ -212,7 +213,8 @@ class App:
     def stop(self, grace: float = 10.0) -> bool:
         """Health goes NOT_SERVING, new calls are refused, and calls in flight get up to `grace`
         seconds to finish. False when calls are still running after it (on a database that does
-        not answer): gRPC has answered them CANCELLED, and the caller may exit without them."""
+        not answer): gRPC has answered them UNAVAILABLE, each is logged so, and the caller may
+        exit without them."""
         if self._stopped.is_set():
             return True
         self._stopped.set()
@@ -223,6 +225,8 @@ class App:
         self.server.stop(grace).wait()
         self._health_pool.shutdown(wait=False)
         finished = _within(STOP_SECONDS, self._shutdown_pools)
+        if not finished:
+            self.calls.in_flight.abandon()
         if self.monitor is not None:
             # Only now: calls still running follow the probe (on_health) to their end.
             self.monitor.stop()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -52,6 +53,7 @@ class CallInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]  # grpc
     def __init__(self, guard: AccessGuard | PersonGuard | None) -> None:
         self.guard = guard
         self.undecodable_peers = decoding.PeerLog()
+        self.in_flight = InFlight()
 
     def intercept_service(
         self,
@@ -72,7 +74,7 @@ class CallInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]  # grpc
         counted = metrics.of(method)
 
         def behavior(request: Any, context: grpc.ServicerContext) -> Any:
-            start = time.perf_counter()
+            call = self.in_flight.begin(counted, method, context, person=True)
             counted.started.inc()
             counted.received.inc()
             code = grpc.StatusCode.OK
@@ -87,7 +89,7 @@ class CallInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]  # grpc
                 tracing.tag_request(rid)
             try:
                 if self.guard is not None:
-                    caller = self.guard.check(method, context)
+                    caller = call.caller = self.guard.check(method, context)
                 token = current_caller.set(caller)
                 if isinstance(request, decoding.Undecodable):
                     decoding.refuse(request, context, method, self.undecodable_peers)
@@ -97,7 +99,7 @@ class CallInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]  # grpc
                 return response
             except Exception as error:
                 if caller is None and self.guard is not None:
-                    caller = _certified(context)  # the guard refused it
+                    call.caller = _certified(context)  # the guard refused it
                 code, rich = _failure(error, context, method)
                 if rich is None:
                     raise  # the handler aborted by itself
@@ -107,7 +109,7 @@ class CallInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]  # grpc
                     current_caller.reset(token)
                 if code is grpc.StatusCode.OK:
                     counted.sent.inc()
-                _ended(counted, method, code, start, context, caller, person=True)
+                self.in_flight.end(call, code)
                 if rid_token is not None:
                     logs.request_id.reset(rid_token)
 
@@ -127,15 +129,14 @@ class CallInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]  # grpc
         counted = metrics.of(method, metrics.grpc_type(handler))
 
         def behavior(request: Any, context: grpc.ServicerContext) -> Any:
-            start = time.perf_counter()
+            call = self.in_flight.begin(counted, method, context, person=False)
             counted.started.inc()
             counted.received.inc()
             code = grpc.StatusCode.OK
             caller: Caller | None = None
-            peer = context.peer()  # now: a call the caller left has none at its end
             try:
                 if self.guard is not None:
-                    caller = self.guard.check(method, context)
+                    caller = call.caller = self.guard.check(method, context)
                 # The stream runs on this thread from its first message to its last.
                 current_caller.set(caller)
                 if isinstance(request, decoding.Undecodable):
@@ -151,20 +152,94 @@ class CallInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]  # grpc
                 raise
             except Exception as error:
                 if caller is None and self.guard is not None:
-                    caller = _certified(context)  # the guard refused it
+                    call.caller = _certified(context)  # the guard refused it
                 code, rich = _failure(error, context, method)
                 if rich is None:
                     raise  # the handler aborted by itself
                 answers.abort(context, rich)
             finally:
                 current_caller.set(None)
-                _ended(counted, method, code, start, context, caller, person=False, peer=peer)
+                self.in_flight.end(call, code)
 
         return grpc.unary_stream_rpc_method_handler(
             behavior,
             request_deserializer=decoding.tolerant(handler.request_deserializer),
             response_serializer=handler.response_serializer,
         )
+
+
+class _Serving:
+    """A call from its start to its end: what its log line says."""
+
+    __slots__ = ("counted", "method", "start", "context", "peer", "caller", "person")
+
+    def __init__(
+        self,
+        counted: metrics.MethodMetrics,
+        method: str,
+        context: grpc.ServicerContext,
+        *,
+        person: bool,
+    ) -> None:
+        self.counted = counted
+        self.method = method
+        self.start = time.perf_counter()
+        self.context = context
+        # Read now: a call its caller left, or one a stop cancelled, has none at its end.
+        self.peer = context.peer()
+        self.caller: Caller | None = None
+        self.person = person
+
+    def ended(self, code: grpc.StatusCode) -> None:
+        _ended(
+            self.counted,
+            self.method,
+            code,
+            self.start,
+            self.context,
+            self.caller,
+            person=self.person,
+            peer=self.peer,
+        )
+
+
+class InFlight:
+    """The calls being served: each is counted and logged once, when it ends, or when the server
+    stops without it (abandon)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._calls: set[_Serving] = set()
+
+    def begin(
+        self,
+        counted: metrics.MethodMetrics,
+        method: str,
+        context: grpc.ServicerContext,
+        *,
+        person: bool,
+    ) -> _Serving:
+        call = _Serving(counted, method, context, person=person)
+        with self._lock:
+            self._calls.add(call)
+        return call
+
+    def end(self, call: _Serving, code: grpc.StatusCode) -> None:
+        with self._lock:
+            if call not in self._calls:
+                return  # abandoned: its line is written
+            self._calls.remove(call)
+        call.ended(code)
+
+    def abandon(self) -> int:
+        """Ends the calls still running after a stop's grace (on a database that does not
+        answer): each counted and logged with the code its caller got, UNAVAILABLE (gRPC's
+        "Cancelling all calls"), before the process exits without them. How many there were."""
+        with self._lock:
+            calls, self._calls = self._calls, set()
+        for call in calls:
+            call.ended(grpc.StatusCode.UNAVAILABLE)
+        return len(calls)
 
 
 def _certified(context: grpc.ServicerContext) -> Caller | None:

@@ -353,15 +353,22 @@ def test_sigterm_under_load_says_not_serving_while_calls_still_succeed_then_exit
     assert said[draining:].index("the drain ends early") < said[draining:].index("stopped")
 
 
-@pytest.mark.postgres
-def test_a_call_in_flight_when_the_server_stops_accepting_finishes_within_the_grace(
-    postgres_server, tmp_path
-):
+@dataclasses.dataclass
+class WaitingOnALock:
+    server: ServerProcess
+    blocker: psycopg.Connection
+    call: Any  # a GetBalances future, its query waiting on the blocker's lock
+
+
+@contextlib.contextmanager
+def a_call_waiting_on_a_lock(
+    postgres_server: PostgresServer, folder: pathlib.Path, name: str, grace_seconds: str
+) -> Iterator[WaitingOnALock]:
     # The call waits on a lock for as long as the test holds it, not the server's default.
     waits_long = "?options=-c%20lock_timeout%3D60s%20-c%20statement_timeout%3D60s"
-    url = postgres_server.create_database("in_flight") + waits_long
+    url = postgres_server.create_database(name) + waits_long
     with (
-        a_server(tmp_path, url, "--drain-seconds", "0", "--grace-seconds", "30") as server,
+        a_server(folder, url, "--drain-seconds", "0", "--grace-seconds", grace_seconds) as server,
         grpc.insecure_channel(server.address) as channel,
         psycopg.connect(url) as blocker,
     ):
@@ -370,20 +377,55 @@ def test_a_call_in_flight_when_the_server_stops_accepting_finishes_within_the_gr
         blocker.execute("LOCK TABLE account IN ACCESS EXCLUSIVE MODE")
         call = balances.future(request, timeout=DEADLINE_SECONDS)
         _wait_for_a_query_waiting_on_the_lock(blocker, url)
+        yield WaitingOnALock(server, blocker, call)
 
+
+@pytest.mark.postgres
+def test_a_call_in_flight_when_the_server_stops_accepting_finishes_within_the_grace(
+    postgres_server, tmp_path
+):
+    with a_call_waiting_on_a_lock(postgres_server, tmp_path, "in_flight", "30") as waiting:
+        server = waiting.server
         server.process.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + DEADLINE_SECONDS
         while "stopping: new calls are refused, calls in flight may finish" not in messages(server):
             assert time.monotonic() < deadline, "the server did not stop accepting"
             time.sleep(0.05)
         assert server.process.poll() is None  # it waits for the call
-        blocker.commit()  # the lock goes; the call goes on
+        waiting.blocker.commit()  # the lock goes; the call goes on
 
-        answer = call.result()
+        answer = waiting.call.result()
         exit_code = server.process.wait(timeout=DEADLINE_SECONDS)
 
     assert answer.balances
     assert exit_code == 0
+
+
+@pytest.mark.postgres
+def test_a_call_still_waiting_after_the_grace_is_given_up_and_logged_with_the_code_it_got(
+    postgres_server, tmp_path
+):
+    with a_call_waiting_on_a_lock(postgres_server, tmp_path, "abandoned", "1") as waiting:
+        server = waiting.server
+        server.process.send_signal(signal.SIGTERM)
+        exit_code = server.process.wait(timeout=DEADLINE_SECONDS)  # the lock still held
+        given_up = waiting.call.exception(timeout=DEADLINE_SECONDS)
+
+    assert exit_code == 0
+    assert given_up is not None and given_up.code() is grpc.StatusCode.UNAVAILABLE
+    [line] = [
+        r
+        for r in server.log_records()
+        if r.get("message") == "rpc"
+        and r.get("method", "").endswith("/GetBalances")
+        and r.get("code") != "OK"
+    ]
+    assert line["code"] == "UNAVAILABLE"
+    assert line["peer"].startswith("ipv4:127.0.0.1:")
+    said = messages(server)
+    assert said.index("calls still waiting on the database after the grace are abandoned") > (
+        said.index("stopping: new calls are refused, calls in flight may finish")
+    )
 
 
 def _wait_for_a_query_waiting_on_the_lock(blocker: psycopg.Connection, url: str) -> None:
