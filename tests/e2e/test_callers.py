@@ -28,7 +28,7 @@ from client import Client, Unavailable
 from server.certs import DEV_ISSUER, Authority, Issued, TokenKey
 from server.domain import access
 from server.grpc.app import METHOD_NAMES
-from tests.e2e.test_process import ROOT, _environment
+from tests.e2e.test_process import ROOT, _environment, log_records
 from tests.pg import free_port
 
 TABLE = access.load(METHOD_NAMES)
@@ -245,7 +245,7 @@ def test_a_certificate_without_a_uri_is_known_by_its_common_name(secured):
     assert refused.code() is grpc.StatusCode.PERMISSION_DENIED
     assert error_info(refused).metadata["identity"] == "legacy-batch"
     # The refusal's log line names who was refused, for whoever watches the log.
-    lines = [json.loads(line) for line in secured.stderr.read_text(encoding="utf-8").splitlines()]
+    lines = log_records(secured.stderr)
     refused_callers = {
         line["caller"]
         for line in lines

@@ -60,6 +60,14 @@ def _policy_file(folder: pathlib.Path) -> pathlib.Path:
     return path
 
 
+def log_records(path: pathlib.Path) -> list[dict]:
+    """The JSON lines a server has written whole to `path`: a line it is writing now is read the
+    next time."""
+    text = path.read_text(encoding="utf-8")
+    whole = text[: text.rfind("\n") + 1]
+    return [json.loads(line) for line in whole.splitlines() if line.strip()]
+
+
 @dataclasses.dataclass
 class ServerProcess:
     process: subprocess.Popen
@@ -73,8 +81,7 @@ class ServerProcess:
         return TokenKey.read(self.demo_keys / "token-key.pem").mint(person, kind)
 
     def log_records(self) -> list[dict]:
-        text = self.stderr.read_text(encoding="utf-8")
-        return [json.loads(line) for line in text.splitlines() if line.strip()]
+        return log_records(self.stderr)
 
     def terminate(self, timeout: float = 15) -> int:
         self.process.send_signal(signal.SIGTERM)
