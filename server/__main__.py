@@ -454,14 +454,14 @@ class DemoKeys:
 
     folder: pathlib.Path
     key: certs.TokenKey
-    made: bool  # not in the folder yet
+    unwritten: bool  # made now, not in the folder yet
 
     @classmethod
     def of(cls, folder: pathlib.Path) -> DemoKeys:
         key_file = folder / "token-key.pem"
         if key_file.exists():
-            return cls(folder, certs.TokenKey.read(key_file), made=False)
-        return cls(folder, certs.TokenKey(), made=True)
+            return cls(folder, certs.TokenKey.read(key_file), unwritten=False)
+        return cls(folder, certs.TokenKey(), unwritten=True)
 
     def verifier(self) -> TokenVerifier:
         settings = TokenSettings(self.folder / "jwks.json", certs.DEV_ISSUER, certs.DEV_AUDIENCE)
@@ -469,7 +469,7 @@ class DemoKeys:
 
     def write(self) -> None:
         try:
-            if self.made:
+            if self.unwritten:
                 self.folder.mkdir(parents=True, exist_ok=True)
                 key_file = self.folder / "token-key.pem"
                 key_file.write_bytes(self.key.pem())
@@ -754,11 +754,12 @@ def serving_facts(
 def prepare(args: argparse.Namespace, the_policy: Policy) -> tuple[App, dict[str, object]]:
     """Everything a start does before serving, in an order that fails before it writes:
     configuration first, then the address is bound, then the database is migrated and the demo
-    loaded. The server bound, and what its first log line says."""
+    loaded, and last the demo's keys written. The server bound, and what its first log line
+    says."""
     from server.grpc.app import probe_address
 
     try:
-        # Before anything is written (the demo's keys, the database's folder or lock file).
+        # Before anything is written (the database's folder or lock file, the demo's keys).
         probe_address(args.address)
     except OSError as e:
         raise StartupFailed(str(e)) from None
@@ -832,7 +833,7 @@ def _serve_in_processes(args: argparse.Namespace, the_policy: Policy, count: int
     from server.grpc.app import PortReservation
 
     try:
-        # Before anything is written (the demo's keys, the database's folder or lock file).
+        # Before anything is written (the database's folder or lock file, the demo's keys).
         reserved = PortReservation(args.address)
     except OSError as e:
         raise StartupFailed(str(e)) from None

@@ -39,11 +39,12 @@ class AfterSalesEntryStub:
     - UNAUTHENTICATED: the caller's certificate names no identity (CALLER_NOT_AUTHENTICATED), or
     the person it acts for sent no valid token (PERSON_NOT_AUTHENTICATED); metadata method.
     - PERMISSION_DENIED: the access table does not grant the method, or a caller that acts for no
-    one sent a person's token (CALLER_NOT_ALLOWED, metadata identity and method); the request
-    names another person than its token (NOT_THE_AUTHENTICATED_PERSON); the operator's role is
-    not main account, administrator or customer-service administrator (OPERATOR_NOT_ALLOWED), or
-    the buyer is not the order's buyer (BUYER_NOT_ORDER_OWNER). An operator of another shop gets NOT_FOUND, worded as for an order
-    that does not exist: it learns nothing of other shops' orders.
+    one sent `authorization` metadata (a person's token) (CALLER_NOT_ALLOWED, metadata identity
+    and method); the request names another person than its token (NOT_THE_AUTHENTICATED_PERSON);
+    the operator's role is not main account, administrator or customer-service administrator
+    (OPERATOR_NOT_ALLOWED), or the buyer is not the order's buyer (BUYER_NOT_ORDER_OWNER). An
+    operator of another shop gets NOT_FOUND, worded as for an order that does not exist: it
+    learns nothing of other shops' orders.
     - FAILED_PRECONDITION: business rules unmet, with a google.rpc.PreconditionFailure listing every
     unmet rule (type = reason code, subject = "orders/{order_id}", description in English); the
     ErrorInfo's reason is the first code, its metadata the ids.
@@ -116,11 +117,12 @@ class AfterSalesEntryServicer:
     - UNAUTHENTICATED: the caller's certificate names no identity (CALLER_NOT_AUTHENTICATED), or
     the person it acts for sent no valid token (PERSON_NOT_AUTHENTICATED); metadata method.
     - PERMISSION_DENIED: the access table does not grant the method, or a caller that acts for no
-    one sent a person's token (CALLER_NOT_ALLOWED, metadata identity and method); the request
-    names another person than its token (NOT_THE_AUTHENTICATED_PERSON); the operator's role is
-    not main account, administrator or customer-service administrator (OPERATOR_NOT_ALLOWED), or
-    the buyer is not the order's buyer (BUYER_NOT_ORDER_OWNER). An operator of another shop gets NOT_FOUND, worded as for an order
-    that does not exist: it learns nothing of other shops' orders.
+    one sent `authorization` metadata (a person's token) (CALLER_NOT_ALLOWED, metadata identity
+    and method); the request names another person than its token (NOT_THE_AUTHENTICATED_PERSON);
+    the operator's role is not main account, administrator or customer-service administrator
+    (OPERATOR_NOT_ALLOWED), or the buyer is not the order's buyer (BUYER_NOT_ORDER_OWNER). An
+    operator of another shop gets NOT_FOUND, worded as for an order that does not exist: it
+    learns nothing of other shops' orders.
     - FAILED_PRECONDITION: business rules unmet, with a google.rpc.PreconditionFailure listing every
     unmet rule (type = reason code, subject = "orders/{order_id}", description in English); the
     ErrorInfo's reason is the first code, its metadata the ids.
@@ -261,11 +263,12 @@ class AfterSalesEntry:
     - UNAUTHENTICATED: the caller's certificate names no identity (CALLER_NOT_AUTHENTICATED), or
     the person it acts for sent no valid token (PERSON_NOT_AUTHENTICATED); metadata method.
     - PERMISSION_DENIED: the access table does not grant the method, or a caller that acts for no
-    one sent a person's token (CALLER_NOT_ALLOWED, metadata identity and method); the request
-    names another person than its token (NOT_THE_AUTHENTICATED_PERSON); the operator's role is
-    not main account, administrator or customer-service administrator (OPERATOR_NOT_ALLOWED), or
-    the buyer is not the order's buyer (BUYER_NOT_ORDER_OWNER). An operator of another shop gets NOT_FOUND, worded as for an order
-    that does not exist: it learns nothing of other shops' orders.
+    one sent `authorization` metadata (a person's token) (CALLER_NOT_ALLOWED, metadata identity
+    and method); the request names another person than its token (NOT_THE_AUTHENTICATED_PERSON);
+    the operator's role is not main account, administrator or customer-service administrator
+    (OPERATOR_NOT_ALLOWED), or the buyer is not the order's buyer (BUYER_NOT_ORDER_OWNER). An
+    operator of another shop gets NOT_FOUND, worded as for an order that does not exist: it
+    learns nothing of other shops' orders.
     - FAILED_PRECONDITION: business rules unmet, with a google.rpc.PreconditionFailure listing every
     unmet rule (type = reason code, subject = "orders/{order_id}", description in English); the
     ErrorInfo's reason is the first code, its metadata the ids.

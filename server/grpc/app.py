@@ -213,8 +213,9 @@ class App:
     def stop(self, grace: float = 10.0) -> bool:
         """Health goes NOT_SERVING, new calls are refused, and calls in flight get up to `grace`
         seconds to finish. False when calls are still running after it (on a database that does
-        not answer): gRPC has answered them UNAVAILABLE, each is logged so, and the caller may
-        exit without them."""
+        not answer): gRPC has answered them UNAVAILABLE (DEADLINE_EXCEEDED when their deadline
+        had passed), each is logged and counted so (InFlight.abandon), and the caller may exit
+        without them."""
         if self._stopped.is_set():
             return True
         self._stopped.set()
@@ -223,10 +224,10 @@ class App:
             self.sweeper.stop()
         self.upkeep.stop()
         self.server.stop(grace).wait()
+        # What still runs has lost its call to gRPC's cancelling at the grace's end.
+        self.calls.in_flight.abandon()
         self._health_pool.shutdown(wait=False)
         finished = _within(STOP_SECONDS, self._shutdown_pools)
-        if not finished:
-            self.calls.in_flight.abandon()
         if self.monitor is not None:
             # Only now: calls still running follow the probe (on_health) to their end.
             self.monitor.stop()

@@ -131,7 +131,7 @@ class AccessGuard:
                     identity,
                     name,
                     f"{identity} acts for no one (the access table's acts_for): it may not send "
-                    "a person's token",
+                    "`authorization` metadata (a person's token)",
                 )
             return Caller(identity)
         if self.tokens is None:

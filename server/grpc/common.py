@@ -21,10 +21,9 @@ if TYPE_CHECKING:
     # The generic wrapper of protobuf enums exists in the stubs only (types-protobuf).
     from google.protobuf.internal.enum_type_wrapper import _EnumTypeWrapper as EnumTypeWrapper
 
-# Bounds of the protos' rules, also checked here: ids (validation.MAX_ID), and one amount of money
-# where a request is read by hand (10 billion yuan: far above any order, far below where sums of
-# int64 overflow).
-MAX_ID = validation.MAX_ID
+# A bound of the protos' rules also checked here, on one amount of money where a request is read
+# by hand (10 billion yuan: far above any order, far below where sums of int64 overflow). Ids:
+# validation.id_fault.
 MAX_AMOUNT = 10**12
 # Timestamps from 1970 to 9999: what the store and every language's date type can hold.
 MIN_SECONDS = 0
@@ -80,8 +79,8 @@ class Fields:
             raise InvalidArgument(list(self._violations))
 
     def id(self, field: str, value: str, *, required: bool = True) -> str:
-        """An id: required (the protos say so of a request's own fields), at most MAX_ID
-        characters, printable (validation.id_fault)."""
+        """An id: required (the protos say so of a request's own fields), at most
+        validation.MAX_ID characters, printable (validation.id_fault)."""
         if not value:
             if required:
                 self.bad(field, "is required")

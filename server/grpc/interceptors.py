@@ -86,6 +86,7 @@ class CallInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]  # grpc
             # not validated yet, and a refused one must not write megabytes into either.
             if rid and LOGGED_REQUEST_ID.fullmatch(rid):
                 rid_token = logs.request_id.set(rid)
+                call.request_id = rid
                 tracing.tag_request(rid)
             try:
                 if self.guard is not None:
@@ -96,6 +97,8 @@ class CallInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]  # grpc
                 response = inner(request, context)
                 # A method may answer an error without raising (health Check, an unknown service).
                 code = context.code() or code  # type: ignore[attr-defined]  # grpc-stubs lag
+                if code is grpc.StatusCode.OK and not context.is_active():
+                    code = _left(context)  # its caller left while it ran: no answer reaches it
                 return response
             except Exception as error:
                 if caller is None and self.guard is not None:
@@ -171,7 +174,7 @@ class CallInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]  # grpc
 class _Serving:
     """A call from its start to its end: what its log line says."""
 
-    __slots__ = ("counted", "method", "start", "context", "peer", "caller", "person")
+    __slots__ = ("counted", "method", "start", "context", "peer", "caller", "person", "request_id")
 
     def __init__(
         self,
@@ -186,9 +189,10 @@ class _Serving:
         self.start = time.perf_counter()
         self.context = context
         # Read now: a call its caller left, or one a stop cancelled, has none at its end.
-        self.peer = context.peer()
+        self.peer = context.peer() if log.isEnabledFor(logging.INFO) else None
         self.caller: Caller | None = None
         self.person = person
+        self.request_id: str | None = None  # one of the form the protos allow
 
     def ended(self, code: grpc.StatusCode) -> None:
         _ended(
@@ -200,6 +204,7 @@ class _Serving:
             self.caller,
             person=self.person,
             peer=self.peer,
+            request_id=self.request_id,
         )
 
 
@@ -232,13 +237,17 @@ class InFlight:
         call.ended(code)
 
     def abandon(self) -> int:
-        """Ends the calls still running after a stop's grace (on a database that does not
-        answer): each counted and logged with the code its caller got, UNAVAILABLE (gRPC's
-        "Cancelling all calls"), before the process exits without them. How many there were."""
+        """Ends the calls whose handlers still run once a stop's grace is over (on a database
+        that does not answer), each counted and logged now, before the process exits without
+        them, with the code its caller got: gRPC cancelled each at the grace's end
+        (UNAVAILABLE, "Cancelling all calls"), unless its deadline had passed before
+        (DEADLINE_EXCEEDED). How many there were."""
         with self._lock:
             calls, self._calls = self._calls, set()
         for call in calls:
-            call.ended(grpc.StatusCode.UNAVAILABLE)
+            remaining = call.context.time_remaining()
+            late = remaining is not None and remaining <= 0
+            call.ended(grpc.StatusCode.DEADLINE_EXCEEDED if late else grpc.StatusCode.UNAVAILABLE)
         return len(calls)
 
 
@@ -271,9 +280,11 @@ def _ended(
     *,
     person: bool,
     peer: str | None = None,
+    request_id: str | None = None,
 ) -> None:
     """A call's end: its code and duration counted, and its log line (with the person its
-    caller acts for, if `person`; `peer`, as read when it began, else now)."""
+    caller acts for, if `person`; `peer`, as read when it began, else now; `request_id`, for a
+    line written on another thread than the call's, which the log's context does not name)."""
     seconds = time.perf_counter() - start
     counted.handled(code)
     counted.seconds.observe(seconds)
@@ -288,6 +299,8 @@ def _ended(
     }
     if person:
         line["person"] = caller.person.person_id if caller and caller.person else None
+    if request_id is not None:
+        line["request_id"] = request_id
     log.info("rpc", extra=line)
 
 

@@ -10,6 +10,9 @@ none of whose fields is set is reported on its first field.
 A list longer than its bound (`max_items`) is refused for that alone, before any of its items is
 read: checking each item of a list that may hold millions (a request may be 4 MiB) is work the
 caller could make without bound.
+
+One rule is checked by hand, as no proto can state it for every id alike, including the ids a
+person's token names (tokens.py): what makes an id (id_fault).
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import grpc
@@ -22,7 +22,15 @@ import psycopg
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from aftersales.v1 import clawback_pb2, clawback_pb2_grpc, entry_pb2, entry_pb2_grpc
+from aftersales.v1 import (
+    clawback_pb2,
+    clawback_pb2_grpc,
+    entry_pb2,
+    entry_pb2_grpc,
+    resources_pb2,
+    sync_pb2,
+    sync_pb2_grpc,
+)
 from tests.e2e.test_callers import error_info
 from tests.e2e.test_process import ROOT, ServerProcess, _environment, _wait_until_serving
 from tests.pg import PostgresServer, free_port
@@ -357,12 +365,22 @@ def test_sigterm_under_load_says_not_serving_while_calls_still_succeed_then_exit
 class WaitingOnALock:
     server: ServerProcess
     blocker: psycopg.Connection
-    call: Any  # a GetBalances future, its query waiting on the blocker's lock
+    call: Any  # a future, its query waiting on the blocker's lock
+
+
+def _balances(channel: grpc.Channel) -> Any:
+    return clawback_pb2_grpc.ClawbackStub(channel).GetBalances.future(
+        clawback_pb2.GetBalancesRequest(owner_id="shop-sunny"), timeout=DEADLINE_SECONDS
+    )
 
 
 @contextlib.contextmanager
 def a_call_waiting_on_a_lock(
-    postgres_server: PostgresServer, folder: pathlib.Path, name: str, grace_seconds: str
+    postgres_server: PostgresServer,
+    folder: pathlib.Path,
+    name: str,
+    grace_seconds: str,
+    send: Callable[[grpc.Channel], Any] = _balances,
 ) -> Iterator[WaitingOnALock]:
     # The call waits on a lock for as long as the test holds it, not the server's default.
     waits_long = "?options=-c%20lock_timeout%3D60s%20-c%20statement_timeout%3D60s"
@@ -372,10 +390,8 @@ def a_call_waiting_on_a_lock(
         grpc.insecure_channel(server.address) as channel,
         psycopg.connect(url) as blocker,
     ):
-        balances = clawback_pb2_grpc.ClawbackStub(channel).GetBalances
-        request = clawback_pb2.GetBalancesRequest(owner_id="shop-sunny")
         blocker.execute("LOCK TABLE account IN ACCESS EXCLUSIVE MODE")
-        call = balances.future(request, timeout=DEADLINE_SECONDS)
+        call = send(channel)
         _wait_for_a_query_waiting_on_the_lock(blocker, url)
         yield WaitingOnALock(server, blocker, call)
 
@@ -405,7 +421,18 @@ def test_a_call_in_flight_when_the_server_stops_accepting_finishes_within_the_gr
 def test_a_call_still_waiting_after_the_grace_is_given_up_and_logged_with_the_code_it_got(
     postgres_server, tmp_path
 ):
-    with a_call_waiting_on_a_lock(postgres_server, tmp_path, "abandoned", "1") as waiting:
+    def funds(channel: grpc.Channel) -> Any:
+        wallet = resources_pb2.AccountRef(
+            kind=resources_pb2.ACCOUNT_KIND_ANXIN_WALLET, owner_id="shop-sunny"
+        )
+        return sync_pb2_grpc.SyncStub(channel).PostFunds.future(
+            sync_pb2.PostFundsRequest(account=wallet, amount=100, request_id="abandoned-funds-1"),
+            timeout=DEADLINE_SECONDS,
+        )
+
+    with a_call_waiting_on_a_lock(
+        postgres_server, tmp_path, "abandoned", "1", send=funds
+    ) as waiting:
         server = waiting.server
         server.process.send_signal(signal.SIGTERM)
         exit_code = server.process.wait(timeout=DEADLINE_SECONDS)  # the lock still held
@@ -417,15 +444,48 @@ def test_a_call_still_waiting_after_the_grace_is_given_up_and_logged_with_the_co
         r
         for r in server.log_records()
         if r.get("message") == "rpc"
-        and r.get("method", "").endswith("/GetBalances")
+        and r.get("method", "").endswith("/PostFunds")
         and r.get("code") != "OK"
     ]
     assert line["code"] == "UNAVAILABLE"
+    assert line["request_id"] == "abandoned-funds-1"  # for whoever checks whether it was done
     assert line["peer"].startswith("ipv4:127.0.0.1:")
     said = messages(server)
     assert said.index("calls still waiting on the database after the grace are abandoned") > (
         said.index("stopping: new calls are refused, calls in flight may finish")
     )
+
+
+@pytest.mark.postgres
+def test_a_call_whose_caller_gave_up_while_it_ran_is_logged_with_the_code_the_caller_got(
+    postgres_server, tmp_path
+):
+    def impatient(channel: grpc.Channel) -> Any:
+        return clawback_pb2_grpc.ClawbackStub(channel).GetBalances.future(
+            clawback_pb2.GetBalancesRequest(owner_id="shop-sunny"), timeout=1
+        )
+
+    with a_call_waiting_on_a_lock(
+        postgres_server, tmp_path, "impatient", "30", send=impatient
+    ) as waiting:
+        gave_up = waiting.call.exception(timeout=DEADLINE_SECONDS)
+        waiting.blocker.commit()  # the call goes on to its end, nobody waiting for it
+        deadline = time.monotonic() + DEADLINE_SECONDS
+        while not (lines := balances_lines(waiting.server)):
+            assert time.monotonic() < deadline, "the call's end was not logged"
+            time.sleep(0.05)
+
+    assert gave_up is not None and gave_up.code() is grpc.StatusCode.DEADLINE_EXCEEDED
+    assert [line["code"] for line in lines] == ["DEADLINE_EXCEEDED"]
+
+
+def balances_lines(server: ServerProcess) -> list[dict]:
+    """The rpc lines of the GetBalances calls."""
+    return [
+        r
+        for r in server.log_records()
+        if r.get("message") == "rpc" and r.get("method", "").endswith("/GetBalances")
+    ]
 
 
 def _wait_for_a_query_waiting_on_the_lock(blocker: psycopg.Connection, url: str) -> None:

@@ -385,6 +385,19 @@ def test_a_file_a_flag_names_that_cannot_be_used_is_refused_in_one_line(files, n
     assert not pathlib.Path(files["database"].removeprefix("sqlite:///")).exists()
 
 
+def test_an_access_table_named_in_the_environment_without_client_certificates_is_refused(
+    files, monkeypatch
+):
+    monkeypatch.setenv("AFTERSALES_ACCESS", files["missing"])
+    args = parse_args(["--database", files["database"], "--address", "127.0.0.1:0"])
+
+    with pytest.raises(StartupFailed) as refused:
+        prepare(args, policy.load())
+
+    assert refused.value.exit_code == CONFIGURATION
+    assert "$AFTERSALES_ACCESS needs --tls-client-ca" in str(refused.value)
+
+
 def test_a_server_given_a_file_that_is_not_pem_exits_2_with_one_line(files):
     refusal = run_server(
         "--database", files["database"], "--address", "127.0.0.1:0",
