@@ -49,6 +49,10 @@ BUDGET = {
     "GetBalances": 1,
     "GetBalances of an owner": 1,
     "GetBalances of accounts and an owner": 2,
+    # An owner without both a wallet and a deposit money has reached: whether it is a shop, whose
+    # wallet and deposit are then shown at zero, is read with one more statement.
+    "GetBalances of a shop money has not reached": 2,
+    "GetBalances of a payee": 2,
 }
 
 SQLITE_MORE = {
@@ -150,6 +154,13 @@ def every_rpc(client, seed, clock, run):
     run("PostFunds to a payee's cash", lambda: client.post_funds(cash, 1_000))
     run("PutShop", lambda: seed.shop("shop-budget-new"))
     run("PutStaff", lambda: seed.staff("staff-budget-new", "shop-budget-new"))
+    unfunded = run(
+        "GetBalances of a shop money has not reached",
+        lambda: client.get_balances(owner_id="shop-budget-new"),
+    )
+    assert set(unfunded.values()) == {0} and len(unfunded) == 2
+    payee = run("GetBalances of a payee", lambda: client.get_balances(owner_id="kol-1"))
+    assert list(payee) == [(pb.ACCOUNT_KIND_CASH, "kol-1")]
     return case
 
 
