@@ -195,17 +195,27 @@ class _Serving:
         self.request_id: str | None = None  # one of the form the protos allow
 
     def ended(self, code: grpc.StatusCode) -> None:
-        _ended(
-            self.counted,
-            self.method,
-            code,
-            self.start,
-            self.context,
-            self.caller,
-            person=self.person,
-            peer=self.peer,
-            request_id=self.request_id,
-        )
+        """Its code and duration counted, and its log line: with the person its caller acts for
+        (if `person`), and its request id, which the log's context does not name on another
+        thread than the call's (InFlight.abandon)."""
+        seconds = time.perf_counter() - self.start
+        self.counted.handled(code)
+        self.counted.seconds.observe(seconds)
+        if not log.isEnabledFor(logging.INFO):
+            return
+        caller = self.caller
+        line = {
+            "method": self.method,
+            "code": code.name,
+            "duration_ms": round(seconds * 1000, 3),
+            "peer": self.context.peer() if self.peer is None else self.peer,
+            "caller": caller.identity if caller else None,
+        }
+        if self.person:
+            line["person"] = caller.person.person_id if caller and caller.person else None
+        if self.request_id is not None:
+            line["request_id"] = self.request_id
+        log.info("rpc", extra=line)
 
 
 class InFlight:
@@ -245,9 +255,7 @@ class InFlight:
         with self._lock:
             calls, self._calls = self._calls, set()
         for call in calls:
-            remaining = call.context.time_remaining()
-            late = remaining is not None and remaining <= 0
-            call.ended(grpc.StatusCode.DEADLINE_EXCEEDED if late else grpc.StatusCode.UNAVAILABLE)
+            call.ended(_left(call.context, cancelled=grpc.StatusCode.UNAVAILABLE))
         return len(calls)
 
 
@@ -261,47 +269,16 @@ def _certified(context: grpc.ServicerContext) -> Caller | None:
     return Caller(identity) if identity else None
 
 
-def _left(context: grpc.ServicerContext) -> grpc.StatusCode:
+def _left(
+    context: grpc.ServicerContext, cancelled: grpc.StatusCode = grpc.StatusCode.CANCELLED
+) -> grpc.StatusCode:
     """The code of a call that ended before its handler did: its deadline passed, or it was
-    cancelled (by its caller, or by the server cutting a stalled stream)."""
+    cancelled (by its caller, or by the server cutting a stalled stream), which its caller got
+    as `cancelled`."""
     remaining = context.time_remaining()
     if remaining is not None and remaining <= 0:
         return grpc.StatusCode.DEADLINE_EXCEEDED
-    return grpc.StatusCode.CANCELLED
-
-
-def _ended(
-    counted: metrics.MethodMetrics,
-    method: str,
-    code: grpc.StatusCode,
-    start: float,
-    context: grpc.ServicerContext,
-    caller: Caller | None,
-    *,
-    person: bool,
-    peer: str | None = None,
-    request_id: str | None = None,
-) -> None:
-    """A call's end: its code and duration counted, and its log line (with the person its
-    caller acts for, if `person`; `peer`, as read when it began, else now; `request_id`, for a
-    line written on another thread than the call's, which the log's context does not name)."""
-    seconds = time.perf_counter() - start
-    counted.handled(code)
-    counted.seconds.observe(seconds)
-    if not log.isEnabledFor(logging.INFO):
-        return
-    line = {
-        "method": method,
-        "code": code.name,
-        "duration_ms": round(seconds * 1000, 3),
-        "peer": context.peer() if peer is None else peer,
-        "caller": caller.identity if caller else None,
-    }
-    if person:
-        line["person"] = caller.person.person_id if caller and caller.person else None
-    if request_id is not None:
-        line["request_id"] = request_id
-    log.info("rpc", extra=line)
+    return cancelled
 
 
 def _failure(
