@@ -223,6 +223,7 @@ class App:
         if self.sweeper is not None:
             self.sweeper.stop()
         self.upkeep.stop()
+        self.calls.in_flight.stopping()
         self.server.stop(grace).wait()
         # What still runs has lost its call to gRPC's cancelling at the grace's end.
         self.calls.in_flight.abandon()

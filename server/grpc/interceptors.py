@@ -174,7 +174,10 @@ class CallInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]  # grpc
 class _Serving:
     """A call from its start to its end: what its log line says."""
 
-    __slots__ = ("counted", "method", "start", "context", "peer", "caller", "person", "request_id")
+    __slots__ = (
+        "counted", "method", "start", "context", "peer", "trace", "caller", "person", "request_id",
+        "left",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -190,9 +193,14 @@ class _Serving:
         self.context = context
         # Read now: a call its caller left, or one a stop cancelled, has none at its end.
         self.peer = context.peer() if log.isEnabledFor(logging.INFO) else None
+        # Its span's ids, while tracing: the line of a call abandoned is written on another
+        # thread, outside the span.
+        self.trace = tracing.current_ids()
         self.caller: Caller | None = None
         self.person = person
         self.request_id: str | None = None  # one of the form the protos allow
+        # The code its caller got, if the caller left before the server began to stop.
+        self.left: grpc.StatusCode | None = None
 
     def ended(self, code: grpc.StatusCode) -> None:
         """Its code and duration counted, and its log line: with the person its caller acts for
@@ -215,6 +223,8 @@ class _Serving:
             line["person"] = caller.person.person_id if caller and caller.person else None
         if self.request_id is not None:
             line["request_id"] = self.request_id
+        if self.trace is not None:
+            line["trace_id"], line["span_id"] = self.trace
         log.info("rpc", extra=line)
 
 
@@ -246,16 +256,27 @@ class InFlight:
             self._calls.remove(call)
         call.ended(code)
 
+    def stopping(self) -> None:
+        """Before a stop: the calls whose callers have already left (cancelled, or past their
+        deadline) keep the code those callers got, which gRPC's cancelling of every call at the
+        grace's end would otherwise hide."""
+        with self._lock:
+            calls = list(self._calls)
+        for call in calls:
+            if not call.context.is_active():
+                call.left = _left(call.context)
+
     def abandon(self) -> int:
         """Ends the calls whose handlers still run once a stop's grace is over (on a database
         that does not answer), each counted and logged now, before the process exits without
-        them, with the code its caller got: gRPC cancelled each at the grace's end
-        (UNAVAILABLE, "Cancelling all calls"), unless its deadline had passed before
-        (DEADLINE_EXCEEDED). How many there were."""
+        them, with the code its caller got: the one it had left with before the stop
+        (`stopping`), else gRPC's cancelling of each at the grace's end (UNAVAILABLE,
+        "Cancelling all calls"), unless its deadline had passed before (DEADLINE_EXCEEDED).
+        How many there were."""
         with self._lock:
             calls, self._calls = self._calls, set()
         for call in calls:
-            call.ended(_left(call.context, cancelled=grpc.StatusCode.UNAVAILABLE))
+            call.ended(call.left or _left(call.context, cancelled=grpc.StatusCode.UNAVAILABLE))
         return len(calls)
 
 

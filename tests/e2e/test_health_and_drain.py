@@ -9,6 +9,7 @@ import contextlib
 import dataclasses
 import os
 import pathlib
+import re
 import signal
 import subprocess
 import sys
@@ -42,7 +43,9 @@ DEADLINE_SECONDS = 60
 
 
 @contextlib.contextmanager
-def a_server(folder: pathlib.Path, database_url: str, *flags: str) -> Iterator[ServerProcess]:
+def a_server(
+    folder: pathlib.Path, database_url: str, *flags: str, environment: dict[str, str] | None = None
+) -> Iterator[ServerProcess]:
     """`python -m server` with the demo data on `database_url`; killed if a test leaves it."""
     address = f"127.0.0.1:{free_port()}"
     stderr = folder / "server.stderr"
@@ -57,7 +60,11 @@ def a_server(folder: pathlib.Path, database_url: str, *flags: str) -> Iterator[S
     ]  # fmt: skip
     with stderr.open("wb") as sink:
         process = subprocess.Popen(
-            command, cwd=ROOT, env=_environment(), stdout=subprocess.DEVNULL, stderr=sink
+            command,
+            cwd=ROOT,
+            env={**_environment(), **(environment or {})},
+            stdout=subprocess.DEVNULL,
+            stderr=sink,
         )
     server = ServerProcess(process, address, stderr, folder / "demo")
     try:
@@ -381,12 +388,14 @@ def a_call_waiting_on_a_lock(
     name: str,
     grace_seconds: str,
     send: Callable[[grpc.Channel], Any] = _balances,
+    environment: dict[str, str] | None = None,
 ) -> Iterator[WaitingOnALock]:
     # The call waits on a lock for as long as the test holds it, not the server's default.
     waits_long = "?options=-c%20lock_timeout%3D60s%20-c%20statement_timeout%3D60s"
+    stop_flags = ("--drain-seconds", "0", "--grace-seconds", grace_seconds)
     url = postgres_server.create_database(name) + waits_long
     with (
-        a_server(folder, url, "--drain-seconds", "0", "--grace-seconds", grace_seconds) as server,
+        a_server(folder, url, *stop_flags, environment=environment) as server,
         grpc.insecure_channel(server.address) as channel,
         psycopg.connect(url) as blocker,
     ):
@@ -430,8 +439,10 @@ def test_a_call_still_waiting_after_the_grace_is_given_up_and_logged_with_the_co
             timeout=DEADLINE_SECONDS,
         )
 
+    # Traced (to the console, which nobody reads here): its line names its trace.
+    traced = {"OTEL_TRACES_EXPORTER": "console"}
     with a_call_waiting_on_a_lock(
-        postgres_server, tmp_path, "abandoned", "1", send=funds
+        postgres_server, tmp_path, "abandoned", "1", send=funds, environment=traced
     ) as waiting:
         server = waiting.server
         server.process.send_signal(signal.SIGTERM)
@@ -450,6 +461,7 @@ def test_a_call_still_waiting_after_the_grace_is_given_up_and_logged_with_the_co
     assert line["code"] == "UNAVAILABLE"
     assert line["request_id"] == "abandoned-funds-1"  # for whoever checks whether it was done
     assert line["peer"].startswith("ipv4:127.0.0.1:")
+    assert re.fullmatch(r"[0-9a-f]{32}", line["trace_id"])
     said = messages(server)
     assert said.index("calls still waiting on the database after the grace are abandoned") > (
         said.index("stopping: new calls are refused, calls in flight may finish")
@@ -477,6 +489,23 @@ def test_a_call_whose_caller_gave_up_while_it_ran_is_logged_with_the_code_the_ca
 
     assert gave_up is not None and gave_up.code() is grpc.StatusCode.DEADLINE_EXCEEDED
     assert [line["code"] for line in lines] == ["DEADLINE_EXCEEDED"]
+
+
+@pytest.mark.postgres
+def test_a_call_its_caller_cancelled_before_the_stop_is_logged_cancelled_when_abandoned(
+    postgres_server, tmp_path
+):
+    with a_call_waiting_on_a_lock(postgres_server, tmp_path, "cancelled", "1") as waiting:
+        assert waiting.call.cancel()
+        server = waiting.server
+        server.process.send_signal(signal.SIGTERM)
+        exit_code = server.process.wait(timeout=DEADLINE_SECONDS)  # the lock still held
+
+    assert exit_code == 0
+    # gRPC cancels every call left at the grace's end; this one's caller had gone before.
+    assert [line["code"] for line in balances_lines(server)] == ["CANCELLED"]
+    said = messages(server)
+    assert "calls still waiting on the database after the grace are abandoned" in said
 
 
 def balances_lines(server: ServerProcess) -> list[dict]:
