@@ -21,6 +21,7 @@ from datetime import datetime
 from types import TracebackType
 from typing import TypeVar
 
+from server.domain import rules
 from server.domain.errors import NotFound
 from server.domain.events import Event, EventPage, EventType
 from server.domain.model import (
@@ -120,9 +121,19 @@ class State:
         )
 
 
-def _applies(stored: Shop | Staff | Order | None, incoming: Shop | Staff | Order) -> bool:
-    """An upsert keeps the newest version: version 0 always applies, else not below the stored."""
-    return stored is None or incoming.version == 0 or incoming.version >= stored.version
+_Fact = TypeVar("_Fact", Shop, Staff, Order)
+
+
+def _applied(stored: _Fact | None, incoming: _Fact) -> _Fact | None:
+    """What an upsert stores, or None when it keeps what is stored (the newer): version 0 always
+    applies, else not below the stored; the version stored is the newest seen."""
+    if stored is None:
+        return incoming
+    if rules.is_stale(stored.version, incoming.version):
+        return None
+    return dataclasses.replace(
+        incoming, version=rules.version_kept(stored.version, incoming.version)
+    )
 
 
 def _stored_open(state: State, order_id: str) -> Entry | None:
@@ -136,9 +147,9 @@ class FakeFacts:
         self._s = state
 
     def put_shop(self, shop: Shop) -> Shop:
-        stored = self._s.shops.get(shop.shop_id)
-        if _applies(stored, shop):
-            self._s.shops[shop.shop_id] = shop
+        applied = _applied(self._s.shops.get(shop.shop_id), shop)
+        if applied is not None:
+            self._s.shops[shop.shop_id] = applied
         return self._s.shops[shop.shop_id]
 
     def shop(self, shop_id: str) -> Shop:
@@ -153,9 +164,9 @@ class FakeFacts:
         return shop_id in self._s.shops
 
     def put_staff(self, staff: Staff) -> Staff:
-        stored = self._s.staff.get(staff.staff_id)
-        if _applies(stored, staff):
-            self._s.staff[staff.staff_id] = staff
+        applied = _applied(self._s.staff.get(staff.staff_id), staff)
+        if applied is not None:
+            self._s.staff[staff.staff_id] = applied
         return self._s.staff[staff.staff_id]
 
     def staff(self, staff_id: str) -> Staff:
@@ -166,10 +177,11 @@ class FakeFacts:
     def put_order(self, order: Order) -> Order:
         """The refunds recorded here stay as they are (0 for a new order)."""
         stored = self._s.orders.get(order.order_id)
-        if _applies(stored, order):
+        applied = _applied(stored, order)
+        if applied is not None:
             recorded = stored.recorded_refunded_amount if stored else 0
             self._s.orders[order.order_id] = dataclasses.replace(
-                order, recorded_refunded_amount=recorded
+                applied, recorded_refunded_amount=recorded
             )
         return self._s.orders[order.order_id]
 

@@ -704,7 +704,7 @@ class Shop(_message.Message):
     """The upstream's version of this record, increasing with every change (for example its update
     time in microseconds, or a sequence number). A put whose version is below the stored one (a
     late or replayed message) changes nothing and returns the stored record. 0: unversioned,
-    always applied.
+    always applied, keeping the stored version (a message older than it stays stale).
     """
     @_builtins.property
     def wallet_opened_at(self) -> _timestamp_pb2.Timestamp:
@@ -756,7 +756,7 @@ class Staff(_message.Message):
     """The upstream's version of this record, increasing with every change (for example its update
     time in microseconds, or a sequence number). A put whose version is below the stored one (a
     late or replayed message) changes nothing and returns the stored record. 0: unversioned,
-    always applied.
+    always applied, keeping the stored version (a message older than it stays stale).
     """
     @_builtins.property
     def recorded_by(self) -> Global___Actor:
@@ -858,7 +858,7 @@ class Order(_message.Message):
     """The upstream's version of this record, increasing with every change (for example its update
     time in microseconds, or a sequence number). A put whose version is below the stored one (a
     late or replayed message) changes nothing and returns the stored record. 0: unversioned,
-    always applied.
+    always applied, keeping the stored version (a message older than it stays stale).
     """
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp:

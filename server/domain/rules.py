@@ -296,6 +296,12 @@ def is_stale(stored_version: int, incoming_version: int) -> bool:
     return 0 < incoming_version < stored_version
 
 
+def version_kept(stored_version: int, incoming_version: int) -> int:
+    """The version a put that applies leaves stored: the newest seen. An unversioned put (0)
+    keeps the stored version, so that a message older than it stays stale after the put."""
+    return max(stored_version, incoming_version)
+
+
 def commission_line_problems(
     lines: Sequence[CommissionLine], paid_amount: int
 ) -> list[tuple[str, str]]:

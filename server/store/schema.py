@@ -639,13 +639,20 @@ def upsert_newer_sql(
 ) -> str:
     """INSERT one row, or on a clash of "id" update every other column (but those to `keep`),
     unless the stored row is newer: the incoming version is 0 (unversioned) or not below the
-    stored one (rules.is_stale, said again in SQL so that it holds between replicas). The row
-    written is returned, every column under its model's field name (_field_names); none if it
-    was not."""
+    stored one (rules.is_stale, said again in SQL so that it holds between replicas). The
+    version stored is then the newest seen: an unversioned put keeps the stored one
+    (rules.version_kept). The row written is returned, every column under its model's field
+    name (_field_names); none if it was not."""
     names = ", ".join(_name(c) for c in columns)
     values = ", ".join([param] * len(columns))
+    table_name = _name(table)
     updates = ", ".join(
-        f"{_name(c)} = excluded.{_name(c)}" for c in columns if c != "id" and c not in keep
+        f"{_name(c)} = excluded.{_name(c)}"
+        if c != "version"
+        else f'"version" = CASE WHEN excluded."version" = 0 THEN {table_name}."version" '
+        'ELSE excluded."version" END'
+        for c in columns
+        if c != "id" and c not in keep
     )
     returned = ", ".join(
         f"{_name(f.column_name)} AS {_name(f.name)}" for f in _model(table)._meta.sorted_fields
@@ -653,7 +660,7 @@ def upsert_newer_sql(
     return (
         f"INSERT INTO {_name(table)} ({names}) VALUES ({values}) "
         f'ON CONFLICT ("id") DO UPDATE SET {updates} '
-        f'WHERE excluded."version" = 0 OR excluded."version" >= {_name(table)}."version" '
+        f'WHERE excluded."version" = 0 OR excluded."version" >= {table_name}."version" '
         f"RETURNING {returned}"
     )
 

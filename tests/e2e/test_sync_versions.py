@@ -41,6 +41,19 @@ def test_unversioned_records_always_apply(client, seed):
         assert stored.status == status
 
 
+def test_an_unversioned_put_does_not_make_an_older_message_new(client, seed):
+    case = seed.case("unversioned-then-late")
+    client.put_shop(pb.Shop(shop_id=case.shop_id, status=pb.SHOP_STATUS_SUSPENDED, version=5))
+    unversioned = client.put_shop(pb.Shop(shop_id=case.shop_id, status=pb.SHOP_STATUS_SUSPENDED))
+    assert (unversioned.status, unversioned.version) == (pb.SHOP_STATUS_SUSPENDED, 5)
+
+    late = pb.Shop(shop_id=case.shop_id, status=pb.SHOP_STATUS_NORMAL, version=4)
+    stored = client.put_shop(late)
+
+    # The suspension stands: version 4 is older than the 5 seen before the unversioned put.
+    assert (stored.status, stored.version) == (pb.SHOP_STATUS_SUSPENDED, 5)
+
+
 def test_a_late_order_message_after_a_refund_is_ignored_not_refused(client, seed, clock):
     case = seed.case("order-versions")
     order = client.put_order(
