@@ -81,13 +81,15 @@ def order(request: sync_pb2.PutOrderRequest) -> model.Order:
         f.bad("order", "is required")
         f.raise_if_any()
     o = request.order
-    lines = []
     if len(o.commission_lines) > MAX_COMMISSION_LINES:
+        # Refused for that alone, before any line is read, as every list past its bound is.
         f.bad(
             "order.commission_lines",
             f"has {len(o.commission_lines)} lines; at most {MAX_COMMISSION_LINES}",
         )
-    for i, line in enumerate(o.commission_lines[:MAX_COMMISSION_LINES]):
+        f.raise_if_any()
+    lines = []
+    for i, line in enumerate(o.commission_lines):
         path = f"order.commission_lines[{i}]"
         kind = f.enum(
             f"{path}.payee_kind",

@@ -99,6 +99,13 @@ def test_an_order_past_the_commission_line_bound_is_refused_and_not_stored(clien
     (violation,) = refused.value.field_violations
     assert violation.field == "order.commission_lines"
     assert str(MAX_COMMISSION_LINES) in violation.description
+    # Refused for its size alone, before any line is read: bad lines are not looked into.
+    broken = with_lines(placed, MAX_COMMISSION_LINES + 1)
+    for line in broken.commission_lines:
+        line.payee_kind = pb.PAYEE_KIND_UNSPECIFIED
+    with pytest.raises(InvalidArgument) as refused:
+        client.put_order(broken)
+    assert [v.field for v in refused.value.field_violations] == ["order.commission_lines"]
     # The order is as it was: a preview of a late refund recovers nothing, there are no lines.
     preview = client.preview_clawback(placed.order_id, PAID)
     assert list(preview.lines) == []
