@@ -151,7 +151,9 @@ class ListClawbacksRequest(_message.Message):
     next_page_token to the rest.
     """
     page_token: _builtins.str
-    """A next_page_token of an earlier call with the same filters."""
+    """A next_page_token of an earlier call with the same filters. At most 8,192 characters (the
+    longest a listing makes is about half that).
+    """
     @_builtins.property
     def start_time(self) -> _timestamp_pb2.Timestamp:
         """Only clawbacks recorded at or after this time."""
@@ -270,7 +272,9 @@ class ListTransfersRequest(_message.Message):
     INVALID_ARGUMENT.
     """
     page_token: _builtins.str
-    """A next_page_token of an earlier call for the same account."""
+    """A next_page_token of an earlier call for the same account. At most 8,192 characters (the
+    longest a listing makes is about half that).
+    """
     @_builtins.property
     def account(self) -> _resources_pb2.AccountRef:
         """The account. Required."""

@@ -249,7 +249,9 @@ class ListEntriesRequest(_message.Message):
     INVALID_ARGUMENT.
     """
     page_token: _builtins.str
-    """A next_page_token of an earlier call with the same filters, to go on from there."""
+    """A next_page_token of an earlier call with the same filters, to go on from there. At most
+    8,192 characters (the longest a listing makes is about half that).
+    """
     def __init__(
         self,
         *,

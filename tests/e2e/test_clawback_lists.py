@@ -9,6 +9,7 @@ import pytest
 from aftersales.v1 import resources_pb2 as pb
 from client import InvalidArgument, NotFound
 from server.grpc import common
+from server.service.paging import PageTokens
 from tests.e2e.seed import PAID, wallet
 
 
@@ -134,3 +135,35 @@ def test_an_events_page_stops_before_its_bytes_pass_the_bound_and_the_next_goes_
     count = len(everything.events)
     assert [len(p) for p in pages] == [3] * (count // 3) + ([count % 3] if count % 3 else [])
     assert sum(pages, []) == list(everything.events)
+
+
+# The bound of every page_token, as the protos state it.
+PAGE_TOKEN_BOUND = 8192
+
+
+def test_a_page_token_past_its_bound_is_refused_naming_it(client, seed):
+    shop_id = seed.shop("shop-long-token")
+    too_long = "A" * (PAGE_TOKEN_BOUND + 1)
+    for listing in (
+        lambda: client.list_entries(shop_id=shop_id, page_token=too_long),
+        lambda: client.list_clawbacks(shop_id, page_token=too_long),
+        lambda: client.list_transfers(wallet(shop_id), page_token=too_long),
+    ):
+        with pytest.raises(InvalidArgument) as refused:
+            listing()
+        (violation,) = refused.value.field_violations
+        assert violation.field == "page_token"
+        assert str(PAGE_TOKEN_BOUND) in violation.description
+
+
+def test_the_longest_page_token_a_listing_makes_is_within_the_bound():
+    """Ids of 128 characters each escaped to 12 in the token (outside the Basic Multilingual
+    Plane): the two a listing's filters name and the one its position holds."""
+    longest_id = "\U0001f600" * 128
+    tokens = PageTokens(b"k" * 32)
+    token = tokens.encode((2**63 - 1, longest_id), f"{longest_id}|{longest_id}|EXPIRED")
+    assert len(token) <= PAGE_TOKEN_BOUND
+    assert tokens.decode(token, f"{longest_id}|{longest_id}|EXPIRED", (int, str)) == (
+        2**63 - 1,
+        longest_id,
+    )
