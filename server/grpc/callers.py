@@ -134,8 +134,8 @@ class AccessGuard:
                     "`authorization` metadata (a person's token)",
                 )
             return Caller(identity)
-        if self.tokens is None:
-            return Caller(identity)
+        if self.tokens is None:  # refused at construction; closed all the same
+            raise Unauthenticated(name, "no token can be verified here", person=True)
         try:
             person = self.tokens.person(context.invocation_metadata())
         except TokenRefused as e:

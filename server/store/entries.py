@@ -240,10 +240,6 @@ def _list_entries_query(
     return query.order_by(EntryRow.opened_at.desc(), EntryRow.id.desc()).limit(LIMIT)
 
 
-def _entry(row: EntryRow) -> Entry:
-    return entry_from_values(row.__data__)
-
-
 def entry_from_values(d: dict[str, Any]) -> Entry:
     return restored(
         Entry,
