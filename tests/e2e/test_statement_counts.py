@@ -5,6 +5,7 @@ statement to a hot path fails here, on SQLite and on PostgreSQL."""
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 
 import pytest
 
@@ -46,6 +47,13 @@ BUDGET = {
     # which makes those that do not exist before they are locked.
     "RecordRefund on accounts this process has not seen": 14,
     "GetClawback": 2,
+    # The page, then the lines of its clawbacks.
+    "ListClawbacks": 2,
+    # The account's id, then its page.
+    "ListTransfers": 2,
+    "ListEvents": 1,
+    # The entry it replaces, expired but not yet swept, is marked so by one more statement.
+    "OpenEntry of an order whose entry expired unswept": 7,
     "GetBalances": 1,
     "GetBalances of an owner": 1,
     "GetBalances of accounts and an owner": 2,
@@ -57,6 +65,7 @@ BUDGET = {
 
 SQLITE_MORE = {
     "OpenEntry": 1,
+    "OpenEntry of an order whose entry expired unswept": 1,
     "ApplyAfterSales": 1,
     "PostFunds": 1,
     "PostFunds to a payee's cash": 1,
@@ -139,6 +148,12 @@ def every_rpc(client, seed, clock, run):
     )
     assert clawback.state == pb.CLAWBACK_STATE_RECOVERED and len(clawback.lines) == 4
     run("GetClawback", lambda: client.get_clawback(clawback_id=clawback.clawback_id))
+    listed = run("ListClawbacks", lambda: client.list_clawbacks(case.shop_id))
+    assert [c.clawback_id for c in listed.clawbacks] == [clawback.clawback_id]
+    transfers = run("ListTransfers", lambda: client.list_transfers(wallet(case.shop_id)))
+    assert transfers.transfers
+    events = run("ListEvents", lambda: client.list_events())
+    assert events.events
     run("GetBalances", lambda: client.get_balances([wallet(case.shop_id), deposit(case.shop_id)]))
     run("GetBalances of an owner", lambda: client.get_balances(owner_id=case.shop_id))
     both = run(
@@ -179,6 +194,22 @@ def test_a_refund_on_accounts_another_process_made_keeps_to_its_budget(
     )
 
     assert clawback.state == pb.CLAWBACK_STATE_RECOVERED and len(clawback.lines) == 4
+
+
+def test_re_opening_an_entry_that_expired_unswept_keeps_to_its_budget(
+    client, seed, clock, counted, service
+):
+    case = seed.case("reopen-budget")
+    first = client.open_entry(case.order_id, case.owner_id)
+    clock.advance(service.policy.entry_window + timedelta(seconds=1))  # the sweeper has not run
+
+    again = counted(
+        "OpenEntry of an order whose entry expired unswept",
+        lambda: client.open_entry(case.order_id, case.owner_id),
+    )
+
+    assert again.entry_id != first.entry_id
+    assert client.get_entry(first.entry_id).state == pb.ENTRY_STATE_EXPIRED
 
 
 def test_a_batch_check_of_500_orders_reads_them_in_one_statement(client, seed, counted):
