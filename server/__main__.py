@@ -32,7 +32,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from server import certs, demo, logs, tracing
+from server import certs, demo, logs, settings, tracing
 from server.domain import access, policy
 from server.domain.model import Policy
 from server.grpc import threads
@@ -224,7 +224,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--policy",
         default=None,
-        help=f"policy TOML file (env {policy.ENV_VAR}; default: the shipped policy)",
+        help=f"policy TOML file (env {settings.POLICY_ENV}; default: the shipped policy)",
     )
     p.add_argument(
         "--demo", action="store_true", help="load the demo data set if the database has none"
@@ -310,8 +310,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--access",
         default=None,
-        help=f"access table TOML (env {access.ENV_VAR}; default: the shipped server/access.toml; "
-        "needs --tls-client-ca)",
+        help=f"access table TOML (env {settings.ACCESS_ENV}; default: the shipped "
+        "server/access.toml; needs --tls-client-ca)",
     )
     p.add_argument(
         "--jwks",
@@ -508,7 +508,7 @@ def who_is_checked(
     table = None
     if args.tls_client_ca:
         try:
-            table = access.load(METHOD_NAMES, args.access)
+            table = settings.load_access(METHOD_NAMES, args.access)
         except access.AccessTableError as e:
             raise misconfigured(f"bad access table: {one_line(e)}") from None
         if table.acts_for and tokens is None:
@@ -517,10 +517,10 @@ def who_is_checked(
                 f"({', '.join(sorted(table.acts_for))}): pass --jwks and --token-issuer to "
                 "verify their tokens"
             )
-    elif args.access or os.environ.get(access.ENV_VAR):
+    elif args.access or os.environ.get(settings.ACCESS_ENV):
         # Without client certificates no caller proves an identity for the table to check: a
         # table given then would be read by no one, its mistakes unseen.
-        flag = "--access" if args.access else f"${access.ENV_VAR}"
+        flag = "--access" if args.access else f"${settings.ACCESS_ENV}"
         raise misconfigured(
             f"{flag} needs --tls-client-ca: the access table checks the identities that "
             "callers' certificates prove"
@@ -936,7 +936,7 @@ def main(argv: list[str] | None = None) -> int:
     _configure_logging(args.log_level)
     _interruptible()
     try:
-        the_policy = policy.load(args.policy)
+        the_policy = settings.load_policy(args.policy)
         for warning in policy.warnings(the_policy):
             log.warning(warning)
         count = process_count(args)

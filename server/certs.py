@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from server.domain import access
+from server import settings
 from server.grpc.methods import METHOD_NAMES
 
 VALID_FOR = timedelta(days=30)
@@ -228,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("--token takes staff:ID or buyer:ID")
         print(TokenKey.read(args.folder / "token-key.pem").mint(person, kind))
         return 0
-    table = access.load(METHOD_NAMES, args.access)
+    table = settings.load_access(METHOD_NAMES, args.access)
     names = write_all(args.folder, sorted(table.grants))
     print(
         f"wrote ca.pem, server.pem/.key, {len(names)} client certificates and a token key "

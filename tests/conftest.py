@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import pytest
 
 from client import Client
-from server.domain import policy as policy_module
+from server import settings
 from server.domain.model import Policy
 from server.grpc.app import App
 from server.service import Service
@@ -73,7 +73,7 @@ def clock():
 
 @pytest.fixture
 def policy() -> Policy:
-    return policy_module.load()
+    return settings.load_policy()
 
 
 @pytest.fixture

@@ -1,7 +1,7 @@
 """An in-memory store for the service tests: the protocols of server/service/unit_of_work.py over
 plain dicts and lists, with the semantics of the SQL store (server/store/).
 
-    service = Service(FakeStore(), FakeClock(T0), policy_module.load())
+    service = Service(FakeStore(), FakeClock(T0), settings.load_policy())
 
 Transactions: a unit of work works on its own copy of the committed state and swaps it in on
 `commit()`; leaving without commit (or raising) drops the copy, so nothing is left behind. Write

@@ -23,7 +23,7 @@ import psycopg
 import pytest
 
 from aftersales.v1 import clawback_pb2, entry_pb2, events_pb2, sync_pb2
-from server.domain import policy
+from server import settings
 from server.domain.events import EntryOpened, EventType
 from server.domain.model import AccountKind, AccountRef, ClawbackState
 from server.store.schema import RequestRow, at
@@ -231,7 +231,7 @@ def bulk_loaded(database_url: str, debtor_shops: int) -> Iterator[tuple[ds.Datas
     the data set and the influencer, its connection open until the end of the block."""
     database = ds.Database(database_url)
     try:
-        data = ds.Dataset(database, policy.load().version)
+        data = ds.Dataset(database, settings.load_policy().version)
         data.load_base()
         data.grow(8 * ds.SHOPS)
         yield data, data.load_debtor(debtor_shops)
@@ -300,7 +300,7 @@ def test_the_bulk_loaded_history_left_its_events_and_its_request_ids(store, data
             entry.application_id,
         )
         oldest = min(event.occurred_at for event in page.events)
-        assert oldest > datetime.now(UTC) - policy.load().event_retention  # none to prune
+        assert oldest > datetime.now(UTC) - settings.load_policy().event_retention  # none to prune
 
         [recorded] = [
             e.payload
@@ -325,7 +325,7 @@ def test_the_bulk_loaded_history_left_its_events_and_its_request_ids(store, data
     # Within the request retention too: the benchmark's sweeps forget none of them.
     with store.session():
         first = RequestRow.select(pw.fn.MIN(RequestRow.created_at)).scalar()
-    assert at(first) > datetime.now(UTC) - policy.load().request_retention
+    assert at(first) > datetime.now(UTC) - settings.load_policy().request_retention
 
 
 def test_a_window_shorter_than_a_call_still_counts_whole_calls():

@@ -14,8 +14,8 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from server import settings
 from server.certs import DEV_ISSUER, write_all
-from server.domain import access
 from server.grpc.app import METHOD_NAMES
 from tests.pg import free_port
 
@@ -144,7 +144,7 @@ def test_readme_console_sessions_print_what_the_readme_shows(demo_server, tmp_pa
 def test_readme_secure_session_prints_what_the_readme_shows(tmp_path):
     """The secure mode as the README starts it: `make certs`' certificates, --tls-client-ca."""
     certs = tmp_path / "var" / "certs"
-    write_all(certs, sorted(access.load(METHOD_NAMES).grants))
+    write_all(certs, sorted(settings.load_access(METHOD_NAMES).grants))
     console = (certs / "operator-console.pem").read_bytes(), (certs / "operator-console.key")
     process, address = start_demo_server(
         tmp_path,

@@ -14,17 +14,11 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import os
-import pathlib
-import tomllib
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from server.domain.errors import NotTheAuthenticatedPerson, Unauthenticated
 from server.domain.model import AccountKind, AccountRef
-
-DEFAULT_PATH = pathlib.Path(__file__).parent.parent / "access.toml"
-ENV_VAR = "AFTERSALES_ACCESS"
 
 
 class AccessTableError(ValueError):
@@ -67,16 +61,6 @@ class AccessTable:
         granted = self.grants.get(identity, frozenset())
         service = method.rpartition("/")[0]
         return method in granted or f"{service}/*" in granted
-
-
-def load(known_methods: Iterable[str], path: str | os.PathLike[str] | None = None) -> AccessTable:
-    """The table at `path`, else at $AFTERSALES_ACCESS, else the shipped one."""
-    chosen = pathlib.Path(path or os.environ.get(ENV_VAR) or DEFAULT_PATH)
-    try:
-        raw = tomllib.loads(chosen.read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError) as e:
-        raise AccessTableError(f"cannot read access table {chosen}: {e}") from e
-    return parse(raw, known_methods, source=str(chosen))
 
 
 def parse(

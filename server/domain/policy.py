@@ -1,4 +1,5 @@
-"""Loads the policy (the rules' numbers and switches) from TOML; the shipped one by default.
+"""The policy (the rules' numbers and switches), parsed from its TOML's values (server/settings.py
+reads the file).
 
 Every value is checked by range as well as by type, so that a policy the server accepts cannot
 fail a call later: the version fits the column that records it, and a window added to any time
@@ -8,16 +9,10 @@ of this era stays far inside what dates can hold.
 from __future__ import annotations
 
 import enum
-import os
-import pathlib
-import tomllib
 from datetime import timedelta
 from typing import Any, TypeVar
 
 from server.domain.model import OrderKind, Policy, StaffRole
-
-DEFAULT_PATH = pathlib.Path(__file__).parent.parent / "policy.toml"
-ENV_VAR = "AFTERSALES_POLICY"
 
 # The version is recorded with every entry and clawback, in a column of 64 characters.
 MAX_VERSION_LENGTH = 64
@@ -45,17 +40,6 @@ def warnings(policy: Policy) -> list[str]:
             "no late refund recovers commissions"
         )
     return said
-
-
-def load(path: str | os.PathLike[str] | None = None) -> Policy:
-    """The policy at `path`, else at $AFTERSALES_POLICY, else the shipped default."""
-    chosen = pathlib.Path(path or os.environ.get(ENV_VAR) or DEFAULT_PATH)
-    try:
-        raw = tomllib.loads(chosen.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
-        reason = " ".join(str(e).split())
-        raise PolicyError(f"cannot read policy {chosen}: {reason}") from e
-    return parse(raw, source=str(chosen))
 
 
 def parse(raw: dict[str, Any], source: str = "<policy>") -> Policy:

@@ -51,8 +51,8 @@ from aftersales.v1 import (
     sync_pb2,
     sync_pb2_grpc,
 )
+from server import settings
 from server.certs import DEV_ISSUER, TokenKey
-from server.domain import policy
 from server.grpc.threads import MAX_STREAMS
 from server.store import SqlStore, open_database
 from tests.bench import dataset as ds
@@ -192,7 +192,7 @@ def run_database(
     store.close()
     db = ds.Database(url)
     try:
-        data = ds.Dataset(db, policy.load().version)
+        data = ds.Dataset(db, settings.load_policy().version)
         data.load_base()
         for size in args.sizes:
             log(f"{name}: loading {label(size)} orders")

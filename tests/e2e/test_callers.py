@@ -25,13 +25,13 @@ from grpc_status import rpc_status
 
 from aftersales.v1 import clawback_pb2, entry_pb2, events_pb2, sync_pb2
 from client import Client, Unavailable
+from server import settings
 from server.certs import DEV_ISSUER, Authority, Issued, TokenKey
-from server.domain import access
 from server.grpc.app import METHOD_NAMES
 from tests.e2e.test_process import ROOT, _environment, log_records
 from tests.pg import free_port
 
-TABLE = access.load(METHOD_NAMES)
+TABLE = settings.load_access(METHOD_NAMES)
 
 
 @dataclasses.dataclass
@@ -68,7 +68,7 @@ def a_secured_server(folder: pathlib.Path, database_url: str) -> Iterator[Secure
     login = TokenKey()
     (folder / "jwks.json").write_text(json.dumps(login.jwks()), encoding="utf-8")
     table = folder / "access.toml"
-    shipped = access.DEFAULT_PATH.read_text(encoding="utf-8")
+    shipped = settings.ACCESS_PATH.read_text(encoding="utf-8")
     table.write_text(
         shipped
         + '\n[identities."legacy-batch"]\nmethods = ["aftersales.v1.Clawback/GetBalances"]\n',

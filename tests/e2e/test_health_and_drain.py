@@ -535,7 +535,7 @@ def _wait_for_a_query_waiting_on_the_lock(blocker: psycopg.Connection, url: str)
 def test_open_health_watches_hold_no_rpc_worker(tmp_path):
     """Load balancers keep Watch open for as long as they balance: each must not take one of
     the server's RPC workers, or a few of them would leave none for the calls."""
-    from server.domain import policy
+    from server import settings
     from server.grpc.app import App
     from server.service import Service
     from server.service.clock import SystemClock
@@ -543,7 +543,7 @@ def test_open_health_watches_hold_no_rpc_worker(tmp_path):
 
     store = SqlStore(open_database(f"sqlite:///{tmp_path / 'watch.db'}"))
     store.migrate()
-    service = Service(store, SystemClock(), policy.load())
+    service = Service(store, SystemClock(), settings.load_policy())
     app = App(service, "127.0.0.1:0", workers=1, sweep_interval=None).start()
     try:
         with grpc.insecure_channel(f"127.0.0.1:{app.port}") as channel:

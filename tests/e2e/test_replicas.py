@@ -15,8 +15,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from aftersales.v1 import resources_pb2 as pb
 from client import AfterSalesError, AlreadyExists, Client
-from server import demo
-from server.domain import policy as policy_module
+from server import demo, settings
 from server.service import Service
 from server.service.clock import SystemClock
 from server.store import SqlStore, open_database
@@ -59,7 +58,7 @@ def replicas(postgres_server):
     # The demo data, loaded once, as an upstream would have synced it.
     store = SqlStore(open_database(url))
     store.migrate()
-    demo.load(Service(store, SystemClock(), policy_module.load()))
+    demo.load(Service(store, SystemClock(), settings.load_policy()))
     store.close()
     started = [_start_replica(url) for _ in range(2)]
     clients = [Client(address) for _, address in started]

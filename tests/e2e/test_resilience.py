@@ -5,7 +5,7 @@ import pytest
 
 from aftersales.v1 import resources_pb2 as pb
 from client import Client, Unavailable
-from server.domain import policy
+from server import settings
 from server.grpc.app import App
 from server.service import Service
 from server.service.clock import SystemClock
@@ -21,7 +21,9 @@ def test_a_database_outage_is_unavailable_and_the_service_recovers_when_it_retur
     try:
         store = SqlStore(open_database(database.create_database("outage")))
         store.migrate()
-        app = App(Service(store, SystemClock(), policy.load()), "127.0.0.1:0", workers=2).start()
+        app = App(
+            Service(store, SystemClock(), settings.load_policy()), "127.0.0.1:0", workers=2
+        ).start()
         with Client(f"127.0.0.1:{app.port}", timeout=5) as client:
             shop = pb.Shop(shop_id="shop-outage", status=pb.SHOP_STATUS_NORMAL)
             assert client.put_shop(shop).shop_id == "shop-outage"

@@ -23,8 +23,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed25519
 
+from server import settings
 from server.__main__ import StartupFailed, parse_args, prepare
-from server.domain import policy
 from server.store import SCHEMA_VERSION
 from tests.e2e.test_process import ROOT, ServerProcess, _environment, _wait_until_serving
 from tests.pg import free_port
@@ -377,7 +377,7 @@ def test_a_file_a_flag_names_that_cannot_be_used_is_refused_in_one_line(files, n
     )
 
     with pytest.raises(StartupFailed) as refused:
-        prepare(args, policy.load())
+        prepare(args, settings.load_policy())
 
     assert refused.value.exit_code == CONFIGURATION
     assert words.format(**files) in str(refused.value)
@@ -392,7 +392,7 @@ def test_an_access_table_named_in_the_environment_without_client_certificates_is
     args = parse_args(["--database", files["database"], "--address", "127.0.0.1:0"])
 
     with pytest.raises(StartupFailed) as refused:
-        prepare(args, policy.load())
+        prepare(args, settings.load_policy())
 
     assert refused.value.exit_code == CONFIGURATION
     assert "$AFTERSALES_ACCESS needs --tls-client-ca" in str(refused.value)

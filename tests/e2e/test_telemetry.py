@@ -319,7 +319,7 @@ def test_a_health_watch_is_counted_started_each_status_sent_and_cancelled_when_l
     from grpc_health.v1 import health_pb2, health_pb2_grpc
     from prometheus_client import REGISTRY
 
-    from server.domain import policy
+    from server import settings
     from server.grpc.app import App
     from server.service import Service
     from server.service.clock import SystemClock
@@ -339,7 +339,9 @@ def test_a_health_watch_is_counted_started_each_status_sent_and_cancelled_when_l
     }
     store = SqlStore(open_database(f"sqlite:///{tmp_path / 'watch.db'}"))
     store.migrate()
-    app = App(Service(store, SystemClock(), policy.load()), "127.0.0.1:0", sweep_interval=None)
+    app = App(
+        Service(store, SystemClock(), settings.load_policy()), "127.0.0.1:0", sweep_interval=None
+    )
     app.start()
     try:
         with grpc.insecure_channel(f"127.0.0.1:{app.port}") as channel:

@@ -9,7 +9,7 @@ from datetime import timedelta
 import peewee
 import pytest
 
-from server.domain import policy as policy_module
+from server import settings
 from server.domain.model import EntryState, Shop, ShopStatus
 from server.service import Service, Store
 from server.service.clock import FakeClock
@@ -89,7 +89,7 @@ def test_the_service_runs_on_the_fake_store_alone_without_any_sql(monkeypatch):
         monkeypatch.setattr(peewee.Database, name, no_sql)
     store = FakeStore()
     clock = FakeClock(T0)
-    service = Service(store, clock, policy_module.load())
+    service = Service(store, clock, settings.load_policy())
     fund(service, cash_of("influencer-1"), 5_000)
     setup = a_clawback_setup(service)
 

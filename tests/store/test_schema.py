@@ -96,13 +96,12 @@ def test_a_server_refuses_to_start_on_a_schema_newer_than_its_code(store, servic
 
 
 def test_a_database_of_schema_1_gains_what_came_after_and_keeps_its_data(empty_store, clock):
-    from server import demo
-    from server.domain import policy as policy_module
+    from server import demo, settings
     from server.service import Service
     from server.store.schema import AUDITED
 
     empty_store.migrate()
-    demo.load(Service(empty_store, clock, policy_module.load()))  # rows in every audited table
+    demo.load(Service(empty_store, clock, settings.load_policy()))  # rows in every audited table
     # Back to schema 1: no audit columns, no pending debts, no events, version 1 recorded.
     database = empty_store.database
     with empty_store.session(), database.atomic():

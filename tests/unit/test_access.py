@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from server import settings
 from server.domain import access
 from server.domain.errors import NotTheAuthenticatedPerson
 from server.grpc.app import METHOD_NAMES
@@ -54,7 +55,7 @@ def test_a_malformed_table_is_refused(text):
 
 
 def test_the_shipped_table_loads_and_grants_only_real_methods():
-    shipped = access.load(METHOD_NAMES)
+    shipped = settings.load_access(METHOD_NAMES)
 
     assert shipped.grants
     for methods in shipped.grants.values():
@@ -62,7 +63,7 @@ def test_the_shipped_table_loads_and_grants_only_real_methods():
 
 
 def test_money_moves_only_for_the_systems_that_own_it():
-    shipped = access.load(METHOD_NAMES)
+    shipped = settings.load_access(METHOD_NAMES)
     movers = {
         method: sorted(i for i in shipped.grants if shipped.allows(i, method))
         for method in ("aftersales.v1.Sync/PostFunds", "aftersales.v1.Clawback/RecordRefund")

@@ -6,6 +6,7 @@ from datetime import timedelta
 
 import pytest
 
+from server import settings
 from server.domain import policy as policy_loader
 from server.domain.model import OrderKind, StaffRole
 from server.domain.policy import PolicyError
@@ -16,7 +17,7 @@ DEFAULT_KINDS = {OrderKind.ORDINARY, OrderKind.CROSS_BORDER}
 
 @pytest.fixture(autouse=True)
 def no_policy_in_the_environment(monkeypatch):
-    monkeypatch.delenv(policy_loader.ENV_VAR, raising=False)
+    monkeypatch.delenv(settings.POLICY_ENV, raising=False)
 
 
 def write_policy(tmp_path, text: str, name: str = "policy.toml"):
@@ -29,7 +30,7 @@ def write_policy(tmp_path, text: str, name: str = "policy.toml"):
 
 
 def test_the_shipped_policy_has_the_product_defaults():
-    policy = policy_loader.load()
+    policy = settings.load_policy()
 
     assert policy.completion_window == timedelta(days=120)
     assert policy.entry_window == timedelta(hours=72)
@@ -42,7 +43,7 @@ def test_the_shipped_policy_has_the_product_defaults():
 
 
 def test_loading_the_shipped_file_by_path_gives_the_same_policy():
-    assert policy_loader.load(policy_loader.DEFAULT_PATH) == policy_loader.load()
+    assert settings.load_policy(settings.POLICY_PATH) == settings.load_policy()
 
 
 # --- A policy file of one's own -------------------------------------------------------------------
@@ -51,7 +52,7 @@ def test_loading_the_shipped_file_by_path_gives_the_same_policy():
 def test_a_two_second_window_gives_a_two_second_window(tmp_path):
     path = write_policy(tmp_path, 'version = "fast"\n[entry]\nwindow_seconds = 2\n')
 
-    policy = policy_loader.load(path)
+    policy = settings.load_policy(path)
 
     assert policy.version == "fast"
     assert policy.entry_window == timedelta(seconds=2)
@@ -60,7 +61,7 @@ def test_a_two_second_window_gives_a_two_second_window(tmp_path):
 def test_settings_left_out_of_a_policy_file_keep_their_defaults(tmp_path):
     path = write_policy(tmp_path, 'version = "fast"\n[entry]\nwindow_seconds = 2\n')
 
-    policy = policy_loader.load(path)
+    policy = settings.load_policy(path)
 
     assert policy.completion_window == timedelta(days=120)
     assert policy.opener_roles == DEFAULT_ROLES
@@ -71,21 +72,21 @@ def test_settings_left_out_of_a_policy_file_keep_their_defaults(tmp_path):
 def test_a_policy_file_with_only_a_version_is_the_default_policy(tmp_path):
     path = write_policy(tmp_path, 'version = "bare"\n')
 
-    policy = policy_loader.load(path)
+    policy = settings.load_policy(path)
 
     assert policy.entry_window == timedelta(hours=72)
     assert policy.completion_window == timedelta(days=120)
 
 
 def test_a_policy_without_designated_categories_is_said_to_recover_no_commission(tmp_path):
-    bare = policy_loader.load(write_policy(tmp_path, 'version = "bare"\n'))
+    bare = settings.load_policy(write_policy(tmp_path, 'version = "bare"\n'))
 
     assert bare.designated_categories == frozenset()
     assert policy_loader.warnings(bare) == [
         "the policy designates no category ([clawback] designated_categories): "
         "no late refund recovers commissions"
     ]
-    assert policy_loader.warnings(policy_loader.load()) == []  # the shipped one designates some
+    assert policy_loader.warnings(settings.load_policy()) == []  # the shipped one designates some
 
 
 def test_every_setting_can_be_overridden(tmp_path):
@@ -102,7 +103,7 @@ def test_every_setting_can_be_overridden(tmp_path):
         "retention_seconds = 86400\n",
     )
 
-    policy = policy_loader.load(path)
+    policy = settings.load_policy(path)
 
     assert policy.version == "custom-7"
     assert policy.completion_window == timedelta(days=1)
@@ -120,7 +121,7 @@ def test_the_environment_variable_chooses_the_policy_file(tmp_path, monkeypatch)
     path = write_policy(tmp_path, 'version = "from-env"\n[entry]\nwindow_seconds = 2\n')
     monkeypatch.setenv("AFTERSALES_POLICY", str(path))
 
-    policy = policy_loader.load()
+    policy = settings.load_policy()
 
     assert policy.version == "from-env"
     assert policy.entry_window == timedelta(seconds=2)
@@ -131,14 +132,14 @@ def test_an_explicit_path_wins_over_the_environment_variable(tmp_path, monkeypat
     explicit = write_policy(tmp_path, 'version = "explicit"\n', name="explicit.toml")
     monkeypatch.setenv("AFTERSALES_POLICY", str(from_env))
 
-    assert policy_loader.load(explicit).version == "explicit"
+    assert settings.load_policy(explicit).version == "explicit"
 
 
 def test_an_environment_variable_naming_a_missing_file_is_an_error(tmp_path, monkeypatch):
     monkeypatch.setenv("AFTERSALES_POLICY", str(tmp_path / "nowhere.toml"))
 
     with pytest.raises(PolicyError):
-        policy_loader.load()
+        settings.load_policy()
 
 
 # --- Refused policy files -------------------------------------------------------------------------
@@ -146,7 +147,7 @@ def test_an_environment_variable_naming_a_missing_file_is_an_error(tmp_path, mon
 
 def test_a_missing_policy_file_is_an_error(tmp_path):
     with pytest.raises(PolicyError):
-        policy_loader.load(tmp_path / "missing.toml")
+        settings.load_policy(tmp_path / "missing.toml")
 
 
 @pytest.mark.parametrize(
@@ -195,7 +196,7 @@ def test_a_malformed_policy_file_is_refused(tmp_path, text):
     path = write_policy(tmp_path, text)
 
     with pytest.raises(PolicyError):
-        policy_loader.load(path)
+        settings.load_policy(path)
 
 
 @pytest.mark.parametrize(
@@ -220,7 +221,7 @@ def test_an_unknown_setting_is_refused_by_name(tmp_path, text, named):
     path = write_policy(tmp_path, text)
 
     with pytest.raises(PolicyError, match=named):
-        policy_loader.load(path)
+        settings.load_policy(path)
 
 
 @pytest.mark.parametrize(
@@ -238,7 +239,7 @@ def test_the_campaign_switch_must_be_a_boolean(tmp_path, value):
     )
 
     with pytest.raises(PolicyError):
-        policy_loader.load(path)
+        settings.load_policy(path)
 
 
 # --- Values out of range: one line naming the setting and its limit ------------------------------
@@ -347,7 +348,7 @@ def test_a_value_out_of_range_is_refused_in_one_line_naming_the_setting(tmp_path
     path = write_policy(tmp_path, text)
 
     with pytest.raises(PolicyError) as refused:
-        policy_loader.load(path)
+        settings.load_policy(path)
 
     message = str(refused.value)
     assert message.startswith(f"{path}: ")
@@ -364,7 +365,7 @@ def test_the_limits_themselves_are_accepted(tmp_path):
         "[requests]\nretention_seconds = 3600\n",
     )
 
-    policy = policy_loader.load(path)
+    policy = settings.load_policy(path)
 
     assert len(policy.version) == 64
     assert policy.entry_window == policy.clawback_window == timedelta(days=3650)
@@ -377,6 +378,6 @@ def test_a_file_that_is_not_utf8_is_refused_in_one_line(tmp_path):
     path.write_bytes(b'version = "\xff"\n')
 
     with pytest.raises(PolicyError) as refused:
-        policy_loader.load(path)
+        settings.load_policy(path)
 
     assert "\n" not in str(refused.value)
