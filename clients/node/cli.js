@@ -33,11 +33,58 @@ const OPTIONS = {
   'tls-key': { type: 'string' },
 };
 
+// A command line that cannot be run as given: its message on stderr, exit 2.
+class UsageError extends Error {}
+
+// Seconds above zero and finite: a bad --timeout is the command line's fault (exit 2), not a
+// deadline the server missed.
+function seconds(option, text) {
+  const value = text.trim() === '' ? Number.NaN : Number(text);
+  if (Number.isNaN(value)) throw new UsageError(`${option}: not a number of seconds: '${text}'`);
+  if (!(value > 0 && Number.isFinite(value))) {
+    throw new UsageError(`${option}: must be above zero and finite, not ${text}`);
+  }
+  return value;
+}
+
+// The contents of the file an option names (undefined without one); an unreadable one is a bad
+// command line, said in one line.
+function contentsOf(option, file) {
+  if (file === undefined) return undefined;
+  try {
+    return fs.readFileSync(file);
+  } catch (err) {
+    const reason = err.code === 'EISDIR' ? 'it is a folder' : err.message.replace(/^[A-Z]+: /, '').replace(/,.*$/, '');
+    throw new UsageError(`cannot read ${option} ${file}: ${reason}`);
+  }
+}
+
 function call(stub, method, request, deadlineSeconds) {
-  const deadline = new Date(Date.now() + deadlineSeconds * 1000);
+  // A deadline past what a Date holds is no deadline.
+  const end = Date.now() + deadlineSeconds * 1000;
+  const deadline = end < 8.64e15 ? new Date(end) : Infinity;
   return new Promise((resolve, reject) => {
     stub[method](request, { deadline }, (err, response) => (err ? reject(err) : resolve(response)));
   });
+}
+
+// The client of the options: TLS with --tls-ca, and the caller's own certificate with both
+// --tls-cert and --tls-key.
+function connect(values) {
+  if ((values['tls-cert'] === undefined) !== (values['tls-key'] === undefined)) {
+    throw new UsageError('--tls-cert and --tls-key go together: the certificate and its key');
+  }
+  const tls = {
+    rootCerts: contentsOf('--tls-ca', values['tls-ca']),
+    certChain: contentsOf('--tls-cert', values['tls-cert']),
+    privateKey: contentsOf('--tls-key', values['tls-key']),
+  };
+  try {
+    return createClient(values.address, { token: values.token, ...tls });
+  } catch (err) {
+    // Files that are no PEM certificate or key, or a key that is not the certificate's.
+    throw new UsageError(`the TLS files are not usable: ${err.message}`);
+  }
 }
 
 async function main(argv) {
@@ -58,13 +105,16 @@ async function main(argv) {
     console.error(USAGE);
     return 2;
   }
-  const read = (file) => (file ? fs.readFileSync(file) : undefined);
-  const client = createClient(values.address, {
-    token: values.token,
-    rootCerts: read(values['tls-ca']),
-    certChain: read(values['tls-cert']),
-    privateKey: read(values['tls-key']),
-  });
+  let client;
+  let timeout;
+  try {
+    timeout = seconds('--timeout', values.timeout);
+    client = connect(values);
+  } catch (err) {
+    if (!(err instanceof UsageError)) throw err;
+    console.error(`cli.js: ${err.message}`);
+    return 2;
+  }
   const [method, request] =
     command === 'check'
       ? ['CheckEligibility', { order_id: orderId, operator_id: operatorId }]
@@ -78,7 +128,7 @@ async function main(argv) {
           },
         ];
   try {
-    const response = await call(client.entry, method, request, Number(values.timeout));
+    const response = await call(client.entry, method, request, timeout);
     console.log(JSON.stringify(responseJson('AfterSalesEntry', method, response), null, 2));
     return 0;
   } catch (err) {

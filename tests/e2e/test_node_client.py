@@ -316,3 +316,38 @@ def test_the_node_client_s_help_and_a_bad_option_answer_with_its_usage(node_clie
     assert bad.returncode == 2 and bad.stdout == ""
     assert "--bogus" in bad.stderr and "usage: cli.js" in bad.stderr
     assert "Error" not in bad.stderr and "\n    at " not in bad.stderr  # no stack trace
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["--timeout", "abc"], "--timeout"),
+        (["--timeout", "0"], "--timeout"),
+        (["--timeout=-5"], "--timeout"),
+        (["--timeout", "Infinity"], "--timeout"),
+        (["--tls-ca", "ca.pem", "--tls-cert", "caller.pem"], "--tls-key"),
+        (["--tls-ca", "missing.pem"], "missing.pem"),
+        (["--tls-ca", "ca.pem", "--tls-cert", "caller.pem", "--tls-key", "missing.key"], "missing"),
+        (["--tls-ca", "ca.pem", "--tls-cert", "junk.pem", "--tls-key", "junk.pem"], "TLS"),
+    ],
+)
+def test_a_bad_timeout_or_tls_file_is_a_usage_error_in_one_line(node_client, tmp_path, args, named):
+    """Exit 2 and one line naming what is wrong, before any call (not a deadline missed, nor a
+    stack trace)."""
+    for name in ("ca.pem", "caller.pem"):
+        (tmp_path / name).write_bytes(b"")
+    (tmp_path / "junk.pem").write_text("not a PEM file\n", encoding="utf-8")
+    cli = str(node_client / "cli.js")
+    nobody = f"127.0.0.1:{free_port()}"
+    done = subprocess.run(
+        ["node", cli, "--address", nobody, *args, "check", "order-eligible"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert (done.returncode, done.stdout) == (2, ""), done.stderr
+    assert len(done.stderr.splitlines()) == 1, done.stderr
+    assert named in done.stderr
+    assert "DEADLINE_EXCEEDED" not in done.stderr and "\n    at " not in done.stderr
