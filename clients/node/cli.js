@@ -1,17 +1,33 @@
 #!/usr/bin/env node
 // CheckEligibility and OpenEntry from the command line, like the Python `aftersales check|open`:
-// the response as JSON on stdout, or a refusal's status and decoded details as JSON on stderr
-// (exit 1).
+// the response as JSON on stdout, or a failed call's status and decoded details as JSON on
+// stderr, with the Python command line's exit codes (client/__main__.py):
+//
+//   0  done
+//   1  refused: the request or the rules (INVALID_ARGUMENT, FAILED_PRECONDITION, ALREADY_EXISTS)
+//   2  bad command line
+//   3  not found (NOT_FOUND, OUT_OF_RANGE)
+//   4  the caller is not authenticated or not allowed (UNAUTHENTICATED, PERMISSION_DENIED)
+//   5  the server could not be reached or did not answer in time (UNAVAILABLE,
+//      DEADLINE_EXCEEDED): it may have done it or not; sending the same request again is safe
+//   6  anything else (INTERNAL, CANCELLED, ABORTED...; or a bug of this client, with its stack)
 //
 //   node cli.js [--address HOST:PORT] [--token TOKEN] check ORDER_ID [OPERATOR_ID]
 //   node cli.js [--address HOST:PORT] [--token TOKEN] open ORDER_ID [OPERATOR_ID] [--note TEXT]
 //                                                         [--request-id ID]
+//
+// `open` is one request, named by its request id: --request-id, else a new one. The same request
+// sent again is answered from the server's record and done once; `open` run again without it is
+// a new request. So a failed `open` reports its `request_id`, and when it may have been done or
+// not (exit 5 or 6), `retry`: the shell command that sends the same request again, the token read
+// from AFTERSALES_TOKEN rather than printed.
 //
 // With --tls-ca (and the caller's --tls-cert and --tls-key) the channel is TLS (the secure mode).
 'use strict';
 
 const crypto = require('node:crypto');
 const fs = require('node:fs');
+const path = require('node:path');
 const { parseArgs } = require('node:util');
 const { createClient, richError, responseJson } = require('./aftersales');
 
@@ -59,6 +75,45 @@ function contentsOf(option, file) {
   }
 }
 
+// The exit code of a failed call's status code; 6 for any other.
+const EXIT_CODES = {
+  INVALID_ARGUMENT: 1,
+  FAILED_PRECONDITION: 1,
+  ALREADY_EXISTS: 1,
+  NOT_FOUND: 3,
+  OUT_OF_RANGE: 3,
+  UNAUTHENTICATED: 4,
+  PERMISSION_DENIED: 4,
+  UNAVAILABLE: 5,
+  DEADLINE_EXCEEDED: 5,
+};
+
+// What a retry says for a token: a bearer token is nothing to print where logs keep it.
+const TOKEN = '"$AFTERSALES_TOKEN"';
+
+// `word` as one word of a POSIX shell command line (as Python's shlex.quote).
+function quote(word) {
+  if (/^[\w@%+=:,./-]+$/.test(word)) return word;
+  return `'${word.replace(/'/g, "'\"'\"'")}'`;
+}
+
+// The shell command that sends the request of `values` and `positionals` again: every option as
+// given, the request id the request was sent with, and the token read from AFTERSALES_TOKEN.
+function retryCommand(values, positionals, requestId) {
+  const words = ['node', quote(path.relative(process.cwd(), __filename) || __filename)];
+  for (const option of ['address', 'timeout', 'tls-ca', 'tls-cert', 'tls-key']) {
+    if (values[option] !== undefined) words.push(`--${option}`, quote(values[option]));
+  }
+  if (values.token !== undefined) words.push('--token', TOKEN);
+  const [command, ...rest] = positionals;
+  words.push(command);
+  if (values.note) words.push('--note', quote(values.note));
+  words.push('--request-id', quote(requestId));
+  if (rest.some((word) => word.startsWith('-'))) words.push('--');
+  words.push(...rest.map(quote));
+  return words.join(' ');
+}
+
 function call(stub, method, request, deadlineSeconds) {
   // A deadline past what a Date holds is no deadline.
   const end = Date.now() + deadlineSeconds * 1000;
@@ -101,7 +156,7 @@ async function main(argv) {
     return 0;
   }
   const [command, orderId, operatorId = ''] = positionals;
-  if (!['check', 'open'].includes(command) || orderId === undefined) {
+  if (!['check', 'open'].includes(command) || orderId === undefined || positionals.length > 3) {
     console.error(USAGE);
     return 2;
   }
@@ -124,7 +179,7 @@ async function main(argv) {
             order_id: orderId,
             operator_id: operatorId,
             note: values.note,
-            request_id: values['request-id'] || crypto.randomUUID(),
+            request_id: values['request-id'] ?? crypto.randomUUID(),
           },
         ];
   try {
@@ -133,8 +188,15 @@ async function main(argv) {
     return 0;
   } catch (err) {
     if (err.code === undefined) throw err;
-    console.error(JSON.stringify(richError(err), null, 2));
-    return 1;
+    const report = richError(err);
+    const exitCode = EXIT_CODES[report.code] ?? 6;
+    if (command === 'open') {
+      report.request_id = request.request_id;
+      // It may have been done or not: the same request again, which is done once.
+      if (exitCode >= 5) report.retry = retryCommand(values, positionals, request.request_id);
+    }
+    console.error(JSON.stringify(report, null, 2));
+    return exitCode;
   } finally {
     client.close();
   }
@@ -146,6 +208,6 @@ main(process.argv.slice(2)).then(
   },
   (err) => {
     console.error(err);
-    process.exitCode = 3;
+    process.exitCode = 6;
   },
 );

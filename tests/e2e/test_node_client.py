@@ -7,14 +7,18 @@ lock file; without Node.js or the npm registry the test fails and says so."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
+import os
 import pathlib
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -65,26 +69,26 @@ def node_client() -> pathlib.Path:
     return NODE_CLIENT
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    """`python -m server` with the demo data on SQLite and the shipped policy, shared by the tests
-    of this module: only the opening test writes, on an order of its own."""
-    tmp_path = tmp_path_factory.mktemp("node-client")
+@contextlib.contextmanager
+def a_demo_server(folder: pathlib.Path, *options: str) -> Iterator[ServerProcess]:
+    """`python -m server` with the demo data on SQLite (`folder`/aftersales.db) and the shipped
+    policy, started with `options` too."""
     address = f"127.0.0.1:{free_port()}"
-    stderr = tmp_path / "server.stderr"
+    stderr = folder / "server.stderr"
     command = [
         sys.executable, "-m", "server",
         "--address", address,
-        "--database", f"sqlite:///{tmp_path / 'aftersales.db'}",
+        "--database", f"sqlite:///{folder / 'aftersales.db'}",
         "--drain-seconds", "0",
         "--demo",
-        "--demo-keys", str(tmp_path / "demo"),
+        "--demo-keys", str(folder / "demo"),
+        *options,
     ]  # fmt: skip
     with stderr.open("wb") as sink:
         process = subprocess.Popen(
             command, cwd=ROOT, env=_environment(), stdout=subprocess.DEVNULL, stderr=sink
         )
-    running = ServerProcess(process, address, stderr, tmp_path / "demo")
+    running = ServerProcess(process, address, stderr, folder / "demo")
     try:
         _wait_until_serving(running)
         yield running
@@ -97,12 +101,26 @@ def server(tmp_path_factory):
             process.wait()
 
 
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """The demo server shared by the tests of this module: only the opening test writes, on an
+    order of its own."""
+    with a_demo_server(tmp_path_factory.mktemp("node-client")) as running:
+        yield running
+
+
 @dataclasses.dataclass(frozen=True)
 class Answer:
-    """What a call gave: the response, or the refusal's {code, message, details}."""
+    """What a call gave: the response, or the refusal's {code, message, details} (and an open's
+    request_id, and its retry when it may have been done or not); and the command's exit code."""
 
     ok: bool
     body: dict[str, Any]
+    exit: int = 0
+
+    def status(self) -> dict[str, Any]:
+        """The refusal's {code, message, details}, as the Python client's."""
+        return {key: self.body[key] for key in ("code", "message", "details")}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -139,6 +157,21 @@ def staff(server: ServerProcess, person: str) -> Caller:
     return Caller(server.address, token=server.token("staff", person))
 
 
+# The exit code of each failed call's status, the Python command line's (client/__main__.py);
+# 6 for any other.
+EXIT_CODES = {
+    "INVALID_ARGUMENT": 1,
+    "FAILED_PRECONDITION": 1,
+    "ALREADY_EXISTS": 1,
+    "NOT_FOUND": 3,
+    "OUT_OF_RANGE": 3,
+    "UNAUTHENTICATED": 4,
+    "PERMISSION_DENIED": 4,
+    "UNAVAILABLE": 5,
+    "DEADLINE_EXCEEDED": 5,
+}
+
+
 def node(folder: pathlib.Path, caller: Caller, *args: str) -> Answer:
     """`node cli.js ARGS` as `caller`."""
     done = subprocess.run(
@@ -148,11 +181,18 @@ def node(folder: pathlib.Path, caller: Caller, *args: str) -> Answer:
         text=True,
         timeout=60,
     )
-    assert done.returncode in (0, 1), f"exit {done.returncode}:\n{done.stderr}"
+    return answer_of(done)
+
+
+def answer_of(done: subprocess.CompletedProcess[str]) -> Answer:
+    """What `node cli.js` gave: the response, or the failure its exit code says."""
+    assert done.returncode in (0, 1, 3, 4, 5, 6), f"exit {done.returncode}:\n{done.stderr}"
     if done.returncode == 0:
         return Answer(True, json.loads(done.stdout))
     assert done.stdout == ""
-    return Answer(False, json.loads(done.stderr))
+    failed = Answer(False, json.loads(done.stderr), done.returncode)
+    assert failed.exit == EXIT_CODES.get(failed.body["code"], 6), failed
+    return failed
 
 
 def python(caller: Caller, command: str, order_id: str) -> Answer:
@@ -225,7 +265,9 @@ def test_the_node_client_opens_an_entry_that_the_python_client_then_reads(node_c
     assert not again.ok
     assert again.body["code"] == "ALREADY_EXISTS"
     assert details_of(again, ERROR_INFO)["metadata"]["entry_id"] == opened.body["entry_id"]
-    assert again.body == python(owner, "open", "order-campaign").body
+    assert again.exit == 1
+    assert again.status() == python(owner, "open", "order-campaign").body
+    assert again.body["request_id"] and "retry" not in again.body  # refused: it was not done
 
 
 def test_a_refused_open_entry_decodes_to_every_broken_rule_as_in_python(node_client, server):
@@ -235,7 +277,7 @@ def test_a_refused_open_entry_decodes_to_every_broken_rule_as_in_python(node_cli
 
     assert not by_node.ok and not by_python.ok
     assert by_node.body["code"] == "FAILED_PRECONDITION"
-    assert by_node.body == by_python.body
+    assert by_node.status() == by_python.body
     violations = details_of(by_node, PRECONDITION_FAILURE)["violations"]
     assert len(violations) > 1, "the demo's troubled order should break several rules"
     assert all(v["subject"] == "orders/order-troubled" and v["description"] for v in violations)
@@ -247,25 +289,25 @@ def test_a_refused_open_entry_decodes_to_every_broken_rule_as_in_python(node_cli
 
 
 @pytest.mark.parametrize(
-    ("person", "command", "order_id", "code"),
+    ("person", "command", "order_id", "code", "exit_code"),
     [
-        ("staff-owner", "check", "", "INVALID_ARGUMENT"),
-        ("staff-owner", "open", "", "INVALID_ARGUMENT"),
-        ("staff-owner", "check", "order-pine", "NOT_FOUND"),
-        ("staff-agent", "open", "order-eligible", "PERMISSION_DENIED"),
+        ("staff-owner", "check", "", "INVALID_ARGUMENT", 1),
+        ("staff-owner", "open", "", "INVALID_ARGUMENT", 1),
+        ("staff-owner", "check", "order-pine", "NOT_FOUND", 3),
+        ("staff-agent", "open", "order-eligible", "PERMISSION_DENIED", 4),
     ],
 )
 def test_a_refused_call_gives_the_node_client_the_python_client_s_details(
-    node_client, server, person, command, order_id, code
+    node_client, server, person, command, order_id, code, exit_code
 ):
     caller = staff(server, person)
     by_node = node(node_client, caller, command, order_id)
     by_python = python(caller, command, order_id)
 
     assert not by_node.ok and not by_python.ok
-    assert by_node.body["code"] == code
+    assert (by_node.body["code"], by_node.exit) == (code, exit_code)
     assert by_node.body["details"], by_node.body
-    assert by_node.body == by_python.body
+    assert by_node.status() == by_python.body
 
 
 @pytest.fixture(scope="module")
@@ -300,7 +342,7 @@ def test_the_node_client_calls_in_the_secure_mode_with_its_certificate(
     assert details_of(by_node, ERROR_INFO)["metadata"]["identity"] == (
         "spiffe://platform/operator-console"
     )
-    assert by_node.body == python(console, "open", "order-eligible").body
+    assert by_node.status() == python(console, "open", "order-eligible").body
 
 
 def test_the_node_client_s_help_and_a_bad_option_answer_with_its_usage(node_client):
@@ -351,3 +393,62 @@ def test_a_bad_timeout_or_tls_file_is_a_usage_error_in_one_line(node_client, tmp
     assert len(done.stderr.splitlines()) == 1, done.stderr
     assert named in done.stderr
     assert "DEADLINE_EXCEEDED" not in done.stderr and "\n    at " not in done.stderr
+
+
+@contextlib.contextmanager
+def another_writer(database: pathlib.Path) -> Iterator[None]:
+    """Another writer holding the SQLite database: the server's writes wait for it to let go."""
+    other = sqlite3.connect(database, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+
+
+def test_an_open_left_unanswered_says_its_request_id_and_its_retry_gets_the_entry_once(
+    node_client, tmp_path
+):
+    """The server opens the entry after the caller stopped waiting: exit 5 (done or not), the
+    request id, and the command that sends the same request again, which answers the entry that
+    was opened rather than a refusal or a second entry."""
+    with a_demo_server(tmp_path) as running:
+        token = running.token("staff", "staff-owner")
+        owner = Caller(running.address, token=token)
+        with another_writer(tmp_path / "aftersales.db"):
+            unanswered = node(node_client, owner, "--timeout", "1", "open", "order-eligible")
+
+        assert (unanswered.exit, unanswered.body["code"]) == (5, "DEADLINE_EXCEEDED")
+        request_id = unanswered.body["request_id"]
+        retry = unanswered.body["retry"]
+        assert f"--request-id {request_id}" in retry
+        assert token not in retry and "$AFTERSALES_TOKEN" in retry  # no token in logs
+        retried = subprocess.run(
+            retry,
+            shell=True,
+            cwd=node_client,
+            env={**os.environ, "AFTERSALES_TOKEN": token},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        entry = answer_of(retried)
+        assert entry.ok, entry.body
+        assert (entry.body["order_id"], entry.body["state"]) == (
+            "order-eligible",
+            "ENTRY_STATE_OPEN",
+        )
+        with Client(running.address) as reader:
+            entries = reader.list_entries(order_id="order-eligible").entries
+        assert [e.entry_id for e in entries] == [entry.body["entry_id"]]
+
+
+def test_an_open_with_no_server_to_answer_reports_the_request_id_given(node_client):
+    """--request-id names the request, in the report and in its retry."""
+    nobody = Caller(f"127.0.0.1:{free_port()}", token="a-token")
+    failed = node(node_client, nobody, "open", "order-eligible", "--request-id", "req-42")
+
+    assert (failed.exit, failed.body["code"]) == (5, "UNAVAILABLE")
+    assert failed.body["request_id"] == "req-42"
+    assert "--request-id req-42" in failed.body["retry"] and "a-token" not in failed.body["retry"]
