@@ -93,6 +93,30 @@ function loadStatusTypes() {
 let services;
 let statusTypes;
 
+// Transient failures (the server or its database unavailable, a transaction the database
+// aborted) are retried by gRPC itself, as by the Python client (client/client.py). Safe for every
+// method: reads have no effect and every mutation carries a request_id, so a retried one is
+// answered from the server's record.
+const SERVICE_CONFIG = JSON.stringify({
+  methodConfig: [
+    {
+      name: [
+        { service: 'aftersales.v1.Sync' },
+        { service: 'aftersales.v1.AfterSalesEntry' },
+        { service: 'aftersales.v1.Clawback' },
+        { service: 'aftersales.v1.Events', method: 'ListEvents' },
+      ],
+      retryPolicy: {
+        maxAttempts: 4,
+        initialBackoff: '0.1s',
+        maxBackoff: '1s',
+        backoffMultiplier: 2,
+        retryableStatusCodes: ['UNAVAILABLE', 'ABORTED'],
+      },
+    },
+  ],
+});
+
 function credentialsFor({ rootCerts, privateKey, certChain } = {}) {
   if (rootCerts || privateKey || certChain) {
     return grpc.credentials.createSsl(rootCerts || null, privateKey || null, certChain || null);
@@ -105,7 +129,7 @@ function credentialsFor({ rootCerts, privateKey, certChain } = {}) {
 // `privateKey` and `certChain` (Buffers) make the channel TLS with the caller's certificate.
 function createClient(address, { token, ...tls } = {}) {
   services = services || loadServices();
-  const options = {};
+  const options = { 'grpc.service_config': SERVICE_CONFIG, 'grpc.enable_retries': 1 };
   if (token) {
     options.interceptors = [
       (callOptions, nextCall) =>

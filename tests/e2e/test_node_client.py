@@ -19,12 +19,15 @@ import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
+from concurrent import futures
 from typing import Any
 
+import grpc
 import pytest
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
+from aftersales.v1 import entry_pb2_grpc, resources_pb2
 from client import AfterSalesError, Client
 from tests.e2e.test_callers import a_secured_server
 from tests.e2e.test_process import ROOT, ServerProcess, _environment, _wait_until_serving
@@ -452,3 +455,36 @@ def test_an_open_with_no_server_to_answer_reports_the_request_id_given(node_clie
     assert (failed.exit, failed.body["code"]) == (5, "UNAVAILABLE")
     assert failed.body["request_id"] == "req-42"
     assert "--request-id req-42" in failed.body["retry"] and "a-token" not in failed.body["retry"]
+
+
+class FlakyEntries(entry_pb2_grpc.AfterSalesEntryServicer):
+    """OpenEntry unavailable on its first call, then done: a database that was down a moment."""
+
+    def __init__(self) -> None:
+        self.request_ids: list[str] = []
+
+    def OpenEntry(self, request, context):  # noqa: N802  # the RPC's name
+        self.request_ids.append(request.request_id)
+        if len(self.request_ids) == 1:
+            context.abort(grpc.StatusCode.UNAVAILABLE, "the database is unavailable")
+        return resources_pb2.Entry(
+            entry_id="entry-1", order_id=request.order_id, state=resources_pb2.ENTRY_STATE_OPEN
+        )
+
+
+def test_the_node_client_retries_an_unavailable_open_with_the_same_request_id(node_client):
+    """As the Python client does (client/client.py): UNAVAILABLE is retried by gRPC itself, the
+    same request again."""
+    flaky = FlakyEntries()
+    fake = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    entry_pb2_grpc.add_AfterSalesEntryServicer_to_server(flaky, fake)
+    port = fake.add_insecure_port("127.0.0.1:0")
+    fake.start()
+    try:
+        opened = node(node_client, Caller(f"127.0.0.1:{port}"), "open", "order-eligible")
+    finally:
+        fake.stop(grace=None)
+
+    assert opened.ok, opened.body
+    assert opened.body["entry_id"] == "entry-1"
+    assert len(flaky.request_ids) == 2 and flaky.request_ids[0] == flaky.request_ids[1]
