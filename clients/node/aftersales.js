@@ -124,9 +124,10 @@ function credentialsFor({ rootCerts, privateKey, certChain } = {}) {
   return grpc.credentials.createInsecure();
 }
 
-// The stubs of the three services on one channel. `token` (the signed token of the person the
-// caller acts for) goes as `authorization: Bearer <token>` with every call; `rootCerts`,
-// `privateKey` and `certChain` (Buffers) make the channel TLS with the caller's certificate.
+// The stubs of the four services on one channel: `entry` (AfterSalesEntry), `clawback`, `sync` and
+// `events`. `token` (the signed token of the person the caller acts for) goes as
+// `authorization: Bearer <token>` with every call; `rootCerts`, `privateKey` and `certChain`
+// (Buffers) make the channel TLS with the caller's certificate.
 function createClient(address, { token, ...tls } = {}) {
   services = services || loadServices();
   const options = { 'grpc.service_config': SERVICE_CONFIG, 'grpc.enable_retries': 1 };
@@ -148,6 +149,7 @@ function createClient(address, { token, ...tls } = {}) {
     entry,
     clawback: new services.Clawback(address, credentials, shared),
     sync: new services.Sync(address, credentials, shared),
+    events: new services.Events(address, credentials, shared),
     close: () => entry.close(),
   };
 }

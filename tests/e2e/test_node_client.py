@@ -313,6 +313,36 @@ def test_a_refused_call_gives_the_node_client_the_python_client_s_details(
     assert by_node.status() == by_python.body
 
 
+# A page of the events through the Node client's `events` stub, as JSON on stdout.
+LIST_EVENTS = """
+const { createClient, responseJson } = require('./aftersales');
+const client = createClient(process.argv[1]);
+client.events.ListEvents({ from_oldest: true, page_size: 100 }, (err, page) => {
+  client.close();
+  if (err) throw err;
+  console.log(JSON.stringify(responseJson('Events', 'ListEvents', page)));
+});
+"""
+
+
+def test_the_node_client_lists_the_events_the_python_client_lists(node_client, server):
+    listed = subprocess.run(
+        ["node", "-e", LIST_EVENTS, server.address],
+        cwd=node_client,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert listed.returncode == 0, listed.stderr
+    by_node = json.loads(listed.stdout)
+    with Client(server.address) as client:
+        page = client.list_events(from_oldest=True, page_size=100)
+    by_python = json_format.MessageToDict(page, preserving_proto_field_name=True)
+
+    assert by_node["events"], "the demo's data should have made events"
+    assert by_node == by_python
+
+
 @pytest.fixture(scope="module")
 def secured(tmp_path_factory):
     folder = tmp_path_factory.mktemp("node-secured")
