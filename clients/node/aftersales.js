@@ -40,21 +40,41 @@ function loadServices() {
   return grpc.loadPackageDefinition(definition).aftersales.v1;
 }
 
+// Nanoseconds as the protobuf JSON mapping writes a fraction of a second: nothing for none, else
+// a point and 3, 6 or 9 digits.
+function fraction(nanos) {
+  if (!nanos) return '';
+  const digits = String(nanos).padStart(9, '0');
+  const kept = nanos % 1e6 === 0 ? 3 : nanos % 1e3 === 0 ? 6 : 9;
+  return `.${digits.slice(0, kept)}`;
+}
+
 // A google.protobuf.Timestamp as the protobuf JSON mapping writes it: RFC 3339 in UTC, with 0,
 // 3, 6 or 9 fractional digits (what the Python client prints).
 function rfc3339({ seconds = '0', nanos = 0 }) {
   const whole = new Date(Number(seconds) * 1000).toISOString().slice(0, 19);
-  if (!nanos) return `${whole}Z`;
-  const digits = String(nanos).padStart(9, '0');
-  const kept = nanos % 1e6 === 0 ? 3 : nanos % 1e3 === 0 ? 6 : 9;
-  return `${whole}.${digits.slice(0, kept)}Z`;
+  return `${whole}${fraction(nanos)}Z`;
 }
 
-// The message `value` of the type named `typeName` (in package `pkg`), its timestamps written as
-// in the protobuf JSON mapping.
+// A google.protobuf.Duration as the protobuf JSON mapping writes it: seconds with 0, 3, 6 or 9
+// fractional digits and an "s" ("1s", "0.050s", "-1.500s"), what the Python client prints.
+function durationJson({ seconds = '0', nanos = 0 }) {
+  const whole = BigInt(seconds);
+  const sign = whole < 0n || nanos < 0 ? '-' : '';
+  return `${sign}${whole < 0n ? -whole : whole}${fraction(Math.abs(nanos))}s`;
+}
+
+// The well-known types the JSON mapping writes as strings, by full name.
+const AS_STRINGS = {
+  'google.protobuf.Timestamp': rfc3339,
+  'google.protobuf.Duration': durationJson,
+};
+
+// The message `value` of the type named `typeName` (in package `pkg`), its timestamps (and any
+// durations) written as in the protobuf JSON mapping.
 function jsonOf(typeName, value, pkg = 'aftersales.v1') {
   const name = definition[`${pkg}.${typeName}`] ? `${pkg}.${typeName}` : typeName;
-  if (name === 'google.protobuf.Timestamp') return rfc3339(value);
+  if (AS_STRINGS[name]) return AS_STRINGS[name](value);
   const message = definition[name];
   if (!message || !message.type || value === null || typeof value !== 'object') return value;
   const fields = new Map(message.type.field.map((f) => [f.name, f]));
@@ -87,7 +107,7 @@ function loadStatusTypes() {
     return protobuf.util.path.resolve(origin, target);
   };
   root.loadSync(['google/rpc/status.proto', 'google/rpc/error_details.proto'], { keepCase: true });
-  return root;
+  return root.resolveAll();
 }
 
 let services;
@@ -154,6 +174,29 @@ function createClient(address, { token, ...tls } = {}) {
   };
 }
 
+// The plain object `object` of the protobufjs `type` as the protobuf JSON mapping writes it: its
+// timestamps and durations (RetryInfo.retry_delay) as strings, at any depth.
+function canonical(type, object) {
+  const asString = AS_STRINGS[type.fullName.slice(1)];
+  if (asString) return asString(object);
+  const out = {};
+  for (const [key, value] of Object.entries(object)) {
+    const field = type.fields[key];
+    const inner = field && field.resolvedType;
+    if (!(inner instanceof protobuf.Type)) out[key] = value;
+    else if (field.map) {
+      out[key] = Object.fromEntries(
+        Object.entries(value).map(([k, one]) => [k, canonical(inner, one)]),
+      );
+    } else if (field.repeated) out[key] = value.map((one) => canonical(inner, one));
+    else out[key] = canonical(inner, value);
+  }
+  return out;
+}
+
+// Bytes as the JSON mapping writes them, base64.
+const DETAIL_OPTIONS = { ...OBJECT_OPTIONS, bytes: String };
+
 function decodeDetail(any) {
   const typeName = any.type_url.slice(any.type_url.lastIndexOf('/') + 1);
   let type;
@@ -162,12 +205,14 @@ function decodeDetail(any) {
   } catch {
     return { '@type': any.type_url, value: Buffer.from(any.value).toString('base64') };
   }
-  return { '@type': any.type_url, ...type.toObject(type.decode(any.value), OBJECT_OPTIONS) };
+  const object = type.toObject(type.decode(any.value), DETAIL_OPTIONS);
+  return { '@type': any.type_url, ...canonical(type, object) };
 }
 
 // A failed call as {code, message, details}: the status code's name, the status message and each
 // detail as its fields with "@type" (ErrorInfo, PreconditionFailure, BadRequest, ResourceInfo,
-// RetryInfo...), the shape the Python client's JSON gives.
+// RetryInfo...), in the protobuf JSON mapping the Python client's JSON is in (RetryInfo's
+// retry_delay "1s").
 function richError(err) {
   statusTypes = statusTypes || loadStatusTypes();
   const report = { code: grpc.status[err.code] || String(err.code), message: err.details || '' };

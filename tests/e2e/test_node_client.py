@@ -27,8 +27,9 @@ import pytest
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
-from aftersales.v1 import entry_pb2_grpc, resources_pb2
+from aftersales.v1 import entry_pb2_grpc, events_pb2, resources_pb2
 from client import AfterSalesError, Client
+from client.errors import from_rpc_error
 from tests.e2e.test_callers import a_secured_server
 from tests.e2e.test_process import ROOT, ServerProcess, _environment, _wait_until_serving
 from tests.pg import free_port
@@ -37,6 +38,7 @@ NODE_CLIENT = ROOT / "clients" / "node"
 # What `npm ci` last installed node_modules from: the hash of the package files.
 INSTALLED = NODE_CLIENT / "node_modules" / ".installed-from"
 ERROR_INFO = "type.googleapis.com/google.rpc.ErrorInfo"
+RETRY_INFO = "type.googleapis.com/google.rpc.RetryInfo"
 PRECONDITION_FAILURE = "type.googleapis.com/google.rpc.PreconditionFailure"
 
 
@@ -207,15 +209,21 @@ def python(caller: Caller, command: str, order_id: str) -> Answer:
             else:
                 response = client.open_entry(order_id, "")
         except AfterSalesError as e:
-            details = [
-                {
-                    "@type": f"type.googleapis.com/{d.DESCRIPTOR.full_name}",
-                    **json_format.MessageToDict(d, preserving_proto_field_name=True),
-                }
-                for d in e.details
-            ]
-            return Answer(False, {"code": e.code.name, "message": e.message, "details": details})
+            return Answer(False, refusal(e))
     return Answer(True, json_format.MessageToDict(response, preserving_proto_field_name=True))
+
+
+def refusal(error: AfterSalesError) -> dict[str, Any]:
+    """A refusal as the Python command line prints it: {code, message, details}, each detail in
+    the protobuf JSON mapping with its "@type"."""
+    details = [
+        {
+            "@type": f"type.googleapis.com/{d.DESCRIPTOR.full_name}",
+            **json_format.MessageToDict(d, preserving_proto_field_name=True),
+        }
+        for d in error.details
+    ]
+    return {"code": error.code.name, "message": error.message, "details": details}
 
 
 def details_of(answer: Answer, type_url: str) -> dict[str, Any]:
@@ -518,3 +526,49 @@ def test_the_node_client_retries_an_unavailable_open_with_the_same_request_id(no
     assert opened.ok, opened.body
     assert opened.body["entry_id"] == "entry-1"
     assert len(flaky.request_ids) == 2 and flaky.request_ids[0] == flaky.request_ids[1]
+
+
+# A WatchEvents through the Node client's `events` stub: its refusal, decoded, as JSON on stdout.
+REFUSED_STREAM = """
+const { createClient, richError } = require('./aftersales');
+const client = createClient(process.argv[1]);
+const deadline = Date.now() + 20000;
+const stream = client.events.WatchEvents({ heartbeat_seconds: 1 }, { deadline });
+stream.on('data', () => {});
+stream.on('error', (err) => {
+  client.close();
+  console.log(JSON.stringify(richError(err)));
+});
+"""
+
+
+def test_a_refusal_with_a_retry_delay_decodes_as_in_python(node_client, tmp_path):
+    """A stream the server has no room for is refused with RetryInfo: its retry_delay in the
+    protobuf JSON mapping ("1s"), as the Python client prints it."""
+    with (
+        a_demo_server(tmp_path, "--max-streams", "1") as running,
+        Client(running.address) as client,
+    ):
+        request = events_pb2.WatchEventsRequest(heartbeat_seconds=1)
+        held = client.events.WatchEvents(request, timeout=30)
+        try:
+            next(held)  # served: the one stream the server may serve
+            watched = subprocess.run(
+                ["node", "-e", REFUSED_STREAM, running.address],
+                cwd=node_client,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            with pytest.raises(grpc.RpcError) as refused:
+                next(client.events.WatchEvents(request, timeout=20))
+        finally:
+            held.cancel()
+    assert watched.returncode == 0, watched.stderr
+    by_node = Answer(False, json.loads(watched.stdout))
+    by_python = refusal(from_rpc_error(refused.value))
+
+    assert by_node.body["code"] == "RESOURCE_EXHAUSTED"
+    assert details_of(by_node, RETRY_INFO)["retry_delay"] == "1s"
+    assert details_of(by_node, ERROR_INFO)["metadata"] == {"retryable": "true"}
+    assert by_node.body == by_python
