@@ -258,7 +258,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=_number(float, 0.1, 86_400, " seconds"),
         default="30",
         help="seconds between sweeps, which store expired entries as EXPIRED, pay on the debts "
-        "PostFunds left, prune old events and forget old request ids (0.1 to 86400)",
+        "PostFunds left, fold the movements to and from the outside into the external "
+        "account's balance, prune old events and forget old request ids (0.1 to 86400)",
     )
     p.add_argument(
         "--health-interval",

@@ -416,6 +416,9 @@ class FakeLedger:
             for ref in refs
         }
 
+    def fold_external(self, limit: int) -> int:
+        return 0  # the external account's balance is derived here
+
     def balances_of(self, owner_id: str) -> dict[AccountRef, int]:
         owned = sorted(
             (r for r in self._s.accounts if r.kind.has_owner and r.owner_id == owner_id),

@@ -25,8 +25,8 @@ import pytest
 from aftersales.v1 import clawback_pb2, entry_pb2, events_pb2, sync_pb2
 from server import settings
 from server.domain.events import EntryOpened, EventType
-from server.domain.model import AccountKind, AccountRef, ClawbackState
-from server.store.schema import RequestRow, at
+from server.domain.model import EXTERNAL, AccountKind, AccountRef, ClawbackState
+from server.store.schema import RequestRow, TransferRow, at
 from tests.bench import dataset as ds
 from tests.bench import procfs
 from tests.bench.load import Sample, measure
@@ -252,6 +252,11 @@ def test_the_bulk_loaded_data_is_read_by_the_store_on_a_consistent_ledger(store,
         }
         wallet = AccountRef(AccountKind.ANXIN_WALLET, ds.shop_id(0))
         assert accounts[wallet][0] == ds.WALLET_FUNDS - 2 * (ds.REFUND - 1_800)
+        # The external account's movements are folded into its row, as the sweep leaves them.
+        outside = store.fixed_account_ids[EXTERNAL]
+        external = (TransferRow.from_account == outside) | (TransferRow.to_account == outside)
+        assert TransferRow.select().where(external).count() > 0
+        assert TransferRow.select().where(external & ~TransferRow.folded).count() == 0
 
         clawback = uow.clawbacks.clawback(clawback_id="bench-c-0")
         assert clawback.state is ClawbackState.RECOVERED

@@ -79,9 +79,10 @@ class _Every(threading.Thread):
 
 class Sweeper(_Every):
     """Stores as EXPIRED the entries whose window passed (readers see them EXPIRED already), each
-    with its event, pays on the debts PostFunds left to it, prunes the events older than their
-    retention and forgets the request ids older than theirs: four tasks, each on its own, so that
-    one failing holds up none of the others.
+    with its event, pays on the debts PostFunds left to it, folds the movements to or from the
+    outside into the external account's balance, prunes the events older than their retention
+    and forgets the request ids older than theirs: five tasks, each on its own, so that one
+    failing holds up none of the others.
     A failing task is logged when it starts failing and when it works again, not each time."""
 
     def __init__(self, service: Service, interval: float) -> None:
@@ -94,6 +95,9 @@ class Sweeper(_Every):
         payees = self._task("paying pending debts", self._settle_debts)
         if payees:
             log.info("pending debts paid on", extra={"payee_transactions": payees})
+        folded = self._task("folding external movements", self.service.fold_external_movements)
+        if folded:
+            log.info("external movements folded", extra={"count": folded})
         pruned = self._task("pruning events", self.service.prune_events)
         if pruned:
             log.info("events pruned", extra={"count": pruned})

@@ -204,7 +204,16 @@ class Ledger(Protocol):
     def transfer_with_key(self, idempotency_key: str) -> Transfer | None:
         """The transfer posted with `idempotency_key`, None if there is none."""
 
-    def balances(self, refs: list[AccountRef]) -> dict[AccountRef, int]: ...
+    def balances(self, refs: list[AccountRef]) -> dict[AccountRef, int]:
+        """The accounts' balances, read together; the external account's is minus what all
+        the others hold."""
+
+    def fold_external(self, limit: int) -> int:
+        """Adds at most `limit` of the oldest movements to or from the outside not yet added
+        to the external account's stored balance, which no transfer changes (every movement
+        from outside would queue on its row); returns how many. Its balance as read is the
+        same before and after."""
+
     def balances_of(self, owner_id: str) -> dict[AccountRef, int]:
         """The owner's accounts and their balances, by kind."""
 

@@ -33,6 +33,7 @@ from server.store.schema import (
     at,
     chunked,
     execute_sql,
+    external_unfolded_sum_sql,
     in_list,
     insert_rows,
     members,
@@ -41,16 +42,17 @@ from server.store.schema import (
     rows_query,
     stand_in,
     to_us,
+    unfolded_transfers_sql,
 )
 
 if TYPE_CHECKING:
     from server.store.unit_of_work import SqlStore
 
 # Accounts are locked in this order (then by id) so that concurrent money movements never wait
-# on each other in a cycle. Two accounts are not locked up front: the external account (its
-# balance is derived, its row never changes) and, in a refund, the platform's commission account,
-# whose row is changed by the transaction's last statement (SqlLedger.take_deferred), so that
-# whoever holds it waits on nothing more but the commit.
+# on each other in a cycle. Two accounts are not locked up front: the external account (no
+# transfer changes its row, only the sweep's fold, which holds nothing else) and, in a refund, the
+# platform's commission account, whose row is changed by the transaction's last statement
+# (SqlLedger.take_deferred), so that whoever holds it waits on nothing more but the commit.
 _LOCK_RANK = {
     AccountKind.CASH: 0,
     AccountKind.PLATFORM_COMMISSION: 1,
@@ -129,14 +131,47 @@ class SqlLedger:
             add_by_id(self._store.database, "account", "balance", deferred, floor=False)
 
     def _external_balance(self) -> int:
-        """Money outside the system: minus the sum of every other account."""
-        self.make_deferred()
-        total = (
-            AccountRow.select(pw.fn.COALESCE(pw.fn.SUM(AccountRow.balance), 0))
-            .where(AccountRow.kind != AccountKind.EXTERNAL.value)
-            .scalar()
-        )
-        return -int(total)
+        """Money outside the system: its account's row and the movements not yet folded into it
+        (one statement; its cost is that of the movements since the last sweep)."""
+        external_id = self._store.fixed_account_ids[EXTERNAL]
+        balance = _balance_sql(external_id, sqlite=not self._store.is_postgres)
+        sql = f'SELECT {balance} FROM "account" AS a WHERE a."id" = {external_id}'
+        ((balance,),) = execute_sql(self._store.database, sql).fetchall()
+        return int(balance)
+
+    def fold_external(self, limit: int) -> int:
+        """Adds at most `limit` of the oldest movements to or from the outside not yet added to
+        the external account's balance, and marks them added; how many. On PostgreSQL one
+        statement, and the movements another replica's sweep holds are skipped."""
+        external_id = self._store.fixed_account_ids[EXTERNAL]
+        database = self._store.database
+        p = database.param
+        unfolded = unfolded_transfers_sql(external_id, sqlite=not self._store.is_postgres)
+        picked = f'SELECT "id" {unfolded} ORDER BY "id" LIMIT {p}'
+        change = f'CASE WHEN "to_account_id" = {external_id} THEN "amount" ELSE -"amount" END'
+        if self._store.is_postgres:
+            ((folded,),) = execute_sql(
+                database,
+                f'WITH folded AS (UPDATE "transfer" SET "folded" = TRUE WHERE "id" IN '
+                f'({picked} FOR UPDATE SKIP LOCKED) RETURNING {change} AS "change") '
+                'UPDATE "account" SET "balance" = "balance" + '
+                '(SELECT COALESCE(SUM("change"), 0) FROM folded) '
+                f'WHERE "id" = {external_id} RETURNING (SELECT count(*) FROM folded)',
+                [limit],
+            ).fetchall()
+            return int(folded)
+        changes = execute_sql(
+            database,
+            f'UPDATE "transfer" SET "folded" = TRUE WHERE "id" IN ({picked}) RETURNING {change}',
+            [limit],
+        ).fetchall()
+        if changes:
+            execute_sql(
+                database,
+                f'UPDATE "account" SET "balance" = "balance" + {p} WHERE "id" = {p}',
+                [sum(amount for (amount,) in changes), external_id],
+            )
+        return len(changes)
 
     def post_transfer(
         self,
@@ -155,8 +190,9 @@ class SqlLedger:
         """Moves `amount` in one transaction. With guard_from, the payer may not go below zero
         (InsufficientBalance, nothing posted).
 
-        The external account's balance is not kept on its row (every movement from outside would
-        queue on that one row): it is minus the sum of all others (see _external_balance)."""
+        The external account's row is not changed here (every movement from outside would queue
+        on that one row): the sweep folds the movements into it after their commit
+        (fold_external), and a read adds those not yet folded (_external_balance)."""
         movement = Movement(
             from_account, to_account, amount, kind, reference, idempotency_key, memo
         )
@@ -369,9 +405,16 @@ class SqlLedger:
         self, with_: str, where: str, params: Sequence[object], *, lock: bool
     ) -> list[tuple[int, AccountRef, int]]:
         self.make_deferred()
-        sql = (
-            f'{with_}SELECT a."id", a."kind", a."owner_id", a."balance" FROM "account" AS a {where}'
+        # The external account is never locked (lock_accounts leaves it out): a read of it adds
+        # the movements not yet folded into its row.
+        balance = (
+            'a."balance"'
+            if lock
+            else _balance_sql(
+                self._store.fixed_account_ids[EXTERNAL], sqlite=not self._store.is_postgres
+            )
         )
+        sql = f'{with_}SELECT a."id", a."kind", a."owner_id", {balance} FROM "account" AS a {where}'
         if lock:
             sql += f' ORDER BY {_RANK_SQL}, a."id"'
             if self._store.is_postgres:
@@ -383,11 +426,9 @@ class SqlLedger:
         ]
 
     def balances(self, refs: list[AccountRef]) -> dict[AccountRef, int]:
-        """Balances of the named accounts; an account that never moved money has zero."""
-        kept = [r for r in refs if r.kind is not AccountKind.EXTERNAL]
-        found = {ref: balance for _, ref, balance in self._select(kept)}
-        if len(kept) < len(refs):
-            found[EXTERNAL] = self._external_balance()
+        """Balances of the named accounts, read together (BATCH at a time); an account that
+        never moved money has zero."""
+        found = {ref: balance for _, ref, balance in self._select(refs)}
         return {ref: found.get(ref, 0) for ref in refs}
 
     def balances_of(self, owner_id: str) -> dict[AccountRef, int]:
@@ -450,6 +491,13 @@ class SqlLedger:
         if EXTERNAL in accounts:
             accounts[EXTERNAL] = (self._external_balance(), accounts[EXTERNAL][1])
         return sum(kept for kept, _ in accounts.values()), accounts
+
+
+def _balance_sql(external_id: int, *, sqlite: bool) -> str:
+    """An account's balance as a read sees it (`a` the account's row): its row's, and for the
+    external account the movements not yet folded into it, which its partial index holds."""
+    unfolded = external_unfolded_sum_sql(external_id, sqlite=sqlite)
+    return f'a."balance" + CASE WHEN a."id" = {external_id} THEN ({unfolded}) ELSE 0 END'
 
 
 # Stand-ins for the values of the ListTransfers query, replaced when it runs (SqlStore.run_bound).

@@ -13,6 +13,7 @@ from server.store.events import EVENT_LOCK
 from server.store.schema import (
     AUDITED,
     EVENTS_PRUNED_THROUGH,
+    EXTERNAL_UNFOLDED_INDEX,
     MODELS,
     AccountRow,
     EventRow,
@@ -20,10 +21,12 @@ from server.store.schema import (
     SchemaVersionRow,
     SettingRow,
     execute_sql,
+    external_unfolded_sql,
+    external_unfolded_sum_sql,
     to_us,
 )
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 
 # The namespace of the migration's PostgreSQL advisory lock (the first key of the two-key form).
 MIGRATION_LOCK_SPACE = 726_0431
@@ -164,6 +167,57 @@ def _migrate_to_8(database: pw.Database) -> None:
 
 
 # Index i brings the schema from version i to i + 1. Append; never edit a released step.
+def _migrate_to_9(database: pw.Database) -> None:
+    """The external account's balance on its row, as every other account's, read in one
+    statement of bounded cost (it was minus the sum of every other account, a read of them
+    all). Writers do not change that row (every movement from outside would queue on it):
+    the sweep adds their movements to it after their commit (Ledger.fold_external), and a read
+    adds those not yet added, which a partial index holds. The row starts at what the other
+    accounts sum to, and every movement made before counts as added. Replicas still at step 8
+    write as before: their movements are added by the sweep too."""
+    postgres = isinstance(database, pw.PostgresqlDatabase)
+    ((external_id,),) = execute_sql(
+        database,
+        f'SELECT "id" FROM "account" WHERE "kind" = {database.param}',
+        [AccountKind.EXTERNAL.value],
+    ).fetchall()
+    unfolded = external_unfolded_sql(external_id)
+    present = {column.name for column in database.get_columns("transfer")}
+    if "folded" not in present:
+        if postgres:
+            # The rows there are count as added (no rewrite: the default is kept in the
+            # catalogue); those inserted from now on, by any replica, as not. The table is
+            # locked until this transaction ends, so no movement falls between the two.
+            execute_sql(
+                database,
+                'ALTER TABLE "transfer" ADD COLUMN "folded" boolean NOT NULL DEFAULT true',
+            )
+            execute_sql(database, 'ALTER TABLE "transfer" ALTER COLUMN "folded" SET DEFAULT false')
+        else:
+            # SQLite cannot change a column's default: added as not folded, then the external
+            # movements there are marked (this transaction holds the only writer).
+            execute_sql(
+                database,
+                'ALTER TABLE "transfer" ADD COLUMN "folded" BOOLEAN NOT NULL DEFAULT FALSE',
+            )
+            execute_sql(database, f'UPDATE "transfer" SET "folded" = TRUE WHERE {unfolded}')
+    execute_sql(
+        database,
+        f'CREATE INDEX IF NOT EXISTS "{EXTERNAL_UNFOLDED_INDEX}" ON "transfer" ("id") '
+        f"WHERE {unfolded}",
+    )
+    # Read after the table is locked: what the other accounts sum to, every movement committed
+    # before it included, and none after; less the movements a read adds (none, unless the
+    # column was there already, as in a database step 1 of this code made).
+    not_folded = external_unfolded_sum_sql(external_id, sqlite=not postgres)
+    execute_sql(
+        database,
+        'UPDATE "account" SET "balance" = -(SELECT COALESCE(SUM("balance"), 0) FROM "account" '
+        f'WHERE "kind" <> {database.param}) - ({not_folded}) WHERE "id" = {database.param}',
+        [AccountKind.EXTERNAL.value, external_id],
+    )
+
+
 MIGRATIONS: list[Callable[[pw.Database], None]] = [
     _migrate_to_1,
     _migrate_to_2,
@@ -173,6 +227,7 @@ MIGRATIONS: list[Callable[[pw.Database], None]] = [
     _migrate_to_6,
     _migrate_to_7,
     _migrate_to_8,
+    _migrate_to_9,
 ]
 assert len(MIGRATIONS) == SCHEMA_VERSION
 

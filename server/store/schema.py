@@ -237,8 +237,9 @@ class AccountRow(_Base):
     id = pw.AutoField()
     kind = pw.CharField(max_length=32)
     owner_id = pw.CharField(max_length=128, default="")
-    # Maintained in the same transaction as every transfer (but for the external account's, see
-    # Store.post_transfer); tests check it against the transfers.
+    # Maintained in the same transaction as every transfer (but for the external account's,
+    # which the sweep brings up to date: SqlLedger.fold_external); tests check it against the
+    # transfers.
     balance = pw.BigIntegerField(default=0)
 
     class Meta:
@@ -260,6 +261,10 @@ class TransferRow(_Base):
     posted_at = pw.BigIntegerField()
     recorded_by_service = audit_column(256)
     recorded_by_person = audit_column(192)
+    # A movement to or from the outside, once added to the external account's balance
+    # (Ledger.fold_external); those not yet are found by their index (unfolded_transfers_sql).
+    # The database's default: the inserts name no value for it.
+    folded = pw.BooleanField(default=False, constraints=[pw.SQL("DEFAULT FALSE")])
 
     class Meta:
         table_name = "transfer"
@@ -275,6 +280,35 @@ TransferRow.add_index(
 TransferRow.add_index(
     TransferRow.index(TransferRow.to_account, TransferRow.id, name="transfer_to_newest").safe(True)
 )
+
+
+EXTERNAL_UNFOLDED_INDEX = "transfer_external_unfolded"
+
+
+def external_unfolded_sql(external_id: int) -> str:
+    """The condition of the movements to or from the external account (its id, a number this
+    database gave it) not yet folded into its balance: the partial index
+    EXTERNAL_UNFOLDED_INDEX's."""
+    account = int(external_id)
+    return f'NOT "folded" AND ("from_account_id" = {account} OR "to_account_id" = {account})'
+
+
+def unfolded_transfers_sql(external_id: int, *, sqlite: bool) -> str:
+    """`FROM ... WHERE ...` of those movements, read through their partial index: named on
+    SQLite, whose planner, without statistics, would rather read every external movement there
+    ever was through the indexes by account."""
+    hint = f' INDEXED BY "{EXTERNAL_UNFOLDED_INDEX}"' if sqlite else ""
+    return f'FROM "transfer"{hint} WHERE {external_unfolded_sql(external_id)}'
+
+
+def external_unfolded_sum_sql(external_id: int, *, sqlite: bool) -> str:
+    """A query of what those movements add to the external account's balance (a bigint on both
+    databases: PostgreSQL's sum of bigints is a numeric)."""
+    account = int(external_id)
+    return (
+        f'SELECT CAST(COALESCE(SUM(CASE WHEN "to_account_id" = {account} THEN "amount" '
+        f'ELSE -"amount" END), 0) AS BIGINT) {unfolded_transfers_sql(account, sqlite=sqlite)}'
+    )
 
 
 class PendingDebtsRow(_Base):

@@ -567,14 +567,20 @@ class Dataset:
 
     def _settle(self, mark: int) -> None:
         """Moves the balances of the accounts that transfers after `mark` touched, as the
-        store's own transfers do (the external account keeps no balance of its own)."""
+        store's own transfers do, and the external account's as the sweep does, its movements
+        marked folded (so that the server's sweeps find none of them to fold while measured)."""
         self.db.execute(
             "UPDATE account SET balance = balance + moved.amount FROM ("
             "SELECT account_id, SUM(amount) AS amount FROM ("
             f"SELECT to_account_id AS account_id, amount FROM transfer WHERE id > {mark} "
             f"UNION ALL SELECT from_account_id, -amount FROM transfer WHERE id > {mark}"
             ") AS legs GROUP BY account_id) AS moved "
-            "WHERE account.id = moved.account_id AND account.kind <> 'EXTERNAL'"
+            "WHERE account.id = moved.account_id"
+        )
+        outside = "(SELECT id FROM account WHERE kind = 'EXTERNAL')"
+        self.db.execute(
+            f"UPDATE transfer SET folded = TRUE WHERE id > {mark} AND NOT folded "
+            f"AND (from_account_id = {outside} OR to_account_id = {outside})"
         )
 
     # --- orders for the timed writes ------------------------------------------------------------

@@ -53,12 +53,23 @@ def full_scans(store, sql, params):
     scanned = []
     for *_, detail in plan:
         scan = SCAN.match(detail)
-        if scan:
+        if scan and not _through_a_partial_index(store, detail):
             name = scan.group(2) or scan.group(1)
             aliases = {alias: table for table in TABLES for alias in (table, *_aliases(sql, table))}
             if name in aliases:
                 scanned.append(f"{aliases[name]} ({detail})")
     return scanned
+
+
+def _through_a_partial_index(store, detail):
+    """A scan of a partial index reads only the rows its condition holds (the movements the
+    sweep has not folded yet), not the table."""
+    through = re.search(r"USING (?:COVERING )?INDEX (\S+)", detail)
+    if through is None:
+        return False
+    table = SCAN.match(detail).group(1)
+    listed = execute_sql(store.database, f'PRAGMA index_list("{table}")').fetchall()
+    return any(row[1] == through.group(1) and row[4] for row in listed)
 
 
 def full_sort(store, sql, params):
@@ -120,6 +131,7 @@ def test_no_rpc_reads_a_whole_table(client, seed, clock, store, service, stateme
     run("ListEvents", lambda: client.list_events(from_oldest=True))
     run("BatchCheckEligibility", lambda: client.batch_check_eligibility(*_batch(seed, client)))
     run("the sweeper's expiry", lambda: service.expire_entries())
+    run("the sweeper's folding of external movements", lambda: service.fold_external_movements())
     clock.advance(service.policy.request_retention)
     run("the sweeper's forgetting of request ids", lambda: service.prune_requests())
 
