@@ -203,6 +203,7 @@ class EntryUseCases(UseCases):
             if not_owner and viewer is not None:
                 raise NotFound("order", order_id)
             if not_owner:
+                # Refused for that alone: the state of another's order is not theirs to learn.
                 raise PermissionDenied(
                     subject, not_owner, {"order_id": order_id, "buyer_id": buyer_id}
                 )
