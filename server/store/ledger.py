@@ -133,7 +133,7 @@ class SqlLedger:
     def _external_balance(self) -> int:
         """Money outside the system: its account's row and the movements not yet folded into it
         (one statement; its cost is that of the movements since the last sweep)."""
-        external_id = self._store.fixed_account_ids[EXTERNAL]
+        external_id = self._store.external_account_id()
         balance = _balance_sql(external_id, sqlite=not self._store.is_postgres)
         sql = f'SELECT {balance} FROM "account" AS a WHERE a."id" = {external_id}'
         ((balance,),) = execute_sql(self._store.database, sql).fetchall()
@@ -143,7 +143,7 @@ class SqlLedger:
         """Adds at most `limit` of the oldest movements to or from the outside not yet added to
         the external account's balance, and marks them added; how many. On PostgreSQL one
         statement, and the movements another replica's sweep holds are skipped."""
-        external_id = self._store.fixed_account_ids[EXTERNAL]
+        external_id = self._store.external_account_id()
         database = self._store.database
         p = database.param
         unfolded = unfolded_transfers_sql(external_id, sqlite=not self._store.is_postgres)
@@ -410,9 +410,7 @@ class SqlLedger:
         balance = (
             'a."balance"'
             if lock
-            else _balance_sql(
-                self._store.fixed_account_ids[EXTERNAL], sqlite=not self._store.is_postgres
-            )
+            else _balance_sql(self._store.external_account_id(), sqlite=not self._store.is_postgres)
         )
         sql = f'{with_}SELECT a."id", a."kind", a."owner_id", {balance} FROM "account" AS a {where}'
         if lock:

@@ -151,6 +151,17 @@ class SqlStore:
             for ref in (EXTERNAL, PLATFORM_COMMISSION)
         }
 
+    def external_account_id(self) -> int:
+        """The external account's id, read once (a store that neither migrated nor checked the
+        schema has not read it yet)."""
+        found = self.fixed_account_ids.get(EXTERNAL)
+        if found is None:
+            found = AccountRow.get(
+                (AccountRow.kind == EXTERNAL.kind.value) & (AccountRow.owner_id == "")
+            ).id
+            self.fixed_account_ids = {**self.fixed_account_ids, EXTERNAL: found}
+        return found
+
     def knows_accounts(self, refs: Collection[AccountRef]) -> None:
         """Keeps `refs`, committed, as accounts that exist (known_accounts)."""
         known = self.known_accounts
