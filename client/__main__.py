@@ -5,7 +5,7 @@ with a code that says what kind of failure it was:
 
     0  done (also when the reader of the output stops reading it, as `| head` does)
     1  refused: the request or the rules (INVALID_ARGUMENT, FAILED_PRECONDITION, ALREADY_EXISTS)
-    2  bad command line
+    2  bad command line (an unreadable or malformed --tls-* file included)
     3  not found (NOT_FOUND), or events pruned past the position asked for (OUT_OF_RANGE)
     4  the caller is not authenticated or not allowed (UNAUTHENTICATED, PERMISSION_DENIED)
     5  the server could not be reached or did not answer in time (UNAVAILABLE,
@@ -37,7 +37,7 @@ from google.protobuf.message import Message
 
 from aftersales.v1 import clawback_pb2, events_pb2, resources_pb2
 from client import AfterSalesError, Client
-from client.client import new_request_id
+from client.client import check_certificates, check_private_key, new_request_id
 from client.errors import from_rpc_error
 
 # The commands that change something: each is one request (see above).
@@ -341,11 +341,44 @@ EXIT_CODES = {
 }
 
 
-def _read(path: str) -> bytes | None:
+class _BadCommandLine(Exception):
+    """What makes the command line unusable before any call: one line on stderr, exit 2."""
+
+
+def _read(option: str, path: str) -> bytes | None:
+    """The bytes of the file an option names (None when not given)."""
     try:
         return pathlib.Path(path).read_bytes() if path else None
     except OSError as e:
-        raise SystemExit(f"aftersales: cannot read {path}: {e.strerror}") from None
+        raise _BadCommandLine(f"{option}: cannot read {path}: {e.strerror}") from None
+
+
+def _client(args: argparse.Namespace) -> Client:
+    """The client the options describe: the TLS files read and checked first, since gRPC
+    aborts the process on a certificate without its key and fails a file that is not PEM as if
+    the server were unavailable."""
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise _BadCommandLine("--tls-cert and --tls-key go together: give both or neither")
+    root = _read("--tls-ca", args.tls_ca)
+    chain = _read("--tls-cert", args.tls_cert)
+    key = _read("--tls-key", args.tls_key)
+    try:
+        if root is not None:
+            check_certificates(root, f"--tls-ca {args.tls_ca}")
+        if chain is not None:
+            check_certificates(chain, f"--tls-cert {args.tls_cert}")
+        if key is not None:
+            check_private_key(key, f"--tls-key {args.tls_key}")
+        return Client(
+            args.address,
+            timeout=args.timeout,
+            root_certificates=root,
+            certificate_chain=chain,
+            private_key=key,
+            token=args.token or None,
+        )
+    except ValueError as e:
+        raise _BadCommandLine(str(e)) from None
 
 
 def _fix(args: argparse.Namespace) -> list[str]:
@@ -397,14 +430,12 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
     again = _fix(args) if args.command in MUTATIONS else None
-    with Client(
-        args.address,
-        timeout=args.timeout,
-        root_certificates=_read(args.tls_ca),
-        certificate_chain=_read(args.tls_cert),
-        private_key=_read(args.tls_key),
-        token=args.token or None,
-    ) as client:
+    try:
+        client = _client(args)
+    except _BadCommandLine as bad:
+        print(f"{parser.prog}: error: {bad}", file=sys.stderr)
+        return 2
+    with client:
         try:
             run(args, client)
             sys.stdout.flush()  # here, where a reader that left is answered below

@@ -14,6 +14,8 @@ from datetime import datetime
 from typing import Any, ParamSpec, Protocol, TypedDict, TypeVar, Unpack
 
 import grpc
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from google.protobuf import timestamp_pb2
 
 from aftersales.v1 import (
@@ -65,6 +67,24 @@ def timestamp(moment: datetime | None) -> timestamp_pb2.Timestamp | None:
     ts = timestamp_pb2.Timestamp()
     ts.FromDatetime(moment)
     return ts
+
+
+def check_certificates(pem: bytes, what: str) -> None:
+    """Raises ValueError, naming `what`, unless `pem` holds one PEM certificate or more: gRPC
+    would otherwise fail each call as UNAVAILABLE (retryable), as if the server were down."""
+    try:
+        x509.load_pem_x509_certificates(pem)
+    except ValueError:
+        raise ValueError(f"{what} holds no PEM certificate") from None
+
+
+def check_private_key(pem: bytes, what: str) -> None:
+    """Raises ValueError, naming `what`, unless `pem` is an unencrypted PEM private key (the
+    only kind gRPC takes)."""
+    try:
+        serialization.load_pem_private_key(pem, password=None)
+    except (ValueError, TypeError):  # TypeError: encrypted
+        raise ValueError(f"{what} is not an unencrypted PEM private key") from None
 
 
 _P = ParamSpec("_P")
@@ -185,10 +205,22 @@ class Client:
     ) -> None:
         """With `root_certificates` (PEM: the CA the server's certificate comes from) the channel
         is TLS; with `certificate_chain` and `private_key` too, this client proves its identity
-        with its own certificate (servers started with --tls-client-ca require one). `token` is
-        the signed token of the person this client acts for, sent with every call (TLS only)."""
+        with its own certificate (servers started with --tls-client-ca require one): the two go
+        together. Raises ValueError when one comes without the other, or when one is not PEM
+        (a certificate or key that is PEM but wrong, such as another CA, shows only at the
+        handshake: each call fails with Unavailable). `token` is the signed token of the person
+        this client acts for, sent with every call."""
         if channel is not None and (token or root_certificates or certificate_chain):
             raise ValueError("a channel given is used as it is: give its credentials to it")
+        # gRPC aborts the whole process on a certificate without its key (or the reverse).
+        if bool(certificate_chain) != bool(private_key):
+            raise ValueError("certificate_chain and private_key go together: give both or neither")
+        if root_certificates:
+            check_certificates(root_certificates, "root_certificates")
+        if certificate_chain:
+            check_certificates(certificate_chain, "certificate_chain")
+        if private_key:
+            check_private_key(private_key, "private_key")
         self._own_channel = channel is None
         options = [("grpc.service_config", _SERVICE_CONFIG), ("grpc.enable_retries", 1)]
         if channel is None:

@@ -116,7 +116,12 @@ class AlreadyExists(AfterSalesError):
 
 class Unavailable(AfterSalesError):
     """The server could not be reached, is shutting down, or its database is unavailable
-    (`reason` DATABASE_UNAVAILABLE); retrying with the same request_id is safe."""
+    (`reason` DATABASE_UNAVAILABLE); retrying with the same request_id is safe.
+
+    A failed TLS handshake is UNAVAILABLE too, with no details (`domain` empty): a CA that is
+    not the server's, a client certificate the server refuses, TLS to a plaintext server or the
+    reverse. `retryable` is then True all the same, but no retry will succeed: an Unavailable
+    that persists with an empty `domain` is worth checking the channel's settings for."""
 
 
 class Aborted(AfterSalesError):

@@ -4,10 +4,13 @@ times) right after the command name, and no bearer token in the clear."""
 from __future__ import annotations
 
 import shlex
+import subprocess
+import sys
 
 import pytest
 
-from client.__main__ import _retry, build_parser
+from client.__main__ import _retry, build_parser, main
+from server.certs import Authority
 
 
 def test_the_retry_says_the_request_id_after_the_command_and_before_a_double_dash():
@@ -45,3 +48,67 @@ def test_the_command_line_takes_no_abbreviated_option():
     ):
         with pytest.raises(SystemExit):
             parser.parse_args(argv)
+
+
+# --- A bad command line: exit 2 with one line, before any call ------------------------------------
+
+
+def _cli(capsys, *argv: str) -> tuple[int, str]:
+    code = main(["--address", "127.0.0.1:1", *argv])
+    return code, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("option", ["--tls-cert", "--tls-key"])
+def test_a_client_certificate_without_its_key_or_the_reverse_is_a_bad_command_line(
+    tmp_path, option
+):
+    """In a process of its own: gRPC aborts the process it is given one of the two in."""
+    pem = tmp_path / "one.pem"
+    pem.write_bytes(Authority().cert_pem)
+
+    done = subprocess.run(
+        [sys.executable, "-m", "client", "--address", "127.0.0.1:1", option, str(pem), "get", "e"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines() == [
+        "aftersales: error: --tls-cert and --tls-key go together: give both or neither"
+    ]
+
+
+@pytest.mark.parametrize("option", ["--tls-ca", "--tls-cert", "--tls-key"])
+def test_an_unreadable_tls_file_is_a_bad_command_line(capsys, tmp_path, option):
+    issued = Authority().client("spiffe://test/caller")
+    files = {"--tls-cert": tmp_path / "c.pem", "--tls-key": tmp_path / "c.key"}
+    files["--tls-cert"].write_bytes(issued.cert)
+    files["--tls-key"].write_bytes(issued.key)
+    files[option] = tmp_path / "missing.pem"
+    argv = [word for name, path in files.items() for word in (name, str(path))]
+
+    code, err = _cli(capsys, *argv, "get", "entry-1")
+
+    assert code == 2
+    [line] = err.strip().splitlines()
+    assert line.startswith(f"aftersales: error: {option}: cannot read ")
+
+
+@pytest.mark.parametrize("option", ["--tls-ca", "--tls-cert", "--tls-key"])
+def test_a_tls_file_that_is_not_pem_is_a_bad_command_line(capsys, tmp_path, option):
+    authority = Authority()
+    issued = authority.client("spiffe://test/caller")
+    contents = {"--tls-ca": authority.cert_pem, "--tls-cert": issued.cert, "--tls-key": issued.key}
+    contents[option] = b"not PEM\n"
+    argv = []
+    for name, content in contents.items():
+        path = tmp_path / name.removeprefix("--")
+        path.write_bytes(content)
+        argv += [name, str(path)]
+
+    code, err = _cli(capsys, *argv, "get", "entry-1")
+
+    assert code == 2
+    [line] = err.strip().splitlines()
+    assert line.startswith(f"aftersales: error: {option} ")

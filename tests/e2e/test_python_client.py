@@ -1,0 +1,82 @@
+"""The Python client as its callers use it: what it refuses before any call, what it raises when a
+call fails, and how it retries, against a real server in this process (SQLite) where one is
+needed."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from client import Client
+from server.certs import Authority
+
+
+@pytest.fixture
+def database_url(tmp_path):
+    """SQLite only: what is tested here is the client, not the store."""
+    return f"sqlite:///{tmp_path / 'aftersales.db'}"
+
+
+@pytest.fixture(scope="module")
+def authority() -> Authority:
+    return Authority()
+
+
+def run_python(script: str) -> subprocess.CompletedProcess[str]:
+    """`script` in a process of its own: what gRPC aborts takes only that process down."""
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(script)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+# --- TLS material -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("given", ["certificate_chain", "private_key"])
+def test_a_client_certificate_without_its_key_or_the_reverse_is_a_value_error(authority, given):
+    issued = authority.client("spiffe://test/caller")
+    pem = issued.cert if given == "certificate_chain" else issued.key
+
+    done = run_python(
+        f"""
+        from client import Client
+        try:
+            Client("127.0.0.1:1", {given}={pem!r})
+        except ValueError as e:
+            print("ValueError:", e)
+        """
+    )
+
+    assert done.returncode == 0, done.stderr
+    assert "certificate_chain and private_key go together" in done.stdout
+
+
+@pytest.mark.parametrize("argument", ["root_certificates", "certificate_chain", "private_key"])
+def test_tls_material_that_is_not_pem_is_a_value_error_naming_it(authority, argument):
+    issued = authority.client("spiffe://test/caller")
+    given = {
+        "root_certificates": authority.cert_pem,
+        "certificate_chain": issued.cert,
+        "private_key": issued.key,
+    }
+    given[argument] = b"not a PEM file\n"
+
+    with pytest.raises(ValueError, match=argument):
+        Client("127.0.0.1:1", **given)  # type: ignore[arg-type]
+
+
+def test_good_tls_material_makes_a_client(authority):
+    issued = authority.client("spiffe://test/caller")
+
+    Client(
+        "127.0.0.1:1",
+        root_certificates=authority.cert_pem,
+        certificate_chain=issued.cert,
+        private_key=issued.key,
+    ).close()
