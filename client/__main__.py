@@ -150,14 +150,29 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("order_id")
     c.add_argument("amount", type=int, help="in fen")
     c.add_argument("--application", default="", help="the application it came through")
-    c.add_argument("--started-at", type=_time, default=None, help="ISO 8601; default now")
-    c.add_argument("--paid-at", type=_time, default=None, help="ISO 8601; default now")
+    c.add_argument(
+        "--started-at",
+        type=_time,
+        default=None,
+        help="ISO 8601 (UTC unless it says its offset); default now",
+    )
+    c.add_argument(
+        "--paid-at",
+        type=_time,
+        default=None,
+        help="ISO 8601 (UTC unless it says its offset); default now",
+    )
     c.add_argument("--request-id", default=None)
 
     c = sub.add_parser("preview", help="what a late refund of AMOUNT would recover now")
     c.add_argument("order_id")
     c.add_argument("amount", type=int, help="in fen")
-    c.add_argument("--started-at", type=_time, default=None, help="ISO 8601; default now")
+    c.add_argument(
+        "--started-at",
+        type=_time,
+        default=None,
+        help="ISO 8601 (UTC unless it says its offset); default now",
+    )
 
     c = sub.add_parser("clawback", help="one clawback, by its id or --refund id")
     c.add_argument("clawback_id", nargs="?", default="")

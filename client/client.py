@@ -58,12 +58,21 @@ _SERVICE_CONFIG = json.dumps(
 
 
 def new_request_id() -> str:
+    """A new request id (a random UUID), as the mutations make when given none."""
     return str(uuid.uuid4())
 
 
-def timestamp(moment: datetime | None) -> timestamp_pb2.Timestamp | None:
+def timestamp(moment: datetime | None, name: str = "moment") -> timestamp_pb2.Timestamp | None:
+    """`moment` as a protobuf Timestamp (None stays None). It must be timezone-aware: a naive
+    datetime raises ValueError naming the argument `name`, since taking it as UTC (or as local
+    time) would be a guess, hours off wherever the guess is wrong."""
     if moment is None:
         return None
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise ValueError(
+            f"{name} is a naive datetime: give an aware one, e.g. datetime.now(UTC) "
+            "or with a tzinfo"
+        )
     ts = timestamp_pb2.Timestamp()
     ts.FromDatetime(moment)
     return ts
@@ -405,8 +414,8 @@ class Client:
                 order_id=order_id,
                 application_id=application_id,
                 amount=amount,
-                started_at=timestamp(started_at),
-                paid_at=timestamp(paid_at),
+                started_at=timestamp(started_at, "started_at"),
+                paid_at=timestamp(paid_at, "paid_at"),
                 request_id=request_id or new_request_id(),
             ),
             timeout=self.timeout,
@@ -418,7 +427,7 @@ class Client:
     ) -> resources_pb2.RefundClawback:
         return self.clawbacks.PreviewClawback(
             clawback_pb2.PreviewClawbackRequest(
-                order_id=order_id, amount=amount, started_at=timestamp(started_at)
+                order_id=order_id, amount=amount, started_at=timestamp(started_at, "started_at")
             ),
             timeout=self.timeout,
         )
@@ -449,8 +458,8 @@ class Client:
             clawback_pb2.ListClawbacksRequest(
                 shop_id=shop_id,
                 state=state,
-                start_time=timestamp(start_time),
-                end_time=timestamp(end_time),
+                start_time=timestamp(start_time, "start_time"),
+                end_time=timestamp(end_time, "end_time"),
                 page_size=page_size,
                 page_token=page_token,
             ),

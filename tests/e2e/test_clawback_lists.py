@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, timedelta
 
 import pytest
 
@@ -53,8 +53,8 @@ def test_clawbacks_filter_by_state_and_time(client, refunded):
     not_eligible = client.list_clawbacks(case.shop_id, state=pb.CLAWBACK_STATE_NOT_ELIGIBLE)
     assert [c.refund_id for c in not_eligible.clawbacks] == ["rf-list-3", "rf-list-1"]
 
-    start = clawbacks[1].created_at.ToDatetime()
-    end = clawbacks[3].created_at.ToDatetime()
+    start = clawbacks[1].created_at.ToDatetime(UTC)
+    end = clawbacks[3].created_at.ToDatetime(UTC)
     window = client.list_clawbacks(case.shop_id, start_time=start, end_time=end)
     assert [c.refund_id for c in window.clawbacks] == ["rf-list-2", "rf-list-1"]
 

@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 from concurrent import futures
+from datetime import UTC
 
 import grpc
 import pytest
@@ -141,8 +142,8 @@ def a_late_refund(clients: list[Client], i: int) -> None:
         order.order_id,
         PAID,
         application_id=application.application_id,
-        started_at=entry.opened_at.ToDatetime(),
-        paid_at=entry.opened_at.ToDatetime(),
+        started_at=entry.opened_at.ToDatetime(UTC),
+        paid_at=entry.opened_at.ToDatetime(UTC),
     )
     cash = pb.AccountRef(kind=pb.ACCOUNT_KIND_CASH, owner_id=f"kol-{i % 7}")
     client().post_funds(cash, 700)

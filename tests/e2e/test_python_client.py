@@ -7,6 +7,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+from datetime import UTC, datetime
 
 import pytest
 
@@ -80,3 +81,25 @@ def test_good_tls_material_makes_a_client(authority):
         certificate_chain=issued.cert,
         private_key=issued.key,
     ).close()
+
+
+# --- Times --------------------------------------------------------------------------------------
+
+NAIVE = datetime(2026, 6, 1, 20, 0)  # 20:00 where? UTC, or Shanghai's clock: no way to tell
+AWARE = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("method", "argument"),
+    [
+        (lambda c, t: c.record_refund("r", "o", 1, started_at=t, paid_at=AWARE), "started_at"),
+        (lambda c, t: c.record_refund("r", "o", 1, started_at=AWARE, paid_at=t), "paid_at"),
+        (lambda c, t: c.preview_clawback("o", 1, started_at=t), "started_at"),
+        (lambda c, t: c.list_clawbacks("shop", start_time=t), "start_time"),
+        (lambda c, t: c.list_clawbacks("shop", end_time=t), "end_time"),
+    ],
+)
+def test_a_naive_datetime_is_refused_naming_the_argument_before_any_call(method, argument):
+    with Client("127.0.0.1:1", timeout=5) as client:
+        with pytest.raises(ValueError, match=f"^{argument} is a naive datetime"):
+            method(client, NAIVE)
