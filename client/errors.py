@@ -189,10 +189,18 @@ _DETAIL_TYPES = (
 
 
 def from_rpc_error(error: grpc.RpcError) -> AfterSalesError:
-    """The typed exception for a failed call."""
+    """The typed exception for a failed call: its class by the status code, with the details
+    of the status's `grpc-status-details-bin` trailer (none when that trailer is of another
+    status than the call's, as when a proxy rewrote the status)."""
     # Every RpcError a call raises is also its grpc.Call (the stubs keep the two apart); from_call
     # reads only its code, details and trailing metadata.
-    status: status_pb2.Status | None = rpc_status.from_call(cast(grpc.Call, error))
+    status: status_pb2.Status | None
+    try:
+        status = rpc_status.from_call(cast(grpc.Call, error))
+    except ValueError:
+        # The details are of another status than the call's (a proxy rewrote the code or the
+        # message): the call's own status stands, without them.
+        status = None
     details: list[Message] = []
     message = error.details() or ""
     if status is not None:

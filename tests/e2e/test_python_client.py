@@ -4,14 +4,20 @@ needed."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import textwrap
+from concurrent import futures
 from datetime import UTC, datetime
 
+import grpc
 import pytest
+from google.rpc import code_pb2, status_pb2
 
-from client import Client
+from aftersales.v1 import entry_pb2, resources_pb2
+from client import Client, Unavailable
+from client.__main__ import main
 from server.certs import Authority
 
 
@@ -103,3 +109,51 @@ def test_a_naive_datetime_is_refused_naming_the_argument_before_any_call(method,
     with Client("127.0.0.1:1", timeout=5) as client:
         with pytest.raises(ValueError, match=f"^{argument} is a naive datetime"):
             method(client, NAIVE)
+
+
+# --- Statuses ------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def rewriting_proxy():
+    """A server standing for a proxy that rewrote a refusal's status to UNAVAILABLE and kept the
+    original status's details trailer, now of another code and message than the call's."""
+    trailer = status_pb2.Status(code=code_pb2.NOT_FOUND, message="entry 'e' not found")
+
+    def get_entry(request, context):
+        context.set_trailing_metadata([("grpc-status-details-bin", trailer.SerializeToString())])
+        context.abort(grpc.StatusCode.UNAVAILABLE, "upstream connect error")
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    handler = grpc.method_handlers_generic_handler(
+        "aftersales.v1.AfterSalesEntry",
+        {
+            "GetEntry": grpc.unary_unary_rpc_method_handler(
+                get_entry,
+                request_deserializer=entry_pb2.GetEntryRequest.FromString,
+                response_serializer=resources_pb2.Entry.SerializeToString,
+            )
+        },
+    )
+    server.add_generic_rpc_handlers((handler,))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    yield f"127.0.0.1:{port}"
+    server.stop(grace=None)
+
+
+def test_details_of_another_status_than_the_call_s_give_the_call_s_typed_error(rewriting_proxy):
+    with Client(rewriting_proxy, timeout=5) as client:
+        with pytest.raises(Unavailable) as failed:
+            client.get_entry("e")
+
+    assert failed.value.message == "upstream connect error"
+    assert failed.value.details == []
+
+
+def test_the_cli_reports_such_a_status_as_json_not_a_traceback(rewriting_proxy, capsys):
+    code = main(["--address", rewriting_proxy, "--timeout", "5", "get", "e"])
+
+    assert code == 5
+    report = json.loads(capsys.readouterr().err)
+    assert (report["code"], report["details"]) == ("UNAVAILABLE", [])
