@@ -217,8 +217,19 @@ class Client:
         with its own certificate (servers started with --tls-client-ca require one): the two go
         together. Raises ValueError when one comes without the other, or when one is not PEM
         (a certificate or key that is PEM but wrong, such as another CA, shows only at the
-        handshake: each call fails with Unavailable). `token` is the signed token of the person
-        this client acts for, sent with every call."""
+        handshake: each call fails with Unavailable).
+
+        `token` is the signed token of the person this client acts for, sent with every call
+        as `authorization: Bearer <token>`, over TLS or plaintext alike: on plaintext anyone on
+        the path may read it, so use TLS beyond loopback. Surrounding whitespace (a token file's
+        trailing newline) is stripped; a token that still holds characters a header value may
+        not (control characters, non-ASCII) raises ValueError."""
+        if token is not None:
+            token = token.strip()
+            if not all(" " <= c <= "~" for c in token):
+                raise ValueError(
+                    "token holds characters a header value may not (only printable ASCII)"
+                )
         if channel is not None and (token or root_certificates or certificate_chain):
             raise ValueError("a channel given is used as it is: give its credentials to it")
         # gRPC aborts the whole process on a certificate without its key (or the reverse).

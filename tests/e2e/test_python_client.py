@@ -16,9 +16,11 @@ import pytest
 from google.rpc import code_pb2, status_pb2
 
 from aftersales.v1 import entry_pb2, resources_pb2
-from client import Client, Unavailable
+from client import Client, NotFound, Unavailable
 from client.__main__ import main
-from server.certs import Authority
+from server.certs import DEV_AUDIENCE, DEV_ISSUER, Authority, TokenKey
+from server.grpc.app import App
+from server.grpc.tokens import TokenSettings, TokenVerifier
 
 
 @pytest.fixture
@@ -157,3 +159,39 @@ def test_the_cli_reports_such_a_status_as_json_not_a_traceback(rewriting_proxy, 
     assert code == 5
     report = json.loads(capsys.readouterr().err)
     assert (report["code"], report["details"]) == ("UNAVAILABLE", [])
+
+
+# --- Tokens --------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def login(tmp_path) -> TokenKey:
+    """The login service: its key signs the people's tokens, the server trusts its JWKS."""
+    key = TokenKey()
+    (tmp_path / "jwks.json").write_text(json.dumps(key.jwks()), encoding="utf-8")
+    return key
+
+
+@pytest.fixture
+def server(service, login, tmp_path):
+    """A server in this process that authenticates the people calls act for."""
+    tokens = TokenVerifier(TokenSettings(tmp_path / "jwks.json", DEV_ISSUER, DEV_AUDIENCE))
+    app = App(service, "127.0.0.1:0", workers=4, tokens=tokens, sweep_interval=3600).start()
+    yield app
+    app.stop(grace=1)
+
+
+def test_a_token_read_from_a_file_with_its_newline_is_sent_without_it(server, login, tmp_path):
+    token_file = tmp_path / "token"
+    token_file.write_text(login.mint("buyer-1", "buyer") + "\n", encoding="utf-8")
+
+    with Client(f"127.0.0.1:{server.port}", token=token_file.read_text(), timeout=5) as buyer:
+        # The server knew the buyer: the order is simply none of theirs.
+        with pytest.raises(NotFound):
+            buyer.get_buyer_order_entry("order-nobody-has")
+
+
+@pytest.mark.parametrize("token", ["eyJ.a\nb.sig", "eyJ.a\x00b.sig", "eyJ.\u00e9.sig"])
+def test_a_token_no_header_may_carry_is_a_value_error(token):
+    with pytest.raises(ValueError, match="^token "):
+        Client("127.0.0.1:1", token=token)
