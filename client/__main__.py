@@ -9,8 +9,12 @@ with a code that says what kind of failure it was:
     3  not found (NOT_FOUND), or events pruned past the position asked for (OUT_OF_RANGE)
     4  the caller is not authenticated or not allowed (UNAUTHENTICATED, PERMISSION_DENIED)
     5  the server could not be reached or did not answer in time (UNAVAILABLE,
-       DEADLINE_EXCEEDED): it may have done it or not; sending the same request again is safe
+       DEADLINE_EXCEEDED), or a command that changes something was interrupted (Ctrl-C, reported
+       as CANCELLED) before its answer came: it may have done it or not; sending the same
+       request again is safe
     6  anything else (INTERNAL: a bug on the server)
+  130  a command that changes nothing was interrupted (Ctrl-C); `events --follow`, which runs
+       until Ctrl-C, exits 0 then
 
 A command that changes something (open, apply, funds, refund) is one request, named by its
 request id: the one given with --request-id, else a new one. The same request sent again is
@@ -343,6 +347,10 @@ def run(args: argparse.Namespace, client: Client) -> None:
             )
 
 
+# Exit codes the status codes do not give (see the module's docstring).
+UNKNOWN_OUTCOME = 5
+INTERRUPTED = 130
+
 EXIT_CODES = {
     grpc.StatusCode.INVALID_ARGUMENT: 1,
     grpc.StatusCode.FAILED_PRECONDITION: 1,
@@ -351,8 +359,8 @@ EXIT_CODES = {
     grpc.StatusCode.OUT_OF_RANGE: 3,
     grpc.StatusCode.UNAUTHENTICATED: 4,
     grpc.StatusCode.PERMISSION_DENIED: 4,
-    grpc.StatusCode.UNAVAILABLE: 5,
-    grpc.StatusCode.DEADLINE_EXCEEDED: 5,
+    grpc.StatusCode.UNAVAILABLE: UNKNOWN_OUTCOME,
+    grpc.StatusCode.DEADLINE_EXCEEDED: UNKNOWN_OUTCOME,
 }
 
 
@@ -455,7 +463,18 @@ def main(argv: list[str] | None = None) -> int:
             run(args, client)
             sys.stdout.flush()  # here, where a reader that left is answered below
         except KeyboardInterrupt:
-            return 0
+            if again is None:  # a read: nothing was done
+                return 0 if args.command == "events" and args.follow else INTERRUPTED
+            # A mutation sent may have been done or not, as when no answer came in time.
+            interrupted = {
+                "code": grpc.StatusCode.CANCELLED.name,
+                "message": "interrupted before the answer came: it may have been done or not",
+                "details": [],
+                "request_id": args.request_id,
+                "retry": _retry(parser.prog, argv, args.command, again),
+            }
+            print(json.dumps(interrupted, indent=2, ensure_ascii=False), file=sys.stderr)
+            return UNKNOWN_OUTCOME
         except BrokenPipeError:
             # The reader of the output left (`| head`): what it read was done; nothing more
             # is to be written, not even by the interpreter flushing stdout at exit.

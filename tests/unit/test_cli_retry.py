@@ -3,9 +3,13 @@ times) right after the command name, and no bearer token in the clear."""
 
 from __future__ import annotations
 
+import json
 import shlex
+import signal
+import socket
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -112,3 +116,63 @@ def test_a_tls_file_that_is_not_pem_is_a_bad_command_line(capsys, tmp_path, opti
     assert code == 2
     [line] = err.strip().splitlines()
     assert line.startswith(f"aftersales: error: {option} ")
+
+
+# --- Ctrl-C ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def silent_server():
+    """An address that takes connections and never answers: a call waits there until stopped."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        listener.settimeout(30)
+        yield listener
+
+
+def _interrupted(listener: socket.socket, *argv: str) -> subprocess.CompletedProcess[str]:
+    """`python -m client ARGV` against the silent server, sent SIGINT once its call is on the
+    wire, as an operator's Ctrl-C."""
+    address = f"127.0.0.1:{listener.getsockname()[1]}"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "client", "--address", address, "--timeout", "60", *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    connection, _ = listener.accept()  # the call's channel connects
+    with connection:
+        time.sleep(0.3)
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=30)
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
+def test_a_mutation_interrupted_before_its_answer_reports_an_unknown_outcome_and_its_retry(
+    silent_server,
+):
+    done = _interrupted(silent_server, "funds", "CASH", "kol-1", "500")
+
+    assert done.returncode == 5, done.stderr
+    assert done.stdout == ""
+    report = json.loads(done.stderr)
+    assert report["code"] == "CANCELLED"
+    retry = shlex.split(report["retry"])
+    assert retry[retry.index("--request-id") + 1] == report["request_id"]
+    assert build_parser().parse_args(retry[1:]).amount == 500
+
+
+def test_a_read_interrupted_exits_130(silent_server):
+    done = _interrupted(silent_server, "get", "entry-1")
+
+    assert done.returncode == 130, done.stderr
+    assert (done.stdout, done.stderr) == ("", "")
+
+
+def test_events_follow_stopped_by_ctrl_c_exits_0(silent_server):
+    """Following runs until Ctrl-C: that is its end, not a failure."""
+    done = _interrupted(silent_server, "events", "--follow")
+
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
