@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import functools
 import json
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
-from typing import Any, ParamSpec, Protocol, TypedDict, TypeVar, Unpack
+from typing import Any, Protocol, TypedDict, TypeVar, Unpack
 
 import grpc
 from cryptography import x509
@@ -96,19 +95,8 @@ def check_private_key(pem: bytes, what: str) -> None:
         raise ValueError(f"{what} is not an unencrypted PEM private key") from None
 
 
-_P = ParamSpec("_P")
-_R = TypeVar("_R")
-
-
-def _typed_errors(method: Callable[_P, _R]) -> Callable[_P, _R]:
-    @functools.wraps(method)
-    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
-        try:
-            return method(*args, **kwargs)
-        except grpc.RpcError as e:
-            raise from_rpc_error(e) from None
-
-    return wrapper
+_Request = TypeVar("_Request")
+_Response = TypeVar("_Response")
 
 
 # The most events one message of a stream may hold (events.proto): a message costs the server
@@ -135,6 +123,7 @@ class EntryFilters(TypedDict, total=False):
     order_id: str
     state: resources_pb2.EntryState.ValueType
     page_size: int
+    timeout: float | None  # each page's
 
 
 class ClawbackFilters(TypedDict, total=False):
@@ -144,12 +133,14 @@ class ClawbackFilters(TypedDict, total=False):
     start_time: datetime | None
     end_time: datetime | None
     page_size: int
+    timeout: float | None  # each page's
 
 
 class TransferFilters(TypedDict, total=False):
     """The filters of Client.list_transfers, for Client.iter_transfers."""
 
     page_size: int
+    timeout: float | None  # each page's
 
 
 class _Bearer(
@@ -199,7 +190,9 @@ class _CallDetails(
 
 class Client:
     """A client of one server. `channel` may be given (e.g. a secure channel); otherwise an
-    insecure one to `address` is made. Every call takes `timeout` seconds at most."""
+    insecure one to `address` is made. Every call takes `timeout` seconds at most, unless the
+    call is given its own `timeout=` (seconds; None: the client's): a client shared by threads
+    gives each call its own rather than changing the client's."""
 
     def __init__(
         self,
@@ -265,6 +258,19 @@ class Client:
         self.clawbacks = clawback_pb2_grpc.ClawbackStub(self.channel)
         self.events = events_pb2_grpc.EventsStub(self.channel)
 
+    def _call(
+        self,
+        rpc: grpc.UnaryUnaryMultiCallable[_Request, _Response],
+        request: _Request,
+        timeout: float | None,
+    ) -> _Response:
+        """`rpc(request)` within `timeout` seconds (None: the client's), a failure raised as
+        its typed exception."""
+        try:
+            return rpc(request, timeout=self.timeout if timeout is None else timeout)
+        except grpc.RpcError as e:
+            raise from_rpc_error(e) from None
+
     def close(self) -> None:
         if self._own_channel:
             self.channel.close()
@@ -277,19 +283,21 @@ class Client:
 
     # --- Sync ---------------------------------------------------------------------------------
 
-    @_typed_errors
-    def put_shop(self, shop: resources_pb2.Shop) -> resources_pb2.Shop:
-        return self.sync.PutShop(sync_pb2.PutShopRequest(shop=shop), timeout=self.timeout)
+    def put_shop(
+        self, shop: resources_pb2.Shop, *, timeout: float | None = None
+    ) -> resources_pb2.Shop:
+        return self._call(self.sync.PutShop, sync_pb2.PutShopRequest(shop=shop), timeout)
 
-    @_typed_errors
-    def put_staff(self, staff: resources_pb2.Staff) -> resources_pb2.Staff:
-        return self.sync.PutStaff(sync_pb2.PutStaffRequest(staff=staff), timeout=self.timeout)
+    def put_staff(
+        self, staff: resources_pb2.Staff, *, timeout: float | None = None
+    ) -> resources_pb2.Staff:
+        return self._call(self.sync.PutStaff, sync_pb2.PutStaffRequest(staff=staff), timeout)
 
-    @_typed_errors
-    def put_order(self, order: resources_pb2.Order) -> resources_pb2.Order:
-        return self.sync.PutOrder(sync_pb2.PutOrderRequest(order=order), timeout=self.timeout)
+    def put_order(
+        self, order: resources_pb2.Order, *, timeout: float | None = None
+    ) -> resources_pb2.Order:
+        return self._call(self.sync.PutOrder, sync_pb2.PutOrderRequest(order=order), timeout)
 
-    @_typed_errors
     def post_funds(
         self,
         account: resources_pb2.AccountRef,
@@ -297,59 +305,65 @@ class Client:
         *,
         memo: str = "",
         request_id: str | None = None,
+        timeout: float | None = None,
     ) -> sync_pb2.PostFundsResponse:
-        return self.sync.PostFunds(
+        return self._call(
+            self.sync.PostFunds,
             sync_pb2.PostFundsRequest(
                 request_id=request_id or new_request_id(), account=account, amount=amount, memo=memo
             ),
-            timeout=self.timeout,
+            timeout,
         )
 
     # --- The entry ----------------------------------------------------------------------------
 
-    @_typed_errors
     def check_eligibility(
-        self, order_id: str, operator_id: str
+        self, order_id: str, operator_id: str, *, timeout: float | None = None
     ) -> entry_pb2.CheckEligibilityResponse:
-        return self.entries.CheckEligibility(
+        return self._call(
+            self.entries.CheckEligibility,
             entry_pb2.CheckEligibilityRequest(order_id=order_id, operator_id=operator_id),
-            timeout=self.timeout,
+            timeout,
         )
 
-    @_typed_errors
     def batch_check_eligibility(
-        self, order_ids: Iterable[str], operator_id: str = ""
+        self, order_ids: Iterable[str], operator_id: str = "", *, timeout: float | None = None
     ) -> entry_pb2.BatchCheckEligibilityResponse:
         """check_eligibility of up to 500 orders in one call: one result per order id, in
         order; an order nobody has or of another shop is a result whose `error` is NOT_FOUND."""
-        return self.entries.BatchCheckEligibility(
+        return self._call(
+            self.entries.BatchCheckEligibility,
             entry_pb2.BatchCheckEligibilityRequest(
                 order_ids=list(order_ids), operator_id=operator_id
             ),
-            timeout=self.timeout,
+            timeout,
         )
 
-    @_typed_errors
     def open_entry(
-        self, order_id: str, operator_id: str, *, note: str = "", request_id: str | None = None
+        self,
+        order_id: str,
+        operator_id: str,
+        *,
+        note: str = "",
+        request_id: str | None = None,
+        timeout: float | None = None,
     ) -> resources_pb2.Entry:
-        return self.entries.OpenEntry(
+        return self._call(
+            self.entries.OpenEntry,
             entry_pb2.OpenEntryRequest(
                 order_id=order_id,
                 operator_id=operator_id,
                 note=note,
                 request_id=request_id or new_request_id(),
             ),
-            timeout=self.timeout,
+            timeout,
         )
 
-    @_typed_errors
-    def get_entry(self, entry_id: str) -> resources_pb2.Entry:
-        return self.entries.GetEntry(
-            entry_pb2.GetEntryRequest(entry_id=entry_id), timeout=self.timeout
+    def get_entry(self, entry_id: str, *, timeout: float | None = None) -> resources_pb2.Entry:
+        return self._call(
+            self.entries.GetEntry, entry_pb2.GetEntryRequest(entry_id=entry_id), timeout
         )
 
-    @_typed_errors
     def list_entries(
         self,
         *,
@@ -358,8 +372,10 @@ class Client:
         state: resources_pb2.EntryState.ValueType = resources_pb2.ENTRY_STATE_UNSPECIFIED,
         page_size: int = 0,
         page_token: str = "",
+        timeout: float | None = None,
     ) -> entry_pb2.ListEntriesResponse:
-        return self.entries.ListEntries(
+        return self._call(
+            self.entries.ListEntries,
             entry_pb2.ListEntriesRequest(
                 shop_id=shop_id,
                 order_id=order_id,
@@ -367,7 +383,7 @@ class Client:
                 page_size=page_size,
                 page_token=page_token,
             ),
-            timeout=self.timeout,
+            timeout,
         )
 
     def iter_entries(self, **filters: Unpack[EntryFilters]) -> Iterator[resources_pb2.Entry]:
@@ -376,15 +392,17 @@ class Client:
             lambda token: self.list_entries(page_token=token, **filters), lambda page: page.entries
         )
 
-    @_typed_errors
-    def get_buyer_order_entry(self, order_id: str) -> entry_pb2.BuyerOrderEntry:
+    def get_buyer_order_entry(
+        self, order_id: str, *, timeout: float | None = None
+    ) -> entry_pb2.BuyerOrderEntry:
         """The buyer's order page: the order's newest entry, for the buyer of this client's
         token (`entry` unset when none was ever opened)."""
-        return self.entries.GetBuyerOrderEntry(
-            entry_pb2.GetBuyerOrderEntryRequest(order_id=order_id), timeout=self.timeout
+        return self._call(
+            self.entries.GetBuyerOrderEntry,
+            entry_pb2.GetBuyerOrderEntryRequest(order_id=order_id),
+            timeout,
         )
 
-    @_typed_errors
     def apply_after_sales(
         self,
         order_id: str,
@@ -393,8 +411,10 @@ class Client:
         *,
         reason: str = "",
         request_id: str | None = None,
+        timeout: float | None = None,
     ) -> resources_pb2.Application:
-        return self.entries.ApplyAfterSales(
+        return self._call(
+            self.entries.ApplyAfterSales,
             entry_pb2.ApplyAfterSalesRequest(
                 order_id=order_id,
                 buyer_id=buyer_id,
@@ -402,12 +422,11 @@ class Client:
                 reason=reason,
                 request_id=request_id or new_request_id(),
             ),
-            timeout=self.timeout,
+            timeout,
         )
 
     # --- Clawback -------------------------------------------------------------------------------
 
-    @_typed_errors
     def record_refund(
         self,
         refund_id: str,
@@ -418,8 +437,10 @@ class Client:
         paid_at: datetime,
         application_id: str = "",
         request_id: str | None = None,
+        timeout: float | None = None,
     ) -> resources_pb2.RefundClawback:
-        return self.clawbacks.RecordRefund(
+        return self._call(
+            self.clawbacks.RecordRefund,
             clawback_pb2.RecordRefundRequest(
                 refund_id=refund_id,
                 order_id=order_id,
@@ -429,32 +450,35 @@ class Client:
                 paid_at=timestamp(paid_at, "paid_at"),
                 request_id=request_id or new_request_id(),
             ),
-            timeout=self.timeout,
+            timeout,
         )
 
-    @_typed_errors
     def preview_clawback(
-        self, order_id: str, amount: int, *, started_at: datetime | None = None
+        self,
+        order_id: str,
+        amount: int,
+        *,
+        started_at: datetime | None = None,
+        timeout: float | None = None,
     ) -> resources_pb2.RefundClawback:
-        return self.clawbacks.PreviewClawback(
+        return self._call(
+            self.clawbacks.PreviewClawback,
             clawback_pb2.PreviewClawbackRequest(
                 order_id=order_id, amount=amount, started_at=timestamp(started_at, "started_at")
             ),
-            timeout=self.timeout,
+            timeout,
         )
 
-    @_typed_errors
     def get_clawback(
-        self, *, clawback_id: str = "", refund_id: str = ""
+        self, *, clawback_id: str = "", refund_id: str = "", timeout: float | None = None
     ) -> resources_pb2.RefundClawback:
         request = (
             clawback_pb2.GetClawbackRequest(clawback_id=clawback_id)
             if clawback_id
             else clawback_pb2.GetClawbackRequest(refund_id=refund_id)
         )
-        return self.clawbacks.GetClawback(request, timeout=self.timeout)
+        return self._call(self.clawbacks.GetClawback, request, timeout)
 
-    @_typed_errors
     def list_clawbacks(
         self,
         shop_id: str,
@@ -464,8 +488,10 @@ class Client:
         end_time: datetime | None = None,
         page_size: int = 0,
         page_token: str = "",
+        timeout: float | None = None,
     ) -> clawback_pb2.ListClawbacksResponse:
-        return self.clawbacks.ListClawbacks(
+        return self._call(
+            self.clawbacks.ListClawbacks,
             clawback_pb2.ListClawbacksRequest(
                 shop_id=shop_id,
                 state=state,
@@ -474,7 +500,7 @@ class Client:
                 page_size=page_size,
                 page_token=page_token,
             ),
-            timeout=self.timeout,
+            timeout,
         )
 
     def iter_clawbacks(
@@ -486,26 +512,35 @@ class Client:
             lambda page: page.clawbacks,
         )
 
-    @_typed_errors
     def get_balances(
-        self, accounts: Iterable[resources_pb2.AccountRef] = (), *, owner_id: str = ""
+        self,
+        accounts: Iterable[resources_pb2.AccountRef] = (),
+        *,
+        owner_id: str = "",
+        timeout: float | None = None,
     ) -> dict[tuple[resources_pb2.AccountKind.ValueType, str], int]:
         """Balances as {(account kind, owner id): fen}."""
-        response = self.clawbacks.GetBalances(
+        response = self._call(
+            self.clawbacks.GetBalances,
             clawback_pb2.GetBalancesRequest(accounts=list(accounts), owner_id=owner_id),
-            timeout=self.timeout,
+            timeout,
         )
         return {(b.account.kind, b.account.owner_id): b.balance for b in response.balances}
 
-    @_typed_errors
     def list_transfers(
-        self, account: resources_pb2.AccountRef, *, page_size: int = 0, page_token: str = ""
+        self,
+        account: resources_pb2.AccountRef,
+        *,
+        page_size: int = 0,
+        page_token: str = "",
+        timeout: float | None = None,
     ) -> clawback_pb2.ListTransfersResponse:
-        return self.clawbacks.ListTransfers(
+        return self._call(
+            self.clawbacks.ListTransfers,
             clawback_pb2.ListTransfersRequest(
                 account=account, page_size=page_size, page_token=page_token
             ),
-            timeout=self.timeout,
+            timeout,
         )
 
     def iter_transfers(
@@ -519,7 +554,6 @@ class Client:
 
     # --- Events -------------------------------------------------------------------------------
 
-    @_typed_errors
     def list_events(
         self,
         after_position: int = 0,
@@ -528,10 +562,12 @@ class Client:
         shop_id: str = "",
         types: Sequence[events_pb2.EventType.ValueType] = (),
         page_size: int = 0,
+        timeout: float | None = None,
     ) -> events_pb2.ListEventsResponse:
         """A page of the events after `after_position`, in position order; the next page is
         after `next_after_position`."""
-        return self.events.ListEvents(
+        return self._call(
+            self.events.ListEvents,
             events_pb2.ListEventsRequest(
                 after_position=after_position,
                 from_oldest=from_oldest,
@@ -539,7 +575,7 @@ class Client:
                 types=types,
                 page_size=page_size,
             ),
-            timeout=self.timeout,
+            timeout,
         )
 
     def watch_events(

@@ -5,9 +5,11 @@ needed."""
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 import textwrap
+import time
 from concurrent import futures
 from datetime import UTC, datetime
 
@@ -16,7 +18,7 @@ import pytest
 from google.rpc import code_pb2, status_pb2
 
 from aftersales.v1 import entry_pb2, resources_pb2
-from client import Client, NotFound, Unavailable
+from client import Client, DeadlineExceeded, NotFound, Unavailable
 from client.__main__ import main
 from server.certs import DEV_AUDIENCE, DEV_ISSUER, Authority, TokenKey
 from server.grpc.app import App
@@ -195,3 +197,37 @@ def test_a_token_read_from_a_file_with_its_newline_is_sent_without_it(server, lo
 def test_a_token_no_header_may_carry_is_a_value_error(token):
     with pytest.raises(ValueError, match="^token "):
         Client("127.0.0.1:1", token=token)
+
+
+# --- Timeouts ------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def silent_address():
+    """An address that takes connections and never answers: a call there waits out its deadline."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        yield f"127.0.0.1:{listener.getsockname()[1]}"
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda c: c.get_entry("entry-1", timeout=0.3),
+        lambda c: c.post_funds(pb_cash("kol-1"), 100, timeout=0.3),
+        lambda c: list(c.iter_entries(shop_id="shop-1", timeout=0.3)),
+    ],
+)
+def test_a_call_given_its_own_timeout_waits_that_long_and_leaves_the_client_s(silent_address, call):
+    with Client(silent_address, timeout=30) as client:
+        started = time.monotonic()
+        with pytest.raises(DeadlineExceeded):
+            call(client)
+
+        assert time.monotonic() - started < 5
+        assert client.timeout == 30
+
+
+def pb_cash(owner_id: str) -> resources_pb2.AccountRef:
+    return resources_pb2.AccountRef(kind=resources_pb2.ACCOUNT_KIND_CASH, owner_id=owner_id)
