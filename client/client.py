@@ -31,8 +31,10 @@ from aftersales.v1 import (
 from client.errors import from_rpc_error
 
 # Transient failures (the server or its database unavailable, a transaction the database aborted)
-# are retried by gRPC itself. Safe for every method: reads have no effect and every mutation
-# carries a request_id, so a retried one is answered from the server's record.
+# are retried by gRPC itself. Safe for every method: reads have no effect; PostFunds, OpenEntry,
+# ApplyAfterSales and RecordRefund carry a request_id, so a retried one is answered from the
+# server's record; PutShop, PutStaff and PutOrder carry none but are versioned upserts of a whole
+# record, which sent twice leave one.
 _SERVICE_CONFIG = json.dumps(
     {
         "methodConfig": [
@@ -263,13 +265,14 @@ class Client:
         rpc: grpc.UnaryUnaryMultiCallable[_Request, _Response],
         request: _Request,
         timeout: float | None,
+        request_id: str | None = None,
     ) -> _Response:
         """`rpc(request)` within `timeout` seconds (None: the client's), a failure raised as
-        its typed exception."""
+        its typed exception, naming the request's `request_id` (a mutation's)."""
         try:
             return rpc(request, timeout=self.timeout if timeout is None else timeout)
         except grpc.RpcError as e:
-            raise from_rpc_error(e) from None
+            raise from_rpc_error(e, request_id) from None
 
     def close(self) -> None:
         if self._own_channel:
@@ -307,12 +310,14 @@ class Client:
         request_id: str | None = None,
         timeout: float | None = None,
     ) -> sync_pb2.PostFundsResponse:
+        request_id = request_id or new_request_id()
         return self._call(
             self.sync.PostFunds,
             sync_pb2.PostFundsRequest(
-                request_id=request_id or new_request_id(), account=account, amount=amount, memo=memo
+                request_id=request_id, account=account, amount=amount, memo=memo
             ),
             timeout,
+            request_id,
         )
 
     # --- The entry ----------------------------------------------------------------------------
@@ -348,15 +353,17 @@ class Client:
         request_id: str | None = None,
         timeout: float | None = None,
     ) -> resources_pb2.Entry:
+        request_id = request_id or new_request_id()
         return self._call(
             self.entries.OpenEntry,
             entry_pb2.OpenEntryRequest(
                 order_id=order_id,
                 operator_id=operator_id,
                 note=note,
-                request_id=request_id or new_request_id(),
+                request_id=request_id,
             ),
             timeout,
+            request_id,
         )
 
     def get_entry(self, entry_id: str, *, timeout: float | None = None) -> resources_pb2.Entry:
@@ -413,6 +420,7 @@ class Client:
         request_id: str | None = None,
         timeout: float | None = None,
     ) -> resources_pb2.Application:
+        request_id = request_id or new_request_id()
         return self._call(
             self.entries.ApplyAfterSales,
             entry_pb2.ApplyAfterSalesRequest(
@@ -420,9 +428,10 @@ class Client:
                 buyer_id=buyer_id,
                 amount=amount,
                 reason=reason,
-                request_id=request_id or new_request_id(),
+                request_id=request_id,
             ),
             timeout,
+            request_id,
         )
 
     # --- Clawback -------------------------------------------------------------------------------
@@ -439,6 +448,7 @@ class Client:
         request_id: str | None = None,
         timeout: float | None = None,
     ) -> resources_pb2.RefundClawback:
+        request_id = request_id or new_request_id()
         return self._call(
             self.clawbacks.RecordRefund,
             clawback_pb2.RecordRefundRequest(
@@ -448,9 +458,10 @@ class Client:
                 amount=amount,
                 started_at=timestamp(started_at, "started_at"),
                 paid_at=timestamp(paid_at, "paid_at"),
-                request_id=request_id or new_request_id(),
+                request_id=request_id,
             ),
             timeout,
+            request_id,
         )
 
     def preview_clawback(

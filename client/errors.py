@@ -34,13 +34,26 @@ class AfterSalesError(Exception):
     """A refused or failed call. `code` is the gRPC status code; the details are unpacked into
     `field_violations`, `violations`, `reason` and `domain` (the ErrorInfo's: DOMAIN on every
     error the service sends, empty when the call failed before reaching it), `metadata`,
-    `resource` and `retry_delay` (how long the server asks a retry to wait, when it sent one)."""
+    `resource` and `retry_delay` (how long the server asks a retry to wait, when it sent one).
 
-    def __init__(self, code: grpc.StatusCode, message: str, details: list[Message]) -> None:
+    `request_id` is, for a call that changes something (post_funds, open_entry,
+    apply_after_sales, record_refund), the request id it was sent with, the client's own when
+    the caller gave none; None for a read. To retry that request, send it again with this
+    request_id: the server answers a request it already did from its record, and does it once.
+    A retry without it is another request."""
+
+    def __init__(
+        self,
+        code: grpc.StatusCode,
+        message: str,
+        details: list[Message],
+        request_id: str | None = None,
+    ) -> None:
         super().__init__(f"{code.name}: {message}")
         self.code = code
         self.message = message
         self.details = details
+        self.request_id = request_id
         self.field_violations: list[FieldViolation] = []
         self.violations: list[Violation] = []
         self.reason = ""
@@ -138,8 +151,11 @@ class Internal(AfterSalesError):
 
 
 class DeadlineExceeded(AfterSalesError):
-    """The call took longer than its deadline; a mutation may or may not have happened. Retry it
-    with the request_id it was sent with (pass your own to mutations you may retry)."""
+    """The call took longer than its deadline; a mutation may or may not have happened.
+    `retryable` is False: the client does not send it again by itself, as it may have been done.
+    Sending it again is the caller's choice, and safe: a read has no effect, and a mutation sent
+    again with the request_id it was sent with (`request_id`) is answered from the server's
+    record if it was done, and done once otherwise."""
 
 
 class OutOfRange(AfterSalesError):
@@ -188,10 +204,11 @@ _DETAIL_TYPES = (
 )
 
 
-def from_rpc_error(error: grpc.RpcError) -> AfterSalesError:
+def from_rpc_error(error: grpc.RpcError, request_id: str | None = None) -> AfterSalesError:
     """The typed exception for a failed call: its class by the status code, with the details
     of the status's `grpc-status-details-bin` trailer (none when that trailer is of another
-    status than the call's, as when a proxy rewrote the status)."""
+    status than the call's, as when a proxy rewrote the status). `request_id`: that of the
+    request, for a call that changes something."""
     # Every RpcError a call raises is also its grpc.Call (the stubs keep the two apart); from_call
     # reads only its code, details and trailing metadata.
     status: status_pb2.Status | None
@@ -215,4 +232,4 @@ def from_rpc_error(error: grpc.RpcError) -> AfterSalesError:
                     details.append(detail)
                     break
     cls = _BY_CODE.get(error.code(), AfterSalesError)
-    return cls(error.code(), message, details)
+    return cls(error.code(), message, details, request_id)

@@ -18,7 +18,7 @@ import pytest
 from google.rpc import code_pb2, status_pb2
 
 from aftersales.v1 import entry_pb2, resources_pb2
-from client import Client, DeadlineExceeded, NotFound, Unavailable
+from client import Client, DeadlineExceeded, InvalidArgument, NotFound, Unavailable
 from client.__main__ import main
 from server.certs import DEV_AUDIENCE, DEV_ISSUER, Authority, TokenKey
 from server.grpc.app import App
@@ -231,3 +231,39 @@ def test_a_call_given_its_own_timeout_waits_that_long_and_leaves_the_client_s(si
 
 def pb_cash(owner_id: str) -> resources_pb2.AccountRef:
     return resources_pb2.AccountRef(kind=resources_pb2.ACCOUNT_KIND_CASH, owner_id=owner_id)
+
+
+# --- Request ids ---------------------------------------------------------------------------------
+
+
+def test_a_mutation_whose_outcome_is_unknown_is_done_once_when_sent_again_with_its_error_s_id(
+    server,
+):
+    """No answer in time: the top-up may have been done or not. The error names the request id
+    the client made for it; sent again with it, twice, the money moves once."""
+    cash = pb_cash("kol-retry")
+    with Client(f"127.0.0.1:{server.port}", timeout=10) as client:
+        with pytest.raises(DeadlineExceeded) as lost:
+            client.post_funds(cash, 5_000, memo="top-up", timeout=0.000001)
+        request_id = lost.value.request_id
+        assert request_id
+
+        first = client.post_funds(cash, 5_000, memo="top-up", request_id=request_id)
+        second = client.post_funds(cash, 5_000, memo="top-up", request_id=request_id)
+
+        assert first == second
+        assert client.get_balances([cash]) == {(cash.kind, cash.owner_id): 5_000}
+
+
+def test_a_refused_mutation_names_its_request_id_and_a_read_none(server):
+    with Client(f"127.0.0.1:{server.port}", timeout=10) as client:
+        with pytest.raises(InvalidArgument) as given:
+            client.post_funds(pb_cash("kol-1"), 0, request_id="req-given-0001")
+        with pytest.raises(InvalidArgument) as made:
+            client.post_funds(pb_cash("kol-1"), 0)
+        with pytest.raises(NotFound) as read:
+            client.get_entry("entry-nobody-has")
+
+    assert given.value.request_id == "req-given-0001"
+    assert made.value.request_id and made.value.request_id != "req-given-0001"
+    assert read.value.request_id is None
