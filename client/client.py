@@ -31,10 +31,18 @@ from aftersales.v1 import (
 from client.errors import from_rpc_error
 
 # Transient failures (the server or its database unavailable, a transaction the database aborted)
-# are retried by gRPC itself. Safe for every method: reads have no effect; PostFunds, OpenEntry,
-# ApplyAfterSales and RecordRefund carry a request_id, so a retried one is answered from the
-# server's record; PutShop, PutStaff and PutOrder carry none but are versioned upserts of a whole
-# record, which sent twice leave one.
+# are retried by gRPC itself, within the call's deadline (its timeout covers every attempt). The
+# server asks a retry to wait 1 s after UNAVAILABLE (its RetryInfo), twice as long after each
+# further failure: gRPC retries twice, after 1 s then 2 s (each varied by up to 20%, so that
+# clients failed together do not come back together). With a server that takes a second or two
+# to find its database busy, the three attempts fit in the default timeout of 10 s: a database
+# that stays down ends UNAVAILABLE (retryable, nothing done), not DEADLINE_EXCEEDED (outcome
+# unknown), unless the caller's timeout is shorter. An ABORTED, which the server asks to retry
+# at once, waits as long: rare, it is not worth a policy of its own.
+# Retrying is safe for every method: reads have no effect; PostFunds, OpenEntry, ApplyAfterSales
+# and RecordRefund carry a request_id, so a retried one is answered from the server's record;
+# PutShop, PutStaff and PutOrder carry none but are versioned upserts of a whole record, which
+# sent twice leave one.
 _SERVICE_CONFIG = json.dumps(
     {
         "methodConfig": [
@@ -46,9 +54,9 @@ _SERVICE_CONFIG = json.dumps(
                     {"service": "aftersales.v1.Events", "method": "ListEvents"},
                 ],
                 "retryPolicy": {
-                    "maxAttempts": 4,
-                    "initialBackoff": "0.1s",
-                    "maxBackoff": "1s",
+                    "maxAttempts": 3,
+                    "initialBackoff": "1s",
+                    "maxBackoff": "2s",
                     "backoffMultiplier": 2,
                     "retryableStatusCodes": ["UNAVAILABLE", "ABORTED"],
                 },

@@ -4,6 +4,7 @@ needed."""
 
 from __future__ import annotations
 
+import collections
 import json
 import socket
 import subprocess
@@ -11,11 +12,13 @@ import sys
 import textwrap
 import time
 from concurrent import futures
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import grpc
 import pytest
-from google.rpc import code_pb2, status_pb2
+from google.protobuf import any_pb2, duration_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
 
 from aftersales.v1 import entry_pb2, resources_pb2
 from client import Client, DeadlineExceeded, InvalidArgument, NotFound, Unavailable
@@ -267,3 +270,93 @@ def test_a_refused_mutation_names_its_request_id_and_a_read_none(server):
     assert given.value.request_id == "req-given-0001"
     assert made.value.request_id and made.value.request_id != "req-given-0001"
     assert read.value.request_id is None
+
+
+# --- Retries -------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def database_down():
+    """A server whose database is down: every GetEntry is UNAVAILABLE with the details the
+    service sends (ErrorInfo retryable, RetryInfo 1 s), after 1.5 s for an entry id starting
+    "slow-". Yields its address and, per entry id asked for, the moments each attempt came."""
+    attempts: dict[str, list[float]] = collections.defaultdict(list)
+    retry_delay = duration_pb2.Duration(seconds=1)
+    down = rpc_status.to_status(
+        status_pb2.Status(
+            code=code_pb2.UNAVAILABLE,
+            message="the database is unavailable",
+            details=[
+                _packed(
+                    error_details_pb2.ErrorInfo(
+                        reason="DATABASE_UNAVAILABLE", metadata={"retryable": "true"}
+                    )
+                ),
+                _packed(error_details_pb2.RetryInfo(retry_delay=retry_delay)),
+            ],
+        )
+    )
+
+    def get_entry(request, context):
+        attempts[request.entry_id].append(time.monotonic())
+        if request.entry_id.startswith("slow-"):
+            time.sleep(1.5)  # a busy database: found so after waiting its turn
+        context.abort_with_status(down)
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
+    handler = grpc.method_handlers_generic_handler(
+        "aftersales.v1.AfterSalesEntry",
+        {
+            "GetEntry": grpc.unary_unary_rpc_method_handler(
+                get_entry,
+                request_deserializer=entry_pb2.GetEntryRequest.FromString,
+                response_serializer=resources_pb2.Entry.SerializeToString,
+            )
+        },
+    )
+    server.add_generic_rpc_handlers((handler,))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    yield f"127.0.0.1:{port}", attempts
+    server.stop(grace=None)
+
+
+def _packed(message) -> any_pb2.Any:
+    packed = any_pb2.Any()
+    packed.Pack(message)
+    return packed
+
+
+def test_retries_of_an_unavailable_database_wait_the_delays_the_server_asks(database_down):
+    """1 s, then twice that (gRPC varies each by up to 20%), as its RetryInfo says."""
+    address, attempts = database_down
+    with Client(address, timeout=30) as client:
+        with pytest.raises(Unavailable) as failed:
+            client.get_entry("e-0")
+
+    assert failed.value.retry_delay == timedelta(seconds=1)
+    first, second, third = attempts["e-0"]  # the call and two retries
+    assert 0.8 <= second - first <= 1.2 + 0.2
+    assert 1.6 <= third - second <= 2.4 + 0.2
+
+
+def test_the_retries_of_the_default_timeout_end_unavailable_not_deadline_exceeded(database_down):
+    """A server that takes 1.5 s to find its database busy: the attempts and their waits fit in
+    the client's default timeout, so the caller learns that nothing was done."""
+    address, attempts = database_down
+    with Client(address) as client:
+        with pytest.raises(Unavailable):
+            client.get_entry("slow-e-0")
+
+    assert len(attempts["slow-e-0"]) == 3
+
+
+def test_retries_stay_within_the_call_s_deadline(database_down):
+    address, attempts = database_down
+    with Client(address) as client:
+        started = time.monotonic()
+        with pytest.raises((Unavailable, DeadlineExceeded)):
+            client.get_entry("e-0", timeout=1.5)
+
+    assert time.monotonic() - started < 1.5 + 0.5
+    assert attempts["e-0"] and attempts["e-0"][-1] - started < 1.5
