@@ -5,6 +5,8 @@ from __future__ import annotations
 import collections
 import contextlib
 import json
+import logging
+import random
 import threading
 import time
 import uuid
@@ -108,6 +110,8 @@ def check_private_key(pem: bytes, what: str) -> None:
 _Request = TypeVar("_Request")
 _Response = TypeVar("_Response")
 
+
+_log = logging.getLogger(__name__)
 
 # The most events one message of a stream may hold (events.proto): a message costs the server
 # about twice what an event costs.
@@ -607,6 +611,7 @@ class Client:
         heartbeat_seconds: int = 0,
         heartbeats: bool = False,
         reconnect_delay: float = 1.0,
+        max_reconnect_delay: float = 30.0,
         max_batch_events: int = DEFAULT_BATCH_EVENTS,
     ) -> Iterator[events_pb2.Event | events_pb2.Heartbeat]:
         """Every event after `after_position` (or from the oldest held), in position order:
@@ -620,13 +625,21 @@ class Client:
         Resumes by itself: when the stream breaks (UNAVAILABLE: the server stops, the network
         fails; ABORTED), the server has no room for it (RESOURCE_EXHAUSTED) or falls silent
         (nothing, not even a heartbeat, for three heartbeat intervals: a dead host or a dropped
-        connection), it reconnects after `reconnect_delay` seconds from the last position it
-        yielded, so that the caller sees each event once. Any other failure raises its typed
+        connection), it reconnects from the last position it yielded, so that the caller sees
+        each event once, for as long as the caller iterates. It waits before each reconnection:
+        `reconnect_delay` seconds after the first failure, twice as long after each further one
+        in a row, up to `max_reconnect_delay`, each wait between half and all of that (so that
+        consumers cut together do not come back together); at least the RetryInfo delay when
+        the server sent one (RESOURCE_EXHAUSTED: it serves as many streams as it may). A stream
+        that delivered something starts the count again. Each reconnection is logged at WARNING
+        (logger "client.client") with the failure, the position it resumes after and the wait.
+        Any other failure raises its typed
         exception (OutOfRange: the position asked for was pruned; an AfterSalesError of code
         CANCELLED: the server cut the stream, its events left untaken, or the channel was
         closed)."""
         after = after_position
         silence = 3 * (heartbeat_seconds or DEFAULT_HEARTBEAT_SECONDS)
+        failures = 0  # in a row: since a stream last delivered something
         while True:
             request = events_pb2.WatchEventsRequest(
                 after_position=after,
@@ -640,6 +653,7 @@ class Client:
             watchdog = _Watchdog(silence, stream.cancel)
             try:
                 for item in stream:
+                    failures = 0
                     watchdog.heard()
                     if item.HasField("heartbeat"):
                         after = max(after, item.heartbeat.position)
@@ -655,10 +669,29 @@ class Client:
                 error = from_rpc_error(e)
                 if error.code not in _RESUMED and not watchdog.fired:
                     raise error from None
-                time.sleep(reconnect_delay)
+                delay = _reconnect_wait(reconnect_delay, max_reconnect_delay, failures)
+                if error.retry_delay is not None:
+                    delay = max(delay, error.retry_delay.total_seconds())
+                failures += 1
+                _log.warning(
+                    "watch_events: the stream broke (%s); reconnecting after position %d in "
+                    "%.2f s (failure %d in a row)",
+                    f"nothing heard for {silence} s" if watchdog.fired else error,
+                    after,
+                    delay,
+                    failures,
+                )
+                time.sleep(delay)
             finally:
                 watchdog.stop()
                 stream.cancel()  # type: ignore[no-untyped-call]  # grpc-stubs
+
+
+def _reconnect_wait(first: float, most: float, failures: int) -> float:
+    """The wait before reconnecting after `failures` earlier failures in a row: `first` doubled
+    for each, at most `most`, and of that between half and all (jitter)."""
+    ceiling = min(most, first * 2 ** min(failures, 32))
+    return random.uniform(ceiling / 2, ceiling)
 
 
 # The heartbeat interval of a stream that asks for none (the server's default; events.proto).

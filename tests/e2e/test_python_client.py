@@ -5,7 +5,9 @@ needed."""
 from __future__ import annotations
 
 import collections
+import itertools
 import json
+import logging
 import socket
 import subprocess
 import sys
@@ -20,7 +22,7 @@ from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from aftersales.v1 import entry_pb2, resources_pb2
+from aftersales.v1 import entry_pb2, events_pb2, resources_pb2
 from client import Client, DeadlineExceeded, InvalidArgument, NotFound, Unavailable
 from client.__main__ import main
 from server.certs import DEV_AUDIENCE, DEV_ISSUER, Authority, TokenKey
@@ -360,3 +362,84 @@ def test_retries_stay_within_the_call_s_deadline(database_down):
 
     assert time.monotonic() - started < 1.5 + 0.5
     assert attempts["e-0"] and attempts["e-0"][-1] - started < 1.5
+
+
+# --- Following the events ------------------------------------------------------------------------
+
+
+def _status(code: int, message: str, retry_delay: float | None = None) -> grpc.Status:
+    details = []
+    if retry_delay is not None:
+        delay = duration_pb2.Duration()
+        delay.FromTimedelta(timedelta(seconds=retry_delay))
+        details.append(_packed(error_details_pb2.RetryInfo(retry_delay=delay)))
+    return rpc_status.to_status(status_pb2.Status(code=code, message=message, details=details))
+
+
+@pytest.fixture
+def flaky_events():
+    """An Events server whose WatchEvents fails with each status of `script` in turn, one a
+    stream, then sends the event after the position asked for and waits. Yields (address,
+    script, the moments the streams came)."""
+    script: list[grpc.Status] = []
+    came: list[float] = []
+
+    def watch(request, context):
+        came.append(time.monotonic())
+        if len(came) <= len(script):
+            context.abort_with_status(script[len(came) - 1])
+        yield events_pb2.WatchEventsResponse(
+            event=events_pb2.Event(position=request.after_position + 1)
+        )
+        while context.is_active():
+            time.sleep(0.02)
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    handler = grpc.method_handlers_generic_handler(
+        "aftersales.v1.Events",
+        {
+            "WatchEvents": grpc.unary_stream_rpc_method_handler(
+                watch,
+                request_deserializer=events_pb2.WatchEventsRequest.FromString,
+                response_serializer=events_pb2.WatchEventsResponse.SerializeToString,
+            )
+        },
+    )
+    server.add_generic_rpc_handlers((handler,))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    yield f"127.0.0.1:{port}", script, came
+    server.stop(grace=None)
+
+
+def test_a_broken_stream_is_resumed_after_waits_that_double_each_logged(flaky_events, caplog):
+    address, script, came = flaky_events
+    script += [_status(code_pb2.UNAVAILABLE, "connection reset")] * 5
+
+    with Client(address) as client, caplog.at_level(logging.WARNING, logger="client"):
+        events = client.watch_events(41, reconnect_delay=0.04, max_reconnect_delay=0.5)
+        first = next(events)
+        events.close()
+
+    assert first.position == 42
+    waits = [later - earlier for earlier, later in itertools.pairwise(came)]
+    # Each wait is at least half its ceiling: 0.04, 0.08, 0.16, 0.32, then at most 0.5.
+    for wait, ceiling in zip(waits, [0.04, 0.08, 0.16, 0.32, 0.5], strict=True):
+        assert wait >= ceiling / 2
+    assert waits[-1] < 0.5 + 0.2
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 5
+    assert all("connection reset" in r.getMessage() for r in warnings)
+    assert "after position 41" in warnings[0].getMessage()
+
+
+def test_a_server_with_no_room_is_asked_again_after_the_delay_it_says(flaky_events):
+    address, script, came = flaky_events
+    script.append(_status(code_pb2.RESOURCE_EXHAUSTED, "too many streams", retry_delay=0.6))
+
+    with Client(address) as client:
+        events = client.watch_events(0, reconnect_delay=0.01)
+        assert next(events).position == 1
+        events.close()
+
+    assert came[1] - came[0] >= 0.6
