@@ -454,6 +454,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     again = _fix(args) if args.command in MUTATIONS else None
     try:
+        if args.command == "clawback" and bool(args.clawback_id) == bool(args.refund):
+            raise _BadCommandLine("clawback: give one of CLAWBACK_ID and --refund")
         client = _client(args)
     except _BadCommandLine as bad:
         print(f"{parser.prog}: error: {bad}", file=sys.stderr)

@@ -495,6 +495,10 @@ class Client:
     def get_clawback(
         self, *, clawback_id: str = "", refund_id: str = "", timeout: float | None = None
     ) -> resources_pb2.RefundClawback:
+        """One clawback, by its `clawback_id` or by the `refund_id` it was recorded for: exactly
+        one of the two (ValueError otherwise). NotFound when there is none."""
+        if bool(clawback_id) == bool(refund_id):
+            raise ValueError("give exactly one of clawback_id and refund_id")
         request = (
             clawback_pb2.GetClawbackRequest(clawback_id=clawback_id)
             if clawback_id

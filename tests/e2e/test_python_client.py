@@ -443,3 +443,15 @@ def test_a_server_with_no_room_is_asked_again_after_the_delay_it_says(flaky_even
         events.close()
 
     assert came[1] - came[0] >= 0.6
+
+
+# --- Arguments -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "ids", [{}, {"clawback_id": "clawback-1", "refund_id": "refund-1"}], ids=["none", "both"]
+)
+def test_get_clawback_takes_exactly_one_id(ids):
+    with Client("127.0.0.1:1", timeout=5) as client:
+        with pytest.raises(ValueError, match="exactly one of clawback_id and refund_id"):
+            client.get_clawback(**ids)

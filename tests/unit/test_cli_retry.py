@@ -176,3 +176,13 @@ def test_events_follow_stopped_by_ctrl_c_exits_0(silent_server):
 
     assert done.returncode == 0, done.stderr
     assert done.stderr == ""
+
+
+@pytest.mark.parametrize("ids", [[], ["clawback-1", "--refund", "refund-1"]], ids=["none", "both"])
+def test_a_clawback_asked_for_by_no_id_or_both_is_a_bad_command_line(capsys, ids):
+    code, err = _cli(capsys, "clawback", *ids)
+
+    assert code == 2
+    assert err.strip().splitlines() == [
+        "aftersales: error: clawback: give one of CLAWBACK_ID and --refund"
+    ]
