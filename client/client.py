@@ -12,7 +12,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
-from typing import Any, Protocol, TypedDict, TypeVar, Unpack
+from typing import Any, Protocol, TypedDict, TypeVar, Unpack, overload
 
 import grpc
 from cryptography import x509
@@ -335,8 +335,12 @@ class Client:
     # --- The entry ----------------------------------------------------------------------------
 
     def check_eligibility(
-        self, order_id: str, operator_id: str, *, timeout: float | None = None
+        self, order_id: str, operator_id: str = "", *, timeout: float | None = None
     ) -> entry_pb2.CheckEligibilityResponse:
+        """Whether `operator_id` (default: the staff member of this client's token) could open
+        the order's entry now: `eligible`, every unmet rule in `violations`, and the facts it
+        was decided on. A read: it changes nothing. NotFound for an order nobody has or of
+        another shop; PermissionDenied or Unauthenticated for a caller who may not ask."""
         return self._call(
             self.entries.CheckEligibility,
             entry_pb2.CheckEligibilityRequest(order_id=order_id, operator_id=operator_id),
@@ -359,12 +363,17 @@ class Client:
     def open_entry(
         self,
         order_id: str,
-        operator_id: str,
+        operator_id: str = "",
         *,
         note: str = "",
         request_id: str | None = None,
         timeout: float | None = None,
     ) -> resources_pb2.Entry:
+        """Opens the order's entry for the buyer (72 hours), as `operator_id` (default: the
+        staff member of this client's token). FailedPrecondition lists every unmet rule;
+        AlreadyExists names the entry open already (`entry_id`); NotFound, PermissionDenied as
+        check_eligibility. Idempotent on `request_id` (made when not given; the exception
+        names it): the same request sent again returns the same entry."""
         request_id = request_id or new_request_id()
         return self._call(
             self.entries.OpenEntry,
@@ -422,6 +431,7 @@ class Client:
             timeout,
         )
 
+    @overload
     def apply_after_sales(
         self,
         order_id: str,
@@ -431,7 +441,37 @@ class Client:
         reason: str = "",
         request_id: str | None = None,
         timeout: float | None = None,
+    ) -> resources_pb2.Application: ...
+
+    @overload
+    def apply_after_sales(
+        self,
+        order_id: str,
+        *,
+        amount: int,
+        buyer_id: str = "",
+        reason: str = "",
+        request_id: str | None = None,
+        timeout: float | None = None,
+    ) -> resources_pb2.Application: ...
+
+    def apply_after_sales(
+        self,
+        order_id: str,
+        buyer_id: str = "",
+        amount: int | None = None,
+        *,
+        reason: str = "",
+        request_id: str | None = None,
+        timeout: float | None = None,
     ) -> resources_pb2.Application:
+        """The buyer files for `amount` fen (at most the refundable amount) through the order's
+        open entry: `apply_after_sales(order_id, buyer_id, amount)`, or with a buyer's token
+        `apply_after_sales(order_id, amount=...)` (the buyer is the token's). FailedPrecondition
+        when no entry is open or the amount is too much; PermissionDenied for another buyer.
+        Idempotent on `request_id` (made when not given; the exception names it)."""
+        if amount is None:
+            raise TypeError("apply_after_sales() missing required argument: 'amount'")
         request_id = request_id or new_request_id()
         return self._call(
             self.entries.ApplyAfterSales,

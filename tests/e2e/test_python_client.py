@@ -8,6 +8,7 @@ import collections
 import itertools
 import json
 import logging
+import pathlib
 import socket
 import subprocess
 import sys
@@ -28,6 +29,8 @@ from client.__main__ import main
 from server.certs import DEV_AUDIENCE, DEV_ISSUER, Authority, TokenKey
 from server.grpc.app import App
 from server.grpc.tokens import TokenSettings, TokenVerifier
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -455,3 +458,55 @@ def test_get_clawback_takes_exactly_one_id(ids):
     with Client("127.0.0.1:1", timeout=5) as client:
         with pytest.raises(ValueError, match="exactly one of clawback_id and refund_id"):
             client.get_clawback(**ids)
+
+
+def test_with_a_token_the_person_s_own_id_may_be_left_out(server, login, seed):
+    case = seed.case("implied")
+    address = f"127.0.0.1:{server.port}"
+    staff_token, buyer_token = (
+        login.mint(case.owner_id, "staff"),
+        login.mint(case.buyer_id, "buyer"),
+    )
+
+    with Client(address, token=staff_token) as staff, Client(address, token=buyer_token) as buyer:
+        decision = staff.check_eligibility(case.order_id)
+        entry = staff.open_entry(case.order_id, note="agreed in chat")
+        application = buyer.apply_after_sales(case.order_id, amount=1_000)
+
+    assert decision.eligible
+    assert entry.operator_id == case.owner_id
+    assert application.buyer_id == case.buyer_id
+
+
+# --- Types ---------------------------------------------------------------------------------------
+
+
+def mypy_strict(tmp_path: pathlib.Path, code: str) -> subprocess.CompletedProcess[str]:
+    """mypy --strict on `code`, which uses this client, as a caller's type checker sees it."""
+    source = tmp_path / "caller.py"
+    source.write_text(textwrap.dedent(code), encoding="utf-8")
+    return subprocess.run(
+        [sys.executable, "-m", "mypy", "--strict", "--cache-dir", str(tmp_path / "cache"), source],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_the_ids_a_token_implies_may_be_left_out_for_a_type_checker(tmp_path):
+    checked = mypy_strict(
+        tmp_path,
+        """
+        from client import Client
+
+        with Client("127.0.0.1:50051", token="eyJ.payload.sig") as c:
+            c.check_eligibility("order-1")
+            c.open_entry("order-1", note="agreed in chat")
+            c.apply_after_sales("order-1", amount=1_000)
+            c.apply_after_sales("order-1", "buyer-1", 1_000)  # as before
+            c.open_entry("order-1", "staff-1")
+        """,
+    )
+
+    assert checked.returncode == 0, checked.stdout
