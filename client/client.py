@@ -12,7 +12,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
-from typing import Any, Protocol, TypedDict, TypeVar, Unpack, overload
+from typing import Any, Literal, Protocol, TypedDict, TypeVar, Unpack, overload
 
 import grpc
 from cryptography import x509
@@ -645,6 +645,36 @@ class Client:
             timeout,
         )
 
+    @overload
+    def watch_events(
+        self,
+        after_position: int = 0,
+        *,
+        from_oldest: bool = False,
+        shop_id: str = "",
+        types: Sequence[events_pb2.EventType.ValueType] = (),
+        heartbeat_seconds: int = 0,
+        heartbeats: Literal[False] = False,
+        reconnect_delay: float = 1.0,
+        max_reconnect_delay: float = 30.0,
+        max_batch_events: int = DEFAULT_BATCH_EVENTS,
+    ) -> Iterator[events_pb2.Event]: ...
+
+    @overload
+    def watch_events(
+        self,
+        after_position: int = 0,
+        *,
+        from_oldest: bool = False,
+        shop_id: str = "",
+        types: Sequence[events_pb2.EventType.ValueType] = (),
+        heartbeat_seconds: int = 0,
+        heartbeats: bool,
+        reconnect_delay: float = 1.0,
+        max_reconnect_delay: float = 30.0,
+        max_batch_events: int = DEFAULT_BATCH_EVENTS,
+    ) -> Iterator[events_pb2.Event | events_pb2.Heartbeat]: ...
+
     def watch_events(
         self,
         after_position: int = 0,
@@ -660,7 +690,8 @@ class Client:
     ) -> Iterator[events_pb2.Event | events_pb2.Heartbeat]:
         """Every event after `after_position` (or from the oldest held), in position order:
         first the backlog, then each event as it commits, for as long as the caller iterates.
-        With `heartbeats`, the heartbeats too (their `position` may be stored as an event's).
+        With `heartbeats`, the heartbeats too (their `position` may be stored as an event's);
+        a type checker then sees Event | Heartbeat, else Event.
         The server sends the events ready together in one message, up to `max_batch_events`
         (1: one a message, up to MAX_BATCH_EVENTS); they are yielded one by one all the same.
         The caller takes each message's events within 60 s, or the server cuts the stream

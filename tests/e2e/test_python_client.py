@@ -9,6 +9,7 @@ import itertools
 import json
 import logging
 import pathlib
+import re
 import socket
 import subprocess
 import sys
@@ -506,6 +507,53 @@ def test_the_ids_a_token_implies_may_be_left_out_for_a_type_checker(tmp_path):
             c.apply_after_sales("order-1", amount=1_000)
             c.apply_after_sales("order-1", "buyer-1", 1_000)  # as before
             c.open_entry("order-1", "staff-1")
+        """,
+    )
+
+    assert checked.returncode == 0, checked.stdout
+
+
+def test_the_readme_s_event_consumer_type_checks(tmp_path):
+    """Without heartbeats, watch_events yields events: `event.order_id` needs no narrowing."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    [consumer] = [
+        block
+        for block in re.findall(r"```python\n(.*?)```", readme, flags=re.S)
+        if ".watch_events(" in block
+    ]
+    # What the README leaves to the consumer.
+    preamble = """
+        from google.protobuf.timestamp_pb2 import Timestamp
+
+        def last_position() -> int:
+            return 0
+
+        def tell_buyer(order_id: str, expires_at: Timestamp) -> None:
+            pass
+
+        def store_position(position: int) -> None:
+            pass
+        """
+
+    checked = mypy_strict(tmp_path, textwrap.dedent(preamble) + consumer)
+
+    assert checked.returncode == 0, checked.stdout
+
+
+def test_watch_events_with_heartbeats_yields_events_or_heartbeats_for_a_type_checker(tmp_path):
+    checked = mypy_strict(
+        tmp_path,
+        """
+        from typing import assert_type
+
+        from aftersales.v1 import events_pb2
+        from client import Client
+
+        with Client() as c:
+            for item in c.watch_events(heartbeats=True):
+                assert_type(item, events_pb2.Event | events_pb2.Heartbeat)
+            for event in c.watch_events(heartbeats=False):
+                assert_type(event, events_pb2.Event)
         """,
     )
 
