@@ -249,6 +249,7 @@ class Client:
         if private_key:
             check_private_key(private_key, "private_key")
         self._own_channel = channel is None
+        self._closed = False
         options = [("grpc.service_config", _SERVICE_CONFIG), ("grpc.enable_retries", 1)]
         if channel is None:
             if root_certificates or certificate_chain or private_key:
@@ -281,12 +282,20 @@ class Client:
     ) -> _Response:
         """`rpc(request)` within `timeout` seconds (None: the client's), a failure raised as
         its typed exception, naming the request's `request_id` (a mutation's)."""
+        self._check_open()
         try:
             return rpc(request, timeout=self.timeout if timeout is None else timeout)
         except grpc.RpcError as e:
             raise from_rpc_error(e, request_id) from None
 
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ValueError("this Client is closed: make a new one")
+
     def close(self) -> None:
+        """Closes the channel this client made (a channel given to it stays open: its owner's).
+        A call made after raises ValueError. Closing twice does nothing more."""
+        self._closed = True
         if self._own_channel:
             self.channel.close()
 
@@ -712,6 +721,7 @@ class Client:
         exception (OutOfRange: the position asked for was pruned; an AfterSalesError of code
         CANCELLED: the server cut the stream, its events left untaken, or the channel was
         closed)."""
+        self._check_open()
         after = after_position
         silence = 3 * (heartbeat_seconds or DEFAULT_HEARTBEAT_SECONDS)
         failures = 0  # in a row: since a stream last delivered something

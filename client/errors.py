@@ -79,6 +79,10 @@ class AfterSalesError(Exception):
             elif isinstance(detail, error_details_pb2.RetryInfo):
                 self.retry_delay = detail.retry_delay.ToTimedelta()
 
+    def __reduce__(self) -> tuple[type[AfterSalesError], tuple[object, ...]]:
+        """Pickled as what it was made of (e.g. to cross a process pool)."""
+        return type(self), (self.code, self.message, self.details, self.request_id)
+
     @property
     def retryable(self) -> bool:
         """Whether the same call (with the same request_id) may succeed when sent again: the

@@ -9,6 +9,7 @@ import itertools
 import json
 import logging
 import pathlib
+import pickle
 import re
 import socket
 import subprocess
@@ -558,3 +559,36 @@ def test_watch_events_with_heartbeats_yields_events_or_heartbeats_for_a_type_che
     )
 
     assert checked.returncode == 0, checked.stdout
+
+
+# --- The client's life ---------------------------------------------------------------------------
+
+
+def test_a_call_after_close_says_the_client_is_closed():
+    client = Client("127.0.0.1:1", timeout=5)
+    client.close()
+
+    with pytest.raises(ValueError, match="^this Client is closed"):
+        client.get_entry("entry-1")
+    with pytest.raises(ValueError, match="^this Client is closed"):
+        next(client.watch_events())
+
+
+def test_an_error_crosses_a_process_boundary_whole(server):
+    """Pickled, as a process pool sends it back to its caller."""
+    with Client(f"127.0.0.1:{server.port}", timeout=10) as client:
+        with pytest.raises(NotFound) as read:
+            client.get_entry("entry-nobody-has")
+        with pytest.raises(InvalidArgument) as refused:
+            client.post_funds(pb_cash("kol-1"), 0, request_id="req-pickled-01")
+
+    for error in (read.value, refused.value):
+        again = pickle.loads(pickle.dumps(error))
+        assert type(again) is type(error)
+        assert (again.code, again.message, str(again)) == (error.code, error.message, str(error))
+        assert (again.reasons, again.resource, again.field_violations, again.request_id) == (
+            error.reasons,
+            error.resource,
+            error.field_violations,
+            error.request_id,
+        )
