@@ -310,16 +310,24 @@ class Client:
     def put_shop(
         self, shop: resources_pb2.Shop, *, timeout: float | None = None
     ) -> resources_pb2.Shop:
+        """Creates or replaces the shop (the whole record, by its id); the stored shop is
+        returned. Idempotent: the same record sent twice leaves one, and one with an older
+        upstream `version` than the stored one changes nothing."""
         return self._call(self.sync.PutShop, sync_pb2.PutShopRequest(shop=shop), timeout)
 
     def put_staff(
         self, staff: resources_pb2.Staff, *, timeout: float | None = None
     ) -> resources_pb2.Staff:
+        """Creates or replaces the staff account (the whole record, by its id), as put_shop.
+        NotFound when its shop does not exist."""
         return self._call(self.sync.PutStaff, sync_pb2.PutStaffRequest(staff=staff), timeout)
 
     def put_order(
         self, order: resources_pb2.Order, *, timeout: float | None = None
     ) -> resources_pb2.Order:
+        """Creates or replaces the order (the whole record, by its id), as put_shop. NotFound
+        when its shop does not exist; FailedPrecondition (ORDER_FACTS_FROZEN) for a change of
+        its shop, paid amount or commission lines once a refund was recorded on it."""
         return self._call(self.sync.PutOrder, sync_pb2.PutOrderRequest(order=order), timeout)
 
     def post_funds(
@@ -331,6 +339,10 @@ class Client:
         request_id: str | None = None,
         timeout: float | None = None,
     ) -> sync_pb2.PostFundsResponse:
+        """Moves `amount` fen into the account (negative: out of it), e.g. a shop's top-up; returns
+        the transfer. FailedPrecondition (INSUFFICIENT_FUNDS) for a withdrawal above the balance.
+        Idempotent on `request_id` (made when not given; the exception names it): sent again
+        with it, the money moves once."""
         request_id = request_id or new_request_id()
         return self._call(
             self.sync.PostFunds,
@@ -397,6 +409,7 @@ class Client:
         )
 
     def get_entry(self, entry_id: str, *, timeout: float | None = None) -> resources_pb2.Entry:
+        """One entry by its id; NotFound when there is none (or it is another shop's)."""
         return self._call(
             self.entries.GetEntry, entry_pb2.GetEntryRequest(entry_id=entry_id), timeout
         )
@@ -411,6 +424,9 @@ class Client:
         page_token: str = "",
         timeout: float | None = None,
     ) -> entry_pb2.ListEntriesResponse:
+        """A page of the entries of a shop and/or an order (one of the two is required), newest
+        first, optionally in one `state`; the next page is asked for with the page's
+        `next_page_token`, empty on the last (iter_entries follows them)."""
         return self._call(
             self.entries.ListEntries,
             entry_pb2.ListEntriesRequest(
@@ -509,6 +525,13 @@ class Client:
         request_id: str | None = None,
         timeout: float | None = None,
     ) -> resources_pb2.RefundClawback:
+        """Records a refund paid to the buyer and decides its clawback (returned, with every
+        reason when it is NOT_ELIGIBLE). `started_at` and `paid_at` are aware datetimes
+        (ValueError for a naive one). Idempotent on `refund_id` and on `request_id` (made when
+        not given; the exception names it): the same refund sent again is one refund and one
+        clawback. FailedPrecondition for an amount above what may be refunded; NotFound for an
+        unknown order or application; InvalidArgument (REFUND_ID_REUSED) for the same
+        `refund_id` with other facts."""
         request_id = request_id or new_request_id()
         return self._call(
             self.clawbacks.RecordRefund,
@@ -533,6 +556,9 @@ class Client:
         started_at: datetime | None = None,
         timeout: float | None = None,
     ) -> resources_pb2.RefundClawback:
+        """What a late refund of `amount` fen, started at `started_at` (an aware datetime; default
+        now), would recover now, per line, and why not if it would not. A read: nothing is
+        written."""
         return self._call(
             self.clawbacks.PreviewClawback,
             clawback_pb2.PreviewClawbackRequest(
@@ -566,6 +592,9 @@ class Client:
         page_token: str = "",
         timeout: float | None = None,
     ) -> clawback_pb2.ListClawbacksResponse:
+        """A page of the shop's clawbacks, newest first, optionally in one `state` and
+        recorded within [`start_time`, `end_time`) (aware datetimes); next pages as list_entries
+        (iter_clawbacks follows them)."""
         return self._call(
             self.clawbacks.ListClawbacks,
             clawback_pb2.ListClawbacksRequest(
@@ -611,6 +640,9 @@ class Client:
         page_token: str = "",
         timeout: float | None = None,
     ) -> clawback_pb2.ListTransfersResponse:
+        """A page of the transfers into and out of the account, newest first; next pages as
+        list_entries (iter_transfers follows them). NotFound for the wallet or deposit of a shop
+        nobody has."""
         return self._call(
             self.clawbacks.ListTransfers,
             clawback_pb2.ListTransfersRequest(
@@ -640,8 +672,11 @@ class Client:
         page_size: int = 0,
         timeout: float | None = None,
     ) -> events_pb2.ListEventsResponse:
-        """A page of the events after `after_position`, in position order; the next page is
-        after `next_after_position`."""
+        """A page of the events after `after_position` (or from the oldest held, with
+        `from_oldest`), in position order; the next page is after `next_after_position`. A
+        short page, even an empty one, is not the end: a filtered read goes on span by span,
+        and a page ends before its bytes pass their bound. The end is the page whose
+        `caught_up` is set. OutOfRange when the events after `after_position` were pruned."""
         return self._call(
             self.events.ListEvents,
             events_pb2.ListEventsRequest(

@@ -17,6 +17,8 @@ DOMAIN = "aftersales.livecommerce.io"
 
 @dataclasses.dataclass(frozen=True)
 class FieldViolation:
+    """One bad field of a request: its path (e.g. "order_id") and what is wrong with it."""
+
     field: str
     description: str
 
@@ -124,10 +126,12 @@ class AlreadyExists(AfterSalesError):
 
     @property
     def entry_id(self) -> str:
+        """The entry open already (ENTRY_ALREADY_OPEN); empty otherwise."""
         return self.metadata.get("entry_id", "")
 
     @property
     def transfer_id(self) -> str:
+        """The transfer the expired request posted (REQUEST_ID_EXPIRED); empty otherwise."""
         return self.metadata.get("transfer_id", "")
 
 
@@ -151,6 +155,7 @@ class Internal(AfterSalesError):
 
     @property
     def incident(self) -> str:
+        """The id of the server's log line of this failure, to quote to its operators."""
         return self.metadata.get("incident", "")
 
 
@@ -170,10 +175,12 @@ class OutOfRange(AfterSalesError):
 
     @property
     def pruned_through(self) -> int:
+        """The last position pruned (EVENTS_PRUNED): resume after it."""
         return int(self.metadata.get("pruned_through", "0"))
 
     @property
     def oldest_position(self) -> int:
+        """The oldest position the server still holds."""
         return int(self.metadata.get("oldest_position", "0"))
 
 

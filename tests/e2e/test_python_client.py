@@ -5,6 +5,7 @@ needed."""
 from __future__ import annotations
 
 import collections
+import inspect
 import itertools
 import json
 import logging
@@ -592,3 +593,25 @@ def test_an_error_crosses_a_process_boundary_whole(server):
             error.field_violations,
             error.request_id,
         )
+
+
+def test_every_public_method_and_property_of_the_client_says_what_it_does():
+    """What `help(Client)` shows a caller."""
+    import client as package
+    from client import client as module
+
+    undocumented = [
+        f"{owner.__name__}.{name}"
+        for owner in [module.Client, *(getattr(package, n) for n in package.__all__)]
+        if inspect.isclass(owner)
+        for name, member in vars(owner).items()
+        if not name.startswith("_")
+        and (inspect.isfunction(member) or isinstance(member, property))
+        and not inspect.getdoc(member)
+    ] + [
+        name
+        for name in ("new_request_id", "timestamp", "check_certificates", "check_private_key")
+        if not inspect.getdoc(getattr(module, name))
+    ]
+
+    assert undocumented == []
