@@ -244,17 +244,11 @@ def _events(args: argparse.Namespace, client: Client) -> None:
         ):
             print(_line(event), flush=True)
         return
-    while True:
-        page = client.list_events(
-            after, from_oldest=from_oldest, shop_id=args.shop, types=types, page_size=500
-        )
-        for event in page.events:
-            print(_line(event))
-        # A short page, even an empty one, is not the end: a filter's reads go on span by
-        # span, and a page ends before its bytes pass their bound.
-        if page.caught_up:
-            return
-        after, from_oldest = page.next_after_position, False
+    events = client.iter_events(
+        after, from_oldest=from_oldest, shop_id=args.shop, types=types, page_size=500
+    )
+    for event in events:
+        print(_line(event))
 
 
 def _line(message: Message) -> str:

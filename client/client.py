@@ -157,6 +157,16 @@ class TransferFilters(TypedDict, total=False):
     timeout: float | None  # each page's
 
 
+class EventFilters(TypedDict, total=False):
+    """The filters of Client.list_events, for Client.iter_events."""
+
+    from_oldest: bool
+    shop_id: str
+    types: Sequence[events_pb2.EventType.ValueType]
+    page_size: int
+    timeout: float | None  # each page's
+
+
 class _Bearer(
     grpc.UnaryUnaryClientInterceptor,  # type: ignore[type-arg]  # grpc-stubs
     grpc.UnaryStreamClientInterceptor,  # type: ignore[type-arg]
@@ -688,6 +698,21 @@ class Client:
             ),
             timeout,
         )
+
+    def iter_events(
+        self, after_position: int = 0, **filters: Unpack[EventFilters]
+    ) -> Iterator[events_pb2.Event]:
+        """Every event held after `after_position` (or from the oldest held, with
+        `from_oldest`) matching the filters of list_events, in position order, across pages up
+        to the one that is `caught_up`. It does not wait for events to come: watch_events
+        does."""
+        after = after_position
+        while True:
+            page = self.list_events(after, **filters)
+            yield from page.events
+            if page.caught_up:
+                return
+            after, filters["from_oldest"] = page.next_after_position, False
 
     @overload
     def watch_events(

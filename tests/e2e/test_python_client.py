@@ -615,3 +615,19 @@ def test_every_public_method_and_property_of_the_client_says_what_it_does():
     ]
 
     assert undocumented == []
+
+
+# --- Reading the events --------------------------------------------------------------------------
+
+
+def test_iter_events_reads_every_event_held_across_pages_then_stops(server):
+    cash = pb_cash("kol-events")
+    with Client(f"127.0.0.1:{server.port}", timeout=10) as client:
+        posted = [client.post_funds(cash, amount).transfer.transfer_id for amount in range(1, 6)]
+
+        events = list(client.iter_events(from_oldest=True, page_size=2))
+        after_the_second = list(client.iter_events(events[1].position, page_size=2))
+
+    assert [e.funds_posted.transfer_id for e in events] == posted
+    assert [e.position for e in events] == sorted(e.position for e in events)
+    assert after_the_second == events[2:]
