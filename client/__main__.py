@@ -5,7 +5,8 @@ with a code that says what kind of failure it was:
 
     0  done (also when the reader of the output stops reading it, as `| head` does)
     1  refused: the request or the rules (INVALID_ARGUMENT, FAILED_PRECONDITION, ALREADY_EXISTS)
-    2  bad command line (an unreadable or malformed --tls-* file included)
+    2  bad command line (a --tls-* file unreadable, not PEM or without its pair, or a token
+       no header may carry, included)
     3  not found (NOT_FOUND), or events pruned past the position asked for (OUT_OF_RANGE)
     4  the caller is not authenticated or not allowed (UNAUTHENTICATED, PERMISSION_DENIED)
     5  the server could not be reached or did not answer in time (UNAVAILABLE,
