@@ -10,6 +10,7 @@ one line on stderr, without a traceback (it is logged at DEBUG).
 from __future__ import annotations
 
 import argparse
+import atexit
 import dataclasses
 import functools
 import ipaddress
@@ -607,6 +608,24 @@ def process_count(args: argparse.Namespace) -> int:
     return int(args.processes)
 
 
+def memory_as_a_file(args: argparse.Namespace) -> None:
+    """A SQLite database in memory is its connection's own, and the server's calls run on
+    threads of their own, each with its connection: it is served from a file of this process's
+    own instead, in a folder in memory where there is one (/dev/shm), removed at exit. The
+    database in `args` is then that file's."""
+    if urlparse(args.database).scheme != "sqlite" or not in_memory(sqlite_path(args.database)):
+        return
+    shm = pathlib.Path("/dev/shm")
+    in_ram = shm.is_dir() and os.access(shm, os.W_OK)
+    folder = tempfile.mkdtemp(prefix="aftersales-memory-", dir=shm if in_ram else None)
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    args.database = f"sqlite:///{folder}/aftersales.db"
+    log.info(
+        "a database in memory: a file of this process's own, removed at exit",
+        extra={"path": f"{folder}/aftersales.db"},
+    )
+
+
 def available_cores() -> int:
     """The cores this process may run on."""
     if hasattr(os, "sched_getaffinity"):
@@ -943,6 +962,7 @@ def main(argv: list[str] | None = None) -> int:
         count = process_count(args)
         if count > 1:
             return serve_in_processes(args, the_policy, count)
+        memory_as_a_file(args)
         app, facts = prepare(args, the_policy)
         signals = Signals()  # from here SIGTERM and Ctrl-C drain and stop
     except policy.PolicyError as e:

@@ -533,3 +533,42 @@ def _ended_streams(connection: socket.socket, streams: set[int]) -> set[int]:
             elif kind == GOAWAY:
                 return ended
     return ended
+
+
+def test_a_database_in_memory_serves_every_call_and_is_gone_at_exit(tmp_path):
+    """Each of the server's threads has its own connection: the database in memory is one file
+    of the process's own, in memory where the machine has a folder for it."""
+    address = f"127.0.0.1:{free_port()}"
+    stderr = tmp_path / "server.stderr"
+    command = [
+        sys.executable, "-m", "server",
+        "--address", address,
+        "--database", "sqlite:///:memory:",
+        "--drain-seconds", "0",
+        "--demo",
+        "--demo-keys", str(tmp_path / "demo"),
+    ]  # fmt: skip
+    with stderr.open("wb") as sink:
+        process = subprocess.Popen(
+            command, cwd=ROOT, env=_environment(), stdout=subprocess.DEVNULL, stderr=sink
+        )
+    running = ServerProcess(process, address, stderr, tmp_path / "demo")
+    try:
+        _wait_until_serving(running)
+        owner = running.token("staff", "staff-owner")
+        with Client(address, token=owner) as staff, Client(address) as platform:
+            assert staff.check_eligibility("order-eligible").eligible
+            assert (
+                platform.get_balances(owner_id="shop-sunny")[
+                    (pb.ACCOUNT_KIND_ANXIN_WALLET, "shop-sunny")
+                ]
+                == 500_000
+            )
+            platform.put_shop(pb.Shop(shop_id="shop-in-memory", status=pb.SHOP_STATUS_NORMAL))
+    finally:
+        process.send_signal(signal.SIGTERM)
+        exit_code = process.wait(timeout=15)
+    assert exit_code == 0
+    [said] = [r for r in log_records(stderr) if r["message"].startswith("a database in memory")]
+    assert not pathlib.Path(said["path"]).exists()
+    assert not pathlib.Path(said["path"]).parent.exists()
