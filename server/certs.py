@@ -7,7 +7,8 @@ localhost, 127.0.0.1 and ::1), for every identity of the access table a client c
 `token-key.pem` with its public half as `jwks.json` (for --jwks).
 
 `python -m server.certs FOLDER --token staff:staff-owner` prints a token for that person signed
-with FOLDER's key (issuer DEV_ISSUER, audience DEV_AUDIENCE), valid for an hour.
+with FOLDER's key (issuer `aftersales-development-login`, audience `aftersales`), valid for an
+hour.
 
 For development and tests only: production certificates come from the platform's CA, and tokens
 from its login service, whose keys are the only ones a production server's JWKS holds.
@@ -34,7 +35,7 @@ from server import settings
 from server.grpc.methods import METHOD_NAMES
 
 VALID_FOR = timedelta(days=30)
-DEV_ISSUER = "aftersales-development-login"
+DEV_ISSUER = "aftersales-development-login"  # as the module's docstring says
 DEV_AUDIENCE = "aftersales"
 TOKEN_KEY_ID = "development-1"
 
