@@ -497,6 +497,9 @@ def test_a_call_its_caller_cancelled_before_the_stop_is_logged_cancelled_when_ab
 ):
     with a_call_waiting_on_a_lock(postgres_server, tmp_path, "cancelled", "1") as waiting:
         assert waiting.call.cancel()
+        # The cancel travels to the server as an HTTP/2 reset, which nothing there answers or
+        # logs while the handler waits on the lock: given time to arrive before the stop.
+        time.sleep(1)
         server = waiting.server
         server.process.send_signal(signal.SIGTERM)
         exit_code = server.process.wait(timeout=DEADLINE_SECONDS)  # the lock still held

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import UTC
 
 import grpc
 import pytest
@@ -101,7 +102,7 @@ def test_replicas_open_one_entry_and_record_one_refund_whoever_is_asked(replicas
     assert len(list(a.iter_entries(order_id="order-eligible"))) == 1
 
     application = a.apply_after_sales("order-eligible", "buyer-eligible", 64_950)
-    now = entries[0].opened_at.ToDatetime()
+    now = entries[0].opened_at.ToDatetime(UTC)
     recorded = _at_once(
         [
             lambda c=c, i=i: c.record_refund(
