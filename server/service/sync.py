@@ -40,11 +40,12 @@ DEBT_PAGE = 500
 # stays bounded however many shops a payee owes. What is left is paid by the sweeper
 # (settle_pending_debts); the proto documents the figure (PostFundsResponse.debts_pending).
 DEBTS_PER_TRANSACTION = 1_000
-# Movements to or from the outside folded into the external account's balance per transaction,
-# and transactions per sweep at most: 200,000 a sweep (every 30 s by default), well above what
-# the platform moves meanwhile; a sweep that finds fewer stops at the first short batch.
+# Changes of the external account folded into its row per transaction, and transactions per
+# sweep at most: a sweep folds what came since the last one, up to 10 million (a read of the
+# account adds those not yet folded, so that is what a read costs); it stops at the first short
+# batch.
 FOLD_BATCH = 1_000
-FOLD_BATCHES = 200
+FOLD_BATCHES = 10_000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -172,9 +173,9 @@ class SyncUseCases(UseCases):
             return Posted(transfer, balance, pending)
 
     def fold_external_movements(self, batch: int = FOLD_BATCH, batches: int = FOLD_BATCHES) -> int:
-        """The sweeper's part of the external account's balance: adds to its row the movements
-        to or from the outside made since the last sweep (which every read of it adds until
-        then), oldest first, in transactions of at most `batch`; returns how many."""
+        """The sweeper's part of the external account's balance: adds to its row the changes of
+        the movements to or from the outside made since the last sweep (which every read of it
+        adds until then), oldest first, in transactions of at most `batch`; returns how many."""
         return self.in_batches(lambda uow: uow.ledger.fold_external(batch), batch, batches)
 
     def settle_pending_debts(self, payees: int) -> int:

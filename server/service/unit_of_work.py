@@ -209,10 +209,10 @@ class Ledger(Protocol):
         the others hold."""
 
     def fold_external(self, limit: int) -> int:
-        """Adds at most `limit` of the oldest movements to or from the outside not yet added
-        to the external account's stored balance, which no transfer changes (every movement
-        from outside would queue on its row); returns how many. Its balance as read is the
-        same before and after."""
+        """Adds at most `limit` of the oldest changes of movements to or from the outside not
+        yet added to the external account's stored balance, which no transfer changes (every
+        movement from outside would queue on its row); returns how many. Its balance as read is
+        the same before and after."""
 
     def balances_of(self, owner_id: str) -> dict[AccountRef, int]:
         """The owner's accounts and their balances, by kind."""

@@ -23,6 +23,7 @@ from server.domain.model import (
 from server.service.unit_of_work import InsufficientBalance, TransactionAborted, TransferExists
 from server.store.schema import (
     BATCH,
+    EXTERNAL_CHANGES_SUM_SQL,
     LIMIT,
     AccountRow,
     Statement,
@@ -33,7 +34,6 @@ from server.store.schema import (
     at,
     chunked,
     execute_sql,
-    external_unfolded_sum_sql,
     in_list,
     insert_rows,
     members,
@@ -42,7 +42,6 @@ from server.store.schema import (
     rows_query,
     stand_in,
     to_us,
-    unfolded_transfers_sql,
 )
 
 if TYPE_CHECKING:
@@ -131,41 +130,37 @@ class SqlLedger:
             add_by_id(self._store.database, "account", "balance", deferred, floor=False)
 
     def _external_balance(self) -> int:
-        """Money outside the system: its account's row and the movements not yet folded into it
+        """Money outside the system: its account's row and the changes not yet folded into it
         (one statement; its cost is that of the movements since the last sweep)."""
         external_id = self._store.external_account_id()
-        balance = _balance_sql(external_id, sqlite=not self._store.is_postgres)
-        sql = f'SELECT {balance} FROM "account" AS a WHERE a."id" = {external_id}'
+        sql = f'SELECT {_balance_sql(external_id)} FROM "account" AS a WHERE a."id" = {external_id}'
         ((balance,),) = execute_sql(self._store.database, sql).fetchall()
         return int(balance)
 
     def fold_external(self, limit: int) -> int:
-        """Adds at most `limit` of the oldest movements to or from the outside not yet added to
-        the external account's balance, and marks them added; how many. On PostgreSQL one
-        statement, and the movements another replica's sweep holds are skipped."""
+        """Adds at most `limit` of the oldest changes in "external_change" to the external
+        account's row, and deletes them; how many. On PostgreSQL one statement, which skips
+        the changes another replica's sweep holds and leaves the row alone when there are
+        none."""
         external_id = self._store.external_account_id()
         database = self._store.database
-        p = database.param
-        unfolded = unfolded_transfers_sql(external_id, sqlite=not self._store.is_postgres)
-        picked = f'SELECT "id" {unfolded} ORDER BY "id" LIMIT {p}'
-        change = f'CASE WHEN "to_account_id" = {external_id} THEN "amount" ELSE -"amount" END'
+        # The limit written out: a plan made for any limit could read the whole table.
+        picked = f'SELECT "id" FROM "external_change" ORDER BY "id" LIMIT {int(limit)}'
         if self._store.is_postgres:
-            ((folded,),) = execute_sql(
+            found = execute_sql(
                 database,
-                f'WITH folded AS (UPDATE "transfer" SET "folded" = TRUE WHERE "id" IN '
-                f'({picked} FOR UPDATE SKIP LOCKED) RETURNING {change} AS "change") '
-                'UPDATE "account" SET "balance" = "balance" + '
-                '(SELECT COALESCE(SUM("change"), 0) FROM folded) '
-                f'WHERE "id" = {external_id} RETURNING (SELECT count(*) FROM folded)',
-                [limit],
+                'WITH gone AS (DELETE FROM "external_change" WHERE "id" IN '
+                f'({picked} FOR UPDATE SKIP LOCKED) RETURNING "amount") '
+                'UPDATE "account" SET "balance" = "balance" + (SELECT SUM("amount") FROM gone) '
+                f'WHERE "id" = {external_id} AND EXISTS (SELECT 1 FROM gone) '
+                "RETURNING (SELECT count(*) FROM gone)",
             ).fetchall()
-            return int(folded)
+            return int(found[0][0]) if found else 0
         changes = execute_sql(
-            database,
-            f'UPDATE "transfer" SET "folded" = TRUE WHERE "id" IN ({picked}) RETURNING {change}',
-            [limit],
+            database, f'DELETE FROM "external_change" WHERE "id" IN ({picked}) RETURNING "amount"'
         ).fetchall()
         if changes:
+            p = database.param
             execute_sql(
                 database,
                 f'UPDATE "account" SET "balance" = "balance" + {p} WHERE "id" = {p}',
@@ -191,8 +186,9 @@ class SqlLedger:
         (InsufficientBalance, nothing posted).
 
         The external account's row is not changed here (every movement from outside would queue
-        on that one row): the sweep folds the movements into it after their commit
-        (fold_external), and a read adds those not yet folded (_external_balance)."""
+        on that one row): the database notes each movement's change as the transfer is inserted
+        ("external_change"), the sweep folds those into the row (fold_external), and a read adds
+        those not yet folded (_external_balance)."""
         movement = Movement(
             from_account, to_account, amount, kind, reference, idempotency_key, memo
         )
@@ -374,7 +370,7 @@ class SqlLedger:
         return balances
 
     def _select(
-        self, refs: Sequence[AccountRef], *, lock: bool = False
+        self, refs: Sequence[AccountRef], *, lock: bool = False, external: bool = False
     ) -> list[tuple[int, AccountRef, int]]:
         """(id, account, balance) of the accounts named, BATCH at a time; with `lock`, locked in
         the global order (one batch at most)."""
@@ -393,6 +389,7 @@ class SqlLedger:
                 'JOIN named ON named.kind = a."kind" AND named.owner_id = a."owner_id"',
                 params,
                 lock=lock,
+                external=external,
             )
         return found
 
@@ -402,16 +399,19 @@ class SqlLedger:
         return self._rows("", f"WHERE {where}", params, lock=True)
 
     def _rows(
-        self, with_: str, where: str, params: Sequence[object], *, lock: bool
+        self,
+        with_: str,
+        where: str,
+        params: Sequence[object],
+        *,
+        lock: bool,
+        external: bool = False,
     ) -> list[tuple[int, AccountRef, int]]:
+        """(id, account, balance) of the accounts `where` finds. With `external`, the external
+        account among them is read with the changes not yet folded into its row (it is never
+        locked: lock_accounts leaves it out)."""
         self.make_deferred()
-        # The external account is never locked (lock_accounts leaves it out): a read of it adds
-        # the movements not yet folded into its row.
-        balance = (
-            'a."balance"'
-            if lock
-            else _balance_sql(self._store.external_account_id(), sqlite=not self._store.is_postgres)
-        )
+        balance = _balance_sql(self._store.external_account_id()) if external else 'a."balance"'
         sql = f'{with_}SELECT a."id", a."kind", a."owner_id", {balance} FROM "account" AS a {where}'
         if lock:
             sql += f' ORDER BY {_RANK_SQL}, a."id"'
@@ -426,7 +426,7 @@ class SqlLedger:
     def balances(self, refs: list[AccountRef]) -> dict[AccountRef, int]:
         """Balances of the named accounts, read together (BATCH at a time); an account that
         never moved money has zero."""
-        found = {ref: balance for _, ref, balance in self._select(refs)}
+        found = {ref: balance for _, ref, balance in self._select(refs, external=EXTERNAL in refs)}
         return {ref: found.get(ref, 0) for ref in refs}
 
     def balances_of(self, owner_id: str) -> dict[AccountRef, int]:
@@ -491,11 +491,13 @@ class SqlLedger:
         return sum(kept for kept, _ in accounts.values()), accounts
 
 
-def _balance_sql(external_id: int, *, sqlite: bool) -> str:
-    """An account's balance as a read sees it (`a` the account's row): its row's, and for the
-    external account the movements not yet folded into it, which its partial index holds."""
-    unfolded = external_unfolded_sum_sql(external_id, sqlite=sqlite)
-    return f'a."balance" + CASE WHEN a."id" = {external_id} THEN ({unfolded}) ELSE 0 END'
+def _balance_sql(external_id: int) -> str:
+    """An account's balance as a read of the external account sees it (`a` the account's row):
+    its row's, and for the external account the changes not yet folded into it."""
+    return (
+        f'a."balance" + CASE WHEN a."id" = {external_id} THEN ({EXTERNAL_CHANGES_SUM_SQL}) '
+        "ELSE 0 END"
+    )
 
 
 # Stand-ins for the values of the ListTransfers query, replaced when it runs (SqlStore.run_bound).

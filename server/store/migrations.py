@@ -13,16 +13,16 @@ from server.store.events import EVENT_LOCK
 from server.store.schema import (
     AUDITED,
     EVENTS_PRUNED_THROUGH,
-    EXTERNAL_UNFOLDED_INDEX,
+    EXTERNAL_CHANGES_SUM_SQL,
     MODELS,
     AccountRow,
     EventRow,
+    ExternalChangeRow,
     PendingDebtsRow,
     SchemaVersionRow,
     SettingRow,
     execute_sql,
-    external_unfolded_sql,
-    external_unfolded_sum_sql,
+    external_change_trigger_sql,
     to_us,
 )
 
@@ -170,50 +170,31 @@ def _migrate_to_8(database: pw.Database) -> None:
 def _migrate_to_9(database: pw.Database) -> None:
     """The external account's balance on its row, as every other account's, read in one
     statement of bounded cost (it was minus the sum of every other account, a read of them
-    all). Writers do not change that row (every movement from outside would queue on it):
-    the sweep adds their movements to it after their commit (Ledger.fold_external), and a read
-    adds those not yet added, which a partial index holds. The row starts at what the other
-    accounts sum to, and every movement made before counts as added. Replicas still at step 8
-    write as before: their movements are added by the sweep too."""
+    all). No writer changes that row (every movement from outside would queue on it): the
+    database writes each movement's change into "external_change" as the transfer is inserted
+    (a trigger, which replicas still at step 8 fire too), the sweep folds those into the row
+    (Ledger.fold_external), and a read adds those not yet folded. The row starts at what the
+    other accounts sum to. On PostgreSQL the transfers' inserts wait (reads go on) from the
+    lock below to this step's commit, which reads the accounts once: no movement falls between
+    that sum and the trigger."""
     postgres = isinstance(database, pw.PostgresqlDatabase)
+    database.create_tables([ExternalChangeRow], safe=True)
     ((external_id,),) = execute_sql(
         database,
         f'SELECT "id" FROM "account" WHERE "kind" = {database.param}',
         [AccountKind.EXTERNAL.value],
     ).fetchall()
-    unfolded = external_unfolded_sql(external_id)
-    present = {column.name for column in database.get_columns("transfer")}
-    if "folded" not in present:
-        if postgres:
-            # The rows there are count as added (no rewrite: the default is kept in the
-            # catalogue); those inserted from now on, by any replica, as not. The table is
-            # locked until this transaction ends, so no movement falls between the two.
-            execute_sql(
-                database,
-                'ALTER TABLE "transfer" ADD COLUMN "folded" boolean NOT NULL DEFAULT true',
-            )
-            execute_sql(database, 'ALTER TABLE "transfer" ALTER COLUMN "folded" SET DEFAULT false')
-        else:
-            # SQLite cannot change a column's default: added as not folded, then the external
-            # movements there are marked (this transaction holds the only writer).
-            execute_sql(
-                database,
-                'ALTER TABLE "transfer" ADD COLUMN "folded" BOOLEAN NOT NULL DEFAULT FALSE',
-            )
-            execute_sql(database, f'UPDATE "transfer" SET "folded" = TRUE WHERE {unfolded}')
-    execute_sql(
-        database,
-        f'CREATE INDEX IF NOT EXISTS "{EXTERNAL_UNFOLDED_INDEX}" ON "transfer" ("id") '
-        f"WHERE {unfolded}",
-    )
-    # Read after the table is locked: what the other accounts sum to, every movement committed
-    # before it included, and none after; less the movements a read adds (none, unless the
-    # column was there already, as in a database step 1 of this code made).
-    not_folded = external_unfolded_sum_sql(external_id, sqlite=not postgres)
+    if postgres:
+        execute_sql(database, 'LOCK TABLE "transfer" IN SHARE ROW EXCLUSIVE MODE')
+    for statement in external_change_trigger_sql(external_id, postgres=postgres):
+        execute_sql(database, statement)
+    # What the other accounts sum to, every movement committed before included and none after,
+    # less the changes a read adds (none, unless the trigger was there already).
     execute_sql(
         database,
         'UPDATE "account" SET "balance" = -(SELECT COALESCE(SUM("balance"), 0) FROM "account" '
-        f'WHERE "kind" <> {database.param}) - ({not_folded}) WHERE "id" = {database.param}',
+        f'WHERE "kind" <> {database.param}) - ({EXTERNAL_CHANGES_SUM_SQL}) '
+        f'WHERE "id" = {database.param}',
         [AccountKind.EXTERNAL.value, external_id],
     )
 

@@ -238,8 +238,8 @@ class AccountRow(_Base):
     kind = pw.CharField(max_length=32)
     owner_id = pw.CharField(max_length=128, default="")
     # Maintained in the same transaction as every transfer (but for the external account's,
-    # which the sweep brings up to date: SqlLedger.fold_external); tests check it against the
-    # transfers.
+    # which the sweep brings up to date from "external_change": SqlLedger.fold_external); tests
+    # check it against the transfers.
     balance = pw.BigIntegerField(default=0)
 
     class Meta:
@@ -261,10 +261,6 @@ class TransferRow(_Base):
     posted_at = pw.BigIntegerField()
     recorded_by_service = audit_column(256)
     recorded_by_person = audit_column(192)
-    # A movement to or from the outside, once added to the external account's balance
-    # (Ledger.fold_external); those not yet are found by their index (unfolded_transfers_sql).
-    # The database's default: the inserts name no value for it.
-    folded = pw.BooleanField(default=False, constraints=[pw.SQL("DEFAULT FALSE")])
 
     class Meta:
         table_name = "transfer"
@@ -282,33 +278,46 @@ TransferRow.add_index(
 )
 
 
-EXTERNAL_UNFOLDED_INDEX = "transfer_external_unfolded"
+class ExternalChangeRow(_Base):
+    """What a movement to or from the outside changes of the external account's balance, until
+    the sweep folds it into the account's row (SqlLedger.fold_external). Written by the
+    database itself as the transfer is inserted (a trigger: external_change_trigger_sql), so no
+    writer changes, or waits on, that one row; the table holds the movements since the last
+    sweep, and a read of the external account adds them up."""
+
+    id = pw.BigAutoField()
+    amount = pw.BigIntegerField()  # the change: + into the account, - out of it
+
+    class Meta:
+        table_name = "external_change"
 
 
-def external_unfolded_sql(external_id: int) -> str:
-    """The condition of the movements to or from the external account (its id, a number this
-    database gave it) not yet folded into its balance: the partial index
-    EXTERNAL_UNFOLDED_INDEX's."""
+EXTERNAL_CHANGES_SUM_SQL = (
+    # A bigint on both databases: PostgreSQL's sum of bigints is a numeric.
+    'SELECT CAST(COALESCE(SUM("amount"), 0) AS BIGINT) FROM "external_change"'
+)
+
+
+def external_change_trigger_sql(external_id: int, *, postgres: bool) -> list[str]:
+    """The statements that make the trigger which writes a movement to or from the external
+    account (its id, a number this database gave it) into "external_change"; safe to run again."""
     account = int(external_id)
-    return f'NOT "folded" AND ("from_account_id" = {account} OR "to_account_id" = {account})'
-
-
-def unfolded_transfers_sql(external_id: int, *, sqlite: bool) -> str:
-    """`FROM ... WHERE ...` of those movements, read through their partial index: named on
-    SQLite, whose planner, without statistics, would rather read every external movement there
-    ever was through the indexes by account."""
-    hint = f' INDEXED BY "{EXTERNAL_UNFOLDED_INDEX}"' if sqlite else ""
-    return f'FROM "transfer"{hint} WHERE {external_unfolded_sql(external_id)}'
-
-
-def external_unfolded_sum_sql(external_id: int, *, sqlite: bool) -> str:
-    """A query of what those movements add to the external account's balance (a bigint on both
-    databases: PostgreSQL's sum of bigints is a numeric)."""
-    account = int(external_id)
-    return (
-        f'SELECT CAST(COALESCE(SUM(CASE WHEN "to_account_id" = {account} THEN "amount" '
-        f'ELSE -"amount" END), 0) AS BIGINT) {unfolded_transfers_sql(account, sqlite=sqlite)}'
-    )
+    involves = f'NEW."from_account_id" = {account} OR NEW."to_account_id" = {account}'
+    change = f'CASE WHEN NEW."to_account_id" = {account} THEN NEW."amount" ELSE -NEW."amount" END'
+    if not postgres:
+        return [
+            'CREATE TRIGGER IF NOT EXISTS "transfer_external_change" AFTER INSERT ON "transfer" '
+            f'WHEN {involves} BEGIN INSERT INTO "external_change" ("amount") VALUES ({change}); '
+            "END"
+        ]
+    return [
+        "CREATE OR REPLACE FUNCTION transfer_external_change() RETURNS trigger "
+        "LANGUAGE plpgsql SET search_path FROM CURRENT AS $$ BEGIN "
+        f'INSERT INTO "external_change" ("amount") VALUES ({change}); RETURN NULL; END $$',
+        'DROP TRIGGER IF EXISTS "transfer_external_change" ON "transfer"',
+        'CREATE TRIGGER "transfer_external_change" AFTER INSERT ON "transfer" FOR EACH ROW '
+        f"WHEN ({involves}) EXECUTE FUNCTION transfer_external_change()",
+    ]
 
 
 class PendingDebtsRow(_Base):
@@ -391,6 +400,7 @@ MODELS = [
     ClawbackLineRow,
     AccountRow,
     TransferRow,
+    ExternalChangeRow,
     PendingDebtsRow,
     EventRow,
     RequestRow,

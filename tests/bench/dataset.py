@@ -311,7 +311,7 @@ class Dataset:
     def load_base(self) -> None:
         """The shops, their owners, the payees and their funded accounts."""
         db, now = self.db, self.now
-        mark = self._last_transfer()
+        marks = self._marks()
         with db.transaction():
             db.insert(
                 "shop",
@@ -347,17 +347,17 @@ class Dataset:
             db.insert("account", [{"kind": k, "owner_id": o, "balance": 0} for k, o, _ in funds])
             funds.append(("PLATFORM_COMMISSION", "", PLATFORM_FUNDS))
             self._fund(funds, "base")
-            self._settle(mark)
+            self._settle(marks)
 
     def grow(self, size: int) -> float:
         """Adds orders until there are `size`; returns the seconds it took."""
         if size <= self.orders:
             return 0.0
         start = time.perf_counter()
-        mark = self._last_transfer()
+        marks = self._marks()
         with self.db.transaction():
             self._orders(MAIN, self.orders, size)
-            self._settle(mark)
+            self._settle(marks)
         self.db.tidy()
         self.orders = size
         return time.perf_counter() - start
@@ -562,13 +562,19 @@ class Dataset:
         """The highest position in the outbox, 0 when it is empty."""
         return int(self.db.execute("SELECT COALESCE(MAX(position), 0) FROM event")[0][0])
 
-    def _last_transfer(self) -> int:
-        return int(self.db.execute("SELECT COALESCE(MAX(id), 0) FROM transfer")[0][0])
+    def _marks(self) -> tuple[int, int]:
+        """The last transfer and the last external change noted (by the store's trigger, which
+        PostgreSQL's bulk load does not fire)."""
+        return (
+            int(self.db.execute("SELECT COALESCE(MAX(id), 0) FROM transfer")[0][0]),
+            int(self.db.execute("SELECT COALESCE(MAX(id), 0) FROM external_change")[0][0]),
+        )
 
-    def _settle(self, mark: int) -> None:
-        """Moves the balances of the accounts that transfers after `mark` touched, as the
-        store's own transfers do, and the external account's as the sweep does, its movements
-        marked folded (so that the server's sweeps find none of them to fold while measured)."""
+    def _settle(self, marks: tuple[int, int]) -> None:
+        """Moves the balances of the accounts that transfers after `marks` touched, as the
+        store's own transfers do, the external account's included, as the sweep leaves it
+        (so that the server's sweeps find none of these changes to fold while measured)."""
+        mark, change_mark = marks
         self.db.execute(
             "UPDATE account SET balance = balance + moved.amount FROM ("
             "SELECT account_id, SUM(amount) AS amount FROM ("
@@ -577,11 +583,7 @@ class Dataset:
             ") AS legs GROUP BY account_id) AS moved "
             "WHERE account.id = moved.account_id"
         )
-        outside = "(SELECT id FROM account WHERE kind = 'EXTERNAL')"
-        self.db.execute(
-            f"UPDATE transfer SET folded = TRUE WHERE id > {mark} AND NOT folded "
-            f"AND (from_account_id = {outside} OR to_account_id = {outside})"
-        )
+        self.db.execute(f"DELETE FROM external_change WHERE id > {change_mark}")
 
     # --- orders for the timed writes ------------------------------------------------------------
 
@@ -659,7 +661,7 @@ class Dataset:
         group = debtor_group(f"d{self._debtors}")
         db, p = self.db, group.prefix
         with_, source = db.series(0, shops)
-        mark = self._last_transfer()
+        marks = self._marks()
         with db.transaction():
             db.execute(
                 f"{with_}INSERT INTO shop (id, name, status, wallet_opened_at, version) "
@@ -681,6 +683,6 @@ class Dataset:
                 f"'funds:{p}-fund-' || i, {self.now - 300 * DAY_US} FROM {source} ORDER BY i"
             )
             self._orders(group, 0, shops)
-            self._settle(mark)
+            self._settle(marks)
         self.db.tidy()
         return f"{p}-kol"

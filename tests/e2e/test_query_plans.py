@@ -17,6 +17,9 @@ from tests.e2e.test_batch_eligibility import a_mixed_batch
 from tests.e2e.test_statement_counts import every_rpc
 
 TABLES = {model._meta.table_name for model in MODELS}
+# Read whole by design: the external account's changes not yet folded into its row, which the
+# sweep empties (what came since the last one).
+READ_WHOLE = {"external_change"}
 # A plan's full read: "SCAN a" (SQLite 3.36 on), "SCAN TABLE account AS a" (before).
 SCAN = re.compile(r"SCAN (?:TABLE )?(\S+)(?: AS (\S+))?")
 
@@ -53,23 +56,12 @@ def full_scans(store, sql, params):
     scanned = []
     for *_, detail in plan:
         scan = SCAN.match(detail)
-        if scan and not _through_a_partial_index(store, detail):
+        if scan and scan.group(1) not in READ_WHOLE:
             name = scan.group(2) or scan.group(1)
             aliases = {alias: table for table in TABLES for alias in (table, *_aliases(sql, table))}
             if name in aliases:
                 scanned.append(f"{aliases[name]} ({detail})")
     return scanned
-
-
-def _through_a_partial_index(store, detail):
-    """A scan of a partial index reads only the rows its condition holds (the movements the
-    sweep has not folded yet), not the table."""
-    through = re.search(r"USING (?:COVERING )?INDEX (\S+)", detail)
-    if through is None:
-        return False
-    table = SCAN.match(detail).group(1)
-    listed = execute_sql(store.database, f'PRAGMA index_list("{table}")').fetchall()
-    return any(row[1] == through.group(1) and row[4] for row in listed)
 
 
 def full_sort(store, sql, params):

@@ -61,7 +61,7 @@ BUDGET = {
     # wallet and deposit are then shown at zero, is read with one more statement.
     "GetBalances of a shop money has not reached": 2,
     "GetBalances of a payee": 2,
-    # With the movements to and from the outside the sweep has not yet folded into it.
+    # With the changes of the movements to and from the outside the sweep has not yet folded.
     "GetBalances of the external account and a wallet": 1,
 }
 
