@@ -218,6 +218,9 @@ def run(database: pw.Database) -> int:
     connection open."""
     with database.atomic():
         if isinstance(database, pw.PostgresqlDatabase):
+            # Each statement sees what committed before it, whatever the database's default:
+            # a step that reads under a lock it took (9) reads what came before the lock.
+            execute_sql(database, "SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
             # A migration may rewrite large tables: the per-call statement and lock timeouts
             # are not for it (this transaction only).
             execute_sql(database, "SET LOCAL statement_timeout = 0")
