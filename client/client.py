@@ -400,11 +400,11 @@ class Client:
         request_id: str | None = None,
         timeout: float | None = None,
     ) -> resources_pb2.Entry:
-        """Opens the order's entry for the buyer (72 hours), as `operator_id` (default: the
-        staff member of this client's token). FailedPrecondition lists every unmet rule;
-        AlreadyExists names the entry open already (`entry_id`); NotFound, PermissionDenied as
-        check_eligibility. Idempotent on `request_id` (made when not given; the exception
-        names it): the same request sent again returns the same entry."""
+        """Opens the order's entry for the buyer, until its `expires_at`, as `operator_id`
+        (default: the staff member of this client's token). FailedPrecondition lists every
+        unmet rule; AlreadyExists names the entry open already (`entry_id`); NotFound,
+        PermissionDenied as check_eligibility. Idempotent on `request_id` (made when not given;
+        the exception names it): the same request sent again returns the same entry."""
         request_id = request_id or new_request_id()
         return self._call(
             self.entries.OpenEntry,

@@ -23,13 +23,8 @@ ACCESS_ENV = "AFTERSALES_ACCESS"
 def load_policy(path: str | os.PathLike[str] | None = None) -> Policy:
     """The policy at `path`, else at $AFTERSALES_POLICY, else the shipped default
     (policy.PolicyError, one line, if it cannot be read or is not a valid policy)."""
-    chosen = pathlib.Path(path or os.environ.get(POLICY_ENV) or POLICY_PATH)
-    try:
-        raw = _toml(chosen)
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
-        reason = " ".join(str(e).split())
-        raise policy.PolicyError(f"cannot read policy {chosen}: {reason}") from e
-    return policy.parse(raw, source=str(chosen))
+    chosen = _chosen(path, POLICY_ENV, POLICY_PATH)
+    return policy.parse(_toml(chosen, "policy", policy.PolicyError), source=str(chosen))
 
 
 def load_access(
@@ -37,13 +32,19 @@ def load_access(
 ) -> access.AccessTable:
     """The access table at `path`, else at $AFTERSALES_ACCESS, else the shipped one
     (access.AccessTableError if it cannot be read or is not a valid table)."""
-    chosen = pathlib.Path(path or os.environ.get(ACCESS_ENV) or ACCESS_PATH)
-    try:
-        raw = _toml(chosen)
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
-        raise access.AccessTableError(f"cannot read access table {chosen}: {e}") from e
+    chosen = _chosen(path, ACCESS_ENV, ACCESS_PATH)
+    raw = _toml(chosen, "access table", access.AccessTableError)
     return access.parse(raw, known_methods, source=str(chosen))
 
 
-def _toml(path: pathlib.Path) -> dict[str, Any]:
-    return tomllib.loads(path.read_text(encoding="utf-8"))
+def _chosen(path: str | os.PathLike[str] | None, env: str, shipped: pathlib.Path) -> pathlib.Path:
+    return pathlib.Path(path or os.environ.get(env) or shipped)
+
+
+def _toml(path: pathlib.Path, what: str, error: type[ValueError]) -> dict[str, Any]:
+    """The file's TOML; `error`, in one line naming `what` and the file, if it cannot be read."""
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+        reason = " ".join(str(e).split())
+        raise error(f"cannot read {what} {path}: {reason}") from e

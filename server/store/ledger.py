@@ -129,14 +129,6 @@ class SqlLedger:
             deferred, self._deferred = self._deferred, {}
             add_by_id(self._store.database, "account", "balance", deferred, floor=False)
 
-    def _external_balance(self) -> int:
-        """Money outside the system: its account's row and the changes not yet folded into it
-        (one statement; its cost is that of the movements since the last sweep)."""
-        external_id = self._store.external_account_id()
-        sql = f'SELECT {_balance_sql(external_id)} FROM "account" AS a WHERE a."id" = {external_id}'
-        ((balance,),) = execute_sql(self._store.database, sql).fetchall()
-        return int(balance)
-
     def fold_external(self, limit: int) -> int:
         """Adds at most `limit` of the oldest changes in "external_change" to the external
         account's row, and deletes them; how many. On PostgreSQL one statement, which skips
@@ -188,7 +180,7 @@ class SqlLedger:
         The external account's row is not changed here (every movement from outside would queue
         on that one row): the database notes each movement's change as the transfer is inserted
         ("external_change"), the sweep folds those into the row (fold_external), and a read adds
-        those not yet folded (_external_balance)."""
+        those not yet folded (balances)."""
         movement = Movement(
             from_account, to_account, amount, kind, reference, idempotency_key, memo
         )
@@ -487,7 +479,7 @@ class SqlLedger:
             derived = int(incoming.get(row.id, 0)) - int(outgoing.get(row.id, 0))
             accounts[ref] = (row.balance, derived)
         if EXTERNAL in accounts:
-            accounts[EXTERNAL] = (self._external_balance(), accounts[EXTERNAL][1])
+            accounts[EXTERNAL] = (self.balances([EXTERNAL])[EXTERNAL], accounts[EXTERNAL][1])
         return sum(kept for kept, _ in accounts.values()), accounts
 
 

@@ -166,7 +166,6 @@ def _migrate_to_8(database: pw.Database) -> None:
     )
 
 
-# Index i brings the schema from version i to i + 1. Append; never edit a released step.
 def _migrate_to_9(database: pw.Database) -> None:
     """The external account's balance on its row, as every other account's, read in one
     statement of bounded cost (it was minus the sum of every other account, a read of them
@@ -199,6 +198,7 @@ def _migrate_to_9(database: pw.Database) -> None:
     )
 
 
+# Index i brings the schema from version i to i + 1. Append; never edit a released step.
 MIGRATIONS: list[Callable[[pw.Database], None]] = [
     _migrate_to_1,
     _migrate_to_2,

@@ -144,6 +144,9 @@ class SqlStore:
         self.page_token_key = bytes.fromhex(
             SettingRow.get(SettingRow.name == "page_token_key").value
         )
+        self._read_fixed_accounts()
+
+    def _read_fixed_accounts(self) -> None:
         self.fixed_account_ids = {
             ref: AccountRow.get(
                 (AccountRow.kind == ref.kind.value) & (AccountRow.owner_id == "")
@@ -152,15 +155,11 @@ class SqlStore:
         }
 
     def external_account_id(self) -> int:
-        """The external account's id, read once (a store that neither migrated nor checked the
-        schema has not read it yet)."""
-        found = self.fixed_account_ids.get(EXTERNAL)
-        if found is None:
-            found = AccountRow.get(
-                (AccountRow.kind == EXTERNAL.kind.value) & (AccountRow.owner_id == "")
-            ).id
-            self.fixed_account_ids = {**self.fixed_account_ids, EXTERNAL: found}
-        return found
+        """The external account's id (read when first needed by a store that neither migrated
+        nor checked the schema)."""
+        if EXTERNAL not in self.fixed_account_ids:
+            self._read_fixed_accounts()
+        return self.fixed_account_ids[EXTERNAL]
 
     def knows_accounts(self, refs: Collection[AccountRef]) -> None:
         """Keeps `refs`, committed, as accounts that exist (known_accounts)."""

@@ -4,7 +4,6 @@ anything. A server that checks the people's tokens, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
-import json
 from datetime import timedelta
 
 import pytest
@@ -13,35 +12,16 @@ from google.protobuf import descriptor
 from aftersales.v1 import entry_pb2
 from aftersales.v1 import resources_pb2 as pb
 from client import Client, NotFound, PermissionDenied, Unauthenticated
-from server.certs import DEV_AUDIENCE, DEV_ISSUER, TokenKey
 from server.grpc.app import App
-from server.grpc.tokens import TokenSettings, TokenVerifier
 from tests.e2e.seed import PAID, Seed
 
 WINDOW = timedelta(hours=72)
 
 
 @pytest.fixture
-def login(tmp_path):
-    """The login service: its key signs the people's tokens, the server trusts its JWKS."""
-    key = TokenKey()
-    (tmp_path / "jwks.json").write_text(json.dumps(key.jwks()), encoding="utf-8")
-    return key
-
-
-@pytest.fixture
-def server(service, login, tmp_path):
-    """A server that authenticates the people calls act for (no client certificates)."""
-    tokens = TokenVerifier(TokenSettings(tmp_path / "jwks.json", DEV_ISSUER, DEV_AUDIENCE))
-    app = App(service, "127.0.0.1:0", workers=4, tokens=tokens, sweep_interval=3600).start()
-    yield app
-    app.stop(grace=1)
-
-
-@pytest.fixture
-def client(server):
+def client(people_server):
     """The systems that feed the facts (no person's token needed for Sync)."""
-    with Client(f"127.0.0.1:{server.port}") as c:
+    with Client(f"127.0.0.1:{people_server.port}") as c:
         yield c
 
 
@@ -51,13 +31,13 @@ def seed(client, clock):
 
 
 @pytest.fixture
-def person(server, login):
+def person(people_server, login):
     """person(kind, id): a client acting for that person; person() acts for nobody."""
     clients: list[Client] = []
 
     def make(kind: str | None = None, person_id: str = "") -> Client:
         token = login.mint(person_id, kind) if kind else None
-        clients.append(Client(f"127.0.0.1:{server.port}", token=token))
+        clients.append(Client(f"127.0.0.1:{people_server.port}", token=token))
         return clients[-1]
 
     yield make

@@ -4,6 +4,7 @@ window is 2 seconds, driven through gRPC health, the Python client and `python -
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import json
 import pathlib
@@ -14,6 +15,7 @@ import subprocess
 import sys
 import time
 import tomllib
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -105,19 +107,20 @@ def _wait_until_serving(server: ServerProcess, deadline_seconds: float = 30) -> 
             time.sleep(0.1)
 
 
-@pytest.fixture
-def server(tmp_path):
+@contextlib.contextmanager
+def started(tmp_path: pathlib.Path, database: str, *flags: str) -> Iterator[ServerProcess]:
+    """`python -m server` with the demo on `database`, serving; stopped (SIGTERM, then killed
+    if it lingers) if still running when the block ends."""
     address = f"127.0.0.1:{free_port()}"
     stderr = tmp_path / "server.stderr"
     command = [
         sys.executable, "-m", "server",
         "--address", address,
-        "--database", f"sqlite:///{tmp_path / 'aftersales.db'}",
-        "--policy", str(_policy_file(tmp_path)),
-        "--sweep-interval", "0.5",
+        "--database", database,
         "--drain-seconds", "0",
         "--demo",
         "--demo-keys", str(tmp_path / "demo"),
+        *flags,
     ]  # fmt: skip
     with stderr.open("wb") as sink:
         process = subprocess.Popen(
@@ -135,6 +138,14 @@ def server(tmp_path):
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+
+@pytest.fixture
+def server(tmp_path):
+    database = f"sqlite:///{tmp_path / 'aftersales.db'}"
+    policy = ["--policy", str(_policy_file(tmp_path)), "--sweep-interval", "0.5"]
+    with started(tmp_path, database, *policy) as running:
+        yield running
 
 
 class DemoClient:
@@ -538,24 +549,9 @@ def _ended_streams(connection: socket.socket, streams: set[int]) -> set[int]:
 def test_a_database_in_memory_serves_every_call_and_is_gone_at_exit(tmp_path):
     """Each of the server's threads has its own connection: the database in memory is one file
     of the process's own, in memory where the machine has a folder for it."""
-    address = f"127.0.0.1:{free_port()}"
-    stderr = tmp_path / "server.stderr"
-    command = [
-        sys.executable, "-m", "server",
-        "--address", address,
-        "--database", "sqlite:///:memory:",
-        "--drain-seconds", "0",
-        "--demo",
-        "--demo-keys", str(tmp_path / "demo"),
-    ]  # fmt: skip
-    with stderr.open("wb") as sink:
-        process = subprocess.Popen(
-            command, cwd=ROOT, env=_environment(), stdout=subprocess.DEVNULL, stderr=sink
-        )
-    running = ServerProcess(process, address, stderr, tmp_path / "demo")
-    try:
-        _wait_until_serving(running)
+    with started(tmp_path, "sqlite:///:memory:") as running:
         owner = running.token("staff", "staff-owner")
+        address = running.address
         with Client(address, token=owner) as staff, Client(address) as platform:
             assert staff.check_eligibility("order-eligible").eligible
             assert (
@@ -565,10 +561,11 @@ def test_a_database_in_memory_serves_every_call_and_is_gone_at_exit(tmp_path):
                 == 500_000
             )
             platform.put_shop(pb.Shop(shop_id="shop-in-memory", status=pb.SHOP_STATUS_NORMAL))
-    finally:
-        process.send_signal(signal.SIGTERM)
-        exit_code = process.wait(timeout=15)
+        running.process.send_signal(signal.SIGTERM)
+        exit_code = running.process.wait(timeout=15)
     assert exit_code == 0
-    [said] = [r for r in log_records(stderr) if r["message"].startswith("a database in memory")]
+    [said] = [
+        r for r in log_records(running.stderr) if r["message"].startswith("a database in memory")
+    ]
     assert not pathlib.Path(said["path"]).exists()
     assert not pathlib.Path(said["path"]).parent.exists()

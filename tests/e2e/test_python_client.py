@@ -5,6 +5,7 @@ needed."""
 from __future__ import annotations
 
 import collections
+import contextlib
 import inspect
 import itertools
 import json
@@ -17,6 +18,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Iterator
 from concurrent import futures
 from datetime import UTC, datetime, timedelta
 
@@ -29,9 +31,7 @@ from grpc_status import rpc_status
 from aftersales.v1 import entry_pb2, events_pb2, resources_pb2
 from client import Client, DeadlineExceeded, InvalidArgument, NotFound, Unavailable
 from client.__main__ import main
-from server.certs import DEV_AUDIENCE, DEV_ISSUER, Authority, TokenKey
-from server.grpc.app import App
-from server.grpc.tokens import TokenSettings, TokenVerifier
+from server.certs import Authority
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -129,6 +129,32 @@ def test_a_naive_datetime_is_refused_naming_the_argument_before_any_call(method,
 # --- Statuses ------------------------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def serving(
+    service: str, method: str, handler: grpc.RpcMethodHandler, workers: int
+) -> Iterator[str]:
+    """A stand-in server of one method of an aftersales.v1 service, on a free port: its
+    address."""
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers))
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(f"aftersales.v1.{service}", {method: handler}),)
+    )
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        server.stop(grace=None)
+
+
+def _get_entry_handler(get_entry) -> grpc.RpcMethodHandler:
+    return grpc.unary_unary_rpc_method_handler(
+        get_entry,
+        request_deserializer=entry_pb2.GetEntryRequest.FromString,
+        response_serializer=resources_pb2.Entry.SerializeToString,
+    )
+
+
 @pytest.fixture
 def rewriting_proxy():
     """A server standing for a proxy that rewrote a refusal's status to UNAVAILABLE and kept the
@@ -139,22 +165,8 @@ def rewriting_proxy():
         context.set_trailing_metadata([("grpc-status-details-bin", trailer.SerializeToString())])
         context.abort(grpc.StatusCode.UNAVAILABLE, "upstream connect error")
 
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
-    handler = grpc.method_handlers_generic_handler(
-        "aftersales.v1.AfterSalesEntry",
-        {
-            "GetEntry": grpc.unary_unary_rpc_method_handler(
-                get_entry,
-                request_deserializer=entry_pb2.GetEntryRequest.FromString,
-                response_serializer=resources_pb2.Entry.SerializeToString,
-            )
-        },
-    )
-    server.add_generic_rpc_handlers((handler,))
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    yield f"127.0.0.1:{port}"
-    server.stop(grace=None)
+    with serving("AfterSalesEntry", "GetEntry", _get_entry_handler(get_entry), 2) as address:
+        yield address
 
 
 def test_details_of_another_status_than_the_call_s_give_the_call_s_typed_error(rewriting_proxy):
@@ -177,28 +189,15 @@ def test_the_cli_reports_such_a_status_as_json_not_a_traceback(rewriting_proxy, 
 # --- Tokens --------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def login(tmp_path) -> TokenKey:
-    """The login service: its key signs the people's tokens, the server trusts its JWKS."""
-    key = TokenKey()
-    (tmp_path / "jwks.json").write_text(json.dumps(key.jwks()), encoding="utf-8")
-    return key
-
-
-@pytest.fixture
-def server(service, login, tmp_path):
-    """A server in this process that authenticates the people calls act for."""
-    tokens = TokenVerifier(TokenSettings(tmp_path / "jwks.json", DEV_ISSUER, DEV_AUDIENCE))
-    app = App(service, "127.0.0.1:0", workers=4, tokens=tokens, sweep_interval=3600).start()
-    yield app
-    app.stop(grace=1)
-
-
-def test_a_token_read_from_a_file_with_its_newline_is_sent_without_it(server, login, tmp_path):
+def test_a_token_read_from_a_file_with_its_newline_is_sent_without_it(
+    people_server, login, tmp_path
+):
     token_file = tmp_path / "token"
     token_file.write_text(login.mint("buyer-1", "buyer") + "\n", encoding="utf-8")
 
-    with Client(f"127.0.0.1:{server.port}", token=token_file.read_text(), timeout=5) as buyer:
+    with Client(
+        f"127.0.0.1:{people_server.port}", token=token_file.read_text(), timeout=5
+    ) as buyer:
         # The server knew the buyer: the order is simply none of theirs.
         with pytest.raises(NotFound):
             buyer.get_buyer_order_entry("order-nobody-has")
@@ -248,12 +247,12 @@ def pb_cash(owner_id: str) -> resources_pb2.AccountRef:
 
 
 def test_a_mutation_whose_outcome_is_unknown_is_done_once_when_sent_again_with_its_error_s_id(
-    server,
+    people_server,
 ):
     """No answer in time: the top-up may have been done or not. The error names the request id
     the client made for it; sent again with it, twice, the money moves once."""
     cash = pb_cash("kol-retry")
-    with Client(f"127.0.0.1:{server.port}", timeout=10) as client:
+    with Client(f"127.0.0.1:{people_server.port}", timeout=10) as client:
         with pytest.raises(DeadlineExceeded) as lost:
             client.post_funds(cash, 5_000, memo="top-up", timeout=0.000001)
         request_id = lost.value.request_id
@@ -266,8 +265,8 @@ def test_a_mutation_whose_outcome_is_unknown_is_done_once_when_sent_again_with_i
         assert client.get_balances([cash]) == {(cash.kind, cash.owner_id): 5_000}
 
 
-def test_a_refused_mutation_names_its_request_id_and_a_read_none(server):
-    with Client(f"127.0.0.1:{server.port}", timeout=10) as client:
+def test_a_refused_mutation_names_its_request_id_and_a_read_none(people_server):
+    with Client(f"127.0.0.1:{people_server.port}", timeout=10) as client:
         with pytest.raises(InvalidArgument) as given:
             client.post_funds(pb_cash("kol-1"), 0, request_id="req-given-0001")
         with pytest.raises(InvalidArgument) as made:
@@ -311,22 +310,8 @@ def database_down():
             time.sleep(1.5)  # a busy database: found so after waiting its turn
         context.abort_with_status(down)
 
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
-    handler = grpc.method_handlers_generic_handler(
-        "aftersales.v1.AfterSalesEntry",
-        {
-            "GetEntry": grpc.unary_unary_rpc_method_handler(
-                get_entry,
-                request_deserializer=entry_pb2.GetEntryRequest.FromString,
-                response_serializer=resources_pb2.Entry.SerializeToString,
-            )
-        },
-    )
-    server.add_generic_rpc_handlers((handler,))
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    yield f"127.0.0.1:{port}", attempts
-    server.stop(grace=None)
+    with serving("AfterSalesEntry", "GetEntry", _get_entry_handler(get_entry), 8) as address:
+        yield address, attempts
 
 
 def _packed(message) -> any_pb2.Any:
@@ -400,22 +385,13 @@ def flaky_events():
         while context.is_active():
             time.sleep(0.02)
 
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-    handler = grpc.method_handlers_generic_handler(
-        "aftersales.v1.Events",
-        {
-            "WatchEvents": grpc.unary_stream_rpc_method_handler(
-                watch,
-                request_deserializer=events_pb2.WatchEventsRequest.FromString,
-                response_serializer=events_pb2.WatchEventsResponse.SerializeToString,
-            )
-        },
+    handler = grpc.unary_stream_rpc_method_handler(
+        watch,
+        request_deserializer=events_pb2.WatchEventsRequest.FromString,
+        response_serializer=events_pb2.WatchEventsResponse.SerializeToString,
     )
-    server.add_generic_rpc_handlers((handler,))
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    yield f"127.0.0.1:{port}", script, came
-    server.stop(grace=None)
+    with serving("Events", "WatchEvents", handler, 4) as address:
+        yield address, script, came
 
 
 def test_a_broken_stream_is_resumed_after_waits_that_double_each_logged(flaky_events, caplog):
@@ -463,9 +439,9 @@ def test_get_clawback_takes_exactly_one_id(ids):
             client.get_clawback(**ids)
 
 
-def test_with_a_token_the_person_s_own_id_may_be_left_out(server, login, seed):
+def test_with_a_token_the_person_s_own_id_may_be_left_out(people_server, login, seed):
     case = seed.case("implied")
-    address = f"127.0.0.1:{server.port}"
+    address = f"127.0.0.1:{people_server.port}"
     staff_token, buyer_token = (
         login.mint(case.owner_id, "staff"),
         login.mint(case.buyer_id, "buyer"),
@@ -575,9 +551,9 @@ def test_a_call_after_close_says_the_client_is_closed():
         next(client.watch_events())
 
 
-def test_an_error_crosses_a_process_boundary_whole(server):
+def test_an_error_crosses_a_process_boundary_whole(people_server):
     """Pickled, as a process pool sends it back to its caller."""
-    with Client(f"127.0.0.1:{server.port}", timeout=10) as client:
+    with Client(f"127.0.0.1:{people_server.port}", timeout=10) as client:
         with pytest.raises(NotFound) as read:
             client.get_entry("entry-nobody-has")
         with pytest.raises(InvalidArgument) as refused:
@@ -620,9 +596,9 @@ def test_every_public_method_and_property_of_the_client_says_what_it_does():
 # --- Reading the events --------------------------------------------------------------------------
 
 
-def test_iter_events_reads_every_event_held_across_pages_then_stops(server):
+def test_iter_events_reads_every_event_held_across_pages_then_stops(people_server):
     cash = pb_cash("kol-events")
-    with Client(f"127.0.0.1:{server.port}", timeout=10) as client:
+    with Client(f"127.0.0.1:{people_server.port}", timeout=10) as client:
         posted = [client.post_funds(cash, amount).transfer.transfer_id for amount in range(1, 6)]
 
         events = list(client.iter_events(from_oldest=True, page_size=2))
